@@ -1,0 +1,26 @@
+"""codetune: turn an open code LLM into a specialist for a language or codebase."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from codetune.inference.api import CodeModel
+
+
+def __getattr__(name: str) -> Any:
+    # Importing torch and transformers takes seconds; only pay for it when the API is used.
+    if name == "CodeModel":
+        from codetune.inference.api import CodeModel
+
+        return CodeModel
+    if name == "pipeline":
+        from codetune.inference.api import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'codetune' has no attribute {name!r}")
+
+
+__all__ = ["CodeModel", "__version__", "pipeline"]

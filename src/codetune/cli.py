@@ -1,0 +1,250 @@
+"""The command line: parse arguments, call a stage, print a summary. No stage logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from codetune.errors import CodetuneError
+
+app = typer.Typer(
+    name="codetune",
+    help="Specialise an open code LLM for a language or codebase: collect -> build -> train -> merge -> "
+    "eval -> generate/serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tokenizer_app = typer.Typer(help="Train or inspect tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+console = Console(stderr=True)
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config field: KEY=VALUE (value read as YAML). Repeatable."),
+]
+
+
+def _config(model_cls: type, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    from codetune.config import apply_overrides, validate
+
+    data = {key: value for key, value in given.items() if value is not None}
+    return validate(model_cls, apply_overrides(data, overrides or []), where="options")
+
+
+def print_result(result: Any) -> None:
+    """Print what a stage wrote where, as a small table."""
+    from codetune.stage import StageResult
+
+    results = result if isinstance(result, list) else [result]
+    for item in results:
+        if not isinstance(item, StageResult):
+            continue
+        title = f"{item.stage}: {'unchanged, skipped' if item.skipped else 'done'} -> {item.out}"
+        table = Table(title=title, show_header=False, title_justify="left")
+        for key, value in item.summary.items():
+            table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+
+
+@app.command()
+def collect(
+    sources: Annotated[list[str], typer.Argument(help="Local folders, git repository URLs or paths, archives.")],
+    language: Annotated[str, typer.Option("--language", "-l", help="Language name, e.g. python, elm.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Corpus folder to write.")],
+    overrides: SetOption = None,
+) -> None:
+    """Gather and clean source files into a corpus (Parquet + manifest.json)."""
+    from codetune.collect.config import CollectConfig
+    from codetune.collect.pipeline import collect as run_collect
+
+    cfg = _config(CollectConfig, {"sources": sources, "language": language, "out": out}, overrides)
+    print_result(run_collect(cfg))
+
+
+@app.command()
+def build(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder written by `codetune collect`.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="files, windows, units, instruct, ...")] = "files",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")] = (
+        "tiny-gpt-bigcode"
+    ),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Turn a corpus into a tokenized dataset with leak-free splits."""
+    from codetune.dataset.builder import build as run_build
+    from codetune.dataset.config import BuildConfig
+
+    given = {"corpus": corpus, "format": format, "model": model, "out": out or Path("dataset")}
+    print_result(run_build(_config(BuildConfig, given, overrides)))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path or tiny preset.")],
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
+    method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset."""
+    from codetune.train.config import TrainConfig
+    from codetune.train.recipe import train as run_train
+
+    given = {"model": model, "dataset": dataset, "method": method, "out": out or Path("run"),
+             "resume": resume, "max_steps": max_steps}
+    print_result(run_train(_config(TrainConfig, given, overrides)))
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `codetune train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged model.")],
+    overrides: SetOption = None,
+) -> None:
+    """Merge a run's adapter into its base model (plain Hugging Face format)."""
+    from codetune.train.config import MergeConfig
+    from codetune.train.merge import merge as run_merge
+
+    print_result(run_merge(_config(MergeConfig, {"run": run, "out": out}, overrides)))
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model, run folder or NAME=PATH; repeat.")],
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
+    overrides: SetOption = None,
+) -> None:
+    """Evaluate models side by side on held-out data; writes report.md/json and plots."""
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.runner import evaluate
+
+    print_result(evaluate(_config(EvalConfig, {"models": model, "dataset": dataset, "out": out}, overrides)))
+
+
+@app.command()
+def score(
+    references: Annotated[Path, typer.Option("--references", "-r", help="One reference per line.")],
+    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="One prediction per line.")],
+    style: Annotated[str, typer.Option("--style", help="codexglue-method or codexglue-line.")] = (
+        "codexglue-method"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Score predictions against references exactly as CodeXGLUE's evaluators do."""
+    import json
+
+    from codetune.evaluate.score import score_files
+
+    scores = score_files(references, predictions, style=style)
+    if as_json:
+        typer.echo(json.dumps(scores))
+        return
+    table = Table(title=f"score ({style})", show_header=False, title_justify="left")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of prompts ({'prompt': ...}).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of results (resumed if present).")],
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Generate completions for a file of prompts, in length-sorted batches; resumable."""
+    from codetune.inference.batch import generate_file
+    from codetune.inference.config import GenerateConfig
+
+    given = {"model": model, "adapter": adapter, "input": input, "out": out}
+    print_result(generate_file(_config(GenerateConfig, given, overrides)))
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CODETUNE_API_KEY")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
+    from codetune.serve.app import serve as run_serve
+    from codetune.serve.config import ServeConfig
+
+    given = {"model": model, "adapter": adapter, "host": host, "port": port, "api_key": api_key}
+    run_serve(_config(ServeConfig, given, overrides))
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (or a folder of source files).")],
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size.")] = 4096,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write.")] = Path("tokenizer"),
+) -> None:
+    """Train a byte-level BPE tokenizer (with FIM tokens) on a corpus."""
+    from codetune.modeling.tokenizer import train_tokenizer
+
+    print_result(train_tokenizer(corpus, vocab_size=vocab_size, out=out))
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Run every stage of a recipe, skipping stages whose inputs and config are unchanged."""
+    from codetune.runner import run_recipe
+
+    only = [s.strip() for s in stages.split(",")] if stages else None
+    print_result(run_recipe(recipe, overrides=overrides or [], stages=only, force=force))
+
+
+@app.command()
+def quickstart(
+    source: Annotated[Path | None, typer.Option("--source", help="Code folder (default: Python stdlib).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = Path(
+        "quickstart-out"
+    ),
+) -> None:
+    """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""
+    from codetune.quickstart import quickstart as run_quickstart
+
+    print_result(run_quickstart(source=source, out=out))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    logging.basicConfig(level=os.environ.get("CODETUNE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except CodetuneError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get("CODETUNE_DEBUG"):
+            raise
+        console.print(
+            f"[bold red]error:[/] {type(error).__name__}: {error} (set CODETUNE_DEBUG=1 for a traceback)",
+            highlight=False, soft_wrap=True,
+        )
+        sys.exit(1)

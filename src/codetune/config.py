@@ -1,0 +1,146 @@
+"""Typed configuration: one pydantic model per stage (in its package) and the Recipe that chains them.
+
+Logic never reads raw dicts: YAML is validated here, unknown keys are errors that name the key,
+and command-line options override fields with dotted paths (``train.lr=1e-4``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codetune.errors import ConfigError, InputError
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def describe_validation_error(error: ValidationError, where: str = "config") -> str:
+    """One line per problem, naming the key path, e.g. ``train.lr: Input should be a valid number``."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "<root>"
+        msg = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{loc}: {msg}")
+    return f"invalid {where}: " + "; ".join(lines)
+
+
+def validate(model_cls: type[BaseModel], data: dict[str, Any], where: str = "config") -> Any:
+    """Validate ``data`` into ``model_cls`` or raise a ConfigError naming the bad keys."""
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, where)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-4`` -> (["train", "lr"], 1e-4); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (before validation, so bad keys are still reported)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+class LanguageSpec(StrictModel):
+    """A language added from a recipe without code: extensions and a tree-sitter grammar name."""
+
+    name: str
+    extensions: list[str]
+    grammar: str | None = None
+    line_comment: str | None = None
+    block_comment: tuple[str, str] | None = None
+    unit_types: list[str] = Field(default_factory=list)
+
+
+def _stage_models() -> dict[str, type[BaseModel]]:
+    # Imported here so that `codetune --help` does not import every stage.
+    from codetune.collect.config import CollectConfig
+    from codetune.dataset.config import BuildConfig
+    from codetune.evaluate.config import EvalConfig
+    from codetune.inference.config import GenerateConfig
+    from codetune.serve.config import ServeConfig
+    from codetune.train.config import MergeConfig, TrainConfig
+
+    return {
+        "collect": CollectConfig,
+        "build": BuildConfig,
+        "train": TrainConfig,
+        "merge": MergeConfig,
+        "eval": EvalConfig,
+        "generate": GenerateConfig,
+        "serve": ServeConfig,
+    }
+
+
+STAGES = ("collect", "build", "train", "merge", "eval", "generate", "serve")
+
+
+def recipe_model() -> type[BaseModel]:
+    """Build the Recipe model class from the stage configs (each stage section optional)."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {
+        "name": (str, Field("recipe", description="A name for the run, used in reports.")),
+        "workdir": (
+            Path,
+            Field(Path("out"), description="Folder under which stages write when no path is given."),
+        ),
+        "languages": (
+            list[LanguageSpec],
+            Field(default_factory=list, description="Extra languages: extensions + grammar, no code."),
+        ),
+    }
+    for stage, model in _stage_models().items():
+        fields[stage] = (model | None, Field(None, description=model.__doc__))
+    return create_model("Recipe", __base__=StrictModel, **fields)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Load, override and validate a recipe YAML file; relative paths resolve against ``workdir``."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return validate(recipe_model(), data, where=f"recipe {path}")

@@ -1,0 +1,1 @@
+"""codetune.train"""
