@@ -56,7 +56,9 @@ def print_result(result: Any) -> None:
 
 @app.command()
 def collect(
-    sources: Annotated[list[str], typer.Argument(help="Local folders, git repository URLs or paths, archives.")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Local folders, git repository URLs or paths, archives.")
+    ],
     language: Annotated[str, typer.Option("--language", "-l", help="Language name, e.g. python, elm.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Corpus folder to write.")],
     overrides: SetOption = None,
@@ -72,10 +74,12 @@ def collect(
 @app.command()
 def build(
     corpus: Annotated[Path, typer.Argument(help="Corpus folder written by `codetune collect`.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="files, windows, units, instruct, ...")] = "files",
-    model: Annotated[str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")] = (
-        "tiny-gpt-bigcode"
-    ),
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="files, windows, units, instruct, ...")
+    ] = "files",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")
+    ] = ("tiny-gpt-bigcode"),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
     overrides: SetOption = None,
 ) -> None:
@@ -93,7 +97,9 @@ def train(
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
     method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+    ] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     overrides: SetOption = None,
 ) -> None:
@@ -101,8 +107,14 @@ def train(
     from codetune.train.config import TrainConfig
     from codetune.train.recipe import train as run_train
 
-    given = {"model": model, "dataset": dataset, "method": method, "out": out or Path("run"),
-             "resume": resume, "max_steps": max_steps}
+    given = {
+        "model": model,
+        "dataset": dataset,
+        "method": method,
+        "out": out or Path("run"),
+        "resume": resume,
+        "max_steps": max_steps,
+    }
     print_result(run_train(_config(TrainConfig, given, overrides)))
 
 
@@ -121,7 +133,9 @@ def merge(
 
 @app.command("eval")
 def eval_(
-    model: Annotated[list[str], typer.Option("--model", "-m", help="Model, run folder or NAME=PATH; repeat.")],
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="Model, run folder or NAME=PATH; repeat.")
+    ],
     dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
     overrides: SetOption = None,
@@ -162,7 +176,9 @@ def generate(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of prompts ({'prompt': ...}).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of results (resumed if present).")],
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")] = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
@@ -176,7 +192,9 @@ def generate(
 @app.command()
 def serve(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")] = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="CODETUNE_API_KEY")] = None,
@@ -206,7 +224,9 @@ def tokenizer_train(
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Run every stage of a recipe, skipping stages whose inputs and config are unchanged."""
@@ -218,7 +238,9 @@ def run(
 
 @app.command()
 def quickstart(
-    source: Annotated[Path | None, typer.Option("--source", help="Code folder (default: Python stdlib).")] = None,
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Code folder (default: Python stdlib).")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = Path(
         "quickstart-out"
     ),
@@ -231,7 +253,9 @@ def quickstart(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
-    logging.basicConfig(level=os.environ.get("CODETUNE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("CODETUNE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         app()
     except CodetuneError as error:
@@ -245,6 +269,7 @@ def main() -> None:
             raise
         console.print(
             f"[bold red]error:[/] {type(error).__name__}: {error} (set CODETUNE_DEBUG=1 for a traceback)",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)

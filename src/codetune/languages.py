@@ -33,24 +33,134 @@ def register_language(language: Language) -> Language:
     return language
 
 
-def _builtin(name: str, exts: str, grammar: str | None, line: str | None, block: tuple[str, str] | None,
-             units: str = "") -> None:
+def _builtin(
+    name: str,
+    exts: str,
+    grammar: str | None,
+    line: str | None,
+    block: tuple[str, str] | None,
+    units: str = "",
+) -> None:
     register_language(Language(name, tuple(exts.split()), grammar, line, block, tuple(units.split())))
 
 
 C_BLOCK = ("/*", "*/")
-_builtin("python", ".py .pyi", "python", "#", None,
-         "function_definition class_definition decorated_definition")
-_builtin("javascript", ".js .mjs .cjs .jsx", "javascript", "//", C_BLOCK,
-         "function_declaration class_declaration method_definition generator_function_declaration")
-_builtin("typescript", ".ts .mts .cts", "typescript", "//", C_BLOCK,
-         "function_declaration class_declaration method_definition interface_declaration type_alias_declaration")
-_builtin("java", ".java", "java", "//", C_BLOCK,
-         "class_declaration interface_declaration method_declaration constructor_declaration enum_declaration")
-_builtin("kotlin", ".kt .kts", "kotlin", "//", C_BLOCK,
-         "function_declaration class_declaration object_declaration")
-_builtin("elm", ".elm", "elm", "--", ("{-", "-}"),
-         "value_declaration type_declaration type_alias_declaration")
+# Grammar names are those of tree-sitter-language-pack 0.13 (note ``csharp``, not ``c_sharp``);
+# tests/test_languages.py checks that every grammar loads and every unit type exists in it.
+_builtin(
+    "python", ".py .pyi", "python", "#", None, "function_definition class_definition decorated_definition"
+)
+_builtin(
+    "javascript",
+    ".js .mjs .cjs .jsx",
+    "javascript",
+    "//",
+    C_BLOCK,
+    "function_declaration class_declaration method_definition generator_function_declaration",
+)
+_builtin(
+    "typescript",
+    ".ts .mts .cts",
+    "typescript",
+    "//",
+    C_BLOCK,
+    "function_declaration class_declaration method_definition interface_declaration type_alias_declaration",
+)
+_builtin(
+    "java",
+    ".java",
+    "java",
+    "//",
+    C_BLOCK,
+    "class_declaration interface_declaration method_declaration constructor_declaration enum_declaration",
+)
+_builtin(
+    "kotlin", ".kt .kts", "kotlin", "//", C_BLOCK, "function_declaration class_declaration object_declaration"
+)
+_builtin(
+    "scala",
+    ".scala .sc",
+    "scala",
+    "//",
+    C_BLOCK,
+    "function_definition class_definition object_definition trait_definition",
+)
+_builtin(
+    "elm", ".elm", "elm", "--", ("{-", "-}"), "value_declaration type_declaration type_alias_declaration"
+)
+_builtin(
+    "haskell",
+    ".hs .lhs",
+    "haskell",
+    "--",
+    ("{-", "-}"),
+    "function signature data_type newtype class instance",
+)
+_builtin(
+    "ocaml", ".ml .mli", "ocaml", None, ("(*", "*)"), "value_definition type_definition module_definition"
+)
+_builtin("lua", ".lua", "lua", "--", ("--[[", "]]"), "function_declaration")
+_builtin("r", ".r", "r", "#", None, "function_definition")
+_builtin(
+    "julia",
+    ".jl",
+    "julia",
+    "#",
+    ("#=", "=#"),
+    "function_definition struct_definition macro_definition module_definition",
+)
+_builtin(
+    "swift", ".swift", "swift", "//", C_BLOCK, "function_declaration class_declaration protocol_declaration"
+)
+_builtin("dart", ".dart", "dart", "//", C_BLOCK, "class_definition function_signature method_signature")
+_builtin("zig", ".zig", "zig", "//", None, "Decl FnProto")
+_builtin(
+    "nim",
+    ".nim .nims",
+    "nim",
+    "#",
+    ("#[", "]#"),
+    "proc_declaration func_declaration method_declaration iterator_declaration type_section",
+)
+_builtin(
+    "solidity",
+    ".sol",
+    "solidity",
+    "//",
+    C_BLOCK,
+    "contract_declaration function_definition modifier_definition event_definition struct_declaration",
+)
+_builtin("clojure", ".clj .cljs .cljc .edn", "clojure", ";", None, "list_lit")
+_builtin("go", ".go", "go", "//", C_BLOCK, "function_declaration method_declaration type_declaration")
+_builtin("rust", ".rs", "rust", "//", C_BLOCK, "function_item impl_item struct_item enum_item trait_item")
+_builtin("c", ".c .h", "c", "//", C_BLOCK, "function_definition struct_specifier")
+_builtin(
+    "cpp",
+    ".cpp .cc .cxx .hpp .hh .hxx",
+    "cpp",
+    "//",
+    C_BLOCK,
+    "function_definition class_specifier struct_specifier namespace_definition",
+)
+_builtin(
+    "c_sharp",
+    ".cs",
+    "csharp",
+    "//",
+    C_BLOCK,
+    "class_declaration interface_declaration struct_declaration enum_declaration method_declaration "
+    "constructor_declaration",
+)
+_builtin("ruby", ".rb", "ruby", "#", ("=begin", "=end"), "method singleton_method class module")
+_builtin(
+    "php",
+    ".php",
+    "php",
+    "//",
+    C_BLOCK,
+    "function_definition class_declaration method_declaration interface_declaration trait_declaration",
+)
+_builtin("bash", ".sh .bash", "bash", "#", None, "function_definition")
 
 
 def register_spec(spec: Any) -> Language:
@@ -74,8 +184,17 @@ def language_names() -> list[str]:
 def get_language(name: str) -> Language:
     """Look a language up by name (case-insensitive) or fail with the list of known ones."""
     key = name.strip().lower().replace("-", "_")
-    aliases = {"c#": "c_sharp", "csharp": "c_sharp", "c++": "cpp", "js": "javascript", "ts": "typescript",
-               "py": "python", "kt": "kotlin", "sh": "bash", "shell": "bash"}
+    aliases = {
+        "c#": "c_sharp",
+        "csharp": "c_sharp",
+        "c++": "cpp",
+        "js": "javascript",
+        "ts": "typescript",
+        "py": "python",
+        "kt": "kotlin",
+        "sh": "bash",
+        "shell": "bash",
+    }
     key = aliases.get(key, key)
     if key not in _REGISTRY:
         raise InputError(f"unknown language {name!r}; known: {', '.join(language_names())}")

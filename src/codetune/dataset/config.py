@@ -13,7 +13,9 @@ class BuildConfig(StrictModel):
     """Turn a corpus into a tokenized dataset with train/valid/test splits."""
 
     corpus: Path | None = Field(None, description="Corpus folder (default: the collect stage's output).")
-    format: str = Field("files", description="Dataset format: files, windows, units, instruct, seq2seq, code_json.")
+    format: str = Field(
+        "files", description="Dataset format: files, windows, units, instruct, seq2seq, code_json."
+    )
     model: str = Field("tiny-gpt-bigcode", description="Model or tokenizer whose tokenizer is used.")
     out: Path | None = Field(None, description="Dataset folder (default: WORKDIR/dataset).")
     max_length: int = Field(512, gt=8, description="Maximum tokens per example.")

@@ -1,0 +1,228 @@
+"""Filter steps: each answers True (keep) or (False, reason); plus the licence-header strip transform.
+
+Thresholds follow bigcode's StarCoder data pipeline (max line 1000, mean line 100, alphanumeric
+fraction 0.25, encoded runs of 64+ characters) and can be overridden per language.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from codetune.languages import Language, error_fraction, parse
+
+Verdict = bool | tuple[bool, str]
+
+
+@dataclass
+class Doc:
+    """One candidate file on its way through the filters."""
+
+    path: str
+    repo: str
+    text: str
+    language: Language
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Thresholds:
+    """The numbers filters read: the config's values, with per-language overrides applied."""
+
+    min_lines: int
+    min_tokens: int
+    max_error_fraction: float
+    max_line_length: int
+    max_mean_line_length: float
+    min_alnum_fraction: float
+    generated_markers: tuple[str, ...]
+    generated_lines: int
+    encoded_min_run: int
+    encoded_max_match: int
+    encoded_max_fraction: float
+    max_literal_chars: int
+
+    @classmethod
+    def from_config(cls, cfg: Any, language: str) -> Thresholds:
+        """Read thresholds from a CollectConfig, applying ``language_thresholds[language]``."""
+        values = {name: getattr(cfg, name) for name in cls.__dataclass_fields__}
+        values["generated_markers"] = tuple(m.lower() for m in values["generated_markers"])
+        for key, value in cfg.language_thresholds.get(language, {}).items():
+            if key not in values:
+                from codetune.errors import ConfigError
+
+                raise ConfigError(f"language_thresholds.{language}: unknown threshold {key!r}")
+            values[key] = type(values[key])(value)
+        return cls(**values)
+
+
+FilterFn = Callable[[Doc, Thresholds], Verdict]
+FILTERS: dict[str, FilterFn] = {}
+
+
+def register_filter(name: str) -> Callable[[FilterFn], FilterFn]:
+    """Register a filter step under the reason name it reports."""
+
+    def wrap(fn: FilterFn) -> FilterFn:
+        FILTERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def run_filters(doc: Doc, names: list[str], th: Thresholds) -> str | None:
+    """Apply the named filters in order; return the first reason to drop, or None to keep."""
+    for name in names:
+        verdict = FILTERS[name](doc, th)
+        if verdict is True:
+            continue
+        if verdict is False:
+            return name
+        if not verdict[0]:
+            return verdict[1]
+    return None
+
+
+@register_filter("empty")
+def _empty(doc: Doc, th: Thresholds) -> Verdict:
+    return bool(doc.text.strip()) or (False, "empty")
+
+
+@register_filter("too_few_lines")
+def _too_few_lines(doc: Doc, th: Thresholds) -> Verdict:
+    lines = sum(1 for line in doc.text.splitlines() if line.strip())
+    return lines >= th.min_lines or (False, "too_few_lines")
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@register_filter("too_few_tokens")
+def _too_few_tokens(doc: Doc, th: Thresholds) -> Verdict:
+    if th.min_tokens <= 0:
+        return True
+    count = 0
+    for _ in _TOKEN.finditer(doc.text):
+        count += 1
+        if count >= th.min_tokens:
+            return True
+    return False, "too_few_tokens"
+
+
+@register_filter("max_line_length")
+def _max_line_length(doc: Doc, th: Thresholds) -> Verdict:
+    longest = max((len(line) for line in doc.text.splitlines()), default=0)
+    return longest <= th.max_line_length or (False, "max_line_length")
+
+
+@register_filter("mean_line_length")
+def _mean_line_length(doc: Doc, th: Thresholds) -> Verdict:
+    lines = doc.text.splitlines() or [""]
+    return sum(map(len, lines)) / len(lines) <= th.max_mean_line_length or (False, "mean_line_length")
+
+
+@register_filter("alnum_fraction")
+def _alnum_fraction(doc: Doc, th: Thresholds) -> Verdict:
+    text = doc.text
+    alnum = sum(1 for ch in text if ch.isalnum())
+    return alnum / max(len(text), 1) >= th.min_alnum_fraction or (False, "alnum_fraction")
+
+
+@register_filter("generated")
+def _generated(doc: Doc, th: Thresholds) -> Verdict:
+    head = "\n".join(doc.text.splitlines()[: th.generated_lines]).lower()
+    return not any(marker in head for marker in th.generated_markers) or (False, "generated")
+
+
+_ENCODED_CACHE: dict[int, re.Pattern[str]] = {}
+
+
+def _encoded_pattern(min_run: int) -> re.Pattern[str]:
+    # base64-like runs, hex runs (with optional 0x/\x prefixes) and \uXXXX escape chains.
+    if min_run not in _ENCODED_CACHE:
+        _ENCODED_CACHE[min_run] = re.compile(
+            rf"[A-Za-z0-9+/=]{{{min_run},}}|(?:\b(?:0x|\\x)?[0-9A-Fa-f]{{2}}[, ]*){{{min_run // 2},}}"
+            rf"|(?:\\u[0-9A-Fa-f]{{4}}){{{min_run // 6},}}"
+        )
+    return _ENCODED_CACHE[min_run]
+
+
+@register_filter("encoded_data")
+def _encoded_data(doc: Doc, th: Thresholds) -> Verdict:
+    covered = 0
+    for match in _encoded_pattern(th.encoded_min_run).finditer(doc.text):
+        size = match.end() - match.start()
+        if size > th.encoded_max_match:
+            return False, "encoded_data"
+        covered += size
+    return covered <= th.encoded_max_fraction * max(len(doc.text), 1) or (False, "encoded_data")
+
+
+# String literals: triple-quoted (Python, Kotlin, Scala, Swift, Julia), "..." and '...' with escapes,
+# and JS template literals. A literal over the limit is test data or an embedded blob.
+_LITERAL = re.compile(
+    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`[^`]*`'
+)
+
+
+@register_filter("long_literal")
+def _long_literal(doc: Doc, th: Thresholds) -> Verdict:
+    if len(doc.text) <= th.max_literal_chars:
+        return True
+    for match in _LITERAL.finditer(doc.text):
+        if match.end() - match.start() > th.max_literal_chars:
+            return False, "long_literal"
+    return True
+
+
+@register_filter("not_language")
+def _not_language(doc: Doc, th: Thresholds) -> Verdict:
+    if doc.language.grammar is None:
+        return True
+    fraction = error_fraction(parse(doc.language, doc.text))
+    doc.meta["error_fraction"] = round(fraction, 4)
+    return fraction <= th.max_error_fraction or (False, "not_language")
+
+
+_LICENCE = re.compile(r"copyright|licen[cs]e|spdx-license-identifier|\(c\)\s*\d{4}|all rights reserved", re.I)
+
+
+def strip_licence(text: str, language: Language) -> tuple[str, bool]:
+    """Remove a leading comment block that mentions copyright/licence/SPDX; return (text, stripped)."""
+    lines = text.splitlines(keepends=True)
+    start = 0
+    while start < len(lines) and (lines[start].startswith("#!") or not lines[start].strip()):
+        start += 1  # keep a shebang; skip blank lines before the header
+    end = start
+    block = language.block_comment
+    stripped_first = lines[start].lstrip() if start < len(lines) else ""
+    if block and stripped_first.startswith(block[0]):
+        rest = "".join(lines[start:])
+        offset = rest.find(block[1], rest.find(block[0]) + len(block[0]))
+        if offset < 0:
+            return text, False
+        header = rest[: offset + len(block[1])]
+        end = start + header.count("\n") + 1
+    elif language.line_comment and stripped_first.startswith(language.line_comment):
+        while end < len(lines) and lines[end].lstrip().startswith(language.line_comment):
+            end += 1
+        header = "".join(lines[start:end])
+    elif language.name == "python" and stripped_first.startswith(('"""', "'''")):
+        quote = stripped_first[:3]
+        rest = "".join(lines[start:])
+        offset = rest.find(quote, 3)
+        if offset < 0:
+            return text, False
+        header = rest[: offset + 3]
+        end = start + header.count("\n") + 1
+    else:
+        return text, False
+    if not _LICENCE.search(header):
+        return text, False
+    while end < len(lines) and not lines[end].strip():
+        end += 1
+    return "".join(lines[:start] if lines[:start] and lines[0].startswith("#!") else []) + "".join(
+        lines[end:]
+    ), True

@@ -1,0 +1,191 @@
+"""Load models and tokenizers from a hub id, a local folder, a run folder or a tiny preset.
+
+Offline-aware: with no network and nothing cached, loading fails with one clear line instead
+of a chain of connection tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from codetune.errors import ModelLoadError
+from codetune.modeling.presets import PRESETS, is_preset, preset_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: the base weights, an optional adapter, and the tokenizer to use."""
+
+    base: str
+    adapter: Path | None = None
+    tokenizer: str | None = None
+
+    @property
+    def tokenizer_source(self) -> str:
+        return self.tokenizer or self.base
+
+
+def _run_manifest(folder: Path) -> dict[str, Any] | None:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or not ((folder / "adapter").is_dir() or (folder / "model").is_dir()):
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelRef:
+    """Turn what a user typed into a ModelRef: preset, local folder, run folder or hub id."""
+    text = str(name).strip()
+    if not text:
+        raise ModelLoadError("no model given")
+    if is_preset(text):
+        ref = ModelRef(str(preset_dir(text)))
+    else:
+        path = Path(text).expanduser()
+        run = _run_manifest(path) if path.is_dir() else None
+        if run is not None:
+            tokenizer = str(path / "tokenizer") if (path / "tokenizer").is_dir() else None
+            if (path / "model").is_dir():
+                ref = ModelRef(str(path / "model"), None, tokenizer)
+            else:
+                base = resolve_model(run["model"]).base
+                ref = ModelRef(base, path / "adapter", tokenizer)
+        elif path.exists():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(
+                    f"{path} is not a model folder (no config.json) nor a codetune run folder"
+                )
+            ref = ModelRef(str(path))
+        elif text.startswith((".", "/", "~")) or text.count("/") > 1:
+            raise ModelLoadError(f"model path not found: {text}")
+        else:
+            ref = ModelRef(text)
+    if adapter is not None:
+        adapter_path = Path(adapter)
+        if (adapter_path / "adapter").is_dir():
+            if ref.tokenizer is None and (adapter_path / "tokenizer").is_dir():
+                ref = ModelRef(ref.base, None, str(adapter_path / "tokenizer"))
+            adapter_path = adapter_path / "adapter"
+        if not (adapter_path / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"no adapter found at {adapter} (expected a run folder or an adapter folder)"
+            )
+        ref = ModelRef(ref.base, adapter_path, ref.tokenizer)
+    return ref
+
+
+def _hub_error(name: str, error: Exception) -> ModelLoadError:
+    offline = "" if hub_reachable() else " (offline: the hub cannot be reached)"
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelLoadError(
+        f"cannot load model {name!r}: not a tiny preset ({', '.join(PRESETS)}), not a local folder, and not "
+        f"available from the Hugging Face hub or its cache{offline}. Download it where there is network "
+        f"(`hf download {name}`) or pass a local path. [{reason[:160]}]"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub can be reached at all; huggingface_hub otherwise retries for about a minute."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def from_pretrained(loader: Callable[..., Any], name: str, **kwargs: Any) -> Any:
+    """Call a ``from_pretrained``: local files first, the hub only when it can be reached."""
+    try:
+        return loader(name, local_files_only=True, **kwargs)
+    except Exception as error:
+        if Path(name).exists() or not hub_reachable():
+            raise _hub_error(name, error) from None
+    try:
+        return loader(name, **kwargs)
+    except Exception as error:
+        raise _hub_error(name, error) from None
+
+
+def load_config(name: str) -> Any:
+    """AutoConfig for a resolved base, with the offline-aware error."""
+    from transformers import AutoConfig
+
+    return from_pretrained(AutoConfig.from_pretrained, name)
+
+
+def is_seq2seq_config(config: Any) -> bool:
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def load_tokenizer(name: str | Path | ModelRef, adapter: str | Path | None = None) -> Any:
+    """The tokenizer for a model (a run's own tokenizer wins: it may carry added FIM tokens)."""
+    from transformers import AutoTokenizer
+
+    ref = name if isinstance(name, ModelRef) else resolve_model(name, adapter)
+    tokenizer = from_pretrained(AutoTokenizer.from_pretrained, ref.tokenizer_source)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str | Path | ModelRef,
+    adapter: str | Path | None = None,
+    *,
+    dtype: Any = None,
+    device: str | None = None,
+    trainable_adapter: bool = False,
+    quantization_config: Any = None,
+) -> Any:
+    """Load base weights (+ a peft adapter, unmerged) as an eval-mode model on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    ref = name if isinstance(name, ModelRef) else resolve_model(name, adapter)
+    config = load_config(ref.base)
+    auto = AutoModelForSeq2SeqLM if is_seq2seq_config(config) else AutoModelForCausalLM
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    model = from_pretrained(auto.from_pretrained, ref.base, **kwargs)
+    if ref.adapter is not None:
+        from peft import PeftModel
+
+        tokenizer = load_tokenizer(ref)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        model = PeftModel.from_pretrained(model, str(ref.adapter), is_trainable=trainable_adapter)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model
+
+
+def default_device() -> str:
+    """cuda when present, else mps, else cpu."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
