@@ -22,12 +22,16 @@ WORDS = ["def", "return", "self", "x", "y", "=", "(", ")", ":", "+", "if", "for"
 
 
 def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Code-like lines (CodeXGLUE-tokenised style): 0-24 tokens from keywords and 5000 identifiers."""
     rng = random.Random(seed)
+    names = [f"{rng.choice(['get', 'set', 'is', 'to', 'on'])}_{rng.choice(['value', 'item', 'node'])}{i}"
+             for i in range(5000)]
+    words = WORDS * 40 + names
     refs, preds = [], []
     for _ in range(n):
-        ref = [rng.choice(WORDS) for _ in range(rng.randint(0, 12))]
-        pred = [w if rng.random() < 0.7 else rng.choice(WORDS) for w in ref[: rng.randint(0, len(ref))]]
-        pred += [rng.choice(WORDS) for _ in range(rng.randint(0, 3))]
+        ref = [rng.choice(words) for _ in range(rng.randint(0, 24))]
+        pred = [w if rng.random() < 0.7 else rng.choice(words) for w in ref[: rng.randint(0, len(ref))]]
+        pred += [rng.choice(words) for _ in range(rng.randint(0, 3))]
         refs.append(" ".join(ref))
         preds.append(" ".join(pred))
     return refs, preds

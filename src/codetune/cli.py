@@ -57,17 +57,47 @@ def print_result(result: Any) -> None:
 @app.command()
 def collect(
     sources: Annotated[
-        list[str], typer.Argument(help="Local folders, git repository URLs or paths, archives.")
+        list[str],
+        typer.Argument(help="Local folders, git URLs or paths, archives, github:QUERY, docs:URL."),
     ],
     language: Annotated[str, typer.Option("--language", "-l", help="Language name, e.g. python, elm.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Corpus folder to write.")],
+    rejected: Annotated[
+        Path | None, typer.Option("--rejected", help="Write dropped files here, one folder per reason.")
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Glob files must match. Repeatable.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Glob of files to skip. Repeatable.")
+    ] = None,
+    branch: Annotated[str | None, typer.Option("--branch", help="Git branch or tag to clone.")] = None,
+    max_repos: Annotated[
+        int | None, typer.Option("--max-repos", help="At most this many GitHub repos.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Worker processes (default 2).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite even when nothing changed.")] = False,
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect as run_collect
 
-    cfg = _config(CollectConfig, {"sources": sources, "language": language, "out": out}, overrides)
+    given = {
+        "sources": sources,
+        "language": language,
+        "out": out,
+        "rejected": rejected,
+        "include": include,
+        "exclude": exclude,
+        "branch": branch,
+        "max_repos": max_repos,
+        "workers": workers,
+        "force": force or None,
+    }
+    cfg = _config(CollectConfig, given, overrides)
     print_result(run_collect(cfg))
 
 

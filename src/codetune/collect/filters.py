@@ -162,18 +162,27 @@ def _encoded_data(doc: Doc, th: Thresholds) -> Verdict:
 
 # String literals: triple-quoted (Python, Kotlin, Scala, Swift, Julia), "..." and '...' with escapes,
 # and JS template literals. A literal over the limit is test data or an embedded blob.
-_LITERAL = re.compile(
-    r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`[^`]*`'
-)
+_LITERAL = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+_LITERAL_BACKTICK = re.compile(_LITERAL.pattern + r"|`[^`]*`")
+_BACKTICK_LANGUAGES = {"javascript", "typescript", "go"}  # template literals / raw strings
+_DOCSTRING_PREFIX = re.compile(r"\s*[rRuUbBfF]{0,2}")
 
 
 @register_filter("long_literal")
 def _long_literal(doc: Doc, th: Thresholds) -> Verdict:
     if len(doc.text) <= th.max_literal_chars:
         return True
-    for match in _LITERAL.finditer(doc.text):
-        if match.end() - match.start() > th.max_literal_chars:
-            return False, "long_literal"
+    text = doc.text
+    pattern = _LITERAL_BACKTICK if doc.language.name in _BACKTICK_LANGUAGES else _LITERAL
+    for match in pattern.finditer(text):
+        start = match.start()
+        if match.end() - start <= th.max_literal_chars:
+            continue
+        # A triple-quoted string standing alone on its line is a docstring, not data.
+        line_start = text.rfind("\n", 0, start) + 1
+        if text.startswith(('"""', "'''"), start) and _DOCSTRING_PREFIX.fullmatch(text, line_start, start):
+            continue
+        return False, "long_literal"
     return True
 
 

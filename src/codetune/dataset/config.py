@@ -1,26 +1,138 @@
-"""Configuration of the build stage."""
+"""Configuration of the build stage: common options plus one typed section per format."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from codetune.config import StrictModel
 
 
+class WindowsOptions(StrictModel):
+    """Sliding-window prompt/completion pairs (the Kotlin use case)."""
+
+    prompt_tokens: int = Field(100, gt=0, description="Prompt length P in tokens (upper bound).")
+    completion_tokens: int = Field(35, gt=0, description="Completion length C in tokens (upper bound).")
+    stride: int | None = Field(
+        None, gt=0, description="Tokens the window moves each step (default: completion_tokens)."
+    )
+    snap_chars: str = Field(
+        "\n;,.(){}[]:= \t\"'",
+        description="A boundary may only fall right after one of these characters (or at a line end).",
+    )
+    min_completion_tokens: int = Field(2, ge=1, description="Shorter completions are dropped.")
+
+
+class UnitsOptions(StrictModel):
+    """Tree-sitter syntax units: functions, methods, classes, types (the Elm use case)."""
+
+    mode: Literal["text", "prompt"] = Field(
+        "text", description="text: the unit as one text; prompt: header/signature (+doc) -> body."
+    )
+    doc: bool = Field(True, description="Keep the doc comment (and type annotation) right before a unit.")
+    drop_comments: bool = Field(False, description="Remove comments inside units.")
+    drop_imports: bool = Field(False, description="Remove import/module/package declarations.")
+    types: list[str] | None = Field(
+        None, description="Node types that count as units (default: the language registry's)."
+    )
+    min_chars: int = Field(10, ge=0, description="Shorter units are dropped.")
+
+
+class InstructOptions(StrictModel):
+    """Instruction/response pairs from JSONL, a doccano export, or docstring -> function pairs."""
+
+    source: Literal["auto", "jsonl", "doccano", "docstrings"] = Field(
+        "auto",
+        description="auto: corpus folder -> docstrings; doccano-shaped JSONL -> doccano; else jsonl.",
+    )
+    instruction_field: str = Field("instruction", description="JSONL field holding the instruction.")
+    input_field: str | None = Field("input", description="Optional JSONL field appended to the instruction.")
+    response_field: str = Field("output", description="JSONL field holding the response.")
+    doccano_text_field: str = Field("text", description="doccano: the annotated text.")
+    doccano_label_field: str = Field("label", description="doccano: spans [start, end, label] or strings.")
+    doccano_instruction_label: str = Field(
+        "instruction", description="doccano: span label whose text is the instruction."
+    )
+    template: str = Field(
+        "### Instruction:\n{instruction}\n\n### Response:\n",
+        description="Prompt template used when the tokenizer has no chat template.",
+    )
+    use_chat_template: bool = Field(True, description="Use the tokenizer's chat template when it has one.")
+
+
+class Seq2SeqOptions(StrictModel):
+    """Source/target pairs for encoder-decoder models (the CoNaLa use case)."""
+
+    source_fields: list[str] = Field(["intent", "snippet"], description="Fields joined into the source.")
+    separator: str = Field("\n", description="Joins the source fields.")
+    target_field: str = Field("rewritten_intent", description="Field holding the target.")
+    max_target_length: int | None = Field(None, gt=0, description="Target token limit (default max_length).")
+
+
+class CodeJsonOptions(StrictModel):
+    """JSONL ``{"code": ...}`` files, as PaddleNLP's CodeGen fine-tuning takes them."""
+
+    field: str = Field("code", description="JSON field holding the code.")
+
+
+class DecontamOptions(StrictModel):
+    """Near-duplicate removal of test documents against train, and benchmark decontamination."""
+
+    minhash: bool = Field(True, description="Drop test documents that near-duplicate a train document.")
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity counted as a near-duplicate.")
+    num_perm: int = Field(64, ge=16, description="MinHash permutations.")
+    shingle: int = Field(5, ge=1, description="Word n-gram size of the MinHash shingles.")
+    benchmarks: list[Path] = Field(
+        default_factory=list, description="Benchmark files (text/JSON/JSONL) to keep out of every split."
+    )
+    ngram: int = Field(10, ge=3, description="Word n-gram size for benchmark overlap.")
+    min_substring_chars: int = Field(
+        50, ge=10, description="Benchmark snippets at least this long are also matched verbatim."
+    )
+
+
 class BuildConfig(StrictModel):
     """Turn a corpus into a tokenized dataset with train/valid/test splits."""
 
-    corpus: Path | None = Field(None, description="Corpus folder (default: the collect stage's output).")
+    corpus: Path | None = Field(
+        None,
+        description="Corpus folder (default: the collect stage's output), or a JSON/JSONL file or "
+        "folder for instruct, seq2seq and code_json.",
+    )
     format: str = Field(
         "files", description="Dataset format: files, windows, units, instruct, seq2seq, code_json."
     )
     model: str = Field("tiny-gpt-bigcode", description="Model or tokenizer whose tokenizer is used.")
     out: Path | None = Field(None, description="Dataset folder (default: WORKDIR/dataset).")
     max_length: int = Field(512, gt=8, description="Maximum tokens per example.")
+    overlong: Literal["trim", "drop"] = Field(
+        "trim", description="What to do with examples over max_length (counted either way)."
+    )
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
-    fim_rate: float = Field(0.0, ge=0, le=1, description="Share of causal examples turned into FIM.")
+    split_by: Literal["auto", "repo", "file"] = Field(
+        "auto", description="auto: by repository, or by file when there is a single repository."
+    )
+    fim_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of text examples turned into FIM (causal models only; ignored for seq2seq "
+        "unless set explicitly, which is an error).",
+    )
     fim_spm_rate: float = Field(0.5, ge=0, le=1, description="Share of FIM examples in SPM order.")
+    fim_split: Literal["random", "syntax"] = Field(
+        "random", description="random: uniform token-level split points; syntax: the middle is one node."
+    )
     seed: int = 0
+    num_proc: int | None = Field(
+        None, ge=1, description="Worker processes for datasets.map (default: auto by size)."
+    )
+    windows: WindowsOptions = Field(default_factory=WindowsOptions)
+    units: UnitsOptions = Field(default_factory=UnitsOptions)
+    instruct: InstructOptions = Field(default_factory=InstructOptions)
+    seq2seq: Seq2SeqOptions = Field(default_factory=Seq2SeqOptions)
+    code_json: CodeJsonOptions = Field(default_factory=CodeJsonOptions)
+    decontam: DecontamOptions = Field(default_factory=DecontamOptions)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 
 _LITERAL = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
 
 
 def _replace_literals(code: str) -> str:
+    if "<" not in code:
+        return code
     code = code.replace("<NUM_LIT>", "0").replace("<STR_LIT>", "").replace("<CHAR_LIT>", "")
     # CodeXGLUE replaces each found literal's full text (str.replace, all occurrences) in order.
     for kind, value in _LITERAL.findall(code):
@@ -35,7 +36,8 @@ def _replace_literals(code: str) -> str:
 
 def post_process_method(code: str) -> str:
     """The Method-Generation evaluator's post-processing: layout tokens, literals, collapsed spaces."""
-    code = code.replace("<EOL>", "\n").replace("<INDENT>", " ").replace("<DEDENT>", " ")
+    if "<" in code:
+        code = code.replace("<EOL>", "\n").replace("<INDENT>", " ").replace("<DEDENT>", " ")
     return " ".join(_replace_literals(code).split())
 
 
@@ -57,62 +59,84 @@ def fuzz_ratio(a: str, b: str) -> int:
 
 
 def fuzz_ratios(preds: Sequence[str], refs: Sequence[str]) -> list[int]:
-    """``fuzz_ratio`` over aligned lists, with the distances computed in one rapidfuzz call."""
+    """``fuzz_ratio`` over aligned lists: one rapidfuzz call, then the same float arithmetic in numpy."""
+    import numpy as np
     from rapidfuzz.distance import Indel
     from rapidfuzz.process import cpdist
 
     if not preds:
         return []
-    distances = cpdist(list(preds), list(refs), scorer=Indel.distance, workers=1)
-    out = []
-    for a, b, dist in zip(preds, refs, distances.tolist()):
-        if a == b:
-            out.append(100)
-        elif not a or not b:
-            out.append(0)
-        else:
-            lensum = len(a) + len(b)
-            out.append(int(round(100 * ((lensum - dist) / lensum))))
-    return out
+    dist = cpdist(list(preds), list(refs), scorer=Indel.distance, workers=1).astype(np.float64)
+    lensum = np.fromiter(map(len, preds), np.float64, len(preds)) + np.fromiter(map(len, refs), np.float64, len(refs))
+    # Equal strings have distance 0 and exactly one empty string has distance lensum, so the formula
+    # already gives fuzzywuzzy's 100 / 0 except for two empty strings. np.rint rounds half to even
+    # like Python's round().
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.rint(100 * ((lensum - dist) / lensum))
+    ratio[lensum == 0] = 100
+    return ratio.astype(np.int64).tolist()
 
 
-def _ngrams(tokens: list[str], max_order: int) -> Counter:
-    counts: Counter = Counter()
-    for order in range(1, max_order + 1):
-        counts.update(zip(*(tokens[i:] for i in range(order))))
-    return counts
+def _clipped_matches(references: Sequence[list[str]], translations: Sequence[list[str]], max_order: int):
+    """Per order: sum over pairs of clipped n-gram matches, and of translation n-gram counts.
+
+    Exact and vectorised: tokens become integer ids, k-grams get exact integer ids by repeated
+    relabelling (np.unique), and counts per (gram, pair) are matched by sorting.
+    """
+    import numpy as np
+
+    n = len(references)
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for side in (references, translations)
+                       for seg in side for t in seg), np.int64)
+    lens = np.fromiter((len(seg) for side in (references, translations) for seg in side), np.int64, 2 * n)
+    seg = np.repeat(np.arange(2 * n, dtype=np.int64), lens)
+    ends = np.repeat(np.cumsum(lens), lens)
+    remaining = ends - np.arange(len(ids), dtype=np.int64)  # tokens left in the segment from here
+    is_trans = seg >= n
+    pair = np.where(is_trans, seg - n, seg)
+    trans_lens = lens[n:]
+    matches, possible = [0] * max_order, [0] * max_order
+    gram = ids.copy()
+    base = max(len(vocab), 1)
+    for k in range(1, max_order + 1):
+        if k > 1:
+            ext = np.zeros_like(gram)
+            ext[: len(ids) - k + 1] = ids[k - 1 :]
+            if (int(gram.max()) + 1) * base * max(n, 1) >= 2**62:
+                # keep ids small enough for exact int64 keys: relabel to dense ids first
+                gram = np.unique(gram, return_inverse=True)[1].astype(np.int64).reshape(-1)
+            gram = gram * base + ext
+        valid = remaining >= k
+        possible[k - 1] = int(np.maximum(trans_lens - k + 1, 0).sum())
+        if not valid.any():
+            continue
+        key = gram[valid] * max(n, 1) + pair[valid]
+        side = is_trans[valid]
+        t_keys, t_counts = np.unique(key[side], return_counts=True)
+        r_keys, r_counts = np.unique(key[~side], return_counts=True)
+        _, it, ir = np.intersect1d(t_keys, r_keys, assume_unique=True, return_indices=True)
+        matches[k - 1] = int(np.minimum(t_counts[it], r_counts[ir]).sum())
+    return matches, possible
 
 
-def corpus_bleu(
-    references: Sequence[list[str]],
-    translations: Sequence[list[str]],
-    max_order: int = 4,
-    smooth: bool = True,
-) -> float:
+def corpus_bleu(references: Sequence[list[str]], translations: Sequence[list[str]], max_order: int = 4,
+                smooth: bool = True) -> float:
     """Corpus BLEU in [0, 1] as CodeXGLUE's ``bleu.py`` computes it (Lin & Och add-one smoothing).
 
-    CodeXGLUE divides by zero on an all-empty side; here empty translations give 0 and empty
-    references a brevity penalty of 1.
+    One reference per translation. CodeXGLUE divides by zero on an all-empty side; here empty
+    translations give 0 and empty references a brevity penalty of 1.
     """
-    matches = [0] * max_order
-    possible = [0] * max_order
-    ref_len = trans_len = 0
-    for ref, trans in zip(references, translations):
-        ref_len += len(ref)
-        trans_len += len(trans)
-        overlap = _ngrams(trans, max_order) & _ngrams(ref, max_order)
-        for gram, count in overlap.items():
-            matches[len(gram) - 1] += count
-        for order in range(1, max_order + 1):
-            if len(trans) - order + 1 > 0:
-                possible[order - 1] += len(trans) - order + 1
+    references, translations = list(references), list(translations)[: len(references)]
+    references = references[: len(translations)]
+    matches, possible = _clipped_matches(references, translations, max_order)
+    ref_len = sum(map(len, references))
+    trans_len = sum(map(len, translations))
     if smooth:
         precisions = [(m + 1.0) / (p + 1.0) for m, p in zip(matches, possible)]
     else:
         precisions = [m / p if p > 0 else 0.0 for m, p in zip(matches, possible)]
-    geo_mean = (
-        math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0
-    )
+    geo_mean = math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0
     if trans_len == 0:
         return 0.0
     ratio = trans_len / ref_len if ref_len else math.inf
@@ -130,6 +154,26 @@ def _check(references: Sequence[str], predictions: Sequence[str]) -> int:
     return len(references)
 
 
+def _no_gc(func):
+    # Building hundreds of thousands of small lists triggers the cyclic GC over and over; none of
+    # them can form cycles, so scoring runs with it paused.
+    import functools
+    import gc
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper
+
+
+@_no_gc
 def score_method(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float | int]:
     """Method-Generation scores (ES, BLEU, plus exact match of the post-processed strings), in percent."""
     n = _check(references, predictions)
@@ -146,6 +190,7 @@ def score_method(references: Sequence[str], predictions: Sequence[str]) -> dict[
     }
 
 
+@_no_gc
 def score_line(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float | int]:
     """CodeCompletion-line scores (EM, ES); plus ``bleu.py``'s BLEU on the post-processed strings (not in CodeXGLUE)."""
     n = _check(references, predictions)

@@ -63,9 +63,10 @@ def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelR
                 base = resolve_model(run["model"]).base
                 ref = ModelRef(base, path / "adapter", tokenizer)
         elif path.exists():
-            if not (path / "config.json").is_file():
+            markers = ("config.json", "tokenizer.json", "tokenizer_config.json")
+            if not any((path / marker).is_file() for marker in markers):
                 raise ModelLoadError(
-                    f"{path} is not a model folder (no config.json) nor a codetune run folder"
+                    f"{path} is not a model or tokenizer folder (no config.json) nor a codetune run folder"
                 )
             ref = ModelRef(str(path))
         elif text.startswith((".", "/", "~")) or text.count("/") > 1:

@@ -1,0 +1,412 @@
+"""The collect stage: sources -> files -> filters -> redaction -> dedup -> Parquet shards + manifest.
+
+Files are processed in worker processes, one chunk of files per task; each finished source is saved
+in a work folder beside the output so an interrupted run resumes where it stopped. The corpus folder
+itself is written atomically at the very end.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetune.collect.config import CollectConfig
+from codetune.collect.filters import FILTERS, Doc, Thresholds, run_filters, strip_licence
+from codetune.errors import ConfigError, InputError
+from codetune.files import MANIFEST, atomic_dir, fingerprint, manifest_fingerprint, read_json, write_json
+from codetune.languages import Language, get_language, register_spec
+from codetune.stage import StageResult
+
+log = logging.getLogger(__name__)
+
+BINARY_SNIFF = 8192
+
+
+@dataclass
+class FileContext:
+    """Everything a worker needs to judge one file."""
+
+    language: Language
+    thresholds: Thresholds
+    filters: list[str]
+    max_bytes: int
+    strip_licence: bool
+    redact: bool
+    exact_dedup: bool
+    near_dedup: bool
+    num_perm: int
+    ngram: int
+    capture_rejected: bool
+
+
+def _drop(rel: str, repo: str, reason: str, size: int, content: Any = None) -> dict[str, Any]:
+    return {"status": reason, "path": rel, "repo": repo, "bytes": size, "content": content}
+
+
+def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, Any]:
+    """Read, decode, strip, filter and redact one file; return a kept record or a drop with its reason."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        return _drop(rel, repo, "symlink_loop" if error.errno == errno.ELOOP else "unreadable", 0)
+    if size > ctx.max_bytes:
+        return _drop(rel, repo, "too_large", size)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(ctx.max_bytes + 1)
+    except OSError:
+        return _drop(rel, repo, "unreadable", size)
+    if len(data) > ctx.max_bytes:
+        return _drop(rel, repo, "too_large", len(data))
+    capture = data if ctx.capture_rejected else None
+    if b"\0" in data[:BINARY_SNIFF]:
+        return _drop(rel, repo, "binary", len(data), capture)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return _drop(rel, repo, "undecodable", len(data), capture)
+    return process_text(text, rel, repo, ctx, len(data))
+
+
+def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | None = None) -> dict[str, Any]:
+    """The text half of :func:`process_file` (also used for docs records and the benchmark baseline)."""
+    size = len(text.encode("utf-8")) if size is None else size
+    text = text.replace("\r\n", "\n")
+    stripped = False
+    if ctx.strip_licence:
+        text, stripped = strip_licence(text, ctx.language)
+    doc = Doc(rel, repo, text, ctx.language)
+    reason = run_filters(doc, ctx.filters, ctx.thresholds)
+    if reason is not None:
+        return _drop(rel, repo, reason, size, text.encode("utf-8") if ctx.capture_rejected else None)
+    redactions: dict[str, int] = {}
+    if ctx.redact:
+        from codetune.collect.secrets import redact
+
+        text, redactions = redact(text)
+    record: dict[str, Any] = {
+        "status": None, "path": rel, "repo": repo, "content": text, "orig_bytes": size,
+        "bytes": len(text.encode("utf-8")), "lines": text.count("\n") + (0 if text.endswith("\n") else 1),
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "licence_stripped": stripped, "redactions": redactions,
+    }
+    if ctx.exact_dedup:
+        from codetune.collect.dedup import exact_key
+
+        record["exact"] = exact_key(text)
+    if ctx.near_dedup:
+        from codetune.collect.dedup import minhash_values
+
+        record["minhash"] = minhash_values(text, ctx.num_perm, ctx.ngram)
+    return record
+
+
+_WORKER_CTX: FileContext | None = None
+
+
+def _init_worker(ctx: FileContext, specs: list[dict[str, Any]]) -> None:
+    global _WORKER_CTX
+    from codetune.config import LanguageSpec
+
+    for spec in specs:
+        register_spec(LanguageSpec(**spec))
+    _WORKER_CTX = ctx
+
+
+def _process_chunk(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    assert _WORKER_CTX is not None
+    return [process_file(path, rel, repo, _WORKER_CTX) for path, rel, repo in chunk]
+
+
+def make_context(cfg: CollectConfig, language: Language) -> FileContext:
+    """Build the worker context from a config, checking filter names."""
+    unknown = [name for name in cfg.filters if name not in FILTERS]
+    if unknown:
+        raise ConfigError(f"unknown filter(s) {', '.join(unknown)}; known: {', '.join(sorted(FILTERS))}")
+    return FileContext(
+        language=language, thresholds=Thresholds.from_config(cfg, language.name), filters=list(cfg.filters),
+        max_bytes=cfg.max_bytes, strip_licence=cfg.strip_licence, redact=cfg.redact, exact_dedup=cfg.exact_dedup,
+        near_dedup=cfg.near_dedup, num_perm=cfg.num_perm, ngram=cfg.ngram, capture_rejected=cfg.rejected is not None,
+    )
+
+
+# ---- The stage -----------------------------------------------------------------------------------
+
+
+def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
+    data = cfg.model_dump(mode="json", exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir"})
+    data["language_def"] = [language.name, list(language.extensions), language.grammar, list(language.unit_types)]
+    return data
+
+
+def _listing_signature(files: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for path, rel in files:
+        try:
+            info = os.stat(path)
+            digest.update(f"{rel}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{rel}\0?\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def collect(cfg: CollectConfig) -> StageResult:
+    """Run the collect stage and write the corpus folder; see the module docstring."""
+    from codetune.collect.sources import resolve_sources
+    from codetune.collect.walk import walk_files
+
+    for spec in cfg.languages:
+        register_spec(spec)
+    language = get_language(cfg.language)
+    ctx = make_context(cfg, language)
+    if not cfg.sources:
+        raise InputError("no sources given: pass folders, git URLs, archives, github:QUERY or docs:URL")
+    out = Path(cfg.out) if cfg.out is not None else Path("corpus")
+    work = out.parent / f".{out.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    identity = _config_identity(cfg, language)
+
+    # Phase 1: fetch and list every source (cheap next to processing), so the fingerprint is known.
+    listed = []
+    for source in resolve_sources(cfg, work):
+        if source.kind == "docs":
+            from codetune.collect.docs import crawl
+
+            pages = crawl(source.origin, cfg, work / f"docs-{source.key}.json")
+            listed.append((source, pages, Counter(), fingerprint(pages)))
+            continue
+        root = source.fetch()
+        files, problems = walk_files(root, language, cfg)
+        problems.update(source.extra.get("skipped", {}))
+        listed.append((source, files, problems, _listing_signature(files)))
+    fp = fingerprint(identity, [(s.key, sig) for s, _, _, sig in listed])
+    if not cfg.force and manifest_fingerprint(out) == fp:
+        shutil.rmtree(work, ignore_errors=True)
+        manifest = read_json(out / MANIFEST)
+        return StageResult("collect", out, summary=manifest.get("summary", {}), skipped=True)
+
+    # Phase 2: process each source (resuming finished ones from the work folder).
+    specs = [spec.model_dump() for spec in cfg.languages]
+    pool = None
+    results: list[tuple[Any, list[dict[str, Any]], Counter[str]]] = []
+    try:
+        for source, files, problems, sig in listed:
+            done = work / f"source-{fingerprint(identity, source.key, sig)}.pkl"
+            if done.is_file():
+                log.info("resuming: %s already processed", source.origin)
+                with done.open("rb") as handle:
+                    records = pickle.load(handle)
+            elif source.kind == "docs":
+                from codetune.collect.docs import process_docs
+
+                records = process_docs(files, source.repo, ctx)
+            else:
+                items = [(path, rel, source.repo) for path, rel in files]
+                chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
+                if cfg.workers > 1 and len(chunks) > 1:
+                    if pool is None:
+                        pool = ProcessPoolExecutor(cfg.workers, initializer=_init_worker, initargs=(ctx, specs))
+                    records = [r for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks),
+                                                        source.repo) for r in chunk]
+                else:
+                    _init_worker(ctx, [])
+                    records = [r for chunk in chunks for r in _process_chunk(chunk)]
+                tmp = done.with_suffix(".tmp")
+                with tmp.open("wb") as handle:
+                    pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, done)
+            for record in records:
+                record["source"] = source.origin
+            results.append((source, records, problems))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    # Phase 3: deduplicate (exact, then near) in a fixed order, count, write.
+    kept, dropped = _dedup(cfg, results)
+    counts: dict[str, dict[str, int]] = {}
+    for record in dropped:
+        entry = counts.setdefault(record["status"], {"files": 0, "bytes": 0})
+        entry["files"] += 1
+        entry["bytes"] += record["bytes"]
+    for _, _, problems in results:
+        for reason, n in problems.items():
+            counts.setdefault(reason, {"files": 0, "bytes": 0})["files"] += n
+    counts = dict(sorted(counts.items()))
+    redactions: Counter[str] = Counter()
+    for record in kept:
+        redactions.update(record["redactions"])
+    seen = len(kept) + sum(entry["files"] for entry in counts.values())
+    summary: dict[str, Any] = {
+        "language": language.name, "files seen": seen, "files kept": len(kept),
+        "bytes kept": sum(r["bytes"] for r in kept),
+    }
+    for reason, entry in counts.items():
+        summary[f"dropped: {reason}"] = f"{entry['files']} files, {entry['bytes']} bytes"
+    for kind, n in sorted(redactions.items()):
+        summary[f"redacted: {kind}"] = n
+    summary["licence headers stripped"] = sum(1 for r in kept if r["licence_stripped"])
+
+    if cfg.rejected is not None:
+        _write_rejected(Path(cfg.rejected), dropped)
+    if not kept:
+        shutil.rmtree(work, ignore_errors=True)
+        raise InputError(f"no files of {language.name} kept from {', '.join(cfg.sources)} "
+                         f"(seen {seen}; dropped: {_reasons_line(counts)})")
+    with atomic_dir(out) as tmp:
+        shards = _write_shards(tmp, kept, language.name, cfg.shard_rows)
+        summary["shards"] = len(shards)
+        manifest = {
+            "stage": "collect",
+            "fingerprint": fp,
+            "language": language.name,
+            "sources": [
+                {"source": s.origin, "kind": s.kind, "repo": s.repo, "files": len(files), **s.extra}
+                for s, files, _, _ in listed
+            ],
+            "config": cfg.model_dump(mode="json"),
+            "counts": {"kept": len(kept), "dropped": counts},
+            "totals": {
+                "files_seen": seen, "files_kept": len(kept),
+                "files_dropped": sum(e["files"] for e in counts.values()),
+                "bytes_kept": summary["bytes kept"],
+                "bytes_dropped": sum(e["bytes"] for e in counts.values()),
+            },
+            "redactions": dict(sorted(redactions.items())),
+            "licence_stripped": summary["licence headers stripped"],
+            "shards": shards,
+            "summary": summary,
+        }
+        write_json(tmp / MANIFEST, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return StageResult("collect", out, summary=summary)
+
+
+def _reasons_line(counts: dict[str, dict[str, int]]) -> str:
+    return ", ".join(f"{reason} {entry['files']}" for reason, entry in counts.items()) or "nothing"
+
+
+def _progress(iterable: Any, total: int, what: str) -> Any:
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"collect {what}", total=total)
+        for item in iterable:
+            progress.advance(task)
+            yield item
+
+
+def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    by_exact: dict[str, dict[str, Any]] = {}
+    for _, records, _ in results:
+        for record in records:
+            if record["status"] is not None:
+                dropped.append(record)
+                continue
+            key = record.get("exact")
+            if key is not None and key in by_exact:
+                first = by_exact[key]
+                record.update(status="exact_duplicate", duplicate_of=f"{first['repo']}/{first['path']}",
+                              bytes=record["orig_bytes"])
+                dropped.append(record)
+                continue
+            if key is not None:
+                by_exact[key] = record
+            kept.append(record)
+    if cfg.near_dedup and kept:
+        from codetune.collect.dedup import near_duplicates
+
+        dupes = near_duplicates(((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm)
+        survivors = []
+        for i, record in enumerate(kept):
+            if i in dupes:
+                first = kept[dupes[i]]
+                record.update(status="near_duplicate", duplicate_of=f"{first['repo']}/{first['path']}",
+                              bytes=record["orig_bytes"])
+                dropped.append(record)
+            else:
+                survivors.append(record)
+        kept = survivors
+    return kept, dropped
+
+
+def _write_shards(folder: Path, kept: list[dict[str, Any]], language: str, shard_rows: int) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("path", pa.string()), ("repo", pa.string()), ("language", pa.string()), ("content", pa.string()),
+        ("bytes", pa.int64()), ("lines", pa.int64()), ("sha256", pa.string()), ("source", pa.string()),
+        ("kind", pa.string()), ("licence_stripped", pa.bool_()), ("redactions", pa.int64()),
+        ("heading", pa.string()), ("prose", pa.string()), ("url", pa.string()),
+    ])
+    n_shards = max(1, -(-len(kept) // shard_rows))
+    names = []
+    for index in range(n_shards):
+        rows = kept[index * shard_rows : (index + 1) * shard_rows]
+        columns = {
+            "path": [r["path"] for r in rows], "repo": [r["repo"] for r in rows], "language": [language] * len(rows),
+            "content": [r["content"] for r in rows], "bytes": [r["bytes"] for r in rows],
+            "lines": [r["lines"] for r in rows], "sha256": [r["sha256"] for r in rows],
+            "source": [r.get("source") for r in rows], "kind": [r.get("kind", "code") for r in rows],
+            "licence_stripped": [r["licence_stripped"] for r in rows],
+            "redactions": [sum(r["redactions"].values()) for r in rows],
+            "heading": [r.get("heading") for r in rows], "prose": [r.get("prose") for r in rows],
+            "url": [r.get("url") for r in rows],
+        }
+        name = f"data-{index:05d}-of-{n_shards:05d}.parquet"
+        pq.write_table(pa.table(columns, schema=schema), folder / name)
+        names.append(name)
+    return names
+
+
+def _write_rejected(folder: Path, dropped: list[dict[str, Any]]) -> None:
+    import json
+
+    with atomic_dir(folder) as tmp:
+        lines = []
+        for record in dropped:
+            entry = {k: record.get(k) for k in ("repo", "path", "status", "bytes", "duplicate_of", "source")}
+            entry["reason"] = entry.pop("status")
+            content = record.get("content")
+            if isinstance(content, str):
+                content = content.encode("utf-8")
+            if content is not None:
+                target = tmp / entry["reason"] / _safe_rel(record["repo"]) / _safe_rel(record["path"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+                entry["file"] = str(target.relative_to(tmp))
+            lines.append(json.dumps(entry))
+        (tmp / "rejected.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+
+def _safe_rel(text: str) -> str:
+    parts = [p for p in str(text).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
+def read_corpus(folder: str | Path) -> list[dict[str, Any]]:
+    """Read a corpus folder's Parquet shards back as a list of row dicts (in shard order)."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise InputError(f"not a corpus folder (no {MANIFEST}): {folder}")
+    shards = sorted(folder.glob("data-*.parquet"))
+    if not shards:
+        raise InputError(f"corpus folder has no data-*.parquet shards: {folder}")
+    rows: list[dict[str, Any]] = []
+    for shard in shards:
+        rows.extend(pq.read_table(shard).to_pylist())
+    return rows

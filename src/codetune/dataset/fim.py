@@ -1,0 +1,158 @@
+"""Fill-in-the-Middle: split points (random, syntax) and layouts (PSM, SPM), one registry each.
+
+A FIM example cuts a text into prefix + middle + suffix (so ``prefix + middle + suffix == text``)
+and orders the pieces with the model family's sentinels. Pieces are tokenized separately, so the
+cut never falls inside a token and decoding each piece gives its text back exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from codetune.modeling.special_tokens import FimTokens
+
+
+@dataclass(frozen=True)
+class FimPieces:
+    prefix: str
+    middle: str
+    suffix: str
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.middle + self.suffix
+
+
+# --- split points ---------------------------------------------------------------------------------
+
+SplitFn = Callable[[str, "random.Random", dict[str, Any]], "tuple[int, int] | None"]
+SPLITS: dict[str, SplitFn] = {}
+
+
+def register_split(name: str) -> Callable[[SplitFn], SplitFn]:
+    """Register a way of choosing the middle: returns character offsets (start, end) or None."""
+
+    def wrap(fn: SplitFn) -> SplitFn:
+        SPLITS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_split("random")
+def random_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[int, int] | None:
+    """Two uniform token boundaries (bigcode's token-level FIM); ``info["offsets"]`` are token starts."""
+    offsets: list[int] = info.get("offsets") or list(range(len(text)))
+    bounds = [*offsets, len(text)]
+    a, b = sorted((rng.randrange(len(bounds)), rng.randrange(len(bounds))))
+    return bounds[a], bounds[b]
+
+
+@register_split("syntax")
+def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[int, int] | None:
+    """The middle is one whole tree-sitter node; None when the text cannot be parsed into any."""
+    from codetune.dataset.syntax import middle_nodes
+
+    language = info.get("language")
+    if not language:
+        return None
+    try:
+        spans = middle_nodes(text, language)
+    except Exception:  # unknown language or no grammar: the caller falls back to random
+        return None
+    return rng.choice(spans) if spans else None
+
+
+def token_starts(offsets: list[tuple[int, int]]) -> list[int]:
+    """Character start of each token from a fast tokenizer's offset mapping (monotonic)."""
+    starts: list[int] = []
+    last = -1
+    for start, _ in offsets:
+        if start > last:
+            starts.append(start)
+            last = start
+    return starts
+
+
+def cut(text: str, start: int, end: int) -> FimPieces:
+    return FimPieces(text[:start], text[start:end], text[end:])
+
+
+# --- layouts ----------------------------------------------------------------------------------------
+
+Encode = Callable[[str], list[int]]
+LayoutFn = Callable[[FimPieces, dict[str, int], Encode], list[int]]
+LAYOUTS: dict[str, LayoutFn] = {}
+
+
+def register_layout(name: str) -> Callable[[LayoutFn], LayoutFn]:
+    """Register a FIM ordering; it returns token ids (no EOS) from pieces and sentinel ids."""
+
+    def wrap(fn: LayoutFn) -> LayoutFn:
+        LAYOUTS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_layout("psm")
+def psm(pieces: FimPieces, ids: dict[str, int], encode: Encode) -> list[int]:
+    """<prefix> P <suffix> S <middle> M."""
+    return [
+        ids["prefix"],
+        *encode(pieces.prefix),
+        ids["suffix"],
+        *encode(pieces.suffix),
+        ids["middle"],
+        *encode(pieces.middle),
+    ]
+
+
+@register_layout("spm")
+def spm(pieces: FimPieces, ids: dict[str, int], encode: Encode) -> list[int]:
+    """bigcode's SPM: <prefix> <suffix> S <middle> P M (prefix and middle tokenized apart)."""
+    return [
+        ids["prefix"],
+        ids["suffix"],
+        *encode(pieces.suffix),
+        ids["middle"],
+        *encode(pieces.prefix),
+        *encode(pieces.middle),
+    ]
+
+
+def sentinel_ids(tokenizer: Any, tokens: FimTokens) -> dict[str, int]:
+    """Token ids of a family's prefix/suffix/middle sentinels in ``tokenizer``."""
+    vocab = tokenizer.get_vocab()
+    return {"prefix": vocab[tokens.prefix], "suffix": vocab[tokens.suffix], "middle": vocab[tokens.middle]}
+
+
+def unfim(ids: list[int], sentinels: dict[str, int], decode: Callable[[list[int]], str]) -> FimPieces | None:
+    """Recover (prefix, middle, suffix) text from a PSM or SPM token sequence; None if not FIM.
+
+    For SPM the prefix/middle boundary is not marked in the tokens, so the middle is returned
+    joined to the prefix (``prefix + middle`` is exact; the text round-trips either way).
+    """
+    if not ids or ids[0] != sentinels["prefix"]:
+        return None
+    body = ids[1:]
+    try:
+        s = body.index(sentinels["suffix"])
+        m = body.index(sentinels["middle"], s + 1)
+    except ValueError:
+        return None
+    if s == 0:  # <pre><suf> S <mid> P M
+        return FimPieces("", decode(body[m + 1 :]), decode(body[s + 1 : m]))
+    return FimPieces(decode(body[:s]), decode(body[m + 1 :]), decode(body[s + 1 : m]))
+
+
+def choose(rng: random.Random, fim_rate: float, spm_rate: float) -> str | None:
+    """Which layout an example gets (None: left to right), drawn in a fixed order so it is seedable."""
+    draw_fim, draw_spm = rng.random(), rng.random()
+    if draw_fim >= fim_rate:
+        return None
+    return "spm" if draw_spm < spm_rate else "psm"
+

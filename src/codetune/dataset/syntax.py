@@ -1,0 +1,228 @@
+"""Tree-sitter helpers for the build stage: syntax units with their doc, comment/import removal, FIM nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from codetune.errors import InputError
+from codetune.languages import Language, get_language, parse
+
+# Nodes that belong to the unit that follows them (Elm/Haskell signatures, Python/Java decorators).
+ATTACHED_TYPES = frozenset({"type_annotation", "signature", "decorator", "annotation", "modifiers"})
+IMPORT_TYPES = frozenset({"module_declaration", "package_header", "package_clause", "package_declaration"})
+WHITESPACE = b" \t\r\n"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One syntax unit: ``text`` = doc + code; ``split`` = where header (+doc) ends and the body begins."""
+
+    kind: str
+    text: str
+    split: int
+
+    @property
+    def prompt(self) -> str:
+        return self.text[: self.split]
+
+    @property
+    def completion(self) -> str:
+        return self.text[self.split :]
+
+
+def grammar_language(name: str) -> Language:
+    """The registry entry for ``name``, failing clearly when it has no tree-sitter grammar."""
+    language = get_language(name)
+    if language.grammar is None:
+        raise InputError(
+            f"language {language.name!r} has no tree-sitter grammar, so syntax units and syntax FIM "
+            "cannot be cut from it; use --format files or windows, or register a grammar for it"
+        )
+    return language
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+def _is_comment(node: Any) -> bool:
+    return "comment" in node.type
+
+
+def _is_import(node: Any) -> bool:
+    return node.type in IMPORT_TYPES or node.type.startswith("import") or node.type.endswith("import")
+
+
+def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, Any]) -> int:
+    """Extend a unit's start backwards over adjacent doc comments and attached signatures."""
+    start = node.start_byte
+    sibling = node.prev_named_sibling
+    while True:
+        pos = start
+        while pos > 0 and data[pos - 1] in WHITESPACE:
+            pos -= 1
+        # A blank line detaches a comment from the unit.
+        if data[pos:start].count(b"\n") > 1:
+            return start
+        comment = comments_by_end.get(pos)
+        if comment is not None and comment.start_byte < start:
+            start = comment.start_byte
+            continue
+        if sibling is not None and sibling.end_byte == pos and sibling.type in ATTACHED_TYPES:
+            start = sibling.start_byte
+            sibling = sibling.prev_named_sibling
+            continue
+        return start
+
+
+def _cut_ranges(data: bytes, start: int, end: int, ranges: list[tuple[int, int]]) -> bytes:
+    """``data[start:end]`` without ``ranges``; a range alone on its line takes the line with it."""
+    out = bytearray()
+    pos = start
+    for lo, hi in sorted(ranges):
+        if lo < pos or hi > end:
+            continue
+        line_start = data.rfind(b"\n", 0, lo) + 1
+        line_end = data.find(b"\n", hi)
+        line_end = len(data) if line_end < 0 else line_end
+        if not data[line_start:lo].strip() and not data[hi:line_end].strip():
+            lo, hi = max(line_start, pos), min(line_end + 1, end)
+        else:
+            while lo > pos and data[lo - 1] in b" \t":
+                lo -= 1
+        out += data[pos:lo]
+        pos = hi
+    out += data[pos:end]
+    return bytes(out)
+
+
+def _body_split(node: Any) -> int:
+    """Byte offset where a unit's header ends and its body begins."""
+    body = node.child_by_field_name("body")
+    if body is None:
+        for child in reversed(node.named_children):
+            if child.type.endswith(("body", "block")):
+                body = child
+                break
+    if body is not None:
+        first = body.named_children[0] if body.named_children else None
+        # Python: the docstring belongs with the signature, on the prompt side.
+        if (
+            first is not None
+            and first.type == "expression_statement"
+            and first.named_children
+            and first.named_children[0].type == "string"
+        ):
+            return first.end_byte
+        previous = body.prev_sibling
+        return previous.end_byte if previous is not None else body.start_byte
+    for child in node.children:
+        if child.type in ("=", "eq"):
+            return child.end_byte
+    return node.start_byte + max(node.text.find(b"\n"), 0) if node.text else node.end_byte
+
+
+def syntax_units(
+    text: str,
+    language_name: str,
+    *,
+    types: list[str] | None = None,
+    doc: bool = True,
+    drop_comments: bool = False,
+    drop_imports: bool = False,
+) -> list[Unit]:
+    """Cut a source file into its functions, methods, classes and types, in source order."""
+    language = grammar_language(language_name)
+    unit_types = set(types or language.unit_types)
+    if not unit_types:
+        raise InputError(f"language {language.name!r} lists no syntax unit types; pass units.types")
+    data = text.encode("utf-8")
+    tree = parse(language, data)
+    comments: list[Any] = []
+    imports: list[Any] = []
+    found: list[Any] = []
+    for node in _walk(tree.root_node):
+        if _is_comment(node):
+            comments.append(node)
+        elif _is_import(node):
+            imports.append(node)
+        elif node.type in unit_types and (node.parent is None or node.parent.type != "decorated_definition"):
+            found.append(node)
+    comments_by_end = {c.end_byte: c for c in comments}
+    units = []
+    for node in found:
+        start = _doc_start(node, data, comments_by_end) if doc else node.start_byte
+        split = max(_body_split(node), node.start_byte)
+        cut: list[tuple[int, int]] = []
+        if drop_comments:
+            cut += [(c.start_byte, c.end_byte) for c in comments if c.start_byte >= node.start_byte]
+            if not doc:
+                cut += [(c.start_byte, c.end_byte) for c in comments if start <= c.start_byte]
+        if drop_imports:
+            cut += [(n.start_byte, n.end_byte) for n in imports]
+        cut = [r for r in cut if start <= r[0] and r[1] <= node.end_byte]
+        head = _cut_ranges(data, start, split, [r for r in cut if r[1] <= split])
+        body = _cut_ranges(data, split, node.end_byte, [r for r in cut if r[0] >= split])
+        unit_text = (head + body).decode("utf-8", errors="replace")
+        units.append(Unit(node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
+    return units
+
+
+def strip_source(text: str, language_name: str, *, comments: bool, imports: bool) -> str:
+    """A whole file without its comments and/or import/module declarations."""
+    language = grammar_language(language_name)
+    data = text.encode("utf-8")
+    tree = parse(language, data)
+    ranges = [
+        (n.start_byte, n.end_byte)
+        for n in _walk(tree.root_node)
+        if (comments and _is_comment(n)) or (imports and _is_import(n))
+    ]
+    # Outermost ranges only (an import may contain a comment).
+    kept: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if kept and lo < kept[-1][1]:
+            continue
+        kept.append((lo, hi))
+    return _cut_ranges(data, 0, len(data), kept).decode("utf-8", errors="replace").lstrip("\n")
+
+
+def middle_nodes(text: str, language_name: str) -> list[tuple[int, int]]:
+    """Character spans of the nodes a syntax-aware FIM may take as its middle (statements, blocks,
+    expressions): every named, error-free node that is not the whole file and not a comment."""
+    language = get_language(language_name)
+    if language.grammar is None:
+        return []
+    data = text.encode("utf-8")
+    tree = parse(language, data)
+    root = tree.root_node
+    spans: list[tuple[int, int]] = []
+    for node in _walk(root):
+        if node is root or not node.is_named or node.is_error or node.has_error or _is_comment(node):
+            continue
+        if node.end_byte - node.start_byte < 2 or (node.start_byte, node.end_byte) == (0, len(data)):
+            continue
+        spans.append((node.start_byte, node.end_byte))
+    if not spans:
+        return []
+    # Byte offsets -> character offsets (node boundaries always fall between characters).
+    if len(data) == len(text):
+        return spans
+    char_at = _byte_to_char(text)
+    return [(char_at[lo], char_at[hi]) for lo, hi in spans]
+
+
+def _byte_to_char(text: str) -> dict[int, int]:
+    table = {}
+    pos = 0
+    for index, char in enumerate(text):
+        table[pos] = index
+        pos += len(char.encode("utf-8"))
+    table[pos] = len(text)
+    return table

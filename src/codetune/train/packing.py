@@ -1,0 +1,164 @@
+"""Batches for training: documents packed to a token budget, or padded (for comparison and seq2seq).
+
+Packed batches are one row of concatenated documents with ``position_ids`` restarting at 0 for
+each document and no attention mask. transformers (5.x) reads document boundaries from such
+position ids: with sdpa/eager attention ``create_causal_mask`` builds a block-diagonal causal
+mask, with flash-attention it calls the varlen kernel. Either way no token attends across
+documents, and the first token of each document is never a target of the previous one. Every
+preset architecture (GPTBigCode, Starcoder2, Phi, CodeGen, Llama) goes through
+``create_causal_mask``; tests/train/test_packing.py checks isolation for each of them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+IGNORE = -100
+
+
+def labels_for(row: dict[str, Any], completion_only: bool = True) -> list[int]:
+    """Target ids of one example: the token where it counts in the loss, else -100."""
+    ids = list(row["input_ids"])
+    if "labels" in row and "loss_mask" not in row:
+        return list(row["labels"])
+    mask = row.get("loss_mask") if completion_only else None
+    if mask is None:
+        return ids
+    return [tok if keep else IGNORE for tok, keep in zip(ids, mask, strict=True)]
+
+
+def plan_packed(lengths: Sequence[int], batch_tokens: int, seed: int, epoch: int = 0) -> list[list[int]]:
+    """Shuffle documents and fill micro-batches greedily up to ``batch_tokens`` (first fit)."""
+    order = list(range(len(lengths)))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for index in order:
+        size = min(lengths[index], batch_tokens)
+        for b, free in enumerate(room):
+            if size <= free:
+                bins[b].append(index)
+                room[b] -= size
+                break
+        else:
+            bins.append([index])
+            room.append(batch_tokens - size)
+    random.Random(seed * 1000 + epoch + 1).shuffle(bins)
+    return bins
+
+
+def plan_padded(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int = 0, *, sort: bool = False
+) -> list[list[int]]:
+    """Micro-batches of ``batch_size`` examples (``sort``: similar lengths together, less padding)."""
+    order = list(range(len(lengths)))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    if sort:
+        order.sort(key=lambda i: lengths[i])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    random.Random(seed * 1000 + epoch + 1).shuffle(batches)
+    return batches
+
+
+def collate_packed(rows: Sequence[dict[str, Any]], batch_tokens: int, completion_only: bool = True) -> dict:
+    """One row of concatenated documents: input_ids, position_ids restarting per document, labels."""
+    import torch
+
+    ids: list[int] = []
+    positions: list[int] = []
+    labels: list[int] = []
+    for row in rows:
+        doc_ids = list(row["input_ids"])[:batch_tokens]
+        doc_labels = labels_for(row, completion_only)[:batch_tokens]
+        # The first token has nothing before it in its own document: never a target.
+        doc_labels[0] = IGNORE
+        ids += doc_ids
+        positions += list(range(len(doc_ids)))
+        labels += doc_labels
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "labels": torch.tensor([labels]),
+    }
+
+
+def collate_padded(rows: Sequence[dict[str, Any]], pad_id: int, completion_only: bool = True) -> dict:
+    """Right-padded causal batch: attention_mask 0 and labels -100 on padding."""
+    import torch
+
+    width = max(len(row["input_ids"]) for row in rows)
+    ids, mask, labels = [], [], []
+    for row in rows:
+        n = len(row["input_ids"])
+        ids.append(list(row["input_ids"]) + [pad_id] * (width - n))
+        mask.append([1] * n + [0] * (width - n))
+        row_labels = labels_for(row, completion_only)
+        row_labels[0] = IGNORE
+        labels.append(row_labels + [IGNORE] * (width - n))
+    return {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(mask),
+        "labels": torch.tensor(labels),
+    }
+
+
+def collate_seq2seq(rows: Sequence[dict[str, Any]], pad_id: int) -> dict:
+    """Encoder inputs padded with an attention mask; decoder labels padded with -100."""
+    import torch
+
+    width = max(len(row["input_ids"]) for row in rows)
+    target_width = max(len(row["labels"]) for row in rows)
+    ids, mask, labels = [], [], []
+    for row in rows:
+        n, m = len(row["input_ids"]), len(row["labels"])
+        ids.append(list(row["input_ids"]) + [pad_id] * (width - n))
+        mask.append([1] * n + [0] * (width - n))
+        labels.append(list(row["labels"]) + [IGNORE] * (target_width - m))
+    return {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(mask),
+        "labels": torch.tensor(labels),
+    }
+
+
+class Batches:
+    """The micro-batches of one split for one epoch, in a fixed order (so a resumed run skips exactly)."""
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        *,
+        kind: str,
+        mode: str,
+        batch_tokens: int,
+        batch_size: int,
+        pad_id: int,
+        seed: int,
+        completion_only: bool = True,
+    ) -> None:
+        self.rows = rows
+        self.kind = kind
+        self.mode = "pad" if kind == "seq2seq" else mode
+        self.batch_tokens = batch_tokens
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+        self.seed = seed
+        self.completion_only = completion_only
+        self.lengths = [len(row["input_ids"]) for row in rows]
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """Indices of the examples in each micro-batch of ``epoch``."""
+        if self.mode == "packed":
+            return plan_packed(self.lengths, self.batch_tokens, self.seed, epoch)
+        return plan_padded(self.lengths, self.batch_size, self.seed, epoch, sort=self.kind == "seq2seq")
+
+    def collate(self, indices: Sequence[int]) -> dict:
+        """Tensors for one micro-batch."""
+        rows = [self.rows[i] for i in indices]
+        if self.kind == "seq2seq":
+            return collate_seq2seq(rows, self.pad_id)
+        if self.mode == "packed":
+            return collate_packed(rows, self.batch_tokens, self.completion_only)
+        return collate_padded(rows, self.pad_id, self.completion_only)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codetune.errors import ModelLoadError
+from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
+from codetune.modeling.presets import PRESETS
+from codetune.modeling.special_tokens import FAMILIES, ensure_fim_tokens, fim_tokens
+from tests.conftest import assert_clean_error, run_cli
+
+EXPECTED_TYPES = {
+    "tiny-gpt-bigcode": "GPTBigCodeForCausalLM",
+    "tiny-starcoder2": "Starcoder2ForCausalLM",
+    "tiny-phi": "PhiForCausalLM",
+    "tiny-codegen": "CodeGenForCausalLM",
+    "tiny-llama": "LlamaForCausalLM",
+    "tiny-t5": "T5ForConditionalGeneration",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_real_architectures_with_fim_tokens(name):
+    model = load_model(name)
+    tokenizer = load_tokenizer(name)
+    assert type(model).__name__ == EXPECTED_TYPES[name]
+    assert fim_tokens(tokenizer).family == "starcoder"
+    assert tokenizer.eos_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    dropouts = {k: v for k, v in model.config.to_dict().items() if "drop" in k and isinstance(v, float)}
+    assert dropouts and all(v == 0.0 for v in dropouts.values()), dropouts
+    code = "def add(a, b):\n    return a + b\n"
+    assert tokenizer.decode(tokenizer(code)["input_ids"]) == code
+
+
+def test_fim_families_detected_from_vocabulary():
+    class Vocab:
+        def __init__(self, tokens):
+            self.tokens = tokens
+
+        def get_vocab(self):
+            return {t: i for i, t in enumerate(self.tokens)}
+
+    for family in FAMILIES:
+        assert fim_tokens(Vocab(["a", *family.all])).family == family.family
+    assert fim_tokens(Vocab(["a", "b"])) is None
+
+
+def test_ensure_fim_tokens_adds_when_missing():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    assert ensure_fim_tokens(tokenizer)[1] == 0
+    plain = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"x": 0, "</s>": 1}, unk_token="x")), eos_token="</s>"
+    )
+    family, added = ensure_fim_tokens(plain)
+    assert (family.family, added) == ("starcoder", 4)
+    assert fim_tokens(plain).prefix == "<fim_prefix>"
+
+
+def test_unknown_model_fails_fast_with_one_line(cli, tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot load model 'no-such-org/no-such-model'"):
+        load_tokenizer("no-such-org/no-such-model")
+    with pytest.raises(ModelLoadError, match="not found"):
+        resolve_model(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a model or tokenizer folder"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_tokenizer_train_cli(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"m{i}.py").write_text(f"def function_{i}(value):\n    return value * {i}\n" * 5)
+    proc = cli("tokenizer", "train", str(src), "--vocab-size", "400", "--out", str(tmp_path / "tok"))
+    assert proc.returncode == 0, proc.stderr
+    tokenizer = load_tokenizer(str(tmp_path / "tok"))
+    assert len(tokenizer) <= 400 and fim_tokens(tokenizer) is not None
+    assert json.loads((tmp_path / "tok" / "codetune_tokenizer.json").read_text())["texts"] == 20
+    bad = cli("tokenizer", "train", str(tmp_path / "missing"), "--out", str(tmp_path / "tok2"))
+    assert_clean_error(bad, "not found")
+    assert not (tmp_path / "tok2").exists()
