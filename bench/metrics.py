@@ -17,15 +17,43 @@ import time
 
 from codetune.evaluate.codexglue import score_method
 
-WORDS = ["def", "return", "self", "x", "y", "=", "(", ")", ":", "+", "if", "for", "in", "len", "[", "]", "0",
-         "1", "print", "<NUM_LIT>", "<STR_LIT:ok>", "<EOL>", "None", "é", "λ", "items"]
+WORDS = [
+    "def",
+    "return",
+    "self",
+    "x",
+    "y",
+    "=",
+    "(",
+    ")",
+    ":",
+    "+",
+    "if",
+    "for",
+    "in",
+    "len",
+    "[",
+    "]",
+    "0",
+    "1",
+    "print",
+    "<NUM_LIT>",
+    "<STR_LIT:ok>",
+    "<EOL>",
+    "None",
+    "é",
+    "λ",
+    "items",
+]
 
 
 def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """Code-like lines (CodeXGLUE-tokenised style): 0-24 tokens from keywords and 5000 identifiers."""
     rng = random.Random(seed)
-    names = [f"{rng.choice(['get', 'set', 'is', 'to', 'on'])}_{rng.choice(['value', 'item', 'node'])}{i}"
-             for i in range(5000)]
+    names = [
+        f"{rng.choice(['get', 'set', 'is', 'to', 'on'])}_{rng.choice(['value', 'item', 'node'])}{i}"
+        for i in range(5000)
+    ]
     words = WORDS * 40 + names
     refs, preds = [], []
     for _ in range(n):
@@ -66,7 +94,7 @@ def ref_ratio(a: str, b: str) -> int:
     if len(a) == 0 or len(b) == 0:
         return 0
     lensum = len(a) + len(b)
-    return int(round(100 * ((lensum - ref_indel(a, b)) / lensum)))
+    return round(100 * ((lensum - ref_indel(a, b)) / lensum))
 
 
 def ref_ngrams(segment, max_order):
@@ -102,7 +130,9 @@ def ref_bleu(reference_corpus, translation_corpus, max_order=4):
 
 def reference_scores(refs: list[str], preds: list[str]) -> dict:
     n = len(refs)
-    edit_sim = sum(ref_ratio(ref_post_process(p.strip()), ref_post_process(g.strip())) for p, g in zip(preds, refs))
+    edit_sim = sum(
+        ref_ratio(ref_post_process(p.strip()), ref_post_process(g.strip())) for p, g in zip(preds, refs)
+    )
     bleu = round(100 * ref_bleu([[g.strip().split()] for g in refs], [p.strip().split() for p in preds]), 2)
     return {"edit_sim": round(edit_sim / n, 2), "bleu": round(bleu, 2), "n": n}
 
@@ -127,7 +157,9 @@ def main() -> None:
     print(f"numbers identical: {same}")
     if not same:
         raise SystemExit("numbers differ")
-    print(f"ratio: {t_ref / t_ours:.2f}x codetune vs plain-Python reference (edit sim + BLEU, {args.pairs} pairs)")
+    print(
+        f"ratio: {t_ref / t_ours:.2f}x codetune vs plain-Python reference (edit sim + BLEU, {args.pairs} pairs)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,34 @@ from codetune.languages import (
     register_spec,
 )
 
-REQUIRED = (
-    "python javascript typescript java kotlin scala elm haskell ocaml lua r julia swift dart zig nim solidity "
-    "clojure go rust c cpp c_sharp ruby php bash"
-).split()
+REQUIRED = [
+    "python",
+    "javascript",
+    "typescript",
+    "java",
+    "kotlin",
+    "scala",
+    "elm",
+    "haskell",
+    "ocaml",
+    "lua",
+    "r",
+    "julia",
+    "swift",
+    "dart",
+    "zig",
+    "nim",
+    "solidity",
+    "clojure",
+    "go",
+    "rust",
+    "c",
+    "cpp",
+    "c_sharp",
+    "ruby",
+    "php",
+    "bash",
+]
 
 
 def test_every_required_language_is_registered():

@@ -103,9 +103,16 @@ def collect(
 
 @app.command()
 def build(
-    corpus: Annotated[Path, typer.Argument(help="Corpus folder written by `codetune collect`.")],
+    corpus: Annotated[
+        Path,
+        typer.Argument(
+            help="Corpus folder written by `codetune collect`; for instruct, seq2seq and code_json also "
+            "a JSON/JSONL file or folder (doccano exports and CoNaLa files included)."
+        ),
+    ],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="files, windows, units, instruct, ...")
+        str,
+        typer.Option("--format", "-f", help="files, windows, units, instruct, seq2seq or code_json."),
     ] = "files",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")
@@ -166,15 +173,70 @@ def eval_(
     model: Annotated[
         list[str], typer.Option("--model", "-m", help="Model, run folder or NAME=PATH; repeat.")
     ],
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            help="completion, fim, loss, prompts, benchmark, execution; repeat (default: completion + loss).",
+        ),
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help='Prompt file ([{"prompt": ...}] or JSONL).')
+    ] = None,
+    benchmark: Annotated[
+        Path | None, typer.Option("--benchmark", help="CodeXGLUE method/line JSONL file.")
+    ] = None,
+    problems: Annotated[
+        Path | None, typer.Option("--problems", help="HumanEval/MultiPL-E JSONL for pass@k.")
+    ] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="Language for syntax checks.")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Generations per prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Prompts per task.")] = None,
+    sweep_temperature: Annotated[
+        list[float] | None, typer.Option("--sweep-temperature", help="Repeat.")
+    ] = None,
+    sweep_top_p: Annotated[list[float] | None, typer.Option("--sweep-top-p", help="Repeat.")] = None,
+    allow_execution: Annotated[
+        bool, typer.Option("--allow-execution", help="Run generated code (sandboxed).")
+    ] = False,
+    unsafe_network: Annotated[
+        bool, typer.Option("--unsafe-network", help="Run code even without a network namespace.")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Evaluate models side by side on held-out data; writes report.md/json and plots."""
     from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.runner import evaluate
 
-    print_result(evaluate(_config(EvalConfig, {"models": model, "dataset": dataset, "out": out}, overrides)))
+    given = {
+        "models": model,
+        "dataset": dataset,
+        "out": out,
+        "tasks": task or None,
+        "prompts": prompts,
+        "benchmark": benchmark,
+        "problems": problems,
+        "language": language,
+        "n": n,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "samples": samples,
+        "sweep_temperature": sweep_temperature or None,
+        "sweep_top_p": sweep_top_p or None,
+        "allow_execution": allow_execution or None,
+        "unsafe_network": unsafe_network or None,
+    }
+    print_result(evaluate(_config(EvalConfig, given, overrides)))
 
 
 @app.command()

@@ -89,12 +89,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 class LanguageSpec(StrictModel):
     """A language added from a recipe without code: extensions and a tree-sitter grammar name."""
 
-    name: str
-    extensions: list[str]
-    grammar: str | None = None
-    line_comment: str | None = None
-    block_comment: tuple[str, str] | None = None
-    unit_types: list[str] = Field(default_factory=list)
+    name: str = Field(description="Name used by `--language` and `collect.language`.")
+    extensions: list[str] = Field(description="File extensions, e.g. ['.elm'].")
+    grammar: str | None = Field(None, description="tree-sitter-language-pack grammar name (None: no parse check).")
+    line_comment: str | None = Field(None, description="Line comment marker, e.g. '--'.")
+    block_comment: tuple[str, str] | None = Field(None, description="Block comment open/close, e.g. ['{-', '-}'].")
+    unit_types: list[str] = Field(default_factory=list, description="tree-sitter node types cut as syntax units.")
 
 
 def _stage_models() -> dict[str, type[BaseModel]]:

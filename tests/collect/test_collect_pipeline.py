@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_clean_error
 
 from codetune.collect.config import CollectConfig
 from codetune.collect.pipeline import collect, read_corpus
 from codetune.config import LanguageSpec
 from codetune.errors import CodetuneError, InputError
+from conftest import assert_clean_error
 
 PY = '''import os
 
@@ -53,7 +53,8 @@ def distinct_module(i: int) -> str:
 
 
 def cfg(tmp_path: Path, *sources: Path | str, **kw) -> CollectConfig:
-    return CollectConfig(sources=[str(s) for s in sources], out=tmp_path / "corpus", **kw)
+    kw.setdefault("out", tmp_path / "corpus")
+    return CollectConfig(sources=[str(s) for s in sources], **kw)
 
 
 def test_cli_thin_path_writes_shards_and_manifest(tmp_path, cli):
@@ -89,11 +90,18 @@ def test_cli_bad_inputs_are_clean_errors(tmp_path, cli):
     nothing = cli("collect", str(src), "-l", "elm", "-o", str(tmp_path / "c3"))
     assert_clean_error(nothing, "no files of elm kept from")
     write(src, "b.py", "x = 1\n")
-    small = cli("collect", str(src / "b.py").replace("b.py", ""), "-l", "python", "-o", str(tmp_path / "c4"),
-                "--set", "min_lines=1000")
+    small = cli(
+        "collect",
+        str(src / "b.py").replace("b.py", ""),
+        "-l",
+        "python",
+        "-o",
+        str(tmp_path / "c4"),
+        "--set",
+        "min_lines=1000",
+    )
     assert_clean_error(small, "no files of python kept", "too_few_lines")
-    for name in ("c1", "c2", "c3", "c4"):
-        assert not (tmp_path / name).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no corpus, no work folder left
 
 
 def test_unknown_filter_and_threshold_are_config_errors(tmp_path):
@@ -138,12 +146,22 @@ def test_unreadable_file_is_counted(tmp_path):
         result = collect(cfg(tmp_path, src))
     finally:
         secret.chmod(0o644)
-    assert json.loads((result.out / "manifest.json").read_text())["counts"]["dropped"]["unreadable"]["files"] == 1
+    assert (
+        json.loads((result.out / "manifest.json").read_text())["counts"]["dropped"]["unreadable"]["files"]
+        == 1
+    )
 
 
 def test_skip_dirs_gitignore_include_exclude(tmp_path):
     src = tmp_path / "src"
-    for rel in ("app/main.py", "node_modules/x.py", "build/y.py", ".git/z.py", "gen/out.py", "tests/test_a.py"):
+    for rel in (
+        "app/main.py",
+        "node_modules/x.py",
+        "build/y.py",
+        ".git/z.py",
+        "gen/out.py",
+        "tests/test_a.py",
+    ):
         write(src, rel, distinct_module(len(rel)))
     write(src, ".gitignore", "gen/\n")
     rows = read_corpus(collect(cfg(tmp_path, src)).out)
@@ -181,16 +199,17 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
         write(second, f"b{i}.py", distinct_module(10 + i))
     real = pipeline._process_chunk
     calls: list[str] = []
+    crash = [True]
 
     def flaky(chunk):
         calls.append(chunk[0][2])
-        if chunk[0][2] == "two" and len(calls) < 3:
-            raise KeyboardInterrupt  # simulate a kill in the middle of the second source
+        if chunk[0][2] == "two" and crash.pop() if crash else False:
+            raise RuntimeError("killed")  # simulate a kill in the middle of the second source
         return real(chunk)
 
     monkeypatch.setattr(pipeline, "_process_chunk", flaky)
     config = cfg(tmp_path, first, second, workers=1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="killed"):
         collect(config)
     assert not (tmp_path / "corpus").exists()  # no half corpus
     calls.clear()
@@ -209,18 +228,25 @@ def test_rejected_folder_holds_dropped_files_with_reasons(tmp_path):
     index = [json.loads(line) for line in (tmp_path / "rejected" / "rejected.jsonl").read_text().splitlines()]
     by_path = {entry["path"]: entry for entry in index}
     assert by_path["gen.py"]["reason"] == "generated"
-    assert by_path["good.py"]["reason"] == "exact_duplicate" and by_path["good.py"]["duplicate_of"] == "src/copy.py"
+    assert (
+        by_path["good.py"]["reason"] == "exact_duplicate"
+        and by_path["good.py"]["duplicate_of"] == "src/copy.py"
+    )
     assert (tmp_path / "rejected" / by_path["gen.py"]["file"]).read_text().startswith("# Code generated")
     assert [r["path"] for r in read_corpus(result.out)] == ["copy.py"]
 
 
 def test_recipe_language_spec_is_honoured(tmp_path):
     src = tmp_path / "src"
-    write(src, "a.airs", "function add(a, b) {\n  return a + b;\n}\nfunction twice(x) {\n  return add(x, x);\n}\n")
-    write(src, "mail.airs", "Hello team,\nplease find the report attached, thanks!\nBob\n")
-    spec = LanguageSpec(name="airscript2", extensions=[".airs"], grammar="javascript", line_comment="//")
+    write(
+        src,
+        "a.air2",
+        "function add(a, b) {\n  return a + b;\n}\nfunction twice(x) {\n  return add(x, x);\n}\n",
+    )
+    write(src, "mail.air2", "Hello team,\nplease find the report attached, thanks!\nBob\n")
+    spec = LanguageSpec(name="airscript2", extensions=[".air2"], grammar="javascript", line_comment="//")
     result = collect(cfg(tmp_path, src, language="airscript2", languages=[spec], workers=1))
-    assert [r["path"] for r in read_corpus(result.out)] == ["a.airs"]
+    assert [r["path"] for r in read_corpus(result.out)] == ["a.air2"]
     assert result.summary["dropped: not_language"].startswith("1 files")
 
 

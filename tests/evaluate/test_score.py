@@ -88,13 +88,97 @@ def test_score_errors(tmp_path):
 def test_cli_score_json(tmp_path):
     refs = write(tmp_path / "r.txt", [r for _, r, _ in METHOD_PAIRS])
     preds = write(tmp_path / "p.txt", [p for p, _, _ in METHOD_PAIRS])
-    out = subprocess.run([sys.executable, "-m", "codetune", "score", "-r", str(refs), "-p", str(preds), "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "codetune", "score", "-r", str(refs), "-p", str(preds), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     scores = json.loads(out.stdout)
     assert set(scores) == {"exact_match", "edit_sim", "bleu", "n"}
     assert scores["edit_sim"] == 61.17
-    bad = subprocess.run([sys.executable, "-m", "codetune", "score", "-r", str(refs), "-p", str(tmp_path / "x")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "codetune", "score", "-r", str(refs), "-p", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert "predictions file not found" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# A plain transcription of CodeXGLUE's evaluator (fuzzywuzzy + python-Levenshtein ratio, bleu.py)
+# to check the fast implementation sample by sample on random pairs.
+def _ref_ratio(a: str, b: str) -> int:
+    if a == b:
+        return 100
+    if not a or not b:
+        return 0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = prev[j - 1] if ca == cb else min(prev[j], cur[j - 1]) + 1
+        prev = cur
+    lensum = len(a) + len(b)
+    return int(round(100 * ((lensum - prev[-1]) / lensum)))  # noqa: RUF046 - fuzzywuzzy utils.intr
+
+
+def _ref_bleu(refs: list[list[str]], trans: list[list[str]]) -> float:
+    import collections
+    import math
+
+    def grams(seg):
+        c = collections.Counter()
+        for order in range(1, 5):
+            for i in range(len(seg) - order + 1):
+                c[tuple(seg[i : i + order])] += 1
+        return c
+
+    matches, possible, rl, tl = [0] * 4, [0] * 4, 0, 0
+    for r, t in zip(refs, trans):
+        rl += len(r)
+        tl += len(t)
+        overlap = grams(t) & grams(r)
+        for g in overlap:
+            matches[len(g) - 1] += overlap[g]
+        for order in range(1, 5):
+            if len(t) - order + 1 > 0:
+                possible[order - 1] += len(t) - order + 1
+    p = [(m + 1.0) / (q + 1.0) for m, q in zip(matches, possible)]
+    geo = math.exp(sum(0.25 * math.log(x) for x in p))
+    ratio = tl / rl
+    return geo * (1.0 if ratio > 1.0 else math.exp(1 - 1.0 / ratio))
+
+
+def test_matches_plain_transcription_on_random_pairs():
+    import random
+
+    from codetune.evaluate.codexglue import score_method
+
+    rng = random.Random(7)
+    words = [
+        "def",
+        "x",
+        "=",
+        "(",
+        ")",
+        "<NUM_LIT>",
+        "<STR_LIT:a b>",
+        "<EOL>",
+        "<INDENT>",
+        "é",
+        "日本",
+        "  ",
+        "ret",
+    ]
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 15))) for _ in range(300)]
+    preds = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 15))) for _ in range(300)]
+    ours = score_method(refs, preds)
+    es = sum(
+        _ref_ratio(post_process_method(p.strip()), post_process_method(g.strip()))
+        for p, g in zip(preds, refs)
+    )
+    assert ours["edit_sim"] == round(es / 300, 2)
+    bleu = _ref_bleu([g.strip().split() for g in refs], [p.strip().split() for p in preds])
+    assert ours["bleu"] == round(100 * bleu, 2)

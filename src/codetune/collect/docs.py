@@ -63,7 +63,9 @@ class _PageParser(HTMLParser):
                 code = "".join(self._buffer).strip("\n")
                 if code.strip():
                     prose = "\n".join(self.prose).strip()[-MAX_PROSE:]
-                    self.blocks.append({"heading": self.heading, "prose": prose, "code": code, "lang": self._lang})
+                    self.blocks.append(
+                        {"heading": self.heading, "prose": prose, "code": code, "lang": self._lang}
+                    )
                 self._capture, self._buffer = None, []
         elif tag in HEADINGS and self._capture == "heading":
             self.heading = " ".join("".join(self._buffer).split())
@@ -183,10 +185,20 @@ def process_docs(blocks: list[dict[str, Any]], repo: str, ctx: Any) -> list[dict
             counts[kind] = counts.get(kind, 0) + n
         raw = len(block["code"].encode("utf-8"))
         record: dict[str, Any] = {
-            "path": block["url"], "repo": repo, "content": code, "kind": "docs", "heading": block["heading"],
-            "prose": prose, "url": block["url"], "bytes": len(code.encode("utf-8")), "orig_bytes": raw,
-            "lines": code.count("\n") + 1, "sha256": hashlib.sha256(code.encode("utf-8")).hexdigest(),
-            "licence_stripped": False, "redactions": counts, "status": None if code.strip() else "empty",
+            "path": block["url"],
+            "repo": repo,
+            "content": code,
+            "kind": "docs",
+            "heading": block["heading"],
+            "prose": prose,
+            "url": block["url"],
+            "bytes": len(code.encode("utf-8")),
+            "orig_bytes": raw,
+            "lines": code.count("\n") + 1,
+            "sha256": hashlib.sha256(code.encode("utf-8")).hexdigest(),
+            "licence_stripped": False,
+            "redactions": counts,
+            "status": None if code.strip() else "empty",
         }
         if ctx.exact_dedup:
             record["exact"] = exact_key(code)
@@ -205,8 +217,13 @@ def export_doccano(corpus: str | Path, path: str | Path) -> int:
         if row.get("kind") != "docs":
             continue
         text = "\n\n".join(part for part in (row["heading"], row["prose"], row["content"]) if part)
-        meta = {"url": row["url"], "heading": row["heading"], "prose": row["prose"], "code": row["content"],
-                "sha256": row["sha256"]}
+        meta = {
+            "url": row["url"],
+            "heading": row["heading"],
+            "prose": row["prose"],
+            "code": row["content"],
+            "sha256": row["sha256"],
+        }
         lines.append(json.dumps({"text": text, "label": [], "meta": meta}, ensure_ascii=False))
     if not lines:
         raise InputError(f"no docs records in {corpus}: collect a docs:URL source first")
@@ -235,8 +252,15 @@ def import_doccano(path: str | Path, out: str | Path) -> int:
         code = meta.get("code")
         if not label or not code:
             continue
-        pairs.append({"instruction": label[0].strip(), "code": code, "heading": meta.get("heading", ""),
-                      "prose": meta.get("prose", ""), "url": meta.get("url", "")})
+        pairs.append(
+            {
+                "instruction": label[0].strip(),
+                "code": code,
+                "heading": meta.get("heading", ""),
+                "prose": meta.get("prose", ""),
+                "url": meta.get("url", ""),
+            }
+        )
     if not pairs:
         raise InputError(f"no annotated rows (with a label and code) in {path}")
     atomic_write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))

@@ -94,10 +94,16 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
 
         text, redactions = redact(text)
     record: dict[str, Any] = {
-        "status": None, "path": rel, "repo": repo, "content": text, "orig_bytes": size,
-        "bytes": len(text.encode("utf-8")), "lines": text.count("\n") + (0 if text.endswith("\n") else 1),
+        "status": None,
+        "path": rel,
+        "repo": repo,
+        "content": text,
+        "orig_bytes": size,
+        "bytes": len(text.encode("utf-8")),
+        "lines": text.count("\n") + (0 if text.endswith("\n") else 1),
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "licence_stripped": stripped, "redactions": redactions,
+        "licence_stripped": stripped,
+        "redactions": redactions,
     }
     if ctx.exact_dedup:
         from codetune.collect.dedup import exact_key
@@ -133,9 +139,17 @@ def make_context(cfg: CollectConfig, language: Language) -> FileContext:
     if unknown:
         raise ConfigError(f"unknown filter(s) {', '.join(unknown)}; known: {', '.join(sorted(FILTERS))}")
     return FileContext(
-        language=language, thresholds=Thresholds.from_config(cfg, language.name), filters=list(cfg.filters),
-        max_bytes=cfg.max_bytes, strip_licence=cfg.strip_licence, redact=cfg.redact, exact_dedup=cfg.exact_dedup,
-        near_dedup=cfg.near_dedup, num_perm=cfg.num_perm, ngram=cfg.ngram, capture_rejected=cfg.rejected is not None,
+        language=language,
+        thresholds=Thresholds.from_config(cfg, language.name),
+        filters=list(cfg.filters),
+        max_bytes=cfg.max_bytes,
+        strip_licence=cfg.strip_licence,
+        redact=cfg.redact,
+        exact_dedup=cfg.exact_dedup,
+        near_dedup=cfg.near_dedup,
+        num_perm=cfg.num_perm,
+        ngram=cfg.ngram,
+        capture_rejected=cfg.rejected is not None,
     )
 
 
@@ -143,8 +157,15 @@ def make_context(cfg: CollectConfig, language: Language) -> FileContext:
 
 
 def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
-    data = cfg.model_dump(mode="json", exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir"})
-    data["language_def"] = [language.name, list(language.extensions), language.grammar, list(language.unit_types)]
+    data = cfg.model_dump(
+        mode="json", exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir"}
+    )
+    data["language_def"] = [
+        language.name,
+        list(language.extensions),
+        language.grammar,
+        list(language.unit_types),
+    ]
     return data
 
 
@@ -161,6 +182,17 @@ def _listing_signature(files: list[tuple[str, str]]) -> str:
 
 def collect(cfg: CollectConfig) -> StageResult:
     """Run the collect stage and write the corpus folder; see the module docstring."""
+    out = Path(cfg.out) if cfg.out is not None else Path("corpus")
+    work = out.parent / f".{out.name}.work"
+    try:
+        return _collect(cfg, out, work)
+    finally:
+        # Keep the work folder only when it holds something to resume from.
+        if work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+
+
+def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
     from codetune.collect.sources import resolve_sources
     from codetune.collect.walk import walk_files
 
@@ -170,9 +202,6 @@ def collect(cfg: CollectConfig) -> StageResult:
     ctx = make_context(cfg, language)
     if not cfg.sources:
         raise InputError("no sources given: pass folders, git URLs, archives, github:QUERY or docs:URL")
-    out = Path(cfg.out) if cfg.out is not None else Path("corpus")
-    work = out.parent / f".{out.name}.work"
-    work.mkdir(parents=True, exist_ok=True)
     identity = _config_identity(cfg, language)
 
     # Phase 1: fetch and list every source (cheap next to processing), so the fingerprint is known.
@@ -214,12 +243,20 @@ def collect(cfg: CollectConfig) -> StageResult:
                 chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
                 if cfg.workers > 1 and len(chunks) > 1:
                     if pool is None:
-                        pool = ProcessPoolExecutor(cfg.workers, initializer=_init_worker, initargs=(ctx, specs))
-                    records = [r for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks),
-                                                        source.repo) for r in chunk]
+                        if cfg.near_dedup:
+                            import datasketch  # noqa: F401  (imported once here, inherited by forked workers)
+                        pool = ProcessPoolExecutor(
+                            cfg.workers, initializer=_init_worker, initargs=(ctx, specs)
+                        )
+                    records = [
+                        r
+                        for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks), source.repo)
+                        for r in chunk
+                    ]
                 else:
                     _init_worker(ctx, [])
                     records = [r for chunk in chunks for r in _process_chunk(chunk)]
+                work.mkdir(parents=True, exist_ok=True)
                 tmp = done.with_suffix(".tmp")
                 with tmp.open("wb") as handle:
                     pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -247,7 +284,9 @@ def collect(cfg: CollectConfig) -> StageResult:
         redactions.update(record["redactions"])
     seen = len(kept) + sum(entry["files"] for entry in counts.values())
     summary: dict[str, Any] = {
-        "language": language.name, "files seen": seen, "files kept": len(kept),
+        "language": language.name,
+        "files seen": seen,
+        "files kept": len(kept),
         "bytes kept": sum(r["bytes"] for r in kept),
     }
     for reason, entry in counts.items():
@@ -260,8 +299,10 @@ def collect(cfg: CollectConfig) -> StageResult:
         _write_rejected(Path(cfg.rejected), dropped)
     if not kept:
         shutil.rmtree(work, ignore_errors=True)
-        raise InputError(f"no files of {language.name} kept from {', '.join(cfg.sources)} "
-                         f"(seen {seen}; dropped: {_reasons_line(counts)})")
+        raise InputError(
+            f"no files of {language.name} kept from {', '.join(cfg.sources)} "
+            f"(seen {seen}; dropped: {_reasons_line(counts)})"
+        )
     with atomic_dir(out) as tmp:
         shards = _write_shards(tmp, kept, language.name, cfg.shard_rows)
         summary["shards"] = len(shards)
@@ -276,7 +317,8 @@ def collect(cfg: CollectConfig) -> StageResult:
             "config": cfg.model_dump(mode="json"),
             "counts": {"kept": len(kept), "dropped": counts},
             "totals": {
-                "files_seen": seen, "files_kept": len(kept),
+                "files_seen": seen,
+                "files_kept": len(kept),
                 "files_dropped": sum(e["files"] for e in counts.values()),
                 "bytes_kept": summary["bytes kept"],
                 "bytes_dropped": sum(e["bytes"] for e in counts.values()),
@@ -317,8 +359,11 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
             key = record.get("exact")
             if key is not None and key in by_exact:
                 first = by_exact[key]
-                record.update(status="exact_duplicate", duplicate_of=f"{first['repo']}/{first['path']}",
-                              bytes=record["orig_bytes"])
+                record.update(
+                    status="exact_duplicate",
+                    duplicate_of=f"{first['repo']}/{first['path']}",
+                    bytes=record["orig_bytes"],
+                )
                 dropped.append(record)
                 continue
             if key is not None:
@@ -327,13 +372,18 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
     if cfg.near_dedup and kept:
         from codetune.collect.dedup import near_duplicates
 
-        dupes = near_duplicates(((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm)
+        dupes = near_duplicates(
+            ((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm
+        )
         survivors = []
         for i, record in enumerate(kept):
             if i in dupes:
                 first = kept[dupes[i]]
-                record.update(status="near_duplicate", duplicate_of=f"{first['repo']}/{first['path']}",
-                              bytes=record["orig_bytes"])
+                record.update(
+                    status="near_duplicate",
+                    duplicate_of=f"{first['repo']}/{first['path']}",
+                    bytes=record["orig_bytes"],
+                )
                 dropped.append(record)
             else:
                 survivors.append(record)
@@ -345,24 +395,42 @@ def _write_shards(folder: Path, kept: list[dict[str, Any]], language: str, shard
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("path", pa.string()), ("repo", pa.string()), ("language", pa.string()), ("content", pa.string()),
-        ("bytes", pa.int64()), ("lines", pa.int64()), ("sha256", pa.string()), ("source", pa.string()),
-        ("kind", pa.string()), ("licence_stripped", pa.bool_()), ("redactions", pa.int64()),
-        ("heading", pa.string()), ("prose", pa.string()), ("url", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("repo", pa.string()),
+            ("language", pa.string()),
+            ("content", pa.string()),
+            ("bytes", pa.int64()),
+            ("lines", pa.int64()),
+            ("sha256", pa.string()),
+            ("source", pa.string()),
+            ("kind", pa.string()),
+            ("licence_stripped", pa.bool_()),
+            ("redactions", pa.int64()),
+            ("heading", pa.string()),
+            ("prose", pa.string()),
+            ("url", pa.string()),
+        ]
+    )
     n_shards = max(1, -(-len(kept) // shard_rows))
     names = []
     for index in range(n_shards):
         rows = kept[index * shard_rows : (index + 1) * shard_rows]
         columns = {
-            "path": [r["path"] for r in rows], "repo": [r["repo"] for r in rows], "language": [language] * len(rows),
-            "content": [r["content"] for r in rows], "bytes": [r["bytes"] for r in rows],
-            "lines": [r["lines"] for r in rows], "sha256": [r["sha256"] for r in rows],
-            "source": [r.get("source") for r in rows], "kind": [r.get("kind", "code") for r in rows],
+            "path": [r["path"] for r in rows],
+            "repo": [r["repo"] for r in rows],
+            "language": [language] * len(rows),
+            "content": [r["content"] for r in rows],
+            "bytes": [r["bytes"] for r in rows],
+            "lines": [r["lines"] for r in rows],
+            "sha256": [r["sha256"] for r in rows],
+            "source": [r.get("source") for r in rows],
+            "kind": [r.get("kind", "code") for r in rows],
             "licence_stripped": [r["licence_stripped"] for r in rows],
             "redactions": [sum(r["redactions"].values()) for r in rows],
-            "heading": [r.get("heading") for r in rows], "prose": [r.get("prose") for r in rows],
+            "heading": [r.get("heading") for r in rows],
+            "prose": [r.get("prose") for r in rows],
             "url": [r.get("url") for r in rows],
         }
         name = f"data-{index:05d}-of-{n_shards:05d}.parquet"

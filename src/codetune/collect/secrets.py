@@ -11,6 +11,8 @@ import ipaddress
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 EMAIL_PLACEHOLDER = "user@example.com"
 KEY_PLACEHOLDER = "<KEY>"
@@ -23,7 +25,7 @@ KEY_PATTERNS: dict[str, re.Pattern[str]] = {
     ),
     "aws_key": re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"),
     "aws_secret": re.compile(
-        r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})\b"
+        r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
     ),
     "github_token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
     "slack_token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
@@ -35,7 +37,8 @@ _PASSWORD = re.compile(
     r"(?P<sep>\s*[:=]\s*|\s*=>\s*)(?P<q>[\"'])(?P<value>[^\"'\s]{8,})(?P=q)"
 )
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
+_DIGITS_DOTS = bytes(c if chr(c) in "0123456789." else 32 for c in range(256))
 _KEEP_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
 
 
@@ -54,11 +57,43 @@ def _public_ip(text: str) -> bool:
     return ip.is_global
 
 
+# Cheap substring checks that gate each pattern (most files contain no secret at all).
+_HINTS: dict[str, tuple[str, ...]] = {
+    "private_key": ("PRIVATE KEY",),
+    "aws_key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA"),
+    "aws_secret": ("aws", "AWS", "Aws"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "slack_token": ("xox",),
+    "stripe_key": ("_live_", "_test_"),
+    "jwt": ("eyJ",),
+}
+_PASSWORD_WORDS = ("passw", "pwd", "secret", "apikey", "api_key", "token")
+
+
+def _has_password_word(line: str) -> bool:
+    lowered = line.lower()
+    return any(word in lowered for word in _PASSWORD_WORDS)
+
+
+def _sub_lines(pattern: re.Pattern[str], text: str, keep: Callable[[str], bool], repl: Any) -> str:
+    """Apply ``pattern.sub`` only to the lines for which ``keep`` is true (patterns never span lines)."""
+    lines = text.split("\n")
+    changed = False
+    for i, line in enumerate(lines):
+        if keep(line):
+            new = pattern.sub(repl, line)
+            if new != line:
+                lines[i], changed = new, True
+    return "\n".join(lines) if changed else text
+
+
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """Return ``text`` with secrets and personal data replaced, and counts per kind."""
     counts: Counter[str] = Counter()
 
     for kind, pattern in KEY_PATTERNS.items():
+        if not any(hint in text for hint in _HINTS[kind]):
+            continue
 
         def key_sub(match: re.Match[str], kind: str = kind) -> str:
             counts[kind] += 1
@@ -69,8 +104,6 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
                 return whole[: start - offset] + KEY_PLACEHOLDER + whole[end - offset :]
             return KEY_PLACEHOLDER
 
-        if kind == "private_key" and "PRIVATE KEY" not in text:
-            continue
         text = pattern.sub(key_sub, text)
 
     def password_sub(match: re.Match[str]) -> str:
@@ -80,7 +113,9 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
         counts["password"] += 1
         return f"{match.group('name')}{match.group('sep')}{match.group('q')}{PASSWORD_PLACEHOLDER}{match.group('q')}"
 
-    text = _PASSWORD.sub(password_sub, text)
+    lowered = text.lower()
+    if any(word in lowered for word in _PASSWORD_WORDS):
+        text = _sub_lines(_PASSWORD, text, _has_password_word, password_sub)
 
     def email_sub(match: re.Match[str]) -> str:
         address = match.group(0)
@@ -90,13 +125,19 @@ def redact(text: str) -> tuple[str, dict[str, int]]:
         return EMAIL_PLACEHOLDER
 
     if "@" in text:
-        text = _EMAIL.sub(email_sub, text)
+        text = _sub_lines(_EMAIL, text, lambda line: "@" in line, email_sub)
 
     def ip_sub(match: re.Match[str]) -> str:
-        if not _public_ip(match.group(0)):
+        start, end, whole = match.start(), match.end(), match.string
+        inside = (start and (whole[start - 1].isalnum() or whole[start - 1] in "._")) or (
+            end < len(whole) and (whole[end].isalnum() or whole[end] in "._")
+        )
+        if inside or not _public_ip(match.group(0)):
             return match.group(0)
         counts["ip_address"] += 1
         return "192.0.2.1"
 
-    text = _IPV4.sub(ip_sub, text)
+    # Only run the IP pattern when some run of digits and dots has three dots (cheap, in C).
+    if any(run.count(b".") == 3 for run in text.encode("utf-8", "replace").translate(_DIGITS_DOTS).split()):
+        text = _IPV4.sub(ip_sub, text)
     return text, dict(counts)

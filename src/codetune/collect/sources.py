@@ -109,7 +109,11 @@ def repo_name(url: str) -> str:
     """owner/name for hosted URLs, the folder name otherwise."""
     parsed = urllib.parse.urlparse(url if "://" in url else "ssh://" + url.replace(":", "/", 1))
     parts = [p for p in parsed.path.split("/") if p]
-    name = "/".join(parts[-2:]) if parsed.scheme in ("http", "https", "ssh", "git") and len(parts) >= 2 else parts[-1]
+    name = (
+        "/".join(parts[-2:])
+        if parsed.scheme in ("http", "https", "ssh", "git") and len(parts) >= 2
+        else parts[-1]
+    )
     return name.removesuffix(".git")
 
 
@@ -143,7 +147,11 @@ def git_clone(url: str, cache: Path, branch: str | None = None) -> Path:
 @register_source("git")
 def _git(text: str, cfg: Any, work: Path) -> list[Source]:
     cache = cache_root(cfg)
-    return [Source("git", text, repo_name(text), lambda: git_clone(text, cache, cfg.branch), {"branch": cfg.branch})]
+    return [
+        Source(
+            "git", text, repo_name(text), lambda: git_clone(text, cache, cfg.branch), {"branch": cfg.branch}
+        )
+    ]
 
 
 def _safe_members_tar(archive: tarfile.TarFile, dest: Path, skipped: Counter[str]) -> list[tarfile.TarInfo]:
@@ -178,7 +186,11 @@ def unpack_archive(path: Path, cache: Path) -> tuple[Path, Counter[str]]:
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     dest = (tmp / info.filename).resolve()
-                    if info.filename.startswith("/") or ".." in Path(info.filename).parts or not dest.is_relative_to(tmp):
+                    if (
+                        info.filename.startswith("/")
+                        or ".." in Path(info.filename).parts
+                        or not dest.is_relative_to(tmp)
+                    ):
                         skipped["unsafe_path"] += 1
                         continue
                     archive.extract(info, tmp)
@@ -268,12 +280,17 @@ def github_search(query: str, language: str, cfg: Any) -> list[dict[str, Any]]:
     repos: list[dict[str, Any]] = []
     page = 1
     while len(repos) < cfg.max_repos:
-        params = urllib.parse.urlencode({"q": q, "sort": "stars", "order": "desc", "per_page": 100, "page": page})
+        params = urllib.parse.urlencode(
+            {"q": q, "sort": "stars", "order": "desc", "per_page": 100, "page": page}
+        )
         body = github_get(f"{base}/search/repositories?{params}", cfg)
         items = body.get("items") or []
         repos.extend(
-            {"full_name": item["full_name"], "clone_url": item["clone_url"],
-             "default_branch": item.get("default_branch")}
+            {
+                "full_name": item["full_name"],
+                "clone_url": item["clone_url"],
+                "default_branch": item.get("default_branch"),
+            }
             for item in items
         )
         if not items or len(repos) >= body.get("total_count", 0) or page * 100 >= 1000:
@@ -288,7 +305,9 @@ def _github(text: str, cfg: Any, work: Path) -> list[Source]:
 
     query = text.removeprefix("github:").strip()
     language = get_language(cfg.language).name
-    state = work / f"github-{hashlib.sha256(f'{query}{language}{cfg.max_repos}'.encode()).hexdigest()[:12]}.json"
+    state = (
+        work / f"github-{hashlib.sha256(f'{query}{language}{cfg.max_repos}'.encode()).hexdigest()[:12]}.json"
+    )
     if state.is_file():  # resumable: do not search again
         repos = json.loads(state.read_text())
     else:
@@ -298,8 +317,13 @@ def _github(text: str, cfg: Any, work: Path) -> list[Source]:
         write_json(state, repos)
     cache = cache_root(cfg)
     return [
-        Source("git", repo["clone_url"], repo["full_name"],
-               lambda url=repo["clone_url"]: git_clone(url, cache, cfg.branch), {"github": query})
+        Source(
+            "git",
+            repo["clone_url"],
+            repo["full_name"],
+            lambda url=repo["clone_url"]: git_clone(url, cache, cfg.branch),
+            {"github": query},
+        )
         for repo in repos
     ]
 

@@ -24,7 +24,9 @@ def _spec(patterns: list[str]) -> Any:
 def _read_gitignore(folder: Path) -> Any:
     path = folder / ".gitignore"
     try:
-        return _spec(path.read_text(encoding="utf-8", errors="replace").splitlines()) if path.is_file() else None
+        return (
+            _spec(path.read_text(encoding="utf-8", errors="replace").splitlines()) if path.is_file() else None
+        )
     except OSError:
         return None
 

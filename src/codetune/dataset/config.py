@@ -16,7 +16,9 @@ class WindowsOptions(StrictModel):
     prompt_tokens: int = Field(100, gt=0, description="Prompt length P in tokens (upper bound).")
     completion_tokens: int = Field(35, gt=0, description="Completion length C in tokens (upper bound).")
     stride: int | None = Field(
-        None, gt=0, description="Tokens the window moves each step (default: completion_tokens)."
+        None,
+        gt=0,
+        description="Tokens the completion start moves each step (default: completions tile the file).",
     )
     snap_chars: str = Field(
         "\n;,.(){}[]:= \t\"'",

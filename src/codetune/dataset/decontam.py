@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ def shingles(text: str, n: int) -> set[bytes]:
 def _minhash(text: str, num_perm: int, n: int) -> Any:
     from datasketch import MinHash
 
-    mh = MinHash(num_perm=num_perm, seed=1)
+    # crc32 (C) instead of datasketch's default Python-level sha1 wrapper: ~10x faster, deterministic.
+    mh = MinHash(num_perm=num_perm, seed=1, hashfunc=zlib.crc32)
     grams = shingles(text, n)
     if grams:
         mh.update_batch(list(grams))
@@ -58,9 +60,9 @@ def read_benchmarks(paths: list[Path]) -> list[str]:
     snippets: list[str] = []
     for path in paths:
         path = Path(path)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         if not path.exists():
             raise InputError(f"benchmark file not found: {path}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             text = file.read_text(encoding="utf-8", errors="replace")
             if file.suffix in (".jsonl", ".json"):

@@ -155,4 +155,3 @@ def choose(rng: random.Random, fim_rate: float, spm_rate: float) -> str | None:
     if draw_fim >= fim_rate:
         return None
     return "spm" if draw_spm < spm_rate else "psm"
-

@@ -39,7 +39,9 @@ def assign_splits(
         remaining = len(groups) - index
         choice = "train"
         for split in ("test", "valid"):
-            wanted = targets[split] > 0 and (filled[split] == 0 or filled[split] + sizes[group] / 2 <= targets[split])
+            wanted = targets[split] > 0 and (
+                filled[split] == 0 or filled[split] + sizes[group] / 2 <= targets[split]
+            )
             # Always keep at least one group for train.
             if wanted and filled[split] < targets[split] and remaining > 1:
                 choice = split

@@ -113,14 +113,18 @@ def _body_split(node: Any) -> int:
     if body is not None:
         first = body.named_children[0] if body.named_children else None
         # Python: the docstring belongs with the signature, on the prompt side.
-        if (
-            first is not None
-            and first.type == "expression_statement"
-            and first.named_children
-            and first.named_children[0].type == "string"
+        if first is not None and (
+            first.type == "string"
+            or (
+                first.type == "expression_statement"
+                and first.named_children[:1]
+                and first.named_children[0].type == "string"
+            )
         ):
             return first.end_byte
         previous = body.prev_sibling
+        while previous is not None and _is_comment(previous):
+            previous = previous.prev_sibling
         return previous.end_byte if previous is not None else body.start_byte
     for child in node.children:
         if child.type in ("=", "eq"):

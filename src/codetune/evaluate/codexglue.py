@@ -55,7 +55,7 @@ def fuzz_ratio(a: str, b: str) -> int:
     if not a or not b:
         return 0
     lensum = len(a) + len(b)
-    return int(round(100 * ((lensum - Indel.distance(a, b)) / lensum)))
+    return round(100 * ((lensum - Indel.distance(a, b)) / lensum))
 
 
 def fuzz_ratios(preds: Sequence[str], refs: Sequence[str]) -> list[int]:
@@ -67,7 +67,9 @@ def fuzz_ratios(preds: Sequence[str], refs: Sequence[str]) -> list[int]:
     if not preds:
         return []
     dist = cpdist(list(preds), list(refs), scorer=Indel.distance, workers=1).astype(np.float64)
-    lensum = np.fromiter(map(len, preds), np.float64, len(preds)) + np.fromiter(map(len, refs), np.float64, len(refs))
+    lensum = np.fromiter(map(len, preds), np.float64, len(preds)) + np.fromiter(
+        map(len, refs), np.float64, len(refs)
+    )
     # Equal strings have distance 0 and exactly one empty string has distance lensum, so the formula
     # already gives fuzzywuzzy's 100 / 0 except for two empty strings. np.rint rounds half to even
     # like Python's round().
@@ -87,8 +89,10 @@ def _clipped_matches(references: Sequence[list[str]], translations: Sequence[lis
 
     n = len(references)
     vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for side in (references, translations)
-                       for seg in side for t in seg), np.int64)
+    ids = np.fromiter(
+        (vocab.setdefault(t, len(vocab)) for side in (references, translations) for seg in side for t in seg),
+        np.int64,
+    )
     lens = np.fromiter((len(seg) for side in (references, translations) for seg in side), np.int64, 2 * n)
     seg = np.repeat(np.arange(2 * n, dtype=np.int64), lens)
     ends = np.repeat(np.cumsum(lens), lens)
@@ -120,8 +124,12 @@ def _clipped_matches(references: Sequence[list[str]], translations: Sequence[lis
     return matches, possible
 
 
-def corpus_bleu(references: Sequence[list[str]], translations: Sequence[list[str]], max_order: int = 4,
-                smooth: bool = True) -> float:
+def corpus_bleu(
+    references: Sequence[list[str]],
+    translations: Sequence[list[str]],
+    max_order: int = 4,
+    smooth: bool = True,
+) -> float:
     """Corpus BLEU in [0, 1] as CodeXGLUE's ``bleu.py`` computes it (Lin & Och add-one smoothing).
 
     One reference per translation. CodeXGLUE divides by zero on an all-empty side; here empty
@@ -136,7 +144,9 @@ def corpus_bleu(references: Sequence[list[str]], translations: Sequence[list[str
         precisions = [(m + 1.0) / (p + 1.0) for m, p in zip(matches, possible)]
     else:
         precisions = [m / p if p > 0 else 0.0 for m, p in zip(matches, possible)]
-    geo_mean = math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0
+    geo_mean = (
+        math.exp(sum((1.0 / max_order) * math.log(p) for p in precisions)) if min(precisions) > 0 else 0
+    )
     if trans_len == 0:
         return 0.0
     ratio = trans_len / ref_len if ref_len else math.inf

@@ -3,18 +3,61 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from codetune.config import StrictModel
 
+DEFAULT_METRICS = ["exact_match", "edit_sim", "bleu", "sacrebleu_bleu", "chrf"]
+
 
 class EvalConfig(StrictModel):
-    """Compare models side by side on a dataset's held-out split."""
+    """Compare models side by side on a dataset's held-out split, prompt files and benchmark files."""
 
     models: list[str] = Field(default_factory=list, description="Models or run folders; NAME=PATH names one.")
     dataset: Path | None = Field(None, description="Dataset folder (default: the build stage's output).")
     out: Path | None = Field(None, description="Report folder (default: WORKDIR/report).")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["completion", "loss"],
+        description="completion, fim, loss, prompts, benchmark, execution (those without inputs are skipped).",
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."
+    )
     samples: int = Field(200, gt=0, description="Line-completion samples cut from held-out files.")
     max_new_tokens: int = Field(48, gt=0)
+    max_prompt_tokens: int = Field(1024, gt=0, description="Prompts are cut on the left to this many tokens.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, gt=0, description="Generations per prompt (prompt files, execution).")
     seed: int = 0
+    batch_size: int = Field(8, gt=0)
+    device: str | None = Field(None, description="cpu, cuda, mps (default: the best available).")
+    language: str | None = Field(
+        None, description="Language for syntax checks (default: from file extensions)."
+    )
+    prompts: Path | None = Field(None, description='Prompt file: JSON list or JSONL of {"prompt": ...}.')
+    benchmark: Path | None = Field(None, description="A CodeXGLUE method-generation or line-completion file.")
+    benchmark_style: Literal["codexglue-method", "codexglue-line"] | None = Field(
+        None, description="Format of the benchmark file (default: guessed from its fields)."
+    )
+    problems: Path | None = Field(None, description="HumanEval/MultiPL-E JSONL for pass@k.")
+    allow_execution: bool = Field(False, description="Run generated code (sandboxed) for pass@k.")
+    unsafe_network: bool = Field(
+        False, description="Run generated code even where the network cannot be cut."
+    )
+    exec_command: list[str] | None = Field(
+        None, description="Command that runs a program ({file}, {dir}); default: this Python."
+    )
+    exec_extension: str = Field(".py", description="File extension of the programs run.")
+    exec_timeout: float = Field(10.0, gt=0, description="Wall-clock seconds per program.")
+    exec_memory_mb: int = Field(
+        1024, gt=0, description="Address-space limit per program (raise it for JVMs)."
+    )
+    exec_max_processes: int = Field(32, gt=0, description="Processes + threads per program.")
+    k: list[int] = Field(default_factory=lambda: [1, 10, 100], description="pass@k values.")
+    sweep_temperature: list[float] = Field(default_factory=list, description="Sampling sweep: temperatures.")
+    sweep_top_p: list[float] = Field(default_factory=list, description="Sampling sweep: top_p values.")
+    loss_examples: int = Field(200, gt=0, description="Test rows used for loss / perplexity.")
+    side_by_side: int = Field(3, ge=0, description="Sample completions shown side by side in report.md.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -12,10 +13,29 @@ from codetune.config import StrictModel
 class GenerateConfig(StrictModel):
     """Generate completions for a JSONL file of prompts."""
 
-    model: str = "tiny-gpt-bigcode"
-    adapter: Path | None = None
-    input: Path | None = None
-    out: Path | None = None
+    model: str = Field("tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model.")
+    adapter: Path | None = Field(None, description="Run folder (or adapter folder) applied unmerged.")
+    input: Path | None = Field(None, description="JSONL file, one object per line with a prompt field.")
+    out: Path | None = Field(None, description="JSONL file of results; resumed (ids already done skipped).")
+    prompt_field: str = Field("prompt", description="Field holding the prompt (e.g. `intent` for CoNaLa).")
+    suffix_field: str = Field("suffix", description="Optional field with the text after the cursor (FIM).")
+    id_field: str = Field("id", description="Field identifying a row; the line number when absent.")
+    output_field: str = Field("completion", description="Field the completion is written to.")
     max_new_tokens: int = Field(64, gt=0)
-    temperature: float = Field(0.0, ge=0)
+    min_new_tokens: int = Field(0, ge=0)
+    temperature: float = Field(0.0, ge=0, description="0 is greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 keeps every token.")
+    repetition_penalty: float = Field(1.0, gt=0)
+    num_beams: int = Field(1, ge=1, description="Beam search when > 1.")
+    n: int = Field(1, ge=1, description="Completions per prompt (a list in `<output_field>s` when > 1).")
+    stop: list[str] = Field(default_factory=list, description="Stop sequences.")
+    truncate_before_pattern: list[str] = Field(
+        default_factory=list, description="Regexes (multi-line); text is cut before the first match."
+    )
+    postprocess: bool = Field(True, description="End-of-line/block clean-up for FIM rows.")
+    seed: int | None = Field(None, description="Seed for sampling.")
+    batch_size: int = Field(64, gt=0, description="Most rows per batch.")
+    token_budget: int = Field(32768, gt=0, description="Most padded tokens (prompt + new) per batch.")
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm when installed.")
+    device: str | None = Field(None, description="cuda, mps or cpu (default: the best available).")

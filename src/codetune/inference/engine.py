@@ -202,11 +202,11 @@ def _finish(seq: Sequence, reason: str) -> None:
             logger.exception("completion callback failed")
 
 
-def encode(tokenizer: Any, prompt: str | list[int]) -> list[int]:
-    """Token ids of a prompt (ids pass through); a seq2seq encoder input gets its EOS."""
+def encode(tokenizer: Any, prompt: str | list[int], *, seq2seq: bool = False) -> list[int]:
+    """Token ids of a prompt (ids pass through); a seq2seq encoder input gets its special tokens."""
     if isinstance(prompt, list):
         return list(prompt)
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt, add_special_tokens=seq2seq)["input_ids"]
 
 
 def is_seq2seq(model: Any) -> bool:
@@ -471,7 +471,7 @@ def generate_completions(
         params = [params or SamplingParams()] * len(prompts)
     for p in {id(p): p for p in params}.values():
         p.check()
-    encoded = [encode(tokenizer, p) for p in prompts]
+    encoded = [encode(tokenizer, p, seq2seq=is_seq2seq(model)) for p in prompts]
     seqs: list[tuple[int, Sequence]] = []
     for i, (ids, p) in enumerate(zip(encoded, params)):
         copies = 1 if p.num_beams > 1 else p.n

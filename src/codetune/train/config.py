@@ -26,6 +26,12 @@ class TrainConfig(StrictModel):
         "document; pad: batch_size examples padded to the longest (seq2seq always pads).",
     )
     batch_tokens: int = Field(4096, gt=0, description="Tokens per micro-batch when packing.")
+    pack_length: int | None = Field(
+        None,
+        gt=0,
+        description="Longest packed row: a micro-batch is batch_tokens // pack_length rows (None: one row "
+        "of batch_tokens). Without flash-attention, shorter rows keep sdpa's attention cost down.",
+    )
     batch_size: int = Field(8, gt=0, description="Examples per micro-batch in pad mode.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup, then cosine decay to 0.")

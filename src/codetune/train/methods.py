@@ -95,9 +95,7 @@ def qlora(model: Any, cfg: Any, total_steps: int) -> Any:
     """LoRA over a 4-bit NF4 base (loaded quantized by the recipe)."""
     from peft import prepare_model_for_kbit_training
 
-    model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=cfg.gradient_checkpointing
-    )
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     return lora(model, cfg, total_steps)
 
 

@@ -1,6 +1,6 @@
 """Batches for training: documents packed to a token budget, or padded (for comparison and seq2seq).
 
-Packed batches are one row of concatenated documents with ``position_ids`` restarting at 0 for
+Packed batches are one row (or, with ``pack_length``, several rows) of concatenated documents with ``position_ids`` restarting at 0 for
 each document and no attention mask. transformers (5.x) reads document boundaries from such
 position ids: with sdpa/eager attention ``create_causal_mask`` builds a block-diagonal causal
 mask, with flash-attention it calls the varlen kernel. Either way no token attends across
@@ -84,6 +84,27 @@ def collate_packed(rows: Sequence[dict[str, Any]], batch_tokens: int, completion
     }
 
 
+def collate_packed_rows(
+    rows_of_docs: Sequence[Sequence[dict[str, Any]]],
+    row_tokens: int,
+    pad_id: int,
+    completion_only: bool = True,
+) -> dict:
+    """Several packed rows, the shorter ones filled with a padding segment of its own (never attended)."""
+    import torch
+
+    rows = [collate_packed(docs, row_tokens, completion_only) for docs in rows_of_docs]
+    width = max(row["input_ids"].shape[1] for row in rows)
+    out: dict[str, list] = {"input_ids": [], "position_ids": [], "labels": []}
+    for row in rows:
+        gap = width - row["input_ids"].shape[1]
+        # The padding's positions restart at 0: transformers sees it as one more document, at the end.
+        fill = {"input_ids": [pad_id] * gap, "position_ids": list(range(gap)), "labels": [IGNORE] * gap}
+        for key in out:
+            out[key].append(row[key][0].tolist() + fill[key])
+    return {key: torch.tensor(value) for key, value in out.items()}
+
+
 def collate_padded(rows: Sequence[dict[str, Any]], pad_id: int, completion_only: bool = True) -> dict:
     """Right-padded causal batch: attention_mask 0 and labels -100 on padding."""
     import torch
@@ -137,6 +158,7 @@ class Batches:
         pad_id: int,
         seed: int,
         completion_only: bool = True,
+        pack_length: int | None = None,
     ) -> None:
         self.rows = rows
         self.kind = kind
@@ -146,16 +168,32 @@ class Batches:
         self.pad_id = pad_id
         self.seed = seed
         self.completion_only = completion_only
+        self.pack_length = pack_length if pack_length and pack_length < batch_tokens else None
         self.lengths = [len(row["input_ids"]) for row in rows]
 
-    def plan(self, epoch: int) -> list[list[int]]:
-        """Indices of the examples in each micro-batch of ``epoch``."""
+    def plan(self, epoch: int) -> list[list[Any]]:
+        """Indices of the examples in each micro-batch of ``epoch`` (lists of rows with pack_length)."""
+        if self.mode == "packed" and self.pack_length:
+            rows = plan_packed(self.lengths, self.pack_length, self.seed, epoch)
+            per_batch = self.batch_tokens // self.pack_length
+            return [rows[i : i + per_batch] for i in range(0, len(rows), per_batch)]
         if self.mode == "packed":
             return plan_packed(self.lengths, self.batch_tokens, self.seed, epoch)
         return plan_padded(self.lengths, self.batch_size, self.seed, epoch, sort=self.kind == "seq2seq")
 
-    def collate(self, indices: Sequence[int]) -> dict:
+    def tokens(self, indices: Sequence[Any]) -> int:
+        """Real (non-pad) input tokens of one micro-batch."""
+        flat = [i for row in indices for i in row] if indices and isinstance(indices[0], list) else indices
+        if self.mode != "packed":
+            return sum(self.lengths[i] for i in flat)
+        cap = self.pack_length or self.batch_tokens  # packing truncates longer documents to a row
+        return sum(min(self.lengths[i], cap) for i in flat)
+
+    def collate(self, indices: Sequence[Any]) -> dict:
         """Tensors for one micro-batch."""
+        if self.mode == "packed" and self.pack_length and self.kind != "seq2seq":
+            docs = [[self.rows[i] for i in row] for row in indices]
+            return collate_packed_rows(docs, self.pack_length, self.pad_id, self.completion_only)
         rows = [self.rows[i] for i in indices]
         if self.kind == "seq2seq":
             return collate_seq2seq(rows, self.pad_id)

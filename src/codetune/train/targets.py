@@ -12,7 +12,7 @@ def linear_names(model: Any) -> list[str]:
     try:
         from transformers.pytorch_utils import Conv1D
     except ImportError:  # pragma: no cover
-        Conv1D = torch.nn.Linear  # noqa: N806
+        Conv1D = torch.nn.Linear
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names: set[str] = set()
     for full_name, module in model.named_modules():

@@ -1,0 +1,144 @@
+"""Serving: codetune's batching server vs a naive server calling model.generate per request.
+
+Run: python bench/serve.py [--requests 32] [--max-tokens 16] [--model tiny-gpt-bigcode]
+
+Both servers run as subprocesses on 127.0.0.1 with the same tiny model and 2 threads. The naive one
+is what the CodeGen use case wrote: a route that calls ``model.generate`` for each request, one at a
+time. Both get the same completion requests (greedy) from 1 and then 8 concurrent clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def naive_app(model_name: str):
+    """A FastAPI app that runs model.generate per request under a lock."""
+    import threading
+
+    import torch
+    from fastapi import FastAPI
+
+    from codetune.modeling.loading import load_model, load_tokenizer
+
+    model, tokenizer = load_model(model_name), load_tokenizer(model_name)
+    lock = threading.Lock()
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    def completions(body: dict) -> dict:
+        ids = tokenizer(body["prompt"], return_tensors="pt")
+        with lock, torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=body.get("max_tokens", 16), do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        return {"choices": [{"text": text, "index": 0, "finish_reason": "length"}]}
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], port: int) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(ARGS.threads)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"server did not start: {' '.join(command)}")
+
+
+def drive(port: int, prompts: list[str], clients: int, max_tokens: int) -> dict:
+    import httpx
+
+    def one(prompt: str) -> float:
+        begin = time.perf_counter()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+            timeout=300,
+        )
+        response.raise_for_status()
+        return time.perf_counter() - begin
+
+    one(prompts[0])  # warm-up
+    begin = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(pool.map(one, prompts))
+    elapsed = time.perf_counter() - begin
+    return {
+        "rate": len(prompts) / elapsed,
+        "p50": statistics.median(latencies),
+        "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+    }
+
+
+def main() -> None:
+    prompts = [f"def function_{i}(values):\n    total = 0\n    for v in values:\n" for i in range(ARGS.requests)]
+    results: dict[str, dict[int, dict]] = {}
+    for name in ("naive", "codetune"):
+        port = free_port()
+        if name == "naive":
+            command = [sys.executable, __file__, "--naive-server", str(port), "--model", ARGS.model]
+        else:
+            command = [
+                sys.executable, "-m", "codetune", "serve", "--model", ARGS.model, "--port", str(port),
+                "--set", "device=cpu", "--set", "log_level=warning", "--set", "max_batch_size=16",
+            ]
+        process = start(command, port)
+        try:
+            results[name] = {c: drive(port, prompts, c, ARGS.max_tokens) for c in (1, 8)}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    for clients in (1, 8):
+        for name in ("naive", "codetune"):
+            r = results[name][clients]
+            print(f"{name:9s} {clients} client(s): {r['rate']:7.2f} completions/s  p50 {r['p50'] * 1000:7.1f} ms  "
+                  f"p95 {r['p95'] * 1000:7.1f} ms")
+    one = results["codetune"][1]["p50"] / results["naive"][1]["p50"]
+    print(json.dumps({k: {str(c): v for c, v in d.items()} for k, d in results.items()}))
+    print(f"p50 at 1 client: codetune/naive = {one:.2f}")
+    ratio = results["codetune"][8]["rate"] / results["naive"][8]["rate"]
+    print(f"ratio: {ratio:.2f}x completions/s at 8 concurrent clients, codetune serve vs naive per-request model.generate")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-gpt-bigcode")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
+    ARGS = parser.parse_args()
+    if ARGS.naive_server is not None:
+        import torch
+        import uvicorn
+
+        torch.set_num_threads(ARGS.threads)
+        uvicorn.run(naive_app(ARGS.model), host="127.0.0.1", port=ARGS.naive_server, log_level="warning")
+    else:
+        main()

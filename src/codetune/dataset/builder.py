@@ -1,0 +1,462 @@
+"""The build stage: documents -> leak-free splits -> format examples -> tokenized rows (+ FIM) -> folder.
+
+Read top to bottom: load the tokenizer and check it, load and split the documents, decontaminate,
+then per split ``map`` the format builder and the tokenizer (batched, in workers when it pays),
+and write everything into a temporary folder that replaces ``out`` only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from codetune.dataset.config import BuildConfig
+from codetune.dataset.formats import Format, get_format
+from codetune.dataset.splits import SPLITS, assign_splits, resolve_split_by
+from codetune.errors import ConfigError, InputError
+from codetune.files import MANIFEST, atomic_dir, fingerprint, write_json
+from codetune.stage import StageResult, default_out
+
+logger = logging.getLogger(__name__)
+INTERNAL = ["_fim", "_trimmed", "_keep", "_fallback"]
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------
+
+
+def load_build_tokenizer(model: str) -> tuple[Any, bool]:
+    """The tokenizer of a model (or a bare tokenizer folder) and whether the model is encoder-decoder."""
+    from codetune.modeling.loading import is_seq2seq_config, load_config, load_tokenizer, resolve_model
+
+    path = Path(model).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as error:
+            raise InputError(f"cannot load the tokenizer in {path}: {error}") from None
+        return tokenizer, False
+    tokenizer = load_tokenizer(model)
+    ref = resolve_model(model)
+    try:
+        seq2seq = is_seq2seq_config(load_config(ref.base))
+    except Exception:
+        seq2seq = False
+    return tokenizer, seq2seq
+
+
+def check_tokenizer(tokenizer: Any, model: str) -> None:
+    if tokenizer.eos_token_id is None:
+        raise InputError(
+            f"the tokenizer of {model!r} has no EOS token; examples need one to mark their end "
+            "(pick another tokenizer or add an eos_token to its tokenizer_config.json)"
+        )
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(f"the tokenizer of {model!r} is not a fast tokenizer (offsets are needed)")
+
+
+# --- encoding (runs inside datasets.map, possibly in worker processes) ----------------------------------
+
+
+def _trim_pair(p: list[int], c: list[int], room: int) -> tuple[list[int], list[int]]:
+    """Fit prompt + completion into ``room`` tokens: keep the prompt's end and the completion's start."""
+    c_room = min(len(c), max(room - min(len(p), room // 2), 1))
+    p_room = room - c_room
+    return (p[len(p) - p_room :] if p_room > 0 else []), c[:c_room]
+
+
+def _token_at(offsets: list[tuple[int, int]]) -> dict[int, int]:
+    """Character offset -> index of the token starting there (first token when several share it).
+
+    Empty when the offsets do not tile the text (a tokenizer that trims them): the caller then
+    tokenizes the FIM pieces again instead of slicing.
+    """
+    table: dict[int, int] = {}
+    last, last_end = -1, 0
+    for index, (start, end) in enumerate(offsets):
+        if start > last:
+            if start != last_end:
+                return {}
+            table[start] = index
+            last = start
+        last_end = max(last_end, end)
+    table[last_end] = len(offsets)
+    return table
+
+
+def encode_causal(
+    batch: dict[str, list[Any]], indices: list[int], *, tokenizer: Any, opts: dict[str, Any]
+) -> dict:
+    """input_ids (EOS appended) and loss_mask per row; text rows may become FIM examples."""
+    from codetune.dataset.fim import LAYOUTS, choose, cut, token_starts
+    from codetune.dataset.fim import SPLITS as FIM_SPLITS
+
+    eos, limit = tokenizer.eos_token_id, opts["max_length"]
+    out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
+    if opts["prompted"]:
+        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
+        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
+        for p, c in zip(prompts, completions, strict=True):
+            trimmed = len(p) + len(c) + 1 > limit
+            if trimmed:
+                p, c = _trim_pair(p, c, limit - 1)
+            out["input_ids"].append([*p, *c, eos])
+            out["loss_mask"].append([0] * len(p) + [1] * (len(c) + 1))
+            out["_fim"].append("")
+            out["_trimmed"].append(trimmed)
+            out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
+            out["_fallback"].append(False)
+        return out
+
+    texts = batch["text"]
+    fim_rate = opts["fim_rate"]
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fim_rate > 0)
+    plans: list[tuple[str, Any] | None] = []
+    fallbacks: list[bool] = []
+    pieces_to_encode: set[str] = set()
+    sliced: dict[int, dict[str, list[int]]] = {}
+    for row, text in enumerate(texts):
+        rng = random.Random(f"{opts['seed']}:{opts['split']}:{indices[row]}")
+        layout = choose(rng, fim_rate, opts["spm_rate"]) if fim_rate > 0 else None
+        fallback = False
+        if layout is None:
+            plans.append(None)
+        else:
+            offsets = encoded["offset_mapping"][row]
+            if len(offsets) > limit - 4:
+                # Over the limit: FIM the part that fits (3 sentinels + EOS), so no piece is cut off.
+                offsets = offsets[: max(limit - 4, 1)]
+                text = text[: offsets[-1][1]]
+            info = {"offsets": token_starts(offsets), "language": batch["language"][row]}
+            span = FIM_SPLITS[opts["fim_split"]](text, rng, info)
+            if span is None:
+                fallback = True
+                span = FIM_SPLITS["random"](text, rng, info)
+            pieces = cut(text, *span)
+            token_at = _token_at(offsets)
+            if span[0] in token_at and span[1] in token_at:
+                # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
+                ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
+                sliced[row] = {pieces.prefix: ids[:a], pieces.middle: ids[a:b], pieces.suffix: ids[b:]}
+            else:
+                pieces_to_encode.update((pieces.prefix, pieces.middle, pieces.suffix))
+            plans.append((layout, pieces))
+        fallbacks.append(fallback)
+    cache: dict[str, list[int]] = {}
+    if pieces_to_encode:
+        ordered = sorted(pieces_to_encode)
+        cache = dict(zip(ordered, tokenizer(ordered, add_special_tokens=False)["input_ids"], strict=True))
+    sentinels = opts["sentinels"]
+    for row, plan in enumerate(plans):
+        if plan is None:
+            ids = encoded["input_ids"][row]
+        else:
+            lookup = sliced[row].__getitem__ if row in sliced else cache.__getitem__
+            ids = LAYOUTS[plan[0]](plan[1], sentinels, lookup)
+        trimmed = len(ids) + 1 > limit
+        if trimmed:
+            ids = ids[: limit - 1]
+        out["input_ids"].append([*ids, eos])
+        out["loss_mask"].append([1] * (len(ids) + 1))
+        out["_fim"].append("" if plan is None else plan[0])
+        out["_trimmed"].append(trimmed)
+        out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
+        out["_fallback"].append(fallbacks[row])
+    return out
+
+
+def encode_seq2seq(batch: dict[str, list[Any]], *, tokenizer: Any, opts: dict[str, Any]) -> dict:
+    """input_ids from the source, labels from the target, each ending in EOS."""
+    eos = tokenizer.eos_token_id
+    limit, target_limit = opts["max_length"], opts["max_target_length"]
+    sources = tokenizer(batch["source"], add_special_tokens=False)["input_ids"]
+    targets = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], **{k: [] for k in INTERNAL}}
+    for s, t in zip(sources, targets, strict=True):
+        trimmed = len(s) + 1 > limit or len(t) + 1 > target_limit
+        out["input_ids"].append([*s[: limit - 1], eos])
+        out["labels"].append([*t[: target_limit - 1], eos])
+        out["_fim"].append("")
+        out["_trimmed"].append(trimmed)
+        out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
+        out["_fallback"].append(False)
+    return out
+
+
+# --- features ------------------------------------------------------------------------------------------
+
+
+def final_features(fmt: Format) -> Any:
+    from datasets import Features, Sequence, Value
+
+    if fmt.kind == "seq2seq":
+        spec = {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
+        spec |= {name: Value("string") for name in ("source", "target", "path", "repo")}
+        return Features(spec)
+    spec = {"input_ids": Sequence(Value("int32")), "loss_mask": Sequence(Value("int8"))}
+    spec |= {name: Value("string") for name in ("text", "path", "repo")}
+    if fmt.prompted:
+        spec |= {"prompt": Value("string"), "completion": Value("string")}
+    return Features(spec)
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+
+def _decontaminate(cfg: BuildConfig, parts: dict[str, list[dict]], dropped: Counter) -> dict[str, Any]:
+    """Drop benchmark text from every split and test documents that near-duplicate train ones."""
+    from codetune.dataset.decontam import BenchmarkFilter, near_duplicates, read_benchmarks
+
+    opts = cfg.decontam
+    report: dict[str, Any] = {"minhash_threshold": opts.threshold if opts.minhash else None}
+    if opts.benchmarks:
+        bench = BenchmarkFilter(
+            read_benchmarks(opts.benchmarks), ngram=opts.ngram, min_substring_chars=opts.min_substring_chars
+        )
+        counts: Counter = Counter()
+        for split, docs in parts.items():
+            kept = []
+            for doc in docs:
+                reason = bench.reason(doc["text"])
+                if reason:
+                    counts[f"{split}_{reason}"] += 1
+                    dropped[f"benchmark_{reason}"] += 1
+                else:
+                    kept.append(doc)
+            parts[split] = kept
+        report["benchmark"] = dict(counts)
+    if opts.minhash and parts["test"] and parts["train"]:
+        hits = set(
+            near_duplicates(
+                (d["text"] for d in parts["train"]),
+                [d["text"] for d in parts["test"]],
+                threshold=opts.threshold,
+                num_perm=opts.num_perm,
+                shingle=opts.shingle,
+            )
+        )
+        parts["test"] = [d for i, d in enumerate(parts["test"]) if i not in hits]
+        dropped["test_near_duplicate_of_train"] += len(hits)
+        report["test_near_duplicates"] = len(hits)
+    return report
+
+
+def _histogram(lengths: dict[str, list[int]], max_length: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, values in lengths.items():
+        if values:
+            ax.hist(values, bins=50, alpha=0.6, label=f"{split} ({len(values)})")
+    ax.axvline(max_length, color="black", linestyle="--", linewidth=1, label="max_length")
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("examples")
+    ax.set_title("Example lengths")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build(cfg: BuildConfig) -> StageResult:
+    """Build the dataset folder described by ``cfg``; returns where it is and a few counts."""
+    from datasets import Dataset, DatasetDict
+
+    if cfg.corpus is None:
+        raise InputError(
+            "no corpus given: pass CORPUS_DIR (or a JSON/JSONL file for instruct/seq2seq/code_json)"
+        )
+    fmt = get_format(cfg)
+    out = default_out(cfg.out, None, "dataset")
+    corpus = Path(cfg.corpus)
+    if not corpus.exists():
+        raise InputError(f"corpus not found: {corpus}")
+
+    tokenizer, is_seq2seq = load_build_tokenizer(cfg.model)
+    check_tokenizer(tokenizer, cfg.model)
+    fim_rate = cfg.fim_rate
+    if is_seq2seq or fmt.kind == "seq2seq":
+        if "fim_rate" in cfg.model_fields_set and cfg.fim_rate > 0:
+            what = f"{cfg.model!r} is an encoder-decoder model" if is_seq2seq else "the seq2seq format"
+            raise ConfigError(f"FIM was requested (fim_rate={cfg.fim_rate}) but {what}; set fim_rate=0")
+        fim_rate = 0.0
+    if is_seq2seq and fmt.kind != "seq2seq":
+        raise ConfigError(f"{cfg.model!r} is an encoder-decoder model: use --format seq2seq, not {fmt.name}")
+    if fmt.kind == "seq2seq" and not is_seq2seq:
+        logger.warning("seq2seq format with a decoder-only model %s: rows are source/target pairs", cfg.model)
+
+    fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
+    sentinels: dict[str, int] = {}
+    if fim_rate > 0:
+        from codetune.dataset.fim import sentinel_ids
+        from codetune.modeling.special_tokens import ensure_fim_tokens
+
+        tokens, added = ensure_fim_tokens(tokenizer)
+        sentinels = sentinel_ids(tokenizer, tokens)
+        fim_info |= {
+            "family": tokens.family,
+            "tokens": [tokens.prefix, tokens.suffix, tokens.middle],
+            "added": added,
+        }
+
+    docs = fmt.load(corpus)
+    fmt.check(docs)
+    by = resolve_split_by(docs, cfg.split_by)
+    labels = assign_splits(docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, by)
+    parts = {split: [d for d, label in zip(docs, labels, strict=True) if label == split] for split in SPLITS}
+    dropped: Counter = Counter()
+    if getattr(fmt, "skipped", 0):
+        dropped["no_target"] += fmt.skipped
+    decontam = _decontaminate(cfg, parts, dropped)
+
+    num_proc = cfg.num_proc or (min(os.cpu_count() or 1, 8) if len(docs) >= 2000 else None)
+    encode_opts = {
+        "max_length": cfg.max_length,
+        "max_target_length": cfg.seq2seq.max_target_length or cfg.max_length,
+        "overlong": cfg.overlong,
+        "prompted": fmt.prompted,
+        "fim_rate": fim_rate,
+        "spm_rate": cfg.fim_spm_rate,
+        "fim_split": cfg.fim_split,
+        "sentinels": sentinels,
+        "seed": cfg.seed,
+    }
+    features = final_features(fmt)
+    splits: dict[str, Any] = {}
+    stats_splits: dict[str, Any] = {}
+    lengths: dict[str, list[int]] = {}
+    fim_counts: Counter = Counter()
+    trimmed_total = 0
+    doc_columns = sorted({key for doc in docs for key in doc} - {"_where"})
+    for split in SPLITS:
+        rows = parts[split]
+        if not rows:
+            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+            stats_splits[split] = {"documents": 0, "examples": 0, "tokens": 0}
+            lengths[split] = []
+            continue
+        procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
+        data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in doc_columns})
+        tag = fingerprint(cfg.model_dump(mode="json"), split, len(rows))
+        examples = data.map(
+            partial(fmt.examples, tokenizer=tokenizer),
+            batched=True,
+            batch_size=64,
+            num_proc=procs,
+            remove_columns=data.column_names,
+            new_fingerprint=f"{tag}-examples",
+            desc=f"{fmt.name} {split}",
+        )
+        opts = {**encode_opts, "split": split}
+        if fmt.kind == "seq2seq":
+            encoder = partial(encode_seq2seq, tokenizer=tokenizer, opts=opts)
+            encoded = examples.map(
+                encoder,
+                batched=True,
+                batch_size=256,
+                num_proc=procs,
+                new_fingerprint=f"{tag}-encode",
+                desc=f"tokenize {split}",
+            )
+        else:
+            encoder = partial(encode_causal, tokenizer=tokenizer, opts=opts)
+            encoded = examples.map(
+                encoder,
+                batched=True,
+                batch_size=256,
+                num_proc=procs,
+                with_indices=True,
+                new_fingerprint=f"{tag}-encode",
+                desc=f"tokenize {split}",
+            )
+        flags = encoded.select_columns(INTERNAL).to_dict()
+        keep = flags["_keep"]
+        dropped["too_long"] += keep.count(False)
+        trimmed_total += sum(1 for t, k in zip(flags["_trimmed"], keep, strict=True) if t and k)
+        fim_counts["examples"] += len(keep)
+        fim_counts["psm"] += flags["_fim"].count("psm")
+        fim_counts["spm"] += flags["_fim"].count("spm")
+        fim_counts["syntax_fallback_random"] += sum(flags["_fallback"])
+        if not any(keep):
+            encoded = Dataset.from_dict({name: [] for name in features}, features=features)
+        else:
+            if not all(keep):
+                encoded = encoded.select([i for i, k in enumerate(keep) if k])
+            encoded = encoded.select_columns(list(features)).cast(features)
+        splits[split] = encoded
+        lens = [len(ids) for ids in encoded["input_ids"]]
+        lengths[split] = lens
+        stats_splits[split] = {"documents": len(rows), "examples": len(encoded), "tokens": int(sum(lens))}
+    if not any(stats_splits[s]["examples"] for s in SPLITS):
+        raise InputError(f"no examples could be built from {corpus} with format {fmt.name}")
+
+    if fim_rate > 0:
+        total = max(fim_counts["examples"], 1)
+        fim_n = fim_counts["psm"] + fim_counts["spm"]
+        fim_info |= {
+            "examples": fim_counts["psm"] + fim_counts["spm"],
+            "psm": fim_counts["psm"],
+            "spm": fim_counts["spm"],
+            "realised_rate": fim_n / total,
+            "realised_spm_rate": fim_counts["spm"] / fim_n if fim_n else 0.0,
+            "syntax_fallback_random": fim_counts["syntax_fallback_random"],
+            "applies_to": "text rows (prompt/completion rows stay left to right)",
+        }
+    stats = {
+        "format": fmt.name,
+        "kind": fmt.kind,
+        "model": cfg.model,
+        "max_length": cfg.max_length,
+        "split_by": by,
+        "splits": stats_splits,
+        "dropped": dict(dropped),
+        "trimmed": trimmed_total,
+        "fim": fim_info,
+        "decontamination": decontam,
+    }
+    manifest = {
+        "stage": "build",
+        "format": fmt.name,
+        "kind": fmt.kind,
+        "model": cfg.model,
+        "corpus": str(corpus),
+        "fingerprint": fingerprint(cfg.model_dump(mode="json"), _input_fingerprint(corpus, cfg)),
+        "tokenizer": "tokenizer",
+        "vocab_size": len(tokenizer),
+    }
+    with atomic_dir(out) as tmp:
+        # An empty split needs an explicit shard count, or load_from_disk cannot read it back.
+        shards = {name: int(ds.data.nbytes // 500_000_000) + 1 for name, ds in splits.items()}
+        DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        _histogram(lengths, cfg.max_length, tmp / "lengths.png")
+        write_json(tmp / "stats.json", stats)
+        write_json(tmp / MANIFEST, manifest)
+    summary = {f"{s} examples": stats_splits[s]["examples"] for s in SPLITS}
+    summary |= {
+        "tokens": sum(v["tokens"] for v in stats_splits.values()),
+        "split by": by,
+        "trimmed": trimmed_total,
+        "dropped": sum(dropped.values()),
+    }
+    if fim_rate > 0:
+        summary["fim rate"] = fim_info["realised_rate"]
+    return StageResult("build", out, summary)
+
+
+def _input_fingerprint(corpus: Path, cfg: BuildConfig) -> Any:
+    from codetune.dataset.inputs import input_fingerprint
+
+    return [
+        input_fingerprint(corpus),
+        [input_fingerprint(Path(p)) for p in cfg.decontam.benchmarks if Path(p).exists()],
+    ]

@@ -1,0 +1,379 @@
+"""The eval stage: load each model in turn, run every task on the same prompts, score, write the report.
+
+Read top to bottom: resolve the models, read the held-out split, build the tasks once (so every
+model sees identical prompts), then per model generate + score + loss, then the sampling sweep,
+then the report folder (written atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import ConfigError, InputError
+from codetune.evaluate.config import EvalConfig
+from codetune.evaluate.tasks import Task, build_tasks
+from codetune.files import fingerprint, manifest_fingerprint, read_json
+from codetune.stage import StageResult, default_out
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSpec:
+    """A model as the user named it, and where it comes from."""
+
+    name: str
+    source: str
+
+    @property
+    def run_dir(self) -> Path | None:
+        path = Path(self.source)
+        return path if (path / "metrics.jsonl").is_file() else None
+
+
+def parse_models(models: list[str]) -> list[ModelSpec]:
+    """``NAME=PATH`` names a model; anything else is named as given."""
+    if not models:
+        raise ConfigError("no model given: pass --model at least once")
+    specs = []
+    for text in models:
+        name, source = text.split("=", 1) if "=" in text and not Path(text).exists() else (text, text)
+        if not name.strip() or not source.strip():
+            raise ConfigError(f"bad model {text!r}: expected NAME=PATH or a model")
+        specs.append(ModelSpec(name.strip(), source.strip()))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two models share a name in {names}; name them with NAME=PATH")
+    return specs
+
+
+def read_dataset(folder: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, Any]:
+    """The test split's rows, stats.json, the dataset hash, and the dataset's tokenizer folder."""
+    if folder is None:
+        return [], {}, None, None
+    folder = Path(folder)
+    if not (folder / "stats.json").is_file():
+        raise InputError(f"{folder} is not a dataset folder from `codetune build` (no stats.json)")
+    from datasets import load_from_disk
+
+    try:
+        data = load_from_disk(str(folder))
+    except Exception as error:
+        raise InputError(f"cannot read the dataset in {folder}: {error}") from None
+    if "test" not in data or len(data["test"]) == 0:
+        raise InputError(f"{folder} has no (or an empty) test split")
+    stats = read_json(folder / "stats.json")
+    digest = manifest_fingerprint(folder) or fingerprint(stats)
+    tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else None
+    return data["test"].to_list(), stats, digest, tokenizer_dir
+
+
+def _language(cfg: EvalConfig, rows: list[dict[str, Any]]) -> str | None:
+    from codetune.languages import get_language, language_for_path
+
+    if cfg.language:
+        return get_language(cfg.language).name
+    for row in rows[:50]:
+        if row.get("path") and (lang := language_for_path(row["path"])) is not None and lang.grammar:
+            return lang.name
+    return None
+
+
+def _params(cfg: EvalConfig, task: Task, temperature: float | None = None, top_p: float | None = None) -> Any:
+    from codetune.inference.engine import SamplingParams
+
+    return SamplingParams(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature if temperature is None else temperature,
+        top_p=cfg.top_p if top_p is None else top_p,
+        stop=list(task.stop),
+        seed=cfg.seed,
+        n=task.n,
+    )
+
+
+def generate_for(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params: Any) -> list[list[str]]:
+    """n completions per item, prompts cut on the left to fit the context; FIM items use the family's layout."""
+    from codetune.inference.engine import context_length, encode, generate_completions, is_seq2seq
+    from codetune.inference.prompts import fim_prompt
+
+    seq2seq = is_seq2seq(model)
+    room = cfg.max_prompt_tokens
+    if (ctx := context_length(model)) is not None and not seq2seq:
+        room = min(room, max(ctx - cfg.max_new_tokens, 1))
+    prompts = []
+    for item in task.items:
+        if item.suffix is not None:
+            # keep the sentinels: trim the prefix on the left and the suffix on the right instead
+            half = max(room // 2 - 2, 1)
+            before = tokenizer(item.prompt, add_special_tokens=False)["input_ids"][-half:]
+            after = tokenizer(item.suffix, add_special_tokens=False)["input_ids"][:half]
+            prefix = tokenizer.decode(before) if len(before) == half else item.prompt
+            suffix = tokenizer.decode(after) if len(after) == half else item.suffix
+            prompts.append(fim_prompt(tokenizer, prefix, suffix))
+        else:
+            prompts.append(encode(tokenizer, item.prompt, seq2seq=seq2seq)[-room:])
+    out: list[list[str]] = [[] for _ in prompts]
+    for index, completions in generate_completions(
+        model, tokenizer, prompts, params, batch_size=cfg.batch_size
+    ):
+        texts = [c.text for c in completions]
+        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+    return out
+
+
+def score_task(
+    task: Task, generations: list[list[str]], cfg: EvalConfig, language: str | None
+) -> tuple[dict, list]:
+    """Scores of one model on one task, and its per-prompt rows."""
+    from codetune.evaluate.metrics import compute
+
+    firsts = [g[0] if g else "" for g in generations]
+    rows: list[dict[str, Any]] = []
+    if task.syntax:
+        from codetune.evaluate.syntax import syntax_validity
+
+        if language is None:
+            raise ConfigError("syntax validity needs a language: pass --language (e.g. elm)")
+        prompts = [i.prompt for i in task.items]
+        plain = syntax_validity(language, prompts, generations)
+        cut = syntax_validity(language, prompts, generations, truncate=True)
+        for row, row_cut, item in zip(plain["rows"], cut["rows"], task.items):
+            rows.append(
+                {
+                    **row,
+                    "prompt_text": item.prompt[-200:],
+                    "truncated_rate": row_cut["rate"],
+                    "sample": generations[row["prompt"]][0] if generations[row["prompt"]] else "",
+                }
+            )
+        return {
+            "syntax_valid": round(plain["rate"], 4),
+            "syntax_valid_truncated": round(cut["rate"], 4),
+            "generations": plain["n"],
+        }, rows
+    if task.execution is not None:
+        from codetune.evaluate.passk import execute
+        from codetune.evaluate.sandbox import SandboxLimits
+
+        limits = SandboxLimits(
+            wall_seconds=cfg.exec_timeout,
+            cpu_seconds=max(1, math.ceil(cfg.exec_timeout)),
+            memory_mb=cfg.exec_memory_mb,
+            max_processes=cfg.exec_max_processes,
+        )
+        result = execute(
+            task.execution,
+            generations,
+            command=cfg.exec_command,
+            extension=cfg.exec_extension,
+            limits=limits,
+            unsafe_network=cfg.unsafe_network,
+            ks=cfg.k,
+        )
+        return {k: round(v, 4) for k, v in result.items() if k.startswith("pass@")}, result["rows"]
+    references = [i.reference or "" for i in task.items]
+    if task.style is not None:
+        from codetune.evaluate.codexglue import STYLES
+
+        preds = firsts if task.style == "codexglue-line" else [" ".join(p.split()) for p in firsts]
+        scores = dict(STYLES[task.style](references, preds))
+        scores.pop("n", None)
+    else:
+        scores = compute(
+            task.metrics, firsts, references, prompts=[i.prompt for i in task.items], language=language
+        )
+    if language is not None and not task.single_line and task.style is None:
+        scores |= compute(
+            ["syntax_valid_truncated"],
+            firsts,
+            references,
+            prompts=[i.prompt for i in task.items],
+            language=language,
+        )
+    from codetune.evaluate.codexglue import fuzz_ratio, post_process_method
+
+    for index, (item, pred) in enumerate(zip(task.items, firsts)):
+        rows.append(
+            {
+                "index": index,
+                **item.meta,
+                "prompt_tail": item.prompt[-300:],
+                "reference": item.reference,
+                "prediction": pred,
+                "edit_sim": fuzz_ratio(
+                    post_process_method(pred.strip()), post_process_method((item.reference or "").strip())
+                ),
+            }
+        )
+    return scores, rows
+
+
+def test_loss(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    cfg: EvalConfig,
+    dataset_tokenizer: Any,
+    max_length: int,
+) -> dict[str, float]:
+    """Mean loss per token and perplexity on the test split (the dataset's ids and loss mask when the
+    model shares the dataset's tokenizer, else the rows' text re-tokenized)."""
+    import torch
+
+    from codetune.inference.engine import context_length, is_seq2seq
+
+    if is_seq2seq(model) or not rows:
+        return {}
+    same_vocab = dataset_tokenizer is not None and dataset_tokenizer.get_vocab() == tokenizer.get_vocab()
+    limit = min(max_length, context_length(model) or max_length)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows[: cfg.loss_examples]:
+            if same_vocab and "input_ids" in row:
+                ids = list(row["input_ids"])[:limit]
+                mask = list(row.get("loss_mask") or [1] * len(ids))[: len(ids)]
+            else:
+                text = row.get("text") or (row.get("prompt", "") + row.get("completion", ""))
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+                mask = [1] * len(ids)
+            if len(ids) < 2:
+                continue
+            input_ids = torch.tensor([ids], device=device)
+            logits = model(input_ids=input_ids).logits[0, :-1].float()
+            targets = input_ids[0, 1:]
+            weights = torch.tensor(mask[1:], device=device, dtype=torch.float32)
+            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+            total += float((nll * weights).sum())
+            count += int(weights.sum())
+    if count == 0:
+        return {}
+    loss = total / count
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "loss_tokens": count}
+
+
+def _settings(cfg: EvalConfig) -> dict[str, Any]:
+    return {
+        "decoding": "greedy" if cfg.temperature <= 0 else "sampling",
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "max_prompt_tokens": cfg.max_prompt_tokens,
+        "n": cfg.n,
+        "seed": cfg.seed,
+        "samples": cfg.samples,
+    }
+
+
+def evaluate(cfg: EvalConfig) -> StageResult:
+    """Evaluate every model on every task; write report.md, report.json and plots to ``cfg.out``."""
+    from codetune.evaluate.report import write_report
+    from codetune.modeling.loading import default_device, load_model, load_tokenizer
+    from codetune.modeling.special_tokens import fim_tokens
+
+    specs = parse_models(cfg.models)
+    out = default_out(cfg.out, None, "report")
+    rows, stats, digest, tokenizer_dir = read_dataset(cfg.dataset)
+    if cfg.dataset is None and cfg.prompts is None and cfg.benchmark is None and cfg.problems is None:
+        raise ConfigError("nothing to evaluate: give --dataset, a prompt file, a benchmark or problems")
+    if cfg.sweep_top_p and not cfg.sweep_temperature:
+        raise ConfigError("a sweep needs sweep_temperature values (top_p alone is meaningless when greedy)")
+    language = _language(cfg, rows)
+    tasks = build_tasks(cfg, rows, stats)
+    if language is None and any(t.syntax for t in tasks):
+        raise ConfigError("syntax validity of a prompt file needs a language: pass --language (e.g. elm)")
+    want_loss = "loss" in cfg.tasks and bool(rows)
+    if not tasks and not want_loss:
+        raise ConfigError(f"no task has inputs (tasks: {', '.join(cfg.tasks)})")
+    dataset_tokenizer = None
+    if want_loss and tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        dataset_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    device = cfg.device or default_device()
+    results: dict[str, dict[str, Any]] = {}
+    per_task: dict[str, dict[str, Any]] = {}
+    task_rows: list[dict[str, Any]] = []
+    sweep: list[dict[str, Any]] = []
+    for spec in specs:
+        logger.info("evaluating %s (%s)", spec.name, spec.source)
+        model = load_model(spec.source, device=device)
+        tokenizer = load_tokenizer(spec.source)
+        scores: dict[str, Any] = {}
+        for task in tasks:
+            if any(i.suffix is not None for i in task.items) and fim_tokens(tokenizer) is None:
+                logger.warning("%s: no fill-in-the-middle tokens, task %s skipped", spec.name, task.name)
+                continue
+            generations = generate_for(model, tokenizer, task, cfg, _params(cfg, task))
+            task_scores, rows_ = score_task(task, generations, cfg, language)
+            prefix = "" if task.name == "completion" else f"{task.name}_"
+            scores |= {(k if k.startswith(prefix) else f"{prefix}{k}"): v for k, v in task_scores.items()}
+            per_task.setdefault(
+                task.name,
+                {"description": task.description, "n": task.n, "prompts": len(task.items), "models": {}},
+            )["models"][spec.name] = task_scores
+            task_rows.extend({"model": spec.name, "task": task.name, **r} for r in rows_)
+        if want_loss:
+            scores |= test_loss(
+                model, tokenizer, rows, cfg, dataset_tokenizer, int(stats.get("max_length") or 2048)
+            )
+        for temperature in cfg.sweep_temperature:
+            for top_p in cfg.sweep_top_p or [cfg.top_p]:
+                sweep_task = next((t for t in tasks if t.syntax), None) or next(
+                    (t for t in tasks if t.name == "completion"), None
+                )
+                if sweep_task is None:
+                    raise ConfigError("the sampling sweep needs a prompt file or a completion task")
+                generations = generate_for(
+                    model, tokenizer, sweep_task, cfg, _params(cfg, sweep_task, temperature, top_p)
+                )
+                sweep_scores, _ = score_task(sweep_task, generations, cfg, language)
+                sweep.append(
+                    {
+                        "model": spec.name,
+                        "task": sweep_task.name,
+                        "temperature": temperature,
+                        "top_p": top_p,
+                        "n": sweep_task.n,
+                        **sweep_scores,
+                    }
+                )
+        results[spec.name] = scores
+        del model
+    report = {
+        "models": results,
+        "settings": _settings(cfg),
+        "dataset": {
+            "path": str(cfg.dataset) if cfg.dataset else None,
+            "hash": digest,
+            "format": stats.get("format"),
+            "test_rows": len(rows),
+        },
+        "language": language,
+        "tasks": per_task,
+        "sweep": sweep,
+        "sources": {s.name: s.source for s in specs},
+        "rows": task_rows,
+    }
+    run_dirs = {s.name: s.run_dir for s in specs if s.run_dir is not None}
+    write_report(
+        out,
+        report,
+        run_dirs,
+        side_by_side=cfg.side_by_side,
+        fingerprint=fingerprint(cfg.model_dump(mode="json"), digest),
+    )
+    summary: dict[str, Any] = {"models": len(specs), "tasks": ", ".join(t.name for t in tasks) or "loss"}
+    for name, scores in results.items():
+        for key in ("exact_match", "edit_sim", "bleu", "syntax_valid", "prompts_syntax_valid", "loss"):
+            if key in scores:
+                summary[f"{name} {key}"] = scores[key]
+    return StageResult("eval", out, summary)

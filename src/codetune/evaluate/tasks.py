@@ -1,0 +1,293 @@
+"""Evaluation tasks: what to prompt with and what to compare against. One registry, one function each.
+
+A task builder gets the config and the held-out rows and returns a ``Task`` (or None when it has
+no inputs, e.g. no prompt file given). Generation and scoring happen in the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import ConfigError, InputError
+from codetune.evaluate.config import EvalConfig
+
+
+@dataclass
+class Item:
+    """One prompt: its text (or FIM prefix/suffix), the reference when there is one, and where it came from."""
+
+    prompt: str
+    reference: str | None = None
+    suffix: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """A set of prompts with how to generate for them and how to score the results."""
+
+    name: str
+    items: list[Item]
+    description: str
+    metrics: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    single_line: bool = False
+    n: int = 1
+    style: str | None = None  # a CodeXGLUE scorer for benchmark files
+    syntax: bool = False  # score syntax validity (per prompt) instead of references
+    execution: Any = None  # problems for pass@k
+
+
+TaskBuilder = Callable[[EvalConfig, list[dict[str, Any]], dict[str, Any]], "Task | None"]
+TASKS: dict[str, TaskBuilder] = {}
+GENERATION_TASKS = ("completion", "fim", "prompts", "benchmark", "execution")
+
+
+def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
+    """Decorator: add a task builder ``(cfg, test_rows, stats) -> Task | None``."""
+
+    def add(fn: TaskBuilder) -> TaskBuilder:
+        TASKS[name] = fn
+        return fn
+
+    return add
+
+
+def _cut_points(text: str) -> list[int]:
+    lines = text.split("\n")
+    return [i for i in range(1, len(lines)) if lines[i].strip()]
+
+
+@register_task("completion")
+def completion(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """Held-out completion: line completion at random cut points of whole files, else the rows' own pairs."""
+    if not rows:
+        return None
+    rng = random.Random(cfg.seed)
+    first = rows[0]
+    if "prompt" in first and "completion" in first:
+        picked = rng.sample(rows, min(cfg.samples, len(rows)))
+        items = [Item(r["prompt"], r["completion"], meta={"path": r.get("path")}) for r in picked]
+        return Task(
+            "completion",
+            items,
+            f"{stats.get('format', 'prompt/completion')} completions of the test split",
+            list(cfg.metrics),
+        )
+    if "source" in first and "target" in first:
+        picked = rng.sample(rows, min(cfg.samples, len(rows)))
+        items = [Item(r["source"], r["target"], meta={"path": r.get("path")}) for r in picked]
+        return Task("completion", items, "seq2seq targets of the test split", list(cfg.metrics))
+    if "text" not in first:
+        raise InputError("the test split has neither text, prompt/completion nor source/target columns")
+    # Line completion: every prompt is a file up to a random line; the reference is that whole line.
+    # Cut points are drawn without replacement from every non-blank line (but the first) of every file.
+    candidates = [(index, cut) for index, row in enumerate(rows) for cut in _cut_points(row["text"])]
+    items: list[Item] = []
+    for index, cut in sorted(rng.sample(candidates, min(cfg.samples, len(candidates)))):
+        lines = rows[index]["text"].split("\n")
+        prompt = "\n".join(lines[:cut]) + "\n"
+        items.append(Item(prompt, lines[cut], meta={"path": rows[index].get("path"), "line": cut + 1}))
+    if not items:
+        return None
+    return Task(
+        "completion",
+        items,
+        "next-line completion at random cut points of held-out files",
+        list(cfg.metrics),
+        stop=["\n"],
+        single_line=True,
+    )
+
+
+@register_task("fim")
+def fim(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """Single-line fill-in-the-middle on held-out files (SantaCoder style exact match)."""
+    texts = [r["text"] for r in rows if isinstance(r.get("text"), str)]
+    if not texts:
+        return None
+    rng = random.Random(cfg.seed + 1)
+    items: list[Item] = []
+    for _ in range(cfg.samples * 3):
+        if len(items) >= cfg.samples:
+            break
+        text = rng.choice(texts)
+        lines = text.split("\n")
+        inner = [i for i in range(1, len(lines) - 1) if lines[i].strip()]
+        if not inner:
+            continue
+        i = rng.choice(inner)
+        items.append(
+            Item(
+                "\n".join(lines[:i]) + "\n",
+                lines[i],
+                suffix="\n" + "\n".join(lines[i + 1 :]),
+                meta={"line": i + 1},
+            )
+        )
+    if not items:
+        return None
+    return Task(
+        "fim",
+        items,
+        "single-line infilling of held-out files",
+        ["fim_exact_match", "edit_sim"],
+        stop=["\n"],
+        single_line=True,
+    )
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """Prompts from a JSON list or JSONL of {"prompt": ...} objects (or plain strings)."""
+    if not Path(path).is_file():
+        raise InputError(f"prompt file not found: {path}")
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON or JSONL: {error.msg} (line {error.lineno})") from None
+    prompts = []
+    for i, entry in enumerate(data):
+        value = entry.get("prompt") if isinstance(entry, dict) else entry
+        if not isinstance(value, str):
+            raise InputError(f'{path}: entry {i} is not {{"prompt": "..."}}')
+        prompts.append(value)
+    if not prompts:
+        raise InputError(f"{path}: no prompts")
+    return prompts
+
+
+@register_task("prompts")
+def prompts(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """A prompt file, N generations each, scored by syntax validity per prompt (the Elm use case)."""
+    if cfg.prompts is None:
+        return None
+    items = [Item(p) for p in read_prompt_file(cfg.prompts)]
+    return Task(
+        "prompts",
+        items,
+        f"prompt file {cfg.prompts.name}, n={cfg.n} generations per prompt",
+        n=cfg.n,
+        syntax=True,
+    )
+
+
+_LAYOUT = re.compile(r"\s*<(EOL|INDENT|DEDENT)>\s*")
+
+
+def decode_codexglue(code: str) -> str:
+    """CodeXGLUE token text -> source: <s></s> dropped, <EOL>/<INDENT>/<DEDENT> to real layout, literals filled."""
+    from codetune.evaluate.codexglue import post_process_line
+
+    code = post_process_line(code.replace("<s>", "").replace("</s>", "")).strip()
+    out, depth, line = [], 0, []
+    for part in _LAYOUT.split(code):
+        if part == "EOL":
+            out.append("    " * depth + " ".join(line).strip())
+            line = []
+        elif part == "INDENT":
+            depth += 1
+        elif part == "DEDENT":
+            depth = max(depth - 1, 0)
+        elif part:
+            line.append(part)
+    if line:
+        out.append("    " * depth + " ".join(line).strip())
+    return "\n".join(out)
+
+
+@register_task("benchmark")
+def benchmark(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """An external CodeXGLUE file: method generation (signature/docstring -> body) or line completion."""
+    if cfg.benchmark is None:
+        return None
+    path = Path(cfg.benchmark)
+    if not path.is_file():
+        raise InputError(f"benchmark file not found: {path}")
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{number}: not a JSON line") from None
+    if not entries:
+        raise InputError(f"{path}: no entries")
+    style = cfg.benchmark_style or ("codexglue-line" if "gt" in entries[0] else "codexglue-method")
+    items = []
+    for number, entry in enumerate(entries[: cfg.samples], 1):
+        if style == "codexglue-line":
+            if "input" not in entry or "gt" not in entry:
+                raise InputError(f'{path}:{number}: line-completion entries need "input" and "gt"')
+            prompt = decode_codexglue(entry["input"])
+            items.append(Item(prompt + (" " if prompt and not prompt.endswith("\n") else ""), entry["gt"]))
+        else:
+            if "body" not in entry or "signature" not in entry:
+                raise InputError(f'{path}:{number}: method-generation entries need "signature" and "body"')
+            doc = entry.get("docstring") or ""
+            prompt = decode_codexglue(entry["signature"]) + "\n"
+            if doc:
+                prompt += f'    """{decode_codexglue(doc)}"""\n'
+            items.append(Item(prompt, entry["body"]))
+    if style == "codexglue-line":
+        return Task(
+            "benchmark",
+            items,
+            f"CodeXGLUE line completion ({path.name})",
+            style=style,
+            stop=["\n"],
+            single_line=True,
+        )
+    return Task(
+        "benchmark",
+        items,
+        f"CodeXGLUE method generation ({path.name})",
+        style=style,
+        stop=["\ndef ", "\nclass ", "\nif __name__", "\n\n\n"],
+    )
+
+
+@register_task("execution")
+def execution(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """pass@k on HumanEval/MultiPL-E problems; refuses unless execution is allowed."""
+    from codetune.evaluate.passk import read_problems
+
+    if cfg.problems is None:
+        return None
+    if not cfg.allow_execution:
+        raise ConfigError("pass@k runs generated code: pass --allow-execution (it runs in a sandbox)")
+    problems = read_problems(cfg.problems)[: cfg.samples]
+    items = [Item(p.prompt, meta={"problem": p.name}) for p in problems]
+    stop = sorted({s for p in problems for s in p.stop})
+    return Task(
+        "execution",
+        items,
+        f"pass@k on {cfg.problems.name}, n={cfg.n}",
+        n=cfg.n,
+        stop=stop,
+        execution=problems,
+    )
+
+
+def build_tasks(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> list[Task]:
+    """Every requested generation task that has inputs."""
+    unknown = [t for t in cfg.tasks if t not in TASKS and t != "loss"]
+    if unknown:
+        raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: loss, {', '.join(TASKS)}")
+    wanted = list(cfg.tasks)
+    for extra, given in (("prompts", cfg.prompts), ("benchmark", cfg.benchmark), ("execution", cfg.problems)):
+        if given is not None and extra not in wanted:
+            wanted.append(extra)
+    tasks = [task for name in wanted if name in TASKS and (task := TASKS[name](cfg, rows, stats)) is not None]
+    return tasks

@@ -1,0 +1,77 @@
+"""Render the recipe format reference from the pydantic models, so the docs cannot drift.
+
+`python -m codetune.reference > docs/recipe-reference.md`; a test fails when the file is stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "codetune.config.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("PosixPath", "Path").replace("|", "\\|")
+
+
+def _default(field: Any) -> str:
+    if field.default is not PydanticUndefined:
+        value = field.default
+    elif field.default_factory is not None:
+        value = field.default_factory()
+    else:
+        return "required"
+    if isinstance(value, BaseModel):
+        return "{...}"
+    if isinstance(value, Path):
+        value = str(value)
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _section(title: str, model: type[BaseModel]) -> list[str]:
+    lines = [f"## `{title}`", "", (model.__doc__ or "").strip(), "", "| key | type | default | meaning |",
+             "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {description} |")
+    return [*lines, ""]
+
+
+def render_recipe_reference() -> str:
+    """Markdown for every recipe section, in stage order."""
+    from codetune.config import LanguageSpec, _stage_models, recipe_model
+
+    recipe = recipe_model()
+    top = {name: f for name, f in recipe.model_fields.items() if name in {"name", "workdir", "languages"}}
+    lines = [
+        "# Recipe reference",
+        "",
+        "Generated from codetune's pydantic models by `python -m codetune.reference`; do not edit by hand.",
+        "A recipe is a YAML mapping; every stage section is optional, and unknown keys are errors.",
+        "Any field can be overridden on the command line: `codetune run R.yaml --set train.lr=1e-4`.",
+        "",
+        "## top level",
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, field in top.items():
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {description} |")
+    lines.append("")
+    lines += _section("languages[]", LanguageSpec)
+    for stage, model in _stage_models().items():
+        lines += _section(stage, model)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_recipe_reference())

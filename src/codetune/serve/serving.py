@@ -1,0 +1,357 @@
+"""The server's logic: validate a request, queue its sequences, and build a response or a typed error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from codetune.inference.engine import Sequence, context_length
+from codetune.serve.batcher import Batcher, QueueFull
+from codetune.serve.config import ServeConfig
+from codetune.serve.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessageOut,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorBody,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+
+Disconnected = Callable[[], Awaitable[bool]]
+
+
+class ServingError(Exception):
+    """An error for the client: HTTP status + OpenAI's error body."""
+
+    def __init__(
+        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        error = ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=error).model_dump()
+
+
+def validation_error(error: ValidationError) -> ServingError:
+    """A 400 naming the first bad field."""
+    first = error.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    messages = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
+    )
+    return ServingError(400, messages, param=param, code="invalid_value")
+
+
+def parse(model_cls: type, body: bytes) -> Any:
+    """Parse a JSON body into a request model, or raise a 400."""
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ServingError(400, f"malformed JSON body: {error}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ServingError(400, "the request body must be a JSON object", code="invalid_json")
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as error:
+        raise validation_error(error) from None
+
+
+class OpenAIServing:
+    """Completions, chat, models and health over one model and its batcher."""
+
+    def __init__(self, cfg: ServeConfig, model: Any, tokenizer: Any, batcher: Batcher) -> None:
+        self.cfg, self.model, self.tokenizer, self.batcher = cfg, model, tokenizer, batcher
+        self.name = cfg.served_name or cfg.model
+        self.context = cfg.context_length or context_length(model) or 2048
+        self.started = time.time()
+
+    # -- small routes ---------------------------------------------------------------------------
+    def models(self) -> dict[str, Any]:
+        return ModelList(data=[ModelCard(id=self.name)]).model_dump()
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model": self.name, "uptime_s": round(time.time() - self.started, 1), **self.batcher.stats()}
+
+    def copilot_token(self) -> dict[str, Any]:
+        now = int(time.time())
+        return {"token": f"codetune-{uuid.uuid4().hex[:16]}", "expires_at": now + 3600, "refresh_in": 1500}
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _check(self, request: Any) -> None:
+        if request.logit_bias:
+            raise ServingError(400, "logit_bias is not supported", param="logit_bias")
+        if getattr(request, "best_of", None) not in (None, request.n):
+            raise ServingError(400, "best_of is not supported (use n)", param="best_of")
+        if request.max_tokens is not None and request.max_tokens > self.cfg.max_tokens_limit:
+            raise ServingError(
+                400, f"max_tokens is {request.max_tokens}; this server allows at most {self.cfg.max_tokens_limit}",
+                param="max_tokens",
+            )
+
+    def _params(self, request: Any, extra_stop: list[str] | None = None) -> Any:
+        params = request.to_sampling_params(self.cfg.default_max_tokens, extra_stop)
+        try:
+            params.check()
+        except ValueError as error:
+            raise ServingError(400, str(error)) from None
+        return params
+
+    def _check_length(self, ids: list[int], max_new: int) -> None:
+        if len(ids) + max_new > self.context:
+            raise ServingError(
+                400,
+                f"this model's maximum context length is {self.context} tokens; the prompt has {len(ids)} "
+                f"and {max_new} more were requested",
+                param="prompt" if len(ids) >= self.context else "max_tokens",
+                code="context_length_exceeded",
+            )
+
+    async def _run(
+        self, seqs: list[Sequence], disconnected: Disconnected | None
+    ) -> AsyncIterator[tuple[str, int, str]]:
+        """Queue sequences and yield ("text", i, delta) and ("done", i, "") events; cancel on exit."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
+        for i, seq in enumerate(seqs):
+            seq.on_text = lambda delta, i=i: loop.call_soon_threadsafe(events.put_nowait, ("text", i, delta))
+            seq.on_done = lambda s, i=i: loop.call_soon_threadsafe(events.put_nowait, ("done", i, ""))
+        try:
+            self.batcher.submit(seqs)
+        except QueueFull as error:
+            raise ServingError(503, f"server busy: {error}; retry later", type="server_error", code="queue_full") from None
+        remaining = len(seqs)
+        try:
+            while remaining:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=0.25)
+                except asyncio.TimeoutError:
+                    if disconnected is not None and await disconnected():
+                        return
+                    continue
+                if event[0] == "done":
+                    remaining -= 1
+                    if seqs[event[1]].error:
+                        raise ServingError(500, f"generation failed: {seqs[event[1]].error}", type="server_error")
+                yield event
+        finally:
+            self.batcher.cancel([s for s in seqs if not s.done] or [])
+            for seq in seqs:
+                self.batcher.release(seq)
+
+    # -- completions ----------------------------------------------------------------------------
+    def _completion_sequences(self, request: CompletionRequest) -> tuple[list[Sequence], list[str]]:
+        from codetune.errors import CodetuneError
+        from codetune.inference.postprocess import fim_postprocessor
+        from codetune.inference.prompts import fim_prompt
+
+        self._check(request)
+        params = self._params(request)
+        prompts = request.prompt
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            prompts = [""]
+        postprocess = self.cfg.postprocess if request.postprocess is None else request.postprocess
+        seqs, texts = [], []
+        for prompt in prompts:
+            if isinstance(prompt, list):
+                if any(t < 0 or t >= len(self.tokenizer) for t in prompt):
+                    raise ServingError(400, "prompt token id out of the vocabulary", param="prompt")
+                text, ids = self.tokenizer.decode(prompt), list(prompt)
+            elif request.suffix is not None:
+                try:
+                    ids = fim_prompt(self.tokenizer, prompt, request.suffix)
+                except CodetuneError as error:
+                    raise ServingError(400, str(error), param="suffix", code="fim_unsupported") from None
+                text = prompt
+            else:
+                text, ids = prompt, self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not ids and not getattr(self.model.config, "is_encoder_decoder", False):
+                ids = [self.tokenizer.eos_token_id]
+            self._check_length(ids, params.max_new_tokens)
+            post = fim_postprocessor(prompt, request.suffix) if request.suffix is not None and postprocess else None
+            for _ in range(params.n):
+                seqs.append(
+                    Sequence(ids, params, post.cut if post else None, post.finish if post else None)
+                )
+                texts.append(text)
+        return seqs, texts
+
+    def _logprobs(self, seq: Sequence, offset: int) -> CompletionLogprobs | None:
+        if seq.params.logprobs is None:
+            return None
+        tokens = [self.tokenizer.decode([t]) for t in seq.tokens]
+        offsets, position = [], offset
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        return CompletionLogprobs(
+            tokens=tokens,
+            token_logprobs=seq.token_logprobs,
+            top_logprobs=seq.top_logprobs if seq.params.logprobs else None,
+            text_offset=offsets,
+        )
+
+    @staticmethod
+    def _reason(seq: Sequence) -> str:
+        return "length" if seq.finish_reason == "length" else "stop"
+
+    def _usage(self, seqs: list[Sequence]) -> Usage:
+        prompt = sum(len(s.prompt_ids) for s in seqs[:: max(seqs[0].params.n, 1)]) if seqs else 0
+        completion = sum(len(s.tokens) for s in seqs)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    async def completions(
+        self, request: CompletionRequest, disconnected: Disconnected | None = None
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """A completion response, or (stream) an iterator of SSE lines."""
+        seqs, texts = self._completion_sequences(request)
+        model = request.model or self.name
+        if request.stream:
+            return await self._stream_completions(request, seqs, texts, model, disconnected)
+        async for _ in self._run(seqs, disconnected):
+            pass
+        choices = []
+        for i, (seq, text) in enumerate(zip(seqs, texts)):
+            prefix = text if request.echo else ""
+            choices.append(
+                CompletionChoice(
+                    text=prefix + seq.text, index=i, logprobs=self._logprobs(seq, len(prefix)), finish_reason=self._reason(seq)
+                )
+            )
+        return CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(exclude_none=False)
+
+    async def _stream_completions(
+        self, request: CompletionRequest, seqs: list[Sequence], texts: list[str], model: str,
+        disconnected: Disconnected | None,
+    ) -> AsyncIterator[str]:
+        # Queue before the first byte goes out, so that a full queue is still a plain 503.
+        run = self._run(seqs, disconnected)
+        first = await _first(run)
+        response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        def chunk(index: int, text: str, reason: str | None) -> str:
+            body = {
+                "id": response_id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
+            }
+            return f"data: {json.dumps(body)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                if request.echo:
+                    for i, text in enumerate(texts):
+                        yield chunk(i, text, None)
+                pending = [first] if first is not None else []
+                async for event in _chain(pending, run):
+                    kind, i, delta = event
+                    if kind == "text" and delta:
+                        yield chunk(i, delta, None)
+                    elif kind == "done":
+                        yield chunk(i, "", self._reason(seqs[i]))
+                include_usage = bool((request.stream_options or {}).get("include_usage"))
+                if include_usage:
+                    body = {"id": response_id, "object": "text_completion", "created": created, "model": model,
+                            "choices": [], "usage": self._usage(seqs).model_dump()}
+                    yield f"data: {json.dumps(body)}\n\n"
+                yield "data: [DONE]\n\n"
+            except ServingError as error:
+                yield f"data: {json.dumps(error.body())}\n\n"
+            finally:
+                await run.aclose()
+
+        return events()
+
+    # -- chat -----------------------------------------------------------------------------------
+    async def chat(
+        self, request: ChatCompletionRequest, disconnected: Disconnected | None = None
+    ) -> dict[str, Any] | AsyncIterator[str]:
+        """A chat completion (chat template, else a plain one), or an SSE iterator."""
+        from codetune.inference.prompts import chat_prompt
+
+        self._check(request)
+        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        try:
+            prompt, stops = chat_prompt(self.tokenizer, messages)
+        except Exception as error:
+            raise ServingError(400, f"cannot apply the chat template: {error}", param="messages") from None
+        params = self._params(request, stops)
+        params.logprobs = None
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        self._check_length(ids, params.max_new_tokens)
+        seqs = [Sequence(ids, params) for _ in range(params.n)]
+        model = request.model or self.name
+        if request.stream:
+            return await self._stream_chat(seqs, model, disconnected)
+        async for _ in self._run(seqs, disconnected):
+            pass
+        choices = [
+            ChatChoice(index=i, message=ChatMessageOut(content=s.text), finish_reason=self._reason(s))
+            for i, s in enumerate(seqs)
+        ]
+        return ChatCompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump()
+
+    async def _stream_chat(
+        self, seqs: list[Sequence], model: str, disconnected: Disconnected | None
+    ) -> AsyncIterator[str]:
+        run = self._run(seqs, disconnected)
+        first = await _first(run)
+        response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+        def chunk(index: int, delta: ChatDelta, reason: str | None = None) -> str:
+            body = ChatCompletionChunk(
+                id=response_id, model=model, choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=reason)]
+            )
+            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                for i in range(len(seqs)):
+                    yield chunk(i, ChatDelta(role="assistant", content=""))
+                async for kind, i, delta in _chain([first] if first is not None else [], run):
+                    if kind == "text" and delta:
+                        yield chunk(i, ChatDelta(content=delta))
+                    elif kind == "done":
+                        yield chunk(i, ChatDelta(), self._reason(seqs[i]))
+                yield "data: [DONE]\n\n"
+            except ServingError as error:
+                yield f"data: {json.dumps(error.body())}\n\n"
+            finally:
+                await run.aclose()
+
+        return events()
+
+
+async def _first(run: AsyncIterator[Any]) -> Any:
+    """The first event (so that queueing errors surface before streaming starts), or None."""
+    try:
+        return await run.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _chain(head: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item

@@ -1,0 +1,105 @@
+"""Merge a run's LoRA/AdaLoRA adapter into its base: a plain Hugging Face folder (transformers, vLLM).
+
+The merged model's logits are compared with the adapter model's on a few validation examples
+before anything is written; the largest difference is reported and must be under ``atol``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import CodetuneError, ConfigError, InputError
+from codetune.files import atomic_dir, fingerprint, read_json, write_json
+from codetune.stage import StageResult, default_out
+from codetune.train.config import MergeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def check_samples(manifest: dict[str, Any], tokenizer: Any, count: int) -> list[list[int]]:
+    """Token ids to compare on: the run's validation examples, else a few lines of code."""
+    dataset = Path(manifest.get("dataset", ""))
+    try:
+        from datasets import load_from_disk
+
+        split = load_from_disk(str(dataset))["valid"]
+        samples = [list(ids)[:128] for ids in split.select(range(min(count, len(split))))["input_ids"]]
+    except Exception:  # the dataset may have moved: any code will do
+        texts = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n"]
+        samples = [tokenizer(text)["input_ids"] for text in texts * count][:count]
+    return [s for s in samples if s]
+
+
+def logits_of(model: Any, ids: list[int]) -> Any:
+    """Logits for one sequence (encoder-decoder models decode the same ids)."""
+    import torch
+
+    batch = torch.tensor([ids])
+    if getattr(model.config, "is_encoder_decoder", False):
+        return model(input_ids=batch, decoder_input_ids=batch).logits[0].float()
+    return model(input_ids=batch).logits[0].float()
+
+
+def merge(cfg: MergeConfig) -> StageResult:
+    """Merge ``cfg.run``'s adapter into the base and save it with tokenizer + generation config."""
+    import torch
+
+    from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
+
+    if cfg.run is None:
+        raise ConfigError("merge needs a run folder")
+    run = Path(cfg.run)
+    out = default_out(cfg.out, None, "merged")
+    if not (run / "manifest.json").is_file():
+        raise InputError(f"{run} is not a run folder from `codetune train` (no manifest.json)")
+    manifest = read_json(run / "manifest.json")
+    if (run / "model").is_dir() and not (run / "adapter").is_dir():
+        raise InputError(
+            f"{run} is a full fine-tune: {run / 'model'} is already a plain model, nothing to merge"
+        )
+    if not (run / "adapter" / "adapter_config.json").is_file():
+        raise InputError(f"{run} has no adapter/ (unfinished run? resume it with `codetune train --resume`)")
+    if manifest.get("method") == "qlora" and not cfg.dequantize:
+        raise ConfigError(
+            "this run trained over a 4-bit base: merging into 4-bit weights loses the adapter's precision; "
+            "add --set dequantize=true to merge into a bf16 copy of the base"
+        )
+
+    ref = resolve_model(run)
+    tokenizer = load_tokenizer(ref)
+    model = load_model(ref, dtype=torch.bfloat16 if manifest.get("method") == "qlora" else None)
+    samples = check_samples(manifest, tokenizer, cfg.check_samples)
+    with torch.no_grad():
+        before = [logits_of(model, ids) for ids in samples]
+        merged = model.merge_and_unload()
+        after = [logits_of(merged, ids) for ids in samples]
+    diff = max((float((a - b).abs().max()) for a, b in zip(before, after, strict=True)), default=0.0)
+    logger.info("merge check: max |logit difference| = %.3g over %d samples", diff, len(samples))
+    if diff > cfg.atol:
+        raise CodetuneError(
+            f"merged model differs from the adapter model: max logit difference {diff:.3g} > {cfg.atol}"
+        )
+
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if getattr(merged, "generation_config", None) is not None:
+            merged.generation_config.save_pretrained(tmp)
+        write_json(
+            tmp / "manifest.json",
+            {
+                "stage": "merge",
+                "run": str(run),
+                "model": manifest.get("model"),
+                "method": manifest.get("method"),
+                "max_logit_diff": diff,
+                "fingerprint": fingerprint(
+                    cfg.model_dump(mode="json", exclude={"out"}), manifest.get("fingerprint")
+                ),
+            },
+        )
+    return StageResult(
+        "merge", out, {"max_logit_diff": diff, "samples": len(samples), "method": manifest.get("method")}
+    )

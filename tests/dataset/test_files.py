@@ -1,0 +1,104 @@
+"""The files format end to end: whole files, tokenized, split by repository or file, with stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codetune.modeling.loading import load_tokenizer
+
+from .conftest import corpus_rows, write_corpus
+from .helpers import run_build
+
+
+@pytest.fixture(scope="module")
+def files_build(corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("files") / "dataset"
+    return out, *run_build(corpus, out, format="files", fim_rate=0.0)
+
+
+def test_rows_are_whole_files_with_eos(files_build, corpus: Path) -> None:
+    import pyarrow.parquet as pq
+
+    _out, _result, dataset, stats = files_build
+    contents = {
+        row["path"]: row["content"] for row in pq.read_table(corpus / "data-00000.parquet").to_pylist()
+    }
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    assert set(dataset) == {"train", "valid", "test"}
+    seen = 0
+    for split in dataset:
+        assert dataset[split].column_names == ["input_ids", "loss_mask", "text", "path", "repo"]
+        for row in dataset[split]:
+            assert row["text"] == contents[row["path"]]  # the whole file, never cut
+            assert row["input_ids"][-1] == tokenizer.eos_token_id
+            assert row["input_ids"][:-1] == tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+            assert row["loss_mask"] == [1] * len(row["input_ids"])
+            seen += 1
+    assert seen == sum(stats["splits"][s]["examples"] for s in dataset)
+    assert stats["kind"] == "causal" and stats["format"] == "files"
+    assert stats["splits"]["train"]["tokens"] == sum(len(r) for r in dataset["train"]["input_ids"])
+
+
+def test_split_by_repository_shares_no_file_or_repo(files_build) -> None:
+    _, _, dataset, stats = files_build
+    assert stats["split_by"] == "repo"
+    repos = {split: set(dataset[split]["repo"]) for split in dataset}
+    paths = {split: set(dataset[split]["path"]) for split in dataset}
+    assert all(dataset[split].num_rows for split in ("train", "test"))
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        assert not repos[a] & repos[b]
+        assert not paths[a] & paths[b]
+
+
+def test_folder_has_stats_manifest_tokenizer_and_plot(files_build) -> None:
+    out, result, _, stats = files_build
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fingerprint"] and manifest["format"] == "files"
+    assert (out / "lengths.png").stat().st_size > 1000
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+    assert set(stats) >= {"format", "kind", "model", "max_length", "splits", "dropped", "trimmed", "fim"}
+    assert result.summary["train examples"] == stats["splits"]["train"]["examples"]
+    assert not list(out.parent.glob(".dataset.*"))  # no temporary folder left behind
+
+
+def test_single_repository_splits_by_file(tmp_path: Path) -> None:
+    rows = corpus_rows(repos=1, files_per_repo=12)
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=0.0,
+        test_fraction=0.2,
+        valid_fraction=0.1,
+        decontam={"minhash": False},
+    )
+    assert stats["split_by"] == "file"
+    paths = {split: dataset[split]["path"] for split in dataset}
+    assert all(paths[s] for s in paths)
+    assert sorted(p for s in paths for p in paths[s]) == sorted(r["path"] for r in rows)
+    assert not set(paths["train"]) & set(paths["test"])
+
+
+def test_overlong_files_are_trimmed_or_dropped_and_counted(tmp_path: Path) -> None:
+    rows = corpus_rows()
+    rows.append({**rows[0], "path": "src/short.py", "repo": "repo9", "content": "x = 1\n"})
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, trimmed, stats = run_build(corpus, tmp_path / "t", fim_rate=0.0, max_length=64)
+    assert stats["trimmed"] == sum(stats["splits"][s]["examples"] for s in trimmed) - 1
+    assert max(len(ids) for s in trimmed for ids in trimmed[s]["input_ids"]) == 64
+    _, dropped, stats = run_build(corpus, tmp_path / "d", fim_rate=0.0, max_length=64, overlong="drop")
+    assert stats["dropped"]["too_long"] > 0 and stats["trimmed"] == 0
+    assert [row["path"] for s in dropped for row in dropped[s]] == ["src/short.py"]
+
+
+def test_worker_processes_give_the_same_dataset(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", corpus_rows(repos=6, files_per_repo=6))
+    options = {"fim_rate": 0.5, "decontam": {"minhash": False}}
+    _, one, _ = run_build(corpus, tmp_path / "one", num_proc=1, **options)
+    _, two, _ = run_build(corpus, tmp_path / "two", num_proc=2, **options)
+    for split in one:
+        assert one[split]["input_ids"] == two[split]["input_ids"]
+        assert one[split]["path"] == two[split]["path"]

@@ -1,0 +1,44 @@
+"""The Python API: CodeModel.complete and codetune.pipeline("code-generation")."""
+
+from __future__ import annotations
+
+import pytest
+
+import codetune
+from codetune.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def code_model():
+    return codetune.CodeModel("tiny-gpt-bigcode", device="cpu")
+
+
+def test_complete_matches_the_engine(code_model, tiny):
+    from codetune.inference.engine import SamplingParams, generate
+
+    model, tok = tiny
+    expected = generate(model, tok, ["def add(a, b):\n"], SamplingParams(max_new_tokens=5))[0]
+    assert code_model.complete("def add(a, b):\n", max_tokens=5, temperature=0) == expected
+
+
+def test_complete_with_suffix_fills_the_middle_on_one_line(code_model):
+    text = code_model.complete("x = compute(", suffix=")\nprint(x)\n", max_new_tokens=6)
+    assert "\n" not in text
+    raw = code_model.complete("x = compute(", suffix=")\nprint(x)\n", max_new_tokens=6, postprocess=False)
+    assert raw and raw != code_model.complete("x = compute(", max_new_tokens=6)
+
+
+def test_codegen_style_parameters_and_unknown_ones(code_model):
+    text = code_model.complete("# hello\n", max_length=6, decode_strategy="greedy_search", truncate_before_pattern=[r"\n\n^#"])
+    assert isinstance(text, str)
+    with pytest.raises(ConfigError, match="unknown generation parameter"):
+        code_model.complete("x", temprature=0.3)
+
+
+def test_pipeline(code_model):
+    pipe = codetune.pipeline("code-generation", model=code_model, max_new_tokens=4)
+    single = pipe("def f():\n")
+    assert isinstance(single, str)
+    assert pipe(["def f():\n", "import"])[0] == single
+    with pytest.raises(ConfigError):
+        codetune.pipeline("translation", model=code_model)

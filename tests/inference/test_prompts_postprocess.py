@@ -1,0 +1,89 @@
+"""FIM prompt layouts per family (chosen from the vocabulary) and editor-style post-processing."""
+
+from __future__ import annotations
+
+import pytest
+
+from codetune.errors import CodetuneError
+from codetune.inference.postprocess import fim_postprocessor
+from codetune.inference.prompts import chat_prompt, fim_prompt
+from codetune.modeling.special_tokens import FAMILIES
+
+
+class CharTokenizer:
+    """A character-level tokenizer whose vocabulary holds one family's sentinels."""
+
+    def __init__(self, sentinels, bos=None):
+        self.special = list(sentinels) + ([bos] if bos else [])
+        self.bos_token_id = 1000 + len(self.special) - 1 if bos else None
+
+    def get_vocab(self):
+        return {token: 1000 + i for i, token in enumerate(self.special)} | {"a": 97}
+
+    def convert_tokens_to_ids(self, token):
+        return self.get_vocab()[token]
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids):
+        names = {v: k for k, v in self.get_vocab().items()}
+        return "".join(names.get(i, chr(i)) if i >= 1000 else chr(i) for i in ids)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.family for f in FAMILIES])
+def test_each_family_gets_its_own_layout(family):
+    tok = CharTokenizer(family.all, bos="<s>" if family.family in ("codellama", "deepseek") else None)
+    text = tok.decode(fim_prompt(tok, "def f(", "):\n"))
+    if family.family == "codellama":
+        assert text == f"<s>{family.prefix}def f({family.suffix} ):\n{family.middle}"
+    elif family.family == "deepseek":
+        assert text == f"<s>{family.prefix}def f({family.suffix}):\n{family.middle}"
+    else:
+        assert text == f"{family.prefix}def f({family.suffix}):\n{family.middle}"
+
+
+def test_sentinels_come_from_the_tokenizer_not_the_model_name(tiny):
+    _, tok = tiny
+    ids = fim_prompt(tok, "x = ", "\n")
+    assert ids[0] == tok.convert_tokens_to_ids("<fim_prefix>") and ids[-1] == tok.convert_tokens_to_ids("<fim_middle>")
+    # User text that spells a sentinel stays text: only the layout inserts sentinel ids.
+    spelled = fim_prompt(tok, "<fim_middle>", "")
+    assert spelled.count(tok.convert_tokens_to_ids("<fim_middle>")) == 1
+
+
+def test_no_fim_tokens_is_a_clear_error():
+    with pytest.raises(CodetuneError, match="fill-in-the-middle"):
+        fim_prompt(CharTokenizer([]), "a", "b")
+
+
+def test_plain_chat_template_when_the_tokenizer_has_none(tiny):
+    _, tok = tiny
+    text, stops = chat_prompt(tok, [{"role": "user", "content": "hi"}])
+    assert text.endswith("### Assistant:\n") and "hi" in text and stops
+
+
+def cut(prefix, suffix, completion):
+    post = fim_postprocessor(prefix, suffix)
+    position = post.cut(completion)
+    return post.finish(completion if position is None else completion[:position])
+
+
+CASES = [
+    # single line: text after the cursor on the same line
+    ("x = foo(", ")\nprint(x)\n", "a, b)\nprint(y)\n", "a, b"),
+    # single line: a statement in progress
+    ("    total = ", "\n    return total\n", "sum(values)\n    return total\n", "sum(values)"),
+    # block after an opener, ended by a dedent
+    ("def f(x):", "\n", "\n    y = x + 1\n    return y\n\ndef g():\n    pass", "\n    y = x + 1\n    return y"),
+    # block on an empty indented line, stops at the suffix's first line
+    ("def f(x):\n    ", "\n    return z\n", "z = x * 2\n    return z\n", "z = x * 2"),
+    # braces: the closing line at the opener's depth belongs to the block unless the suffix has it
+    ("if (ok) {", "\n", "\n  run();\n}\nnext();", "\n  run();\n}"),
+    ("if (ok) {", "\n}\n", "\n  run();\n}\nnext();", "\n  run();"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "completion", "expected"), CASES)
+def test_postprocess_stops_at_line_or_block_and_drops_suffix_repeats(prefix, suffix, completion, expected):
+    assert cut(prefix, suffix, completion) == expected

@@ -1,0 +1,37 @@
+"""Fixtures of the train tests: tiny datasets shared by the session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import make_dataset
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """peft warns about AdaLoRA's pruned (zero-rank) modules on every save and load: expected here."""
+    for item in items:
+        if "tests/train/" in str(item.fspath):
+            item.add_marker(pytest.mark.filterwarnings("ignore::UserWarning:peft"))
+            item.add_marker(pytest.mark.filterwarnings("ignore:The following rank_pattern keys"))
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)  # the machine's 2 cores are shared: 1 thread is faster
+
+
+@pytest.fixture(scope="session")
+def datasets_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(scope="session")
+def causal_dataset(datasets_dir) -> Path:
+    return make_dataset(datasets_dir / "causal")
+
+
+@pytest.fixture(scope="session")
+def seq2seq_dataset(datasets_dir) -> Path:
+    return make_dataset(datasets_dir / "seq2seq", "tiny-t5", kind="seq2seq")

@@ -1,0 +1,81 @@
+"""Tiny datasets in the `codetune build` layout, made directly from standard-library files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CAUSAL_PRESETS = ["tiny-gpt-bigcode", "tiny-starcoder2", "tiny-phi", "tiny-codegen", "tiny-llama"]
+ALL_PRESETS = [*CAUSAL_PRESETS, "tiny-t5"]
+_CHUNKS: dict[tuple, list[list[int]]] = {}
+
+
+def stdlib_chunks(tokenizer, count: int, length: int) -> list[list[int]]:
+    """``count`` pieces of real code of up to ``length`` tokens (varied lengths), EOS appended."""
+    from codetune.modeling.presets import stdlib_dir
+
+    key = (tokenizer.name_or_path, len(tokenizer), count, length)
+    if key in _CHUNKS:
+        return _CHUNKS[key]
+    chunks: list[list[int]] = []
+    _CHUNKS[key] = chunks
+    # Top-level standard-library modules only: walking site-packages takes seconds.
+    for path in sorted(stdlib_dir().glob("*.py")):
+        ids = tokenizer(path.read_text(encoding="utf-8", errors="replace")[:20_000])["input_ids"]
+        for start in range(0, len(ids) - length, length * 3):
+            size = length - (len(chunks) * 7) % (length // 2)
+            chunks.append([*ids[start : start + size - 1], tokenizer.eos_token_id])
+            if len(chunks) == count:
+                return chunks
+    return chunks
+
+
+def make_dataset(
+    folder: Path,
+    model: str = "tiny-gpt-bigcode",
+    *,
+    kind: str = "causal",
+    train: int = 48,
+    valid: int = 8,
+    length: int = 48,
+) -> Path:
+    """Write a dataset folder (save_to_disk + stats.json + tokenizer/) like `codetune build` does."""
+    from datasets import Dataset, DatasetDict
+
+    from codetune.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    chunks = stdlib_chunks(tokenizer, train + 2 * valid, length)
+    splits = {}
+    for name, part in (
+        ("train", chunks[:train]),
+        ("valid", chunks[train : train + valid]),
+        ("test", chunks[train + valid :]),
+    ):
+        if kind == "seq2seq":
+            rows = {
+                "input_ids": [[*c[: len(c) // 2], tokenizer.eos_token_id] for c in part],
+                "labels": [c[len(c) // 2 :] for c in part],
+            }
+        else:
+            # prompt/completion style: the first quarter is prompt (not in the loss)
+            rows = {
+                "input_ids": part,
+                "loss_mask": [[0] * (len(c) // 4) + [1] * (len(c) - len(c) // 4) for c in part],
+            }
+        splits[name] = Dataset.from_dict(rows)
+    DatasetDict(splits).save_to_disk(str(folder))
+    stats = {
+        "format": "files",
+        "kind": kind,
+        "model": model,
+        "max_length": length,
+        "splits": {k: {"examples": len(v)} for k, v in splits.items()},
+    }
+    (folder / "stats.json").write_text(json.dumps(stats))
+    tokenizer.save_pretrained(folder / "tokenizer")
+    return folder
+
+
+def dataset_for(preset: str, causal_dataset: Path, seq2seq_dataset: Path) -> Path:
+    return seq2seq_dataset if preset == "tiny-t5" else causal_dataset
