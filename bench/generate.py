@@ -36,13 +36,19 @@ def fixed_order(model, tokenizer, prompts, max_new_tokens, batch_size):
     outputs = []
     pad = tokenizer.pad_token_id
     for start in range(0, len(prompts), batch_size):
-        rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start : start + batch_size]]
+        rows = [
+            tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start : start + batch_size]
+        ]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         with torch.inference_mode():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
             )
         outputs.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
     return outputs
@@ -67,7 +73,9 @@ def main() -> None:
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     prompts = make_prompts(args.prompts)
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f})")
+    print(
+        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f})"
+    )
     fixed_order(model, tokenizer, prompts[:2], 2, 2)  # warm-up
 
     start = time.perf_counter()
@@ -78,7 +86,12 @@ def main() -> None:
     start = time.perf_counter()
     results = dict(
         generate_completions(
-            model, tokenizer, prompts, params, batch_size=max(args.batch_size * 8, 64), token_budget=args.token_budget
+            model,
+            tokenizer,
+            prompts,
+            params,
+            batch_size=max(args.batch_size * 8, 64),
+            token_budget=args.token_budget,
         )
     )
     ours_s = time.perf_counter() - start
@@ -89,7 +102,9 @@ def main() -> None:
     print(f"fixed-order batches of {args.batch_size}: {base_s:6.2f}s  {base_rate:7.2f} sequences/s")
     print(f"codetune (sorted, budget {args.token_budget}): {ours_s:6.2f}s  {ours_rate:7.2f} sequences/s")
     print(f"identical outputs: {same}/{len(prompts)} (padding changes float rounding, rarely the argmax)")
-    print(f"ratio: {ours_rate / base_rate:.2f}x sequences/s, codetune length-sorted token-budget batches vs fixed-order batches")
+    print(
+        f"ratio: {ours_rate / base_rate:.2f}x sequences/s, codetune length-sorted token-budget batches vs fixed-order batches"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def naive_app(model_name: str):
     def completions(body: dict) -> dict:
         ids = tokenizer(body["prompt"], return_tensors="pt")
         with lock, torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=body.get("max_tokens", 16), do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **ids,
+                max_new_tokens=body.get("max_tokens", 16),
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         return {"choices": [{"text": text, "index": 0, "finish_reason": "length"}]}
 
@@ -97,7 +101,9 @@ def drive(port: int, prompts: list[str], clients: int, max_tokens: int) -> dict:
 
 
 def main() -> None:
-    prompts = [f"def function_{i}(values):\n    total = 0\n    for v in values:\n" for i in range(ARGS.requests)]
+    prompts = [
+        f"def function_{i}(values):\n    total = 0\n    for v in values:\n" for i in range(ARGS.requests)
+    ]
     results: dict[str, dict[int, dict]] = {}
     for name in ("naive", "codetune"):
         port = free_port()
@@ -105,25 +111,46 @@ def main() -> None:
             command = [sys.executable, __file__, "--naive-server", str(port), "--model", ARGS.model]
         else:
             command = [
-                sys.executable, "-m", "codetune", "serve", "--model", ARGS.model, "--port", str(port),
-                "--set", "device=cpu", "--set", "log_level=warning", "--set", "max_batch_size=16",
+                sys.executable,
+                "-m",
+                "codetune",
+                "serve",
+                "--model",
+                ARGS.model,
+                "--port",
+                str(port),
+                "--set",
+                "device=cpu",
+                "--set",
+                "log_level=warning",
+                "--set",
+                "max_batch_size=16",
             ]
         process = start(command, port)
         try:
             results[name] = {c: drive(port, prompts, c, ARGS.max_tokens) for c in (1, 8)}
+            if name == "codetune":
+                import httpx
+
+                stats = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+                print(f"codetune batcher: {stats['sequences']} sequences in {stats['batches']} batches")
         finally:
             process.terminate()
             process.wait(timeout=30)
     for clients in (1, 8):
         for name in ("naive", "codetune"):
             r = results[name][clients]
-            print(f"{name:9s} {clients} client(s): {r['rate']:7.2f} completions/s  p50 {r['p50'] * 1000:7.1f} ms  "
-                  f"p95 {r['p95'] * 1000:7.1f} ms")
+            print(
+                f"{name:9s} {clients} client(s): {r['rate']:7.2f} completions/s  p50 {r['p50'] * 1000:7.1f} ms  "
+                f"p95 {r['p95'] * 1000:7.1f} ms"
+            )
     one = results["codetune"][1]["p50"] / results["naive"][1]["p50"]
     print(json.dumps({k: {str(c): v for c, v in d.items()} for k, d in results.items()}))
     print(f"p50 at 1 client: codetune/naive = {one:.2f}")
     ratio = results["codetune"][8]["rate"] / results["naive"][8]["rate"]
-    print(f"ratio: {ratio:.2f}x completions/s at 8 concurrent clients, codetune serve vs naive per-request model.generate")
+    print(
+        f"ratio: {ratio:.2f}x completions/s at 8 concurrent clients, codetune serve vs naive per-request model.generate"
+    )
 
 
 if __name__ == "__main__":

@@ -271,13 +271,26 @@ def generate(
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
     ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens per completion.")] = None,
+    prompt_field: Annotated[
+        str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
+    ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="hf (default) or vllm.")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
     from codetune.inference.batch import generate_file
     from codetune.inference.config import GenerateConfig
 
-    given = {"model": model, "adapter": adapter, "input": input, "out": out}
+    given = {
+        "model": model,
+        "adapter": adapter,
+        "input": input,
+        "out": out,
+        "max_new_tokens": max_new_tokens,
+        "prompt_field": prompt_field,
+        "engine": engine,
+    }
     print_result(generate_file(_config(GenerateConfig, given, overrides)))
 
 

@@ -330,7 +330,7 @@ def test_docs_crawl_resumes_and_respects_page_limit(tmp_path):
 class ExhaustedGitHub(BaseHTTPRequestHandler):
     """A 200 answer that says the quota is used up until one second from now."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = json.dumps({"total_count": 0, "items": []}).encode()
         self.send_response(200)
         self.send_header("X-RateLimit-Remaining", "0")

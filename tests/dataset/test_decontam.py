@@ -97,3 +97,14 @@ def test_split_assignment_never_separates_a_group() -> None:
             key = doc["repo"] if by == "repo" else doc["repo"] + doc["path"]
             assert seen.setdefault(key, label) == label
         assert set(labels) == {"train", "valid", "test"}
+
+
+def test_a_dominant_repository_does_not_become_the_test_split() -> None:
+    from codetune.dataset.splits import resolve_split_by
+
+    docs = [{"path": f"big{i}.py", "repo": "big"} for i in range(90)]
+    docs += [{"path": f"s{i}.py", "repo": f"small{i}"} for i in range(10)]
+    assert resolve_split_by(docs, "auto") == "file"
+    for seed in range(5):
+        labels = assign_splits(docs, 0.05, 0.1, seed=seed, by="repo")
+        assert labels.count("test") <= 20 and labels.count("train") >= 80

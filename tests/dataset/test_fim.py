@@ -172,11 +172,14 @@ def test_prompt_completion_rows_stay_left_to_right(corpus: Path, tmp_path: Path,
 
 
 def test_fim_on_an_overlong_file_uses_the_part_that_fits(corpus: Path, tmp_path: Path, tokenizer) -> None:
-    _, dataset, stats = run_build(corpus, tmp_path / "ds", fim_rate=1.0, fim_spm_rate=0.0, max_length=64,
-                                  decontam={"minhash": False})
+    _, dataset, stats = run_build(
+        corpus, tmp_path / "ds", fim_rate=1.0, fim_spm_rate=0.0, max_length=64, decontam={"minhash": False}
+    )
     ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
     for _, row in all_rows(dataset):
         assert len(row["input_ids"]) <= 64
-        back = unfim(row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False))
+        back = unfim(
+            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+        )
         assert back is not None and row["text"].startswith(back.text) and len(back.text) > 50
     assert stats["trimmed"] == 0

@@ -29,7 +29,9 @@ def test_complete_with_suffix_fills_the_middle_on_one_line(code_model):
 
 
 def test_codegen_style_parameters_and_unknown_ones(code_model):
-    text = code_model.complete("# hello\n", max_length=6, decode_strategy="greedy_search", truncate_before_pattern=[r"\n\n^#"])
+    text = code_model.complete(
+        "# hello\n", max_length=6, decode_strategy="greedy_search", truncate_before_pattern=[r"\n\n^#"]
+    )
     assert isinstance(text, str)
     with pytest.raises(ConfigError, match="unknown generation parameter"):
         code_model.complete("x", temprature=0.3)

@@ -63,10 +63,14 @@ def test_stop_sequences_and_truncate_before_pattern(tiny):
     model, tok = tiny
     full = generate(model, tok, PROMPTS[:1], SamplingParams(max_new_tokens=10))[0]
     stop = full[4:7]
-    [(_, [cut])] = list(generate_completions(model, tok, PROMPTS[:1], SamplingParams(max_new_tokens=10, stop=[stop])))
+    [(_, [cut])] = list(
+        generate_completions(model, tok, PROMPTS[:1], SamplingParams(max_new_tokens=10, stop=[stop]))
+    )
     assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
     pattern = "(?m)" + full[4:7].replace("\\", "\\\\")
-    truncated = generate(model, tok, PROMPTS[:1], SamplingParams(max_new_tokens=10, truncate_before_pattern=[pattern]))
+    truncated = generate(
+        model, tok, PROMPTS[:1], SamplingParams(max_new_tokens=10, truncate_before_pattern=[pattern])
+    )
     assert truncated[0] == full[: full.find(full[4:7])]
 
 
@@ -82,7 +86,9 @@ def test_sampling_with_seed_is_reproducible_and_n_gives_n(tiny):
 
 def test_beam_search_returns_n_beams(tiny):
     model, tok = tiny
-    results = by_index(generate_completions(model, tok, PROMPTS[:2], SamplingParams(max_new_tokens=5, num_beams=3, n=2)))
+    results = by_index(
+        generate_completions(model, tok, PROMPTS[:2], SamplingParams(max_new_tokens=5, num_beams=3, n=2))
+    )
     assert all(len(results[i]) == 2 for i in range(2))
     assert results[0][0].text != results[0][1].text
 
@@ -90,10 +96,16 @@ def test_beam_search_returns_n_beams(tiny):
 def test_repetition_penalty_and_min_new_tokens(tiny):
     model, tok = tiny
     prompt = ["def foo(x):\n    return"]
-    plain = list(generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=6)))[0][1][0]
-    penalised = list(generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=6, repetition_penalty=5.0)))[0][1][0]
+    plain = next(iter(generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=6))))[1][0]
+    penalised = next(
+        iter(
+            generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=6, repetition_penalty=5.0))
+        )
+    )[1][0]
     assert len(set(plain.token_ids)) < len(set(penalised.token_ids))
-    forced = list(generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=4, min_new_tokens=4, stop=[])))
+    forced = list(
+        generate_completions(model, tok, prompt, SamplingParams(max_new_tokens=4, min_new_tokens=4, stop=[]))
+    )
     assert len(forced[0][1][0].token_ids) == 4
 
 
@@ -135,7 +147,13 @@ def test_seq2seq_generation(tiny_t5):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_new_tokens", -1), ("temperature", -0.5), ("top_p", 0.0), ("n", 0), ("truncate_before_pattern", ["("])],
+    [
+        ("max_new_tokens", -1),
+        ("temperature", -0.5),
+        ("top_p", 0.0),
+        ("n", 0),
+        ("truncate_before_pattern", ["("]),
+    ],
 )
 def test_bad_params_are_rejected(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):

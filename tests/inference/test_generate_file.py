@@ -18,7 +18,11 @@ from codetune.inference.config import GenerateConfig
 
 def write_prompts(path, count):
     rows = [
-        {"id": f"r{i}", "prompt": f"def f{i}(x):\n" + "    x = x + 1\n" * (i % 7) + "    return", "lang": "py"}
+        {
+            "id": f"r{i}",
+            "prompt": f"def f{i}(x):\n" + "    x = x + 1\n" * (i % 7) + "    return",
+            "lang": "py",
+        }
         for i in range(count)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -54,9 +58,22 @@ def test_generate_resumes_after_sigkill(tmp_path):
     write_prompts(tmp_path / "in.jsonl", 24)
     out = tmp_path / "out.jsonl"
     command = [
-        sys.executable, "-m", "codetune", "generate", "--model", "tiny-gpt-bigcode",
-        "--input", str(tmp_path / "in.jsonl"), "--out", str(out),
-        "--set", "max_new_tokens=12", "--set", "batch_size=1", "--set", "device=cpu",
+        sys.executable,
+        "-m",
+        "codetune",
+        "generate",
+        "--model",
+        "tiny-gpt-bigcode",
+        "--input",
+        str(tmp_path / "in.jsonl"),
+        "--out",
+        str(out),
+        "--set",
+        "max_new_tokens=12",
+        "--set",
+        "batch_size=1",
+        "--set",
+        "device=cpu",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,11 +102,19 @@ def read_out_lenient(path):
 
 
 def test_seq2seq_rewrites_intents(tmp_path):
-    rows = [{"question_id": i, "intent": text} for i, text in enumerate(["sort a list", "open a file", "sum it"])]
+    rows = [
+        {"question_id": i, "intent": text} for i, text in enumerate(["sort a list", "open a file", "sum it"])
+    ]
     (tmp_path / "conala.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = GenerateConfig(
-        model="tiny-t5", input=tmp_path / "conala.jsonl", out=tmp_path / "rewritten.jsonl", prompt_field="intent",
-        id_field="question_id", output_field="rewritten_intent", max_new_tokens=4, num_beams=2,
+        model="tiny-t5",
+        input=tmp_path / "conala.jsonl",
+        out=tmp_path / "rewritten.jsonl",
+        prompt_field="intent",
+        id_field="question_id",
+        output_field="rewritten_intent",
+        max_new_tokens=4,
+        num_beams=2,
     )
     result = generate_file(cfg)
     out = read_out(tmp_path / "rewritten.jsonl")
@@ -102,7 +127,12 @@ def test_fim_rows_and_n_per_prompt(tmp_path):
     rows = [{"prompt": "def f(x):\n    return ", "suffix": "\n\nprint(f(1))\n"}, {"prompt": "import "}]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = GenerateConfig(
-        input=tmp_path / "in.jsonl", out=tmp_path / "out.jsonl", max_new_tokens=5, n=2, temperature=0.8, seed=1
+        input=tmp_path / "in.jsonl",
+        out=tmp_path / "out.jsonl",
+        max_new_tokens=5,
+        n=2,
+        temperature=0.8,
+        seed=1,
     )
     generate_file(cfg)
     out = {r["id"]: r for r in read_out(tmp_path / "out.jsonl")}
@@ -113,8 +143,11 @@ def test_fim_rows_and_n_per_prompt(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{bad json\n", "not valid JSON"), ('{"text": "x"}\n', "no string field 'prompt'"),
-     ('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', "duplicate id")],
+    [
+        ("{bad json\n", "not valid JSON"),
+        ('{"text": "x"}\n', "no string field 'prompt'"),
+        ('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n', "duplicate id"),
+    ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, content, message):
     (tmp_path / "in.jsonl").write_text(content)
@@ -125,9 +158,21 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, content, messag
 
 def test_cli_reports_a_missing_input_in_one_line(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "codetune", "generate", "--model", "tiny-gpt-bigcode", "--input",
-         str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "codetune",
+            "generate",
+            "--model",
+            "tiny-gpt-bigcode",
+            "--input",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "input file not found" in done.stderr and "Traceback" not in done.stderr

@@ -46,7 +46,9 @@ def test_each_family_gets_its_own_layout(family):
 def test_sentinels_come_from_the_tokenizer_not_the_model_name(tiny):
     _, tok = tiny
     ids = fim_prompt(tok, "x = ", "\n")
-    assert ids[0] == tok.convert_tokens_to_ids("<fim_prefix>") and ids[-1] == tok.convert_tokens_to_ids("<fim_middle>")
+    assert ids[0] == tok.convert_tokens_to_ids("<fim_prefix>") and ids[-1] == tok.convert_tokens_to_ids(
+        "<fim_middle>"
+    )
     # User text that spells a sentinel stays text: only the layout inserts sentinel ids.
     spelled = fim_prompt(tok, "<fim_middle>", "")
     assert spelled.count(tok.convert_tokens_to_ids("<fim_middle>")) == 1
@@ -75,7 +77,12 @@ CASES = [
     # single line: a statement in progress
     ("    total = ", "\n    return total\n", "sum(values)\n    return total\n", "sum(values)"),
     # block after an opener, ended by a dedent
-    ("def f(x):", "\n", "\n    y = x + 1\n    return y\n\ndef g():\n    pass", "\n    y = x + 1\n    return y"),
+    (
+        "def f(x):",
+        "\n",
+        "\n    y = x + 1\n    return y\n\ndef g():\n    pass",
+        "\n    y = x + 1\n    return y",
+    ),
     # block on an empty indented line, stops at the suffix's first line
     ("def f(x):\n    ", "\n    return z\n", "z = x * 2\n    return z\n", "z = x * 2"),
     # braces: the closing line at the opener's depth belongs to the block unless the suffix has it

@@ -83,13 +83,17 @@ def test_full_queue_is_503_and_the_server_recovers(server):
     with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=headers, timeout=60) as held:
         lines = held.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))
-        busy = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers=headers, timeout=30)
+        busy = httpx.post(
+            server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers=headers, timeout=30
+        )
         assert busy.status_code == 503
         assert busy.json()["error"]["code"] == "queue_full"
         assert busy.headers["retry-after"] == "1"
     ok = None
     for _ in range(100):
-        ok = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers=headers, timeout=30)
+        ok = httpx.post(
+            server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers=headers, timeout=30
+        )
         if ok.status_code == 200:
             break
     assert ok is not None and ok.status_code == 200

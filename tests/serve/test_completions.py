@@ -53,7 +53,13 @@ def test_models_health_and_copilot_token(server, client):
 
 
 def test_engines_route_as_copilot_and_fauxpilot_call_it(server):
-    body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "extra": {"language": "python"}, "nwo": "a/b"}
+    body = {
+        "prompt": PROMPT,
+        "max_tokens": 4,
+        "temperature": 0,
+        "extra": {"language": "python"},
+        "nwo": "a/b",
+    }
     response = httpx.post(server.url + "/v1/engines/codegen/completions", json=body, timeout=60)
     assert response.status_code == 200
     data = response.json()
@@ -66,13 +72,20 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
 
     prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
     result = client.completions.create(
-        model="tiny", prompt=prefix, suffix=suffix, max_tokens=6, temperature=0, extra_body={"postprocess": False}
+        model="tiny",
+        prompt=prefix,
+        suffix=suffix,
+        max_tokens=6,
+        temperature=0,
+        extra_body={"postprocess": False},
     )
     ids = fim_prompt(server.serving.tokenizer, prefix, suffix)
     assert result.choices[0].text == direct(server, ids).text
     assert result.usage.prompt_tokens == len(ids)
     # Post-processing is on by default for FIM: a single-line request never spans lines.
-    processed = client.completions.create(model="tiny", prompt=prefix, suffix=suffix, max_tokens=8, temperature=0)
+    processed = client.completions.create(
+        model="tiny", prompt=prefix, suffix=suffix, max_tokens=8, temperature=0
+    )
     assert "\n" not in processed.choices[0].text
 
 
@@ -88,11 +101,16 @@ def test_suffix_without_fim_tokens_is_a_clear_400(server, client, monkeypatch):
 
 
 def test_streaming_yields_the_same_text_and_ends_with_done(server, client):
-    chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, stream=True))
+    chunks = list(
+        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks) == direct(server, PROMPT).text
     assert chunks[-1].choices[0].finish_reason == "length"
     with httpx.stream(
-        "POST", server.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 3, "stream": True}, timeout=60
+        "POST",
+        server.url + "/v1/completions",
+        json={"prompt": PROMPT, "max_tokens": 3, "stream": True},
+        timeout=60,
     ) as response:
         lines = [line for line in response.iter_lines() if line]
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -119,7 +137,13 @@ def test_stop_sequence_cuts_and_reports_stop(server, client):
 
 def test_echo_logprobs_and_penalties(server, client):
     result = client.completions.create(
-        model="tiny", prompt=PROMPT, max_tokens=3, temperature=0, echo=True, logprobs=2, presence_penalty=1.5,
+        model="tiny",
+        prompt=PROMPT,
+        max_tokens=3,
+        temperature=0,
+        echo=True,
+        logprobs=2,
+        presence_penalty=1.5,
         frequency_penalty=0.5,
     )
     choice = result.choices[0]
@@ -134,13 +158,20 @@ def test_echo_logprobs_and_penalties(server, client):
 
 
 def test_chat_completion_and_stream(server, client):
-    messages = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "Add two numbers."}]
+    messages = [
+        {"role": "system", "content": "You write Python."},
+        {"role": "user", "content": "Add two numbers."},
+    ]
     result = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, temperature=0)
     assert result.object == "chat.completion"
     assert result.choices[0].message.role == "assistant"
     text = result.choices[0].message.content
     assert text and result.usage.completion_tokens <= 5
-    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, temperature=0, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=5, temperature=0, stream=True
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
 
 
@@ -178,7 +209,9 @@ BAD_BODIES = [
 @pytest.mark.parametrize(("case", "body", "status"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
 def test_bad_requests_get_openai_errors_and_server_stays_up(server, case, body, status):
     path = "/v1/chat/completions" if "chat" in case else "/v1/completions"
-    response = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+    response = httpx.post(
+        server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60
+    )
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error"

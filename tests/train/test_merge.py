@@ -36,13 +36,7 @@ def quick_run(preset: str, method: str, dataset: Path, out: Path) -> Path:
     return train(cfg).out
 
 
-# Two presets by default (a causal one with LoRA, T5 with AdaLoRA); the other four under -m slow.
-PRESETS = [
-    p if p in {"tiny-llama", "tiny-t5"} else pytest.param(p, marks=pytest.mark.slow) for p in ALL_PRESETS
-]
-
-
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", ALL_PRESETS)
 def test_merge_equals_adapter(
     preset: str, causal_dataset: Path, seq2seq_dataset: Path, tmp_path: Path
 ) -> None:

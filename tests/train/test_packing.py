@@ -80,3 +80,25 @@ def test_packed_rows_fill_with_an_isolated_padding_segment() -> None:
         assert (labels[pad] == IGNORE).all()
         if pad.any():  # the padding starts its own segment at position 0
             assert pos[pad][0] == 0
+
+
+def test_packing_isolation_with_eager_attention_and_the_flatten_rule() -> None:
+    from codetune.train.recipe import forward_loss
+
+    model = load_model("tiny-llama")
+    model.set_attn_implementation("eager")
+    docs = stdlib_chunks(load_tokenizer("tiny-llama"), 3, 40)
+    rows = [{"input_ids": d, "loss_mask": [1] * len(d)} for d in docs]
+    two = collate_packed_rows([rows[:2], rows[2:]], row_tokens=512, pad_id=0)
+    with torch.no_grad():
+        packed, n_packed = forward_loss(model, two, seq2seq=False)
+        alone = [forward_loss(model, collate_packed([row], 512), seq2seq=False) for row in rows]
+    # The summed loss over the packed rows is the sum of each document's loss alone.
+    assert n_packed == sum(n for _, n in alone)
+    torch.testing.assert_close(packed, sum(loss for loss, _ in alone), atol=1e-3, rtol=1e-4)
+    # Flattening rows into one (what the flash-attention path does) gives the same ids and positions.
+    flat = {k: v.reshape(1, -1) for k, v in two.items()}
+    with torch.no_grad():
+        flat_loss, n_flat = forward_loss(model, flat, seq2seq=False)
+    assert n_flat == n_packed
+    torch.testing.assert_close(flat_loss, packed, atol=1e-3, rtol=1e-4)

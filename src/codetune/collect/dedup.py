@@ -67,7 +67,7 @@ def minhash_values(text: str, num_perm: int = 256, ngram: int = 5) -> np.ndarray
 
 
 def near_duplicates(
-    items: Iterable[tuple[Any, np.ndarray]], threshold: float = 0.7, num_perm: int = 256
+    items: Iterable[tuple[Any, np.ndarray | bytes]], threshold: float = 0.7, num_perm: int = 256
 ) -> dict[Any, Any]:
     """Map each near-duplicate key to the key it duplicates; the first item of a cluster (in the given
     order) is kept, so a sorted input gives a deterministic result."""
@@ -78,6 +78,8 @@ def near_duplicates(
     kept: dict[Any, np.ndarray] = {}
     dupes: dict[Any, Any] = {}
     for key, values in items:
+        if isinstance(values, bytes):  # signatures travel between processes as bytes
+            values = np.frombuffer(values, dtype=np.uint32)
         sig = LeanMinHash(seed=1, hashvalues=values, scheme=scheme)
         match = None
         for candidate in sorted(lsh.query(sig), key=str):

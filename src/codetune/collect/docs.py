@@ -203,7 +203,7 @@ def process_docs(blocks: list[dict[str, Any]], repo: str, ctx: Any) -> list[dict
         if ctx.exact_dedup:
             record["exact"] = exact_key(code)
         if ctx.near_dedup:
-            record["minhash"] = minhash_values(code, ctx.num_perm, ctx.ngram)
+            record["minhash"] = minhash_values(code, ctx.num_perm, ctx.ngram).tobytes()
         records.append(record)
     return records
 

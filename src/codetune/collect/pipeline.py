@@ -112,7 +112,7 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
     if ctx.near_dedup:
         from codetune.collect.dedup import minhash_values
 
-        record["minhash"] = minhash_values(text, ctx.num_perm, ctx.ngram)
+        record["minhash"] = minhash_values(text, ctx.num_perm, ctx.ngram).tobytes()  # cheap to pickle
     return record
 
 
@@ -228,7 +228,7 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
     pool = None
     results: list[tuple[Any, list[dict[str, Any]], Counter[str]]] = []
     try:
-        for source, files, problems, sig in listed:
+        for index, (source, files, problems, sig) in enumerate(listed):
             done = work / f"source-{fingerprint(identity, source.key, sig)}.pkl"
             if done.is_file():
                 log.info("resuming: %s already processed", source.origin)
@@ -256,11 +256,12 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
                 else:
                     _init_worker(ctx, [])
                     records = [r for chunk in chunks for r in _process_chunk(chunk)]
-                work.mkdir(parents=True, exist_ok=True)
-                tmp = done.with_suffix(".tmp")
-                with tmp.open("wb") as handle:
-                    pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, done)
+                if index < len(listed) - 1:  # the last source never needs resuming from
+                    work.mkdir(parents=True, exist_ok=True)
+                    tmp = done.with_suffix(".tmp")
+                    with tmp.open("wb") as handle:
+                        pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                    os.replace(tmp, done)
             for record in records:
                 record["source"] = source.origin
             results.append((source, records, problems))

@@ -318,7 +318,10 @@ def build(cfg: BuildConfig) -> StageResult:
         dropped["no_target"] += fmt.skipped
     decontam = _decontaminate(cfg, parts, dropped)
 
-    num_proc = cfg.num_proc or (min(os.cpu_count() or 1, 8) if len(docs) >= 2000 else None)
+    # Batched tokenization already uses the tokenizer's threads; worker processes only pay off with
+    # many cores (and then mostly for the Python-heavy builders: units, windows, FIM).
+    cpus = os.cpu_count() or 1
+    num_proc = cfg.num_proc or (min(cpus // 2, 8) if cpus >= 8 and len(docs) >= 2000 else None)
     encode_opts = {
         "max_length": cfg.max_length,
         "max_target_length": cfg.seq2seq.max_target_length or cfg.max_length,

@@ -16,11 +16,11 @@ def group_key(doc: dict[str, Any], by: str) -> str:
 
 
 def resolve_split_by(docs: list[dict[str, Any]], split_by: str) -> str:
-    """``auto``: by repository when there are at least three, else by file."""
+    """``auto``: by repository when there are at least three and none holds half the files, else by file."""
     if split_by != "auto":
         return split_by
-    repos = {doc.get("repo") or "" for doc in docs}
-    return "repo" if len(repos) >= 3 else "file"
+    sizes = Counter(doc.get("repo") or "" for doc in docs)
+    return "repo" if len(sizes) >= 3 and max(sizes.values()) < len(docs) / 2 else "file"
 
 
 def assign_splits(
@@ -39,9 +39,9 @@ def assign_splits(
         remaining = len(groups) - index
         choice = "train"
         for split in ("test", "valid"):
-            wanted = targets[split] > 0 and (
-                filled[split] == 0 or filled[split] + sizes[group] / 2 <= targets[split]
-            )
+            # The first group always goes in (so a small split is not left empty) unless it is huge.
+            first = filled[split] == 0 and sizes[group] <= max(2 * targets[split], 1)
+            wanted = targets[split] > 0 and (first or filled[split] + sizes[group] / 2 <= targets[split])
             # Always keep at least one group for train.
             if wanted and filled[split] < targets[split] and remaining > 1:
                 choice = split

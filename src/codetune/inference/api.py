@@ -62,7 +62,12 @@ class CodeModel:
         return self.generate([prefix], [suffix], **params)[0]
 
     def generate(
-        self, prefixes: list[str], suffixes: list[str | None] | None = None, *, batch_size: int = 32, **params: Any
+        self,
+        prefixes: list[str],
+        suffixes: list[str | None] | None = None,
+        *,
+        batch_size: int = 32,
+        **params: Any,
     ) -> list[list[str]]:
         """Complete many prompts in length-sorted batches; one list of ``n`` texts per prompt."""
         from codetune.errors import InputError

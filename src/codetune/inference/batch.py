@@ -70,7 +70,9 @@ def done_ids(path: Path, id_field: str) -> set[str]:
             try:
                 ids.add(json.dumps(json.loads(line)[id_field]))
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{path} has a line that is not a result row; remove it or pick another --out") from None
+                raise InputError(
+                    f"{path} has a line that is not a result row; remove it or pick another --out"
+                ) from None
     return ids
 
 

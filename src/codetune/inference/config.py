@@ -13,7 +13,9 @@ from codetune.config import StrictModel
 class GenerateConfig(StrictModel):
     """Generate completions for a JSONL file of prompts."""
 
-    model: str = Field("tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model.")
+    model: str = Field(
+        "tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model."
+    )
     adapter: Path | None = Field(None, description="Run folder (or adapter folder) applied unmerged.")
     input: Path | None = Field(None, description="JSONL file, one object per line with a prompt field.")
     out: Path | None = Field(None, description="JSONL file of results; resumed (ids already done skipped).")

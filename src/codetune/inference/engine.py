@@ -8,6 +8,7 @@ stop checks. Batch inference (``generate_file``), the Python API and the server 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -330,6 +331,10 @@ class _Monitor:
 
 
 def _stop_token_ids(tokenizer: Any) -> set[int]:
+    """EOS plus the family's end-of-infill token (CodeLlama's ▁<EOT>); cached on the tokenizer."""
+    cached = getattr(tokenizer, "_codetune_stop_ids", None)
+    if cached is not None:
+        return cached
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     from codetune.modeling.special_tokens import fim_tokens
 
@@ -338,6 +343,8 @@ def _stop_token_ids(tokenizer: Any) -> set[int]:
         eot = tokenizer.convert_tokens_to_ids(fim.eot)
         if isinstance(eot, int) and eot != tokenizer.unk_token_id:
             ids.add(eot)
+    with contextlib.suppress(AttributeError):
+        tokenizer._codetune_stop_ids = ids
     return ids
 
 

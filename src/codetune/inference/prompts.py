@@ -43,27 +43,27 @@ def _tok(tokenizer: Any, token: str) -> int:
 @register_layout("psm")
 def psm(tokenizer: Any, fim: FimTokens, prefix: str, suffix: str) -> list[int]:
     """<prefix>PREFIX<suffix>SUFFIX<middle>: StarCoder, SantaCoder, Qwen-Coder, codetune's added tokens."""
-    return (
-        [_tok(tokenizer, fim.prefix)]
-        + _ids(tokenizer, prefix)
-        + [_tok(tokenizer, fim.suffix)]
-        + _ids(tokenizer, suffix)
-        + [_tok(tokenizer, fim.middle)]
-    )
+    return [
+        _tok(tokenizer, fim.prefix),
+        *_ids(tokenizer, prefix),
+        _tok(tokenizer, fim.suffix),
+        *_ids(tokenizer, suffix),
+        _tok(tokenizer, fim.middle),
+    ]
 
 
 @register_layout("codellama")
 def codellama(tokenizer: Any, fim: FimTokens, prefix: str, suffix: str) -> list[int]:
     """BOS ▁<PRE> PREFIX ▁<SUF> SUFFIX ▁<MID>, as CodeLlama was trained (suffix with a leading space)."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return (
-        bos
-        + [_tok(tokenizer, fim.prefix)]
-        + _ids(tokenizer, prefix)
-        + [_tok(tokenizer, fim.suffix)]
-        + _ids(tokenizer, " " + suffix if suffix else suffix)
-        + [_tok(tokenizer, fim.middle)]
-    )
+    return [
+        *bos,
+        _tok(tokenizer, fim.prefix),
+        *_ids(tokenizer, prefix),
+        _tok(tokenizer, fim.suffix),
+        *_ids(tokenizer, " " + suffix if suffix else suffix),
+        _tok(tokenizer, fim.middle),
+    ]
 
 
 @register_layout("deepseek")

@@ -14,6 +14,7 @@ from codetune.serve.serving import OpenAIServing, ServingError, parse
 
 logger = logging.getLogger(__name__)
 
+
 def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> OpenAIServing:
     """Load the model (base + adapter, unmerged) and start its batcher."""
     from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
@@ -31,6 +32,7 @@ def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) ->
         tokenizer,
         max_batch_size=cfg.max_batch_size,
         wait_s=cfg.batch_wait_ms / 1000,
+        regroup_s=cfg.batch_regroup_ms / 1000,
         max_queue=cfg.max_queue,
     )
     batcher.start()
@@ -68,7 +70,9 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("request failed")
-        return error_response(ServingError(500, f"internal error: {type(error).__name__}", type="server_error"))
+        return error_response(
+            ServingError(500, f"internal error: {type(error).__name__}", type="server_error")
+        )
 
     def guard(request: Request) -> None:
         """401 without the key (when one is set), 413 for a declared body over the limit."""
@@ -87,13 +91,17 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
         async for part in request.stream():
             data += part
             if len(data) > cfg.max_body_bytes:
-                raise ServingError(413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large")
+                raise ServingError(
+                    413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large"
+                )
         return data
 
     def respond(result: dict[str, Any] | AsyncIterator[str]) -> Any:
         if isinstance(result, dict):
             return JSONResponse(result)
-        return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:

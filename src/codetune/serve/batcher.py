@@ -28,10 +28,19 @@ class Batcher:
     """Owns the model in one worker thread and runs queued sequences in shared batches."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, max_batch_size: int = 16, wait_s: float = 0.005, max_queue: int = 64
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_size: int = 16,
+        wait_s: float = 0.005,
+        max_queue: int = 64,
+        regroup_s: float = 0.02,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.wait_s, self.max_queue = max_batch_size, wait_s, max_queue
+        self.regroup_s = regroup_s
+        self._expected = 1
         self._pending: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._slots: set[Sequence] = set()
@@ -109,12 +118,18 @@ class Batcher:
                 self._cond.wait(timeout=0.5)
             if self._stopping:
                 return []
-            deadline = time.monotonic() + self.wait_s
+            # Clients of the last batch come back at slightly different times: wait a little longer for
+            # them and those queued meanwhile, so that they do not split into small alternating batches.
+            target = min(self.max_batch_size, max(self._expected, 1))
+            begin = time.monotonic()
             while len(self._pending) < self.max_batch_size and not self._stopping:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                waited = time.monotonic() - begin
+                if waited >= self.wait_s + self.regroup_s or (
+                    waited >= self.wait_s and len(self._pending) >= target
+                ):
                     break
-                self._cond.wait(timeout=left)
+                limit = self.wait_s if len(self._pending) >= target else self.wait_s + self.regroup_s
+                self._cond.wait(timeout=max(limit - waited, 0.0005))
             key = self._pending[0].params.group_key()
             batch, rest = [], deque()
             while self._pending:
@@ -144,6 +159,8 @@ class Batcher:
                         if seq.on_done is not None:
                             seq.on_done(seq)
             with self._cond:
+                # Closed-loop clients of this batch come back soon, next to those already queued.
+                self._expected = len(batch) + len(self._pending)
                 self.batches += 1
                 self.sequences += len(batch)
                 self.tokens += sum(len(seq.tokens) for seq in batch)

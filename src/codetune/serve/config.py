@@ -12,7 +12,9 @@ from codetune.config import StrictModel
 class ServeConfig(StrictModel):
     """Serve a model over an OpenAI-compatible HTTP API."""
 
-    model: str = Field("tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model.")
+    model: str = Field(
+        "tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model."
+    )
     adapter: Path | None = Field(None, description="Run folder (or adapter folder) served unmerged.")
     served_name: str | None = Field(None, description="Model id reported by /v1/models (default: --model).")
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server to the network.")
@@ -21,10 +23,15 @@ class ServeConfig(StrictModel):
     device: str | None = Field(None, description="cuda, mps or cpu (default: the best available).")
     max_batch_size: int = Field(16, gt=0, description="Most sequences sharing one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits for company.")
+    batch_regroup_ms: float = Field(
+        200.0, ge=0, description="Most extra wait for the last batch's clients to come back (closed loops)."
+    )
     max_queue: int = Field(64, gt=0, description="Sequences queued or running before 503.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body (413 above).")
     max_tokens_limit: int = Field(2048, gt=0, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(16, gt=0, description="max_tokens when a request gives none.")
-    context_length: int | None = Field(None, gt=0, description="Prompt + completion limit (default: model's).")
+    context_length: int | None = Field(
+        None, gt=0, description="Prompt + completion limit (default: model's)."
+    )
     postprocess: bool = Field(True, description="Line/block clean-up of FIM completions (per request too).")
     log_level: str = Field("info", description="uvicorn log level.")

@@ -36,7 +36,9 @@ class _Sampling(OpenAIModel):
     min_tokens: int = Field(0, ge=0)
     truncate_before_pattern: list[str] | None = None
 
-    def to_sampling_params(self, default_max_tokens: int, extra_stop: list[str] | None = None) -> SamplingParams:
+    def to_sampling_params(
+        self, default_max_tokens: int, extra_stop: list[str] | None = None
+    ) -> SamplingParams:
         """The engine settings this request asks for."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
@@ -52,7 +54,9 @@ class _Sampling(OpenAIModel):
             truncate_before_pattern=list(self.truncate_before_pattern or []),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
-            logprobs=getattr(self, "logprobs", None) if isinstance(getattr(self, "logprobs", None), int) else None,
+            logprobs=getattr(self, "logprobs", None)
+            if isinstance(getattr(self, "logprobs", None), int)
+            else None,
         )
 
 

@@ -40,7 +40,12 @@ class ServingError(Exception):
     """An error for the client: HTTP status + OpenAI's error body."""
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message)
@@ -89,7 +94,12 @@ class OpenAIServing:
         return ModelList(data=[ModelCard(id=self.name)]).model_dump()
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.name, "uptime_s": round(time.time() - self.started, 1), **self.batcher.stats()}
+        return {
+            "status": "ok",
+            "model": self.name,
+            "uptime_s": round(time.time() - self.started, 1),
+            **self.batcher.stats(),
+        }
 
     def copilot_token(self) -> dict[str, Any]:
         now = int(time.time())
@@ -103,7 +113,8 @@ class OpenAIServing:
             raise ServingError(400, "best_of is not supported (use n)", param="best_of")
         if request.max_tokens is not None and request.max_tokens > self.cfg.max_tokens_limit:
             raise ServingError(
-                400, f"max_tokens is {request.max_tokens}; this server allows at most {self.cfg.max_tokens_limit}",
+                400,
+                f"max_tokens is {request.max_tokens}; this server allows at most {self.cfg.max_tokens_limit}",
                 param="max_tokens",
             )
 
@@ -126,18 +137,24 @@ class OpenAIServing:
             )
 
     async def _run(
-        self, seqs: list[Sequence], disconnected: Disconnected | None
+        self, seqs: list[Sequence], disconnected: Disconnected | None, *, stream: bool = False
     ) -> AsyncIterator[tuple[str, int, str]]:
         """Queue sequences and yield ("text", i, delta) and ("done", i, "") events; cancel on exit."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
         for i, seq in enumerate(seqs):
-            seq.on_text = lambda delta, i=i: loop.call_soon_threadsafe(events.put_nowait, ("text", i, delta))
+            if stream:
+                # Only streams wake the event loop per token; others just wait for the end.
+                seq.on_text = lambda delta, i=i: loop.call_soon_threadsafe(
+                    events.put_nowait, ("text", i, delta)
+                )
             seq.on_done = lambda s, i=i: loop.call_soon_threadsafe(events.put_nowait, ("done", i, ""))
         try:
             self.batcher.submit(seqs)
         except QueueFull as error:
-            raise ServingError(503, f"server busy: {error}; retry later", type="server_error", code="queue_full") from None
+            raise ServingError(
+                503, f"server busy: {error}; retry later", type="server_error", code="queue_full"
+            ) from None
         remaining = len(seqs)
         try:
             while remaining:
@@ -150,7 +167,9 @@ class OpenAIServing:
                 if event[0] == "done":
                     remaining -= 1
                     if seqs[event[1]].error:
-                        raise ServingError(500, f"generation failed: {seqs[event[1]].error}", type="server_error")
+                        raise ServingError(
+                            500, f"generation failed: {seqs[event[1]].error}", type="server_error"
+                        )
                 yield event
         finally:
             self.batcher.cancel([s for s in seqs if not s.done] or [])
@@ -188,11 +207,13 @@ class OpenAIServing:
             if not ids and not getattr(self.model.config, "is_encoder_decoder", False):
                 ids = [self.tokenizer.eos_token_id]
             self._check_length(ids, params.max_new_tokens)
-            post = fim_postprocessor(prompt, request.suffix) if request.suffix is not None and postprocess else None
+            post = (
+                fim_postprocessor(prompt, request.suffix)
+                if request.suffix is not None and postprocess
+                else None
+            )
             for _ in range(params.n):
-                seqs.append(
-                    Sequence(ids, params, post.cut if post else None, post.finish if post else None)
-                )
+                seqs.append(Sequence(ids, params, post.cut if post else None, post.finish if post else None))
                 texts.append(text)
         return seqs, texts
 
@@ -235,24 +256,36 @@ class OpenAIServing:
             prefix = text if request.echo else ""
             choices.append(
                 CompletionChoice(
-                    text=prefix + seq.text, index=i, logprobs=self._logprobs(seq, len(prefix)), finish_reason=self._reason(seq)
+                    text=prefix + seq.text,
+                    index=i,
+                    logprobs=self._logprobs(seq, len(prefix)),
+                    finish_reason=self._reason(seq),
                 )
             )
-        return CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(exclude_none=False)
+        return CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(
+            exclude_none=False
+        )
 
     async def _stream_completions(
-        self, request: CompletionRequest, seqs: list[Sequence], texts: list[str], model: str,
+        self,
+        request: CompletionRequest,
+        seqs: list[Sequence],
+        texts: list[str],
+        model: str,
         disconnected: Disconnected | None,
     ) -> AsyncIterator[str]:
         # Queue before the first byte goes out, so that a full queue is still a plain 503.
-        run = self._run(seqs, disconnected)
+        run = self._run(seqs, disconnected, stream=True)
         first = await _first(run)
         response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
         def chunk(index: int, text: str, reason: str | None) -> str:
             body = {
-                "id": response_id, "object": "text_completion", "created": created, "model": model,
+                "id": response_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
                 "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
             }
             return f"data: {json.dumps(body)}\n\n"
@@ -271,8 +304,14 @@ class OpenAIServing:
                         yield chunk(i, "", self._reason(seqs[i]))
                 include_usage = bool((request.stream_options or {}).get("include_usage"))
                 if include_usage:
-                    body = {"id": response_id, "object": "text_completion", "created": created, "model": model,
-                            "choices": [], "usage": self._usage(seqs).model_dump()}
+                    body = {
+                        "id": response_id,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": self._usage(seqs).model_dump(),
+                    }
                     yield f"data: {json.dumps(body)}\n\n"
                 yield "data: [DONE]\n\n"
             except ServingError as error:
@@ -314,13 +353,15 @@ class OpenAIServing:
     async def _stream_chat(
         self, seqs: list[Sequence], model: str, disconnected: Disconnected | None
     ) -> AsyncIterator[str]:
-        run = self._run(seqs, disconnected)
+        run = self._run(seqs, disconnected, stream=True)
         first = await _first(run)
         response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def chunk(index: int, delta: ChatDelta, reason: str | None = None) -> str:
             body = ChatCompletionChunk(
-                id=response_id, model=model, choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=reason)]
+                id=response_id,
+                model=model,
+                choices=[ChatChunkChoice(index=index, delta=delta, finish_reason=reason)],
             )
             return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 

@@ -40,6 +40,9 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where the device supports it, else fp32."
     )
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flash-attention (varlen packing) when installed with CUDA, else sdpa."
+    )
     gradient_checkpointing: bool = False
     completion_only: bool = Field(
         True, description="Loss only where the dataset's loss_mask is 1 (else on every non-pad token)."

@@ -107,6 +107,10 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
     import torch.nn.functional as F
 
     labels = batch["labels"]
+    if "position_ids" in batch and labels.shape[0] > 1 and _uses_flash(model):
+        # flash-attention's varlen path reads document boundaries only from a single row: flatten.
+        batch = {key: value.reshape(1, -1) for key, value in batch.items()}
+        labels = batch["labels"]
     if seq2seq:
         # Decoder inputs shifted by hand: passing labels would make peft's AdaLoRA add its own penalty.
         config = model.config
@@ -128,6 +132,30 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
         reduction="sum",
     )
     return loss, int((targets != IGNORE).sum())
+
+
+def _uses_flash(model: Any) -> bool:
+    return str(getattr(model.config, "_attn_implementation", "")).startswith("flash")
+
+
+def choose_attention(model: Any, wanted: str, precision: str) -> None:
+    """Switch to flash-attention when asked, or on 'auto' when it is installed and usable."""
+    import torch
+
+    if wanted == "auto":
+        usable = torch.cuda.is_available() and precision in {"bf16", "fp16"}
+        if not (usable and importlib.util.find_spec("flash_attn")):
+            return
+        wanted = "flash_attention_2"
+        try:
+            model.set_attn_implementation(wanted)
+        except (ImportError, ValueError) as error:  # e.g. T5 has no flash-attention path
+            logger.info("flash-attention not used: %s", str(error).splitlines()[0])
+        return
+    try:
+        model.set_attn_implementation(wanted)
+    except (ImportError, ValueError) as error:
+        raise ConfigError(f"attention {wanted!r} is not usable here: {str(error).splitlines()[0]}") from None
 
 
 def target_count(batch: dict[str, Any], seq2seq: bool) -> int:
@@ -336,6 +364,7 @@ def train(cfg: TrainConfig) -> StageResult:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))  # the dataset added tokens (FIM sentinels)
     model.config.use_cache = False
+    choose_attention(model, cfg.attention, precision)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if method.peft:

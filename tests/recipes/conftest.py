@@ -1,0 +1,17 @@
+"""The recipe tests: every example recipe end to end on tiny presets and small local fixtures."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # recipe_helpers, recipe_fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _two_threads() -> None:
+    import torch
+
+    torch.set_num_threads(2)

@@ -1,0 +1,74 @@
+"""examples/elm-completion.yaml: fake GitHub search -> parser-checked Elm -> syntax units -> LoRA(q,v) -> prompts."""
+
+from __future__ import annotations
+
+from recipe_fixtures import elm_file, fake_github, make_git_repo
+from recipe_helpers import EXAMPLES, TINY_EVAL, TINY_TRAIN, check_run_folder, read_json, run
+
+
+def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
+    repos = []
+    for r in range(2):
+        files = {f"src/Page{r}{i}.elm": elm_file(r * 10 + i) for i in range(5)}
+        files["src/Mail.elm"] = "Received: from mx.example.org\n" + "0.5 1.5 2.5 3.5\n" * 6  # not Elm at all
+        files["elm-stuff/Cached.elm"] = elm_file(90 + r)  # a skipped folder
+        repos.append(make_git_repo(tmp_path / "remote" / f"elm-app-{r}", files))
+    server, api = fake_github(repos)
+    monkeypatch.delenv("GITHUB_API_URL", raising=False)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    work = tmp_path / "work"
+    try:
+        results = run(
+            "elm-completion.yaml",
+            work,
+            f"collect.github_api={api}",
+            f"collect.cache_dir={tmp_path / 'cache'}",
+            "collect.workers=1",
+            "build.model=tiny-starcoder2",
+            "build.max_length=64",
+            "build.valid_fraction=0.3",
+            "build.test_fraction=0.3",
+            "build.num_proc=1",
+            "train.model=tiny-starcoder2",
+            "train.method=lora",  # QLoRA needs CUDA
+            f"eval.prompts={EXAMPLES / 'elm-prompts.json'}",
+            "eval.n=2",
+            *TINY_TRAIN,
+            *TINY_EVAL,
+        )
+    finally:
+        server.shutdown()
+    assert list(results) == ["collect", "build", "train", "merge", "eval"]
+    assert any(
+        "language%3Aelm" in call or "language:elm" in call
+        for call in __import__("recipe_fixtures").FakeGitHub.calls
+    )
+
+    corpus = read_json(work / "corpus" / "manifest.json")
+    assert corpus["totals"]["files_kept"] == 10, corpus["counts"]
+    assert corpus["counts"]["dropped"]["not_language"]["files"] == 2, corpus["counts"]
+
+    stats = read_json(work / "dataset" / "stats.json")
+    assert stats["format"] == "units"
+    from datasets import load_from_disk
+
+    train_rows = load_from_disk(str(work / "dataset"))["train"]
+    texts = train_rows["text"]
+    assert texts and not any(t.lstrip().startswith(("import ", "module ", "--")) for t in texts), texts[:5]
+    assert not any("helpers" in t for t in texts)  # the `-- ... helpers` comments are gone
+
+    manifest = check_run_folder(work / "run")
+    assert (work / "run" / "adapter" / "adapter_config.json").is_file()
+    adapter = read_json(work / "run" / "adapter" / "adapter_config.json")
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"] and adapter["r"] == 8, adapter
+    assert manifest["method"] == "lora"
+    assert (work / "merged" / "config.json").is_file()
+
+    report = read_json(work / "report" / "report.json")
+    assert set(report["models"]) == {"base", "tuned"}
+    prompts = report["tasks"]["prompts"]
+    assert prompts["n"] == 2 and prompts["prompts"] == 7
+    for name in ("base", "tuned"):
+        assert prompts["models"][name]["generations"] == 14
+        assert 0.0 <= report["models"][name]["prompts_syntax_valid"] <= 1.0
+    print({k: v for k, v in report.items() if k != "rows"})

@@ -1,0 +1,47 @@
+"""docs/recipe-reference.md is generated from the pydantic models: it must match them exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "recipe-reference.md"
+
+
+def test_recipe_reference_is_up_to_date():
+    from codetune.reference import render_recipe_reference
+
+    expected = render_recipe_reference()
+    assert DOC.is_file(), (
+        "docs/recipe-reference.md is missing: python -m codetune.reference > docs/recipe-reference.md"
+    )
+    assert DOC.read_text(encoding="utf-8") == expected, (
+        "docs/recipe-reference.md is stale; regenerate it: python -m codetune.reference > docs/recipe-reference.md"
+    )
+
+
+def test_reference_names_every_stage_and_field():
+    from codetune.config import STAGES, _stage_models
+    from codetune.reference import render_recipe_reference
+
+    text = render_recipe_reference()
+    for stage in STAGES:
+        assert f"## `{stage}`" in text
+    for model in _stage_models().values():
+        for name in model.model_fields:
+            assert f"| `{name}` |" in text, (model.__name__, name)
+
+
+def test_every_example_recipe_loads_and_says_how_to_run_it():
+    from codetune.config import load_recipe
+
+    examples = sorted((DOC.parents[1] / "examples").glob("*.yaml"))
+    assert {p.name for p in examples} >= {
+        "airscript-assistant.yaml",
+        "kotlin-completion.yaml",
+        "elm-completion.yaml",
+        "intent-rewriting.yaml",
+        "copilot-server.yaml",
+    }
+    for path in examples:
+        assert path.read_text().startswith("#") and f"codetune run examples/{path.name}" in path.read_text()
+        load_recipe(path)
