@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=96)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 

@@ -86,12 +86,33 @@ def test_overlong_files_are_trimmed_or_dropped_and_counted(tmp_path: Path) -> No
     rows = corpus_rows()
     rows.append({**rows[0], "path": "src/short.py", "repo": "repo9", "content": "x = 1\n"})
     corpus = write_corpus(tmp_path / "corpus", rows)
-    _, trimmed, stats = run_build(corpus, tmp_path / "t", fim_rate=0.0, max_length=64)
+    _, trimmed, stats = run_build(corpus, tmp_path / "t", fim_rate=0.0, max_length=64, overlong="trim")
     assert stats["trimmed"] == sum(stats["splits"][s]["examples"] for s in trimmed) - 1
     assert max(len(ids) for s in trimmed for ids in trimmed[s]["input_ids"]) == 64
     _, dropped, stats = run_build(corpus, tmp_path / "d", fim_rate=0.0, max_length=64, overlong="drop")
     assert stats["dropped"]["too_long"] > 0 and stats["trimmed"] == 0
     assert [row["path"] for s in dropped for row in dropped[s]] == ["src/short.py"]
+
+
+def test_overlong_files_are_split_into_blocks_that_rebuild_the_file(tmp_path: Path) -> None:
+    rows = corpus_rows()
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, blocks, stats = run_build(
+        corpus, tmp_path / "s", fim_rate=0.0, max_length=48, valid_fraction=0.0, test_fraction=0.0
+    )
+    assert stats["trimmed"] == 0 and stats["dropped"]["too_long"] == 0
+    train = blocks["train"]
+    assert max(len(ids) for ids in train["input_ids"]) <= 48
+    by_path: dict[str, list[str]] = {}
+    for row in train:
+        by_path.setdefault(row["path"], []).append(row["text"])
+    originals = {row["path"]: row["content"] for row in rows}
+    assert any(len(pieces) > 1 for pieces in by_path.values())
+    for path, pieces in by_path.items():
+        assert "".join(pieces) == originals[path], path
+    # Blocks end at a line end whenever one falls in the block's second half.
+    inner = [piece for pieces in by_path.values() for piece in pieces[:-1]]
+    assert any(piece.endswith("\n") for piece in inner)
 
 
 def test_worker_processes_give_the_same_dataset(tmp_path: Path) -> None:

@@ -173,7 +173,13 @@ def test_prompt_completion_rows_stay_left_to_right(corpus: Path, tmp_path: Path,
 
 def test_fim_on_an_overlong_file_uses_the_part_that_fits(corpus: Path, tmp_path: Path, tokenizer) -> None:
     _, dataset, stats = run_build(
-        corpus, tmp_path / "ds", fim_rate=1.0, fim_spm_rate=0.0, max_length=64, decontam={"minhash": False}
+        corpus,
+        tmp_path / "ds",
+        fim_rate=1.0,
+        fim_spm_rate=0.0,
+        max_length=64,
+        overlong="trim",
+        decontam={"minhash": False},
     )
     ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
     for _, row in all_rows(dataset):

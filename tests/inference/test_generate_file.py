@@ -53,7 +53,6 @@ def test_generate_keeps_fields_and_resumes_without_redoing(tmp_path):
     assert {r["id"]: r["completion"] for r in resumed} == {r["id"]: r["completion"] for r in results}
 
 
-@pytest.mark.slow
 def test_generate_resumes_after_sigkill(tmp_path):
     write_prompts(tmp_path / "in.jsonl", 24)
     out = tmp_path / "out.jsonl"

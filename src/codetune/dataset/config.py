@@ -109,8 +109,10 @@ class BuildConfig(StrictModel):
     model: str = Field("tiny-gpt-bigcode", description="Model or tokenizer whose tokenizer is used.")
     out: Path | None = Field(None, description="Dataset folder (default: WORKDIR/dataset).")
     max_length: int = Field(512, gt=8, description="Maximum tokens per example.")
-    overlong: Literal["trim", "drop"] = Field(
-        "trim", description="What to do with examples over max_length (counted either way)."
+    overlong: Literal["split", "trim", "drop"] = Field(
+        "split",
+        description="Examples over max_length: split (files and code_json: cut into consecutive blocks "
+        "at line ends, nothing lost; other formats trim), trim, or drop (counted either way).",
     )
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)

@@ -74,13 +74,49 @@ def _empty(columns: list[str]) -> Batch:
 # --- files -------------------------------------------------------------------------------------------
 
 
+def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_length: int) -> Batch:
+    """Cut texts longer than ``max_length`` tokens (EOS included) into consecutive blocks.
+
+    Blocks end at a line end when one falls in the block's second half, so no line is torn apart
+    without need; joined back in order they give the text exactly. Other columns are repeated.
+    """
+    out: Batch = {name: [] for name in columns}
+    room = max_length - 1
+    encoded = tokenizer(batch["text"], add_special_tokens=False, return_offsets_mapping=True)
+    for row, text in enumerate(batch["text"]):
+        offsets = encoded["offset_mapping"][row]
+        if len(offsets) <= room:
+            pieces = [text]
+        else:
+            pieces, start_token, start_char = [], 0, 0
+            while start_token < len(offsets):
+                end_token = min(start_token + room, len(offsets))
+                if end_token < len(offsets):
+                    for cut in range(end_token, start_token + room // 2, -1):
+                        if text[offsets[cut - 1][1] - 1 : offsets[cut - 1][1]] == "\n":
+                            end_token = cut
+                            break
+                end_char = offsets[end_token][0] if end_token < len(offsets) else len(text)
+                pieces.append(text[start_char:end_char])
+                start_token, start_char = end_token, end_char
+        for piece in pieces:
+            if not piece.strip():
+                continue
+            for name in columns:
+                out[name].append(piece if name == "text" else batch[name][row])
+    return out
+
+
 @register_format("files")
 class Files(Format):
-    """Whole files: ``text`` is the file; packing happens at train time."""
+    """Whole files: ``text`` is the file, or blocks of it with ``overlong=split``; packed at train time."""
 
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
         keep = [i for i, text in enumerate(batch["text"]) if text.strip()]
-        return {name: [batch[name][i] for i in keep] for name in self.columns()}
+        rows = {name: [batch[name][i] for i in keep] for name in self.columns()}
+        if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
+            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+        return rows
 
 
 # --- windows -----------------------------------------------------------------------------------------
@@ -450,4 +486,7 @@ class CodeJson(Format):
         return docs
 
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
-        return {name: batch[name] for name in self.columns()}
+        rows = {name: batch[name] for name in self.columns()}
+        if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
+            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+        return rows

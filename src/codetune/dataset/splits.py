@@ -40,7 +40,7 @@ def assign_splits(
         choice = "train"
         for split in ("test", "valid"):
             # The first group always goes in (so a small split is not left empty) unless it is huge.
-            first = filled[split] == 0 and sizes[group] <= max(2 * targets[split], 1)
+            first = filled[split] == 0 and sizes[group] <= max(2 * targets[split], total / 3)
             wanted = targets[split] > 0 and (first or filled[split] + sizes[group] / 2 <= targets[split])
             # Always keep at least one group for train.
             if wanted and filled[split] < targets[split] and remaining > 1:
