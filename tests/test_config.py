@@ -3,10 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import assert_clean_error, run_cli
 
 from codetune.config import load_recipe
 from codetune.errors import ConfigError, InputError
-from tests.conftest import assert_clean_error, run_cli
 
 RECIPE = """\
 # codetune run recipe.yaml
@@ -60,7 +60,7 @@ def test_bad_value_is_named(tmp_path):
 
 
 def test_malformed_and_missing(tmp_path):
-    with pytest.raises(ConfigError, match="malformed YAML.*line"):
+    with pytest.raises(ConfigError, match=r"malformed YAML.*line"):
         load_recipe(write(tmp_path, "train: {model: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping"):
         load_recipe(write(tmp_path, "- a\n- b\n"))

@@ -3,12 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.conftest import assert_clean_error
 
 from codetune.errors import ModelLoadError
 from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
 from codetune.modeling.presets import PRESETS
 from codetune.modeling.special_tokens import FAMILIES, ensure_fim_tokens, fim_tokens
-from tests.conftest import assert_clean_error, run_cli
 
 EXPECTED_TYPES = {
     "tiny-gpt-bigcode": "GPTBigCodeForCausalLM",

@@ -45,3 +45,25 @@ def test_every_example_recipe_loads_and_says_how_to_run_it():
     for path in examples:
         assert path.read_text().startswith("#") and f"codetune run examples/{path.name}" in path.read_text()
         load_recipe(path)
+
+
+def test_docs_links_point_at_existing_files_and_headings():
+    import re
+
+    root = DOC.parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            found = (page.parent / path).resolve()
+            assert found.exists(), f"{page.name}: broken link {target}"
+            if anchor and found.suffix == ".md":
+                headings = {
+                    re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                    for line in found.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("#")
+                }
+                assert anchor in headings, f"{page.name}: no heading #{anchor} in {path}"

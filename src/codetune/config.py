@@ -91,10 +91,16 @@ class LanguageSpec(StrictModel):
 
     name: str = Field(description="Name used by `--language` and `collect.language`.")
     extensions: list[str] = Field(description="File extensions, e.g. ['.elm'].")
-    grammar: str | None = Field(None, description="tree-sitter-language-pack grammar name (None: no parse check).")
+    grammar: str | None = Field(
+        None, description="tree-sitter-language-pack grammar name (None: no parse check)."
+    )
     line_comment: str | None = Field(None, description="Line comment marker, e.g. '--'.")
-    block_comment: tuple[str, str] | None = Field(None, description="Block comment open/close, e.g. ['{-', '-}'].")
-    unit_types: list[str] = Field(default_factory=list, description="tree-sitter node types cut as syntax units.")
+    block_comment: tuple[str, str] | None = Field(
+        None, description="Block comment open/close, e.g. ['{-', '-}']."
+    )
+    unit_types: list[str] = Field(
+        default_factory=list, description="tree-sitter node types cut as syntax units."
+    )
 
 
 def _stage_models() -> dict[str, type[BaseModel]]:

@@ -87,6 +87,7 @@ def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[St
                 max_length=max_length,
                 valid_fraction=0.01,
                 test_fraction=0.01,
+                fim_rate=0.0,
             )
         )
     )
@@ -100,7 +101,9 @@ def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[St
                 max_steps=pretrain_steps,
                 lr=2e-3,
                 warmup_ratio=0.05,
-                batch_tokens=4096,
+                batch_tokens=2048,
+                pack_length=max_length,
+                eval_max_batches=4,
                 eval_every=max(pretrain_steps, 1),
                 save_every=max(pretrain_steps // 2, 1),
                 resume=run.exists(),
@@ -123,7 +126,7 @@ def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -
 
     started = time.monotonic()
     out = Path(out)
-    pretrain_steps = _int_env("CODETUNE_QUICKSTART_PRETRAIN_STEPS", 300)
+    pretrain_steps = _int_env("CODETUNE_QUICKSTART_PRETRAIN_STEPS", 200)
     adapt_steps = _int_env("CODETUNE_QUICKSTART_ADAPT_STEPS", 120)
     samples = _int_env("CODETUNE_QUICKSTART_SAMPLES", 150)
     max_length = 256
@@ -143,6 +146,7 @@ def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -
                 valid_fraction=0.1,
                 test_fraction=0.2,
                 seed=0,
+                fim_rate=0.0,
             )
         )
     )
@@ -158,6 +162,8 @@ def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -
                 lora_r=16,
                 lora_alpha=32,
                 batch_tokens=2048,
+                pack_length=max_length,
+                eval_max_batches=8,
                 eval_every=max(adapt_steps // 4, 1),
                 save_every=adapt_steps,
             )

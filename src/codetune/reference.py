@@ -37,8 +37,14 @@ def _default(field: Any) -> str:
 
 
 def _section(title: str, model: type[BaseModel]) -> list[str]:
-    lines = [f"## `{title}`", "", (model.__doc__ or "").strip(), "", "| key | type | default | meaning |",
-             "|---|---|---|---|"]
+    lines = [
+        f"## `{title}`",
+        "",
+        (model.__doc__ or "").strip(),
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {description} |")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,28 @@ def _stage_function(name: str) -> Callable[[Any], StageResult]:
     return serve
 
 
+def _replacing(out: Path | None, work: Callable[[], Any]) -> Any:
+    """Run a stage whose earlier output (made by a recipe, with other settings) it replaces.
+
+    The old output is set aside, not deleted, until the new one is complete: a failed rerun puts it back.
+    """
+    if out is None or recorded_fingerprint(out) is None:
+        return work()
+    aside = out.with_name(f".{out.name}.previous")
+    if aside.exists():
+        shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
+    os.replace(out, aside)
+    try:
+        result = work()
+    except BaseException:
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(aside, out)
+        raise
+    shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
+    return result
+
+
 def _stage_out(name: str, cfg: Any) -> Path | None:
     return None if name == "serve" else Path(cfg.out)
 
@@ -180,7 +204,7 @@ def run_recipe(
             logger.info("%s: unchanged, skipping", name)
             results.append(StageResult(name, out, {"fingerprint": upstream}, skipped=True))
             continue
-        result = _stage_function(name)(cfg)
+        result = _replacing(out, lambda cfg=cfg, name=name: _stage_function(name)(cfg))
         if out is not None:
             record_fingerprint(out, upstream)
         if isinstance(result, StageResult):

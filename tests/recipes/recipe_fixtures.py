@@ -274,3 +274,18 @@ def fake_github(repos: list[Path]) -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def codexglue_method(path: Path, count: int = 3) -> Path:
+    """A CodeXGLUE method-generation-shaped file: signature, docstring, body (CodeXGLUE token text)."""
+    rows = []
+    for i in range(count):
+        a, b = _names(i + 6000, 2)
+        rows.append(
+            {
+                "signature": f"def {a} ( {b} ) :",
+                "docstring": f"Return {b} plus {i} .",
+                "body": f"return {b} + {i}",
+            }
+        )
+    return write_jsonl(path, rows)

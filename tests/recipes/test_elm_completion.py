@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recipe_fixtures import elm_file, fake_github, make_git_repo
+from recipe_fixtures import FakeGitHub, elm_file, fake_github, make_git_repo
 from recipe_helpers import EXAMPLES, TINY_EVAL, TINY_TRAIN, check_run_folder, read_json, run
 
 
@@ -39,9 +39,8 @@ def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert list(results) == ["collect", "build", "train", "merge", "eval"]
-    assert any(
-        "language%3Aelm" in call or "language:elm" in call
-        for call in __import__("recipe_fixtures").FakeGitHub.calls
+    assert any("language%3Aelm" in call or "language:elm" in call for call in FakeGitHub.calls), (
+        FakeGitHub.calls
     )
 
     corpus = read_json(work / "corpus" / "manifest.json")
@@ -71,4 +70,7 @@ def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
     for name in ("base", "tuned"):
         assert prompts["models"][name]["generations"] == 14
         assert 0.0 <= report["models"][name]["prompts_syntax_valid"] <= 1.0
+        per_prompt = [r for r in report["rows"] if r["task"] == "prompts" and r["model"] == name]
+        assert len(per_prompt) == 7 and all(r["successes"] + r["fails"] == 2 for r in per_prompt), per_prompt
+    assert "Per prompt" in (work / "report" / "report.md").read_text()  # the write-up's success table
     print({k: v for k, v in report.items() if k != "rows"})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from recipe_fixtures import kotlin_repo
+from recipe_fixtures import codexglue_method, kotlin_repo
 from recipe_helpers import EXAMPLES, TINY_EVAL, TINY_TRAIN, check_report, check_run_folder, read_json, run
 
 
 def test_kotlin_recipe_end_to_end(tmp_path):
     repo = kotlin_repo(tmp_path / "kotlin-repo")
+    benchmark = codexglue_method(tmp_path / "codexglue-method-test.jsonl")
     work = tmp_path / "work"
     results = run(
         "kotlin-completion.yaml",
@@ -25,6 +26,7 @@ def test_kotlin_recipe_end_to_end(tmp_path):
         "build.test_fraction=0.2",
         "train.model=tiny-phi",
         "train.method=lora",  # QLoRA needs CUDA; the recipe's own method is checked below
+        f"eval.benchmark={benchmark}",
         *TINY_TRAIN,
         *TINY_EVAL,
     )
@@ -48,6 +50,10 @@ def test_kotlin_recipe_end_to_end(tmp_path):
     check_run_folder(work / "run")
     assert (work / "merged" / "config.json").is_file()
     report = check_report(work / "report", {"base", "tuned"}, {"edit_sim", "bleu"})
+    assert set(report["tasks"]) >= {"completion", "benchmark"}, report["tasks"].keys()
+    for name in ("base", "tuned"):  # the base-vs-tuned table: CodeXGLUE ES and BLEU on both tasks
+        for task in ("completion", "benchmark"):
+            assert {"edit_sim", "bleu"} <= set(report["tasks"][task]["models"][name]), (task, name)
     print(json.dumps(report, indent=1)[:3000])
 
 

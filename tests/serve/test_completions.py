@@ -124,7 +124,9 @@ def test_n_choices_sampled_with_a_seed(server, client):
     assert [c.index for c in first.choices] == [0, 1, 2]
     assert [c.text for c in first.choices] == [c.text for c in again.choices]
     assert len({c.text for c in first.choices}) > 1
-    assert first.usage.completion_tokens == 15
+    # A sampled row may draw EOS early; one that ran to the limit has all 5 tokens.
+    full = sum(5 for c in first.choices if c.finish_reason == "length")
+    assert full <= first.usage.completion_tokens == again.usage.completion_tokens <= 15
 
 
 def test_stop_sequence_cuts_and_reports_stop(server, client):
@@ -188,7 +190,9 @@ def test_sixteen_concurrent_clients_share_batches(server, client):
     assert [r.choices[0].text for r in results] == [direct(server, p, 4).text for p in prompts]
     after = server.serving.batcher.stats()
     assert after["sequences"] - before["sequences"] >= 16
-    assert after["batches"] - before["batches"] < 16  # forward passes were shared
+    # Forward passes were shared: on average at least two rows per pass (alone: one pass per token).
+    tokens = after["tokens"] - before["tokens"]
+    assert after["batches"] - before["batches"] <= tokens / 2
 
 
 BAD_BODIES = [

@@ -293,41 +293,41 @@ class _Monitor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         last = input_ids[:, -1].tolist()
         for row, seq in enumerate(self.seqs):
-            if seq.done:
-                done[row] = True
-                continue
-            if seq.cancelled:
-                _finish(seq, "cancelled")
-                done[row] = True
-                continue
-            token = last[row]
-            if token in self.stop_ids:
-                _finish(seq, "stop")
-                done[row] = True
-                continue
-            seq.tokens.append(token)
-            if seq.params.logprobs is not None and self.recorder.last is not None:
-                logp = self.recorder.last[row]
-                seq.token_logprobs.append(float(logp[token]))
-                if seq.params.logprobs:
-                    values, ids = logp.topk(seq.params.logprobs)
-                    seq.top_logprobs.append(
-                        {self.tokenizer.decode([i]): float(v) for v, i in zip(values.tolist(), ids.tolist())}
-                    )
-            text = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
-            cut = _earliest_cut(seq, text)
-            if cut is not None:
-                seq.text = text[:cut]
-                _finish(seq, "stop")
-                done[row] = True
-                continue
-            seq.text = text
-            if len(seq.tokens) >= seq.params.max_new_tokens:
-                _finish(seq, "length")
-                done[row] = True
-                continue
-            _emit(seq, _safe_length(seq, text))
+            logp = self.recorder.last[row] if self.recorder is not None and self.recorder.last is not None else None
+            done[row] = advance(seq, last[row], self.tokenizer, self.stop_ids, logp)
         return done
+
+
+def advance(seq: Sequence, token: int, tokenizer: Any, stop_ids: set[int], logp: Any = None) -> bool:
+    """Take one new token for a row: record, stream, and finish it on a stop; True when it is done."""
+    if seq.done:
+        return True
+    if seq.cancelled:
+        _finish(seq, "cancelled")
+        return True
+    if token in stop_ids:
+        _finish(seq, "stop")
+        return True
+    seq.tokens.append(token)
+    if seq.params.logprobs is not None and logp is not None:
+        seq.token_logprobs.append(float(logp[token]))
+        if seq.params.logprobs:
+            values, ids = logp.topk(seq.params.logprobs)
+            seq.top_logprobs.append(
+                {tokenizer.decode([i]): float(v) for v, i in zip(values.tolist(), ids.tolist())}
+            )
+    text = tokenizer.decode(seq.tokens, skip_special_tokens=True)
+    cut = _earliest_cut(seq, text)
+    if cut is not None:
+        seq.text = text[:cut]
+        _finish(seq, "stop")
+        return True
+    seq.text = text
+    if len(seq.tokens) >= seq.params.max_new_tokens:
+        _finish(seq, "length")
+        return True
+    _emit(seq, _safe_length(seq, text))
+    return False
 
 
 def _stop_token_ids(tokenizer: Any) -> set[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -21,6 +22,11 @@ class ServeConfig(StrictModel):
     port: int = Field(8000, ge=0, le=65535)
     api_key: str | None = Field(None, description="When set, requests need `Authorization: Bearer KEY`.")
     device: str | None = Field(None, description="cuda, mps or cpu (default: the best available).")
+    batching: Literal["continuous", "micro"] = Field(
+        "continuous",
+        description="continuous: rows join and leave between decode steps (causal models); "
+        "micro: whole batches of model.generate (always used for seq2seq).",
+    )
     max_batch_size: int = Field(16, gt=0, description="Most sequences sharing one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits for company.")
     batch_regroup_ms: float = Field(

@@ -1,0 +1,168 @@
+"""Bad input to every command: one clear `error:` line, a non-zero exit, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from codetune.cli import main
+
+
+def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["codetune", *args])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    captured = capsys.readouterr()
+    return int(stop.value.code or 0), captured.out + captured.err
+
+
+def corpus_of_one_file(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("def f(x):\n    y = x + 1\n    return y * 2\n\n\nprint(f(3))\n")
+    return src
+
+
+CASES = {
+    "collect missing path": lambda t: [
+        "collect",
+        str(t / "nope"),
+        "--language",
+        "python",
+        "--out",
+        str(t / "out"),
+    ],
+    "collect unknown language": lambda t: [
+        "collect",
+        str(t),
+        "--language",
+        "klingon",
+        "--out",
+        str(t / "out"),
+    ],
+    "collect empty corpus": lambda t: [
+        "collect",
+        str(t / "empty"),
+        "--language",
+        "python",
+        "--out",
+        str(t / "out"),
+    ],
+    "build missing corpus": lambda t: [
+        "build",
+        str(t / "nope"),
+        "--model",
+        "tiny-gpt-bigcode",
+        "--out",
+        str(t / "out"),
+    ],
+    "build unknown model": lambda t: [
+        "build",
+        str(t / "corpus"),
+        "--model",
+        "no-org/no-model",
+        "--out",
+        str(t / "out"),
+    ],
+    "build unknown format": lambda t: [
+        "build",
+        str(t / "corpus"),
+        "--format",
+        "poems",
+        "--out",
+        str(t / "out"),
+    ],
+    "train missing dataset": lambda t: [
+        "train",
+        "--model",
+        "tiny-llama",
+        "--dataset",
+        str(t / "nope"),
+        "--out",
+        str(t / "out"),
+    ],
+    "train unknown model": lambda t: [
+        "train",
+        "--model",
+        "./no-model",
+        "--dataset",
+        str(t / "nope"),
+        "--out",
+        str(t / "out"),
+    ],
+    "train bad option value": lambda t: [
+        "train",
+        "--model",
+        "tiny-llama",
+        "--dataset",
+        str(t),
+        "--set",
+        "lr=fast",
+        "--out",
+        str(t / "out"),
+    ],
+    "merge missing run": lambda t: ["merge", str(t / "nope"), "--out", str(t / "out")],
+    "eval missing dataset": lambda t: [
+        "eval",
+        "--model",
+        "tiny-llama",
+        "--dataset",
+        str(t / "nope"),
+        "--out",
+        str(t / "out"),
+    ],
+    "score missing file": lambda t: [
+        "score",
+        "--references",
+        str(t / "r.txt"),
+        "--predictions",
+        str(t / "p.txt"),
+    ],
+    "generate missing input": lambda t: [
+        "generate",
+        "--model",
+        "tiny-llama",
+        "--input",
+        str(t / "in.jsonl"),
+        "--out",
+        str(t / "out"),
+    ],
+    "serve unknown model": lambda t: ["serve", "--model", "no-org/no-model", "--port", "0"],
+    "tokenizer missing corpus": lambda t: ["tokenizer", "train", str(t / "nope"), "--out", str(t / "out")],
+    "run missing recipe": lambda t: ["run", str(t / "nope.yaml")],
+    "run malformed yaml": lambda t: ["run", str(t / "bad.yaml")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_line(case, tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    code, text = invoke(monkeypatch, capsys, *CASES[case](tmp_path))
+    assert code != 0, text
+    assert "Traceback" not in text
+    assert "error" in text.lower(), text
+    assert not (tmp_path / "out").exists(), f"{case} left output behind"
+
+
+def test_help_lists_the_contract(monkeypatch, capsys):
+    code, text = invoke(monkeypatch, capsys, "--help")
+    assert code == 0
+    for command in (
+        "collect",
+        "build",
+        "train",
+        "merge",
+        "eval",
+        "score",
+        "generate",
+        "serve",
+        "run",
+        "quickstart",
+        "tokenizer",
+    ):
+        assert command in text
