@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,23 @@ def _default(field: Any) -> str:
         return "{...}"
     if isinstance(value, Path):
         value = str(value)
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    text = text.replace("|", "\\|")
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def _section(title: str, model: type[BaseModel]) -> list[str]:
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``Opts`` or ``Opts | None``), if any."""
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _section(title: str, model: type[BaseModel], level: int = 2) -> list[str]:
     lines = [
-        f"## `{title}`",
+        f"{'#' * level} `{title}`",
         "",
         (model.__doc__ or "").strip(),
         "",
@@ -48,7 +59,12 @@ def _section(title: str, model: type[BaseModel]) -> list[str]:
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {description} |")
-    return [*lines, ""]
+    lines.append("")
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            lines += _section(f"{title}.{name}", nested, level=min(level + 1, 4))
+    return lines
 
 
 def render_recipe_reference() -> str:

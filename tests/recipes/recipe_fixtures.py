@@ -219,12 +219,18 @@ def conala_curated(path: Path, count: int = 24) -> Path:
     return path
 
 
-def conala_mined_prompts(path: Path, count: int = 6) -> Path:
-    """Mined rows already turned into prompts (the recipe's jq line): {id, prompt}."""
+def conala_mined(path: Path, count: int = 6) -> Path:
+    """Mined rows as CoNaLa ships them: {question_id, intent, snippet}."""
     rows = []
     for i in range(count):
         a, b = _names(i + 5000, 2)
-        rows.append({"id": 9000 + i, "prompt": f"sort {a} by {b}\nsorted({a}, key=lambda x: x.{b})"})
+        rows.append(
+            {
+                "question_id": 9000 + i,
+                "intent": f"sort {a} by {b}",
+                "snippet": f"sorted({a}, key=lambda x: x.{b})",
+            }
+        )
     return write_jsonl(path, rows)
 
 

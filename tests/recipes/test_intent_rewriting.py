@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from recipe_fixtures import conala_curated, conala_mined_prompts
+from recipe_fixtures import conala_curated, conala_mined
 from recipe_helpers import EXAMPLES, TINY_EVAL, TINY_TRAIN, check_run_folder, read_json, run
 
 
 def test_intent_rewriting_recipe_end_to_end(tmp_path):
     curated = conala_curated(tmp_path / "data" / "conala-train.json", count=24)
-    mined = conala_mined_prompts(tmp_path / "data" / "conala-mined-prompts.jsonl", count=6)
+    mined = conala_mined(tmp_path / "data" / "conala-mined.jsonl", count=6)
     work = tmp_path / "work"
     results = run(
         "intent-rewriting.yaml",
@@ -49,8 +49,8 @@ def test_intent_rewriting_recipe_end_to_end(tmp_path):
     assert {"exact_match", "bleu"} <= set(report["tasks"]["completion"]["models"]["tuned"])
 
     out = [json.loads(line) for line in (work / "generations.jsonl").read_text().splitlines()]
-    assert sorted(r["id"] for r in out) == list(range(9000, 9006))
-    assert all(isinstance(r["rewritten_intent"], str) and r["prompt"] for r in out), out[:2]
+    assert sorted(r["question_id"] for r in out) == list(range(9000, 9006))
+    assert all(isinstance(r["rewritten_intent"], str) and r["intent"] and r["snippet"] for r in out), out[:2]
 
     # Resumable: running the recipe again skips every unchanged stage.
     again = run(
@@ -80,3 +80,4 @@ def test_intent_rewriting_recipe_as_written():
     assert recipe.build.format == "seq2seq" and recipe.build.seq2seq.source_fields == ["intent", "snippet"]
     assert recipe.train.model.startswith("google/flan-t5") and recipe.merge is not None
     assert recipe.generate.output_field == "rewritten_intent"
+    assert recipe.generate.prompt_template == "{intent}\n{snippet}"

@@ -40,7 +40,14 @@ def read_rows(path: Path, cfg: GenerateConfig) -> list[tuple[str, dict[str, Any]
                 raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            if not isinstance(row.get(cfg.prompt_field), str):
+            if cfg.prompt_template is not None:
+                try:
+                    prompt_of(row, cfg)
+                except KeyError as error:
+                    raise InputError(
+                        f"{path}:{number}: no field {error.args[0]!r} for prompt_template"
+                    ) from None
+            elif not isinstance(row.get(cfg.prompt_field), str):
                 raise InputError(f"{path}:{number}: no string field {cfg.prompt_field!r}")
             suffix = row.get(cfg.suffix_field)
             if suffix is not None and not isinstance(suffix, str):
@@ -52,6 +59,13 @@ def read_rows(path: Path, cfg: GenerateConfig) -> list[tuple[str, dict[str, Any]
             seen.add(key)
             rows.append((key, row))
     return rows
+
+
+def prompt_of(row: dict[str, Any], cfg: GenerateConfig) -> str:
+    """The row's prompt: ``prompt_template`` filled from its fields, else its ``prompt_field``."""
+    if cfg.prompt_template is not None:
+        return cfg.prompt_template.format_map(row)
+    return row[cfg.prompt_field]
 
 
 def done_ids(path: Path, id_field: str) -> set[str]:
@@ -199,7 +213,7 @@ def _hf_rows(
     prompts, cutters, finishers = [], [], []
     for row in rows:
         suffix = row.get(cfg.suffix_field)
-        prefix = row[cfg.prompt_field]
+        prefix = prompt_of(row, cfg)
         try:
             prompts.append(build_prompt(tokenizer, prefix, suffix))
         except Exception as error:
@@ -261,7 +275,7 @@ def _vllm_rows(
     )
     prompts = []
     for row in rows:
-        built = build_prompt(tokenizer, row[cfg.prompt_field], row.get(cfg.suffix_field))
+        built = build_prompt(tokenizer, prompt_of(row, cfg), row.get(cfg.suffix_field))
         prompts.append({"prompt_token_ids": built} if isinstance(built, list) else built)
     chunk = max(cfg.batch_size * 16, 256)
     for begin in range(0, len(rows), chunk):

@@ -20,6 +20,11 @@ class GenerateConfig(StrictModel):
     input: Path | None = Field(None, description="JSONL file, one object per line with a prompt field.")
     out: Path | None = Field(None, description="JSONL file of results; resumed (ids already done skipped).")
     prompt_field: str = Field("prompt", description="Field holding the prompt (e.g. `intent` for CoNaLa).")
+    prompt_template: str | None = Field(
+        None,
+        description='Build the prompt from several fields, e.g. "{intent}\\n{snippet}" (CoNaLa); '
+        "overrides prompt_field.",
+    )
     suffix_field: str = Field("suffix", description="Optional field with the text after the cursor (FIM).")
     id_field: str = Field("id", description="Field identifying a row; the line number when absent.")
     output_field: str = Field("completion", description="Field the completion is written to.")

@@ -28,7 +28,7 @@ class ServeConfig(StrictModel):
         "micro: whole batches of model.generate (always used for seq2seq).",
     )
     max_batch_size: int = Field(16, gt=0, description="Most sequences sharing one forward pass.")
-    batch_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits for company.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long the micro-batcher waits for company.")
     batch_regroup_ms: float = Field(
         200.0, ge=0, description="Most extra wait for the last batch's clients to come back (closed loops)."
     )

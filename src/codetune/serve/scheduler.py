@@ -102,9 +102,10 @@ class ContinuousBatcher(Batcher):
                     self._rows, self._cache, self._mask = [], None, None
 
     def _admissions(self) -> list[Sequence] | None:
-        """Queued sequences that fit (waiting briefly for company when idle); None when stopping."""
-        import time
+        """Queued sequences that fit; None when stopping.
 
+        No waiting for company: a request that comes a moment later joins at the next step.
+        """
         with self._cond:
             while not self._pending and not self._rows and not self._stopping:
                 self._cond.wait(timeout=0.5)
@@ -112,13 +113,6 @@ class ContinuousBatcher(Batcher):
                 for seq in list(self._pending) + [r.seq for r in self._rows]:
                     _finish(seq, "cancelled")
                 return None
-            if not self._rows and self.wait_s > 0:
-                begin = time.monotonic()
-                while len(self._pending) < self.max_batch_size and not self._stopping:
-                    left = self.wait_s - (time.monotonic() - begin)
-                    if left <= 0:
-                        break
-                    self._cond.wait(timeout=left)
             new = []
             while self._pending and len(self._rows) + len(new) < self.max_batch_size:
                 new.append(self._pending.popleft())
