@@ -4,7 +4,8 @@ Run: python bench/serve.py [--requests 32] [--max-tokens 16] [--model tiny-gpt-b
 
 Both servers run as subprocesses on 127.0.0.1 with the same tiny model and 2 threads. The naive one
 is what the CodeGen use case wrote: a route that calls ``model.generate`` for each request, one at a
-time. Both get the same completion requests (greedy) from 1 and then 8 concurrent clients.
+time. Both get the same completion requests (greedy) from 1 and then 8 concurrent keep-alive clients,
+in alternating rounds; the figures are medians over the rounds.
 """
 
 from __future__ import annotations
@@ -109,53 +110,68 @@ def drive(port: int, prompts: list[str], clients: int, max_tokens: int) -> dict:
     }
 
 
+def server_command(name: str, port: int) -> list[str]:
+    if name == "naive":
+        return [sys.executable, __file__, "--naive-server", str(port), "--model", ARGS.model]
+    return [
+        sys.executable,
+        "-m",
+        "codetune",
+        "serve",
+        "--model",
+        ARGS.model,
+        "--port",
+        str(port),
+        "--set",
+        "device=cpu",
+        "--set",
+        "log_level=warning",
+        "--set",
+        "max_batch_size=16",
+    ]
+
+
 def main() -> None:
+    import httpx
+
     prompts = [
         f"def function_{i}(values):\n    total = 0\n    for v in values:\n" for i in range(ARGS.requests)
     ]
-    results: dict[str, dict[int, dict]] = {}
-    for name in ("naive", "codetune"):
-        port = free_port()
-        if name == "naive":
-            command = [sys.executable, __file__, "--naive-server", str(port), "--model", ARGS.model]
-        else:
-            command = [
-                sys.executable,
-                "-m",
-                "codetune",
-                "serve",
-                "--model",
-                ARGS.model,
-                "--port",
-                str(port),
-                "--set",
-                "device=cpu",
-                "--set",
-                "log_level=warning",
-                "--set",
-                "max_batch_size=16",
-            ]
-        process = start(command, port)
-        try:
-            results[name] = {c: drive(port, prompts, c, ARGS.max_tokens) for c in (1, 8)}
-            if name == "codetune":
-                import httpx
-
-                stats = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
-                occupancy = stats.get("decode_rows", 0) / max(stats.get("decode_steps", 0), 1)
-                print(
-                    f"codetune batcher: {stats['sequences']} sequences in {stats['batches']} forward passes, "
-                    f"{occupancy:.1f} rows per decode step on average"
-                )
-        finally:
+    ports = {name: free_port() for name in ("naive", "codetune")}
+    processes = {}
+    try:
+        for name, port in ports.items():
+            processes[name] = start(server_command(name, port), port)
+        # Both servers stay up and the rounds alternate, so that load from other work on the machine
+        # falls on both alike; each figure is the median over the rounds.
+        runs: dict[str, dict[int, list[dict]]] = {name: {1: [], 8: []} for name in ports}
+        for _ in range(ARGS.rounds):
+            for clients in (1, 8):
+                for name, port in ports.items():
+                    runs[name][clients].append(drive(port, prompts, clients, ARGS.max_tokens))
+        stats = httpx.get(f"http://127.0.0.1:{ports['codetune']}/health", timeout=10).json()
+    finally:
+        for process in processes.values():
             process.terminate()
             process.wait(timeout=30)
+    occupancy = stats.get("decode_rows", 0) / max(stats.get("decode_steps", 0), 1)
+    print(
+        f"codetune batcher: {stats['sequences']} sequences in {stats['batches']} forward passes, "
+        f"{occupancy:.1f} rows per decode step on average"
+    )
+    results = {
+        name: {
+            c: {k: statistics.median(r[k] for r in rs) for k in ("rate", "p50", "p95")}
+            for c, rs in by.items()
+        }
+        for name, by in runs.items()
+    }
     for clients in (1, 8):
         for name in ("naive", "codetune"):
             r = results[name][clients]
             print(
                 f"{name:9s} {clients} client(s): {r['rate']:7.2f} completions/s  p50 {r['p50'] * 1000:7.1f} ms  "
-                f"p95 {r['p95'] * 1000:7.1f} ms"
+                f"p95 {r['p95'] * 1000:7.1f} ms  (median of {ARGS.rounds})"
             )
     one = results["codetune"][1]["p50"] / results["naive"][1]["p50"]
     print(json.dumps({k: {str(c): v for c, v in d.items()} for k, d in results.items()}))
@@ -171,7 +187,8 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="tiny-gpt-bigcode")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each server")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
     parser.add_argument("--naive-server", type=int, default=None, help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     if ARGS.naive_server is not None:

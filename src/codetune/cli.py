@@ -349,11 +349,16 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = Path(
         "quickstart-out"
     ),
+    pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 200,
+    adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 120,
+    samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
 ) -> None:
     """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""
+    from codetune.quickstart import QuickstartSettings
     from codetune.quickstart import quickstart as run_quickstart
 
-    print_result(run_quickstart(source=source, out=out))
+    settings = QuickstartSettings(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples)
+    print_result(run_quickstart(source=source, out=out, settings=settings))
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ held-out files.
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -38,21 +39,23 @@ STDLIB_SKIP = [
 ]
 
 
-def _int_env(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
+@dataclass(frozen=True)
+class QuickstartSettings:
+    """How much work each step does; the defaults fit in under 10 minutes on 2 CPU cores."""
+
+    pretrain_steps: int = 200
+    adapt_steps: int = 120
+    samples: int = 150
+    max_length: int = 256
+    pretrain_source: Path | None = None  # default: the standard library minus the held-out package
 
 
 def _step(message: str) -> None:
     console.print(f"[bold cyan]quickstart[/] {message}")
 
 
-def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[StageResult]]:
+def pretrained_base(settings: QuickstartSettings) -> tuple[Path, list[StageResult]]:
     """A tiny base pretrained on the standard library minus the held-out package; cached."""
-    import sys
-
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
     from codetune.dataset.builder import build
@@ -60,7 +63,11 @@ def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[St
     from codetune.train.config import TrainConfig
     from codetune.train.recipe import train
 
-    key = fingerprint(PRESET, sys.version_info[:2], pretrain_steps, max_length, HELD_OUT_PACKAGE, "v1")
+    source = settings.pretrain_source or stdlib_dir()
+    pretrain_steps, max_length = settings.pretrain_steps, settings.max_length
+    key = fingerprint(
+        PRESET, str(source), sys.version_info[:2], pretrain_steps, max_length, HELD_OUT_PACKAGE, "v1"
+    )
     root = cache_dir() / "quickstart" / f"base-{key}"
     run = root / "run"
     if (run / "model" / "config.json").is_file():
@@ -70,7 +77,7 @@ def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[St
     results = [
         collect(
             CollectConfig(
-                sources=[str(stdlib_dir())],
+                sources=[str(source)],
                 language="python",
                 out=root / "corpus",
                 exclude=[*STDLIB_SKIP, f"{HELD_OUT_PACKAGE}/**"],
@@ -113,7 +120,9 @@ def pretrained_base(pretrain_steps: int, max_length: int) -> tuple[Path, list[St
     return run / "model", results
 
 
-def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -> list[StageResult]:
+def quickstart(
+    source: Path | None = None, out: Path = Path("quickstart-out"), settings: QuickstartSettings | None = None
+) -> list[StageResult]:
     """Pretrain (cached) -> collect the project -> build -> LoRA -> eval base vs tuned."""
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
@@ -126,11 +135,9 @@ def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -
 
     started = time.monotonic()
     out = Path(out)
-    pretrain_steps = _int_env("CODETUNE_QUICKSTART_PRETRAIN_STEPS", 200)
-    adapt_steps = _int_env("CODETUNE_QUICKSTART_ADAPT_STEPS", 120)
-    samples = _int_env("CODETUNE_QUICKSTART_SAMPLES", 150)
-    max_length = 256
-    base, results = pretrained_base(pretrain_steps, max_length)
+    settings = settings or QuickstartSettings()
+    adapt_steps, samples, max_length = settings.adapt_steps, settings.samples, settings.max_length
+    base, results = pretrained_base(settings)
 
     project = Path(source) if source is not None else stdlib_dir() / HELD_OUT_PACKAGE
     _step(f"adapting the base to {project} with LoRA ({adapt_steps} steps)")
@@ -176,7 +183,8 @@ def quickstart(source: Path | None = None, out: Path = Path("quickstart-out")) -
             dataset=out / "dataset",
             out=out / "report",
             samples=samples,
-            max_new_tokens=32,
+            line_cut="mid",
+            max_new_tokens=24,
             seed=0,
         )
     )

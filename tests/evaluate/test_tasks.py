@@ -27,6 +27,20 @@ def test_line_completion_cuts_at_lines():
     assert tasks["completion"].single_line and tasks["fim"].stop == ["\n"]
 
 
+def test_mid_line_cuts_keep_indentation_in_the_prompt():
+    cfg = EvalConfig(samples=5, tasks=["completion"], line_cut="mid", seed=3)
+    (task,) = build_tasks(cfg, [{"text": TEXT, "path": "a.py"}], {"format": "files"})
+    assert len(task.items) == 3
+    for item in task.items:
+        line_start = item.prompt.rfind("\n") + 1
+        typed = item.prompt[line_start:]
+        whole_line = typed + item.reference
+        assert TEXT.startswith(item.prompt + item.reference)
+        assert item.reference.strip() and "\n" not in item.reference
+        assert typed.startswith(whole_line[: len(whole_line) - len(whole_line.lstrip())])
+    assert any(not item.prompt.endswith("\n") for item in task.items)
+
+
 def test_prompt_completion_rows():
     rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(10)]
     (task,) = build_tasks(EvalConfig(samples=3, tasks=["completion"]), rows, {"format": "windows"})

@@ -26,6 +26,11 @@ class EvalConfig(StrictModel):
         default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."
     )
     samples: int = Field(200, gt=0, description="Line-completion samples cut from held-out files.")
+    line_cut: Literal["line", "mid"] = Field(
+        "line",
+        description="Line completion: line = complete the whole next line; mid = the prompt runs to a random "
+        "point inside the line (after its indentation) and the rest of the line is completed.",
+    )
     max_new_tokens: int = Field(48, gt=0)
     max_prompt_tokens: int = Field(1024, gt=0, description="Prompts are cut on the left to this many tokens.")
     temperature: float = Field(0.0, ge=0, description="0 = greedy.")

@@ -88,18 +88,26 @@ def completion(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any
         raise InputError("the test split has neither text, prompt/completion nor source/target columns")
     # Line completion: every prompt is a file up to a random line; the reference is that whole line.
     # Cut points are drawn without replacement from every non-blank line (but the first) of every file.
+    # With ``line_cut=mid``, the prompt also holds the line's indentation and a random part of its
+    # text (at least one character is left to complete): what an editor asks for mid-typing.
     candidates = [(index, cut) for index, row in enumerate(rows) for cut in _cut_points(row["text"])]
     items: list[Item] = []
     for index, cut in sorted(rng.sample(candidates, min(cfg.samples, len(candidates)))):
         lines = rows[index]["text"].split("\n")
-        prompt = "\n".join(lines[:cut]) + "\n"
-        items.append(Item(prompt, lines[cut], meta={"path": rows[index].get("path"), "line": cut + 1}))
+        prompt, reference = "\n".join(lines[:cut]) + "\n", lines[cut]
+        if cfg.line_cut == "mid":
+            line = lines[cut]
+            start = len(line) - len(line.lstrip())
+            at = rng.randrange(start, len(line.rstrip()))
+            prompt, reference = prompt + line[:at], line[at:]
+        items.append(Item(prompt, reference, meta={"path": rows[index].get("path"), "line": cut + 1}))
     if not items:
         return None
+    where = "inside lines" if cfg.line_cut == "mid" else "at line starts"
     return Task(
         "completion",
         items,
-        "next-line completion at random cut points of held-out files",
+        f"line completion at random cut points {where} of held-out files",
         list(cfg.metrics),
         stop=["\n"],
         single_line=True,

@@ -293,7 +293,11 @@ class _Monitor:
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         last = input_ids[:, -1].tolist()
         for row, seq in enumerate(self.seqs):
-            logp = self.recorder.last[row] if self.recorder is not None and self.recorder.last is not None else None
+            logp = (
+                self.recorder.last[row]
+                if self.recorder is not None and self.recorder.last is not None
+                else None
+            )
             done[row] = advance(seq, last[row], self.tokenizer, self.stop_ids, logp)
         return done
 

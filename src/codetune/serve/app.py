@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> OpenAIServing:
     """Load the model (base + adapter, unmerged) and start its batcher."""
-    from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
     from codetune.inference.engine import is_seq2seq
+    from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
     from codetune.serve.batcher import Batcher
     from codetune.serve.scheduler import ContinuousBatcher
 

@@ -196,7 +196,9 @@ class ContinuousBatcher(Batcher):
         old, new = self._mask.shape[1], mask.shape[1]
         width = max(old, new)
         for mine, theirs in zip(self._cache.layers, cache.layers):
-            mine.keys = torch.cat([F.pad(mine.keys, (0, 0, width - old, 0)), F.pad(theirs.keys, (0, 0, width - new, 0))])
+            mine.keys = torch.cat(
+                [F.pad(mine.keys, (0, 0, width - old, 0)), F.pad(theirs.keys, (0, 0, width - new, 0))]
+            )
             mine.values = torch.cat(
                 [F.pad(mine.values, (0, 0, width - old, 0)), F.pad(theirs.values, (0, 0, width - new, 0))]
             )
@@ -282,9 +284,9 @@ class ContinuousBatcher(Batcher):
                     values < 0, values * p.repetition_penalty, values / p.repetition_penalty
                 )
             if (p.presence_penalty or p.frequency_penalty) and seq.tokens:
-                counts = torch.bincount(
-                    torch.tensor(seq.tokens, device=x.device), minlength=x.shape[0]
-                ).to(x.dtype)[: x.shape[0]]
+                counts = torch.bincount(torch.tensor(seq.tokens, device=x.device), minlength=x.shape[0]).to(
+                    x.dtype
+                )[: x.shape[0]]
                 x = x - p.frequency_penalty * counts - p.presence_penalty * (counts > 0).to(x.dtype)
             if len(seq.tokens) < p.min_new_tokens and self._stop_ids:
                 x[list(self._stop_ids)] = float("-inf")
