@@ -22,6 +22,17 @@ def _torch_threads() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def _restore_language_registry():
+    """Languages a test registers (as a recipe would) must not leak into the next test."""
+    from codetune import languages
+
+    saved = dict(languages._REGISTRY)
+    yield
+    languages._REGISTRY.clear()
+    languages._REGISTRY.update(saved)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
     """Run `python -m codetune ARGS` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
