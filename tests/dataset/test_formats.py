@@ -230,3 +230,24 @@ def test_every_causal_format_ends_rows_with_eos(fmt: str, corpus: Path, tmp_path
     assert rows and all(
         row["input_ids"][-1] == eos and len(row["loss_mask"]) == len(row["input_ids"]) for row in rows
     )
+
+
+def test_mix_adds_instruction_pairs_to_train_and_valid_only(corpus: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"instruction": f"Add {i}", "output": f"x = x + {i}\n"}) + "\n" for i in range(20))
+    )
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=0.0,
+        mix=[{"format": "instruct", "corpus": str(pairs)}],
+        decontam=NO_DEDUP,
+    )
+    (mixed,) = stats["mix"]
+    assert sum(mixed["examples"].values()) == 20
+    instruct_rows = {split: [r for r in dataset[split] if 0 in r["loss_mask"]] for split in dataset}
+    assert len(instruct_rows["train"]) == mixed["examples"]["train"] > 0
+    assert len(instruct_rows["valid"]) == mixed["examples"]["valid"] + mixed["examples"]["test"]
+    assert instruct_rows["test"] == []
+    assert stats["splits"]["train"]["examples"] == len(dataset["train"])

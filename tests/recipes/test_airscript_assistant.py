@@ -12,11 +12,13 @@ def test_airscript_recipe_end_to_end(tmp_path):
     for i in range(12):
         (scripts / f"macro{i}.js").write_text(javascript_file(i), encoding="utf-8")
     (scripts / "notes.txt").write_text("not a script\n" * 5)
+    export = doccano_export(tmp_path / "doccano-export.jsonl", count=10)
     work = tmp_path / "work"
     results = run(
         "airscript-assistant.yaml",
         work,
         f"collect.sources=[{scripts}]",
+        f"build.mix=[{{format: instruct, corpus: {export}}}]",
         "collect.workers=1",
         "build.model=tiny-gpt-bigcode",
         "build.max_length=96",
@@ -35,6 +37,13 @@ def test_airscript_recipe_end_to_end(tmp_path):
     fim = stats["fim"]
     assert fim["rate"] == 0.5 and fim["spm_rate"] == 0.5, fim
     assert fim["examples"] > 0 and fim["psm"] + fim["spm"] == fim["examples"], fim
+    (mixed,) = stats["mix"]
+    assert mixed["format"] == "instruct" and sum(mixed["examples"].values()) == 10, mixed
+    from datasets import load_from_disk
+
+    train = load_from_disk(str(work / "dataset"))["train"]
+    masked = [row for row in train if 0 in row["loss_mask"]]  # instruction pairs: no loss on the prompt
+    assert len(masked) == mixed["examples"]["train"] and all(1 in row["loss_mask"] for row in masked)
 
     manifest = check_run_folder(work / "run", method="adalora")
     table = manifest["parameters"]
@@ -56,6 +65,7 @@ def test_airscript_doccano_export_builds_instruction_pairs(tmp_path):
         work,
         f"build.corpus={export}",
         "build.format=instruct",
+        "build.mix=[]",
         "build.fim_rate=0",
         "build.model=tiny-gpt-bigcode",
         "build.max_length=160",
@@ -79,3 +89,4 @@ def test_airscript_recipe_as_written():
     recipe = load_recipe(EXAMPLES / "airscript-assistant.yaml")
     assert recipe.train.model == "bigcode/starcoderbase-1b" and recipe.train.method == "adalora"
     assert recipe.build.fim_rate == 0.5 and recipe.build.fim_spm_rate == 0.5
+    assert [m.format for m in recipe.build.mix] == ["instruct"]

@@ -414,6 +414,7 @@ def build(cfg: BuildConfig) -> StageResult:
             "syntax_fallback_random": fim_counts["syntax_fallback_random"],
             "applies_to": "text rows (prompt/completion rows stay left to right)",
         }
+    mixed = _add_mix(cfg, splits, stats_splits, lengths)
     stats = {
         "format": fmt.name,
         "kind": fmt.kind,
@@ -425,6 +426,7 @@ def build(cfg: BuildConfig) -> StageResult:
         "trimmed": trimmed_total,
         "fim": fim_info,
         "decontamination": decontam,
+        "mix": mixed,
     }
     manifest = {
         "stage": "build",
@@ -456,10 +458,54 @@ def build(cfg: BuildConfig) -> StageResult:
     return StageResult("build", out, summary)
 
 
+def _add_mix(
+    cfg: BuildConfig, splits: dict[str, Any], stats_splits: dict[str, Any], lengths: dict[str, list[int]]
+) -> list[dict[str, Any]]:
+    """Build each ``cfg.mix`` input like the main one and append its rows to train and valid.
+
+    Its own held-out rows go to valid, not test: the test split stays the main format's, so eval
+    tasks see one kind of row. Splits stay leak-free: each input is split by its own files.
+    """
+    import tempfile
+
+    from datasets import concatenate_datasets, load_from_disk
+
+    mixed = []
+    for source in cfg.mix:
+        with tempfile.TemporaryDirectory(prefix="codetune-mix-") as tmp:
+            sub = cfg.model_copy(
+                update={
+                    "format": source.format,
+                    "corpus": source.corpus,
+                    "mix": [],
+                    "out": Path(tmp) / "dataset",
+                }
+            )
+            build(sub)
+            part = load_from_disk(str(Path(tmp) / "dataset"))
+            counts = {}
+            for target, names in (("train", ["train"]), ("valid", ["valid", "test"])):
+                for name in names:
+                    rows = part[name]
+                    for column in splits[target].column_names:
+                        if column not in rows.column_names:
+                            rows = rows.add_column(column, [""] * len(rows))
+                    rows = rows.select_columns(splits[target].column_names).cast(splits[target].features)
+                    splits[target] = concatenate_datasets([splits[target], rows])
+                    counts[name] = len(rows)
+                    lens = [len(ids) for ids in rows["input_ids"]]
+                    lengths[target] = lengths[target] + lens
+                    stats_splits[target]["examples"] += len(rows)
+                    stats_splits[target]["tokens"] += int(sum(lens))
+            mixed.append({"format": source.format, "corpus": str(source.corpus), "examples": counts})
+    return mixed
+
+
 def _input_fingerprint(corpus: Path, cfg: BuildConfig) -> Any:
     from codetune.dataset.inputs import input_fingerprint
 
     return [
         input_fingerprint(corpus),
+        [input_fingerprint(Path(m.corpus)) for m in cfg.mix if Path(m.corpus).exists()],
         [input_fingerprint(Path(p)) for p in cfg.decontam.benchmarks if Path(p).exists()],
     ]

@@ -95,6 +95,13 @@ class DecontamOptions(StrictModel):
     )
 
 
+class MixSource(StrictModel):
+    """Another input built with its own format and added to the main dataset's train and valid splits."""
+
+    format: str = Field(description="Dataset format of this input, e.g. instruct for a doccano export.")
+    corpus: Path = Field(description="Its corpus folder or JSON/JSONL file.")
+
+
 class BuildConfig(StrictModel):
     """Turn a corpus into a tokenized dataset with train/valid/test splits."""
 
@@ -140,3 +147,9 @@ class BuildConfig(StrictModel):
     seq2seq: Seq2SeqOptions = Field(default_factory=Seq2SeqOptions)
     code_json: CodeJsonOptions = Field(default_factory=CodeJsonOptions)
     decontam: DecontamOptions = Field(default_factory=DecontamOptions)
+    mix: list[MixSource] = Field(
+        default_factory=list,
+        description="More inputs in other formats (e.g. doccano instruction pairs beside code files), "
+        "built with the same tokenizer and options; their rows join train, their held-out rows join "
+        "valid, so the test split stays the main format's.",
+    )
