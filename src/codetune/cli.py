@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Train or inspect tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
+doccano_app = typer.Typer(
+    help="Hand docs-site code samples to doccano for annotation and take them back.", no_args_is_help=True
+)
+app.add_typer(doccano_app, name="doccano")
 
 console = Console(stderr=True)
 SetOption = Annotated[
@@ -271,7 +275,9 @@ def generate(
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens per completion.")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", help="Tokens per completion.")
+    ] = None,
     prompt_field: Annotated[
         str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
     ] = None,
@@ -323,6 +329,32 @@ def tokenizer_train(
     from codetune.modeling.tokenizer import train_tokenizer
 
     print_result(train_tokenizer(corpus, vocab_size=vocab_size, out=out))
+
+
+@doccano_app.command("export")
+def doccano_export(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder holding docs:URL records.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="doccano JSONL file to import into doccano.")],
+) -> None:
+    """Write a corpus's documentation code samples as doccano JSONL, to annotate with instructions."""
+    from codetune.collect.docs import export_doccano
+
+    count = export_doccano(corpus, out)
+    console.print(f"doccano export: {count} records -> {out}")
+
+
+@doccano_app.command("import")
+def doccano_import(
+    export: Annotated[Path, typer.Argument(help="The JSONL file exported from doccano after annotation.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Instruction pairs JSONL for `build --format instruct`.")
+    ],
+) -> None:
+    """Turn doccano's annotated export into instruction/response pairs."""
+    from codetune.collect.docs import import_doccano
+
+    count = import_doccano(export, out)
+    console.print(f"instruction pairs: {count} -> {out}")
 
 
 @app.command()

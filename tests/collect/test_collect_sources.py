@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import pytest
 from test_collect_pipeline import distinct_module, write
+from tests.conftest import run_cli
 
 from codetune.collect.config import CollectConfig
 from codetune.collect.docs import export_doccano, import_doccano
@@ -280,6 +281,9 @@ def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
     assert first["url"].startswith(base + "/index.html")
     export = tmp_path / "doccano.jsonl"
     assert export_doccano(result.out, export) == 2
+    cli_export = tmp_path / "cli-doccano.jsonl"
+    proc = run_cli("doccano", "export", str(result.out), "--out", str(cli_export))
+    assert proc.returncode == 0 and cli_export.read_text() == export.read_text(), proc.stderr
     lines = [json.loads(line) for line in export.read_text().splitlines()]
     lines[0]["label"] = ["Open the orders table and count its rows."]
     meta = lines[1].pop("meta")
@@ -290,7 +294,12 @@ def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
     assert import_doccano(export, pairs_path) == 1
     pair = json.loads(pairs_path.read_text())
     assert pair["instruction"] == "Open the orders table and count its rows."
-    assert pair["code"] == lines[0]["meta"]["code"]
+    assert pair["output"] == lines[0]["meta"]["code"]
+    proc = run_cli("doccano", "import", str(export), "--out", str(tmp_path / "cli-pairs.jsonl"))
+    assert proc.returncode == 0 and (tmp_path / "cli-pairs.jsonl").read_text() == pairs_path.read_text()
+    missing = run_cli("doccano", "import", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x.jsonl"))
+    assert missing.returncode != 0 and "doccano export not found" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "x.jsonl").exists()
 
 
 def test_docs_crawl_resumes_and_respects_page_limit(tmp_path):

@@ -255,7 +255,7 @@ def import_doccano(path: str | Path, out: str | Path) -> int:
         pairs.append(
             {
                 "instruction": label[0].strip(),
-                "code": code,
+                "output": code,  # the field `build --format instruct` reads by default
                 "heading": meta.get("heading", ""),
                 "prose": meta.get("prose", ""),
                 "url": meta.get("url", ""),
