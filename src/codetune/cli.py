@@ -381,8 +381,8 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = Path(
         "quickstart-out"
     ),
-    pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 200,
-    adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 120,
+    pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 500,
+    adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
     samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
 ) -> None:
     """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""

@@ -43,8 +43,8 @@ STDLIB_SKIP = [
 class QuickstartSettings:
     """How much work each step does; the defaults fit in under 10 minutes on 2 CPU cores."""
 
-    pretrain_steps: int = 200
-    adapt_steps: int = 120
+    pretrain_steps: int = 500
+    adapt_steps: int = 160
     samples: int = 150
     max_length: int = 256
     pretrain_source: Path | None = None  # default: the standard library minus the held-out package

@@ -12,9 +12,7 @@ def test_intent_rewriting_recipe_end_to_end(tmp_path):
     curated = conala_curated(tmp_path / "data" / "conala-train.json", count=24)
     mined = conala_mined(tmp_path / "data" / "conala-mined.jsonl", count=6)
     work = tmp_path / "work"
-    results = run(
-        "intent-rewriting.yaml",
-        work,
+    overrides = [
         f"build.corpus={curated}",
         "build.model=tiny-t5",
         "build.max_length=48",
@@ -28,7 +26,8 @@ def test_intent_rewriting_recipe_end_to_end(tmp_path):
         "generate.device=cpu",
         *TINY_TRAIN,
         *TINY_EVAL,
-    )
+    ]
+    results = run("intent-rewriting.yaml", work, *overrides)
     assert list(results) == ["build", "train", "merge", "eval", "generate"]
 
     stats = read_json(work / "dataset" / "stats.json")
@@ -53,23 +52,7 @@ def test_intent_rewriting_recipe_end_to_end(tmp_path):
     assert all(isinstance(r["rewritten_intent"], str) and r["intent"] and r["snippet"] for r in out), out[:2]
 
     # Resumable: running the recipe again skips every unchanged stage.
-    again = run(
-        "intent-rewriting.yaml",
-        work,
-        f"build.corpus={curated}",
-        "build.model=tiny-t5",
-        "build.max_length=48",
-        "build.seq2seq.max_target_length=24",
-        "build.valid_fraction=0.2",
-        "build.test_fraction=0.2",
-        "build.num_proc=1",
-        "train.model=tiny-t5",
-        f"generate.input={mined}",
-        "generate.max_new_tokens=6",
-        "generate.device=cpu",
-        *TINY_TRAIN,
-        *TINY_EVAL,
-    )
+    again = run("intent-rewriting.yaml", work, *overrides)
     assert all(result.skipped for result in again.values()), {k: v.skipped for k, v in again.items()}
 
 
