@@ -181,7 +181,8 @@ def main() -> None:
             # `files` splits long files into blocks (the baseline trims them), so compare input files/s.
             results[fmt] = (len(files) if fmt == "files" else examples) / seconds
             print(
-                f"codetune {fmt:9s}: {examples:7d} examples in {seconds:6.1f}s = {results[fmt]:8.1f} examples/s "
+                f"codetune {fmt:9s}: {examples:7d} examples in {seconds:6.1f}s = {results[fmt]:8.1f} "
+                f"{'input files' if fmt == 'files' else 'examples'}/s "
                 f"(whole stage: split, MinHash, FIM {args.fim_rate:.0%}, save)"
             )
         baselines = {"files": baseline_files, "windows": baseline_windows}
