@@ -256,7 +256,8 @@ t.count()</code></pre></body></html>""",
 }
 
 
-def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
+def crawl_site(tmp_path, **limits):
+    """Serve SITE on 127.0.0.1 and collect it as a docs source; the server is stopped after."""
     site = tmp_path / "site"
     for rel, text in SITE.items():
         write(site, rel, text)
@@ -267,18 +268,22 @@ def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
             out=tmp_path / "c",
             language="javascript",
             docs_delay=0,
-            docs_max_depth=1,
+            **limits,
         )
-        result = collect(config)
+        return collect(config), config
     finally:
         server.shutdown()
+
+
+def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
+    result, _ = crawl_site(tmp_path, docs_max_depth=1)
     rows = read_corpus(result.out)
     by_code = {r["content"]: r for r in rows}
     assert set(by_code) == {'let t = Table.open("orders")\nt.count()', "t.filter(r => r.total > 100)"}
     first = by_code['let t = Table.open("orders")\nt.count()']
     assert first["kind"] == "docs" and first["heading"] == "Open a table"
     assert first["prose"] == "Use open to open a table by name."
-    assert first["url"].startswith(base + "/index.html")
+    assert first["url"].startswith("http://127.0.0.1:") and "/index.html" in first["url"]
     export = tmp_path / "doccano.jsonl"
     assert export_doccano(result.out, export) == 2
     cli_export = tmp_path / "cli-doccano.jsonl"
@@ -303,21 +308,7 @@ def test_docs_site_crawl_and_doccano_round_trip(tmp_path):
 
 
 def test_docs_crawl_resumes_and_respects_page_limit(tmp_path):
-    site = tmp_path / "site"
-    for rel, text in SITE.items():
-        write(site, rel, text)
-    server, base = serve(SimpleHTTPRequestHandler, site)
-    try:
-        config = CollectConfig(
-            sources=[f"docs:{base}/index.html"],
-            out=tmp_path / "c",
-            language="javascript",
-            docs_delay=0,
-            docs_max_pages=1,
-        )
-        result = collect(config)
-    finally:
-        server.shutdown()
+    result, config = crawl_site(tmp_path, docs_max_pages=1)
     assert [r["heading"] for r in read_corpus(result.out)] == ["Open a table"]
     # A finished crawl state is reused without any server.
     from codetune.collect.docs import crawl
