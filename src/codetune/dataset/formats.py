@@ -82,9 +82,20 @@ def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_lengt
     """
     out: Batch = {name: [] for name in columns}
     room = max_length - 1
-    encoded = tokenizer(batch["text"], add_special_tokens=False, return_offsets_mapping=True)
+    # A token covers at least one byte (byte-level BPE, byte fallback), so a text of no more bytes
+    # than ``room`` never needs splitting; the encode stage tokenizes every text anyway, so only
+    # longer ones are tokenized here as well.
+    long_rows = [row for row, text in enumerate(batch["text"]) if len(text.encode("utf-8")) > room]
+    encoded = (
+        tokenizer(
+            [batch["text"][row] for row in long_rows], add_special_tokens=False, return_offsets_mapping=True
+        )["offset_mapping"]
+        if long_rows
+        else []
+    )
+    offsets_of = dict(zip(long_rows, encoded, strict=True))
     for row, text in enumerate(batch["text"]):
-        offsets = encoded["offset_mapping"][row]
+        offsets = offsets_of.get(row, ())
         if len(offsets) <= room:
             pieces = [text]
         else:
