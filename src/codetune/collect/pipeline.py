@@ -374,7 +374,11 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
         from codetune.collect.dedup import near_duplicates
 
         dupes = near_duplicates(
-            ((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm
+            ((i, r["minhash"]) for i, r in enumerate(kept)),
+            cfg.near_threshold,
+            cfg.num_perm,
+            text_of=lambda i: kept[i]["content"],
+            ngram=cfg.ngram,
         )
         survivors = []
         for i, record in enumerate(kept):
