@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from codetune.languages import Language, error_fraction, parse
+from codetune.languages import Language, unparsed_fraction
 
 Verdict = bool | tuple[bool, str]
 
@@ -201,7 +201,10 @@ def _long_literal(doc: Doc, th: Thresholds) -> Verdict:
 def _not_language(doc: Doc, th: Thresholds) -> Verdict:
     if doc.language.grammar is None:
         return True
-    fraction = error_fraction(parse(doc.language, doc.text))
+    script = (
+        doc.path.lower().endswith(doc.language.script_extensions) if doc.language.script_extensions else False
+    )
+    fraction = unparsed_fraction(doc.language, doc.text, script)
     doc.meta["error_fraction"] = round(fraction, 4)
     return fraction <= th.max_error_fraction or (False, "not_language")
 
