@@ -344,9 +344,9 @@ def _unparsed_spans(language: Language, tree: Any, script: bool) -> list[tuple[i
     return bad
 
 
-def _damage(language: Language, data: bytes, script: bool) -> tuple[int, list[int]]:
+def _damage(language: Language, data: bytes, script: bool, tree: Any = None) -> tuple[int, list[int]]:
     """Unparsed bytes of ``data`` and the line ends after each damaged line (cut candidates)."""
-    spans = _unparsed_spans(language, parse(language, data), script)
+    spans = _unparsed_spans(language, tree if tree is not None else parse(language, data), script)
     cuts: dict[int, None] = {}
     for start, _ in sorted(spans):
         cut = data.find(b"\n", start) + 1
@@ -355,8 +355,8 @@ def _damage(language: Language, data: bytes, script: bool) -> tuple[int, list[in
     return sum(end - start for start, end in spans), list(cuts)
 
 
-def _unparsed_bytes(language: Language, data: bytes, script: bool, depth: int) -> int:
-    whole, cuts = _damage(language, data, script)
+def _unparsed_bytes(language: Language, data: bytes, script: bool, depth: int, tree: Any = None) -> int:
+    whole, cuts = _damage(language, data, script, tree)
     if not whole or depth <= 0 or len(data) > _REPARSE_MAX_BYTES:
         return whole
     # Re-parse around the errors: one broken construct can throw the grammar off for the rest of
@@ -372,7 +372,9 @@ def _unparsed_bytes(language: Language, data: bytes, script: bool, depth: int) -
     return min(best, head + _unparsed_bytes(language, data[best_cut:], script, depth - 1))
 
 
-def unparsed_fraction(language: Language, source: str | bytes, script: bool = False) -> float:
+def unparsed_fraction(
+    language: Language, source: str | bytes, script: bool = False, tree: Any = None
+) -> float:
     """Fraction of the source bytes the grammar could not make sense of: the measure of "is this
     file in this language" (unlike :func:`error_fraction`, which is all-or-nothing per ERROR node).
 
@@ -382,8 +384,10 @@ def unparsed_fraction(language: Language, source: str | bytes, script: bool = Fa
       the smaller damage: one construct the grammar misreads must not condemn what follows.
     - Where ``top_level_types`` is set (and not a script), another node at the top counts as
       unparsed: tree-sitter-kotlin parses a run of words as infix calls, so prose saved as .kt parses.
+
+    ``tree`` is the parse of ``source`` when the caller has it already.
     """
     data = source.encode("utf-8") if isinstance(source, str) else source
     if not data.strip():
         return 0.0
-    return min(_unparsed_bytes(language, data, script, _REPARSE_DEPTH) / len(data), 1.0)
+    return min(_unparsed_bytes(language, data, script, _REPARSE_DEPTH, tree) / len(data), 1.0)
