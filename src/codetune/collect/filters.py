@@ -88,7 +88,9 @@ def run_filters(doc: Doc, names: list[str], th: Thresholds) -> str | None:
 def syntax_tree(doc: Doc) -> Any:
     """The document's tree-sitter tree, parsed once and shared by the filters (None: no grammar)."""
     if "tree" not in doc.meta:
-        doc.meta["tree"] = parse(doc.language, doc.text) if doc.language.grammar else None
+        # A stray NUL (seen in real doc comments) stops tree-sitter; a space keeps every offset.
+        text = doc.text.replace("\0", " ")
+        doc.meta["tree"] = parse(doc.language, text) if doc.language.grammar else None
     return doc.meta["tree"]
 
 
@@ -378,7 +380,7 @@ def _not_language(doc: Doc, th: Thresholds) -> Verdict:
     script = (
         doc.path.lower().endswith(doc.language.script_extensions) if doc.language.script_extensions else False
     )
-    fraction = unparsed_fraction(doc.language, doc.text, script, syntax_tree(doc))
+    fraction = unparsed_fraction(doc.language, doc.text.replace("\0", " "), script, syntax_tree(doc))
     doc.meta["error_fraction"] = round(fraction, 4)
     return fraction <= th.max_error_fraction or (False, "not_language")
 
