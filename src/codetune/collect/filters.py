@@ -203,13 +203,14 @@ def vendored_reason(path: str, original: str, language: Language) -> str | None:
         return "minified"
     if _BUNDLE_NAME.search(name):
         return "bundle"
-    if _LIBRARY_BANNER.search(_first_comment(original, language)[:2000]):
-        return "vendored"
+    # Build output first: a project's own bundle carries its own banner.
     tail = original[-300:]
     if any(marker in tail for marker in _BUNDLE_MARKERS[:2]) or any(
         m in original[:5000] for m in _BUNDLE_MARKERS[2:]
     ):
         return "bundle"
+    if _LIBRARY_BANNER.search(_first_comment(original, language)[:2000]):
+        return "vendored"
     return None
 
 
