@@ -98,6 +98,8 @@ def _is_comment_node(node: Any) -> bool:
     if "comment" in node.type:
         return True
     # A Python module docstring (or any bare string statement) is prose too.
+    if node.type == "string":
+        return True
     return node.type == "expression_statement" and all(c.type == "string" for c in node.named_children)
 
 
