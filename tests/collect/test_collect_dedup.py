@@ -74,3 +74,34 @@ def test_renamed_twins_found_and_files_without_twins_kept(tmp_path: Path) -> Non
         assert entry["reason"] == "near_duplicate", entry
         twin = entry["duplicate_of"].split("/", 1)[1]
         assert textsim.text_jaccard((root / entry["path"]).read_text(), (root / twin).read_text()) >= 0.7
+
+
+def test_a_bundle_of_the_modules_is_dropped_and_the_modules_kept(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    root = tmp_path / "repo"
+    modules = {}
+    for i in range(6):
+        name = f"part{i}"
+        body = "\n".join(
+            f"export function {name}Step{k}(input) {{\n"
+            + "".join(f"  const v{j} = helper{rng.randrange(10**6)}(input, {j});\n" for j in range(6))
+            + "  return v0 + v5;\n}\n"
+            for k in range(12)
+        )
+        modules[f"modules/{name}.js"] = body
+    # What a bundler writes without a source map: every module, exports rewritten, one file.
+    bundle = "(function (root) {\n" + "\n".join(
+        t.replace("export function", "function") for t in modules.values()
+    )
+    bundle += "\nroot.lib = {};\n})(this);\n"
+    for rel, text in {**modules, "lib.js": bundle}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    out, rejected = tmp_path / "corpus", tmp_path / "rejected"
+    proc = run_cli(
+        "collect", str(root), "--language", "javascript", "--out", str(out), "--rejected", str(rejected)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(row["path"] for row in read_corpus(out)) == sorted(modules)
+    index = [json.loads(line) for line in (rejected / "rejected.jsonl").read_text().splitlines()]
+    assert [(e["path"], e["reason"]) for e in index] == [("lib.js", "bundle")]

@@ -36,3 +36,46 @@ def near_duplicates(
     """
     similarity = textsim.ShingleCache(text_of, ngram) if text_of is not None else None
     return textsim.near_duplicates(items, threshold, num_perm, similarity)
+
+
+def contained_bundles(
+    files: list[tuple[str, str]],
+    ngram: int = 5,
+    min_parts: int = 3,
+    part_coverage: float = 0.8,
+    min_bytes: int = 8192,
+) -> dict[int, list[int]]:
+    """Files that concatenate other files of their repository (a build bundle of ``modules/``), from
+    (repo, text) pairs: index -> indices of >= ``min_parts`` files of the same repo, each at least
+    ``part_coverage`` contained in it, that together cover at least half of it. Run it after near
+    and exact dedup. Each repository is judged alone, which bounds the memory."""
+    by_repo: dict[str, list[int]] = {}
+    for index, (repo, _) in enumerate(files):
+        by_repo.setdefault(repo, []).append(index)
+    found: dict[int, list[int]] = {}
+    for members in by_repo.values():
+        if len(members) <= min_parts or all(len(files[i][1]) < min_bytes for i in members):
+            continue
+        shingles = {i: textsim.shingles(files[i][1], ngram) for i in members}
+        hashes, counts = np.unique(np.concatenate(list(shingles.values())), return_counts=True)
+        shared = hashes[counts > 1]
+        for index in members:
+            own = shingles[index]
+            if len(files[index][1]) < min_bytes or not len(own):
+                continue
+            if np.isin(own, shared, assume_unique=True).mean() < part_coverage:
+                continue  # mostly its own text: not a copy of others
+            parts = [
+                other
+                for other in members
+                if other != index
+                and 0 < len(shingles[other]) < len(own)
+                and len(np.intersect1d(own, shingles[other], assume_unique=True))
+                >= part_coverage * len(shingles[other])
+            ]
+            if len(parts) < min_parts:
+                continue
+            covered = np.isin(own, np.concatenate([shingles[p] for p in parts])).mean()
+            if covered >= 0.5:
+                found[index] = parts
+    return found

@@ -397,6 +397,17 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
             else:
                 survivors.append(record)
         kept = survivors
+        # A build bundle concatenating modules kept here duplicates them without being a near twin.
+        from codetune.collect.dedup import contained_bundles
+
+        bundles = contained_bundles([(r["repo"], r["content"]) for r in kept], cfg.ngram)
+        for i, parts in bundles.items():
+            first = kept[parts[0]]
+            kept[i].update(
+                status="bundle", duplicate_of=f"{first['repo']}/{first['path']}", bytes=kept[i]["orig_bytes"]
+            )
+            dropped.append(kept[i])
+        kept = [r for i, r in enumerate(kept) if i not in bundles]
     return kept, dropped
 
 
