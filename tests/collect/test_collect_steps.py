@@ -140,6 +140,13 @@ def test_licence_strip_leaves_ordinary_comments():
             "MIIEpAIBAAKCAQEA",
             "<KEY>",
         ),
+        (
+            'String k = "-----BEGIN RSA PRIVATE KEY-----\\n" +\n    "MIIEpAIBAAKCAQEAx7abcd\\n" +\n'
+            '    "-----END RSA PRIVATE KEY-----";',
+            "private_key",
+            "MIIEpAIBAAKCAQEAx7abcd",
+            "<KEY>",
+        ),
         ('db_password = "Xk9#mQ2$vL7p"', "password", "Xk9#mQ2$vL7p", "<PASSWORD>"),
         ("contact: jane.doe@corp-mail.io", "email", "jane.doe", "user@example.com"),
         ("server = '8.8.4.4'", "ip_address", "8.8.4.4", "192.0.2.1"),

@@ -31,8 +31,10 @@ KEY_PLACEHOLDER = "<KEY>"
 PASSWORD_PLACEHOLDER = "<PASSWORD>"
 
 _ARMOUR_LABEL = r"(?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?"
-# Separators inside a key: real newlines, or \n escapes when the key sits in a string literal.
-_KEY_GAP = r"(?:\s|\\[nr])*"
+# Separators inside a key: real newlines, \n escapes when the key sits in a string literal, and the
+# seams of a literal split over lines (`...\n" +\n  "...`). Any other code between armour lines
+# (two armour constants in a Gradle script) ends the match.
+_KEY_GAP = r"""(?:\s|\\[nr]|"\s*\+?\s*"|'\s*\+?\s*')*"""
 _PRIVATE_KEY = re.compile(
     rf"-----BEGIN (?P<label>{_ARMOUR_LABEL})-----{_KEY_GAP}"
     r"(?:[A-Za-z][A-Za-z0-9-]*: [^\n\\]*" + _KEY_GAP + ")*"  # Proc-Type:, Version: ... headers
