@@ -10,7 +10,8 @@ Jaccard lands in [0.75, 0.95], ``--pairs`` unrelated files, and ``--pairs // 2``
     python bench/dedup.py --pairs 300
 
 Recall: twin pairs of which one file was dropped. Precision: dropped files that really have a kept
-twin at Jaccard >= 0.7. files/s: signatures + index, per side.
+twin at Jaccard >= 0.7. files/s: signatures + index, per side, in CPU seconds of this process (the
+machine is shared; wall time would measure the neighbours).
 """
 
 from __future__ import annotations
@@ -120,17 +121,17 @@ def make_corpus(pairs: int, seed: int) -> tuple[list[str], list[tuple[int, int]]
 
 
 def run_codetune(texts: list[str]) -> tuple[set[int], float]:
-    start = time.perf_counter()
+    start = time.process_time()
     items = [(i, minhash_values(t, NUM_PERM)) for i, t in enumerate(texts)]
     dupes = near_duplicates(items, THRESHOLD, NUM_PERM, text_of=texts.__getitem__)
-    return set(dupes), time.perf_counter() - start
+    return set(dupes), time.process_time() - start
 
 
 def run_datasketch(texts: list[str]) -> tuple[set[int], float]:
     """bigcode's scheme: query the plain LSH, drop the file when any candidate exists, else insert."""
     from datasketch import MinHash, MinHashLSH
 
-    start = time.perf_counter()
+    start = time.process_time()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
     dropped = set()
     for i, text in enumerate(texts):
@@ -142,7 +143,7 @@ def run_datasketch(texts: list[str]) -> tuple[set[int], float]:
             dropped.add(i)
         else:
             lsh.insert(i, signature)
-    return dropped, time.perf_counter() - start
+    return dropped, time.process_time() - start
 
 
 def score(texts: list[str], twins: list[tuple[int, int]], dropped: set[int]) -> tuple[float, float]:
@@ -161,8 +162,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     texts, twins = make_corpus(args.pairs, args.seed)
-    low = min(textsim.text_jaccard(texts[a], texts[b]) for a, b in twins)
-    print(f"{len(texts)} files, {len(twins)} renamed twin pairs at Jaccard {low:.2f}-0.95")
+    similarity = {pair: textsim.text_jaccard(texts[pair[0]], texts[pair[1]]) for pair in twins}
+    hard = [pair for pair in twins if similarity[pair] < 0.8]
+    print(
+        f"{len(texts)} files, {len(twins)} renamed twin pairs at Jaccard {min(similarity.values()):.2f}-0.95"
+    )
     bands, rows = textsim.lsh_params(NUM_PERM, THRESHOLD)
     speeds = {}
     for name, run in (("datasketch plain LSH (b=25, r=10)", run_datasketch), ("codetune", run_codetune)):
@@ -170,9 +174,10 @@ def main() -> None:
         recall, precision = score(texts, twins, dropped)
         speeds[name] = len(texts) / seconds
         label = name if name != "codetune" else f"codetune (b={bands}, r={rows}, exact confirm)"
+        hard_recall = sum(1 for a, b in hard if a in dropped or b in dropped) / max(len(hard), 1)
         print(
-            f"{label}: recall {recall:.1%}, precision {precision:.1%}, "
-            f"{speeds[name]:.0f} files/s, dropped {len(dropped)}"
+            f"{label}: recall {recall:.1%} ({hard_recall:.1%} of the {len(hard)} pairs below 0.80), "
+            f"precision {precision:.1%}, {speeds[name]:.0f} files/s, dropped {len(dropped)}"
         )
     ours, theirs = speeds["codetune"], speeds["datasketch plain LSH (b=25, r=10)"]
     print(f"ratio: {ours / theirs:.2f}x files/s codetune near-dedup vs datasketch plain MinHashLSH")
