@@ -72,7 +72,7 @@ def test_cli_thin_path_writes_shards_and_manifest(tmp_path, cli):
         assert column in table.column_names
     rows = read_corpus(tmp_path / "corpus")
     assert sorted(r["path"] for r in rows) == [f"pkg/mod{i}.py" for i in range(4)]
-    assert {r["language"] for r in rows} == {"python"} and {r["repo"] for r in rows} == {"src"}
+    assert {r["language"] for r in rows} == {"python"} and {r["repo"] for r in rows} == {str(src)}
     manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
     assert manifest["counts"]["kept"] == 4 and manifest["totals"]["files_seen"] == 4
     assert manifest["fingerprint"] and manifest["sources"][0]["kind"] == "local"
@@ -203,7 +203,7 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
 
     def flaky(chunk):
         calls.append(chunk[0][2])
-        if chunk[0][2] == "two" and crash.pop() if crash else False:
+        if chunk[0][2] == str(second) and crash.pop() if crash else False:
             raise RuntimeError("killed")  # simulate a kill in the middle of the second source
         return real(chunk)
 
@@ -214,7 +214,7 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
     assert not (tmp_path / "corpus").exists()  # no half corpus
     calls.clear()
     result = collect(config)
-    assert calls == ["two"]  # the finished source was not processed again
+    assert calls == [str(second)]  # the finished source was not processed again
     assert result.summary["files kept"] == 6
     assert not (tmp_path / ".corpus.work").exists()
 
@@ -230,7 +230,7 @@ def test_rejected_folder_holds_dropped_files_with_reasons(tmp_path):
     assert by_path["gen.py"]["reason"] == "generated"
     assert (
         by_path["good.py"]["reason"] == "exact_duplicate"
-        and by_path["good.py"]["duplicate_of"] == "src/copy.py"
+        and by_path["good.py"]["duplicate_of"] == f"{src}/copy.py"
     )
     assert (tmp_path / "rejected" / by_path["gen.py"]["file"]).read_text().startswith("# Code generated")
     assert [r["path"] for r in read_corpus(result.out)] == ["copy.py"]

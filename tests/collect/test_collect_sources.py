@@ -67,7 +67,7 @@ def test_git_file_url_branch_tag_and_cache(tmp_path):
     cache = tmp_path / "cache"
     head = collect(CollectConfig(sources=[url], out=tmp_path / "c1", cache_dir=cache))
     assert sorted(r["path"] for r in read_corpus(head.out)) == ["src/new.py", "src/old.py"]
-    assert {r["repo"] for r in read_corpus(head.out)} == {"demo"}
+    assert {r["repo"] for r in read_corpus(head.out)} == {str(repo)}  # the path: unique and stable
     clones = list((cache / "git").iterdir())
     assert len(clones) == 1
     # Shallow: one commit only.
@@ -116,9 +116,10 @@ def test_archives_unpack_safely(tmp_path):
         )
     )
     rows = read_corpus(result.out)
-    assert sorted((r["repo"], r["path"]) for r in rows) == [("code", "lib/b.py"), ("code", "pkg/a.py")]
+    assert sorted((r["repo"], r["path"]) for r in rows) == [(str(tar_path), "lib/b.py"), (str(zip_path), "pkg/a.py")]
     manifest = json.loads((result.out / "manifest.json").read_text())
-    assert manifest["counts"]["dropped"]["unsafe_path"]["files"] == 4
+    assert manifest["counts"]["dropped"]["unsafe_path"]["files"] == 3
+    assert manifest["counts"]["dropped"]["link_outside"]["files"] == 1
     assert not (tmp_path / "evil.py").exists() and not (tmp_path / "up.py").exists()
     with pytest.raises(InputError, match="cannot unpack archive"):
         bad = tmp_path / "bad.zip"
@@ -199,7 +200,10 @@ def test_github_search_rate_limit_max_repos_and_resume(tmp_path, monkeypatch):
     assert FakeGitHub.calls[1]["auth"] == "Bearer t0ken"
     assert "language%3Apython" in FakeGitHub.calls[1]["path"]
     rows = read_corpus(result.out)
-    assert sorted((r["repo"], r["path"]) for r in rows) == [("acme/repo0", "m0.py"), ("acme/repo1", "m1.py")]
+    assert sorted((r["repo"], r["path"]) for r in rows) == [
+        ("github.com/acme/repo0", "m0.py"),
+        ("github.com/acme/repo1", "m1.py"),
+    ]
 
 
 def test_github_resume_skips_done_repositories(tmp_path, monkeypatch):
@@ -219,7 +223,7 @@ def test_github_resume_skips_done_repositories(tmp_path, monkeypatch):
 
     def flaky(chunk):
         seen.append(chunk[0][2])
-        if chunk[0][2] == "acme/two" and crash:
+        if chunk[0][2] == "github.com/acme/two" and crash:
             crash.pop()
             raise RuntimeError("killed")
         return real(chunk)
@@ -237,7 +241,7 @@ def test_github_resume_skips_done_repositories(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert len(FakeGitHub.calls) == calls_before  # the search was not repeated
-    assert seen == ["acme/two"]  # the finished repository was skipped
+    assert seen == ["github.com/acme/two"]  # the finished repository was skipped
     assert result.summary["files kept"] == 2
     assert sources.SOURCE_KINDS["github"]
 
@@ -344,7 +348,7 @@ class ExhaustedGitHub(BaseHTTPRequestHandler):
 
 
 def test_github_waits_for_rate_limit_reset_and_reports_errors(tmp_path, capsys):
-    from codetune.collect.sources import github_get
+    from codetune.collect.sources.github import github_get
 
     server, base = serve(ExhaustedGitHub)
     try:
