@@ -116,7 +116,10 @@ def test_archives_unpack_safely(tmp_path):
         )
     )
     rows = read_corpus(result.out)
-    assert sorted((r["repo"], r["path"]) for r in rows) == [(str(tar_path), "lib/b.py"), (str(zip_path), "pkg/a.py")]
+    assert sorted((r["repo"], r["path"]) for r in rows) == [
+        (str(tar_path), "lib/b.py"),
+        (str(zip_path), "pkg/a.py"),
+    ]
     manifest = json.loads((result.out / "manifest.json").read_text())
     assert manifest["counts"]["dropped"]["unsafe_path"]["files"] == 3
     assert manifest["counts"]["dropped"]["link_outside"]["files"] == 1

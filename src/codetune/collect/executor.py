@@ -43,7 +43,9 @@ def _start_worker(parent_pid: int, initializer: Callable[..., None], initargs: t
     initializer(*initargs)
 
 
-def worker_pool(workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> ProcessPoolExecutor:
+def worker_pool(
+    workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]
+) -> ProcessPoolExecutor:
     """A process pool whose workers run ``initializer(*initargs)`` and die with this process.
 
     Workers are forked, so modules imported here (datasketch, tree-sitter grammars) are shared.

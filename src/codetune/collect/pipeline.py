@@ -20,8 +20,8 @@ from typing import Any
 
 from codetune.collect.config import CollectConfig
 from codetune.collect.executor import worker_pool
-from codetune.collect.sources import Source
 from codetune.collect.filters import FILTERS, Doc, Thresholds, run_filters, strip_licence
+from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, manifest_fingerprint, read_json, write_json
 from codetune.languages import Language, get_language, register_spec

@@ -188,9 +188,7 @@ def _count_wanted(folder: str, rel: str, wanted: Candidates) -> int:
     return count
 
 
-def _walk(
-    root: Path, start: str, wanted: Candidates, cfg: Any
-) -> tuple[list[tuple[str, str]], Counter[str]]:
+def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tuple[str, str]], Counter[str]]:
     """Walk ``root/start``; survive link loops and unreadable folders (counted, not fatal)."""
     skip = set(cfg.skip_dirs)
     problems: Counter[str] = Counter()

@@ -10,6 +10,7 @@ than ``max_unpack_bytes`` or ``max_unpack_files``.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -175,7 +176,7 @@ def _unpack_tar(path: Path, unpacker: Unpacker) -> None:
                 if other is None or not other.is_file() or other.is_symlink():
                     unpacker.skipped["bad_member"] += 1
                 else:
-                    unpacker.file(place, other.stat().st_size, lambda other=other: open(other, "rb"))
+                    unpacker.file(place, other.stat().st_size, functools.partial(Path.open, other, "rb"))
             elif member.isfile():
                 unpacker.file(place, member.size, lambda member=member: archive.extractfile(member))
             else:
@@ -235,4 +236,3 @@ def resolve_archive(text: str, cfg: Any, work: Path) -> list[Source]:
 
     source.fetch = fetch
     return [source]
-
