@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -253,3 +254,95 @@ def test_recipe_language_spec_is_honoured(tmp_path):
 def test_read_corpus_rejects_non_corpus(tmp_path):
     with pytest.raises(InputError, match="not a corpus folder"):
         read_corpus(tmp_path)
+
+
+def test_rejected_copies_hold_the_original_file_and_reruns_still_write_them(tmp_path, cli):
+    src = tmp_path / "src"
+    write(src, "good.py", distinct_module(1))
+    header = "# Copyright (c) 2020 Example Corp.\n# Licensed under the MIT License.\n"
+    write(src, "only_header.py", header)  # nothing but a licence comment: empty once stripped
+    original = (header + "x = 1\r\n").encode()
+    write(src, "short.py", original)  # CRLF and a licence: dropped as too_few_lines
+    config = cfg(tmp_path, src, rejected=tmp_path / "rejected")
+    collect(config)
+    index = {
+        e["path"]: e
+        for e in map(json.loads, (tmp_path / "rejected" / "rejected.jsonl").read_text().splitlines())
+    }
+    assert (tmp_path / "rejected" / index["only_header.py"]["file"]).read_text() == header
+    assert (tmp_path / "rejected" / index["short.py"]["file"]).read_bytes() == original
+    # The corpus is unchanged, but a new --rejected folder is asked for: it is written, and said so.
+    again = cli(
+        "collect",
+        str(src),
+        "-l",
+        "python",
+        "-o",
+        str(tmp_path / "corpus"),
+        "--rejected",
+        str(tmp_path / "r2"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert "--rejected" in again.stderr
+    assert (tmp_path / "r2" / "rejected.jsonl").read_text() == (
+        tmp_path / "rejected" / "rejected.jsonl"
+    ).read_text()
+    skipped = cli(
+        "collect",
+        str(src),
+        "-l",
+        "python",
+        "-o",
+        str(tmp_path / "corpus"),
+        "--rejected",
+        str(tmp_path / "r2"),
+    )
+    assert "unchanged, skipped" in skipped.stderr and "(unchanged)" in skipped.stderr
+
+
+SLOW_COLLECT = """
+import sys, time
+from codetune.collect import pipeline
+from codetune.collect.config import CollectConfig
+real = pipeline.process_file
+def slow(*args):
+    time.sleep(0.2)
+    return real(*args)
+pipeline.process_file = slow
+pipeline.collect(CollectConfig(sources=[sys.argv[1]], out=sys.argv[2], workers=2, chunk_size=1))
+"""
+
+
+def test_kill_9_of_collect_leaves_no_worker_processes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src = tmp_path / "src"
+    for i in range(200):
+        write(src, f"m{i:03d}.py", distinct_module(i))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_COLLECT, str(src), str(tmp_path / "corpus")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.time() + 120
+        while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2, "collect never started its workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"workers outlived collect: {[p.pid for p in alive]}"
+    finally:
+        for worker in workers:  # never leave them behind, even when the test fails
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
+        if proc.poll() is None:
+            proc.kill()
