@@ -1,8 +1,11 @@
-"""The collect stage: sources -> files -> filters -> redaction -> dedup -> Parquet shards + manifest.
+"""The collect stage, in the order ``_collect`` runs it:
 
-Files are processed in worker processes, one chunk of files per task; each finished source is saved
-in a work folder beside the output so an interrupted run resumes where it stopped. The corpus folder
-itself is written atomically at the very end.
+1. list: fetch every source (clone, update, unpack) and list its candidate files (``walk``);
+2. skip the stage when the corpus (and a ``--rejected`` folder) already match this input;
+3. process: read, strip, filter and redact each file in worker processes, one chunk per task, saving
+   each finished source in a work folder beside the output so an interrupted run resumes there;
+4. deduplicate exact then near duplicates across all sources, count every drop by reason;
+5. write the ``--rejected`` folder and the corpus folder (each atomically, at the very end).
 """
 
 from __future__ import annotations
@@ -230,7 +233,8 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
     processed = process_sources(cfg, ctx, listed, identity, work)
     kept, dropped = _dedup(cfg, processed)
     counts, skipped = _count(dropped, processed)
-    summary = _summary(language, kept, counts, skipped)
+    redactions = _redactions(kept)
+    summary = _summary(language, kept, counts, skipped, redactions)
     if cfg.rejected is not None:
         _write_rejected(Path(cfg.rejected), dropped, fp)
         summary["rejected"] = str(cfg.rejected)
@@ -240,7 +244,7 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
             f"no files of {language.name} kept from {', '.join(cfg.sources)} "
             f"(seen {summary['files seen']}; dropped: {_reasons_line(counts)})"
         )
-    _write_corpus(out, cfg, fp, language, listed, kept, counts, skipped, summary)
+    _write_corpus(out, cfg, fp, language, listed, kept, counts, skipped, redactions, summary)
     shutil.rmtree(work, ignore_errors=True)
     return StageResult("collect", out, summary=summary)
 
@@ -359,15 +363,20 @@ def _count(
     return dict(sorted(counts.items())), dict(sorted(skipped.items()))
 
 
+def _redactions(kept: list[dict[str, Any]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for record in kept:
+        total.update(record["redactions"])
+    return dict(sorted(total.items()))
+
+
 def _summary(
     language: Language,
     kept: list[dict[str, Any]],
     counts: dict[str, dict[str, int]],
     skipped: dict[str, int],
+    redactions: dict[str, int],
 ) -> dict[str, Any]:
-    redactions: Counter[str] = Counter()
-    for record in kept:
-        redactions.update(record["redactions"])
     summary: dict[str, Any] = {
         "language": language.name,
         "files seen": len(kept) + sum(entry["files"] for entry in counts.values()),
@@ -393,11 +402,9 @@ def _write_corpus(
     kept: list[dict[str, Any]],
     counts: dict[str, dict[str, int]],
     skipped: dict[str, int],
+    redactions: dict[str, int],
     summary: dict[str, Any],
 ) -> None:
-    redactions: Counter[str] = Counter()
-    for record in kept:
-        redactions.update(record["redactions"])
     with atomic_dir(out) as tmp:
         shards = _write_shards(tmp, kept, language.name, cfg.shard_rows)
         summary["shards"] = len(shards)
@@ -424,7 +431,7 @@ def _write_corpus(
                 "bytes_kept": summary["bytes kept"],
                 "bytes_dropped": sum(e["bytes"] for e in counts.values()),
             },
-            "redactions": dict(sorted(redactions.items())),
+            "redactions": redactions,
             "licence_stripped": summary["licence headers stripped"],
             "shards": shards,
             "summary": summary,
