@@ -287,17 +287,8 @@ def test_rejected_copies_hold_the_original_file_and_reruns_still_write_them(tmp_
     assert (tmp_path / "r2" / "rejected.jsonl").read_text() == (
         tmp_path / "rejected" / "rejected.jsonl"
     ).read_text()
-    skipped = cli(
-        "collect",
-        str(src),
-        "-l",
-        "python",
-        "-o",
-        str(tmp_path / "corpus"),
-        "--rejected",
-        str(tmp_path / "r2"),
-    )
-    assert "unchanged, skipped" in skipped.stderr and "(unchanged)" in skipped.stderr
+    skipped = collect(cfg(tmp_path, src, rejected=tmp_path / "r2"))
+    assert skipped.skipped and skipped.summary["rejected"] == f"{tmp_path / 'r2'} (unchanged)"
 
 
 SLOW_COLLECT = """
