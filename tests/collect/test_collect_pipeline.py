@@ -322,9 +322,12 @@ def test_kill_9_of_collect_leaves_no_worker_processes(tmp_path):
     workers: list[psutil.Process] = []
     try:
         deadline = time.time() + 120
+        parent = psutil.Process(proc.pid)
         while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
-            workers = psutil.Process(proc.pid).children(recursive=True)
+            with contextlib.suppress(psutil.Error):  # forked workers share the parent's command line
+                command = parent.cmdline()
+                workers = [p for p in parent.children(recursive=True) if p.cmdline() == command]
         assert len(workers) >= 2, "collect never started its workers"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -179,8 +179,12 @@ def serve(handler, directory: Path | None = None):
 
 def test_github_search_rate_limit_max_repos_and_resume(tmp_path, monkeypatch):
     repos = []
+    outside = host_dir(tmp_path)
     for i in range(3):
         path = make_repo(tmp_path / "remote" / f"repo{i}", {f"m{i}.py": distinct_module(i)})
+        (path / "leak.py").symlink_to(outside / "secret.py")  # a found repository must not reach the host
+        git("add", "-A", cwd=path)
+        git("commit", "-q", "-m", "link", cwd=path)
         repos.append({"full_name": f"acme/repo{i}", "clone_url": f"file://{path}", "default_branch": "main"})
     FakeGitHub.repos, FakeGitHub.calls = repos, []
     server, base = serve(FakeGitHub)
@@ -203,6 +207,8 @@ def test_github_search_rate_limit_max_repos_and_resume(tmp_path, monkeypatch):
     assert FakeGitHub.calls[1]["auth"] == "Bearer t0ken"
     assert "language%3Apython" in FakeGitHub.calls[1]["path"]
     rows = read_corpus(result.out)
+    assert_no_secret(result)
+    assert manifest_of(result)["counts"]["dropped"]["link_outside"]["files"] == 2
     assert sorted((r["repo"], r["path"]) for r in rows) == [
         ("github.com/acme/repo0", "m0.py"),
         ("github.com/acme/repo1", "m1.py"),
