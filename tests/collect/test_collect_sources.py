@@ -713,46 +713,47 @@ def test_odd_archive_members_are_skipped_and_counted(tmp_path):
 # ---- docs crawler stays on its host ------------------------------------------------------------
 
 
-def test_docs_crawl_does_not_follow_redirects_to_other_hosts(tmp_path):
-    hits: list[str] = []
+class Pages(BaseHTTPRequestHandler):
+    """Serves ``pages`` (path -> HTML, or ("redirect", location)) and records each path asked for."""
 
-    class Elsewhere(BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = b"<html><body><h2>Elsewhere</h2><pre>elsewhere.secret()</pre></body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    pages: ClassVar[dict] = {}
+    hits: ClassVar[list[str]] = []
 
-        def log_message(self, *args):
-            pass
-
-    other, other_base = serve(Elsewhere)
-    pages = {
-        "/index.html": '<html><body><a href="/away">a</a> <a href="/moved">m</a></body></html>',
-        "/here.html": "<html><body><h2>Here</h2><pre>here.ok()</pre></body></html>",
-    }
-
-    class Site(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path in ("/away", "/moved"):
-                target = f"{other_base}/page.html" if self.path == "/away" else "/here.html"
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = pages.get(self.path, "").encode()
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        page = self.pages.get(self.path, "")
+        if isinstance(page, tuple):
+            self.send_response(302)
+            self.send_header("Location", page[1])
+            body = b""
+        else:
+            body = page.encode()
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+    def log_message(self, *args):
+        pass
+
+
+def test_docs_crawl_does_not_follow_redirects_to_other_hosts(tmp_path):
+    class Elsewhere(Pages):
+        pages: ClassVar[dict] = {
+            "/page.html": "<html><body><h2>E</h2><pre>elsewhere.secret()</pre></body></html>"
+        }
+        hits: ClassVar[list[str]] = []
+
+    other, other_base = serve(Elsewhere)
+
+    class Site(Pages):
+        pages: ClassVar[dict] = {
+            "/index.html": '<html><body><a href="/away">a</a> <a href="/moved">m</a></body></html>',
+            "/away": ("redirect", f"{other_base}/page.html"),
+            "/moved": ("redirect", "/here.html"),
+            "/here.html": "<html><body><h2>Here</h2><pre>here.ok()</pre></body></html>",
+        }
 
     site, base = serve(Site)
     try:
@@ -765,4 +766,4 @@ def test_docs_crawl_does_not_follow_redirects_to_other_hosts(tmp_path):
         site.shutdown()
         other.shutdown()
     assert [r["content"] for r in read_corpus(result.out)] == ["here.ok()"]  # same-host redirect followed
-    assert hits == []
+    assert Elsewhere.hits == []
