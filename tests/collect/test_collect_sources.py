@@ -541,6 +541,7 @@ def test_links_outside_an_archive_are_not_followed(tmp_path):
             ("pkg/abs.py", str(outside / "secret.py")),
             ("pkg/up.py", "../../../../../../../../../.." + str(outside / "secret.py")),
             ("pkg/dir", str(outside)),
+            ("alias/ok.py", "../pkg/ok.py"),  # inside, alone in its folder: kept (as a duplicate)
         ):
             link = tarfile.TarInfo(name)
             link.type, link.linkname = tarfile.SYMTYPE, target
@@ -563,6 +564,9 @@ def test_links_outside_an_archive_are_not_followed(tmp_path):
         assert len(read_corpus(result.out)) == 1
         expected = 3 if path == tar_path else 2
         assert manifest_of(result)["counts"]["dropped"]["link_outside"]["files"] == expected, name
+    assert manifest_of(result)["counts"]["dropped"].get("exact_duplicate") is None
+    tar_dropped = json.loads((tmp_path / "c1" / "manifest.json").read_text())["counts"]["dropped"]
+    assert tar_dropped["exact_duplicate"]["files"] == 1  # the inside link was unpacked and read
 
 
 # ---- bounded unpacking -----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class Unpacker:
             ):
                 self.skipped["link_outside"] += 1
                 continue
-            self._guard(path, lambda path=path, target=target: os.symlink(target, path))
+            self._guard(path, lambda path=path, target=target: _symlink(target, path))
 
     def _guard(self, path: Path, action: Callable[[], Any]) -> None:
         try:
@@ -144,6 +144,11 @@ class Unpacker:
 
 class _TooLarge(Exception):
     pass
+
+
+def _symlink(target: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
 
 
 def _unpack_zip(path: Path, unpacker: Unpacker) -> None:
