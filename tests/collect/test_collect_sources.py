@@ -400,6 +400,11 @@ def test_git_work_tree_collects_tracked_ignored_files_and_counts_skips(tmp_path)
     ]
     assert manifest_of(result)["counts"]["skipped"] == {"gitignored": 1, "skip_dirs": 1}
     assert result.summary["skipped: gitignored"] == "1 files"
+    cloned = collect(
+        CollectConfig(sources=[f"file://{repo}"], out=tmp_path / "c3", cache_dir=tmp_path / "cache")
+    )
+    assert sorted(r["path"] for r in read_corpus(cloned.out)) == ["src/main.py", "tests/test_main.py"]
+    assert manifest_of(cloned)["counts"]["skipped"] == {"skip_dirs": 1}
     # A plain folder (no git) counts the same reasons while walking.
     plain = tmp_path / "plain"
     write(plain, ".gitignore", "gen/\n")
