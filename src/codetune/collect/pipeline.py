@@ -284,7 +284,7 @@ def _up_to_date(cfg: CollectConfig, out: Path, fp: str) -> bool:
     if cfg.rejected is not None and manifest_fingerprint(cfg.rejected) != fp:
         from rich.console import Console
 
-        Console(stderr=True).print(
+        Console(stderr=True, soft_wrap=True).print(
             f"collect: corpus unchanged; processing again to write --rejected {cfg.rejected}",
             highlight=False,
         )

@@ -47,7 +47,7 @@ def run_with_progress(args: list[str], what: str, cwd: Path | None = None) -> tu
     """
     from rich.console import Console
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # log lines are never wrapped
     proc = subprocess.Popen(
         ["git", *SAFE_GIT, *_NETWORK, *args],
         cwd=cwd,
