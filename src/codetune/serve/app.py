@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 
 from codetune.serve.config import ServeConfig
+from codetune.serve.protocols import mount_protocols, tabby
+from codetune.serve.protocols.base import respond
 from codetune.serve.serving import OpenAIServing, ServingError, parse
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
     """The FastAPI application; loads the model now unless ``serving`` is given."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     serving = serving or build_serving(cfg)
@@ -99,27 +100,14 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
                 )
         return data
 
-    def respond(result: dict[str, Any] | AsyncIterator[str]) -> Any:
-        if isinstance(result, dict):
-            return JSONResponse(result)
-        return StreamingResponse(
-            result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
-
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         from codetune.serve.protocol import CompletionRequest
 
-        parsed = parse(CompletionRequest, await body(request))
-        return respond(await serving.completions(parsed, request.is_disconnected))
-
-    @app.post("/v1/engines/{engine}/completions")
-    async def engine_completions(engine: str, request: Request) -> Any:
-        """Copilot's and FauxPilot's route: the engine name stands for the model."""
-        from codetune.serve.protocol import CompletionRequest
-
-        parsed = parse(CompletionRequest, await body(request))
-        parsed.model = parsed.model or engine
+        raw = await body(request)
+        if tabby.is_tabby(raw):  # Tabby's plugins share this path; their body has `segments`
+            return await tabby.complete(app.state.tabby, request, raw)
+        parsed = parse(CompletionRequest, raw)
         return respond(await serving.completions(parsed, request.is_disconnected))
 
     @app.post("/v1/chat/completions")
@@ -138,10 +126,7 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
     async def health() -> Any:
         return serving.health()
 
-    @app.get("/copilot_internal/v2/token")
-    async def copilot_token(request: Request) -> Any:
-        guard(request)
-        return serving.copilot_token()
+    mount_protocols(app, serving, body, guard)  # ollama, llama.cpp, TGI, Tabby, FIM, Copilot
 
     @app.on_event("shutdown")
     async def _stop() -> None:

@@ -1,0 +1,287 @@
+"""The one seam between editor protocols and the engine.
+
+Every protocol adapter turns its own request body into an :class:`EditorRequest`, asks the
+:class:`Engine` for a completion (or a stream of text), and writes the answer in its own shape.
+Only this module knows how the serving object generates, so a new engine changes this file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+Disconnected = Callable[[], Awaitable[bool]]
+BodyReader = Callable[[Any], Awaitable[bytes]]
+Guard = Callable[[Any], None]
+
+
+class ProtocolModel(BaseModel):
+    """A request body of one editor protocol: unknown fields are a 400, as the docs list them all."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+@dataclass
+class EditorRequest:
+    """What every protocol asks of the engine: a FIM or plain prompt and its sampling settings."""
+
+    prompt: str
+    suffix: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    model: str | None = None
+    # A newer request with the same client id cancels the older one still running (keystrokes).
+    client: str | None = None
+    # llama.cpp's budgets: stop at the first token once prompt processing took longer than this,
+    # and stop after a newline once generating took longer than that.
+    max_prompt_ms: float | None = None
+    max_predict_ms: float | None = None
+
+
+@dataclass
+class EditorCompletion:
+    """The engine's answer, with what the protocols report about it."""
+
+    text: str
+    finish_reason: str  # "stop", "length" or "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    prompt_ms: float
+    predict_ms: float
+
+
+class Engine:
+    """A tiny interface over the serving object: complete, stream, model names."""
+
+    def __init__(self, serving: Any) -> None:
+        self.serving = serving
+        self._running: dict[str, list[Any]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.serving.name
+
+    @property
+    def context_length(self) -> int:
+        return self.serving.context
+
+    def model_names(self) -> list[str]:
+        return [self.serving.name]
+
+    def device(self) -> str:
+        return str(getattr(self.serving.model, "device", "cpu"))
+
+    def _sequences(self, request: EditorRequest) -> list[Any]:
+        from pydantic import ValidationError
+
+        from codetune.serve.protocol import CompletionRequest
+        from codetune.serve.serving import validation_error
+
+        try:
+            openai_request = CompletionRequest(
+                model=request.model,
+                prompt=request.prompt,
+                suffix=request.suffix,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k,
+                stop=request.stop or None,
+                seed=request.seed,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+                repetition_penalty=request.repetition_penalty,
+                min_tokens=request.min_tokens,
+            )
+        except ValidationError as error:
+            raise validation_error(error) from None
+        seqs, _ = self.serving._completion_sequences(openai_request)
+        return seqs
+
+    def _claim(self, request: EditorRequest, seqs: list[Any]) -> None:
+        if request.client is None:
+            return
+        for older in self._running.get(request.client, []):
+            older.cancel()
+        self._running[request.client] = seqs
+
+    def _forget(self, request: EditorRequest, seqs: list[Any]) -> None:
+        if request.client is not None and self._running.get(request.client) is seqs:
+            del self._running[request.client]
+
+    async def stream(
+        self, request: EditorRequest, disconnected: Disconnected | None = None
+    ) -> AsyncIterator[str | EditorCompletion]:
+        """Text deltas, then one EditorCompletion. Queueing errors are raised before the first item."""
+        from codetune.serve.serving import _chain, _first
+
+        seqs = self._sequences(request)
+        [seq] = seqs
+        self._claim(request, seqs)
+        started = time.monotonic()
+        run = self.serving._run(seqs, disconnected, stream=True)
+        try:
+            first = await _first(run)
+        except BaseException:
+            self._forget(request, seqs)
+            raise
+
+        async def events() -> AsyncIterator[str | EditorCompletion]:
+            first_token_at: float | None = None
+            text = ""
+            try:
+                pending = [first] if first is not None else []
+                async for kind, _, delta in _chain(pending, run):
+                    if kind == "done":
+                        break
+                    now = time.monotonic()
+                    if first_token_at is None:
+                        first_token_at = now
+                        if (
+                            request.max_prompt_ms is not None
+                            and (now - started) * 1000 > request.max_prompt_ms
+                        ):
+                            seq.cancel()
+                    text += delta
+                    if delta:
+                        yield delta
+                    if (
+                        request.max_predict_ms is not None
+                        and (now - first_token_at) * 1000 > request.max_predict_ms
+                        and "\n" in text
+                    ):
+                        seq.cancel()
+                        break
+                finished = time.monotonic()
+                first_token_at = first_token_at or finished
+                yield EditorCompletion(
+                    text=text,
+                    finish_reason=seq.finish_reason or "cancelled",
+                    prompt_tokens=len(seq.prompt_ids),
+                    completion_tokens=len(seq.tokens),
+                    model=request.model or self.name,
+                    prompt_ms=(first_token_at - started) * 1000,
+                    predict_ms=(finished - first_token_at) * 1000,
+                )
+            finally:
+                self._forget(request, seqs)
+                await run.aclose()
+
+        return events()
+
+    async def complete(
+        self, request: EditorRequest, disconnected: Disconnected | None = None
+    ) -> EditorCompletion:
+        """The whole completion at once."""
+        result = None
+        async for item in await self.stream(request, disconnected):
+            if isinstance(item, EditorCompletion):
+                result = item
+        assert result is not None
+        return result
+
+
+@dataclass
+class Mount:
+    """What an adapter needs to add its routes: the app, the engine and the server's body checks."""
+
+    app: Any
+    engine: Engine
+    read_body: BodyReader
+    guard: Guard
+
+    async def parse(self, model_cls: type[BaseModel], request: Any) -> Any:
+        """The request body parsed into ``model_cls``, or a 400 naming the bad field."""
+        from codetune.serve.serving import parse
+
+        return parse(model_cls, await self.read_body(request))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    mount: Callable[[Mount], None]
+    clients: str
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(
+    name: str, clients: str
+) -> Callable[[Callable[[Mount], None]], Callable[[Mount], None]]:
+    """Decorator: ``mount(ctx)`` adds the protocol's routes to ``ctx.app``."""
+
+    def add(mount: Callable[[Mount], None]) -> Callable[[Mount], None]:
+        if name in PROTOCOLS:
+            raise ValueError(f"protocol {name!r} registered twice")
+        PROTOCOLS[name] = Protocol(name, mount, clients)
+        return mount
+
+    return add
+
+
+def mount_protocols(app: Any, serving: Any, read_body: BodyReader, guard: Guard) -> Engine:
+    """Add every registered protocol's routes to ``app``; returns the shared engine."""
+    import codetune.serve.protocols  # noqa: F401  (registers the adapters)
+
+    engine = Engine(serving)
+    ctx = Mount(app, engine, read_body, guard)
+    for protocol in PROTOCOLS.values():
+        protocol.mount(ctx)
+    return engine
+
+
+# -- response helpers ---------------------------------------------------------------------------
+def sse(events: AsyncIterator[dict[str, Any]], *, done: bool = False) -> Any:
+    """Server-sent events, one ``data:`` line per dict; ``done`` ends with ``data: [DONE]``."""
+    from fastapi.responses import StreamingResponse
+
+    async def lines() -> AsyncIterator[str]:
+        async for event in events:
+            yield f"data: {json.dumps(event)}\n\n"
+        if done:
+            yield "data: [DONE]\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def respond(result: dict[str, Any] | AsyncIterator[str]) -> Any:
+    """A serving result as JSON, or as SSE when it is an iterator of ready ``data:`` lines."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def ndjson(events: AsyncIterator[dict[str, Any]]) -> Any:
+    """One JSON object per line (Ollama's streaming)."""
+    from fastapi.responses import StreamingResponse
+
+    async def lines() -> AsyncIterator[str]:
+        async for event in events:
+            yield json.dumps(event) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def one_of(value: str | list[str] | None) -> list[str]:
+    """A stop field given as one string or a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

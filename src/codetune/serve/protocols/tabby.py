@@ -1,0 +1,154 @@
+"""Tabby: ``POST /v1/completions`` with ``segments``, ``GET /v1/health``, ``GET /v1beta/server_setting``.
+
+Fields and shapes: TabbyML/tabby crates/tabby/src/services/completion.rs (``CompletionRequest``,
+``Segments``, ``Declaration``, ``Snippet``, ``DebugOptions``, ``CompletionResponse``) and the body
+tabby-agent builds (clients/tabby-agent). Tabby's body shares its path with OpenAI's completions:
+:func:`is_tabby` tells them apart by shape. Declarations and snippets are accepted, not used yet.
+Without ``temperature`` the answer is greedy.
+"""
+
+from __future__ import annotations
+
+import platform
+import uuid
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, Field
+
+from codetune.serve.protocols.base import EditorRequest, Mount, ProtocolModel, register_protocol
+
+# A Tabby body names its code in `segments` (or `debug_options.raw_prompt`); OpenAI's in `prompt`.
+TABBY_ONLY_FIELDS = {"segments", "language", "debug_options", "mode"}
+
+
+def is_tabby(body: bytes) -> bool:
+    """Whether a /v1/completions body is Tabby's rather than OpenAI's."""
+    import json
+
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "prompt" not in data and bool(TABBY_ONLY_FIELDS & data.keys())
+
+
+class Declaration(BaseModel):
+    filepath: str
+    body: str
+
+
+class Snippet(BaseModel):
+    filepath: str
+    body: str
+    score: float
+
+
+class EditHistory(BaseModel):
+    original_code: str
+    edits_diff: str
+    current_version: str
+
+
+class Segments(ProtocolModel):
+    prefix: str
+    suffix: str | None = None
+    filepath: str | None = None
+    git_url: str | None = None
+    declarations: list[Declaration] | None = None
+    relevant_snippets_from_changed_files: list[Snippet] | None = None
+    relevant_snippets_from_recently_opened_files: list[Snippet] | None = None
+    clipboard: str | None = None
+    edit_history: EditHistory | None = None
+
+
+class DebugOptions(ProtocolModel):
+    raw_prompt: str | None = None
+    return_snippets: bool = False
+    return_prompt: bool = False
+    disable_retrieval_augmented_code_completion: bool = False
+
+
+class TabbyCompletionRequest(ProtocolModel):
+    language: str | None = None
+    segments: Segments | None = None
+    user: str | None = None
+    debug_options: DebugOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = Field(None, ge=0)
+    mode: str = "standard"
+
+    def editor_request(self) -> EditorRequest:
+        from codetune.serve.serving import ServingError
+
+        if self.mode != "standard":
+            raise ServingError(400, f"mode {self.mode!r} is not supported (only 'standard')", param="mode")
+        raw = self.debug_options.raw_prompt if self.debug_options else None
+        if raw is None and self.segments is None:
+            raise ServingError(400, "empty prompt from completion request", param="segments")
+        return EditorRequest(
+            prompt=raw if raw is not None else self.segments.prefix,
+            suffix=None if raw is not None else self.segments.suffix or None,
+            temperature=self.temperature or 0.0,
+            seed=self.seed,
+            client=self.user,
+        )
+
+
+async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, Any]:
+    """Answer a Tabby-shaped /v1/completions body (the OpenAI route hands it over)."""
+    from codetune.serve.serving import parse
+
+    body = parse(TabbyCompletionRequest, raw_body)
+    editor = body.editor_request()
+    result = await ctx.engine.complete(editor, request.is_disconnected)
+    answer: dict[str, Any] = {
+        "id": f"cmpl-{uuid.uuid4()}",
+        "choices": [{"index": 0, "text": result.text}],
+    }
+    if body.debug_options and body.debug_options.return_prompt:
+        answer["debug_data"] = {"prompt": editor.prompt}
+    return answer
+
+
+@register_protocol("tabby", clients="Tabby's VS Code, IntelliJ and Vim plugins (tabby-agent)")
+def mount(ctx: Mount) -> None:
+    from codetune import __version__
+
+    app = ctx.app
+    app.state.tabby = ctx
+
+    @app.get("/v1/health")
+    async def health(request: Request) -> Any:
+        ctx.guard(request)
+        device = ctx.engine.device()
+        return {
+            # llama.cpp's clients read `status` from /v1/health too.
+            "status": "ok",
+            "model": ctx.engine.name,
+            "chat_model": None,
+            "chat_device": None,
+            "device": "cuda" if device.startswith("cuda") else device,
+            "arch": platform.machine(),
+            "cpu_info": platform.processor() or platform.machine(),
+            "cpu_count": _cpu_count(),
+            "accelerators": [],
+            "cuda_devices": [],
+            "version": {
+                "build_date": "",
+                "build_timestamp": "",
+                "git_sha": "",
+                "git_describe": f"codetune-{__version__}",
+            },
+        }
+
+    @app.get("/v1beta/server_setting")
+    async def server_setting(request: Request) -> Any:
+        ctx.guard(request)
+        return {"disable_client_side_telemetry": True}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
