@@ -390,3 +390,22 @@ def test_a_newer_request_from_the_same_slot_cancels_the_older(server):
     assert newer.status_code == 200 and newer.json()["tokens_predicted"] == 2
     assert events[-1]["stop"] is True
     assert events[-1]["tokens_predicted"] < 400
+
+
+def test_openapi_declares_each_protocol_route_with_its_stream_type(server):
+    paths = httpx.get(server.url + "/openapi.json", timeout=30).json()["paths"]
+    streams = {
+        "/v1/fim/completions": "text/event-stream",
+        "/api/generate": "application/x-ndjson",
+        "/infill": "text/event-stream",
+        "/completion": "text/event-stream",
+        "/generate": "text/event-stream",
+        "/generate_stream": "text/event-stream",
+        "/v1/engines/{engine}/completions": "text/event-stream",
+    }
+    for path, media_type in streams.items():
+        responses = paths[path]["post"]["responses"]
+        assert media_type in responses["200"]["content"], path
+        assert {"400", "401", "413", "500", "503"} <= set(responses), path
+    for path in ("/api/tags", "/api/version", "/v1/health", "/v1beta/server_setting"):
+        assert "get" in paths[path], path

@@ -195,14 +195,48 @@ class Engine:
         return result
 
 
+POST_ERRORS = (400, 401, 408, 413, 415, 500, 503)
+GET_ERRORS = (401, 500)
+STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
+
+
+def declared_responses(codes: tuple[int, ...], stream: str | None = None) -> dict[int | str, Any]:
+    """OpenAPI responses of a route: errors in OpenAI's shape, and the stream's media type."""
+    from codetune.serve.protocol import ErrorResponse
+
+    responses: dict[int | str, Any] = {
+        code: {"model": ErrorResponse, "description": "error"} for code in codes
+    }
+    ok: dict[str, Any] = {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    if stream is not None:
+        ok["content"][STREAM_TYPES[stream]] = {"schema": {"type": "string"}}
+    responses[200] = ok
+    return responses
+
+
 @dataclass
 class Mount:
-    """What an adapter needs to add its routes: the app, the engine and the server's body checks."""
+    """What an adapter needs to add its routes: the app, the engine and the server's body checks.
+
+    ``bodies`` collects each POST route's request model, for the server's OpenAPI schema.
+    """
 
     app: Any
     engine: Engine
     read_body: BodyReader
     guard: Guard
+    bodies: dict[str, type[BaseModel]] = field(default_factory=dict)
+
+    def post(self, path: str, body: type[BaseModel], stream: str | None = None) -> Callable[[Any], Any]:
+        """Route decorator: a POST whose JSON body is ``body``, streaming as ``stream`` (sse, ndjson)."""
+        self.bodies[path] = body
+        return self.app.post(path, responses=declared_responses(POST_ERRORS, stream))
+
+    def get(self, path: str) -> Callable[[Any], Any]:
+        return self.app.get(path, responses=declared_responses(GET_ERRORS))
 
     async def parse(self, model_cls: type[BaseModel], request: Any) -> Any:
         """The request body parsed into ``model_cls``, or a 400 naming the bad field."""
@@ -235,15 +269,16 @@ def register_protocol(
     return add
 
 
-def mount_protocols(app: Any, serving: Any, read_body: BodyReader, guard: Guard) -> Engine:
-    """Add every registered protocol's routes to ``app``; returns the shared engine."""
+def mount_protocols(
+    app: Any, serving: Any, read_body: BodyReader, guard: Guard
+) -> dict[str, type[BaseModel]]:
+    """Add every registered protocol's routes to ``app``; returns each POST path's body model."""
     import codetune.serve.protocols  # noqa: F401  (registers the adapters)
 
-    engine = Engine(serving)
-    ctx = Mount(app, engine, read_body, guard)
+    ctx = Mount(app, Engine(serving), read_body, guard)
     for protocol in PROTOCOLS.values():
         protocol.mount(ctx)
-    return engine
+    return ctx.bodies
 
 
 # -- response helpers ---------------------------------------------------------------------------

@@ -36,15 +36,13 @@ class CopilotCompletionRequest(CompletionRequest):
 
 @register_protocol("copilot", clients="GitHub Copilot (debug.overrideProxyUrl), FauxPilot extension")
 def mount(ctx: Mount) -> None:
-    app = ctx.app
-
-    @app.post("/v1/engines/{engine}/completions")
+    @ctx.post("/v1/engines/{engine}/completions", CopilotCompletionRequest, stream="sse")
     async def engine_completions(engine: str, request: Request) -> Any:
         body = await ctx.parse(CopilotCompletionRequest, request)
         body.model = body.model or engine
         return respond(await ctx.engine.serving.completions(body, request.is_disconnected))
 
-    @app.get("/copilot_internal/v2/token")
+    @ctx.get("/copilot_internal/v2/token")
     async def copilot_token(request: Request) -> Any:
         ctx.guard(request)
         now = int(time.time())

@@ -75,7 +75,7 @@ def _reason(result: EditorCompletion) -> str:
 
 @register_protocol("fim", clients="mistralai fim.complete/fim.stream, Continue (fimStream)")
 def mount(ctx: Mount) -> None:
-    @ctx.app.post("/v1/fim/completions")
+    @ctx.post("/v1/fim/completions", FimRequest, stream="sse")
     async def fim_completions(request: Request) -> Any:
         body = await ctx.parse(FimRequest, request)
         editor = body.editor_request()

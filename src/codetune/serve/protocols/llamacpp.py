@@ -231,14 +231,12 @@ async def answer(
 
 @register_protocol("llamacpp", clients="llama.vim, llama.vscode, llama.cpp's /completion clients")
 def mount(ctx: Mount) -> None:
-    app = ctx.app
-
-    @app.post("/infill")
+    @ctx.post("/infill", InfillRequest, stream="sse")
     async def infill(request: Request) -> Any:
         body = await ctx.parse(InfillRequest, request)
         return await answer(ctx, request, body, body.input_prefix + body.text_prompt(), body.input_suffix)
 
-    @app.post("/completion")
+    @ctx.post("/completion", CompletionRequest, stream="sse")
     async def completion(request: Request) -> Any:
         body = await ctx.parse(CompletionRequest, request)
         return await answer(ctx, request, body, body.text_prompt(), None)

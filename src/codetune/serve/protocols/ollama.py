@@ -150,9 +150,7 @@ def _parameter_size(model: Any) -> str:
     "ollama", clients="ollama Python/JS clients, Continue (ollama provider), Vim/Emacs plugins"
 )
 def mount(ctx: Mount) -> None:
-    app = ctx.app
-
-    @app.post("/api/generate")
+    @ctx.post("/api/generate", GenerateRequest, stream="ndjson")
     async def generate(request: Request) -> Any:
         body = await ctx.parse(GenerateRequest, request)
         if not body.prompt and body.suffix is None:
@@ -191,7 +189,7 @@ def mount(ctx: Mount) -> None:
 
         return ndjson(events())
 
-    @app.get("/api/tags")
+    @ctx.get("/api/tags")
     async def tags(request: Request) -> Any:
         ctx.guard(request)
         modified = datetime.fromtimestamp(ctx.engine.serving.started, timezone.utc).isoformat()
@@ -209,7 +207,7 @@ def mount(ctx: Mount) -> None:
             ]
         }
 
-    @app.post("/api/show")
+    @ctx.post("/api/show", ShowRequest)
     async def show(request: Request) -> Any:
         body = await ctx.parse(ShowRequest, request)
         config = ctx.engine.serving.model.config
@@ -226,6 +224,6 @@ def mount(ctx: Mount) -> None:
             "modified_at": datetime.fromtimestamp(time.time(), timezone.utc).isoformat(),
         }
 
-    @app.get("/api/version")
+    @ctx.get("/api/version")
     async def version() -> Any:
         return {"version": VERSION}

@@ -115,10 +115,9 @@ async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, A
 def mount(ctx: Mount) -> None:
     from codetune import __version__
 
-    app = ctx.app
-    app.state.tabby = ctx
+    ctx.app.state.tabby = ctx
 
-    @app.get("/v1/health")
+    @ctx.get("/v1/health")
     async def health(request: Request) -> Any:
         ctx.guard(request)
         device = ctx.engine.device()
@@ -142,7 +141,7 @@ def mount(ctx: Mount) -> None:
             },
         }
 
-    @app.get("/v1beta/server_setting")
+    @ctx.get("/v1beta/server_setting")
     async def server_setting(request: Request) -> Any:
         ctx.guard(request)
         return {"disable_client_side_telemetry": True}

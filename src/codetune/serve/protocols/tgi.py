@@ -88,7 +88,6 @@ def _details(result: EditorCompletion, seed: int | None) -> dict[str, Any]:
 
 @register_protocol("tgi", clients="huggingface_hub InferenceClient, llm-vscode / llm.nvim (llm-ls)")
 def mount(ctx: Mount) -> None:
-    app = ctx.app
 
     async def generate_once(request: Request, body: GenerateRequest) -> dict[str, Any]:
         result = await ctx.engine.complete(body.editor_request(), request.is_disconnected)
@@ -128,18 +127,18 @@ def mount(ctx: Mount) -> None:
 
         return sse(events())
 
-    @app.post("/generate")
+    @ctx.post("/generate", GenerateRequest, stream="sse")
     async def generate(request: Request) -> Any:
         body = await ctx.parse(GenerateRequest, request)
         if body.stream:
             return await generate_stream(request, body)
         return await generate_once(request, body)
 
-    @app.post("/generate_stream")
+    @ctx.post("/generate_stream", GenerateRequest, stream="sse")
     async def generate_stream_route(request: Request) -> Any:
         return await generate_stream(request, await ctx.parse(GenerateRequest, request))
 
-    @app.post("/")
+    @ctx.post("/", GenerateRequest, stream="sse")
     async def compat_generate(request: Request) -> Any:
         """TGI's root route: a stream when asked, else a one-element list."""
         body = await ctx.parse(GenerateRequest, request)
