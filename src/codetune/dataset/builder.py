@@ -17,7 +17,7 @@ from typing import Any
 
 from codetune.dataset.config import BuildConfig
 from codetune.dataset.formats import Format, get_format
-from codetune.dataset.splits import SPLITS, assign_splits, resolve_split_by
+from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, write_json
 from codetune.stage import StageResult, default_out
@@ -310,9 +310,11 @@ def build(cfg: BuildConfig) -> StageResult:
 
     docs = fmt.load(corpus)
     fmt.check(docs)
-    by = resolve_split_by(docs, cfg.split_by)
-    labels = assign_splits(docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, by)
-    parts = {split: [d for d, label in zip(docs, labels, strict=True) if label == split] for split in SPLITS}
+    plan = plan_splits(
+        docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, cfg.split_by, fallback=cfg.split_fallback
+    )
+    by = plan.by
+    parts = {split: [d for d, label in zip(docs, plan.labels, strict=True) if label == split] for split in SPLITS}
     dropped: Counter = Counter()
     if getattr(fmt, "skipped", 0):
         dropped["no_target"] += fmt.skipped
@@ -415,6 +417,7 @@ def build(cfg: BuildConfig) -> StageResult:
             "applies_to": "text rows (prompt/completion rows stay left to right)",
         }
     mixed = _add_mix(cfg, splits, stats_splits, lengths)
+    split_warnings = _check_splits(cfg, plan, stats_splits)
     stats = {
         "format": fmt.name,
         "kind": fmt.kind,
@@ -422,6 +425,8 @@ def build(cfg: BuildConfig) -> StageResult:
         "max_length": cfg.max_length,
         "split_by": by,
         "splits": stats_splits,
+        "split_plan": plan.report(),
+        "warnings": split_warnings,
         "dropped": dict(dropped),
         "trimmed": trimmed_total,
         "fim": fim_info,
@@ -455,7 +460,34 @@ def build(cfg: BuildConfig) -> StageResult:
     }
     if fim_rate > 0:
         summary["fim rate"] = fim_info["realised_rate"]
+    if split_warnings:
+        summary["warnings"] = f"{len(split_warnings)} (see stats.json)"
     return StageResult("build", out, summary)
+
+
+def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> list[str]:
+    """Each split's share of the examples and tokens; a warning for every split that came out wrong.
+
+    The plan's warnings (about documents) come first; then any asked-for split that holds documents
+    but no examples (decontamination or the format dropped them all). Every warning is logged too.
+    """
+    warnings = list(plan.warnings)
+    examples = sum(v["examples"] for v in stats_splits.values()) or 1
+    tokens = sum(v["tokens"] for v in stats_splits.values()) or 1
+    for split, counts in stats_splits.items():
+        counts["share_of_examples"] = round(counts["examples"] / examples, 4)
+        counts["share_of_tokens"] = round(counts["tokens"] / tokens, 4)
+    asked = {"valid": cfg.valid_fraction, "test": cfg.test_fraction}
+    for split in HELD_OUT:
+        planned = plan.labels.count(split)
+        if asked[split] > 0 and planned and not stats_splits[split]["examples"]:
+            warnings.append(
+                f"{split} has no examples: its {planned} document(s) were all dropped by "
+                "decontamination or the format"
+            )
+    for warning in warnings:
+        logger.warning("build: %s", warning)
+    return warnings
 
 
 def _add_mix(

@@ -124,7 +124,14 @@ class BuildConfig(StrictModel):
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_by: Literal["auto", "repo", "file"] = Field(
-        "auto", description="auto: by repository, or by file when there is a single repository."
+        "auto",
+        description="auto: by repository when there are at least three and none holds half the files, "
+        "else by file.",
+    )
+    split_fallback: bool = Field(
+        True,
+        description="By repository: when no set of whole repositories comes near a fraction, take that "
+        "split from files inside repositories (warned, and recorded in stats.json).",
     )
     fim_rate: float = Field(
         0.5,
