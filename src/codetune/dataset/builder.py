@@ -314,7 +314,9 @@ def build(cfg: BuildConfig) -> StageResult:
         docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, cfg.split_by, fallback=cfg.split_fallback
     )
     by = plan.by
-    parts = {split: [d for d, label in zip(docs, plan.labels, strict=True) if label == split] for split in SPLITS}
+    parts = {
+        split: [d for d, label in zip(docs, plan.labels, strict=True) if label == split] for split in SPLITS
+    }
     dropped: Counter = Counter()
     if getattr(fmt, "skipped", 0):
         dropped["no_target"] += fmt.skipped
@@ -474,7 +476,7 @@ def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> 
     warnings = list(plan.warnings)
     examples = sum(v["examples"] for v in stats_splits.values()) or 1
     tokens = sum(v["tokens"] for v in stats_splits.values()) or 1
-    for split, counts in stats_splits.items():
+    for counts in stats_splits.values():
         counts["share_of_examples"] = round(counts["examples"] / examples, 4)
         counts["share_of_tokens"] = round(counts["tokens"] / tokens, 4)
     asked = {"valid": cfg.valid_fraction, "test": cfg.test_fraction}

@@ -176,7 +176,9 @@ def plan_splits(
         labels=labels,
         asked=asked,
         realised=realised,
-        repositories={repo: {s: n for s, n in counts.items() if n} for repo, counts in sorted(repositories.items())},
+        repositories={
+            repo: {s: n for s, n in counts.items() if n} for repo, counts in sorted(repositories.items())
+        },
         carved=carved,
         warnings=warnings,
     )
