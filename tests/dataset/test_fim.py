@@ -13,7 +13,7 @@ from codetune.dataset.syntax import middle_nodes
 from codetune.modeling.loading import load_tokenizer
 from codetune.modeling.special_tokens import fim_tokens
 
-from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, make_tokenizer
+from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, corpus_rows, make_tokenizer, write_corpus
 from .helpers import all_rows, run_build
 
 SAMPLES = [
@@ -188,4 +188,40 @@ def test_fim_on_an_overlong_file_uses_the_part_that_fits(corpus: Path, tmp_path:
             row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
         )
         assert back is not None and row["text"].startswith(back.text) and len(back.text) > 50
-    assert stats["trimmed"] == 0
+    # every file is over 64 tokens: its FIM row holds the part that fits, and says it was trimmed
+    assert stats["trimmed"] == sum(len(dataset[s]) for s in dataset) > 0
+
+
+@pytest.mark.parametrize(("spm_rate", "mode"), [(0.0, "random"), (1.0, "random"), (0.0, "syntax")])
+def test_fim_of_full_blocks_loses_no_token(spm_rate: float, mode: str, tmp_path: Path, tokenizer) -> None:
+    # Long files cut into blocks of max_length: every FIM row decodes back to its whole block,
+    # and the blocks of a file joined give the file.
+    rows = corpus_rows(repos=1, files_per_repo=6)
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=1.0,
+        fim_spm_rate=spm_rate,
+        fim_split=mode,
+        max_length=64,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+    )
+    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    train = dataset["train"]
+    assert stats["trimmed"] == 0 and stats["fim"]["realised_rate"] == 1.0
+    full = 0
+    by_path: dict[str, list[str]] = {}
+    for row in train:
+        assert len(row["input_ids"]) <= 64
+        back = unfim(
+            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+        )
+        assert back is not None and back.text == row["text"], (row["path"], row["text"][-40:])
+        full += len(row["input_ids"]) >= 60
+        by_path.setdefault(row["path"], []).append(row["text"])
+    assert full >= 10  # blocks that filled the room: the ones that used to lose their last tokens
+    originals = {row["path"]: row["content"] for row in rows}
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == originals

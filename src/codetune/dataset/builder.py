@@ -61,6 +61,13 @@ def check_tokenizer(tokenizer: Any, model: str) -> None:
         raise InputError(f"the tokenizer of {model!r} is not a fast tokenizer (offsets are needed)")
 
 
+def fim_sentinel_count(sentinels: dict[str, int]) -> int:
+    """Tokens the longest FIM layout adds to a text (its sentinels), measured on empty pieces."""
+    from codetune.dataset.fim import LAYOUTS, FimPieces
+
+    return max(len(layout(FimPieces("", "", ""), sentinels, lambda _: [])) for layout in LAYOUTS.values())
+
+
 # --- encoding (runs inside datasets.map, possibly in worker processes) ----------------------------------
 
 
@@ -121,6 +128,9 @@ def encode_causal(
     fallbacks: list[bool] = []
     pieces_to_encode: set[str] = set()
     sliced: dict[int, dict[str, list[int]]] = {}
+    # A FIM row holds the text's tokens plus the sentinels; blocks were cut with room for them.
+    fim_room = limit - 1 - opts["fim_overhead"]
+    cut_short: set[int] = set()
     for row, text in enumerate(texts):
         rng = random.Random(f"{opts['seed']}:{opts['split']}:{indices[row]}")
         layout = choose(rng, fim_rate, opts["spm_rate"]) if fim_rate > 0 else None
@@ -129,17 +139,31 @@ def encode_causal(
             plans.append(None)
         else:
             offsets = encoded["offset_mapping"][row]
-            if len(offsets) > limit - 4:
-                # Over the limit: FIM the part that fits (3 sentinels + EOS), so no piece is cut off.
-                offsets = offsets[: max(limit - 4, 1)]
+            if len(offsets) > fim_room:
+                # Over the limit (a trimmed format): FIM the part that fits, counted as trimmed.
+                offsets = offsets[: max(fim_room, 1)]
                 text = text[: offsets[-1][1]]
-            info = {"offsets": token_starts(offsets), "language": batch["language"][row]}
+                cut_short.add(row)
+            info = {
+                "offsets": token_starts(offsets),
+                "language": batch["language"][row],
+                **opts["fim_split_options"],
+            }
             span = FIM_SPLITS[opts["fim_split"]](text, rng, info)
+            token_at = _token_at(offsets)
+            if span is not None and token_at and not (span[0] in token_at and span[1] in token_at):
+                # Pieces cut inside a token are tokenized apart, which can take more tokens than the
+                # text did: fall back to token boundaries when they would no longer fit.
+                apart = cut(text, *span)
+                encoded_apart = tokenizer(
+                    [apart.prefix, apart.middle, apart.suffix], add_special_tokens=False
+                )
+                if sum(len(ids) for ids in encoded_apart["input_ids"]) > fim_room:
+                    span = None
             if span is None:
                 fallback = True
                 span = FIM_SPLITS["random"](text, rng, info)
             pieces = cut(text, *span)
-            token_at = _token_at(offsets)
             if span[0] in token_at and span[1] in token_at:
                 # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
                 ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
@@ -159,7 +183,7 @@ def encode_causal(
         else:
             lookup = sliced[row].__getitem__ if row in sliced else cache.__getitem__
             ids = LAYOUTS[plan[0]](plan[1], sentinels, lookup)
-        trimmed = len(ids) + 1 > limit
+        trimmed = len(ids) + 1 > limit or row in cut_short
         if trimmed:
             ids = ids[: limit - 1]
         out["input_ids"].append([*ids, eos])
@@ -296,12 +320,16 @@ def build(cfg: BuildConfig) -> StageResult:
 
     fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
     sentinels: dict[str, int] = {}
+    fim_overhead = 0
     if fim_rate > 0:
         from codetune.dataset.fim import sentinel_ids
         from codetune.modeling.special_tokens import ensure_fim_tokens
 
         tokens, added = ensure_fim_tokens(tokenizer)
         sentinels = sentinel_ids(tokenizer, tokens)
+        fim_overhead = fim_sentinel_count(sentinels)
+        # Blocks leave room for the sentinels, so a FIM'd block keeps every token.
+        fmt.reserve_tokens = fim_overhead
         fim_info |= {
             "family": tokens.family,
             "tokens": [tokens.prefix, tokens.suffix, tokens.middle],
@@ -335,6 +363,8 @@ def build(cfg: BuildConfig) -> StageResult:
         "spm_rate": cfg.fim_spm_rate,
         "fim_split": cfg.fim_split,
         "sentinels": sentinels,
+        "fim_overhead": fim_overhead,
+        "fim_split_options": cfg.fim_syntax.model_dump(),
         "seed": cfg.seed,
     }
     features = final_features(fmt)

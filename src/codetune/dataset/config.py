@@ -79,6 +79,13 @@ class CodeJsonOptions(StrictModel):
     field: str = Field("code", description="JSON field holding the code.")
 
 
+class FimSyntaxOptions(StrictModel):
+    """What a syntax-aware FIM middle may be (``fim_split: syntax``): a statement, block or expression."""
+
+    min_tokens: int = Field(3, ge=1, description="Shorter nodes are never the middle.")
+    max_tokens: int = Field(256, ge=1, description="Longer nodes are never the middle.")
+
+
 class DecontamOptions(StrictModel):
     """Near-duplicate removal of test documents against train, and benchmark decontamination."""
 
@@ -144,6 +151,7 @@ class BuildConfig(StrictModel):
     fim_split: Literal["random", "syntax"] = Field(
         "random", description="random: uniform token-level split points; syntax: the middle is one node."
     )
+    fim_syntax: FimSyntaxOptions = Field(default_factory=FimSyntaxOptions)
     seed: int = 0
     num_proc: int | None = Field(
         None, ge=1, description="Worker processes for datasets.map (default: auto by size)."

@@ -29,6 +29,8 @@ class Format:
 
     def __init__(self, cfg: BuildConfig) -> None:
         self.cfg = cfg
+        # Tokens a later step adds to a text (FIM sentinels): blocks are cut that much shorter.
+        self.reserve_tokens = 0
 
     def load(self, path: Path) -> list[dict[str, Any]]:
         """Documents with at least text, path, repo, language."""
@@ -126,7 +128,9 @@ class Files(Format):
         keep = [i for i, text in enumerate(batch["text"]) if text.strip()]
         rows = {name: [batch[name][i] for i in keep] for name in self.columns()}
         if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
-            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+            return split_long_texts(
+                rows, self.columns(), tokenizer, self.cfg.max_length - self.reserve_tokens
+            )
         return rows
 
 
@@ -499,5 +503,7 @@ class CodeJson(Format):
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
         rows = {name: batch[name] for name in self.columns()}
         if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
-            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+            return split_long_texts(
+                rows, self.columns(), tokenizer, self.cfg.max_length - self.reserve_tokens
+            )
         return rows
