@@ -40,6 +40,11 @@ class UnitsOptions(StrictModel):
         None, description="Node types that count as units (default: the language registry's)."
     )
     min_chars: int = Field(10, ge=0, description="Shorter units are dropped.")
+    nested: bool = Field(
+        False,
+        description="Also take the members of classes (methods, inner classes) as units, so their text "
+        "is in two units; definitions inside functions (an Elm let) never are.",
+    )
 
 
 class InstructOptions(StrictModel):

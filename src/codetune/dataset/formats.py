@@ -239,6 +239,7 @@ class Units(Format):
                 doc=opts.doc,
                 drop_comments=opts.drop_comments,
                 drop_imports=opts.drop_imports,
+                nested=opts.nested,
             )
             for unit in units:
                 if len(unit.text.strip()) < opts.min_chars:
@@ -383,7 +384,7 @@ class Instruct(Format):
         for file in files:
             language = file.get("language") or ""
             try:
-                units = syntax_units(file["text"], language, doc=True)
+                units = syntax_units(file["text"], language, doc=True, nested=True)
             except InputError:
                 continue
             for unit in units:
