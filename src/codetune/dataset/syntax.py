@@ -205,9 +205,12 @@ def syntax_units(
             comments.append((node.start_byte, node.end_byte))
         elif _is_import(node):
             imports.append(node)
-        elif node.type in unit_types and (node.parent is None or node.parent.type != "decorated_definition"):
-            if _counts_as_unit(node, unit_types, nested):
-                found.append(node)
+        elif (
+            node.type in unit_types
+            and (node.parent is None or node.parent.type != "decorated_definition")
+            and _counts_as_unit(node, unit_types, nested)
+        ):
+            found.append(node)
     comments_by_end = {end: start for start, end in comments}
     units = []
     for node in found:
@@ -232,9 +235,9 @@ def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:
     """Top level, or (``nested``) inside class-like units only, with no function in between."""
     parent = node.parent
     while parent is not None:
-        if parent.type in unit_types and parent.type != "decorated_definition":
-            if not nested or not any(word in parent.type for word in CONTAINER_WORDS):
-                return False
+        enclosing = parent.type in unit_types and parent.type != "decorated_definition"
+        if enclosing and not (nested and any(word in parent.type for word in CONTAINER_WORDS)):
+            return False
         parent = parent.parent
     return True
 
