@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,52 @@ def test_fim_of_full_blocks_loses_no_token(spm_rate: float, mode: str, tmp_path:
     assert full >= 10  # blocks that filled the room: the ones that used to lose their last tokens
     originals = {row["path"]: row["content"] for row in rows}
     assert {path: "".join(pieces) for path, pieces in by_path.items()} == originals
+
+
+def middles_of_a_syntax_build(tmp_path: Path, tokenizer, name: str, **options) -> list[int]:
+    rows = corpus_rows(repos=1, files_per_repo=60)
+    corpus = write_corpus(tmp_path / f"corpus-{name}", rows)
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / name,
+        fim_rate=1.0,
+        fim_spm_rate=0.0,
+        fim_split="syntax",
+        max_length=4096,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+        **options,
+    )
+    assert stats["fim"]["syntax_fallback_random"] == 0
+    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    middles = []
+    for row in dataset["train"]:
+        back = unfim(
+            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+        )
+        assert back is not None and back.text == row["text"]
+        middles.append(back.middle)
+    return middles
+
+
+def test_syntax_middles_are_statements_blocks_and_expressions(tmp_path: Path, tokenizer) -> None:
+    import statistics
+
+    middles = middles_of_a_syntax_build(tmp_path, tokenizer, "default")
+    sizes = [len(tokenizer(m, add_special_tokens=False)["input_ids"]) for m in middles]
+    assert len(sizes) == 60
+    assert min(sizes) >= 3 and max(sizes) <= 256, sorted(sizes)  # the default bounds
+    assert statistics.median(sizes) >= 6, sorted(sizes)
+    # both whole blocks (several lines) and expressions or statements within a line
+    multi_line = sum("\n" in m.strip() for m in middles)
+    assert multi_line >= 6 and len(middles) - multi_line >= 6, middles
+    # never a bare name: a middle has at least one non-identifier character
+    assert not [m for m in middles if re.fullmatch(r"[\w.]+", m.strip())], middles
+
+    bounded = middles_of_a_syntax_build(
+        tmp_path, tokenizer, "bounded", fim_syntax={"min_tokens": 8, "max_tokens": 30}
+    )
+    sizes = [len(tokenizer(m, add_special_tokens=False)["input_ids"]) for m in bounded]
+    # the bounds count tokens of the whole text; a middle cut inside a token may tokenize one longer
+    assert all(8 <= size <= 31 for size in sizes), sorted(sizes)

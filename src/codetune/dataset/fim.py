@@ -8,6 +8,7 @@ cut never falls inside a token and decoding each piece gives its text back exact
 from __future__ import annotations
 
 import random
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,8 @@ def random_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[i
 
 @register_split("syntax")
 def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[int, int] | None:
-    """The middle is one whole tree-sitter node; None when the text cannot be parsed into any."""
+    """The middle is one whole statement, block or expression of ``info["min_tokens"]`` to
+    ``info["max_tokens"]`` tokens (counted from ``info["offsets"]``); None when there is none."""
     from codetune.dataset.syntax import middle_nodes
 
     language = info.get("language")
@@ -63,6 +65,13 @@ def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[i
         spans = middle_nodes(text, language)
     except Exception:  # unknown language or no grammar: the caller falls back to random
         return None
+    starts: list[int] = info.get("offsets") or []
+    low, high = info.get("min_tokens", 1), info.get("max_tokens", len(starts) or len(text))
+    if starts:
+        # Tokens overlapping [start, end): those starting inside it, plus one cut at its start.
+        spans = [
+            (a, b) for a, b in spans if low <= bisect_left(starts, b) - bisect_right(starts, a) + 1 <= high
+        ]
     return rng.choice(spans) if spans else None
 
 

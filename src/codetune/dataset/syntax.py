@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -261,29 +262,100 @@ def strip_source(text: str, language_name: str, *, comments: bool, imports: bool
     return _cut_ranges(data, 0, len(data), kept).decode("utf-8", errors="replace").lstrip("\n")
 
 
+# Words of node types (across tree-sitter grammars) for what an editor asks a model to fill:
+# statements, blocks and bodies, expressions (calls, arguments, lambdas, operators, collections).
+MIDDLE_WORDS = frozenset(
+    [
+        "statement",
+        "statements",
+        "declaration",
+        "definition",
+        "declarator",
+        "assignment",
+        "return",
+        "jump",
+        "block",
+        "body",
+        "suite",
+        "clause",
+        "branch",
+        "entry",
+        "case",
+        "expr",
+        "expression",
+        "call",
+        "suffix",
+        "argument",
+        "arguments",
+        "lambda",
+        "arrow",
+        "function",
+        "operator",
+        "list",
+        "dictionary",
+        "object",
+        "array",
+        "tuple",
+        "record",
+        "collection",
+        "pair",
+    ]
+)
+# Words that make a node a name, a header or a marker rather than code to fill in.
+NOT_MIDDLE_WORDS = frozenset(
+    [
+        "comment",
+        "identifier",
+        "qid",
+        "modifier",
+        "modifiers",
+        "annotation",
+        "import",
+        "package",
+        "module",
+        "exposing",
+        "left",
+    ]
+)
+
+
+BARE_NAME = re.compile(rb"\s*[\w.$@]+\s*")
+
+
+def is_middle_type(node_type: str) -> bool:
+    """Whether a node type names a statement, block or expression an editor would ask to fill."""
+    words = set(node_type.split("_"))
+    if words & NOT_MIDDLE_WORDS:
+        return False
+    if "type" in words and not words & {"declaration", "definition"}:
+        return False
+    return bool(words & MIDDLE_WORDS)
+
+
 def middle_nodes(text: str, language_name: str) -> list[tuple[int, int]]:
-    """Character spans of the nodes a syntax-aware FIM may take as its middle (statements, blocks,
-    expressions): every named, error-free node that is not the whole file and not a comment."""
+    """Character spans of the nodes a syntax-aware FIM may take as its middle: error-free
+    statements, blocks and expressions (not names, types or comments), each span once."""
     language = get_language(language_name)
     if language.grammar is None:
         return []
     data = text.encode("utf-8")
-    tree = parse(language, data)
+    tree, _ = parse_repaired(language, data)
     root = tree.root_node
-    spans: list[tuple[int, int]] = []
+    spans: set[tuple[int, int]] = set()
     for node in _walk(root):
-        if node is root or not node.is_named or node.is_error or node.has_error or _is_comment(node):
+        if node is root or not node.is_named or node.is_error or node.has_error or not node.named_children:
             continue
-        if node.end_byte - node.start_byte < 2 or (node.start_byte, node.end_byte) == (0, len(data)):
+        if not is_middle_type(node.type) or (node.start_byte, node.end_byte) == (0, len(data)):
             continue
-        spans.append((node.start_byte, node.end_byte))
-    if not spans:
-        return []
+        if BARE_NAME.fullmatch(data[node.start_byte : node.end_byte]):  # `onClick`, `.size`: just a name
+            continue
+        spans.add((node.start_byte, node.end_byte))
+    ordered = sorted(spans)
     # Byte offsets -> character offsets (node boundaries always fall between characters).
     if len(data) == len(text):
-        return spans
+        return ordered
     char_at = _byte_to_char(text)
-    return [(char_at[lo], char_at[hi]) for lo, hi in spans]
+    return [(char_at[lo], char_at[hi]) for lo, hi in ordered]
 
 
 def _byte_to_char(text: str) -> dict[int, int]:
