@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.dataset.config import BuildConfig
-from codetune.dataset.formats import Format, get_format
+from codetune.dataset.formats import Format, get_format, tokenize
 from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, write_json
@@ -107,8 +107,8 @@ def encode_causal(
     eos, limit = tokenizer.eos_token_id, opts["max_length"]
     out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
     if opts["prompted"]:
-        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
-        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
+        prompts = tokenize(tokenizer, batch["prompt"])["input_ids"]
+        completions = tokenize(tokenizer, batch["completion"])["input_ids"]
         for p, c in zip(prompts, completions, strict=True):
             trimmed = len(p) + len(c) + 1 > limit
             if trimmed:
@@ -123,7 +123,7 @@ def encode_causal(
 
     texts = batch["text"]
     fim_rate = opts["fim_rate"]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fim_rate > 0)
+    encoded = tokenize(tokenizer, texts, offsets=fim_rate > 0)
     plans: list[tuple[str, Any] | None] = []
     fallbacks: list[bool] = []
     pieces_to_encode: set[str] = set()
@@ -155,9 +155,7 @@ def encode_causal(
                 # Pieces cut inside a token are tokenized apart, which can take more tokens than the
                 # text did: fall back to token boundaries when they would no longer fit.
                 apart = cut(text, *span)
-                encoded_apart = tokenizer(
-                    [apart.prefix, apart.middle, apart.suffix], add_special_tokens=False
-                )
+                encoded_apart = tokenize(tokenizer, [apart.prefix, apart.middle, apart.suffix])
                 if sum(len(ids) for ids in encoded_apart["input_ids"]) > fim_room:
                     span = None
             if span is None:
@@ -175,7 +173,7 @@ def encode_causal(
     cache: dict[str, list[int]] = {}
     if pieces_to_encode:
         ordered = sorted(pieces_to_encode)
-        cache = dict(zip(ordered, tokenizer(ordered, add_special_tokens=False)["input_ids"], strict=True))
+        cache = dict(zip(ordered, tokenize(tokenizer, ordered)["input_ids"], strict=True))
     sentinels = opts["sentinels"]
     for row, plan in enumerate(plans):
         if plan is None:
@@ -199,8 +197,8 @@ def encode_seq2seq(batch: dict[str, list[Any]], *, tokenizer: Any, opts: dict[st
     """input_ids from the source, labels from the target, each ending in EOS."""
     eos = tokenizer.eos_token_id
     limit, target_limit = opts["max_length"], opts["max_target_length"]
-    sources = tokenizer(batch["source"], add_special_tokens=False)["input_ids"]
-    targets = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
+    sources = tokenize(tokenizer, batch["source"])["input_ids"]
+    targets = tokenize(tokenizer, batch["target"])["input_ids"]
     out: dict[str, list[Any]] = {"input_ids": [], "labels": [], **{k: [] for k in INTERNAL}}
     for s, t in zip(sources, targets, strict=True):
         trimmed = len(s) + 1 > limit or len(t) + 1 > target_limit
@@ -518,7 +516,7 @@ def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> 
                 "decontamination or the format"
             )
     for warning in warnings:
-        logger.warning("build: %s", warning)
+        logger.warning("%s", warning)
     return warnings
 
 

@@ -69,6 +69,15 @@ def get_format(cfg: BuildConfig) -> Format:
     return FORMATS[cfg.format](cfg)
 
 
+def tokenize(tokenizer: Any, texts: list[str], *, offsets: bool = False) -> Any:
+    """Batch-tokenize texts without special tokens.
+
+    Texts longer than the model's maximum are expected here (they are cut into blocks or trimmed
+    afterwards), so transformers' "sequence length is longer than the maximum" warning is off.
+    """
+    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets, verbose=False)
+
+
 def _empty(columns: list[str]) -> Batch:
     return {name: [] for name in columns}
 
@@ -89,9 +98,7 @@ def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_lengt
     # longer ones are tokenized here as well.
     long_rows = [row for row, text in enumerate(batch["text"]) if len(text.encode("utf-8")) > room]
     encoded = (
-        tokenizer(
-            [batch["text"][row] for row in long_rows], add_special_tokens=False, return_offsets_mapping=True
-        )["offset_mapping"]
+        tokenize(tokenizer, [batch["text"][row] for row in long_rows], offsets=True)["offset_mapping"]
         if long_rows
         else []
     )
@@ -147,7 +154,7 @@ class Windows(Format):
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
         opts = self.cfg.windows
         out = _empty(self.columns())
-        encoded = tokenizer(batch["text"], add_special_tokens=False, return_offsets_mapping=True)
+        encoded = tokenize(tokenizer, batch["text"], offsets=True)
         for i, text in enumerate(batch["text"]):
             starts = sorted({start for start, end in encoded["offset_mapping"][i] if end > start})
             for prompt, completion in windows(
