@@ -25,6 +25,12 @@ SAMPLES = [
 ]
 
 
+def one_node(text: str, span: tuple[int, int], nodes: list[tuple[int, int]]) -> bool:
+    """The middle is one whole node, plus at most whitespace on either side."""
+    a, b = span
+    return any(a <= lo and hi <= b and not text[a:lo].strip() and not text[hi:b].strip() for lo, hi in nodes)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer("tiny-gpt-bigcode")
@@ -52,7 +58,7 @@ def test_pieces_back_in_order_give_the_original(layout: str, mode: str, tokenize
             pieces = cut(text, *span)
             assert pieces.text == text
             if mode == "syntax":
-                assert span in middle_nodes(text, language)  # the middle is one whole node
+                assert one_node(text, span, middle_nodes(text, language))
             else:
                 assert span[0] in [*offsets, len(text)] and span[1] in [*offsets, len(text)]
             tokens = LAYOUTS[layout](pieces, ids, encode)
@@ -100,9 +106,10 @@ def test_built_fim_rows_round_trip(
         assert (row["input_ids"][1] == ids["suffix"]) == (spm_rate == 1.0 or back.prefix == "")
         if mode == "syntax" and spm_rate == 0.0:
             language = {"py": "python", "elm": "elm", "kt": "kotlin"}[row["path"].rsplit(".", 1)[1]]
-            spans = middle_nodes(row["text"], language)
             start = len(back.prefix)
-            assert (start, start + len(back.middle)) in spans
+            assert one_node(
+                row["text"], (start, start + len(back.middle)), middle_nodes(row["text"], language)
+            )
 
 
 @pytest.mark.parametrize(("rate", "spm"), [(0.5, 0.5), (0.2, 0.8)])

@@ -157,7 +157,7 @@ def encode_causal(
                 apart = cut(text, *span)
                 encoded_apart = tokenize(tokenizer, [apart.prefix, apart.middle, apart.suffix])
                 if sum(len(ids) for ids in encoded_apart["input_ids"]) > fim_room:
-                    span = None
+                    span = FIM_SPLITS[opts["fim_split"]](text, rng, {**info, "aligned": True})
             if span is None:
                 fallback = True
                 span = FIM_SPLITS["random"](text, rng, info)
