@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codetune.errors import CodetuneError
+from codetune.errors import CodetuneError, InputError
 
 app = typer.Typer(
     name="codetune",
@@ -245,19 +245,45 @@ def eval_(
 
 @app.command()
 def score(
-    references: Annotated[Path, typer.Option("--references", "-r", help="One reference per line.")],
-    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="One prediction per line.")],
-    style: Annotated[str, typer.Option("--style", help="codexglue-method or codexglue-line.")] = (
-        "codexglue-method"
-    ),
+    predictions: Annotated[
+        Path,
+        typer.Option("--predictions", "-p", help="One prediction per line, or {task_id, completion} JSONL."),
+    ],
+    references: Annotated[
+        Path | None, typer.Option("--references", "-r", help="One reference per line (CodeXGLUE styles).")
+    ] = None,
+    style: Annotated[
+        str, typer.Option("--style", help="codexglue-method, codexglue-line or humaneval-infilling.")
+    ] = "codexglue-method",
+    problems: Annotated[
+        Path | None,
+        typer.Option(
+            "--problems", help="humaneval-infilling problems file (.jsonl[.gz]); default: the bundled one."
+        ),
+    ] = None,
+    allow_execution: Annotated[
+        bool, typer.Option("--allow-execution", help="Run completions as programs in the sandbox.")
+    ] = False,
+    unsafe_network: Annotated[
+        bool, typer.Option("--unsafe-network", help="Run even where the network cannot be isolated.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Score predictions against references exactly as CodeXGLUE's evaluators do."""
+    """Score predictions exactly as CodeXGLUE's evaluators or the HumanEval infilling harness do."""
     import json
 
-    from codetune.evaluate.score import score_files
+    if style == "humaneval-infilling":
+        from codetune.evaluate.infilling import score_files as score_infilling
 
-    scores = score_files(references, predictions, style=style)
+        scores = score_infilling(
+            predictions, problems, allow_execution=allow_execution, unsafe_network=unsafe_network
+        )
+    else:
+        from codetune.evaluate.score import score_files
+
+        if references is None:
+            raise InputError(f"--style {style} needs --references")
+        scores = score_files(references, predictions, style=style)
     if as_json:
         typer.echo(json.dumps(scores))
         return
