@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -428,8 +428,6 @@ def probe() -> Plan:
         ),
     )
     plan = Plan(chosen.unshare, chosen.mount, chosen.pid, chosen.seccomp, cgroup is not None, layers)
-    for name in plan.missing():
-        log.warning("sandbox layer %s unavailable: %s", name, plan.layer(name).detail)
     return plan
 
 
@@ -473,7 +471,3 @@ def eval_limits(timeout: float, memory_mb: int, max_processes: int) -> SandboxLi
         memory_mb=memory_mb,
         max_processes=max_processes,
     )
-
-
-def result_dict(result: SandboxResult) -> dict[str, Any]:
-    return asdict(result)
