@@ -318,14 +318,33 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CODETUNE_API_KEY")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="CODETUNE_API_KEY",
+            show_envvar=True,
+            help="Key clients must send; prefer the CODETUNE_API_KEY variable (an argument shows in ps).",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Browser origin allowed to call the API (CORS). Repeatable."),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
     from codetune.serve.app import serve as run_serve
     from codetune.serve.config import ServeConfig
 
-    given = {"model": model, "adapter": adapter, "host": host, "port": port, "api_key": api_key}
+    given = {
+        "model": model,
+        "adapter": adapter,
+        "host": host,
+        "port": port,
+        "api_key": api_key,
+        "cors_origins": cors_origin or None,
+    }
     run_serve(_config(ServeConfig, given, overrides))
 
 
