@@ -99,7 +99,12 @@ def _responses(codes: tuple[int, ...], ok_model: Any = None, stream: bool = Fals
     if ok_model is not None:
         responses[200] = {"model": ok_model, "description": "OK"}
         if stream:
-            responses[200]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            # one server-sent event: `data: <JSON chunk>` (or `data: [DONE]`)
+            event = {
+                "type": "object",
+                "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+            }
+            responses[200]["content"] = {"text/event-stream": {"schema": event}}
     return responses
 
 
@@ -277,6 +282,11 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
                 "required": True,
                 "content": {"application/json": {"schema": ref}},
             }
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation["responses"].pop("422", None)  # validation errors are 400s in OpenAI's shape
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
         return schema
 
