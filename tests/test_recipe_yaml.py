@@ -7,24 +7,13 @@ from __future__ import annotations
 
 import pytest
 from tests.conftest import run_cli
+from tests.test_config import RECIPE as BASE_RECIPE
 
 from codetune.config import load_recipe, load_yaml
 from codetune.errors import ConfigError
 
-RECIPE = """\
-# codetune run recipe.yaml
-name: demo
-workdir: out/demo
-collect:
-  sources: [src]
-  language: python
-build:
-  format: files
-  model: tiny-gpt-bigcode
-collect:
-  sources: [other]
-  language: elm
-"""
+# A valid recipe, then its collect section a second time (line 15; the first is on line 4).
+RECIPE = BASE_RECIPE + "collect:\n  sources: [other]\n  language: elm\n"
 
 
 def assert_error_line(proc, *needles: str) -> None:
@@ -39,9 +28,9 @@ def assert_error_line(proc, *needles: str) -> None:
 def test_duplicated_top_level_key_names_its_line(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
-    with pytest.raises(ConfigError, match=r"line 10.*duplicate key 'collect' \(first given on line 4\)"):
+    with pytest.raises(ConfigError, match=r"line 15.*duplicate key 'collect' \(first given on line 4\)"):
         load_recipe(recipe)
-    assert_error_line(run_cli("run", str(recipe), cwd=tmp_path), "duplicate key 'collect'", "line 10")
+    assert_error_line(run_cli("run", str(recipe), cwd=tmp_path), "duplicate key 'collect'", "line 15")
 
 
 def test_duplicated_nested_key_is_an_error_but_merge_keys_still_work(tmp_path):
