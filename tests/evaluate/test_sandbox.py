@@ -375,6 +375,25 @@ def test_write_outside_the_temp_dir_is_blocked(sandbox):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@needs_ns
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["bash", "{file}"], "echo ran; cat /etc/shadow || echo hidden"),
+        (
+            ["node", "{file}"],
+            "console.log('ran'); try { require('fs').readFileSync('/etc/shadow') } catch (e) { console.log('hidden') }",
+        ),
+    ],
+    ids=["bash", "node"],
+)
+def test_other_interpreters_run_and_see_nothing(command, code):
+    if not shutil.which(command[0]):
+        pytest.skip(f"{command[0]} not installed")
+    result = run_sandboxed(command, {"main": code})
+    assert result.stdout.split() == ["ran", "hidden"], (result.stdout, result.stderr)
+
+
 def run(code: str, **limits) -> object:
     return run_sandboxed(PY, {"main.py": code}, limits=SandboxLimits(**limits))
 

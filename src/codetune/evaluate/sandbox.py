@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ REQUIRED_LAYERS = ("network", "mount", "pid")
 LAYERS = ("network", "mount", "pid", "user", "cgroups", "seccomp", "limits")
 # System directories bound read-only (links such as /lib -> usr/lib are recreated as links).
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# The /etc entries the dynamic linker, libc and interpreters read; nothing with secrets.
+# The /etc entries (globs) the dynamic linker, libc and interpreters read; nothing with secrets.
 ETC_ENTRIES = (
     "ld.so.cache",
     "ld.so.conf",
@@ -61,8 +62,9 @@ ETC_ENTRIES = (
     "localtime",
     "nsswitch.conf",
     "mime.types",
-    "python3",
-    "python3.11",
+    "python3*",
+    "java-*",  # the JDK's conf/ links here (MultiPL-E's Java)
+    "ssl",
 )
 _INIT = Path(__file__).with_name("sandbox_init.py")
 SETUP_FAILED = 125  # sandbox_init.py's exit status when it could not build the sandbox
@@ -240,7 +242,7 @@ def _spec(
         "stage": str(tmp / "stage"),
         "work": str(tmp / "work"),
         "binds": _bind_paths(argv),
-        "etc": list(ETC_ENTRIES),
+        "etc": sorted({Path(p).name for entry in ETC_ENTRIES for p in glob.glob(f"/etc/{entry}")}),
         "disk_bytes": limits.disk_mb * 1024 * 1024,
         "inodes": limits.inodes,
         "uid": uid,
