@@ -74,7 +74,7 @@ fuzz = schemathesis.pytest.from_fixture("api_schema")
 
 @fuzz.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
