@@ -63,6 +63,12 @@ class EvalConfig(StrictModel):
     unsafe_network: bool = Field(
         False, description="Run generated code even where the network cannot be cut."
     )
+    unsafe_mount: bool = Field(
+        False, description="Run generated code even where the host filesystem cannot be hidden."
+    )
+    unsafe_pid: bool = Field(
+        False, description="Run generated code even without a pid namespace (host processes visible)."
+    )
     exec_command: list[str] | None = Field(
         None, description="Command that runs a program ({file}, {dir}); default: this Python."
     )

@@ -211,21 +211,16 @@ def score_task(
         return {"pass@1": result["pass@1"], "not_executed": result["not_executed"]}, result["rows"]
     if task.execution is not None:
         from codetune.evaluate.passk import execute
-        from codetune.evaluate.sandbox import SandboxLimits
+        from codetune.evaluate.sandbox import eval_limits
 
-        limits = SandboxLimits(
-            wall_seconds=cfg.exec_timeout,
-            cpu_seconds=max(1, math.ceil(cfg.exec_timeout)),
-            memory_mb=cfg.exec_memory_mb,
-            max_processes=cfg.exec_max_processes,
-        )
+        limits = eval_limits(cfg.exec_timeout, cfg.exec_memory_mb, cfg.exec_max_processes)
         result = execute(
             task.execution,
             generations,
             command=cfg.exec_command,
             extension=cfg.exec_extension,
             limits=limits,
-            unsafe_network=cfg.unsafe_network,
+            unsafe=[name for name in ("network", "mount", "pid") if getattr(cfg, f"unsafe_{name}")],
             ks=cfg.k,
         )
         return {k: round(v, 4) for k, v in result.items() if k.startswith("pass@")}, result["rows"]
