@@ -409,3 +409,25 @@ def test_openapi_declares_each_protocol_route_with_its_stream_type(server):
         assert {"400", "401", "413", "500", "503"} <= set(responses), path
     for path in ("/api/tags", "/api/version", "/v1/health", "/v1beta/server_setting"):
         assert "get" in paths[path], path
+
+
+def test_openapi_bodies_are_each_protocols_own_model(server):
+    """Every body is declared under its own name: a clash would hide one model behind another."""
+    from codetune.serve.protocols import copilot, fim, llamacpp, ollama, tgi
+
+    schema = httpx.get(server.url + "/openapi.json", timeout=30).json()
+    components = schema["components"]["schemas"]
+    bodies = {
+        "/v1/fim/completions": fim.FimRequest,
+        "/api/generate": ollama.OllamaGenerateRequest,
+        "/api/show": ollama.OllamaShowRequest,
+        "/infill": llamacpp.LlamaInfillRequest,
+        "/completion": llamacpp.LlamaCompletionRequest,
+        "/generate": tgi.TgiGenerateRequest,
+        "/": tgi.TgiGenerateRequest,
+        "/v1/engines/{engine}/completions": copilot.CopilotCompletionRequest,
+    }
+    for path, model in bodies.items():
+        ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert set(components[ref.rsplit("/", 1)[1]]["properties"]) == set(model.model_fields), path
+    assert "postprocess" in components["CompletionRequest"]["properties"]

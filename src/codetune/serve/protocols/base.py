@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 Disconnected = Callable[[], Awaitable[bool]]
 BodyReader = Callable[[Any], Awaitable[bytes]]
 Guard = Callable[[Any], None]
+# The OpenAI routes' reader: body checks, parse, and the bound on sequences per request.
+RequestReader = Callable[..., Awaitable[Any]]
 
 
 class ProtocolModel(BaseModel):
@@ -200,8 +202,10 @@ GET_ERRORS = (401, 500)
 STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 
 
-def declared_responses(codes: tuple[int, ...], stream: str | None = None) -> dict[int | str, Any]:
-    """OpenAPI responses of a route: errors in OpenAI's shape, and the stream's media type."""
+def declared_responses(
+    codes: tuple[int, ...], stream: str | None = None, answer: dict[str, Any] | None = None
+) -> dict[int | str, Any]:
+    """OpenAPI responses of a route: errors in OpenAI's shape, the answer's schema, the stream's media type."""
     from codetune.serve.protocol import ErrorResponse
 
     responses: dict[int | str, Any] = {
@@ -209,9 +213,12 @@ def declared_responses(codes: tuple[int, ...], stream: str | None = None) -> dic
     }
     ok: dict[str, Any] = {
         "description": "OK",
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "content": {"application/json": {"schema": answer or {"type": "object"}}},
     }
-    if stream is not None:
+    if stream == "sse":
+        event = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
+        ok["content"][STREAM_TYPES[stream]] = {"schema": event}
+    elif stream is not None:
         ok["content"][STREAM_TYPES[stream]] = {"schema": {"type": "string"}}
     responses[200] = ok
     return responses
@@ -228,21 +235,36 @@ class Mount:
     engine: Engine
     read_body: BodyReader
     guard: Guard
+    read_request: RequestReader
     bodies: dict[str, type[BaseModel]] = field(default_factory=dict)
 
-    def post(self, path: str, body: type[BaseModel], stream: str | None = None) -> Callable[[Any], Any]:
-        """Route decorator: a POST whose JSON body is ``body``, streaming as ``stream`` (sse, ndjson)."""
+    def post(
+        self,
+        path: str,
+        body: type[BaseModel],
+        stream: str | None = None,
+        answer: dict[str, Any] | None = None,
+    ) -> Callable[[Any], Any]:
+        """Route decorator: a POST whose JSON body is ``body``, streaming as ``stream`` (sse, ndjson);
+        ``answer`` is the JSON schema of a whole answer (an object unless given)."""
         self.bodies[path] = body
-        return self.app.post(path, responses=declared_responses(POST_ERRORS, stream))
+        return self.app.post(path, responses=declared_responses(POST_ERRORS, stream, answer))
 
     def get(self, path: str) -> Callable[[Any], Any]:
         return self.app.get(path, responses=declared_responses(GET_ERRORS))
 
     async def parse(self, model_cls: type[BaseModel], request: Any) -> Any:
         """The request body parsed into ``model_cls``, or a 400 naming the bad field."""
-        from codetune.serve.serving import parse
+        return self.parse_body(model_cls, await self.read_body(request))
 
-        return parse(model_cls, await self.read_body(request))
+    @staticmethod
+    def parse_body(model_cls: type[BaseModel], body: bytes) -> Any:
+        from codetune.serve.serving import ServingError, parse
+
+        try:
+            return parse(model_cls, body)
+        except RecursionError:
+            raise ServingError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
 
 
 @dataclass(frozen=True)
@@ -270,12 +292,12 @@ def register_protocol(
 
 
 def mount_protocols(
-    app: Any, serving: Any, read_body: BodyReader, guard: Guard
+    app: Any, serving: Any, read_body: BodyReader, guard: Guard, read_request: RequestReader
 ) -> dict[str, type[BaseModel]]:
     """Add every registered protocol's routes to ``app``; returns each POST path's body model."""
     import codetune.serve.protocols  # noqa: F401  (registers the adapters)
 
-    ctx = Mount(app, Engine(serving), read_body, guard)
+    ctx = Mount(app, Engine(serving), read_body, guard, read_request)
     for protocol in PROTOCOLS.values():
         protocol.mount(ctx)
     return ctx.bodies

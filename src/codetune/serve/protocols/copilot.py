@@ -38,7 +38,7 @@ class CopilotCompletionRequest(CompletionRequest):
 def mount(ctx: Mount) -> None:
     @ctx.post("/v1/engines/{engine}/completions", CopilotCompletionRequest, stream="sse")
     async def engine_completions(engine: str, request: Request) -> Any:
-        body = await ctx.parse(CopilotCompletionRequest, request)
+        body = await ctx.read_request(request, CopilotCompletionRequest)
         body.model = body.model or engine
         return respond(await ctx.engine.serving.completions(body, request.is_disconnected))
 

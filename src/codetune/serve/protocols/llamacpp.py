@@ -25,14 +25,14 @@ from codetune.serve.protocols.base import (
 )
 
 
-class ExtraChunk(BaseModel):
+class LlamaExtraChunk(BaseModel):
     filename: str = ""
     text: str = ""
     # llama.vim adds the time it picked the chunk.
     time: float | None = None
 
 
-class CompletionRequest(ProtocolModel):
+class LlamaCompletionRequest(ProtocolModel):
     """The options of POST /completion (and of /infill, which accepts them all)."""
 
     prompt: str | list[Any] = ""
@@ -122,10 +122,10 @@ class CompletionRequest(ProtocolModel):
         )
 
 
-class InfillRequest(CompletionRequest):
+class LlamaInfillRequest(LlamaCompletionRequest):
     input_prefix: str = ""
     input_suffix: str = ""
-    input_extra: list[ExtraChunk] | None = None
+    input_extra: list[LlamaExtraChunk] | None = None
 
 
 def cut_below_indent(text: str, n_indent: int) -> str:
@@ -153,7 +153,9 @@ def _timings(result: EditorCompletion) -> dict[str, float]:
     }
 
 
-def final_body(body: CompletionRequest, result: EditorCompletion, text: str, ctx: Mount) -> dict[str, Any]:
+def final_body(
+    body: LlamaCompletionRequest, result: EditorCompletion, text: str, ctx: Mount
+) -> dict[str, Any]:
     stop_type = {"length": "limit", "stop": "eos"}.get(result.finish_reason, "limit")
     full = {
         "index": 0,
@@ -201,7 +203,7 @@ def select_fields(full: dict[str, Any], fields: list[str] | None) -> dict[str, A
 
 
 async def answer(
-    ctx: Mount, request: Request, body: CompletionRequest, prefix: str, suffix: str | None
+    ctx: Mount, request: Request, body: LlamaCompletionRequest, prefix: str, suffix: str | None
 ) -> Any:
     editor = body.editor_request(prefix, suffix)
     if not body.stream:
@@ -231,12 +233,12 @@ async def answer(
 
 @register_protocol("llamacpp", clients="llama.vim, llama.vscode, llama.cpp's /completion clients")
 def mount(ctx: Mount) -> None:
-    @ctx.post("/infill", InfillRequest, stream="sse")
+    @ctx.post("/infill", LlamaInfillRequest, stream="sse")
     async def infill(request: Request) -> Any:
-        body = await ctx.parse(InfillRequest, request)
+        body = await ctx.parse(LlamaInfillRequest, request)
         return await answer(ctx, request, body, body.input_prefix + body.text_prompt(), body.input_suffix)
 
-    @ctx.post("/completion", CompletionRequest, stream="sse")
+    @ctx.post("/completion", LlamaCompletionRequest, stream="sse")
     async def completion(request: Request) -> Any:
-        body = await ctx.parse(CompletionRequest, request)
+        body = await ctx.parse(LlamaCompletionRequest, request)
         return await answer(ctx, request, body, body.text_prompt(), None)

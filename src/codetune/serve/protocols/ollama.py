@@ -1,7 +1,7 @@
 """Ollama: ``POST /api/generate`` (NDJSON stream), ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``.
 
 Fields and shapes: ollama/ollama docs/api.md ("Generate a completion", "List Local Models", "Show Model
-Information", "Version") and the ``ollama`` Python client's ``GenerateRequest``/``Options`` models.
+Information", "Version") and the ``ollama`` Python client's ``OllamaGenerateRequest``/``OllamaOptions`` models.
 Defaults of ``options`` (temperature 0.8, top_k 40, top_p 0.9) are the Modelfile's (docs/modelfile.md).
 """
 
@@ -28,7 +28,7 @@ from codetune.serve.protocols.base import (
 VERSION = "0.6.0"  # the Ollama API level these routes follow
 
 
-class Options(ProtocolModel):
+class OllamaOptions(ProtocolModel):
     """Ollama's runtime options (docs/api.md "Generate request (With options)")."""
 
     num_keep: int | None = None
@@ -64,13 +64,13 @@ class Options(ProtocolModel):
     num_thread: int | None = None
 
 
-class GenerateRequest(ProtocolModel):
+class OllamaGenerateRequest(ProtocolModel):
     model: str
     prompt: str | None = None
     suffix: str | None = None
     images: list[str] | None = None
     format: str | dict[str, Any] | None = None
-    options: Options | None = None
+    options: OllamaOptions | None = None
     system: str | None = None
     template: str | None = None
     context: list[int] | None = None
@@ -82,7 +82,7 @@ class GenerateRequest(ProtocolModel):
     top_logprobs: int | None = None
 
     def editor_request(self, client: str | None) -> EditorRequest:
-        options = self.options or Options()
+        options = self.options or OllamaOptions()
         predict = options.num_predict
         return EditorRequest(
             # A code model has no chat template: prompt and suffix are always used raw.
@@ -103,7 +103,7 @@ class GenerateRequest(ProtocolModel):
         )
 
 
-class ShowRequest(ProtocolModel):
+class OllamaShowRequest(ProtocolModel):
     model: str | None = None
     name: str | None = None  # the older spelling of `model`
     verbose: bool | None = None
@@ -150,9 +150,9 @@ def _parameter_size(model: Any) -> str:
     "ollama", clients="ollama Python/JS clients, Continue (ollama provider), Vim/Emacs plugins"
 )
 def mount(ctx: Mount) -> None:
-    @ctx.post("/api/generate", GenerateRequest, stream="ndjson")
+    @ctx.post("/api/generate", OllamaGenerateRequest, stream="ndjson")
     async def generate(request: Request) -> Any:
-        body = await ctx.parse(GenerateRequest, request)
+        body = await ctx.parse(OllamaGenerateRequest, request)
         if not body.prompt and body.suffix is None:
             # Ollama answers an empty prompt by loading the model: nothing to generate.
             return {
@@ -207,9 +207,9 @@ def mount(ctx: Mount) -> None:
             ]
         }
 
-    @ctx.post("/api/show", ShowRequest)
+    @ctx.post("/api/show", OllamaShowRequest)
     async def show(request: Request) -> Any:
-        body = await ctx.parse(ShowRequest, request)
+        body = await ctx.parse(OllamaShowRequest, request)
         config = ctx.engine.serving.model.config
         return {
             "modelfile": f"FROM {body.model or body.name or ctx.engine.name}\n",

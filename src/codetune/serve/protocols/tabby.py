@@ -1,7 +1,7 @@
 """Tabby: ``POST /v1/completions`` with ``segments``, ``GET /v1/health``, ``GET /v1beta/server_setting``.
 
 Fields and shapes: TabbyML/tabby crates/tabby/src/services/completion.rs (``CompletionRequest``,
-``Segments``, ``Declaration``, ``Snippet``, ``DebugOptions``, ``CompletionResponse``) and the body
+``TabbySegments``, ``TabbyDeclaration``, ``TabbySnippet``, ``TabbyDebugOptions``, ``CompletionResponse``) and the body
 tabby-agent builds (clients/tabby-agent). Tabby's body shares its path with OpenAI's completions:
 :func:`is_tabby` tells them apart by shape. Declarations and snippets are accepted, not used yet.
 Without ``temperature`` the answer is greedy.
@@ -28,41 +28,41 @@ def is_tabby(body: bytes) -> bool:
 
     try:
         data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # the OpenAI route answers a malformed body with its 400
         return False
     return isinstance(data, dict) and "prompt" not in data and bool(TABBY_ONLY_FIELDS & data.keys())
 
 
-class Declaration(BaseModel):
+class TabbyDeclaration(BaseModel):
     filepath: str
     body: str
 
 
-class Snippet(BaseModel):
+class TabbySnippet(BaseModel):
     filepath: str
     body: str
     score: float
 
 
-class EditHistory(BaseModel):
+class TabbyEditHistory(BaseModel):
     original_code: str
     edits_diff: str
     current_version: str
 
 
-class Segments(ProtocolModel):
+class TabbySegments(ProtocolModel):
     prefix: str
     suffix: str | None = None
     filepath: str | None = None
     git_url: str | None = None
-    declarations: list[Declaration] | None = None
-    relevant_snippets_from_changed_files: list[Snippet] | None = None
-    relevant_snippets_from_recently_opened_files: list[Snippet] | None = None
+    declarations: list[TabbyDeclaration] | None = None
+    relevant_snippets_from_changed_files: list[TabbySnippet] | None = None
+    relevant_snippets_from_recently_opened_files: list[TabbySnippet] | None = None
     clipboard: str | None = None
-    edit_history: EditHistory | None = None
+    edit_history: TabbyEditHistory | None = None
 
 
-class DebugOptions(ProtocolModel):
+class TabbyDebugOptions(ProtocolModel):
     raw_prompt: str | None = None
     return_snippets: bool = False
     return_prompt: bool = False
@@ -71,9 +71,9 @@ class DebugOptions(ProtocolModel):
 
 class TabbyCompletionRequest(ProtocolModel):
     language: str | None = None
-    segments: Segments | None = None
+    segments: TabbySegments | None = None
     user: str | None = None
-    debug_options: DebugOptions | None = None
+    debug_options: TabbyDebugOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     seed: int | None = Field(None, ge=0)
     mode: str = "standard"
@@ -97,9 +97,7 @@ class TabbyCompletionRequest(ProtocolModel):
 
 async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, Any]:
     """Answer a Tabby-shaped /v1/completions body (the OpenAI route hands it over)."""
-    from codetune.serve.serving import parse
-
-    body = parse(TabbyCompletionRequest, raw_body)
+    body = ctx.parse_body(TabbyCompletionRequest, raw_body)
     editor = body.editor_request()
     result = await ctx.engine.complete(editor, request.is_disconnected)
     answer: dict[str, Any] = {

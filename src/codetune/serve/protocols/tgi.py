@@ -1,6 +1,6 @@
 """Text Generation Inference: ``POST /generate``, ``POST /generate_stream`` (SSE) and ``POST /``.
 
-Fields and shapes: huggingface/text-generation-inference's router (``GenerateRequest``,
+Fields and shapes: huggingface/text-generation-inference's router (``TgiGenerateRequest``,
 ``GenerateParameters``, ``GenerateResponse``, ``StreamResponse``) and what
 ``huggingface_hub.InferenceClient.text_generation`` sends (``{inputs, parameters, stream}``) and parses.
 llm-ls (llm-vscode, llm.nvim) sends the FIM prompt already rendered with the model's sentinels in
@@ -26,7 +26,7 @@ from codetune.serve.protocols.base import (
 )
 
 
-class Parameters(ProtocolModel):
+class TgiParameters(ProtocolModel):
     adapter_id: str | None = None
     best_of: int | None = Field(None, ge=1, le=1)
     decoder_input_details: bool = False
@@ -48,9 +48,9 @@ class Parameters(ProtocolModel):
     watermark: bool = False
 
 
-class GenerateRequest(ProtocolModel):
+class TgiGenerateRequest(ProtocolModel):
     inputs: str
-    parameters: Parameters = Field(default_factory=Parameters)
+    parameters: TgiParameters = Field(default_factory=TgiParameters)
     stream: bool = False
 
     def editor_request(self) -> EditorRequest:
@@ -89,7 +89,7 @@ def _details(result: EditorCompletion, seed: int | None) -> dict[str, Any]:
 @register_protocol("tgi", clients="huggingface_hub InferenceClient, llm-vscode / llm.nvim (llm-ls)")
 def mount(ctx: Mount) -> None:
 
-    async def generate_once(request: Request, body: GenerateRequest) -> dict[str, Any]:
+    async def generate_once(request: Request, body: TgiGenerateRequest) -> dict[str, Any]:
         result = await ctx.engine.complete(body.editor_request(), request.is_disconnected)
         text = body.inputs + result.text if body.parameters.return_full_text else result.text
         answer: dict[str, Any] = {"generated_text": text}
@@ -97,7 +97,7 @@ def mount(ctx: Mount) -> None:
             answer["details"] = _details(result, body.parameters.seed)
         return answer
 
-    async def generate_stream(request: Request, body: GenerateRequest) -> Any:
+    async def generate_stream(request: Request, body: TgiGenerateRequest) -> Any:
         stream = await ctx.engine.stream(body.editor_request(), request.is_disconnected)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
@@ -127,21 +127,21 @@ def mount(ctx: Mount) -> None:
 
         return sse(events())
 
-    @ctx.post("/generate", GenerateRequest, stream="sse")
+    @ctx.post("/generate", TgiGenerateRequest, stream="sse")
     async def generate(request: Request) -> Any:
-        body = await ctx.parse(GenerateRequest, request)
+        body = await ctx.parse(TgiGenerateRequest, request)
         if body.stream:
             return await generate_stream(request, body)
         return await generate_once(request, body)
 
-    @ctx.post("/generate_stream", GenerateRequest, stream="sse")
+    @ctx.post("/generate_stream", TgiGenerateRequest, stream="sse")
     async def generate_stream_route(request: Request) -> Any:
-        return await generate_stream(request, await ctx.parse(GenerateRequest, request))
+        return await generate_stream(request, await ctx.parse(TgiGenerateRequest, request))
 
-    @ctx.post("/", GenerateRequest, stream="sse")
+    @ctx.post("/", TgiGenerateRequest, stream="sse", answer={"type": "array", "items": {"type": "object"}})
     async def compat_generate(request: Request) -> Any:
         """TGI's root route: a stream when asked, else a one-element list."""
-        body = await ctx.parse(GenerateRequest, request)
+        body = await ctx.parse(TgiGenerateRequest, request)
         if body.stream:
             return await generate_stream(request, body)
         return [await generate_once(request, body)]
