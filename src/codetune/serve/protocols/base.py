@@ -45,6 +45,8 @@ class EditorRequest:
     repetition_penalty: float = 1.0
     min_tokens: int = 0
     model: str | None = None
+    # The editor's language name (Tabby's `language`): post-processing parses the completion in it.
+    language: str | None = None
     # A newer request with the same client id cancels the older one still running (keystrokes).
     client: str | None = None
     # llama.cpp's budgets: stop at the first token once prompt processing took longer than this,
@@ -64,6 +66,9 @@ class EditorCompletion:
     model: str
     prompt_ms: float
     predict_ms: float
+    # Set when the prompt was trimmed to the context, or a suffix was dropped (a model without FIM).
+    truncated: bool = False
+    warning: str | None = None
 
 
 class Engine:
@@ -87,7 +92,8 @@ class Engine:
     def device(self) -> str:
         return str(getattr(self.serving.model, "device", "cpu"))
 
-    def _sequences(self, request: EditorRequest) -> list[Any]:
+    def _sequences(self, request: EditorRequest) -> tuple[list[Any], bool, str | None]:
+        """The engine's sequences for a request, whether its prompt was trimmed, and any warning."""
         from pydantic import ValidationError
 
         from codetune.serve.protocol import CompletionRequest
@@ -108,11 +114,12 @@ class Engine:
                 frequency_penalty=request.frequency_penalty,
                 repetition_penalty=request.repetition_penalty,
                 min_tokens=request.min_tokens,
+                **({"language": request.language} if request.language else {}),
             )
         except ValidationError as error:
             raise validation_error(error) from None
         seqs, _ = self.serving._completion_sequences(openai_request)
-        return seqs
+        return seqs, False, None
 
     def _claim(self, request: EditorRequest, seqs: list[Any]) -> None:
         if request.client is None:
@@ -131,7 +138,7 @@ class Engine:
         """Text deltas, then one EditorCompletion. Queueing errors are raised before the first item."""
         from codetune.serve.serving import _chain, _first
 
-        seqs = self._sequences(request)
+        seqs, truncated, warning = self._sequences(request)
         [seq] = seqs
         self._claim(request, seqs)
         started = time.monotonic()
@@ -178,6 +185,8 @@ class Engine:
                     model=request.model or self.name,
                     prompt_ms=(first_token_at - started) * 1000,
                     predict_ms=(finished - first_token_at) * 1000,
+                    truncated=truncated,
+                    warning=warning,
                 )
             finally:
                 self._forget(request, seqs)

@@ -83,7 +83,9 @@ def mount(ctx: Mount) -> None:
         created = int(time.time())
         if not body.stream:
             result = await ctx.engine.complete(editor, request.is_disconnected)
+            warning = {"warning": result.warning} if result.warning else {}
             return {
+                **warning,
                 "id": response_id,
                 "object": "chat.completion",
                 "model": result.model,

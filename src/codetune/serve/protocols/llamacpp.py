@@ -177,7 +177,7 @@ def final_body(
         },
         "prompt": "",
         "has_new_line": "\n" in text,
-        "truncated": False,
+        "truncated": result.truncated,
         "stop_type": stop_type,
         "stopping_word": "",
         "tokens_cached": 0,

@@ -91,6 +91,7 @@ class TabbyCompletionRequest(ProtocolModel):
             suffix=None if raw is not None else self.segments.suffix or None,
             temperature=self.temperature or 0.0,
             seed=self.seed,
+            language=self.language,
             client=self.user,
         )
 
