@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codetune.errors import CodetuneError
+from codetune.errors import CodetuneError, ConfigError
+from codetune.stages import STAGE_NAMES
 
 app = typer.Typer(
     name="codetune",
@@ -41,6 +42,20 @@ def _config(model_cls: type, given: dict[str, Any], overrides: list[str] | None)
 
     data = {key: value for key, value in given.items() if value is not None}
     return validate(model_cls, apply_overrides(data, overrides or []), where="options")
+
+
+def _stage_config(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """The registered stage's config from command-line options and ``--set`` overrides."""
+    from codetune.stages import get_stage
+
+    return _config(get_stage(name).config_class, given, overrides)
+
+
+def _run_stage(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """Validate the options into the stage's config and run the stage (one path for every command)."""
+    from codetune.stages import get_stage
+
+    return get_stage(name).run(_stage_config(name, given, overrides))
 
 
 def print_result(result: Any) -> None:
@@ -86,9 +101,6 @@ def collect(
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
-    from codetune.collect.config import CollectConfig
-    from codetune.collect.pipeline import collect as run_collect
-
     given = {
         "sources": sources,
         "language": language,
@@ -101,8 +113,7 @@ def collect(
         "workers": workers,
         "force": force or None,
     }
-    cfg = _config(CollectConfig, given, overrides)
-    print_result(run_collect(cfg))
+    print_result(_run_stage("collect", given, overrides))
 
 
 @app.command()
@@ -125,29 +136,48 @@ def build(
     overrides: SetOption = None,
 ) -> None:
     """Turn a corpus into a tokenized dataset with leak-free splits."""
-    from codetune.dataset.builder import build as run_build
-    from codetune.dataset.config import BuildConfig
-
     given = {"corpus": corpus, "format": format, "model": model, "out": out or Path("dataset")}
-    print_result(run_build(_config(BuildConfig, given, overrides)))
+    print_result(_run_stage("build", given, overrides))
+
+
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan the run without weights or network: parameters, memory per method, tokens per step.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
+
+
+def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    from codetune.train.dryrun import render
+
+    if as_json:
+        typer.echo(json.dumps(plans if len(plans) != 1 else next(iter(plans.values())), indent=1))
+        return
+    typer.echo("\n\n".join(f"[{name}]\n{render(plan)}" if len(plans) > 1 else render(plan) for name, plan in plans.items()))
 
 
 @app.command()
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path or tiny preset.")],
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
+    ] = None,
     method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
     ] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset."""
-    from codetune.train.config import TrainConfig
-    from codetune.train.recipe import train as run_train
-
     given = {
         "model": model,
         "dataset": dataset,
@@ -156,7 +186,14 @@ def train(
         "resume": resume,
         "max_steps": max_steps,
     }
-    print_result(run_train(_config(TrainConfig, given, overrides)))
+    if dry_run:
+        from codetune.train.dryrun import plan
+
+        _print_plans({"train": plan(_stage_config("train", given, overrides))}, as_json)
+        return
+    if dataset is None:
+        raise ConfigError("--dataset is required (only --dry-run plans a run without one)")
+    print_result(_run_stage("train", given, overrides))
 
 
 @app.command()
@@ -166,10 +203,7 @@ def merge(
     overrides: SetOption = None,
 ) -> None:
     """Merge a run's adapter into its base model (plain Hugging Face format)."""
-    from codetune.train.config import MergeConfig
-    from codetune.train.merge import merge as run_merge
-
-    print_result(run_merge(_config(MergeConfig, {"run": run, "out": out}, overrides)))
+    print_result(_run_stage("merge", {"run": run, "out": out}, overrides))
 
 
 @app.command("eval")
@@ -218,9 +252,6 @@ def eval_(
     overrides: SetOption = None,
 ) -> None:
     """Evaluate models side by side on held-out data; writes report.md/json and plots."""
-    from codetune.evaluate.config import EvalConfig
-    from codetune.evaluate.runner import evaluate
-
     given = {
         "models": model,
         "dataset": dataset,
@@ -240,7 +271,7 @@ def eval_(
         "allow_execution": allow_execution or None,
         "unsafe_network": unsafe_network or None,
     }
-    print_result(evaluate(_config(EvalConfig, given, overrides)))
+    print_result(_run_stage("eval", given, overrides))
 
 
 @app.command()
@@ -285,9 +316,6 @@ def generate(
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
-    from codetune.inference.batch import generate_file
-    from codetune.inference.config import GenerateConfig
-
     given = {
         "model": model,
         "adapter": adapter,
@@ -297,7 +325,7 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
-    print_result(generate_file(_config(GenerateConfig, given, overrides)))
+    print_result(_run_stage("generate", given, overrides))
 
 
 @app.command()
@@ -312,11 +340,8 @@ def serve(
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
-    from codetune.serve.app import serve as run_serve
-    from codetune.serve.config import ServeConfig
-
     given = {"model": model, "adapter": adapter, "host": host, "port": port, "api_key": api_key}
-    run_serve(_config(ServeConfig, given, overrides))
+    _run_stage("serve", given, overrides)
 
 
 @tokenizer_app.command("train")
@@ -360,13 +385,22 @@ def doccano_import(
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run.")] = None,
+    stages: Annotated[
+        str | None, typer.Option("--stages", help="Comma-separated stages to run: " + ", ".join(STAGE_NAMES) + ".")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")
     ] = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Run every stage of a recipe, skipping stages whose inputs and config are unchanged."""
+    if dry_run:
+        from codetune.runner import plan_recipe
+
+        _print_plans(plan_recipe(recipe, overrides=overrides or []), as_json)
+        return
     from codetune.runner import run_recipe
 
     only = [s.strip() for s in stages.split(",")] if stages else None
