@@ -158,7 +158,11 @@ def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(plans if len(plans) != 1 else next(iter(plans.values())), indent=1))
         return
-    typer.echo("\n\n".join(f"[{name}]\n{render(plan)}" if len(plans) > 1 else render(plan) for name, plan in plans.items()))
+    typer.echo(
+        "\n\n".join(
+            f"[{name}]\n{render(plan)}" if len(plans) > 1 else render(plan) for name, plan in plans.items()
+        )
+    )
 
 
 @app.command()
@@ -386,7 +390,8 @@ def doccano_import(
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     stages: Annotated[
-        str | None, typer.Option("--stages", help="Comma-separated stages to run: " + ", ".join(STAGE_NAMES) + ".")
+        str | None,
+        typer.Option("--stages", help="Comma-separated stages to run: " + ", ".join(STAGE_NAMES) + "."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")

@@ -17,7 +17,15 @@ from codetune.schema import LanguageSpec, StrictModel
 from codetune.stages import STAGE_NAMES
 from codetune.stages import STAGES as REGISTERED_STAGES
 
-__all__ = ["STAGES", "LanguageSpec", "StrictModel", "apply_overrides", "load_recipe", "recipe_model", "validate"]
+__all__ = [
+    "STAGES",
+    "LanguageSpec",
+    "StrictModel",
+    "apply_overrides",
+    "load_recipe",
+    "recipe_model",
+    "validate",
+]
 
 # Stage names in pipeline order, kept for callers of the first version; the registry is codetune.stages.
 STAGES = STAGE_NAMES

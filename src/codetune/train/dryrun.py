@@ -8,6 +8,7 @@ Memory is an estimate, not a measurement: the formulas are spelled out in ``esti
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -107,7 +108,10 @@ def _wrap(model: Any, cfg: Any, method_name: str, total_steps: int) -> Any:
 
     method = get_method(method_name)
     wrap = get_method("lora").wrap if method.quantized else method.wrap
-    with warnings.catch_warnings():
+    import torch
+
+    # Adapters are created on the meta device too: no memory and no initialisation work.
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         model = wrap(model, cfg, total_steps)
     # peft moves adapter tensors to the base layer's device as new Parameters; on the meta device
@@ -126,7 +130,8 @@ def _dims(config: Any) -> dict[str, Any]:
     hidden = int(text.hidden_size)
     layers = int(text.num_hidden_layers) + int(getattr(text, "num_decoder_layers", 0) or 0)
     ffn = next(
-        (int(v) for k in ("intermediate_size", "n_inner", "d_ff") if (v := getattr(text, k, None))), 4 * hidden
+        (int(v) for k in ("intermediate_size", "n_inner", "d_ff") if (v := getattr(text, k, None))),
+        4 * hidden,
     )
     return {"hidden": hidden, "layers": layers, "ffn": ffn, "vocab": int(text.vocab_size)}
 
@@ -214,7 +219,9 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
     get_method(cfg.method)
     source = resolve_config(cfg.model)
     dims = _dims(source.config)
-    context = getattr(source.config, "max_position_embeddings", None) or getattr(source.config, "n_positions", None)
+    context = getattr(source.config, "max_position_embeddings", None) or getattr(
+        source.config, "n_positions", None
+    )
     seq2seq = bool(getattr(source.config, "is_encoder_decoder", False))
     assumptions: list[str] = []
     if cfg.packing == "packed" and not seq2seq:
@@ -245,7 +252,7 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
     table: dict[str, Any] = {}
     # The configured method first, then the others for comparison.
     for name in [cfg.method, *[m for m in METHODS if m != cfg.method]]:
-        model = _wrap(meta_model(source.config) if name != cfg.method else base, cfg, name, total_steps)
+        model = _wrap(copy.deepcopy(base), cfg, name, total_steps)
         counted = parameter_table(model)
         if name == cfg.method:
             table = counted
