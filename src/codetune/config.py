@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from codetune.errors import ConfigError, InputError
 from codetune.schema import LanguageSpec, StrictModel
+from codetune import stages
 from codetune.stages import STAGE_NAMES
-from codetune.stages import STAGES as REGISTERED_STAGES
 
 __all__ = [
     "STAGES",
@@ -111,7 +111,7 @@ def recipe_model() -> type[BaseModel]:
             Field(default_factory=list, description="Extra languages: extensions + grammar, no code."),
         ),
     }
-    for stage in REGISTERED_STAGES:
+    for stage in stages.STAGES:
         model = stage.config_class
         fields[stage.name] = (model | None, Field(None, description=model.__doc__))
     return create_model("Recipe", __base__=StrictModel, **fields)

@@ -19,7 +19,7 @@ from codetune.config import load_recipe
 from codetune.errors import ConfigError
 from codetune.files import MANIFEST, fingerprint, read_json, write_json
 from codetune.stage import StageResult
-from codetune.stages import STAGE_NAMES, STAGES, get_stage
+from codetune import stages as registry
 
 logger = logging.getLogger(__name__)
 RECIPE_KEY = "recipe_fingerprint"
@@ -74,7 +74,7 @@ def _wire(recipe: Any) -> dict[str, Any]:
     work = Path(recipe.workdir)
     produced: dict[str, Path] = {}
     wired: dict[str, Any] = {}
-    for stage in STAGES:
+    for stage in registry.STAGES:
         cfg = getattr(recipe, stage.name)
         if cfg is None:
             continue
@@ -126,7 +126,7 @@ def _replacing(out: Path | None, work: Callable[[], Any]) -> Any:
 
 
 def _stage_out(name: str, cfg: Any) -> Path | None:
-    return Path(cfg.out) if get_stage(name).writes is not None else None
+    return Path(cfg.out) if registry.get_stage(name).writes is not None else None
 
 
 def run_recipe(
@@ -135,17 +135,17 @@ def run_recipe(
     """Run the recipe's stages in order; returns one StageResult per stage (skipped ones marked)."""
     recipe = load_recipe(path, overrides)
     for name in stages or []:
-        get_stage(name)
+        registry.get_stage(name)
     from codetune.languages import register_spec
 
     for spec in recipe.languages:
         register_spec(spec)
     wired = _wire(recipe)
     if not wired:
-        raise ConfigError(f"recipe {path} has no stage section ({', '.join(STAGE_NAMES)})")
+        raise ConfigError(f"recipe {path} has no stage section ({', '.join(stage.name for stage in registry.STAGES)})")
     upstream = fingerprint(recipe.name, [spec.model_dump(mode="json") for spec in recipe.languages])
     results: list[StageResult] = []
-    for stage in STAGES:
+    for stage in registry.STAGES:
         name = stage.name
         if name not in wired or (stages and name not in stages):
             continue

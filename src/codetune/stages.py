@@ -116,4 +116,4 @@ def get_stage(name: str) -> Stage:
     for stage in STAGES:
         if stage.name == name:
             return stage
-    raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(stage.name for stage in STAGES)}")
