@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from codetune import stages
 from codetune.errors import ConfigError, InputError
 from codetune.schema import LanguageSpec, StrictModel
-from codetune import stages
 from codetune.stages import STAGE_NAMES
 
 __all__ = [

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from codetune import stages as registry
 from codetune.config import load_recipe
 from codetune.errors import ConfigError
 from codetune.files import MANIFEST, fingerprint, read_json, write_json
 from codetune.stage import StageResult
-from codetune import stages as registry
 
 logger = logging.getLogger(__name__)
 RECIPE_KEY = "recipe_fingerprint"
@@ -142,7 +142,9 @@ def run_recipe(
         register_spec(spec)
     wired = _wire(recipe)
     if not wired:
-        raise ConfigError(f"recipe {path} has no stage section ({', '.join(stage.name for stage in registry.STAGES)})")
+        raise ConfigError(
+            f"recipe {path} has no stage section ({', '.join(stage.name for stage in registry.STAGES)})"
+        )
     upstream = fingerprint(recipe.name, [spec.model_dump(mode="json") for spec in recipe.languages])
     results: list[StageResult] = []
     for stage in registry.STAGES:
