@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codetune.errors import CodetuneError
+from codetune.errors import CodetuneError, ConfigError
 
 app = typer.Typer(
     name="codetune",
@@ -33,6 +33,13 @@ console = Console(stderr=True)
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any config field: KEY=VALUE (value read as YAML). Repeatable."),
+]
+
+ExecutorOption = Annotated[
+    str | None, typer.Option("--executor", help="local (default) or ray (a Ray cluster, see --address).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (default: start a local one).")
 ]
 
 
@@ -83,6 +90,8 @@ def collect(
         int | None, typer.Option("--workers", "-j", help="Worker processes (default 2).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when nothing changed.")] = False,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
@@ -100,6 +109,8 @@ def collect(
         "max_repos": max_repos,
         "workers": workers,
         "force": force or None,
+        "executor": executor,
+        "address": address,
     }
     cfg = _config(CollectConfig, given, overrides)
     print_result(run_collect(cfg))
@@ -282,6 +293,12 @@ def generate(
         str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
     ] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="hf (default) or vllm.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    engines: Annotated[
+        int | None,
+        typer.Option("--engines", help="With --executor ray: engines to run (default: one per GPU, or 1).", min=1),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
@@ -297,7 +314,15 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
-    print_result(generate_file(_config(GenerateConfig, given, overrides)))
+    cfg = _config(GenerateConfig, given, overrides)
+    if (executor or "local") == "ray":
+        from codetune.inference.ray_executor import generate_file_ray
+
+        print_result(generate_file_ray(cfg, address, engines))
+    elif executor not in (None, "local"):
+        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
+    else:
+        print_result(generate_file(cfg))
 
 
 @app.command()

@@ -92,3 +92,11 @@ def near_duplicates(
         else:
             dupes[key] = match
     return dupes
+
+
+def lsh_band_ranges(threshold: float = 0.7, num_perm: int = 256) -> list[tuple[int, int]]:
+    """The (start, end) signature slices :func:`near_duplicates`' LSH hashes into bands; items sharing
+    no band are never compared, which lets a distributed executor split the input into clusters."""
+    from datasketch import MinHashLSH
+
+    return [(int(lo), int(hi)) for lo, hi in MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges]

@@ -246,15 +246,19 @@ def _vllm_rows(
     cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
 ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
     """The same rows through vLLM (same output format); FIM rows use the model's FIM prompt."""
+    from codetune.inference.vllm_checks import check_vllm_model, pin_rank_gpu
+    from codetune.modeling.loading import load_tokenizer, resolve_model
+
+    ref = resolve_model(cfg.model, cfg.adapter)
+    check_vllm_model(ref)
+    pin_rank_gpu()
     try:
         import vllm
     except ImportError:
         raise ConfigError("engine 'vllm' needs vllm installed (pip install 'codetune[vllm]')") from None
     from codetune.inference.engine import Completion
     from codetune.inference.prompts import build_prompt
-    from codetune.modeling.loading import load_tokenizer, resolve_model
 
-    ref = resolve_model(cfg.model, cfg.adapter)
     tokenizer = load_tokenizer(ref)
     llm = vllm.LLM(model=ref.base, tokenizer=ref.tokenizer_source, enable_lora=ref.adapter is not None)
     lora = None
