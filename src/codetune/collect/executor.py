@@ -105,6 +105,8 @@ class RayExecutor:
         """Yield ``fn(task)`` for each task, in order, as the cluster finishes them."""
         import pickle
 
+        if not tasks:
+            return
         items = [{"index": i, "task": pickle.dumps(task)} for i, task in enumerate(tasks)]
         dataset = self.ray.data.from_items(items, override_num_blocks=max(1, len(items))).map(
             _run_pickled, fn_args=(fn, self.initializer, self.initargs)
