@@ -150,13 +150,14 @@ def _bucket_members(group: dict[str, Any]) -> dict[str, Any]:
     return {"members": np.array(shared, dtype=object)}
 
 
-def _confirm_cluster(row: dict[str, Any], threshold: float, num_perm: int) -> dict[str, Any]:
+def _confirm_cluster(row: dict[str, Any], threshold: float, num_perm: int, ngram: int) -> dict[str, Any]:
     import pickle
 
     from codetune.collect.dedup import near_duplicates
 
-    members = pickle.loads(row["members"])
-    return {"dupes": pickle.dumps(near_duplicates(members, threshold, num_perm))}
+    members, texts = pickle.loads(row["members"])
+    found = near_duplicates(members, threshold, num_perm, text_of=texts.__getitem__, ngram=ngram)
+    return {"dupes": pickle.dumps(found)}
 
 
 def _partitions(ray: Any, rows: int) -> int:
@@ -167,24 +168,31 @@ def _partitions(ray: Any, rows: int) -> int:
 
 
 def ray_near_duplicates(
-    items: Any, threshold: float, num_perm: int, address: str | None = None
+    items: Any,
+    threshold: float,
+    num_perm: int,
+    texts: list[str],
+    ngram: int = 5,
+    address: str | None = None,
 ) -> dict[Any, Any]:
-    """:func:`codetune.collect.dedup.near_duplicates` spread over a Ray cluster, with the same result.
+    """:func:`codetune.collect.dedup.near_duplicates` over a Ray cluster, with the same result.
 
-    Signatures (already computed per file) -> one row per LSH band -> buckets of items sharing a band
-    -> clusters (connected buckets) -> ``near_duplicates`` on each cluster. An item's LSH candidates all
-    share a band with it, so they sit in its cluster: each cluster alone gives the answer the whole
-    input would, with the first item (in input order) kept.
+    ``items`` are (key, signature) pairs whose keys index ``texts`` (for the exact Jaccard check).
+    Signatures (computed per file by the workers) -> one row per LSH band -> buckets of items sharing
+    a band -> clusters (connected buckets) -> ``near_duplicates`` on each cluster. An item's LSH
+    candidates all share a band with it, so they sit in its cluster, in the same order: each cluster
+    alone gives the answer the whole input would, the first item (in input order) kept.
     """
     import pickle
 
-    from codetune.collect.dedup import lsh_band_ranges
+    from codetune import textsim
 
     ray = connect_ray(address)
     pairs = list(items)
     keys = [key for key, _ in pairs]
     signatures = [bytes(values) if isinstance(values, bytes) else values.tobytes() for _, values in pairs]
-    ranges = lsh_band_ranges(threshold, num_perm)
+    bands, rows_per_band = textsim.lsh_params(num_perm, threshold)  # the bands textsim's LSHIndex uses
+    ranges = [(rows_per_band * b, rows_per_band * (b + 1)) for b in range(bands)]
     rows = [{"item": i, "signature": signature} for i, signature in enumerate(signatures)]
     buckets = (
         ray.data.from_items(rows)
@@ -210,13 +218,17 @@ def ray_near_duplicates(
     for i in range(len(pairs)):
         clusters.setdefault(root(i), []).append(i)
     tasks = [
-        {"members": pickle.dumps([(keys[i], signatures[i]) for i in members])}
+        {
+            "members": pickle.dumps(
+                ([(keys[i], signatures[i]) for i in members], {keys[i]: texts[keys[i]] for i in members})
+            )
+        }
         for members in clusters.values()
         if len(members) > 1
     ]
     if not tasks:
         return {}
-    confirmed = ray.data.from_items(tasks).map(_confirm_cluster, fn_args=(threshold, num_perm))
+    confirmed = ray.data.from_items(tasks).map(_confirm_cluster, fn_args=(threshold, num_perm, ngram))
     dupes: dict[Any, Any] = {}
     for row in confirmed.iter_rows():
         dupes.update(pickle.loads(row["dupes"]))
