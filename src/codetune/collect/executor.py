@@ -78,7 +78,11 @@ def connect_ray(address: str | None) -> Any:
             from codetune.errors import ConfigError
 
             raise ConfigError(f"cannot reach the Ray cluster at {address}: {error}") from None
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # Plain tasks, not the hash shuffle's long-lived aggregator actors, which hold CPUs a small
+    # cluster needs for the reduce (a 2-CPU cluster stalled on it).
+    context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     return ray
 
 
@@ -160,11 +164,11 @@ def _confirm_cluster(row: dict[str, Any], threshold: float, num_perm: int, ngram
     return {"dupes": pickle.dumps(found)}
 
 
-def _partitions(ray: Any, rows: int) -> int:
-    """Shuffle partitions: one per 100k band rows, at most one per cluster CPU (Ray's 200 by default
-    would be hundreds of idle tasks for a small corpus)."""
+def _parallelism(ray: Any, rows: int, per_task: int) -> int:
+    """Blocks or shuffle partitions: one per ``per_task`` rows, at most one per cluster CPU (Ray's
+    default of 200 would be hundreds of near-empty tasks for a small corpus)."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(cpus, -(-rows // 100_000)))
+    return max(1, min(cpus, -(-rows // per_task)))
 
 
 def ray_near_duplicates(
@@ -195,9 +199,9 @@ def ray_near_duplicates(
     ranges = [(rows_per_band * b, rows_per_band * (b + 1)) for b in range(bands)]
     rows = [{"item": i, "signature": signature} for i, signature in enumerate(signatures)]
     buckets = (
-        ray.data.from_items(rows)
+        ray.data.from_items(rows, override_num_blocks=_parallelism(ray, len(rows), 10_000))
         .flat_map(_band_rows, fn_args=(ranges,))
-        .groupby("band", num_partitions=_partitions(ray, len(rows) * len(ranges)))
+        .groupby("band", num_partitions=_parallelism(ray, len(rows) * len(ranges), 100_000))
         .map_groups(_bucket_members, batch_format="numpy")
     )
     parent = list(range(len(pairs)))
@@ -228,7 +232,10 @@ def ray_near_duplicates(
     ]
     if not tasks:
         return {}
-    confirmed = ray.data.from_items(tasks).map(_confirm_cluster, fn_args=(threshold, num_perm, ngram))
+    blocks = _parallelism(ray, len(tasks), 1_000)
+    confirmed = ray.data.from_items(tasks, override_num_blocks=blocks).map(
+        _confirm_cluster, fn_args=(threshold, num_perm, ngram)
+    )
     dupes: dict[Any, Any] = {}
     for row in confirmed.iter_rows():
         dupes.update(pickle.loads(row["dupes"]))
