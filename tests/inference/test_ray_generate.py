@@ -7,17 +7,9 @@ import json
 import re
 
 import pytest
+from test_ray_vllm_checks import assert_clean_error
 
 pytest.importorskip("ray.data")
-
-
-def assert_clean_error(proc, *needles: str) -> None:
-    """One `error:` line naming the problem, exit code 2, no traceback."""
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 2, text
-    assert "error:" in text and "Traceback" not in text, text
-    for needle in needles:
-        assert needle in text, (needle, text)
 
 
 def _prompts(path, count: int) -> None:

@@ -170,14 +170,20 @@ def generate_file(cfg: GenerateConfig) -> StageResult:
             appender.close()
     if world > 1:
         _merge_parts(out, world, cfg.id_field)
-    seconds = time.monotonic() - start
+    return generate_result(out, len(rows), len(todo), len(finished), tokens, time.monotonic() - start)
+
+
+def generate_result(
+    out: Path, rows: int, generated: int, skipped: int, tokens: int, seconds: float
+) -> StageResult:
+    """The summary `generate` prints, for any executor."""
     return StageResult(
         "generate",
         out,
         summary={
-            "rows": len(rows),
-            "generated": len(todo),
-            "skipped (already done)": len(finished),
+            "rows": rows,
+            "generated": generated,
+            "skipped (already done)": skipped,
             "new tokens": tokens,
             "tokens/s": round(tokens / seconds, 1) if seconds > 0 and tokens else 0.0,
             "seconds": round(seconds, 1),

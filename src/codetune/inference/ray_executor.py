@@ -55,7 +55,14 @@ def generate_file_ray(
 ) -> StageResult:
     """Complete each row of ``cfg.input`` into ``cfg.out`` on a Ray cluster, skipping ids already there."""
     from codetune.collect.executor import connect_ray
-    from codetune.inference.batch import _Appender, _progress, done_ids, read_rows, sampling_params
+    from codetune.inference.batch import (
+        _Appender,
+        _progress,
+        done_ids,
+        generate_result,
+        read_rows,
+        sampling_params,
+    )
 
     if cfg.input is None or cfg.out is None:
         raise ConfigError("generate needs an input file and an output file")
@@ -87,16 +94,4 @@ def generate_file_ray(
                     advance(int(row["tokens"]))
         finally:
             appender.close()
-    seconds = time.monotonic() - start
-    return StageResult(
-        "generate",
-        out,
-        summary={
-            "rows": len(rows),
-            "generated": len(todo),
-            "skipped (already done)": len(finished),
-            "new tokens": tokens,
-            "tokens/s": round(tokens / seconds, 1) if seconds > 0 and tokens else 0.0,
-            "seconds": round(seconds, 1),
-        },
-    )
+    return generate_result(out, len(rows), len(todo), len(finished), tokens, time.monotonic() - start)
