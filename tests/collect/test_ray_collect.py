@@ -91,13 +91,15 @@ def test_ray_collect_resumes_from_finished_sources(tree, tmp_path, ray_head, mon
 
     first, second = tmp_path / "one", tmp_path / "two"
     shutil.copytree(tree / "kotlin", first)
-    shutil.copytree(tree / "js", second)
+    shutil.copytree(tree / "kotlin", second)  # a copy: all its files are duplicates of the first
     real = pipeline._process_chunk
 
-    def killed_in_second(chunk):
+    def killed_in_second(chunk):  # runs on a Ray worker, pickled by value: reach the module there
+        from codetune.collect import pipeline as module
+
         if chunk[0][2] == str(second):
             raise RuntimeError("worker killed")
-        return real(chunk)
+        return [module.process_file(path, rel, repo, module._WORKER_CTX) for path, rel, repo in chunk]
 
     config = CollectConfig(
         sources=[str(first), str(second)], language="kotlin", out=tmp_path / "corpus", executor="ray"
