@@ -81,6 +81,8 @@ def test_each_rank_gets_its_own_gpu(monkeypatch):
     import os
 
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6"
+    assert os.environ["LOCAL_RANK"] == "0"  # its GPU is cuda:0 to accelerate's barrier too
+    monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4")
     with pytest.raises(ConfigError, match="one engine per GPU"):
         pin_rank_gpu()

@@ -70,3 +70,6 @@ def pin_rank_gpu() -> None:
             f"({len(devices)} visible on this node); launch at most {len(devices)} processes per node"
         )
     os.environ["CUDA_VISIBLE_DEVICES"] = devices[local_rank]
+    # Its one GPU is now cuda:0 to this process; accelerate's barrier (merging the parts) picks
+    # cuda:LOCAL_RANK, so say so. RANK (the shard of rows) is untouched.
+    os.environ["LOCAL_RANK"] = "0"
