@@ -11,10 +11,37 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from codetune.errors import CodetuneError, ConfigError, InputError
 
+try:  # typer >= 0.26 carries its own copy of click
+    from typer._click.exceptions import NoSuchOption
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import NoSuchOption
+
+
+class CodetuneGroup(TyperGroup):
+    """Typer's command group, whose "No such option" also says how to set any config field."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NoSuchOption as error:
+            command = error.ctx.command if error.ctx else None
+            if command is not None and any("--set" in param.opts for param in command.params):
+                key = error.option_name.lstrip("-").replace("-", "_")
+                error.message = (
+                    f"{error.format_message().rstrip('.')}. Any config field can be given as --set KEY=VALUE, "
+                    f"e.g. --set {key}=VALUE (nested ones as section.field); "
+                    f"`{error.ctx.command_path} --help` lists the options."
+                )
+                error.possibilities = None  # already in the message
+            raise
+
+
 app = typer.Typer(
+    cls=CodetuneGroup,
     name="codetune",
     help="Specialise an open code LLM for a language or codebase: collect -> build -> train -> merge -> "
     "eval -> generate/serve.",
@@ -22,10 +49,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-tokenizer_app = typer.Typer(help="Train or inspect tokenizers.", no_args_is_help=True)
+tokenizer_app = typer.Typer(cls=CodetuneGroup, help="Train or inspect tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 doccano_app = typer.Typer(
-    help="Hand docs-site code samples to doccano for annotation and take them back.", no_args_is_help=True
+    cls=CodetuneGroup,
+    help="Hand docs-site code samples to doccano for annotation and take them back.",
+    no_args_is_help=True,
 )
 app.add_typer(doccano_app, name="doccano")
 sandbox_app = typer.Typer(help="Inspect and use the sandbox that runs generated code.", no_args_is_help=True)
@@ -135,13 +164,32 @@ def build(
         str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")
     ] = ("tiny-gpt-bigcode"),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Maximum tokens per example (default 512).")
+    ] = None,
+    fim_rate: Annotated[
+        float | None, typer.Option("--fim-rate", help="Share of text examples made FIM (default 0.5).")
+    ] = None,
+    fim_spm_rate: Annotated[
+        float | None, typer.Option("--fim-spm-rate", help="Share of FIM examples in SPM order (default 0.5).")
+    ] = None,
+    split_by: Annotated[str | None, typer.Option("--split-by", help="auto (default), repo or file.")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Turn a corpus into a tokenized dataset with leak-free splits."""
     from codetune.dataset.builder import build as run_build
     from codetune.dataset.config import BuildConfig
 
-    given = {"corpus": corpus, "format": format, "model": model, "out": out or Path("dataset")}
+    given = {
+        "corpus": corpus,
+        "format": format,
+        "model": model,
+        "out": out or Path("dataset"),
+        "max_length": max_length,
+        "fim_rate": fim_rate,
+        "fim_spm_rate": fim_spm_rate,
+        "split_by": split_by,
+    }
     print_result(run_build(_config(BuildConfig, given, overrides)))
 
 
