@@ -14,7 +14,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from codetune.errors import CodetuneError, ConfigError, InputError
+<<<<<<< HEAD
 from codetune.stages import STAGE_NAMES
+=======
+>>>>>>> ray
 
 try:  # typer >= 0.26 carries its own copy of click
     from typer._click.exceptions import NoSuchOption
@@ -65,6 +68,13 @@ console = Console(stderr=True)
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any config field: KEY=VALUE (value read as YAML). Repeatable."),
+]
+
+ExecutorOption = Annotated[
+    str | None, typer.Option("--executor", help="local (default) or ray (a Ray cluster, see --address).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (default: start a local one).")
 ]
 
 
@@ -129,6 +139,8 @@ def collect(
         int | None, typer.Option("--workers", "-j", help="Worker processes (default 2).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when nothing changed.")] = False,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
@@ -143,6 +155,8 @@ def collect(
         "max_repos": max_repos,
         "workers": workers,
         "force": force or None,
+        "executor": executor,
+        "address": address,
     }
     print_result(_run_stage("collect", given, overrides))
 
@@ -401,6 +415,14 @@ def generate(
         str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
     ] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="hf (default) or vllm.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    engines: Annotated[
+        int | None,
+        typer.Option(
+            "--engines", help="With --executor ray: engines to run (default: one per GPU, or 1).", min=1
+        ),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
@@ -413,7 +435,19 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
+<<<<<<< HEAD
     print_result(_run_stage("generate", given, overrides))
+=======
+    cfg = _config(GenerateConfig, given, overrides)
+    if (executor or "local") == "ray":
+        from codetune.inference.ray_executor import generate_file_ray
+
+        print_result(generate_file_ray(cfg, address, engines))
+    elif executor not in (None, "local"):
+        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
+    else:
+        print_result(generate_file(cfg))
+>>>>>>> ray
 
 
 @app.command()

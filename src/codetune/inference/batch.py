@@ -170,14 +170,20 @@ def generate_file(cfg: GenerateConfig) -> StageResult:
             appender.close()
     if world > 1:
         _merge_parts(out, world, cfg.id_field)
-    seconds = time.monotonic() - start
+    return generate_result(out, len(rows), len(todo), len(finished), tokens, time.monotonic() - start)
+
+
+def generate_result(
+    out: Path, rows: int, generated: int, skipped: int, tokens: int, seconds: float
+) -> StageResult:
+    """The summary `generate` prints, for any executor."""
     return StageResult(
         "generate",
         out,
         summary={
-            "rows": len(rows),
-            "generated": len(todo),
-            "skipped (already done)": len(finished),
+            "rows": rows,
+            "generated": generated,
+            "skipped (already done)": skipped,
             "new tokens": tokens,
             "tokens/s": round(tokens / seconds, 1) if seconds > 0 and tokens else 0.0,
             "seconds": round(seconds, 1),
@@ -246,15 +252,19 @@ def _vllm_rows(
     cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
 ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
     """The same rows through vLLM (same output format); FIM rows use the model's FIM prompt."""
+    from codetune.inference.vllm_checks import check_vllm_model, pin_rank_gpu
+    from codetune.modeling.loading import load_tokenizer, resolve_model
+
+    ref = resolve_model(cfg.model, cfg.adapter)
+    check_vllm_model(ref)
+    pin_rank_gpu()
     try:
         import vllm
     except ImportError:
         raise ConfigError("engine 'vllm' needs vllm installed (pip install 'codetune[vllm]')") from None
     from codetune.inference.engine import Completion
     from codetune.inference.prompts import build_prompt
-    from codetune.modeling.loading import load_tokenizer, resolve_model
 
-    ref = resolve_model(cfg.model, cfg.adapter)
     tokenizer = load_tokenizer(ref)
     llm = vllm.LLM(model=ref.base, tokenizer=ref.tokenizer_source, enable_lora=ref.adapter is not None)
     lora = None
