@@ -14,10 +14,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from codetune.errors import CodetuneError, ConfigError, InputError
-<<<<<<< HEAD
 from codetune.stages import STAGE_NAMES
-=======
->>>>>>> ray
 
 try:  # typer >= 0.26 carries its own copy of click
     from typer._click.exceptions import NoSuchOption
@@ -435,19 +432,14 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
-<<<<<<< HEAD
-    print_result(_run_stage("generate", given, overrides))
-=======
-    cfg = _config(GenerateConfig, given, overrides)
-    if (executor or "local") == "ray":
+    if executor not in (None, "local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
+    if executor == "ray":
         from codetune.inference.ray_executor import generate_file_ray
 
-        print_result(generate_file_ray(cfg, address, engines))
-    elif executor not in (None, "local"):
-        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
+        print_result(generate_file_ray(_stage_config("generate", given, overrides), address, engines))
     else:
-        print_result(generate_file(cfg))
->>>>>>> ray
+        print_result(_run_stage("generate", given, overrides))
 
 
 @app.command()
