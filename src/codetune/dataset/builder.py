@@ -94,8 +94,9 @@ def encode_causal(
     batch: dict[str, list[Any]], indices: list[int], *, tokenizer: Any, opts: dict[str, Any]
 ) -> dict:
     """input_ids (EOS appended) and loss_mask per row; text rows may become FIM examples."""
-    from codetune.dataset.fim import LAYOUTS, choose, cut, token_starts
     from codetune.dataset.fim import SPLITS as FIM_SPLITS
+    from codetune.dataset.fim import choose, cut, token_starts
+    from codetune.fim import FimFormat
 
     eos, limit = tokenizer.eos_token_id, opts["max_length"]
     out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
@@ -116,11 +117,14 @@ def encode_causal(
 
     texts = batch["text"]
     fim_rate = opts["fim_rate"]
+    fmt = FimFormat.from_tokenizer(tokenizer) if fim_rate > 0 else None
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fim_rate > 0)
     plans: list[tuple[str, Any] | None] = []
     fallbacks: list[bool] = []
-    pieces_to_encode: set[str] = set()
-    sliced: dict[int, dict[str, list[int]]] = {}
+    # Prefixes keep the tokenizer's leading space, middles and suffixes do not (codetune.fim).
+    prefixes_to_encode: set[str] = set()
+    infills_to_encode: set[str] = set()
+    sliced: dict[int, tuple[list[int], list[int], list[int]]] = {}
     for row, text in enumerate(texts):
         rng = random.Random(f"{opts['seed']}:{opts['split']}:{indices[row]}")
         layout = choose(rng, fim_rate, opts["spm_rate"]) if fim_rate > 0 else None
@@ -128,10 +132,11 @@ def encode_causal(
         if layout is None:
             plans.append(None)
         else:
+            assert fmt is not None
             offsets = encoded["offset_mapping"][row]
-            if len(offsets) > limit - 4:
-                # Over the limit: FIM the part that fits (3 sentinels + EOS), so no piece is cut off.
-                offsets = offsets[: max(limit - 4, 1)]
+            if len(offsets) > limit - fmt.overhead:
+                # Over the limit: FIM the part that fits (sentinels, BOS, end token), so no piece is cut off.
+                offsets = offsets[: max(limit - fmt.overhead, 1)]
                 text = text[: offsets[-1][1]]
             info = {"offsets": token_starts(offsets), "language": batch["language"][row]}
             span = FIM_SPLITS[opts["fim_split"]](text, rng, info)
@@ -143,26 +148,34 @@ def encode_causal(
             if span[0] in token_at and span[1] in token_at:
                 # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
                 ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
-                sliced[row] = {pieces.prefix: ids[:a], pieces.middle: ids[a:b], pieces.suffix: ids[b:]}
+                sliced[row] = (ids[:a], ids[a:b], ids[b:])
             else:
-                pieces_to_encode.update((pieces.prefix, pieces.middle, pieces.suffix))
+                prefixes_to_encode.add(pieces.prefix)
+                infills_to_encode.update((pieces.middle, pieces.suffix))
             plans.append((layout, pieces))
         fallbacks.append(fallback)
-    cache: dict[str, list[int]] = {}
-    if pieces_to_encode:
-        ordered = sorted(pieces_to_encode)
-        cache = dict(zip(ordered, tokenizer(ordered, add_special_tokens=False)["input_ids"], strict=True))
-    sentinels = opts["sentinels"]
+    prefix_ids: dict[str, list[int]] = {}
+    infill_ids: dict[str, list[int]] = {}
+    if fmt is not None and (prefixes_to_encode or infills_to_encode):
+        ordered, infills = sorted(prefixes_to_encode), sorted(infills_to_encode)
+        prefix_ids = dict(zip(ordered, fmt.encode_many(ordered), strict=True))
+        infill_ids = dict(zip(infills, fmt.encode_many(infills, infill=True), strict=True))
     for row, plan in enumerate(plans):
+        end = eos
         if plan is None:
             ids = encoded["input_ids"][row]
         else:
-            lookup = sliced[row].__getitem__ if row in sliced else cache.__getitem__
-            ids = LAYOUTS[plan[0]](plan[1], sentinels, lookup)
+            assert fmt is not None
+            layout, pieces = plan
+            if row in sliced:
+                p, m, s = sliced[row]
+            else:
+                p, m, s = prefix_ids[pieces.prefix], infill_ids[pieces.middle], infill_ids[pieces.suffix]
+            *ids, end = fmt.example_ids(p, m, s, spm=layout == "spm")
         trimmed = len(ids) + 1 > limit
         if trimmed:
             ids = ids[: limit - 1]
-        out["input_ids"].append([*ids, eos])
+        out["input_ids"].append([*ids, end])
         out["loss_mask"].append([1] * (len(ids) + 1))
         out["_fim"].append("" if plan is None else plan[0])
         out["_trimmed"].append(trimmed)
@@ -295,16 +308,14 @@ def build(cfg: BuildConfig) -> StageResult:
         logger.warning("seq2seq format with a decoder-only model %s: rows are source/target pairs", cfg.model)
 
     fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
-    sentinels: dict[str, int] = {}
     if fim_rate > 0:
-        from codetune.dataset.fim import sentinel_ids
-        from codetune.modeling.special_tokens import ensure_fim_tokens
+        from codetune.fim import FimFormat
 
-        tokens, added = ensure_fim_tokens(tokenizer)
-        sentinels = sentinel_ids(tokenizer, tokens)
+        fim_format, added = FimFormat.ensure(tokenizer)
+        family = fim_format.family
         fim_info |= {
-            "family": tokens.family,
-            "tokens": [tokens.prefix, tokens.suffix, tokens.middle],
+            "family": family.name,
+            "tokens": [family.prefix, family.suffix, family.middle],
             "added": added,
         }
 
@@ -330,7 +341,6 @@ def build(cfg: BuildConfig) -> StageResult:
         "fim_rate": fim_rate,
         "spm_rate": cfg.fim_spm_rate,
         "fim_split": cfg.fim_split,
-        "sentinels": sentinels,
         "seed": cfg.seed,
     }
     features = final_features(fmt)
