@@ -333,9 +333,11 @@ class FimFormat:
         """(prefix, middle, suffix) text back from a PSM or SPM example or prompt; None if it is not one.
 
         In SPM the prefix/middle boundary is not marked, so the middle comes back joined to the prefix
-        (``prefix + middle`` is exact either way).
+        (``prefix + middle`` is exact either way). ``decode`` defaults to the tokenizer's for the
+        prefix and to :meth:`decode` for the pieces encoded without a leading space.
         """
-        decode = decode or (lambda t: self.tokenizer.decode(t, clean_up_tokenization_spaces=False))
+        plain = decode or (lambda t: self.tokenizer.decode(t, clean_up_tokenization_spaces=False))
+        infill = decode or self.decode
         body = list(ids)
         if self.bos_ids and body[:1] == self.bos_ids:
             body = body[1:]
@@ -350,8 +352,8 @@ class FimFormat:
         except ValueError:
             return None
         if s == 0:  # SPM: <suffix> S <middle> P M
-            return FimPieces("", decode(body[m + 1 :]), decode(body[s + 1 : m]))
-        return FimPieces(decode(body[:s]), decode(body[m + 1 :]), decode(body[s + 1 : m]))
+            return FimPieces("", plain(body[m + 1 :]), infill(body[s + 1 : m]))
+        return FimPieces(plain(body[:s]), infill(body[m + 1 :]), infill(body[s + 1 : m]))
 
     # --- stops and repository format ----------------------------------------------------------------
 
