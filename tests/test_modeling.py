@@ -53,6 +53,8 @@ def test_presets_are_real_architectures_with_their_familys_tokens(name):
 
 def test_fim_families_detected_from_vocabulary():
     class Vocab:
+        eos_token_id, bos_token_id = 0, None
+
         def __init__(self, tokens):
             self.tokens = tokens
 
