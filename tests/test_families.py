@@ -16,7 +16,7 @@ from tests.test_fim import NO_PRESET
 
 from codetune.fim import ADDED_FAMILY, FAMILIES, FimFormat
 from codetune.modeling.loading import load_model, load_tokenizer
-from codetune.modeling.presets import PRESETS
+from codetune.modeling.presets import PRESETS, TOKENIZERS
 
 
 def _gqa(config) -> bool:
@@ -88,13 +88,17 @@ def test_starcoder2_window_really_slides():
 
 
 def family_presets() -> list[tuple[str, str]]:
-    """(family, preset) for every preset whose tokenizer carries a FIM family, plus one without FIM tokens."""
+    """(family, preset) for every preset whose tokenizer carries a FIM family, plus one without FIM tokens.
+
+    Read from the presets' tokenizer specs, so collecting the tests loads no tokenizer; the test
+    itself checks that the built tokenizer is detected as that family.
+    """
     rows = []
-    for name in PRESETS:
-        if not PRESETS[name].seq2seq:
-            fmt = FimFormat.from_tokenizer(load_tokenizer(name))
-            if fmt is not None:
-                rows.append((fmt.family.name, name))
+    for name, preset in PRESETS.items():
+        tokens = set(TOKENIZERS[preset.tokenizer].extra())
+        for family in FAMILIES.values():
+            if not preset.seq2seq and {family.prefix, family.suffix, family.middle} <= tokens:
+                rows.append((family.name, name))
     assert {family for family, _ in rows} == set(FAMILIES) - NO_PRESET
     return [*rows, (ADDED_FAMILY, "tiny-codegen")]
 
@@ -102,12 +106,33 @@ def family_presets() -> list[tuple[str, str]]:
 FAST = "tiny-codellama"  # the family whose layout differs most from StarCoder's runs in the default suite
 
 
+# Continuous batching edits sliding-window cache layers without their cumulative length, so a row
+# joining a running one fails (issue 11 item 3, the generation engine); remove once that is fixed.
+SLIDING_WINDOW_JOIN = pytest.mark.xfail(
+    strict=True, reason="issue 11 item 3: a row joining a running batch on a sliding-window model fails"
+)
+
+
 def _params():
-    slow = pytest.mark.slow
-    return [
-        pytest.param(family, name, id=f"{family}-{name}", marks=() if name == FAST else slow)
-        for family, name in family_presets()
-    ]
+    rows = []
+    for family, name in family_presets():
+        marks = [] if name == FAST else [pytest.mark.slow]
+        if load_model_config(name).get("sliding_window"):
+            marks.append(SLIDING_WINDOW_JOIN)
+        rows.append(pytest.param(family, name, id=f"{family}-{name}", marks=marks))
+    return rows
+
+
+def load_model_config(name: str) -> dict:
+    """The preset's config without building it (a stand-in tokenizer gives the ids)."""
+
+    class Ids:
+        bos_token_id = eos_token_id = pad_token_id = 0
+
+        def __len__(self) -> int:
+            return 8
+
+    return PRESETS[name].config(Ids()).to_dict()
 
 
 def write_corpus(path: Path) -> Path:
