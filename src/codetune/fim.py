@@ -15,6 +15,7 @@ prefix with it, as Meta's reference does; for byte-level tokenizers both encodin
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -278,7 +279,7 @@ class FimFormat:
             self._dummy_prefix = bare[: len(probe)] == probe and bare[len(probe) :] != self.encode("a")
         return self._dummy_prefix
 
-    @property
+    @functools.cached_property
     def _probe_ids(self) -> list[int]:
         return _encode(self.tokenizer, [_PROBE])[0]
 
