@@ -42,6 +42,8 @@ class FimFamily:
     bos: bool = False
     # Repository-level context: (repo name token, file separator token) spellings, first found wins.
     repo: tuple[tuple[str, str], ...] = ()
+    # Whether a newline follows the repository name (Qwen2.5-Coder's format) or not (StarCoder2's).
+    repo_newline: bool = False
     source: str = ""
 
     @property
@@ -129,6 +131,7 @@ register_family(
         # The base tokenizer's EOS; the instruct one's is <|im_end|>, which does not end a middle.
         eot="<|endoftext|>",
         repo=(("<|repo_name|>", "<|file_sep|>"),),
+        repo_newline=True,
         source="QwenLM/Qwen2.5-Coder README.md 'File-Level Code Completion' and 'Repository-Level Code "
         "Completion'",
     )
