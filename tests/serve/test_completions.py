@@ -92,7 +92,7 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
 def test_suffix_without_fim_tokens_is_a_clear_400(server, client, monkeypatch):
     import codetune.inference.prompts as prompts
 
-    monkeypatch.setattr(prompts, "fim_tokens", lambda tokenizer: None)
+    monkeypatch.setattr(prompts, "fim_format", lambda tokenizer: None)
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="tiny", prompt="x = ", suffix="\n", max_tokens=4)
     assert caught.value.status_code == 400
