@@ -187,7 +187,7 @@ def test_server_can_still_micro_batch(launch):
     start, stop = launch
     running = start(batching="micro")
     try:
-        assert type(running.serving.batcher).__name__ == "Batcher"
+        assert type(running.serving.batcher).__name__ == "StaticEngine"
         model, tokenizer = running.serving.model, running.serving.tokenizer
 
         def call(prompt):
@@ -209,7 +209,7 @@ def test_seq2seq_models_are_served_by_the_micro_batcher(launch):
     start, stop = launch
     running = start(model="tiny-t5")
     try:
-        assert type(running.serving.batcher).__name__ == "Batcher"
+        assert type(running.serving.batcher).__name__ == "StaticEngine"
         body = {"prompt": "sort a list", "max_tokens": 5, "temperature": 0}
         response = httpx.post(running.url + "/v1/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text

@@ -84,7 +84,7 @@ def _language(cfg: EvalConfig, rows: list[dict[str, Any]]) -> str | None:
 
 
 def _params(cfg: EvalConfig, task: Task, temperature: float | None = None, top_p: float | None = None) -> Any:
-    from codetune.inference.engine import SamplingParams
+    from codetune.generation.params import SamplingParams
 
     return SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
@@ -96,33 +96,57 @@ def _params(cfg: EvalConfig, task: Task, temperature: float | None = None, top_p
     )
 
 
-def generate_for(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params: Any) -> list[list[str]]:
-    """n completions per item, prompts cut on the left to fit the context; FIM items use the family's layout."""
-    from codetune.inference.engine import context_length, encode, generate_completions, is_seq2seq
-    from codetune.inference.prompts import fim_prompt
+def generate_for(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    cfg: EvalConfig,
+    params: Any,
+    language: str | None = None,
+    predictions: list[dict[str, Any]] | None = None,
+) -> list[list[str]]:
+    """n completions per item, built and post-processed exactly as the server does for an editor.
+
+    Prompts over the room are trimmed like an editor's (prefix from the left, suffix from the
+    right); FIM items get the server's post-processing, so eval scores what the editor receives.
+    Each item's first completion is appended to ``predictions`` when given.
+    """
+    from codetune.generation.api import complete_requests
+    from codetune.generation.engines import engine_for
+    from codetune.generation.request import build_request
+    from codetune.generation.sequence import context_length, is_seq2seq
 
     seq2seq = is_seq2seq(model)
-    room = cfg.max_prompt_tokens
-    if (ctx := context_length(model)) is not None and not seq2seq:
-        room = min(room, max(ctx - cfg.max_new_tokens, 1))
-    prompts = []
-    for item in task.items:
-        if item.suffix is not None:
-            # keep the sentinels: trim the prefix on the left and the suffix on the right instead
-            half = max(room // 2 - 2, 1)
-            before = tokenizer(item.prompt, add_special_tokens=False)["input_ids"][-half:]
-            after = tokenizer(item.suffix, add_special_tokens=False)["input_ids"][:half]
-            prefix = tokenizer.decode(before) if len(before) == half else item.prompt
-            suffix = tokenizer.decode(after) if len(after) == half else item.suffix
-            prompts.append(fim_prompt(tokenizer, prefix, suffix))
-        else:
-            prompts.append(encode(tokenizer, item.prompt, seq2seq=seq2seq)[-room:])
-    out: list[list[str]] = [[] for _ in prompts]
-    for index, completions in generate_completions(
-        model, tokenizer, prompts, params, batch_size=cfg.batch_size
-    ):
+    ctx = context_length(model)
+    context = cfg.max_prompt_tokens + params.max_new_tokens
+    if ctx is not None and not seq2seq:
+        context = min(context, ctx)
+    requests = [
+        build_request(
+            tokenizer, item.prompt, item.suffix, params, context=context, seq2seq=seq2seq, language=language
+        )
+        for item in task.items
+    ]
+    if seq2seq:
+        for request in requests:  # the encoder's own limit: cut the prompt on the left
+            request.prompt_ids = request.prompt_ids[-cfg.max_prompt_tokens :]
+    engine = engine_for(model, tokenizer, max_batch_size=cfg.batch_size)
+    out: list[list[str]] = [[] for _ in requests]
+    for index, completions in complete_requests(engine, requests):
         texts = [c.text for c in completions]
-        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line and task.items[index].suffix is None else texts
+    if predictions is not None:
+        for index, item in enumerate(task.items):
+            predictions.append(
+                {
+                    "id": item.meta.get("id", index),
+                    "task": task.name,
+                    "prefix": item.prompt,
+                    "suffix": item.suffix,
+                    "prediction": out[index][0] if out[index] else "",
+                    "reference": item.reference,
+                }
+            )
     return out
 
 
@@ -225,7 +249,7 @@ def test_loss(
     model shares the dataset's tokenizer, else the rows' text re-tokenized)."""
     import torch
 
-    from codetune.inference.engine import context_length, is_seq2seq
+    from codetune.generation.sequence import context_length, is_seq2seq
 
     if is_seq2seq(model) or not rows:
         return {}
@@ -267,6 +291,8 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
         "n": cfg.n,
         "seed": cfg.seed,
         "samples": cfg.samples,
+        # FIM items get the server's clean-up (line/block cut, suffix overlap): eval scores what editors get.
+        "postprocess": "fim line/block clean-up as served",
     }
 
 
@@ -303,6 +329,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     per_task: dict[str, dict[str, Any]] = {}
     task_rows: list[dict[str, Any]] = []
     sweep: list[dict[str, Any]] = []
+    predictions: list[dict[str, Any]] = []
     for spec in specs:
         logger.info("evaluating %s (%s)", spec.name, spec.source)
         model = load_model(spec.source, device=device)
@@ -312,7 +339,11 @@ def evaluate(cfg: EvalConfig) -> StageResult:
             if any(i.suffix is not None for i in task.items) and fim_tokens(tokenizer) is None:
                 logger.warning("%s: no fill-in-the-middle tokens, task %s skipped", spec.name, task.name)
                 continue
-            generations = generate_for(model, tokenizer, task, cfg, _params(cfg, task))
+            task_predictions: list[dict[str, Any]] = []
+            generations = generate_for(
+                model, tokenizer, task, cfg, _params(cfg, task), language, task_predictions
+            )
+            predictions.extend({"model": spec.name, **p} for p in task_predictions)
             task_scores, rows_ = score_task(task, generations, cfg, language)
             prefix = "" if task.name == "completion" else f"{task.name}_"
             scores |= {(k if k.startswith(prefix) else f"{prefix}{k}"): v for k, v in task_scores.items()}
@@ -333,7 +364,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
                 if sweep_task is None:
                     raise ConfigError("the sampling sweep needs a prompt file or a completion task")
                 generations = generate_for(
-                    model, tokenizer, sweep_task, cfg, _params(cfg, sweep_task, temperature, top_p)
+                    model, tokenizer, sweep_task, cfg, _params(cfg, sweep_task, temperature, top_p), language
                 )
                 sweep_scores, _ = score_task(sweep_task, generations, cfg, language)
                 sweep.append(
@@ -362,6 +393,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         "sweep": sweep,
         "sources": {s.name: s.source for s in specs},
         "rows": task_rows,
+        "predictions": predictions,
     }
     run_dirs = {s.name: s.run_dir for s in specs if s.run_dir is not None}
     write_report(
