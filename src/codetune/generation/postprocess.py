@@ -54,7 +54,9 @@ def opens_block_by_syntax(language: str | None, prefix: str, suffix: str) -> boo
         leaf = leaf.prev_sibling
     if leaf is None or leaf.is_missing or leaf.type == "ERROR" or (leaf.parent and leaf.parent.type == "ERROR"):
         return None
-    if _is_body(leaf.next_named_sibling) and not leaf.is_named:
+    siblings = leaf.parent.children if leaf.parent is not None else []
+    after = [n for n in siblings if n.start_byte >= leaf.end_byte and n.is_named and "comment" not in n.type]
+    if after and _is_body(after[0]) and not leaf.is_named:
         return True
     if _is_body(leaf.parent) and leaf.parent.children and leaf.parent.children[0] == leaf:
         return True
@@ -100,6 +102,8 @@ class FimPostprocessor:
             first = text.lstrip("\n") if not self.current_line.strip() else text
             offset = len(text) - len(first)
             end = first.find("\n")
+            while end >= 0 and len(first[:end].strip()) < self.min_length:
+                end = first.find("\n", end + 1)
             return offset + end if end >= 0 else None
         line = self.current_line
         base = _indent(line)
