@@ -287,7 +287,9 @@ def test_sliding_window_rows_joining_a_running_batch_get_their_text_alone(launch
         tokenizer, model = serving.tokenizer, serving.model
         ids = tokenizer(STAGGERED[1], return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
         assert tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True) == alone[1]
 
         def staggered(k: int) -> httpx.Response:
@@ -348,9 +350,7 @@ def test_a_prompt_three_times_the_context_is_trimmed_and_usage_says_so(server_fo
     assert usage["truncated"] and usage["prompt_tokens_kept"] <= context - 8
     assert usage["prompt_tokens"] == usage["prompt_tokens_kept"]
     assert usage["prefix_tokens_dropped"] == usage["prompt_tokens_sent"] - usage["prompt_tokens_kept"]
-    fim = post(
-        running.url, {"prompt": long_text, "suffix": long_text, "max_tokens": 8, "temperature": 0}
-    )
+    fim = post(running.url, {"prompt": long_text, "suffix": long_text, "max_tokens": 8, "temperature": 0})
     assert fim.status_code == 200, fim.text
     usage = fim.json()["usage"]
     assert usage["prompt_tokens_kept"] <= context - 8
@@ -462,3 +462,110 @@ def test_detokenization_is_incremental(bigcode, batcher_for):
         del tokenizer.decode
     assert seq.text == expected.text == tokenizer.decode(seq.tokens, skip_special_tokens=True)
     assert len(seq.tokens) == 60 and max(longest) <= 8  # never the whole output again
+
+
+def eval_dataset(folder):
+    """A held-out split of Python files as `codetune build` writes it (what eval's FIM task reads)."""
+    import json
+
+    from datasets import Dataset, DatasetDict
+
+    texts = [
+        f"def add_{i}(a, b):\n    total = a + b\n    print('value {i}', total)\n    return total\n\nx = add_{i}(1, 2)\n"
+        for i in range(4)
+    ]
+    rows = Dataset.from_list([{"path": f"pkg/m{i}.py", "text": t} for i, t in enumerate(texts)])
+    DatasetDict({"train": rows, "test": rows}).save_to_disk(str(folder))
+    (folder / "stats.json").write_text(json.dumps({"format": "files", "kind": "causal", "max_length": 256}))
+    return folder
+
+
+def test_one_request_gives_one_text_on_every_path(launch, tmp_path):
+    """CodeModel.complete, `codetune generate`, /v1/completions and eval's predictions.jsonl agree."""
+    import json
+
+    import openai
+    from typer.testing import CliRunner
+
+    import codetune
+    from codetune.cli import app
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.runner import evaluate
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "class Point:\n    def"}]))
+    report = tmp_path / "report"
+    evaluate(
+        EvalConfig(
+            models=["tiny-gpt-bigcode"],
+            dataset=eval_dataset(tmp_path / "dataset"),
+            tasks=["fim", "prompts"],
+            prompts=prompts,
+            samples=2,
+            max_new_tokens=12,
+            out=report,
+            device="cpu",
+        )
+    )
+    predictions = [json.loads(line) for line in (report / "predictions.jsonl").read_text().splitlines()]
+    assert {p["task"] for p in predictions} == {"fim", "prompts"}
+    assert all({"id", "model", "prefix", "suffix", "prediction", "reference"} <= set(p) for p in predictions)
+    assert "post-processing" in (report / "report.md").read_text()
+    stops = {"fim": ["\n"], "prompts": []}
+
+    model = codetune.CodeModel("tiny-gpt-bigcode", device="cpu")
+    api = [
+        model.complete(
+            p["prefix"],
+            p["suffix"],
+            max_new_tokens=12,
+            temperature=0,
+            stop=stops[p["task"]],
+            language="python",
+        )
+        for p in predictions
+    ]
+
+    generated = []
+    for task in ("fim", "prompts"):
+        rows = [p for p in predictions if p["task"] == task]
+        source, out = tmp_path / f"{task}.jsonl", tmp_path / f"{task}.out.jsonl"
+        source.write_text(
+            "".join(
+                json.dumps({"id": k, "prompt": p["prefix"], "suffix": p["suffix"], "language": "python"})
+                + "\n"
+                for k, p in enumerate(rows)
+            )
+        )
+        args = ["generate", "--model", "tiny-gpt-bigcode", "--input", str(source), "--out", str(out)]
+        args += ["--max-new-tokens", "12", "--set", "device=cpu", "--set", f"stop={json.dumps(stops[task])}"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        by_id = {r["id"]: r["completion"] for r in map(json.loads, out.read_text().splitlines())}
+        generated += [by_id[k] for k in range(len(rows))]
+
+    start, stop = launch
+    running = start()
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        served = [
+            client.completions.create(
+                model="tiny",
+                prompt=p["prefix"],
+                suffix=p["suffix"],
+                max_tokens=12,
+                temperature=0,
+                stop=stops[p["task"]] or None,
+                extra_body={"extra": {"language": "python"}},
+            )
+            .choices[0]
+            .text
+            for p in predictions
+        ]
+    finally:
+        stop(running)
+    ordered = [p for t in ("fim", "prompts") for p in predictions if p["task"] == t]
+    expected = [p["prediction"] for p in predictions]
+    assert api == expected and served == expected
+    assert generated == [p["prediction"] for p in ordered]
+    assert any(p["prediction"] for p in predictions)

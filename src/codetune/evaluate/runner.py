@@ -134,7 +134,11 @@ def generate_for(
     out: list[list[str]] = [[] for _ in requests]
     for index, completions in complete_requests(engine, requests):
         texts = [c.text for c in completions]
-        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line and task.items[index].suffix is None else texts
+        out[index] = (
+            [t.split("\n", 1)[0] for t in texts]
+            if task.single_line and task.items[index].suffix is None
+            else texts
+        )
     if predictions is not None:
         for index, item in enumerate(task.items):
             predictions.append(

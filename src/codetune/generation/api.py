@@ -52,7 +52,9 @@ def generate_completions(
     for p in {id(p): p for p in params}.values():
         p.check()
     seq2seq = is_seq2seq(model)
-    requests = [build_request(tokenizer, prompt, None, p, seq2seq=seq2seq) for prompt, p in zip(prompts, params)]
+    requests = [
+        build_request(tokenizer, prompt, None, p, seq2seq=seq2seq) for prompt, p in zip(prompts, params)
+    ]
     for i, request in enumerate(requests):
         request.cutter = cutters[i] if cutters else None
         request.finisher = finishers[i] if finishers else None

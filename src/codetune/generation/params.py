@@ -117,7 +117,9 @@ class SamplingParams:
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise InvalidParams("logprobs", "must be between 0 and 20")
         _check_strings("stop", self.stop, MAX_STOPS, MAX_STOP_CHARS)
-        _check_strings("truncate_before_pattern", self.truncate_before_pattern, MAX_PATTERNS, MAX_PATTERN_CHARS)
+        _check_strings(
+            "truncate_before_pattern", self.truncate_before_pattern, MAX_PATTERNS, MAX_PATTERN_CHARS
+        )
         from codetune.generation.stops import compile_pattern
 
         for pattern in self.truncate_before_pattern:

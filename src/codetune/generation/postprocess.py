@@ -52,7 +52,12 @@ def opens_block_by_syntax(language: str | None, prefix: str, suffix: str) -> boo
         if leaf.start_byte <= line_start or not prefix.encode("utf-8")[line_start : leaf.start_byte].strip():
             return False  # a comment-only line: complete the comment, not a block
         leaf = leaf.prev_sibling
-    if leaf is None or leaf.is_missing or leaf.type == "ERROR" or (leaf.parent and leaf.parent.type == "ERROR"):
+    if (
+        leaf is None
+        or leaf.is_missing
+        or leaf.type == "ERROR"
+        or (leaf.parent and leaf.parent.type == "ERROR")
+    ):
         return None
     siblings = leaf.parent.children if leaf.parent is not None else []
     after = [n for n in siblings if n.start_byte >= leaf.end_byte and n.is_named and "comment" not in n.type]

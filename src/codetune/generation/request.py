@@ -142,7 +142,9 @@ def build_request(
         return _plain(tokenizer.decode(prompt), list(prompt), params, room, post, warning, seq2seq, tokenizer)
     if suffix is not None and warning is None:
         return _fim(tokenizer, prompt, suffix, params, room, prefix_ratio, post)
-    return _plain(prompt, _text_ids(tokenizer, prompt, special=seq2seq), params, room, post, warning, seq2seq, tokenizer)
+    return _plain(
+        prompt, _text_ids(tokenizer, prompt, special=seq2seq), params, room, post, warning, seq2seq, tokenizer
+    )
 
 
 def _plain(

@@ -28,7 +28,9 @@ def make_generator(params: SamplingParams, copy: int, device: Any) -> Any:
     return generator
 
 
-def penalize(x: Any, params: SamplingParams, seen: list[int], generated: list[int], stop_ids: set[int]) -> Any:
+def penalize(
+    x: Any, params: SamplingParams, seen: list[int], generated: list[int], stop_ids: set[int]
+) -> Any:
     """Logits (1-D, float) after repetition, presence and frequency penalties and the minimum length."""
     import torch
 
@@ -113,13 +115,20 @@ class RowSampler:
             seq = self.seqs[row // self.beams]
             seen = [] if self.seq2seq else seq.prompt_ids
             if self.beams > 1:
-                out[row] = penalize(scores[row].float().clone(), seq.params, seen, generated_rows[row], self.stop_ids)
+                out[row] = penalize(
+                    scores[row].float().clone(), seq.params, seen, generated_rows[row], self.stop_ids
+                )
                 continue
             token, logp = self.filler, None
             if not seq.done:
                 try:
                     token, logp = choose_one(
-                        scores[row], seq.params, seen, generated_rows[row], self.stop_ids, self.generators[row]
+                        scores[row],
+                        seq.params,
+                        seen,
+                        generated_rows[row],
+                        self.stop_ids,
+                        self.generators[row],
                     )
                 except Exception as error:  # this row fails, the batch goes on
                     from codetune.generation.sequence import fail

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError, InputError
-from codetune.inference.config import GenerateConfig
 from codetune.generation.params import InvalidParams, SamplingParams
+from codetune.inference.config import GenerateConfig
 from codetune.stage import StageResult
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,9 @@ def _result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]
     return result
 
 
-def _requests(cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]], tokenizer: Any, model: Any) -> list[Any]:
+def _requests(
+    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]], tokenizer: Any, model: Any
+) -> list[Any]:
     """One request per row, built as the server builds them (trimming, FIM, post-processing)."""
     from codetune.generation.request import RequestError, build_request
     from codetune.generation.sequence import context_length, is_seq2seq
@@ -242,7 +244,11 @@ def _hf_rows(
     model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
     requests = _requests(cfg, params, rows, tokenizer, model)
     engine = engine_for(
-        model, tokenizer, max_batch_size=cfg.batch_size, kv_token_budget=cfg.token_budget, token_budget=cfg.token_budget
+        model,
+        tokenizer,
+        max_batch_size=cfg.batch_size,
+        kv_token_budget=cfg.token_budget,
+        token_budget=cfg.token_budget,
     )
     for i, completions in complete_requests(engine, requests):
         yield rows[i], completions

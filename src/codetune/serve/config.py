@@ -47,6 +47,7 @@ class ServeConfig(StrictModel):
         0.75, gt=0, lt=1, description="Share of a trimmed FIM prompt kept for the prefix (the rest: suffix)."
     )
     strict_fim: bool = Field(
-        False, description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning)."
+        False,
+        description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning).",
     )
     log_level: str = Field("info", description="uvicorn log level.")

@@ -202,7 +202,9 @@ class OpenAIServing:
                     remaining -= 1
                     error = seqs[event[1]].error
                     if error and error.startswith("PatternTimeout"):
-                        raise ServingError(400, error, param="truncate_before_pattern", code="pattern_timeout")
+                        raise ServingError(
+                            400, error, param="truncate_before_pattern", code="pattern_timeout"
+                        )
                     if error:
                         raise ServingError(500, f"generation failed: {error}", type="server_error")
                 yield event
@@ -232,7 +234,12 @@ class OpenAIServing:
         """Add what was kept of each prompt to ``usage``, and any warning."""
         if body.get("usage") is not None:
             details = [r.usage_details() for r in requests]
-            for key in ("prompt_tokens_sent", "prompt_tokens_kept", "prefix_tokens_dropped", "suffix_tokens_dropped"):
+            for key in (
+                "prompt_tokens_sent",
+                "prompt_tokens_kept",
+                "prefix_tokens_dropped",
+                "suffix_tokens_dropped",
+            ):
                 body["usage"][key] = sum(d[key] for d in details)
             body["usage"]["truncated"] = any(d["truncated"] for d in details)
         warnings = sorted({r.warning for r in requests if r.warning})

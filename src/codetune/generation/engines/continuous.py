@@ -202,7 +202,9 @@ class ContinuousEngine(Engine):
         )
         with self._cond:
             self.batches += 1
-        rows = [_Row(s, len(p), make_generator(s.params, s.copy, self._device)) for s, p in zip(ready, prompts)]
+        rows = [
+            _Row(s, len(p), make_generator(s.params, s.copy, self._device)) for s, p in zip(ready, prompts)
+        ]
         self._stack(out.past_key_values, mask, rows)
         self._take(rows, out.logits[:, -1, :], offset=len(self._rows) - len(rows))
 

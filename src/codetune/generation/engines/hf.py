@@ -136,9 +136,7 @@ def run_batch(model: Any, tokenizer: Any, seqs: list[Sequence]) -> None:
     }
     with torch.inference_mode():
         if beams > 1:
-            out = model.generate(
-                input_ids=ids, attention_mask=mask, num_return_sequences=params.n, **kwargs
-            )
+            out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=params.n, **kwargs)
             _take_beams(tokenizer, live, out[:, 1:] if seq2seq else out[:, width:], stop_ids, pad_id)
             return
         monitor = _Monitor(live, tokenizer, stop_ids, sampler)

@@ -18,7 +18,9 @@ class VllmEngine(Engine):
 
     name = "vllm"
 
-    def __init__(self, model: Any, tokenizer: Any, *, llm: Any = None, lora: Any = None, **options: Any) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, llm: Any = None, lora: Any = None, **options: Any
+    ) -> None:
         for name in ("wait_s", "regroup_s", "token_budget", "kv_token_budget"):
             options.pop(name, None)
         super().__init__(model, tokenizer, **options)
