@@ -68,13 +68,21 @@ class ContinuousEngine(Engine):
     name = "continuous"
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, kv_token_budget: int = DEFAULT_KV_TOKEN_BUDGET, **options: Any
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        kv_token_budget: int = DEFAULT_KV_TOKEN_BUDGET,
+        join_wait_s: float = 0.002,
+        **options: Any,
     ) -> None:
         options.pop("wait_s", None)
         options.pop("regroup_s", None)
         options.pop("token_budget", None)
         super().__init__(model, tokenizer, **options)
         self.kv_token_budget = kv_token_budget
+        self.join_wait_s = join_wait_s
+        self._recent_rows = 0.0
         self._rows: list[_Row] = []
         self._cache: Any = None
         self._mask: Any = None
@@ -101,6 +109,7 @@ class ContinuousEngine(Engine):
                 with self._cond:
                     while not self._pending and not self._rows and not self._stopping:
                         self._cond.wait(timeout=0.5)
+                    self._wait_for_joiners()
                     if self._stopping:
                         for seq in list(self._pending) + [r.seq for r in self._rows]:
                             finish(seq, "cancelled")
@@ -110,6 +119,17 @@ class ContinuousEngine(Engine):
                 # Hand the GIL to the HTTP thread between steps, so that requests get parsed and
                 # answered (and join the batch) while the loop keeps decoding.
                 time.sleep(0)
+
+    def _wait_for_joiners(self) -> None:
+        """Under concurrent load, give clients that just finished a moment to come back (lock held).
+
+        Closed-loop clients re-send as soon as their answer arrives; without this pause the loop
+        decodes their neighbours alone while their requests are still being parsed. With one client
+        (the recent average is about one row) it never waits.
+        """
+        self._recent_rows = 0.9 * self._recent_rows + 0.1 * (len(self._rows) + len(self._pending))
+        if self.join_wait_s and not self._pending and len(self._rows) + 1 < self._recent_rows:
+            self._cond.wait(timeout=self.join_wait_s)
 
     def _run_inline(self, seqs: list[Sequence]) -> Iterator[Sequence]:
         import torch
