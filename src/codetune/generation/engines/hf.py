@@ -129,6 +129,7 @@ def run_batch(model: Any, tokenizer: Any, seqs: list[Sequence]) -> None:
         "pad_token_id": pad_id,
         "eos_token_id": sorted(stop_ids) or None,
         "num_beams": beams,
+        "repetition_penalty": 1.0,  # penalties are the sampler's; a hub generation_config must not add its own
         "temperature": None,
         "top_p": None,
         "top_k": None,
