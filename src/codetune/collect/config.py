@@ -28,6 +28,7 @@ DEFAULT_SKIP_DIRS = [
     "bower_components",
 ]
 DEFAULT_FILTERS = [
+    "vendored",
     "empty",
     "generated",
     "encoded_data",

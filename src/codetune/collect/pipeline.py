@@ -23,7 +23,7 @@ from typing import Any
 
 from codetune.collect.config import CollectConfig
 from codetune.collect.executor import worker_pool
-from codetune.collect.filters import FILTERS, Doc, Thresholds, run_filters, strip_licence
+from codetune.collect.filters import FILTERS, Doc, Thresholds, is_binary, run_filters, strip_licence
 from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, manifest_fingerprint, read_json, write_json
@@ -72,7 +72,7 @@ def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, 
     if len(data) > ctx.max_bytes:
         return _drop(rel, repo, "too_large", len(data))
     capture = data if ctx.capture_rejected else None
-    if b"\0" in data[:BINARY_SNIFF]:
+    if is_binary(data[:BINARY_SNIFF]):
         return _drop(rel, repo, "binary", len(data), capture)
     try:
         text = data.decode("utf-8-sig")
@@ -87,19 +87,23 @@ def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, 
 def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | None = None) -> dict[str, Any]:
     """The text half of :func:`process_file` (also used for docs records and the benchmark baseline)."""
     size = len(text.encode("utf-8")) if size is None else size
-    text = text.replace("\r\n", "\n")
+    text = original = text.replace("\r\n", "\n")
     stripped = False
     if ctx.strip_licence:
         text, stripped = strip_licence(text, ctx.language)
-    doc = Doc(rel, repo, text, ctx.language)
+    doc = Doc(rel, repo, text, ctx.language, meta={"original": original})
     reason = run_filters(doc, ctx.filters, ctx.thresholds)
     if reason is not None:
         return _drop(rel, repo, reason, size, text.encode("utf-8") if ctx.capture_rejected else None)
     redactions: dict[str, int] = {}
     if ctx.redact:
-        from codetune.collect.secrets import redact
+        from codetune.collect.secrets import redact_code
 
-        text, redactions = redact(text)
+        text, redactions, broke = redact_code(text, ctx.language)
+        if broke:
+            return _drop(
+                rel, repo, "redaction_broke_syntax", size, text.encode() if ctx.capture_rejected else None
+            )
     record: dict[str, Any] = {
         "status": None,
         "path": rel,
@@ -479,7 +483,11 @@ def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str,
         from codetune.collect.dedup import near_duplicates
 
         dupes = near_duplicates(
-            ((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm
+            ((i, r["minhash"]) for i, r in enumerate(kept)),
+            cfg.near_threshold,
+            cfg.num_perm,
+            text_of=lambda i: kept[i]["content"],
+            ngram=cfg.ngram,
         )
         survivors = []
         for i, record in enumerate(kept):
@@ -494,6 +502,17 @@ def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str,
             else:
                 survivors.append(record)
         kept = survivors
+        # A build bundle concatenating modules kept here duplicates them without being a near twin.
+        from codetune.collect.dedup import contained_bundles
+
+        bundles = contained_bundles([(r["repo"], r["content"]) for r in kept], cfg.ngram)
+        for i, parts in bundles.items():
+            first = kept[parts[0]]
+            kept[i].update(
+                status="bundle", duplicate_of=f"{first['repo']}/{first['path']}", bytes=kept[i]["orig_bytes"]
+            )
+            dropped.append(kept[i])
+        kept = [r for i, r in enumerate(kept) if i not in bundles]
     return kept, dropped
 
 
