@@ -62,3 +62,35 @@ CASES = [
 @pytest.mark.parametrize(("prefix", "suffix", "completion", "expected"), CASES)
 def test_postprocess_stops_at_line_or_block_and_drops_suffix_repeats(prefix, suffix, completion, expected):
     assert cut(prefix, suffix, completion) == expected
+
+
+def test_tree_sitter_sees_an_opener_behind_a_trailing_comment():
+    prefix, suffix = "class Point(Base):  # a 2-D point", "\n\nx = Point()\n"
+    completion = "\n    def __init__(self):\n        self.x = 0\nx = 1\n"
+    # Indentation alone reads the comment's end, thinks the cursor is inside a line, cuts the block.
+    assert cut(prefix, suffix, completion) == "\n    def __init__(self):"
+    post = fim_postprocessor(prefix, suffix, language="python")
+    assert not post.single_line
+    position = post.cut(completion)
+    assert post.finish(completion[:position]) == "\n    def __init__(self):\n        self.x = 0"
+
+
+def test_tree_sitter_keeps_a_comment_line_on_one_line():
+    prefix, suffix = "def f(x):\n    # steps:", "\n    return x\n"
+    completion = " add one\n    x += 1\n    return x\n"
+    assert not fim_postprocessor(prefix, suffix).single_line  # the ':' looks like an opener
+    post = fim_postprocessor(prefix, suffix, language="python")
+    assert post.single_line
+    assert post.finish(completion[: post.cut(completion)]) == " add one"
+
+
+def test_a_cut_never_leaves_less_than_the_minimum_length():
+    post = fim_postprocessor("def f(x):\n    ", "\n    return z\n")
+    assert post.cut("\n") is None  # nothing yet: the model goes on
+    assert post.cut("z = 1\n    return z\n") == len("z = 1")
+
+
+def test_a_block_does_not_end_with_the_start_of_the_suffix():
+    post = fim_postprocessor("if ok:", "\n    return total\n")
+    assert post.finish("\n    total = 1\n    return") == "\n    total = 1"
+    assert post.finish("\n    total = 1\n    print(total)") == "\n    total = 1\n    print(total)"
