@@ -4,6 +4,11 @@ Builds a corpus of >= 20k Python files from copies of the standard library with 
 identifiers, added lines, exact copies), then times both on it. Run:
 
     python bench/collect.py --files 20000 --workers 2
+
+With ``--executor ray`` it times the Ray executor (a local Ray cluster of ``--workers`` CPUs) against
+the local process pool on the same tree instead, and checks both wrote the same corpus:
+
+    python bench/collect.py --files 2000 --workers 2 --executor ray
 """
 
 from __future__ import annotations
@@ -106,7 +111,13 @@ def main() -> None:
         "--max-lines", type=int, default=0, help="Cut files to this many lines (small files)."
     )
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="ray: time Ray against local."
+    )
     args = parser.parse_args()
+    if args.executor == "ray":
+        ray_vs_local(args)
+        return
     sys.setrecursionlimit(10_000)
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
@@ -146,6 +157,43 @@ def main() -> None:
         f"ratio: {base_s / ours_s:.2f}x codetune collect ({args.workers} workers) vs single-process loop, "
         f"files/s on {args.files} files"
     )
+
+
+def ray_vs_local(args: argparse.Namespace) -> None:
+    """files/s of ``--executor ray`` (a local cluster of ``--workers`` CPUs) and of the local pool."""
+    import ray
+
+    from codetune.collect.config import CollectConfig
+    from codetune.collect.pipeline import collect, read_corpus
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        src = Path(tmp) / "src"
+        size = build_tree(src, args.files, max_lines=args.max_lines)
+        print(f"built {args.files} files ({size / 1e6:.1f} MB)")
+        ray.init(
+            num_cpus=args.workers,
+            object_store_memory=100 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+        seconds, corpora = {}, {}
+        for executor in ("local", "ray"):
+            out = Path(tmp) / executor
+            start = time.perf_counter()
+            result = collect(
+                CollectConfig(
+                    sources=[str(src)], out=out, workers=args.workers, executor=executor, force=True
+                )
+            )
+            seconds[executor] = time.perf_counter() - start
+            corpora[executor] = sorted(r["sha256"] + r["path"] for r in read_corpus(out))
+            print(
+                f"{executor} ({args.workers} cpus): {seconds[executor]:.1f}s, "
+                f"{args.files / seconds[executor]:.1f} files/s, kept {result.summary['files kept']}"
+            )
+        ray.shutdown()
+        print(f"same corpus: {corpora['local'] == corpora['ray']}; load average {os.getloadavg()[0]:.1f}")
+    print(f"ratio: {seconds['local'] / seconds['ray']:.2f}x files/s, ray vs local")
 
 
 if __name__ == "__main__":

@@ -145,11 +145,22 @@ def main() -> None:
         # Both servers stay up and the rounds alternate, so that load from other work on the machine
         # falls on both alike; each figure is the median over the rounds.
         runs: dict[str, dict[int, list[dict]]] = {name: {1: [], 8: []} for name in ports}
+        occupancy_by_clients: dict[int, list[float]] = {1: [], 8: []}
+
+        def health() -> dict:
+            return httpx.get(f"http://127.0.0.1:{ports['codetune']}/health", timeout=10).json()
+
         for _ in range(ARGS.rounds):
             for clients in (1, 8):
                 for name, port in ports.items():
+                    before = health() if name == "codetune" else None
                     runs[name][clients].append(drive(port, prompts, clients, ARGS.max_tokens))
-        stats = httpx.get(f"http://127.0.0.1:{ports['codetune']}/health", timeout=10).json()
+                    if before is not None:
+                        after = health()
+                        steps = after["decode_steps"] - before["decode_steps"]
+                        rows = after["decode_rows"] - before["decode_rows"]
+                        occupancy_by_clients[clients].append(rows / max(steps, 1))
+        stats = health()
     finally:
         for process in processes.values():
             process.terminate()
@@ -159,6 +170,10 @@ def main() -> None:
         f"codetune batcher: {stats['sequences']} sequences in {stats['batches']} forward passes, "
         f"{occupancy:.1f} rows per decode step on average"
     )
+    for clients, values in occupancy_by_clients.items():
+        print(
+            f"rows per decode step at {clients} client(s): {statistics.median(values):.2f} (median of {len(values)})"
+        )
     results = {
         name: {
             c: {k: statistics.median(r[k] for r in rs) for k in ("rate", "p50", "p95")}

@@ -59,3 +59,72 @@ def assert_clean_error(proc, *needles: str) -> None:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """The address of a small Ray head (2 CPUs, 100 MB object store) started for these tests only.
+
+    `ray start --head --block` in the foreground, so stopping it stops exactly this cluster (never
+    `ray stop`, which stops every Ray cluster on the machine).
+    """
+    pytest.importorskip("ray.data")
+    import shutil
+    import signal
+    import tempfile
+    import time
+
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    port = _free_port()
+    ports = {
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+    }
+    log = open(os.path.join(temp, "start.log"), "wb")  # noqa: SIM115  (a file, not a pipe nobody reads; open while the head runs)
+    env = {**os.environ, "RAY_agent_register_timeout_ms": "300000", "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         "--num-cpus=2", f"--object-store-memory={100 * 1024 * 1024}", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats",
+         *(f"{flag}={value}" for flag, value in ports.items())],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
+    import socket
+
+    deadline = time.monotonic() + 240
+    while True:  # the GCS port answers once the head is up
+        if head.poll() is not None:
+            pytest.fail(f"ray start failed: {Path(temp, 'start.log').read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("ray start --head did not open its port in 240 s")
+            time.sleep(1)
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)  # waits for the node
+    ray.shutdown()
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)  # the head's own process group: only this cluster
+    try:
+        head.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)

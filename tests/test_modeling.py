@@ -6,6 +6,7 @@ import pytest
 from tests.conftest import assert_clean_error
 
 from codetune.errors import ModelLoadError
+from codetune.fim import FimFormat
 from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
 from codetune.modeling.presets import PRESETS
 from codetune.modeling.special_tokens import FAMILIES, ensure_fim_tokens, fim_tokens
@@ -16,26 +17,44 @@ EXPECTED_TYPES = {
     "tiny-phi": "PhiForCausalLM",
     "tiny-codegen": "CodeGenForCausalLM",
     "tiny-llama": "LlamaForCausalLM",
+    "tiny-codellama": "LlamaForCausalLM",
+    "tiny-deepseek-coder": "LlamaForCausalLM",
+    "tiny-qwen2.5-coder": "Qwen2ForCausalLM",
     "tiny-t5": "T5ForConditionalGeneration",
+}
+# The FIM family each preset's own tokenizer carries (None: a build adds codetune's).
+EXPECTED_FIM = {
+    "tiny-gpt-bigcode": "starcoder",
+    "tiny-starcoder2": "starcoder",
+    "tiny-phi": None,
+    "tiny-codegen": None,
+    "tiny-llama": None,
+    "tiny-codellama": "codellama",
+    "tiny-deepseek-coder": "deepseek-coder",
+    "tiny-qwen2.5-coder": "qwen2.5-coder",
+    "tiny-t5": None,
 }
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_presets_are_real_architectures_with_fim_tokens(name):
+def test_presets_are_real_architectures_with_their_familys_tokens(name):
     model = load_model(name)
     tokenizer = load_tokenizer(name)
     assert type(model).__name__ == EXPECTED_TYPES[name]
-    assert fim_tokens(tokenizer).family == "starcoder"
-    assert tokenizer.eos_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    fmt = FimFormat.from_tokenizer(tokenizer)
+    assert (fmt and fmt.family.name) == EXPECTED_FIM[name]
+    assert tokenizer.eos_token is not None and tokenizer.pad_token_id is not None
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
     dropouts = {k: v for k, v in model.config.to_dict().items() if "drop" in k and isinstance(v, float)}
     assert dropouts and all(v == 0.0 for v in dropouts.values()), dropouts
     code = "def add(a, b):\n    return a + b\n"
-    assert tokenizer.decode(tokenizer(code)["input_ids"]) == code
+    assert tokenizer.decode(tokenizer(code)["input_ids"], skip_special_tokens=True) == code
 
 
 def test_fim_families_detected_from_vocabulary():
     class Vocab:
+        eos_token_id, bos_token_id = 0, None
+
         def __init__(self, tokens):
             self.tokens = tokens
 

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from codetune.fim import FimFormat
     from codetune.inference.api import CodeModel
+    from codetune.modeling.loading import load_tokenizer
 
 
 def __getattr__(name: str) -> Any:
@@ -16,6 +18,14 @@ def __getattr__(name: str) -> Any:
         from codetune.inference.api import CodeModel
 
         return CodeModel
+    if name == "load_tokenizer":
+        from codetune.modeling.loading import load_tokenizer
+
+        return load_tokenizer
+    if name == "FimFormat":
+        from codetune.fim import FimFormat
+
+        return FimFormat
     if name == "pipeline":
         from codetune.inference.api import pipeline
 
@@ -23,4 +33,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'codetune' has no attribute {name!r}")
 
 
-__all__ = ["CodeModel", "__version__", "pipeline"]
+__all__ = ["CodeModel", "FimFormat", "__version__", "load_tokenizer", "pipeline"]

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from codetune.errors import CodetuneError, InputError
+from codetune.errors import CodetuneError, ConfigError, InputError
+from codetune.stages import STAGE_NAMES
 
 try:  # typer >= 0.26 carries its own copy of click
     from typer._click.exceptions import NoSuchOption
@@ -66,12 +67,33 @@ SetOption = Annotated[
     typer.Option("--set", help="Override any config field: KEY=VALUE (value read as YAML). Repeatable."),
 ]
 
+ExecutorOption = Annotated[
+    str | None, typer.Option("--executor", help="local (default) or ray (a Ray cluster, see --address).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (default: start a local one).")
+]
+
 
 def _config(model_cls: type, given: dict[str, Any], overrides: list[str] | None) -> Any:
     from codetune.config import apply_overrides, validate
 
     data = {key: value for key, value in given.items() if value is not None}
     return validate(model_cls, apply_overrides(data, overrides or []), where="options")
+
+
+def _stage_config(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """The registered stage's config from command-line options and ``--set`` overrides."""
+    from codetune.stages import get_stage
+
+    return _config(get_stage(name).config_class, given, overrides)
+
+
+def _run_stage(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """Validate the options into the stage's config and run the stage (one path for every command)."""
+    from codetune.stages import get_stage
+
+    return get_stage(name).run(_stage_config(name, given, overrides))
 
 
 def print_result(result: Any) -> None:
@@ -114,12 +136,11 @@ def collect(
         int | None, typer.Option("--workers", "-j", help="Worker processes (default 2).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when nothing changed.")] = False,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
-    from codetune.collect.config import CollectConfig
-    from codetune.collect.pipeline import collect as run_collect
-
     given = {
         "sources": sources,
         "language": language,
@@ -131,9 +152,10 @@ def collect(
         "max_repos": max_repos,
         "workers": workers,
         "force": force or None,
+        "executor": executor,
+        "address": address,
     }
-    cfg = _config(CollectConfig, given, overrides)
-    print_result(run_collect(cfg))
+    print_result(_run_stage("collect", given, overrides))
 
 
 @app.command()
@@ -166,9 +188,6 @@ def build(
     overrides: SetOption = None,
 ) -> None:
     """Turn a corpus into a tokenized dataset with leak-free splits."""
-    from codetune.dataset.builder import build as run_build
-    from codetune.dataset.config import BuildConfig
-
     given = {
         "corpus": corpus,
         "format": format,
@@ -179,25 +198,51 @@ def build(
         "fim_spm_rate": fim_spm_rate,
         "split_by": split_by,
     }
-    print_result(run_build(_config(BuildConfig, given, overrides)))
+    print_result(_run_stage("build", given, overrides))
+
+
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan the run without weights or network: parameters, memory per method, tokens per step.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
+
+
+def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    from codetune.train.dryrun import render
+
+    if as_json:
+        typer.echo(json.dumps(plans if len(plans) != 1 else next(iter(plans.values())), indent=1))
+        return
+    typer.echo(
+        "\n\n".join(
+            f"[{name}]\n{render(plan)}" if len(plans) > 1 else render(plan) for name, plan in plans.items()
+        )
+    )
 
 
 @app.command()
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path or tiny preset.")],
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
+    ] = None,
     method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
     ] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset."""
-    from codetune.train.config import TrainConfig
-    from codetune.train.recipe import train as run_train
-
     given = {
         "model": model,
         "dataset": dataset,
@@ -206,7 +251,14 @@ def train(
         "resume": resume,
         "max_steps": max_steps,
     }
-    print_result(run_train(_config(TrainConfig, given, overrides)))
+    if dry_run:
+        from codetune.train.dryrun import plan
+
+        _print_plans({"train": plan(_stage_config("train", given, overrides))}, as_json)
+        return
+    if dataset is None:
+        raise ConfigError("--dataset is required (only --dry-run plans a run without one)")
+    print_result(_run_stage("train", given, overrides))
 
 
 @app.command()
@@ -216,10 +268,7 @@ def merge(
     overrides: SetOption = None,
 ) -> None:
     """Merge a run's adapter into its base model (plain Hugging Face format)."""
-    from codetune.train.config import MergeConfig
-    from codetune.train.merge import merge as run_merge
-
-    print_result(run_merge(_config(MergeConfig, {"run": run, "out": out}, overrides)))
+    print_result(_run_stage("merge", {"run": run, "out": out}, overrides))
 
 
 @app.command("eval")
@@ -274,9 +323,6 @@ def eval_(
     overrides: SetOption = None,
 ) -> None:
     """Evaluate models side by side on held-out data; writes report.md/json and plots."""
-    from codetune.evaluate.config import EvalConfig
-    from codetune.evaluate.runner import evaluate
-
     given = {
         "models": model,
         "dataset": dataset,
@@ -298,7 +344,7 @@ def eval_(
         "unsafe_mount": unsafe_mount or None,
         "unsafe_pid": unsafe_pid or None,
     }
-    print_result(evaluate(_config(EvalConfig, given, overrides)))
+    print_result(_run_stage("eval", given, overrides))
 
 
 @app.command()
@@ -366,12 +412,17 @@ def generate(
         str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
     ] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="hf (default) or vllm.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    engines: Annotated[
+        int | None,
+        typer.Option(
+            "--engines", help="With --executor ray: engines to run (default: one per GPU, or 1).", min=1
+        ),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
-    from codetune.inference.batch import generate_file
-    from codetune.inference.config import GenerateConfig
-
     given = {
         "model": model,
         "adapter": adapter,
@@ -381,7 +432,14 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
-    print_result(generate_file(_config(GenerateConfig, given, overrides)))
+    if executor not in (None, "local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
+    if executor == "ray":
+        from codetune.inference.ray_executor import generate_file_ray
+
+        print_result(generate_file_ray(_stage_config("generate", given, overrides), address, engines))
+    else:
+        print_result(_run_stage("generate", given, overrides))
 
 
 @app.command()
@@ -408,9 +466,6 @@ def serve(
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
-    from codetune.serve.app import serve as run_serve
-    from codetune.serve.config import ServeConfig
-
     given = {
         "model": model,
         "adapter": adapter,
@@ -419,7 +474,7 @@ def serve(
         "api_key": api_key,
         "cors_origins": cors_origin or None,
     }
-    run_serve(_config(ServeConfig, given, overrides))
+    _run_stage("serve", given, overrides)
 
 
 @sandbox_app.command("check")
@@ -532,13 +587,23 @@ def doccano_import(
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run.")] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option("--stages", help="Comma-separated stages to run: " + ", ".join(STAGE_NAMES) + "."),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")
     ] = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Run every stage of a recipe, skipping stages whose inputs and config are unchanged."""
+    if dry_run:
+        from codetune.runner import plan_recipe
+
+        _print_plans(plan_recipe(recipe, overrides=overrides or []), as_json)
+        return
     from codetune.runner import run_recipe
 
     only = [s.strip() for s in stages.split(",")] if stages else None

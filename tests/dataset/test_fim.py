@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from codetune.dataset.fim import LAYOUTS, SPLITS, cut, sentinel_ids, token_starts, unfim
+from codetune.dataset.fim import LAYOUTS, SPLITS, cut, token_starts
 from codetune.dataset.syntax import middle_nodes
+from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
-from codetune.modeling.special_tokens import fim_tokens
 
 from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, corpus_rows, make_tokenizer, write_corpus
 from .helpers import all_rows, run_build
@@ -39,7 +39,7 @@ def tokenizer():
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("mode", sorted(SPLITS))
 def test_pieces_back_in_order_give_the_original(layout: str, mode: str, tokenizer) -> None:
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -61,11 +61,13 @@ def test_pieces_back_in_order_give_the_original(layout: str, mode: str, tokenize
                 assert one_node(text, span, middle_nodes(text, language))
             else:
                 assert span[0] in [*offsets, len(text)] and span[1] in [*offsets, len(text)]
-            tokens = LAYOUTS[layout](pieces, ids, encode)
-            assert tokens[0] == ids["prefix"]
+            tokens = fmt.example_ids(
+                encode(pieces.prefix), encode(pieces.middle), encode(pieces.suffix), spm=layout == "spm"
+            )
+            assert tokens[0] == fmt.prefix_id
             if layout == "spm":
-                assert tokens[1] == ids["suffix"]
-            back = unfim(tokens, ids, decode)
+                assert tokens[1] == fmt.suffix_id
+            back = fmt.split(tokens, decode)
             assert back is not None and back.text == text
             if layout == "psm":
                 assert (back.prefix, back.middle, back.suffix) == (
@@ -93,17 +95,15 @@ def test_built_fim_rows_round_trip(
         max_length=4096,
         decontam={"minhash": False},
     )
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
     rows = [row for _, row in all_rows(dataset)]
     assert stats["fim"]["realised_rate"] == 1.0 and stats["fim"]["realised_spm_rate"] == spm_rate
     assert stats["fim"]["syntax_fallback_random"] == 0
     for row in rows:
         assert row["input_ids"][-1] == tokenizer.eos_token_id
-        back = unfim(
-            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
-        )
+        back = fmt.split(row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False))
         assert back is not None and back.text == row["text"]
-        assert (row["input_ids"][1] == ids["suffix"]) == (spm_rate == 1.0 or back.prefix == "")
+        assert (row["input_ids"][1] == fmt.suffix_id) == (spm_rate == 1.0 or back.prefix == "")
         if mode == "syntax" and spm_rate == 0.0:
             language = {"py": "python", "elm": "elm", "kt": "kotlin"}[row["path"].rsplit(".", 1)[1]]
             start = len(back.prefix)
@@ -126,11 +126,11 @@ def test_realised_rates_on_2000_examples(rate: float, spm: float, tmp_path: Path
         test_fraction=0.0,
         decontam={"minhash": False},
     )
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
     rows = dataset["train"]["input_ids"]
     assert len(rows) == 2000
-    fim = [r for r in rows if r[0] == ids["prefix"]]
-    spm_rows = [r for r in fim if r[1] == ids["suffix"]]
+    fim = [r for r in rows if r[0] == fmt.prefix_id]
+    spm_rows = [r for r in fim if r[1] == fmt.suffix_id]
     assert abs(len(fim) / 2000 - rate) <= 0.05
     assert stats["fim"]["psm"] + stats["fim"]["spm"] == len(fim)
     # SPM rows start <prefix><suffix>; so does a PSM row with an empty prefix, hence ">=".
@@ -154,19 +154,17 @@ def test_sentinels_are_added_to_a_tokenizer_without_them(corpus: Path, tmp_path:
     folder = make_tokenizer(tmp_path / "tok")
     from transformers import AutoTokenizer
 
-    assert fim_tokens(AutoTokenizer.from_pretrained(folder)) is None
+    assert FimFormat.from_tokenizer(AutoTokenizer.from_pretrained(folder)) is None
     out = tmp_path / "ds"
     _, dataset, stats = run_build(
         corpus, out, model=str(folder), fim_rate=1.0, max_length=8192, decontam={"minhash": False}
     )
     saved = AutoTokenizer.from_pretrained(out / "tokenizer")
-    family = fim_tokens(saved)
-    assert family is not None and stats["fim"]["added"] >= 3 and stats["fim"]["family"] == family.family
-    ids = sentinel_ids(saved, family)
+    family = FimFormat.from_tokenizer(saved).family
+    assert family is not None and stats["fim"]["added"] >= 3 and stats["fim"]["family"] == family.name
+    fmt = FimFormat.from_tokenizer(saved)
     for _, row in all_rows(dataset):
-        back = unfim(
-            row["input_ids"][:-1], ids, lambda t: saved.decode(t, clean_up_tokenization_spaces=False)
-        )
+        back = fmt.split(row["input_ids"], lambda t: saved.decode(t, clean_up_tokenization_spaces=False))
         assert back is not None and back.text == row["text"]
 
 
@@ -174,8 +172,8 @@ def test_prompt_completion_rows_stay_left_to_right(corpus: Path, tmp_path: Path,
     _, dataset, stats = run_build(
         corpus, tmp_path / "ds", format="windows", fim_rate=1.0, decontam={"minhash": False}
     )
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
-    assert all(row["input_ids"][0] != ids["prefix"] for _, row in all_rows(dataset))
+    fmt = FimFormat.from_tokenizer(tokenizer)
+    assert all(row["input_ids"][0] != fmt.prefix_id for _, row in all_rows(dataset))
     assert stats["fim"]["examples"] == 0
 
 
@@ -189,12 +187,10 @@ def test_fim_on_an_overlong_file_uses_the_part_that_fits(corpus: Path, tmp_path:
         overlong="trim",
         decontam={"minhash": False},
     )
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
     for _, row in all_rows(dataset):
         assert len(row["input_ids"]) <= 64
-        back = unfim(
-            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
-        )
+        back = fmt.split(row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False))
         assert back is not None and row["text"].startswith(back.text) and len(back.text) > 50
     # every file is over 64 tokens: its FIM row holds the part that fits, and says it was trimmed
     assert stats["trimmed"] == sum(len(dataset[s]) for s in dataset) > 0
@@ -217,16 +213,14 @@ def test_fim_of_full_blocks_loses_no_token(spm_rate: float, mode: str, tmp_path:
         test_fraction=0.0,
         decontam={"minhash": False},
     )
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
     train = dataset["train"]
     assert stats["trimmed"] == 0 and stats["fim"]["realised_rate"] == 1.0
     full = 0
     by_path: dict[str, list[str]] = {}
     for row in train:
         assert len(row["input_ids"]) <= 64
-        back = unfim(
-            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
-        )
+        back = fmt.split(row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False))
         assert back is not None and back.text == row["text"], (row["path"], row["text"][-40:])
         full += len(row["input_ids"]) >= 60
         by_path.setdefault(row["path"], []).append(row["text"])
@@ -251,12 +245,10 @@ def middles_of_a_syntax_build(tmp_path: Path, tokenizer, name: str, **options) -
         **options,
     )
     assert stats["fim"]["syntax_fallback_random"] == 0
-    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    fmt = FimFormat.from_tokenizer(tokenizer)
     middles = []
     for row in dataset["train"]:
-        back = unfim(
-            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
-        )
+        back = fmt.split(row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False))
         assert back is not None and back.text == row["text"]
         middles.append(back.middle)
     return middles

@@ -1,4 +1,4 @@
-"""FIM prompt layouts per family (chosen from the vocabulary) and editor-style post-processing."""
+"""FIM prompts come from the tokenizer (per-family layouts: tests/test_fim.py) and editor-style post-processing."""
 
 from __future__ import annotations
 
@@ -7,40 +7,6 @@ import pytest
 from codetune.errors import CodetuneError
 from codetune.inference.postprocess import fim_postprocessor
 from codetune.inference.prompts import chat_prompt, fim_prompt
-from codetune.modeling.special_tokens import FAMILIES
-
-
-class CharTokenizer:
-    """A character-level tokenizer whose vocabulary holds one family's sentinels."""
-
-    def __init__(self, sentinels, bos=None):
-        self.special = list(sentinels) + ([bos] if bos else [])
-        self.bos_token_id = 1000 + len(self.special) - 1 if bos else None
-
-    def get_vocab(self):
-        return {token: 1000 + i for i, token in enumerate(self.special)} | {"a": 97}
-
-    def convert_tokens_to_ids(self, token):
-        return self.get_vocab()[token]
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
-
-    def decode(self, ids):
-        names = {v: k for k, v in self.get_vocab().items()}
-        return "".join(names.get(i, chr(i)) if i >= 1000 else chr(i) for i in ids)
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=[f.family for f in FAMILIES])
-def test_each_family_gets_its_own_layout(family):
-    tok = CharTokenizer(family.all, bos="<s>" if family.family in ("codellama", "deepseek") else None)
-    text = tok.decode(fim_prompt(tok, "def f(", "):\n"))
-    if family.family == "codellama":
-        assert text == f"<s>{family.prefix}def f({family.suffix} ):\n{family.middle}"
-    elif family.family == "deepseek":
-        assert text == f"<s>{family.prefix}def f({family.suffix}):\n{family.middle}"
-    else:
-        assert text == f"{family.prefix}def f({family.suffix}):\n{family.middle}"
 
 
 def test_sentinels_come_from_the_tokenizer_not_the_model_name(tiny):
@@ -55,8 +21,10 @@ def test_sentinels_come_from_the_tokenizer_not_the_model_name(tiny):
 
 
 def test_no_fim_tokens_is_a_clear_error():
+    from codetune.modeling.loading import load_tokenizer
+
     with pytest.raises(CodetuneError, match="fill-in-the-middle"):
-        fim_prompt(CharTokenizer([]), "a", "b")
+        fim_prompt(load_tokenizer("tiny-codegen"), "a", "b")
 
 
 def test_plain_chat_template_when_the_tokenizer_has_none(tiny):
@@ -94,3 +62,35 @@ CASES = [
 @pytest.mark.parametrize(("prefix", "suffix", "completion", "expected"), CASES)
 def test_postprocess_stops_at_line_or_block_and_drops_suffix_repeats(prefix, suffix, completion, expected):
     assert cut(prefix, suffix, completion) == expected
+
+
+def test_tree_sitter_sees_an_opener_behind_a_trailing_comment():
+    prefix, suffix = "class Point(Base):  # a 2-D point", "\n\nx = Point()\n"
+    completion = "\n    def __init__(self):\n        self.x = 0\nx = 1\n"
+    # Indentation alone reads the comment's end, thinks the cursor is inside a line, cuts the block.
+    assert cut(prefix, suffix, completion) == "\n    def __init__(self):"
+    post = fim_postprocessor(prefix, suffix, language="python")
+    assert not post.single_line
+    position = post.cut(completion)
+    assert post.finish(completion[:position]) == "\n    def __init__(self):\n        self.x = 0"
+
+
+def test_tree_sitter_keeps_a_comment_line_on_one_line():
+    prefix, suffix = "def f(x):\n    # steps:", "\n    return x\n"
+    completion = " add one\n    x += 1\n    return x\n"
+    assert not fim_postprocessor(prefix, suffix).single_line  # the ':' looks like an opener
+    post = fim_postprocessor(prefix, suffix, language="python")
+    assert post.single_line
+    assert post.finish(completion[: post.cut(completion)]) == " add one"
+
+
+def test_a_cut_never_leaves_less_than_the_minimum_length():
+    post = fim_postprocessor("def f(x):\n    ", "\n    return z\n")
+    assert post.cut("\n") is None  # nothing yet: the model goes on
+    assert post.cut("z = 1\n    return z\n") == len("z = 1")
+
+
+def test_a_block_does_not_end_with_the_start_of_the_suffix():
+    post = fim_postprocessor("if ok:", "\n    return total\n")
+    assert post.finish("\n    total = 1\n    return") == "\n    total = 1"
+    assert post.finish("\n    total = 1\n    print(total)") == "\n    total = 1\n    print(total)"

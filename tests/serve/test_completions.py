@@ -89,17 +89,6 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
     assert "\n" not in processed.choices[0].text
 
 
-def test_suffix_without_fim_tokens_is_a_clear_400(server, client, monkeypatch):
-    import codetune.inference.prompts as prompts
-
-    monkeypatch.setattr(prompts, "fim_tokens", lambda tokenizer: None)
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="tiny", prompt="x = ", suffix="\n", max_tokens=4)
-    assert caught.value.status_code == 400
-    assert "fill-in-the-middle" in caught.value.body["message"]
-    assert healthy(server)
-
-
 def test_streaming_yields_the_same_text_and_ends_with_done(server, client):
     chunks = list(
         client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, stream=True)
@@ -204,7 +193,7 @@ BAD_BODIES = [
     ("huge max_tokens", json.dumps({"prompt": "x", "max_tokens": 10**9}).encode(), 400),
     ("temperature out of range", json.dumps({"prompt": "x", "temperature": -1}).encode(), 400),
     ("logit_bias unsupported", json.dumps({"prompt": "x", "logit_bias": {"1": 5}}).encode(), 400),
-    ("over-long prompt", json.dumps({"prompt": "x = 1\n" * 2000, "max_tokens": 4}).encode(), 400),
+    ("max_tokens fill the context", json.dumps({"prompt": "x", "max_tokens": 1500}).encode(), 400),
     ("body over the limit", json.dumps({"prompt": "y" * 1_100_000}).encode(), 413),
     ("chat without messages", json.dumps({"messages": []}).encode(), 400),
 ]
@@ -223,9 +212,9 @@ def test_bad_requests_get_openai_errors_and_server_stays_up(server, case, body, 
     assert healthy(server)
 
 
-def test_over_long_prompt_through_the_client(server, client):
+def test_max_tokens_filling_the_context_through_the_client(server, client):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="tiny", prompt="x = 1\n" * 2000, max_tokens=4)
+        client.completions.create(model="tiny", prompt="x = 1\n", max_tokens=1500)
     assert caught.value.body["code"] == "context_length_exceeded"
 
 

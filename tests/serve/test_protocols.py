@@ -128,10 +128,10 @@ def test_huggingface_hub_text_generation_and_stream(server, plain_answer):
 
 def test_llm_ls_sends_the_fim_prompt_rendered_with_sentinels(server, client):
     """llm-vscode / llm.nvim render `<fim_prefix>...<fim_suffix>...<fim_middle>` into `inputs`."""
-    from codetune.inference.prompts import fim_prompt
+    from codetune.fim import FimFormat
 
     tokenizer = server.serving.tokenizer
-    rendered = tokenizer.decode(fim_prompt(tokenizer, PREFIX, SUFFIX))
+    rendered = tokenizer.decode(FimFormat.from_tokenizer(tokenizer).prompt(PREFIX, SUFFIX))
     assert "<fim_suffix>" in rendered
     body = {
         "inputs": rendered,

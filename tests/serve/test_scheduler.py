@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from codetune.inference.engine import Completion, SamplingParams, Sequence, generate_completions
@@ -69,7 +71,14 @@ def batcher_for():
         batcher.stop()
 
 
-@pytest.mark.parametrize("name", CAUSAL)
+# tiny-starcoder2 now has StarCoder2's sliding window: joining rows edits its cache layers without
+# their cumulative length (issue 11 item 3, the engine's fix); strict, so the mark goes with the fix.
+SLIDING_JOIN = pytest.mark.xfail(strict=True, reason="issue 11 item 3: sliding-window cache on join")
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=SLIDING_JOIN) if n == "tiny-starcoder2" else n for n in CAUSAL]
+)
 def test_rows_joining_mid_flight_get_their_greedy_text_alone(name, batcher_for):
     model, tokenizer = load(name)
     expected = [alone(model, tokenizer, p, max_new_tokens=12).text for p in PROMPTS]
@@ -187,7 +196,7 @@ def test_server_can_still_micro_batch(launch):
     start, stop = launch
     running = start(batching="micro")
     try:
-        assert type(running.serving.batcher).__name__ == "Batcher"
+        assert type(running.serving.batcher).__name__ == "StaticEngine"
         model, tokenizer = running.serving.model, running.serving.tokenizer
 
         def call(prompt):
@@ -209,10 +218,361 @@ def test_seq2seq_models_are_served_by_the_micro_batcher(launch):
     start, stop = launch
     running = start(model="tiny-t5")
     try:
-        assert type(running.serving.batcher).__name__ == "Batcher"
+        assert type(running.serving.batcher).__name__ == "StaticEngine"
         body = {"prompt": "sort a list", "max_tokens": 5, "temperature": 0}
         response = httpx.post(running.url + "/v1/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
         assert response.json()["usage"]["completion_tokens"] > 0
     finally:
         stop(running)
+
+
+# -- real-model settings: sliding windows, no FIM tokens, editor-sized prompts, hostile requests ------
+
+
+def sliding_window_model(folder, window: int = 8):
+    """tiny-starcoder2 with StarCoder2's ``sliding_window`` set, smaller than prompt + completion."""
+    import json
+    import shutil
+
+    from codetune.modeling.presets import preset_dir
+
+    shutil.copytree(preset_dir("tiny-starcoder2"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["sliding_window"] = window
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def model_without_fim_tokens(folder):
+    """tiny-codegen whose tokenizer has no FIM sentinels (as codegen-350M-mono's has none)."""
+    import shutil
+
+    from codetune.modeling.presets import preset_dir
+
+    shutil.copytree(preset_dir("tiny-codegen"), folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        path = folder / name
+        text = path.read_text()
+        for sentinel in ("<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"):
+            text = text.replace(sentinel, sentinel.replace("fim", "unused"))
+        path.write_text(text)
+    return folder
+
+
+STAGGERED = [
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n",
+    "import os\nimport sys\n\nclass Foo:\n    def __init__(self):\n        self.x =",
+    "x = 1",
+    "for i in range(10):\n    print(",
+    "while True:\n    line = input()\n    if not line:\n        break\n",
+    "# sum of squares\ndef squares(n):\n",
+    "try:\n    run()\nexcept ValueError as error:\n",
+    "numbers = [1, 2, 3]\nfor n in numbers:\n",
+]
+
+
+def post(url: str, body: dict, path: str = "/v1/completions") -> httpx.Response:
+    return httpx.post(url + path, json=body, timeout=120)
+
+
+def test_sliding_window_rows_joining_a_running_batch_get_their_text_alone(launch, tmp_path):
+    import torch
+
+    start, stop = launch
+    running = start(model=str(sliding_window_model(tmp_path / "sw")))
+    try:
+        serving = running.serving
+        assert serving.model.config.sliding_window == 8
+        body = {"max_tokens": 16, "temperature": 0}
+        alone = []
+        for prompt in STAGGERED:
+            response = post(running.url, {**body, "prompt": prompt})
+            assert response.status_code == 200, response.text
+            alone.append(response.json()["choices"][0]["text"])
+        # Served alone equals transformers' own sliding-window generate.
+        tokenizer, model = serving.tokenizer, serving.model
+        ids = tokenizer(STAGGERED[1], return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **ids, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
+        assert tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True) == alone[1]
+
+        def staggered(k: int) -> httpx.Response:
+            time.sleep(0.03 * k)  # each joins while the earlier ones decode
+            return post(running.url, {**body, "prompt": STAGGERED[k]})
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(staggered, range(8)))
+        assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+        assert [r.json()["choices"][0]["text"] for r in responses] == alone
+        stats = serving.batcher.stats()
+        assert stats["decode_rows"] > stats["decode_steps"]  # rows really shared steps
+    finally:
+        stop(running)
+
+
+def test_copilot_suffix_to_a_model_without_fim_tokens_is_answered_with_a_warning(launch, tmp_path):
+    start, stop = launch
+    folder = model_without_fim_tokens(tmp_path / "nofim")
+    running = start(model=str(folder))
+    try:
+        copilot = {
+            "prompt": "def add(a, b):\n    return",
+            "suffix": "\n\nprint(add(1, 2))\n",
+            "max_tokens": 6,
+            "temperature": 0,
+            "postprocess": False,
+            "extra": {"language": "python"},
+        }
+        response = post(running.url, copilot, "/v1/engines/codegen/completions")
+        assert response.status_code == 200, response.text
+        data = response.json()
+        assert "fill-in-the-middle" in data["warning"]
+        plain = post(running.url, {k: v for k, v in copilot.items() if k != "suffix"}).json()
+        assert data["choices"][0]["text"] == plain["choices"][0]["text"]  # answered as prefix-only
+        assert "warning" not in plain
+    finally:
+        stop(running)
+    strict = start(model=str(folder), strict_fim=True)
+    try:
+        response = post(strict.url, copilot, "/v1/engines/codegen/completions")
+        assert response.status_code == 400 and response.json()["error"]["code"] == "fim_unsupported"
+    finally:
+        stop(strict)
+
+
+def test_a_prompt_three_times_the_context_is_trimmed_and_usage_says_so(server_for_trim):
+    running = server_for_trim
+    tokenizer = running.serving.tokenizer
+    context = running.serving.context
+    line = "value = compute(value, 1)\n"
+    per_line = len(tokenizer(line, add_special_tokens=False)["input_ids"])
+    long_text = line * (3 * context // per_line)
+    assert len(tokenizer(long_text, add_special_tokens=False)["input_ids"]) >= 3 * context - per_line
+    plain = post(running.url, {"prompt": long_text, "max_tokens": 8, "temperature": 0})
+    assert plain.status_code == 200, plain.text
+    usage = plain.json()["usage"]
+    assert usage["truncated"] and usage["prompt_tokens_kept"] <= context - 8
+    assert usage["prompt_tokens"] == usage["prompt_tokens_kept"]
+    assert usage["prefix_tokens_dropped"] == usage["prompt_tokens_sent"] - usage["prompt_tokens_kept"]
+    fim = post(running.url, {"prompt": long_text, "suffix": long_text, "max_tokens": 8, "temperature": 0})
+    assert fim.status_code == 200, fim.text
+    usage = fim.json()["usage"]
+    assert usage["prompt_tokens_kept"] <= context - 8
+    assert usage["prefix_tokens_dropped"] > 0 and usage["suffix_tokens_dropped"] > 0
+    kept_prefix = 3 * context - usage["prefix_tokens_dropped"]
+    kept_suffix = 3 * context - usage["suffix_tokens_dropped"]
+    assert kept_prefix > 2 * kept_suffix  # the prefix's share (0.75) is kept, the suffix's right end goes
+
+
+HOSTILE = [
+    ("redos pattern", {"truncate_before_pattern": ["(?:[\\s\\S]|[\\s\\S])*\\x01"]}, (200, 400)),
+    ("seed past 64 bits", {"seed": 18446744073709551616, "temperature": 0.8}, (400,)),
+    ("temperature 1e-45", {"temperature": 1e-45}, (400,)),
+    ("repetition_penalty 1e-45", {"repetition_penalty": 1e-45, "temperature": 0.8}, (400,)),
+    ("1000 stops of 900 chars", {"stop": ["x" * 900] * 1000}, (400,)),
+]
+
+
+@pytest.mark.parametrize(("case", "extra", "statuses"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_a_hostile_request_does_not_touch_its_neighbour(server_for_trim, case, extra, statuses):
+    running = server_for_trim
+    neighbour = {"prompt": STAGGERED[0], "max_tokens": 48, "min_tokens": 48, "temperature": 0}
+    expected = post(running.url, neighbour).json()["choices"][0]["text"]
+
+    def hostile() -> httpx.Response:
+        time.sleep(0.05)  # arrives while the neighbour decodes
+        body = {"prompt": "a" * 200, "max_tokens": 40, "min_tokens": 40, **extra}
+        return httpx.post(running.url + "/v1/completions", json=body, timeout=30)
+
+    with ThreadPoolExecutor(2) as pool:
+        near = pool.submit(post, running.url, neighbour)
+        bad = pool.submit(hostile)
+        near_response, bad_response = near.result(), bad.result()
+    assert near_response.status_code == 200, near_response.text
+    assert near_response.json()["choices"][0]["text"] == expected
+    assert bad_response.status_code in statuses, bad_response.text
+    assert httpx.get(running.url + "/health", timeout=10).json()["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def server_for_trim(launch):
+    start, stop = launch
+    running = start()
+    yield running
+    stop(running)
+
+
+def test_a_row_whose_sampling_fails_fails_alone(bigcode, batcher_for, monkeypatch):
+    import codetune.generation.engines.continuous as continuous
+
+    model, tokenizer = bigcode
+    original = continuous.choose_one
+
+    def flaky(x, params, *args):
+        if params.top_k == 7:
+            raise FloatingPointError("poisoned row")
+        return original(x, params, *args)
+
+    monkeypatch.setattr(continuous, "choose_one", flaky)
+    batcher = batcher_for(model, tokenizer)
+    good, good_done = sequence(tokenizer, PROMPTS[0], max_new_tokens=10, temperature=0.7, seed=3)
+    bad, bad_done = sequence(tokenizer, PROMPTS[1], max_new_tokens=10, temperature=0.7, top_k=7)
+    batcher.submit([good, bad])
+    assert good_done.wait(60) and bad_done.wait(60)
+    assert bad.finish_reason == "error" and "poisoned row" in bad.error
+    assert good.finish_reason == "length" and good.error is None
+    assert good.text == alone(model, tokenizer, PROMPTS[0], max_new_tokens=10, temperature=0.7, seed=3).text
+
+
+def test_admission_is_bounded_by_the_kv_token_budget(bigcode, batcher_for):
+    model, tokenizer = bigcode
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]
+    # Room for two rows of the longest prompt plus their completions, not for four.
+    budget = 2 * (max(lengths) + 10) + 1
+    batcher = batcher_for(model, tokenizer, kv_token_budget=budget)
+    widest = []
+    original = batcher._step
+
+    def step():
+        widest.append(len(batcher._rows))
+        original()
+
+    batcher._step = step
+    rows = [sequence(tokenizer, p, max_new_tokens=10) for p in PROMPTS]
+    batcher.submit([s for s, _ in rows])
+    for _, event in rows:
+        assert event.wait(60)
+    assert max(widest) == 2
+    assert [s.text for s, _ in rows] == [alone(model, tokenizer, p, max_new_tokens=10).text for p in PROMPTS]
+
+
+def test_detokenization_is_incremental(bigcode, batcher_for):
+    model, tokenizer = bigcode
+    expected = alone(model, tokenizer, PROMPTS[0], max_new_tokens=60)
+    longest = []
+    decode = tokenizer.decode
+
+    def counting(ids, *args, **kwargs):
+        longest.append(len(ids))
+        return decode(ids, *args, **kwargs)
+
+    tokenizer.decode = counting
+    try:
+        batcher = batcher_for(model, tokenizer)
+        seq, done = sequence(tokenizer, PROMPTS[0], max_new_tokens=60)
+        batcher.submit([seq])
+        assert done.wait(60)
+    finally:
+        del tokenizer.decode
+    assert seq.text == expected.text == tokenizer.decode(seq.tokens, skip_special_tokens=True)
+    assert len(seq.tokens) == 60 and max(longest) <= 8  # never the whole output again
+
+
+def eval_dataset(folder):
+    """A held-out split of Python files as `codetune build` writes it (what eval's FIM task reads)."""
+    import json
+
+    from datasets import Dataset, DatasetDict
+
+    texts = [
+        f"def add_{i}(a, b):\n    total = a + b\n    print('value {i}', total)\n    return total\n\nx = add_{i}(1, 2)\n"
+        for i in range(4)
+    ]
+    rows = Dataset.from_list([{"path": f"pkg/m{i}.py", "text": t} for i, t in enumerate(texts)])
+    DatasetDict({"train": rows, "test": rows}).save_to_disk(str(folder))
+    (folder / "stats.json").write_text(json.dumps({"format": "files", "kind": "causal", "max_length": 256}))
+    return folder
+
+
+def test_one_request_gives_one_text_on_every_path(launch, tmp_path):
+    """CodeModel.complete, `codetune generate`, /v1/completions and eval's predictions.jsonl agree."""
+    import json
+
+    import openai
+    from typer.testing import CliRunner
+
+    import codetune
+    from codetune.cli import app
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.runner import evaluate
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "class Point:\n    def"}]))
+    report = tmp_path / "report"
+    evaluate(
+        EvalConfig(
+            models=["tiny-gpt-bigcode"],
+            dataset=eval_dataset(tmp_path / "dataset"),
+            tasks=["fim", "prompts"],
+            prompts=prompts,
+            samples=2,
+            max_new_tokens=12,
+            out=report,
+            device="cpu",
+        )
+    )
+    predictions = [json.loads(line) for line in (report / "predictions.jsonl").read_text().splitlines()]
+    assert {p["task"] for p in predictions} == {"fim", "prompts"}
+    assert all({"id", "model", "prefix", "suffix", "prediction", "reference"} <= set(p) for p in predictions)
+    assert "post-processing" in (report / "report.md").read_text()
+    stops = {"fim": ["\n"], "prompts": []}
+
+    model = codetune.CodeModel("tiny-gpt-bigcode", device="cpu")
+    api = [
+        model.complete(
+            p["prefix"],
+            p["suffix"],
+            max_new_tokens=12,
+            temperature=0,
+            stop=stops[p["task"]],
+            language="python",
+        )
+        for p in predictions
+    ]
+
+    generated = []
+    for task in ("fim", "prompts"):
+        rows = [p for p in predictions if p["task"] == task]
+        source, out = tmp_path / f"{task}.jsonl", tmp_path / f"{task}.out.jsonl"
+        source.write_text(
+            "".join(
+                json.dumps({"id": k, "prompt": p["prefix"], "suffix": p["suffix"], "language": "python"})
+                + "\n"
+                for k, p in enumerate(rows)
+            )
+        )
+        args = ["generate", "--model", "tiny-gpt-bigcode", "--input", str(source), "--out", str(out)]
+        args += ["--max-new-tokens", "12", "--set", "device=cpu", "--set", f"stop={json.dumps(stops[task])}"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        by_id = {r["id"]: r["completion"] for r in map(json.loads, out.read_text().splitlines())}
+        generated += [by_id[k] for k in range(len(rows))]
+
+    start, stop = launch
+    running = start()
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        served = [
+            client.completions.create(
+                model="tiny",
+                prompt=p["prefix"],
+                suffix=p["suffix"],
+                max_tokens=12,
+                temperature=0,
+                stop=stops[p["task"]] or None,
+                extra_body={"extra": {"language": "python"}},
+            )
+            .choices[0]
+            .text
+            for p in predictions
+        ]
+    finally:
+        stop(running)
+    ordered = [p for t in ("fim", "prompts") for p in predictions if p["task"] == t]
+    expected = [p["prediction"] for p in predictions]
+    assert api == expected and served == expected
+    assert generated == [p["prediction"] for p in ordered]
+    assert any(p["prediction"] for p in predictions)

@@ -33,5 +33,18 @@ def causal_dataset(datasets_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dataset_of(datasets_dir):
+    """The causal dataset made with a preset's own tokenizer (presets of different families differ)."""
+    made: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in made:
+            made[preset] = make_dataset(datasets_dir / f"causal-{preset}", preset)
+        return made[preset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def seq2seq_dataset(datasets_dir) -> Path:
     return make_dataset(datasets_dir / "seq2seq", "tiny-t5", kind="seq2seq")

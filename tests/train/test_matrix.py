@@ -43,11 +43,9 @@ def valid_loss(model, dataset: Path, seq2seq: bool) -> float:
 
 @pytest.mark.parametrize("method", ["lora", "adalora", "full"])
 @pytest.mark.parametrize("preset", ALL_PRESETS)
-def test_train_matrix(
-    preset: str, method: str, causal_dataset: Path, seq2seq_dataset: Path, tmp_path: Path
-) -> None:
+def test_train_matrix(preset: str, method: str, dataset_of, seq2seq_dataset: Path, tmp_path: Path) -> None:
     seq2seq = preset == "tiny-t5"
-    dataset = seq2seq_dataset if seq2seq else causal_dataset
+    dataset = seq2seq_dataset if seq2seq else dataset_of(preset)
     cfg = TrainConfig(
         model=preset,
         dataset=dataset,

@@ -37,12 +37,10 @@ def quick_run(preset: str, method: str, dataset: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("preset", ALL_PRESETS)
-def test_merge_equals_adapter(
-    preset: str, causal_dataset: Path, seq2seq_dataset: Path, tmp_path: Path
-) -> None:
+def test_merge_equals_adapter(preset: str, dataset_of, seq2seq_dataset: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    dataset = seq2seq_dataset if preset == "tiny-t5" else causal_dataset
+    dataset = seq2seq_dataset if preset == "tiny-t5" else dataset_of(preset)
     method = "adalora" if preset in {"tiny-phi", "tiny-t5", "tiny-codegen"} else "lora"
     run = quick_run(preset, method, dataset, tmp_path / "run")
     result = merge(MergeConfig(run=run, out=tmp_path / "merged"))

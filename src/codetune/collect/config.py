@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
-from codetune.config import LanguageSpec, StrictModel
+from codetune.schema import LanguageSpec, StrictModel
 
 DEFAULT_SKIP_DIRS = [
     ".git",
@@ -116,6 +117,10 @@ class CollectConfig(StrictModel):
     # Execution.
     workers: int = Field(2, ge=1, description="Worker processes.")
     chunk_size: int = Field(256, ge=1, description="Files per worker task.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local (a process pool) or ray (a Ray cluster; files must be readable there)."
+    )
+    address: str | None = Field(None, description="Ray cluster address (default: join or start a local one).")
     shard_rows: int = Field(10_000, ge=1, description="Rows per Parquet shard.")
     force: bool = Field(False, description="Rewrite the corpus even when its fingerprint is unchanged.")
     # Remote sources.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.collect.config import CollectConfig
-from codetune.collect.executor import worker_pool
+from codetune.collect.executor import open_executor
 from codetune.collect.filters import FILTERS, Doc, Thresholds, is_binary, run_filters, strip_licence
 from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
@@ -132,7 +132,7 @@ _WORKER_CTX: FileContext | None = None
 
 def _init_worker(ctx: FileContext, specs: list[dict[str, Any]]) -> None:
     global _WORKER_CTX
-    from codetune.config import LanguageSpec
+    from codetune.schema import LanguageSpec
 
     for spec in specs:
         register_spec(LanguageSpec(**spec))
@@ -188,7 +188,8 @@ class Processed:
 
 def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
     data = cfg.model_dump(
-        mode="json", exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir"}
+        mode="json",
+        exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir", "executor", "address"},
     )
     data["language_def"] = [
         language.name,
@@ -318,11 +319,13 @@ def process_sources(
             else:
                 items = [(path, rel, source.repo) for path, rel in item.files]
                 chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
-                if cfg.workers > 1 and len(chunks) > 1:
+                if cfg.executor == "ray" or (cfg.workers > 1 and len(chunks) > 1):
                     if pool is None:
                         if cfg.near_dedup:
                             import datasketch  # noqa: F401  (imported once here, inherited by forked workers)
-                        pool = worker_pool(cfg.workers, _init_worker, (ctx, specs))
+                        pool = open_executor(
+                            cfg.executor, cfg.workers, cfg.address, _init_worker, (ctx, specs)
+                        )
                     records = [
                         r
                         for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks), source.repo)
@@ -482,13 +485,22 @@ def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str,
     if cfg.near_dedup and kept:
         from codetune.collect.dedup import near_duplicates
 
-        dupes = near_duplicates(
-            ((i, r["minhash"]) for i, r in enumerate(kept)),
-            cfg.near_threshold,
-            cfg.num_perm,
-            text_of=lambda i: kept[i]["content"],
-            ngram=cfg.ngram,
-        )
+        signatures = ((i, r["minhash"]) for i, r in enumerate(kept))
+        if cfg.executor == "ray":
+            from codetune.collect.executor import ray_near_duplicates
+
+            texts = [r["content"] for r in kept]
+            dupes = ray_near_duplicates(
+                signatures, cfg.near_threshold, cfg.num_perm, texts, cfg.ngram, cfg.address
+            )
+        else:
+            dupes = near_duplicates(
+                signatures,
+                cfg.near_threshold,
+                cfg.num_perm,
+                text_of=lambda i: kept[i]["content"],
+                ngram=cfg.ngram,
+            )
         survivors = []
         for i, record in enumerate(kept):
             if i in dupes:

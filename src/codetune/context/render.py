@@ -28,11 +28,18 @@ class RepoLayout:
     newline_after_repo: bool
 
 
-# keyed by the family's repo-name token
-LAYOUTS = {
-    "<repo_name>": RepoLayout("<repo_name>", "<file_sep>", False),
-    "<|repo_name|>": RepoLayout("<|repo_name|>", "<|file_sep|>", True),
-}
+def _layouts() -> dict[str, RepoLayout]:
+    from codetune.fim import FAMILIES
+
+    return {
+        name: RepoLayout(name, sep, family.repo_newline)
+        for family in FAMILIES.values()
+        for name, sep in family.repo[:1]
+    }
+
+
+# keyed by the family's repo-name token; the tokens are the FIM registry's (codetune.fim)
+LAYOUTS = _layouts()
 
 
 def layout_for(tokenizer: object | None) -> RepoLayout | None:

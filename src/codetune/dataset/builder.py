@@ -61,13 +61,6 @@ def check_tokenizer(tokenizer: Any, model: str) -> None:
         raise InputError(f"the tokenizer of {model!r} is not a fast tokenizer (offsets are needed)")
 
 
-def fim_sentinel_count(sentinels: dict[str, int]) -> int:
-    """Tokens the longest FIM layout adds to a text (its sentinels), measured on empty pieces."""
-    from codetune.dataset.fim import LAYOUTS, FimPieces
-
-    return max(len(layout(FimPieces("", "", ""), sentinels, lambda _: [])) for layout in LAYOUTS.values())
-
-
 # --- encoding (runs inside datasets.map, possibly in worker processes) ----------------------------------
 
 
@@ -101,8 +94,9 @@ def encode_causal(
     batch: dict[str, list[Any]], indices: list[int], *, tokenizer: Any, opts: dict[str, Any]
 ) -> dict:
     """input_ids (EOS appended) and loss_mask per row; text rows may become FIM examples."""
-    from codetune.dataset.fim import LAYOUTS, choose, cut, token_starts
     from codetune.dataset.fim import SPLITS as FIM_SPLITS
+    from codetune.dataset.fim import choose, cut, token_starts
+    from codetune.fim import FimFormat
 
     eos, limit = tokenizer.eos_token_id, opts["max_length"]
     out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
@@ -123,11 +117,14 @@ def encode_causal(
 
     texts = batch["text"]
     fim_rate = opts["fim_rate"]
+    fim = FimFormat.from_tokenizer(tokenizer) if fim_rate > 0 else None
     encoded = tokenize(tokenizer, texts, offsets=fim_rate > 0)
     plans: list[tuple[str, Any] | None] = []
     fallbacks: list[bool] = []
-    pieces_to_encode: set[str] = set()
-    sliced: dict[int, dict[str, list[int]]] = {}
+    # Prefixes keep the tokenizer's leading space, middles and suffixes do not (codetune.fim).
+    prefixes_to_encode: set[str] = set()
+    infills_to_encode: set[str] = set()
+    sliced: dict[int, tuple[list[int], list[int], list[int]]] = {}
     # A FIM row holds the text's tokens plus the sentinels; blocks were cut with room for them.
     fim_room = limit - 1 - opts["fim_overhead"]
     cut_short: set[int] = set()
@@ -165,26 +162,35 @@ def encode_causal(
             if span[0] in token_at and span[1] in token_at:
                 # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
                 ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
-                sliced[row] = {pieces.prefix: ids[:a], pieces.middle: ids[a:b], pieces.suffix: ids[b:]}
+                sliced[row] = (ids[:a], ids[a:b], ids[b:])
             else:
-                pieces_to_encode.update((pieces.prefix, pieces.middle, pieces.suffix))
+                prefixes_to_encode.add(pieces.prefix)
+                infills_to_encode.update((pieces.middle, pieces.suffix))
             plans.append((layout, pieces))
         fallbacks.append(fallback)
-    cache: dict[str, list[int]] = {}
-    if pieces_to_encode:
-        ordered = sorted(pieces_to_encode)
-        cache = dict(zip(ordered, tokenize(tokenizer, ordered)["input_ids"], strict=True))
-    sentinels = opts["sentinels"]
+    prefix_ids: dict[str, list[int]] = {}
+    infill_ids: dict[str, list[int]] = {}
+    if fim is not None and (prefixes_to_encode or infills_to_encode):
+        ordered, infills = sorted(prefixes_to_encode), sorted(infills_to_encode)
+        prefix_ids = dict(zip(ordered, fim.encode_many(ordered), strict=True))
+        infill_ids = dict(zip(infills, fim.encode_many(infills, infill=True), strict=True))
     for row, plan in enumerate(plans):
+        end = eos
         if plan is None:
             ids = encoded["input_ids"][row]
         else:
-            lookup = sliced[row].__getitem__ if row in sliced else cache.__getitem__
-            ids = LAYOUTS[plan[0]](plan[1], sentinels, lookup)
+            assert fim is not None
+            layout, pieces = plan
+            if row in sliced:
+                p, m, s = sliced[row]
+            else:
+                p, m, s = prefix_ids[pieces.prefix], infill_ids[pieces.middle], infill_ids[pieces.suffix]
+            # The family's end-of-middle token takes the place of EOS.
+            *ids, end = fim.example_ids(p, m, s, spm=layout == "spm")
         trimmed = len(ids) + 1 > limit or row in cut_short
         if trimmed:
             ids = ids[: limit - 1]
-        out["input_ids"].append([*ids, eos])
+        out["input_ids"].append([*ids, end])
         out["loss_mask"].append([1] * (len(ids) + 1))
         out["_fim"].append("" if plan is None else plan[0])
         out["_trimmed"].append(trimmed)
@@ -317,20 +323,19 @@ def build(cfg: BuildConfig) -> StageResult:
         logger.warning("seq2seq format with a decoder-only model %s: rows are source/target pairs", cfg.model)
 
     fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
-    sentinels: dict[str, int] = {}
     fim_overhead = 0
     if fim_rate > 0:
-        from codetune.dataset.fim import sentinel_ids
-        from codetune.modeling.special_tokens import ensure_fim_tokens
+        from codetune.fim import FimFormat
 
-        tokens, added = ensure_fim_tokens(tokenizer)
-        sentinels = sentinel_ids(tokenizer, tokens)
-        fim_overhead = fim_sentinel_count(sentinels)
+        fim_format, added = FimFormat.ensure(tokenizer)
+        family = fim_format.family
+        # Tokens a FIM row adds besides the EOS it already had: BOS where the family has one, sentinels.
+        fim_overhead = fim_format.overhead - 1
         # Blocks leave room for the sentinels, so a FIM'd block keeps every token.
         fmt.reserve_tokens = fim_overhead
         fim_info |= {
-            "family": tokens.family,
-            "tokens": [tokens.prefix, tokens.suffix, tokens.middle],
+            "family": family.name,
+            "tokens": [family.prefix, family.suffix, family.middle],
             "added": added,
         }
 
@@ -360,7 +365,6 @@ def build(cfg: BuildConfig) -> StageResult:
         "fim_rate": fim_rate,
         "spm_rate": cfg.fim_spm_rate,
         "fim_split": cfg.fim_split,
-        "sentinels": sentinels,
         "fim_overhead": fim_overhead,
         "fim_split_options": cfg.fim_syntax.model_dump(),
         "seed": cfg.seed,

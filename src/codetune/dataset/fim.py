@@ -1,8 +1,8 @@
-"""Fill-in-the-Middle: split points (random, syntax) and layouts (PSM, SPM), one registry each.
+"""Fill-in-the-Middle for build: split points (random, syntax), one registry, and which layout a row gets.
 
-A FIM example cuts a text into prefix + middle + suffix (so ``prefix + middle + suffix == text``)
-and orders the pieces with the model family's sentinels. Pieces are tokenized separately, so the
-cut never falls inside a token and decoding each piece gives its text back exactly.
+A FIM example cuts a text into prefix + middle + suffix (so ``prefix + middle + suffix == text``);
+:mod:`codetune.fim` orders the pieces with the model family's sentinels. Pieces are tokenized
+separately, so the cut never falls inside a token and decoding each piece gives its text back exactly.
 """
 
 from __future__ import annotations
@@ -10,21 +10,11 @@ from __future__ import annotations
 import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from codetune.modeling.special_tokens import FimTokens
+from codetune.fim import FimPieces
 
-
-@dataclass(frozen=True)
-class FimPieces:
-    prefix: str
-    middle: str
-    suffix: str
-
-    @property
-    def text(self) -> str:
-        return self.prefix + self.middle + self.suffix
+__all__ = ["LAYOUTS", "SPLITS", "FimPieces", "choose", "cut", "register_split", "token_starts"]
 
 
 # --- split points ---------------------------------------------------------------------------------
@@ -116,72 +106,11 @@ def cut(text: str, start: int, end: int) -> FimPieces:
     return FimPieces(text[:start], text[start:end], text[end:])
 
 
-# --- layouts ----------------------------------------------------------------------------------------
+# --- layouts -----------------------------------------------------------------------------------------
 
-Encode = Callable[[str], list[int]]
-LayoutFn = Callable[[FimPieces, dict[str, int], Encode], list[int]]
-LAYOUTS: dict[str, LayoutFn] = {}
-
-
-def register_layout(name: str) -> Callable[[LayoutFn], LayoutFn]:
-    """Register a FIM ordering; it returns token ids (no EOS) from pieces and sentinel ids."""
-
-    def wrap(fn: LayoutFn) -> LayoutFn:
-        LAYOUTS[name] = fn
-        return fn
-
-    return wrap
-
-
-@register_layout("psm")
-def psm(pieces: FimPieces, ids: dict[str, int], encode: Encode) -> list[int]:
-    """<prefix> P <suffix> S <middle> M."""
-    return [
-        ids["prefix"],
-        *encode(pieces.prefix),
-        ids["suffix"],
-        *encode(pieces.suffix),
-        ids["middle"],
-        *encode(pieces.middle),
-    ]
-
-
-@register_layout("spm")
-def spm(pieces: FimPieces, ids: dict[str, int], encode: Encode) -> list[int]:
-    """bigcode's SPM: <prefix> <suffix> S <middle> P M (prefix and middle tokenized apart)."""
-    return [
-        ids["prefix"],
-        ids["suffix"],
-        *encode(pieces.suffix),
-        ids["middle"],
-        *encode(pieces.prefix),
-        *encode(pieces.middle),
-    ]
-
-
-def sentinel_ids(tokenizer: Any, tokens: FimTokens) -> dict[str, int]:
-    """Token ids of a family's prefix/suffix/middle sentinels in ``tokenizer``."""
-    vocab = tokenizer.get_vocab()
-    return {"prefix": vocab[tokens.prefix], "suffix": vocab[tokens.suffix], "middle": vocab[tokens.middle]}
-
-
-def unfim(ids: list[int], sentinels: dict[str, int], decode: Callable[[list[int]], str]) -> FimPieces | None:
-    """Recover (prefix, middle, suffix) text from a PSM or SPM token sequence; None if not FIM.
-
-    For SPM the prefix/middle boundary is not marked in the tokens, so the middle is returned
-    joined to the prefix (``prefix + middle`` is exact; the text round-trips either way).
-    """
-    if not ids or ids[0] != sentinels["prefix"]:
-        return None
-    body = ids[1:]
-    try:
-        s = body.index(sentinels["suffix"])
-        m = body.index(sentinels["middle"], s + 1)
-    except ValueError:
-        return None
-    if s == 0:  # <pre><suf> S <mid> P M
-        return FimPieces("", decode(body[m + 1 :]), decode(body[s + 1 : m]))
-    return FimPieces(decode(body[:s]), decode(body[m + 1 :]), decode(body[s + 1 : m]))
+# The orderings a build draws from; codetune.fim lays out their token ids for the tokenizer's family
+# (FimFormat.example_ids), the same registry that serving's prompts come from.
+LAYOUTS = ("psm", "spm")
 
 
 def choose(rng: random.Random, fim_rate: float, spm_rate: float) -> str | None:

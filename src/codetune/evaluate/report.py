@@ -244,7 +244,12 @@ def write_report(
             plots.append("metrics.png")
         if run_dirs and plot_losses(run_dirs, tmp / "loss.png"):
             plots.append("loss.png")
-        report = {**report, "plots": plots}
+        predictions = report.get("predictions") or []
+        report = {k: v for k, v in report.items() if k != "predictions"} | {"plots": plots}
+        if predictions:
+            lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+            atomic_write_text(tmp / "predictions.jsonl", lines)
+            report["predictions_file"] = "predictions.jsonl"
         write_json(tmp / "report.json", report)
         atomic_write_text(tmp / "report.md", render_markdown(report, plots, side_by_side))
         write_json(

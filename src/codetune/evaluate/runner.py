@@ -85,7 +85,7 @@ def _language(cfg: EvalConfig, rows: list[dict[str, Any]]) -> str | None:
 
 
 def _params(cfg: EvalConfig, task: Task, temperature: float | None = None, top_p: float | None = None) -> Any:
-    from codetune.inference.engine import SamplingParams
+    from codetune.generation.params import SamplingParams
 
     return SamplingParams(
         max_new_tokens=cfg.max_new_tokens,
@@ -97,45 +97,78 @@ def _params(cfg: EvalConfig, task: Task, temperature: float | None = None, top_p
     )
 
 
-def generate_for(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params: Any) -> list[list[str]]:
-    """n completions per item, prompts cut on the left to fit the context; FIM items use the family's layout."""
-    from codetune.inference.engine import context_length, encode, generate_completions, is_seq2seq
-    from codetune.inference.prompts import fim_prompt
+def generate_for(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    cfg: EvalConfig,
+    params: Any,
+    language: str | None = None,
+    predictions: list[dict[str, Any]] | None = None,
+) -> list[list[str]]:
+    """n completions per item, built and post-processed exactly as the server does for an editor.
+
+    Prompts over the room are trimmed like an editor's (prefix from the left, suffix from the
+    right); FIM items get the server's post-processing, so eval scores what the editor receives.
+    Each item's first completion is appended to ``predictions`` when given.
+    """
+    from codetune.generation.api import complete_requests
+    from codetune.generation.engines import engine_for
+    from codetune.generation.request import build_request
+    from codetune.generation.sequence import context_length, is_seq2seq
 
     seq2seq = is_seq2seq(model)
-    room = cfg.max_prompt_tokens
-    if (ctx := context_length(model)) is not None and not seq2seq:
-        room = min(room, max(ctx - cfg.max_new_tokens, 1))
-    prompts = []
-    for item in task.items:
-        if item.suffix is not None:
-            # keep the sentinels: trim the prefix on the left and the suffix on the right instead
-            half = max(room // 2 - 2, 1)
-            before = tokenizer(item.prompt, add_special_tokens=False)["input_ids"][-half:]
-            after = tokenizer(item.suffix, add_special_tokens=False)["input_ids"][:half]
-            prefix = tokenizer.decode(before) if len(before) == half else item.prompt
-            suffix = tokenizer.decode(after) if len(after) == half else item.suffix
-            prompts.append(fim_prompt(tokenizer, prefix, suffix))
-        else:
-            prompts.append(encode(tokenizer, item.prompt, seq2seq=seq2seq)[-room:])
-    out: list[list[str]] = [[] for _ in prompts]
-    for index, completions in generate_completions(
-        model, tokenizer, prompts, params, batch_size=cfg.batch_size
-    ):
+    ctx = context_length(model)
+    context = cfg.max_prompt_tokens + params.max_new_tokens
+    if ctx is not None and not seq2seq:
+        context = min(context, ctx)
+    requests = [
+        build_request(
+            tokenizer, item.prompt, item.suffix, params, context=context, seq2seq=seq2seq, language=language
+        )
+        for item in task.items
+    ]
+    if seq2seq:
+        for request in requests:  # the encoder's own limit: cut the prompt on the left
+            request.prompt_ids = request.prompt_ids[-cfg.max_prompt_tokens :]
+    engine = engine_for(model, tokenizer, max_batch_size=cfg.batch_size)
+    out: list[list[str]] = [[] for _ in requests]
+    for index, completions in complete_requests(engine, requests):
         texts = [c.text for c in completions]
         out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+    if predictions is not None:
+        for index, item in enumerate(task.items):
+            predictions.append(
+                {
+                    "id": item.meta.get("id", index),
+                    "task": task.name,
+                    "prefix": item.prompt,
+                    "suffix": item.suffix,
+                    "prediction": out[index][0] if out[index] else "",
+                    "reference": item.reference,
+                }
+            )
     return out
 
 
 def generate_timed(
-    model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params: Any
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    cfg: EvalConfig,
+    params: Any,
+    language: str | None = None,
+    predictions: list[dict[str, Any]] | None = None,
 ) -> tuple[list[list[str]], list[float]]:
     """One request at a time, as an editor sends them; returns the generations and seconds per request."""
     generations, latencies = [], []
-    for item in task.items:
+    for index, item in enumerate(task.items):
         start = time.perf_counter()
-        generations.extend(generate_for(model, tokenizer, replace(task, items=[item]), cfg, params))
+        one = replace(task, items=[item])
+        generations.extend(generate_for(model, tokenizer, one, cfg, params, language, predictions))
         latencies.append(time.perf_counter() - start)
+        if predictions:
+            predictions[-1]["id"] = item.meta.get("id", index)
     return generations, latencies
 
 
@@ -299,7 +332,7 @@ def test_loss(
     model shares the dataset's tokenizer, else the rows' text re-tokenized)."""
     import torch
 
-    from codetune.inference.engine import context_length, is_seq2seq
+    from codetune.generation.sequence import context_length, is_seq2seq
 
     if is_seq2seq(model) or not rows:
         return {}
@@ -341,10 +374,10 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
         "n": cfg.n,
         "seed": cfg.seed,
         "samples": cfg.samples,
-        "postprocess": "single-line tasks show the first line of the completion, as a single-line editor "
-        "request is answered; others are cut at the task's stop sequences",
-        "trimming": f"prompts cut on the left to {cfg.max_prompt_tokens} tokens (and to the context); FIM "
-        "prefixes cut on the left and suffixes on the right, half of the room each",
+        "postprocess": "FIM items get the served line/block clean-up (tree-sitter for the language); "
+        "single-line tasks then show the first line of the completion; others are cut at the task's stop sequences",
+        "trimming": f"prompts over {cfg.max_prompt_tokens} tokens (or the context) are trimmed as served: prefixes "
+        "on the left, FIM suffixes on the right, the prefix keeping 3/4 of the room",
     }
 
 
@@ -389,6 +422,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     per_task: dict[str, dict[str, Any]] = {}
     task_rows: list[dict[str, Any]] = []
     sweep: list[dict[str, Any]] = []
+    predictions: list[dict[str, Any]] = []
     for spec in specs:
         logger.info("evaluating %s (%s)", spec.name, spec.source)
         model = load_model(spec.source, device=device)
@@ -401,10 +435,16 @@ def evaluate(cfg: EvalConfig) -> StageResult:
                     continue
                 # as serve answers a suffix sent to such a model: the prefix alone
                 task = replace(task, items=[replace(i, suffix=None) for i in task.items])
+            task_predictions: list[dict[str, Any]] = []
+            params = _params(cfg, task)
             if task.timed:
-                generations, latencies = generate_timed(model, tokenizer, task, cfg, _params(cfg, task))
+                generations, latencies = generate_timed(
+                    model, tokenizer, task, cfg, params, language, task_predictions
+                )
             else:
-                generations, latencies = generate_for(model, tokenizer, task, cfg, _params(cfg, task)), []
+                generations = generate_for(model, tokenizer, task, cfg, params, language, task_predictions)
+                latencies = []
+            predictions.extend({"model": spec.name, **p} for p in task_predictions)
             task_scores, rows_ = score_task(task, generations, cfg, language)
             if latencies:
                 task_scores |= latency_scores(latencies) | per_kind_scores(task, generations)
@@ -429,7 +469,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
                 if sweep_task is None:
                     raise ConfigError("the sampling sweep needs a prompt file or a completion task")
                 generations = generate_for(
-                    model, tokenizer, sweep_task, cfg, _params(cfg, sweep_task, temperature, top_p)
+                    model, tokenizer, sweep_task, cfg, _params(cfg, sweep_task, temperature, top_p), language
                 )
                 sweep_scores, _ = score_task(sweep_task, generations, cfg, language)
                 sweep.append(
@@ -458,6 +498,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         "sweep": sweep,
         "sources": {s.name: s.source for s in specs},
         "rows": task_rows,
+        "predictions": predictions,
     }
     run_dirs = {s.name: s.run_dir for s in specs if s.run_dir is not None}
     write_report(

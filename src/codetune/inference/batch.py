@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError, InputError
+from codetune.generation.params import InvalidParams, SamplingParams
 from codetune.inference.config import GenerateConfig
-from codetune.inference.engine import SamplingParams, generate_completions
 from codetune.stage import StageResult
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def sampling_params(cfg: GenerateConfig) -> SamplingParams:
     )
     try:
         params.check()
-    except ValueError as error:
+    except InvalidParams as error:
         raise ConfigError(f"invalid generate options: {error}") from None
     return params
 
@@ -170,14 +170,20 @@ def generate_file(cfg: GenerateConfig) -> StageResult:
             appender.close()
     if world > 1:
         _merge_parts(out, world, cfg.id_field)
-    seconds = time.monotonic() - start
+    return generate_result(out, len(rows), len(todo), len(finished), tokens, time.monotonic() - start)
+
+
+def generate_result(
+    out: Path, rows: int, generated: int, skipped: int, tokens: int, seconds: float
+) -> StageResult:
+    """The summary `generate` prints, for any executor."""
     return StageResult(
         "generate",
         out,
         summary={
-            "rows": len(rows),
-            "generated": len(todo),
-            "skipped (already done)": len(finished),
+            "rows": rows,
+            "generated": generated,
+            "skipped (already done)": skipped,
             "new tokens": tokens,
             "tokens/s": round(tokens / seconds, 1) if seconds > 0 and tokens else 0.0,
             "seconds": round(seconds, 1),
@@ -197,40 +203,60 @@ def _result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]
     return result
 
 
+def _requests(
+    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]], tokenizer: Any, model: Any
+) -> list[Any]:
+    """One request per row, built as the server builds them (trimming, FIM, post-processing)."""
+    from codetune.generation.request import RequestError, build_request
+    from codetune.generation.sequence import context_length, is_seq2seq
+    from codetune.languages import language_for_path
+
+    requests = []
+    for row in rows:
+        language = row.get("language") if isinstance(row.get("language"), str) else None
+        if language is None and isinstance(row.get("path"), str):
+            found = language_for_path(row["path"])
+            language = found.name if found else None
+        try:
+            requests.append(
+                build_request(
+                    tokenizer,
+                    prompt_of(row, cfg),
+                    row.get(cfg.suffix_field),
+                    params,
+                    context=context_length(model) if model is not None else None,
+                    seq2seq=model is not None and is_seq2seq(model),
+                    postprocess=cfg.postprocess,
+                    language=language,
+                )
+            )
+        except RequestError as error:
+            raise InputError(f"row {row.get(cfg.id_field)!r}: {error}") from None
+    return requests
+
+
 def _hf_rows(
     cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
 ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
     import torch
 
-    from codetune.inference.postprocess import fim_postprocessor
-    from codetune.inference.prompts import build_prompt
+    from codetune.generation.api import complete_requests
+    from codetune.generation.engines import engine_for
     from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
 
     ref = resolve_model(cfg.model, cfg.adapter)
     tokenizer = load_tokenizer(ref)
     device = cfg.device or _accelerate_device() or default_device()
     model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
-    prompts, cutters, finishers = [], [], []
-    for row in rows:
-        suffix = row.get(cfg.suffix_field)
-        prefix = prompt_of(row, cfg)
-        try:
-            prompts.append(build_prompt(tokenizer, prefix, suffix))
-        except Exception as error:
-            raise InputError(str(error)) from None
-        post = fim_postprocessor(prefix, suffix) if suffix is not None and cfg.postprocess else None
-        cutters.append(post.cut if post else None)
-        finishers.append(post.finish if post else None)
-    for i, completions in generate_completions(
+    requests = _requests(cfg, params, rows, tokenizer, model)
+    engine = engine_for(
         model,
         tokenizer,
-        prompts,
-        params,
-        batch_size=cfg.batch_size,
+        max_batch_size=cfg.batch_size,
+        kv_token_budget=cfg.token_budget,
         token_budget=cfg.token_budget,
-        cutters=cutters,
-        finishers=finishers,
-    ):
+    )
+    for i, completions in complete_requests(engine, requests):
         yield rows[i], completions
 
 
@@ -245,47 +271,19 @@ def _accelerate_device() -> str | None:
 def _vllm_rows(
     cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
 ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
-    """The same rows through vLLM (same output format); FIM rows use the model's FIM prompt."""
-    try:
-        import vllm
-    except ImportError:
-        raise ConfigError("engine 'vllm' needs vllm installed (pip install 'codetune[vllm]')") from None
-    from codetune.inference.engine import Completion
-    from codetune.inference.prompts import build_prompt
+    """The same rows through vLLM, behind the same engine interface and request builder."""
+    from codetune.generation.api import complete_requests
+    from codetune.generation.engines.vllm import VllmEngine
+    from codetune.inference.vllm_checks import check_vllm_model, pin_rank_gpu
     from codetune.modeling.loading import load_tokenizer, resolve_model
 
     ref = resolve_model(cfg.model, cfg.adapter)
+    check_vllm_model(ref)
+    pin_rank_gpu()
     tokenizer = load_tokenizer(ref)
-    llm = vllm.LLM(model=ref.base, tokenizer=ref.tokenizer_source, enable_lora=ref.adapter is not None)
-    lora = None
-    if ref.adapter is not None:
-        from vllm.lora.request import LoRARequest
-
-        lora = LoRARequest("adapter", 1, str(ref.adapter))
-    sampling = vllm.SamplingParams(
-        n=params.n,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k or -1,
-        repetition_penalty=params.repetition_penalty,
-        max_tokens=params.max_new_tokens,
-        min_tokens=params.min_new_tokens,
-        stop=params.stop or None,
-        seed=params.seed,
-    )
-    prompts = []
-    for row in rows:
-        built = build_prompt(tokenizer, prompt_of(row, cfg), row.get(cfg.suffix_field))
-        prompts.append({"prompt_token_ids": built} if isinstance(built, list) else built)
-    chunk = max(cfg.batch_size * 16, 256)
-    for begin in range(0, len(rows), chunk):
-        outputs = llm.generate(prompts[begin : begin + chunk], sampling, lora_request=lora)
-        for row, output in zip(rows[begin : begin + chunk], outputs):
-            completions = [
-                Completion(o.text, list(o.token_ids), o.finish_reason or "stop", len(output.prompt_token_ids))
-                for o in output.outputs
-            ]
-            yield row, completions
+    engine = VllmEngine.load(ref, tokenizer, max_batch_size=cfg.batch_size)
+    for i, completions in complete_requests(engine, _requests(cfg, params, rows, tokenizer, None)):
+        yield rows[i], completions
 
 
 def _merge_parts(out: Path, world: int, id_field: str) -> None:

@@ -1,24 +1,35 @@
-"""Tiny models built locally from the real architecture configs, for tests, demos and the quickstart.
+"""Tiny models built locally, each faithful to a real family, for tests, demos and the quickstart.
 
-Each preset is a randomly initialised model of a real family (GPTBigCode is StarCoder's
-architecture) with a byte-level BPE tokenizer trained here on the Python standard library and
-carrying StarCoder's FIM tokens. They are built once and cached, so nothing is ever downloaded.
-Dropout is 0 everywhere: GPTBigCode's default 0.1 makes CPU training about 3x slower.
+A preset keeps, scaled down, every property of its real family that changes a code path (attention
+layout, sliding window, partial rotary, BOS, FIM tokens, seq2seq) and scales the rest (width, depth,
+vocabulary, context). docs/presets.md has the table and the source of each fact.
+
+Tokenizers are trained here on the Python standard library (once, then cached) and carry their
+family's special tokens and BOS/EOS conventions; nothing is ever downloaded. Dropout is 0 everywhere:
+GPTBigCode's default 0.1 makes CPU training about 3x slower.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sysconfig
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from codetune.files import atomic_dir
 
 PRESET_VOCAB = 4096
 PRESET_CONTEXT = 1024
+# StarCoder2's real window is 4096 of a 16384 context; a quarter of the preset context keeps the
+# ratio and makes a prompt of a few hundred tokens slide for real.
+PRESET_SLIDING_WINDOW = 256
 TOKENIZER_SAMPLE_BYTES = 4_000_000
+# Bump when a preset or tokenizer changes: caches live under a folder of this version, so an older
+# checkout sharing the cache keeps its own presets.
+PRESETS_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -54,14 +65,187 @@ def stdlib_texts(limit_bytes: int = TOKENIZER_SAMPLE_BYTES) -> Iterator[str]:
             return
 
 
-def preset_tokenizer_dir() -> Path:
-    """Train (once) and return the tokenizer every preset shares."""
-    from codetune.modeling.tokenizer import train_tokenizer_from_texts
+# --- tokenizers -------------------------------------------------------------------------------------
 
-    folder = cache_dir() / "tokenizers" / f"stdlib-bpe-{PRESET_VOCAB}"
-    if not (folder / "tokenizer.json").is_file():
-        train_tokenizer_from_texts(stdlib_texts(), PRESET_VOCAB, folder)
-    return folder
+
+def _fim_tokens(family: str) -> tuple[str, ...]:
+    from codetune.fim import FAMILIES
+
+    entry = FAMILIES[family]
+    return (*entry.sentinels, *(token for pair in entry.repo[:1] for token in pair))
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A family's tokenizer conventions: model kind, special tokens, BOS/EOS, tokenizer class."""
+
+    # byte-level: GPT-2 style BPE; sentencepiece: Llama style (▁ for spaces, byte fallback, <unk>).
+    kind: Literal["byte-level", "sentencepiece"]
+    eos: str
+    bos: str | None = None
+    unk: str | None = None
+    pad: str | None = None
+    add_bos: bool = False
+    # Special tokens besides bos/eos/unk/pad (FIM, repository, chat), added after the vocabulary.
+    extra: Callable[[], tuple[str, ...]] = tuple
+    tokenizer_class: str = "PreTrainedTokenizerFast"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+TOKENIZERS: dict[str, TokenizerSpec] = {
+    # bigcode/starcoder2-*: GPT2Tokenizer, <|endoftext|> is bos, eos and unk, no pad, no BOS added.
+    "starcoder": TokenizerSpec(
+        "byte-level",
+        eos="<|endoftext|>",
+        bos="<|endoftext|>",
+        unk="<|endoftext|>",
+        extra=lambda: _fim_tokens("starcoder"),
+        tokenizer_class="GPT2Tokenizer",
+    ),
+    # Salesforce/codegen-350M-mono (and microsoft/phi-1): CodeGenTokenizer, GPT-2 BPE, no FIM tokens.
+    "codegen": TokenizerSpec(
+        "byte-level",
+        eos="<|endoftext|>",
+        bos="<|endoftext|>",
+        unk="<|endoftext|>",
+        tokenizer_class="CodeGenTokenizer",
+    ),
+    # Llama 2: SentencePiece BPE with byte fallback, <unk>=0 <s>=1 </s>=2, BOS added, no pad
+    # (transformers LlamaTokenizer defaults).
+    "llama": TokenizerSpec(
+        "sentencepiece", eos="</s>", bos="<s>", unk="<unk>", add_bos=True, tokenizer_class="LlamaTokenizer"
+    ),
+    # codellama/CodeLlama-*-hf: the Llama tokenizer plus ▁<PRE> ▁<SUF> ▁<MID> ▁<EOT> (transformers
+    # CodeLlamaTokenizer defaults; meta-llama/codellama llama/tokenizer.py).
+    "codellama": TokenizerSpec(
+        "sentencepiece",
+        eos="</s>",
+        bos="<s>",
+        unk="<unk>",
+        add_bos=True,
+        extra=lambda: _fim_tokens("codellama"),
+        tokenizer_class="CodeLlamaTokenizer",
+        config={"fill_token": None},
+    ),
+    # deepseek-ai/deepseek-coder-*-base: byte-level BPE (README Q&A), LlamaTokenizerFast class,
+    # BOS <｜begin▁of▁sentence｜> added, EOS <｜end▁of▁sentence｜> (id 32014), pad = EOS.
+    "deepseek-coder": TokenizerSpec(
+        "byte-level",
+        eos="<｜end▁of▁sentence｜>",
+        bos="<｜begin▁of▁sentence｜>",
+        pad="<｜end▁of▁sentence｜>",
+        add_bos=True,
+        extra=lambda: _fim_tokens("deepseek-coder"),
+        tokenizer_class="LlamaTokenizerFast",
+    ),
+    # Qwen/Qwen2.5-Coder-*: Qwen2Tokenizer, byte-level BPE, no BOS, EOS = pad = <|endoftext|>
+    # (transformers Qwen2Tokenizer defaults), ChatML and FIM/repository tokens.
+    "qwen2.5-coder": TokenizerSpec(
+        "byte-level",
+        eos="<|endoftext|>",
+        pad="<|endoftext|>",
+        unk=None,
+        extra=lambda: ("<|im_start|>", "<|im_end|>", *_fim_tokens("qwen2.5-coder")),
+        tokenizer_class="Qwen2Tokenizer",
+    ),
+    # T5-style seq2seq: <pad> (also the decoder start), </s>, <unk>; no FIM tokens.
+    "t5": TokenizerSpec("byte-level", eos="</s>", unk="<unk>", pad="<pad>"),
+}
+
+
+def _train_base(kind: str) -> Path:
+    """Train (once) the vocabulary every tokenizer of a kind shares; returns its tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    path = cache_dir() / "tokenizers" / f"v{PRESETS_VERSION}-{kind}-{PRESET_VOCAB}" / "tokenizer.json"
+    if path.is_file():
+        return path
+    if kind == "byte-level":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=PRESET_VOCAB,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+    else:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        trainer = trainers.BpeTrainer(vocab_size=PRESET_VOCAB - 3 - 256, show_progress=False)
+    tokenizer.train_from_iterator(stdlib_texts(), trainer=trainer)
+    with atomic_dir(path.parent) as tmp:
+        tokenizer.save(str(tmp / "tokenizer.json"))
+    return path
+
+
+def _sentencepiece_model(base: dict[str, Any], unk: str, bos: str, eos: str) -> Any:
+    """Llama's layout: <unk> <s> </s>, then the 256 byte-fallback pieces, then the learned merges."""
+    from tokenizers import models
+
+    vocab = {unk: 0, bos: 1, eos: 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for token, _ in sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
+    return models.BPE(vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=True)
+
+
+def build_tokenizer(spec: TokenizerSpec, out: Path) -> None:
+    """Write a tokenizer folder for ``spec`` (tokenizer.json + tokenizer_config.json) into ``out``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    base = json.loads(_train_base(spec.kind).read_text(encoding="utf-8"))
+    if spec.kind == "byte-level":
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
+        tokenizer = Tokenizer(models.BPE(vocab=base["model"]["vocab"], merges=merges))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    else:
+        assert spec.unk and spec.bos
+        tokenizer = Tokenizer(_sentencepiece_model(base, spec.unk, spec.bos, spec.eos))
+        # As transformers' LlamaTokenizer builds it: one ▁ before the text, spaces become ▁, and the
+        # decoder strips that first space again.
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="first", split=False
+        )
+        tokenizer.decoder = decoders.Sequence(
+            [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        )
+    named = [t for t in (spec.bos, spec.eos, spec.unk, spec.pad) if t]
+    extra = [t for t in spec.extra() if t not in named]
+    tokenizer.add_special_tokens(list(dict.fromkeys([*named, *extra])))
+    if spec.add_bos:
+        bos_id = tokenizer.token_to_id(spec.bos)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{spec.bos} $A", pair=f"{spec.bos} $A {spec.bos} $B", special_tokens=[(spec.bos, bos_id)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=spec.bos,
+        eos_token=spec.eos,
+        unk_token=spec.unk,
+        pad_token=spec.pad,
+        additional_special_tokens=extra,
+        clean_up_tokenization_spaces=False,
+        model_max_length=PRESET_CONTEXT,
+    )
+    fast.save_pretrained(out)
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config |= {"tokenizer_class": spec.tokenizer_class, "add_bos_token": spec.add_bos, "add_eos_token": False}
+    config |= spec.config
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+# --- model configs ----------------------------------------------------------------------------------
+
+_NO_DROPOUT = {"attention_dropout": 0.0}
+
+
+def _ids(tok: Any) -> dict[str, Any]:
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return {"bos_token_id": bos, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
 
 
 def _gpt_bigcode(tok: Any) -> Any:
@@ -77,8 +261,7 @@ def _gpt_bigcode(tok: Any) -> Any:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **_ids(tok),
     )
 
 
@@ -93,12 +276,13 @@ def _starcoder2(tok: Any) -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=PRESET_CONTEXT,
+        sliding_window=PRESET_SLIDING_WINDOW,
+        use_bias=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         residual_dropout=0.0,
         embedding_dropout=0.0,
-        attention_dropout=0.0,
-        sliding_window=None,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **_NO_DROPOUT,
+        **_ids(tok),
     )
 
 
@@ -114,10 +298,9 @@ def _phi(tok: Any) -> Any:
         max_position_embeddings=PRESET_CONTEXT,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
-        attention_dropout=0.0,
         partial_rotary_factor=0.5,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **_NO_DROPOUT,
+        **_ids(tok),
     )
 
 
@@ -135,15 +318,44 @@ def _codegen(tok: Any) -> Any:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **_ids(tok),
     )
 
 
-def _llama(tok: Any) -> Any:
+def _llama_like(tok: Any, **overrides: Any) -> Any:
     from transformers import LlamaConfig
 
-    return LlamaConfig(
+    settings: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 256,
+        "intermediate_size": 688,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": PRESET_CONTEXT,
+        **_NO_DROPOUT,
+        **_ids(tok),
+    }
+    return LlamaConfig(**(settings | overrides))
+
+
+def _llama(tok: Any) -> Any:
+    return _llama_like(tok)
+
+
+def _codellama(tok: Any) -> Any:
+    return _llama_like(tok, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
+
+
+def _deepseek_coder(tok: Any) -> Any:
+    # deepseek-coder-*-base: LlamaForCausalLM, rope_theta 100000, linear RoPE scaling by 4 (README Q&A).
+    return _llama_like(tok, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100_000.0})
+
+
+def _qwen2(tok: Any) -> Any:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
         vocab_size=len(tok),
         hidden_size=256,
         intermediate_size=688,
@@ -151,10 +363,11 @@ def _llama(tok: Any) -> Any:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=PRESET_CONTEXT,
-        attention_dropout=0.0,
-        bos_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        use_sliding_window=False,
+        tie_word_embeddings=True,
+        **_NO_DROPOUT,
+        **_ids(tok),
     )
 
 
@@ -178,38 +391,63 @@ def _t5(tok: Any) -> Any:
     )
 
 
-PRESETS: dict[str, Callable[[Any], Any]] = {
-    "tiny-gpt-bigcode": _gpt_bigcode,
-    "tiny-starcoder2": _starcoder2,
-    "tiny-phi": _phi,
-    "tiny-codegen": _codegen,
-    "tiny-llama": _llama,
-    "tiny-t5": _t5,
-}
-SEQ2SEQ_PRESETS = frozenset({"tiny-t5"})
+@dataclass(frozen=True)
+class Preset:
+    """A tiny model: which tokenizer, which config, and the real family it stands for."""
+
+    name: str
+    tokenizer: str
+    config: Callable[[Any], Any]
+    family: str
+    seq2seq: bool = False
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    PRESETS[preset.name] = preset
+    return preset
+
+
+register_preset(Preset("tiny-gpt-bigcode", "starcoder", _gpt_bigcode, "StarCoder / SantaCoder (GPTBigCode)"))
+register_preset(Preset("tiny-starcoder2", "starcoder", _starcoder2, "StarCoder2"))
+register_preset(Preset("tiny-phi", "codegen", _phi, "Phi-1 / Phi-1.5"))
+register_preset(Preset("tiny-codegen", "codegen", _codegen, "CodeGen-mono"))
+register_preset(Preset("tiny-llama", "llama", _llama, "Llama 2"))
+register_preset(Preset("tiny-codellama", "codellama", _codellama, "Code Llama"))
+register_preset(Preset("tiny-deepseek-coder", "deepseek-coder", _deepseek_coder, "DeepSeek-Coder"))
+register_preset(Preset("tiny-qwen2.5-coder", "qwen2.5-coder", _qwen2, "Qwen2.5-Coder"))
+register_preset(Preset("tiny-t5", "t5", _t5, "CodeT5 (T5)", seq2seq=True))
+SEQ2SEQ_PRESETS = frozenset(name for name, preset in PRESETS.items() if preset.seq2seq)
 
 
 def is_preset(name: str) -> bool:
     return name in PRESETS
 
 
+def preset_tokenizer_dir(tokenizer: str) -> Path:
+    """Build (once) and return the folder of one family's preset tokenizer."""
+    folder = cache_dir() / "tokenizers" / f"v{PRESETS_VERSION}-{tokenizer}"
+    if not (folder / "tokenizer.json").is_file():
+        with atomic_dir(folder) as tmp:
+            build_tokenizer(TOKENIZERS[tokenizer], tmp)
+    return folder
+
+
 def preset_dir(name: str) -> Path:
     """Build (once) and return the folder of a tiny preset: config, random weights, tokenizer."""
     import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForSeq2SeqLM,
-        GenerationConfig,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
-    folder = cache_dir() / "presets" / name
+    folder = cache_dir() / f"presets-v{PRESETS_VERSION}" / name
     if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
         return folder
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(preset_tokenizer_dir())
-    config = PRESETS[name](tokenizer)
+    preset = PRESETS[name]
+    tokenizer = AutoTokenizer.from_pretrained(preset_tokenizer_dir(preset.tokenizer))
+    config = preset.config(tokenizer)
     torch.manual_seed(0)
-    auto = AutoModelForSeq2SeqLM if name in SEQ2SEQ_PRESETS else AutoModelForCausalLM
+    auto = AutoModelForSeq2SeqLM if preset.seq2seq else AutoModelForCausalLM
     model = auto.from_config(config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
@@ -219,5 +457,6 @@ def preset_dir(name: str) -> Path:
     )
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        for source in sorted(preset_tokenizer_dir(preset.tokenizer).iterdir()):
+            (tmp / source.name).write_bytes(source.read_bytes())
     return folder

@@ -1,4 +1,4 @@
-"""Train a byte-level BPE tokenizer on a corpus, carrying EOS, PAD and StarCoder's FIM tokens."""
+"""Train a byte-level BPE tokenizer on a corpus, carrying EOS, PAD and the FIM tokens codetune adds."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 from codetune.errors import InputError
 from codetune.files import atomic_dir, write_json
-from codetune.modeling.special_tokens import DEFAULT_FAMILY, EOS_TOKEN, PAD_TOKEN
 from codetune.stage import StageResult
 
-SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN, *DEFAULT_FAMILY.all]
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<pad>"
 MAX_FILE_BYTES = 200_000
 
 
@@ -49,12 +49,15 @@ def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int, out: str |
             seen += 1
             yield text
 
+    from codetune.fim import ADDED_FAMILY, FAMILIES
+
+    fim = list(FAMILIES[ADDED_FAMILY].sentinels)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN, *fim],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -67,7 +70,7 @@ def train_tokenizer_from_texts(texts: Iterable[str], vocab_size: int, out: str |
         bos_token=EOS_TOKEN,
         unk_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
-        additional_special_tokens=DEFAULT_FAMILY.all,
+        additional_special_tokens=fim,
         clean_up_tokenization_spaces=False,
         model_max_length=2048,
     )

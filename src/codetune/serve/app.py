@@ -52,11 +52,9 @@ def redact_server_logs() -> None:
 
 
 def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> OpenAIServing:
-    """Load the model (base + adapter, unmerged) and start its batcher."""
-    from codetune.inference.engine import is_seq2seq
+    """Load the model (base + adapter, unmerged) and start its engine."""
     from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
-    from codetune.serve.batcher import Batcher
-    from codetune.serve.scheduler import ContinuousBatcher
+    from codetune.serve.serving import start_engine
 
     if model is None or tokenizer is None:
         import torch
@@ -65,16 +63,7 @@ def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) ->
         tokenizer = load_tokenizer(ref)
         device = cfg.device or default_device()
         model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
-    options = {
-        "max_batch_size": cfg.max_batch_size,
-        "wait_s": cfg.batch_wait_ms / 1000,
-        "regroup_s": cfg.batch_regroup_ms / 1000,
-        "max_queue": cfg.max_queue,
-    }
-    # Seq2seq models keep the micro-batcher: their decoder cache also holds the encoder's outputs.
-    continuous = cfg.batching == "continuous" and not is_seq2seq(model)
-    batcher = (ContinuousBatcher if continuous else Batcher)(model, tokenizer, **options)
-    batcher.start()
+    batcher = start_engine(cfg, model, tokenizer)
     return OpenAIServing(cfg, model, tokenizer, batcher)
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from codetune.config import StrictModel
+from codetune.schema import StrictModel
 
 
 class ServeConfig(StrictModel):
@@ -55,4 +55,14 @@ class ServeConfig(StrictModel):
         None, gt=0, description="Prompt + completion limit (default: model's)."
     )
     postprocess: bool = Field(True, description="Line/block clean-up of FIM completions (per request too).")
+    kv_token_budget: int = Field(
+        65536, gt=0, description="Most KV-cache tokens (rows x padded width) continuous batching admits."
+    )
+    fim_prefix_ratio: float = Field(
+        0.75, gt=0, lt=1, description="Share of a trimmed FIM prompt kept for the prefix (the rest: suffix)."
+    )
+    strict_fim: bool = Field(
+        False,
+        description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning).",
+    )
     log_level: str = Field("info", description="uvicorn log level.")

@@ -20,12 +20,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from codetune.inference.engine import SamplingParams
-
-MIN_TEMPERATURE = 0.01
-MAX_SEED = 2**64 - 1
-MAX_STOPS, MAX_STOP_CHARS = 16, 256
-MAX_PATTERNS, MAX_PATTERN_CHARS = 8, 256
+from codetune.generation.params import (
+    MAX_PATTERN_CHARS,
+    MAX_PATTERNS,
+    MAX_SEED,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    MIN_TEMPERATURE,
+    SamplingParams,
+)
 
 Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 Pattern = Annotated[str, Field(max_length=MAX_PATTERN_CHARS)]

@@ -11,8 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from codetune.inference.engine import Sequence, context_length
-from codetune.serve.batcher import Batcher, QueueFull
+from codetune.generation.engines import Engine, QueueFull, engine_for
+from codetune.generation.params import InvalidParams
+from codetune.generation.request import Request, RequestError, build_request
+from codetune.generation.sequence import Sequence, context_length, is_seq2seq
 from codetune.serve.config import ServeConfig
 from codetune.serve.protocol import (
     ChatChoice,
@@ -80,10 +82,33 @@ def parse(model_cls: type, body: bytes) -> Any:
         raise validation_error(error) from None
 
 
-class OpenAIServing:
-    """Completions, chat, models and health over one model and its batcher."""
+def start_engine(cfg: ServeConfig, model: Any, tokenizer: Any) -> Engine:
+    """The engine that serves ``cfg`` (continuous batching unless micro is asked or the model is seq2seq)."""
+    engine = engine_for(
+        model,
+        tokenizer,
+        "continuous" if cfg.batching == "continuous" else "static",
+        max_batch_size=cfg.max_batch_size,
+        wait_s=cfg.batch_wait_ms / 1000,
+        regroup_s=cfg.batch_regroup_ms / 1000,
+        max_queue=cfg.max_queue,
+        kv_token_budget=cfg.kv_token_budget,
+    )
+    engine.start()
+    return engine
 
-    def __init__(self, cfg: ServeConfig, model: Any, tokenizer: Any, batcher: Batcher) -> None:
+
+def _language(request: Any) -> str | None:
+    """The language an editor names (``language``, or Copilot's ``extra.language``), if any."""
+    extra = getattr(request, "extra", None)
+    value = getattr(request, "language", None) or (extra.get("language") if isinstance(extra, dict) else None)
+    return value if isinstance(value, str) and len(value) < 40 else None
+
+
+class OpenAIServing:
+    """Completions, chat, models and health over one model and its engine."""
+
+    def __init__(self, cfg: ServeConfig, model: Any, tokenizer: Any, batcher: Engine) -> None:
         self.cfg, self.model, self.tokenizer, self.batcher = cfg, model, tokenizer, batcher
         self.name = cfg.served_name or cfg.model
         self.context = cfg.context_length or context_length(model) or 2048
@@ -119,22 +144,31 @@ class OpenAIServing:
             )
 
     def _params(self, request: Any, extra_stop: list[str] | None = None) -> Any:
-        params = request.to_sampling_params(self.cfg.default_max_tokens, extra_stop)
         try:
+            params = request.to_sampling_params(self.cfg.default_max_tokens, extra_stop)
             params.check()
-        except ValueError as error:
-            raise ServingError(400, str(error)) from None
+        except InvalidParams as error:
+            raise ServingError(400, str(error), param=error.field, code="invalid_value") from None
+        except (ValueError, TypeError, OverflowError) as error:
+            raise ServingError(400, str(error), code="invalid_value") from None
         return params
 
-    def _check_length(self, ids: list[int], max_new: int) -> None:
-        if len(ids) + max_new > self.context:
-            raise ServingError(
-                400,
-                f"this model's maximum context length is {self.context} tokens; the prompt has {len(ids)} "
-                f"and {max_new} more were requested",
-                param="prompt" if len(ids) >= self.context else "max_tokens",
-                code="context_length_exceeded",
+    def _request(self, prompt: str | list[int], suffix: str | None, params: Any, **options: Any) -> Request:
+        """The one request builder, with this server's context, trimming and FIM settings."""
+        try:
+            return build_request(
+                self.tokenizer,
+                prompt,
+                suffix,
+                params,
+                context=self.context,
+                seq2seq=is_seq2seq(self.model),
+                prefix_ratio=self.cfg.fim_prefix_ratio,
+                strict_fim=self.cfg.strict_fim,
+                **options,
             )
+        except RequestError as error:
+            raise ServingError(400, str(error), param=error.param, code=error.code) from None
 
     async def _run(
         self, seqs: list[Sequence], disconnected: Disconnected | None, *, stream: bool = False
@@ -166,10 +200,13 @@ class OpenAIServing:
                     continue
                 if event[0] == "done":
                     remaining -= 1
-                    if seqs[event[1]].error:
+                    error = seqs[event[1]].error
+                    if error and error.startswith("PatternTimeout"):
                         raise ServingError(
-                            500, f"generation failed: {seqs[event[1]].error}", type="server_error"
+                            400, error, param="truncate_before_pattern", code="pattern_timeout"
                         )
+                    if error:
+                        raise ServingError(500, f"generation failed: {error}", type="server_error")
                 yield event
         finally:
             self.batcher.cancel([s for s in seqs if not s.done] or [])
@@ -177,11 +214,7 @@ class OpenAIServing:
                 self.batcher.release(seq)
 
     # -- completions ----------------------------------------------------------------------------
-    def _completion_sequences(self, request: CompletionRequest) -> tuple[list[Sequence], list[str]]:
-        from codetune.errors import CodetuneError
-        from codetune.inference.postprocess import fim_postprocessor
-        from codetune.inference.prompts import fim_prompt
-
+    def _completion_requests(self, request: CompletionRequest) -> list[Request]:
         self._check(request)
         params = self._params(request)
         prompts = request.prompt
@@ -190,32 +223,29 @@ class OpenAIServing:
         if not prompts:
             prompts = [""]
         postprocess = self.cfg.postprocess if request.postprocess is None else request.postprocess
-        seqs, texts = [], []
-        for prompt in prompts:
-            if isinstance(prompt, list):
-                if any(t < 0 or t >= len(self.tokenizer) for t in prompt):
-                    raise ServingError(400, "prompt token id out of the vocabulary", param="prompt")
-                text, ids = self.tokenizer.decode(prompt), list(prompt)
-            elif request.suffix is not None:
-                try:
-                    ids = fim_prompt(self.tokenizer, prompt, request.suffix)
-                except CodetuneError as error:
-                    raise ServingError(400, str(error), param="suffix", code="fim_unsupported") from None
-                text = prompt
-            else:
-                text, ids = prompt, self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            if not ids and not getattr(self.model.config, "is_encoder_decoder", False):
-                ids = [self.tokenizer.eos_token_id]
-            self._check_length(ids, params.max_new_tokens)
-            post = (
-                fim_postprocessor(prompt, request.suffix)
-                if request.suffix is not None and postprocess
-                else None
-            )
-            for _ in range(params.n):
-                seqs.append(Sequence(ids, params, post.cut if post else None, post.finish if post else None))
-                texts.append(text)
-        return seqs, texts
+        language = _language(request)
+        return [
+            self._request(prompt, request.suffix, params, postprocess=postprocess, language=language)
+            for prompt in prompts
+        ]
+
+    @staticmethod
+    def _annotate(body: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
+        """Add what was kept of each prompt to ``usage``, and any warning."""
+        if body.get("usage") is not None:
+            details = [r.usage_details() for r in requests]
+            for key in (
+                "prompt_tokens_sent",
+                "prompt_tokens_kept",
+                "prefix_tokens_dropped",
+                "suffix_tokens_dropped",
+            ):
+                body["usage"][key] = sum(d[key] for d in details)
+            body["usage"]["truncated"] = any(d["truncated"] for d in details)
+        warnings = sorted({r.warning for r in requests if r.warning})
+        if warnings:
+            body["warning"] = "; ".join(warnings)
+        return body
 
     def _logprobs(self, seq: Sequence, offset: int) -> CompletionLogprobs | None:
         if seq.params.logprobs is None:
@@ -245,10 +275,12 @@ class OpenAIServing:
         self, request: CompletionRequest, disconnected: Disconnected | None = None
     ) -> dict[str, Any] | AsyncIterator[str]:
         """A completion response, or (stream) an iterator of SSE lines."""
-        seqs, texts = self._completion_sequences(request)
+        requests = self._completion_requests(request)
+        seqs = [seq for r in requests for seq in r.new_sequences()]
+        texts = [r.text for r in requests for _ in r.sequences]
         model = request.model or self.name
         if request.stream:
-            return await self._stream_completions(request, seqs, texts, model, disconnected)
+            return await self._stream_completions(request, requests, seqs, texts, model, disconnected)
         async for _ in self._run(seqs, disconnected):
             pass
         choices = []
@@ -262,13 +294,15 @@ class OpenAIServing:
                     finish_reason=self._reason(seq),
                 )
             )
-        return CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(
+        body = CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(
             exclude_none=False
         )
+        return self._annotate(body, requests)
 
     async def _stream_completions(
         self,
         request: CompletionRequest,
+        requests: list[Request],
         seqs: list[Sequence],
         texts: list[str],
         model: str,
@@ -279,6 +313,8 @@ class OpenAIServing:
         first = await _first(run)
         response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        warning = self._annotate({}, requests).get("warning")
+        sent = []
 
         def chunk(index: int, text: str, reason: str | None) -> str:
             body = {
@@ -288,6 +324,9 @@ class OpenAIServing:
                 "model": model,
                 "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
             }
+            if warning and not sent:
+                body["warning"] = warning
+            sent.append(1)
             return f"data: {json.dumps(body)}\n\n"
 
         async def events() -> AsyncIterator[str]:
@@ -312,6 +351,7 @@ class OpenAIServing:
                         "choices": [],
                         "usage": self._usage(seqs).model_dump(),
                     }
+                    self._annotate(body, requests)
                     yield f"data: {json.dumps(body)}\n\n"
                 yield "data: [DONE]\n\n"
             except ServingError as error:
@@ -336,9 +376,8 @@ class OpenAIServing:
             raise ServingError(400, f"cannot apply the chat template: {error}", param="messages") from None
         params = self._params(request, stops)
         params.logprobs = None
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        self._check_length(ids, params.max_new_tokens)
-        seqs = [Sequence(ids, params) for _ in range(params.n)]
+        built = self._request(prompt, None, params)
+        seqs = built.new_sequences()
         model = request.model or self.name
         if request.stream:
             return await self._stream_chat(seqs, model, disconnected)
@@ -348,7 +387,8 @@ class OpenAIServing:
             ChatChoice(index=i, message=ChatMessageOut(content=s.text), finish_reason=self._reason(s))
             for i, s in enumerate(seqs)
         ]
-        return ChatCompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump()
+        body = ChatCompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump()
+        return self._annotate(body, [built])
 
     async def _stream_chat(
         self, seqs: list[Sequence], model: str, disconnected: Disconnected | None

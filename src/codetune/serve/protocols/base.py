@@ -118,8 +118,8 @@ class Engine:
             )
         except ValidationError as error:
             raise validation_error(error) from None
-        seqs, _ = self.serving._completion_sequences(openai_request)
-        return seqs, False, None
+        [built] = self.serving._completion_requests(openai_request)
+        return built.new_sequences(), built.truncated, built.warning
 
     def _claim(self, request: EditorRequest, seqs: list[Any]) -> None:
         if request.client is None:

@@ -1,0 +1,1 @@
+"""Generation: one SamplingParams, one request builder, engines behind submit/stream/cancel/run."""

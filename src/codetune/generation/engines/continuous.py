@@ -1,0 +1,342 @@
+"""Continuous batching: one loop decodes every active row one token per step; rows join and leave between steps.
+
+The loop owns the model and one batched KV cache (transformers' ``DynamicCache``: rows left-padded
+to a shared width, an attention mask marking the padding, explicit position ids per row). Between
+two decode steps it admits queued rows while the padded cache they would need stays within a KV
+token budget: their prompts are prefilled together into a cache of their own, which is left-padded
+and stacked under the running one. A row that finishes, or whose client went away, leaves at once:
+its cache row is dropped, and so are the columns that only padding uses any more.
+
+Sliding-window layers (StarCoder2, Mistral) keep only the last ``window - 1`` columns and count the
+columns they have seen in ``cumulative_length``, which sizes their attention mask: every join and
+leave sets it to the new width and keeps the stored columns that the window still covers.
+
+Each row samples with its own settings and generator (``generation.sampler``), so greedy and
+sampled requests share forward passes. A row whose sampling or post-processing fails is failed
+alone; a failed prefill fails only the rows it admitted. Beam search rows run as a static batch
+between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from codetune.generation.engines.base import Engine
+from codetune.generation.engines.hf import run_batch
+from codetune.generation.sampler import choose_one, make_generator, plain
+from codetune.generation.sequence import Sequence, advance, fail, finish, stop_token_ids
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KV_TOKEN_BUDGET = 65536
+
+
+@dataclass(eq=False)
+class _Row:
+    """A sequence being decoded: its next position, the token to feed next, and its random generator."""
+
+    seq: Sequence
+    position: int
+    generator: Any
+    pending: int = -1
+
+    @property
+    def remaining(self) -> int:
+        return max(self.seq.params.max_new_tokens - len(self.seq.tokens), 0)
+
+
+def _stored(layer: Any, width: int) -> int:
+    """How many of ``width`` columns a cache layer keeps (a sliding window keeps ``window - 1``)."""
+    if getattr(layer, "is_sliding", False):
+        return min(width, layer.sliding_window - 1)
+    return width
+
+
+def _set_width(layer: Any, width: int) -> None:
+    if hasattr(layer, "cumulative_length"):
+        layer.cumulative_length = width
+
+
+class ContinuousEngine(Engine):
+    """Token-level continuous batching over a causal LM."""
+
+    name = "continuous"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        kv_token_budget: int = DEFAULT_KV_TOKEN_BUDGET,
+        join_wait_s: float = 0.002,
+        **options: Any,
+    ) -> None:
+        options.pop("wait_s", None)
+        options.pop("regroup_s", None)
+        options.pop("token_budget", None)
+        super().__init__(model, tokenizer, **options)
+        self.kv_token_budget = kv_token_budget
+        self.join_wait_s = join_wait_s
+        self._recent_rows = 0.0
+        self._rows: list[_Row] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self._device = next(model.parameters()).device
+        self._stop_ids = stop_token_ids(tokenizer)
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else tokenizer.eos_token_id
+        self.decode_steps = 0
+        self.decode_rows = 0
+
+    def stats(self) -> dict[str, int]:
+        """The engine's counters (``batches`` counts forward passes) plus decode occupancy."""
+        stats = super().stats()
+        with self._cond:
+            stats.update(decode_steps=self.decode_steps, decode_rows=self.decode_rows)
+        return stats
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _worker(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._pending and not self._rows and not self._stopping:
+                        self._cond.wait(timeout=0.5)
+                    self._wait_for_joiners()
+                    if self._stopping:
+                        for seq in list(self._pending) + [r.seq for r in self._rows]:
+                            finish(seq, "cancelled")
+                        return
+                    new = self._admissions(self._pending)
+                self._tick(new)
+                # Hand the GIL to the HTTP thread between steps, so that requests get parsed and
+                # answered (and join the batch) while the loop keeps decoding.
+                time.sleep(0)
+
+    def _wait_for_joiners(self) -> None:
+        """Under concurrent load, give clients that just finished a moment to come back (lock held).
+
+        Closed-loop clients re-send as soon as their answer arrives; without this pause the loop
+        decodes their neighbours alone while their requests are still being parsed. With one client
+        (the recent average is about one row) it never waits.
+        """
+        self._recent_rows = 0.9 * self._recent_rows + 0.1 * (len(self._rows) + len(self._pending))
+        if self.join_wait_s and not self._pending and len(self._rows) + 1 < self._recent_rows:
+            self._cond.wait(timeout=self.join_wait_s)
+
+    def _run_inline(self, seqs: list[Sequence]) -> Iterator[Sequence]:
+        import torch
+
+        finished: list[Sequence] = []
+        for seq in seqs:
+            user = seq.on_done
+            seq.on_done = lambda s, user=user: (finished.append(s), user(s) if user else None)
+            self._hold(seq)
+        waiting = deque(seqs)
+        with torch.inference_mode():
+            while waiting or self._rows:
+                self._tick(self._admissions(waiting))
+                while finished:
+                    yield finished.pop(0)
+
+    def _tick(self, new: list[Sequence]) -> None:
+        if new:
+            try:
+                self._admit(new)
+            except Exception as error:  # only the rows being admitted fail
+                logger.exception("prefill failed")
+                self._fail(new, error)
+        if self._rows:
+            try:
+                self._step()
+            except Exception as error:  # a failed forward pass fails the rows in it, the loop goes on
+                logger.exception("decoding step failed")
+                self._fail([r.seq for r in self._rows], error)
+                self._rows, self._cache, self._mask = [], None, None
+
+    def _cost(self, rows: int, width: int, remaining: int) -> int:
+        """KV tokens a padded batch of ``rows`` rows needs at its widest."""
+        return rows * (width + remaining)
+
+    def _admissions(self, waiting: deque[Sequence]) -> list[Sequence]:
+        """Waiting sequences that fit the KV token budget (at least one when nothing runs).
+
+        No waiting for company: a request that comes a moment later joins at the next step.
+        """
+        new: list[Sequence] = []
+        width = self._mask.shape[1] if self._rows else 0
+        remaining = max((r.remaining for r in self._rows), default=0)
+        while waiting and len(self._rows) + len(new) < self.max_batch_size:
+            seq = waiting[0]
+            grown_width = max(width, len(seq.prompt_ids))
+            grown_remaining = max(remaining, seq.params.max_new_tokens)
+            cost = self._cost(len(self._rows) + len(new) + 1, grown_width, grown_remaining)
+            if cost > self.kv_token_budget and (self._rows or new):
+                break
+            new.append(waiting.popleft())
+            width, remaining = grown_width, grown_remaining
+        return new
+
+    # -- admitting ------------------------------------------------------------------------------
+    def _admit(self, seqs: list[Sequence]) -> None:
+        """Prefill new rows together, stack their cache under the running one, take their first tokens."""
+        import torch
+        from transformers import DynamicCache
+
+        ready, beams = [], []
+        for seq in seqs:
+            if seq.cancelled or seq.params.max_new_tokens == 0:
+                finish(seq, "cancelled" if seq.cancelled else "length")
+            elif seq.params.num_beams > 1:
+                beams.append(seq)
+            else:
+                ready.append(seq)
+        for key in {s.params.group_key() for s in beams}:
+            group = [s for s in beams if s.params.group_key() == key]
+            try:
+                run_batch(self.model, self.tokenizer, group)
+            except Exception as error:
+                self._fail(group, error)
+        if not ready:
+            return
+        prompts = [s.prompt_ids or [self.tokenizer.eos_token_id] for s in ready]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self._pad_id] * (width - len(p)) + p for p in prompts], device=self._device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits: the vocabulary projection is the big one
+        )
+        with self._cond:
+            self.batches += 1
+        rows = [
+            _Row(s, len(p), make_generator(s.params, s.copy, self._device)) for s, p in zip(ready, prompts)
+        ]
+        self._stack(out.past_key_values, mask, rows)
+        self._take(rows, out.logits[:, -1, :], offset=len(self._rows) - len(rows))
+
+    def _stack(self, cache: Any, mask: Any, rows: list[_Row]) -> None:
+        """Append rows (their cache and mask) to the running batch, left-padding the narrower side."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self._rows:
+            self._cache, self._mask, self._rows = cache, mask, rows
+            return
+        old, new = self._mask.shape[1], mask.shape[1]
+        width = max(old, new)
+        merged = []
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            keep = _stored(mine, width)
+            pairs = []
+            for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+                pairs.append(
+                    torch.cat(
+                        [F.pad(a, (0, 0, keep - a.shape[-2], 0)), F.pad(b, (0, 0, keep - b.shape[-2], 0))]
+                    )
+                )
+            merged.append(pairs)
+        # Only now change the running cache, so that a failure above leaves it as it was.
+        for layer, (keys, values) in zip(self._cache.layers, merged):
+            layer.keys, layer.values = keys, values
+            _set_width(layer, width)
+        self._mask = torch.cat([F.pad(self._mask, (width - old, 0)), F.pad(mask, (width - new, 0))])
+        self._rows = self._rows + rows
+
+    # -- decoding -------------------------------------------------------------------------------
+    def _step(self) -> None:
+        """Drop cancelled rows, feed every row its last token, take the next ones."""
+        import torch
+
+        gone = [i for i, r in enumerate(self._rows) if r.seq.cancelled or r.seq.done]
+        for i in gone:
+            finish(self._rows[i].seq, "cancelled")
+        if gone:
+            self._keep([i for i in range(len(self._rows)) if i not in set(gone)])
+            if not self._rows:
+                return
+        ids = torch.tensor([[r.pending] for r in self._rows], device=self._device)
+        positions = torch.tensor([[r.position] for r in self._rows], device=self._device)
+        ones = torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=self._device)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        with self._cond:
+            self.batches += 1
+            self.decode_steps += 1
+            self.decode_rows += len(self._rows)
+        for row in self._rows:
+            row.position += 1
+        self._take(self._rows, out.logits[:, -1, :], offset=0)
+
+    def _take(self, rows: list[_Row], logits: Any, offset: int) -> None:
+        """Choose each row's next token, advance it, and drop the rows that finished."""
+        finished = []
+        for i, (row, token, logp) in enumerate(zip(rows, *self._choose(rows, logits))):
+            try:
+                if token is None or advance(row.seq, token, self.tokenizer, self._stop_ids, logp):
+                    finished.append(offset + i)
+                else:
+                    row.pending = token
+            except Exception as error:  # post-processing, a client pattern, a callback: this row only
+                fail(row.seq, error)
+                finished.append(offset + i)
+        if finished:
+            done = set(finished)
+            self._keep([i for i in range(len(self._rows)) if i not in done])
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these rows; trim the cache columns that are padding in every remaining row."""
+        import torch
+
+        if not keep:
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self._device)
+        mask = self._mask[index]
+        first = int(mask.any(0).to(torch.int8).argmax())
+        width = mask.shape[1] - first
+        for layer in self._cache.layers:
+            keep_columns = _stored(layer, width)
+            layer.keys = layer.keys[index, :, layer.keys.shape[-2] - keep_columns :]
+            layer.values = layer.values[index, :, layer.values.shape[-2] - keep_columns :]
+            _set_width(layer, width)
+        self._mask = mask[:, first:]
+        self._rows = [self._rows[i] for i in keep]
+
+    def _choose(self, rows: list[_Row], logits: Any) -> tuple[list[int | None], list[Any]]:
+        """Next token per row with its own settings (None for a row whose sampling failed)."""
+        if all(plain(r.seq.params, len(r.seq.tokens)) for r in rows):
+            return logits.argmax(-1).tolist(), [None] * len(rows)
+        tokens: list[int | None] = []
+        logps: list[Any] = []
+        for i, row in enumerate(rows):
+            seq = row.seq
+            try:
+                token, logp = choose_one(
+                    logits[i], seq.params, seq.prompt_ids, seq.tokens, self._stop_ids, row.generator
+                )
+            except Exception as error:
+                fail(seq, error)
+                token, logp = None, None
+            tokens.append(token)
+            logps.append(logp)
+        return tokens, logps

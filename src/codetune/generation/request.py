@@ -1,0 +1,214 @@
+"""The one request builder: prefix (+ suffix) and settings -> prompt ids, post-processor, sequences.
+
+Every path (the Python API, generate, eval, every serving route) calls ``build_request``, so a
+prompt is rendered, trimmed and post-processed the same way wherever it comes from. Inputs come
+shaped like editors send them: a whole file around the cursor is trimmed to the context (the prefix
+from the left, the suffix from the right, at ``prefix_ratio``), and a suffix sent to a model without
+FIM tokens is answered as a prefix-only completion with a warning (unless ``strict_fim``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from codetune.errors import CodetuneError
+from codetune.generation.params import SamplingParams
+from codetune.generation.postprocess import FimPostprocessor, fim_postprocessor
+from codetune.generation.sequence import Cutter, Sequence
+
+DEFAULT_PREFIX_RATIO = 0.75
+NO_FIM_WARNING = (
+    "this model has no fill-in-the-middle tokens: the suffix was ignored and the prefix completed alone"
+)
+
+
+class RequestError(CodetuneError):
+    """A request that cannot be served; ``param`` and ``code`` name what is wrong (HTTP gives a 400)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+@dataclass
+class Request:
+    """A prompt ready for an engine, with what was trimmed and what the client should be told."""
+
+    prompt_ids: list[int]
+    text: str
+    params: SamplingParams
+    postprocessor: FimPostprocessor | None = None
+    warning: str | None = None
+    prompt_tokens_sent: int = 0
+    prefix_tokens_dropped: int = 0
+    suffix_tokens_dropped: int = 0
+    # Raw cut/finish callables for callers with their own post-processing (used when no post-processor).
+    cutter: Cutter | None = None
+    finisher: Callable[[str], str] | None = None
+    sequences: list[Sequence] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.prefix_tokens_dropped or self.suffix_tokens_dropped)
+
+    def new_sequences(self) -> list[Sequence]:
+        """The request's rows: ``n`` of them (one for beam search, which returns ``n`` beams)."""
+        post = self.postprocessor
+        copies = 1 if self.params.num_beams > 1 else self.params.n
+        self.sequences = [
+            Sequence(
+                list(self.prompt_ids),
+                self.params,
+                post.cut if post else self.cutter,
+                post.finish if post else self.finisher,
+                copy=k,
+            )
+            for k in range(copies)
+        ]
+        return self.sequences
+
+    def usage_details(self) -> dict[str, Any]:
+        """What of the prompt was kept (added to OpenAI's ``usage``)."""
+        return {
+            "prompt_tokens_sent": self.prompt_tokens_sent,
+            "prompt_tokens_kept": len(self.prompt_ids),
+            "prefix_tokens_dropped": self.prefix_tokens_dropped,
+            "suffix_tokens_dropped": self.suffix_tokens_dropped,
+            "truncated": self.truncated,
+        }
+
+
+def _text_ids(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
+    return tokenizer(text, add_special_tokens=special)["input_ids"] if text else []
+
+
+def has_fim(tokenizer: Any) -> bool:
+    from codetune.modeling.special_tokens import fim_tokens
+
+    return fim_tokens(tokenizer) is not None
+
+
+def _fim_ids(tokenizer: Any, prefix: str, suffix: str) -> list[int]:
+    from codetune.inference.prompts import fim_prompt
+
+    return fim_prompt(tokenizer, prefix, suffix)
+
+
+def build_request(
+    tokenizer: Any,
+    prompt: str | list[int],
+    suffix: str | None = None,
+    params: SamplingParams | None = None,
+    *,
+    context: int | None = None,
+    seq2seq: bool = False,
+    prefix_ratio: float = DEFAULT_PREFIX_RATIO,
+    strict_fim: bool = False,
+    postprocess: bool = True,
+    language: str | None = None,
+    min_length: int = 1,
+) -> Request:
+    """Render one prompt for an engine; RequestError for what no trimming can fix."""
+    params = params or SamplingParams()
+    room = None
+    if context is not None and not seq2seq:
+        room = context - params.max_new_tokens
+        if room < 1:
+            raise RequestError(
+                f"this model's maximum context length is {context} tokens and {params.max_new_tokens} "
+                "new tokens were requested: ask for fewer",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+    warning = None
+    if suffix is not None and not has_fim(tokenizer):
+        if strict_fim:
+            raise RequestError(
+                "this model's tokenizer has no fill-in-the-middle tokens, so a suffix cannot be used",
+                param="suffix",
+                code="fim_unsupported",
+            )
+        warning = NO_FIM_WARNING
+    post = (
+        fim_postprocessor(prompt, suffix, language, min_length)
+        if suffix is not None and postprocess and isinstance(prompt, str)
+        else None
+    )
+    if isinstance(prompt, list):
+        if any(not isinstance(t, int) or t < 0 or t >= len(tokenizer) for t in prompt):
+            raise RequestError("prompt token id out of the vocabulary", param="prompt")
+        return _plain(tokenizer.decode(prompt), list(prompt), params, room, post, warning, seq2seq, tokenizer)
+    if suffix is not None and warning is None:
+        return _fim(tokenizer, prompt, suffix, params, room, prefix_ratio, post)
+    return _plain(
+        prompt, _text_ids(tokenizer, prompt, special=seq2seq), params, room, post, warning, seq2seq, tokenizer
+    )
+
+
+def _plain(
+    text: str,
+    ids: list[int],
+    params: SamplingParams,
+    room: int | None,
+    post: FimPostprocessor | None,
+    warning: str | None,
+    seq2seq: bool,
+    tokenizer: Any,
+) -> Request:
+    sent = len(ids)
+    if room is not None and len(ids) > room:
+        ids = ids[-room:]  # an editor's prefix: the text nearest the cursor matters most
+    if not ids and not seq2seq:
+        ids = [tokenizer.eos_token_id]
+    return Request(ids, text, params, post, warning, sent, sent - len(ids) if sent > len(ids) else 0)
+
+
+def _fim(
+    tokenizer: Any,
+    prefix: str,
+    suffix: str,
+    params: SamplingParams,
+    room: int | None,
+    prefix_ratio: float,
+    post: FimPostprocessor | None,
+) -> Request:
+    try:
+        ids = _fim_ids(tokenizer, prefix, suffix)
+    except CodetuneError as error:
+        raise RequestError(str(error), param="suffix", code="fim_unsupported") from None
+    sent = len(ids)
+    if room is None or sent <= room:
+        return Request(ids, prefix, params, post, None, sent)
+    before, after = _text_ids(tokenizer, prefix), _text_ids(tokenizer, suffix)
+    overhead = len(_fim_ids(tokenizer, "", ""))
+    budget = room - overhead
+    if budget < 2:
+        raise RequestError(
+            f"the context leaves no room for a prompt ({room} tokens, {overhead} for FIM markers)",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    # Re-encoding trimmed text can merge tokens differently: shrink until the prompt fits.
+    for _ in range(4):
+        keep_after = min(len(after), max(budget - len(before), int(budget * (1 - prefix_ratio))))
+        keep_before = min(len(before), budget - keep_after)
+        kept_prefix = tokenizer.decode(before[len(before) - keep_before :]) if keep_before else ""
+        kept_suffix = tokenizer.decode(after[:keep_after]) if keep_after else ""
+        ids = _fim_ids(tokenizer, kept_prefix, kept_suffix)
+        if len(ids) <= room:
+            break
+        budget -= len(ids) - room
+    else:
+        ids = ids[-room:]
+    return Request(
+        ids,
+        prefix,
+        params,
+        post,
+        None,
+        sent,
+        prefix_tokens_dropped=len(before) - keep_before,
+        suffix_tokens_dropped=len(after) - keep_after,
+    )
