@@ -106,19 +106,10 @@ def family_presets() -> list[tuple[str, str]]:
 FAST = "tiny-codellama"  # the family whose layout differs most from StarCoder's runs in the default suite
 
 
-# Continuous batching edits sliding-window cache layers without their cumulative length, so a row
-# joining a running one fails (issue 11 item 3, the generation engine); remove once that is fixed.
-SLIDING_WINDOW_JOIN = pytest.mark.xfail(
-    strict=True, reason="issue 11 item 3: a row joining a running batch on a sliding-window model fails"
-)
-
-
 def _params():
     rows = []
     for family, name in family_presets():
         marks = [] if name == FAST else [pytest.mark.slow]
-        if load_model_config(name).get("sliding_window"):
-            marks.append(SLIDING_WINDOW_JOIN)
         rows.append(pytest.param(family, name, id=f"{family}-{name}", marks=marks))
     return rows
 

@@ -71,14 +71,9 @@ def batcher_for():
         batcher.stop()
 
 
-# tiny-starcoder2 now has StarCoder2's sliding window: joining rows edits its cache layers without
-# their cumulative length (issue 11 item 3, the engine's fix); strict, so the mark goes with the fix.
-SLIDING_JOIN = pytest.mark.xfail(strict=True, reason="issue 11 item 3: sliding-window cache on join")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=SLIDING_JOIN) if n == "tiny-starcoder2" else n for n in CAUSAL]
-)
+# tiny-starcoder2 carries StarCoder2's sliding window, so its row checks that joining rows mend the
+# window's cache layers (issue 11 item 3).
+@pytest.mark.parametrize("name", CAUSAL)
 def test_rows_joining_mid_flight_get_their_greedy_text_alone(name, batcher_for):
     model, tokenizer = load(name)
     expected = [alone(model, tokenizer, p, max_new_tokens=12).text for p in PROMPTS]

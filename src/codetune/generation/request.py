@@ -85,9 +85,9 @@ def _text_ids(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
 
 
 def has_fim(tokenizer: Any) -> bool:
-    from codetune.modeling.special_tokens import fim_tokens
+    from codetune.fim import FimFormat
 
-    return fim_tokens(tokenizer) is not None
+    return FimFormat.from_tokenizer(tokenizer) is not None
 
 
 def _fim_ids(tokenizer: Any, prefix: str, suffix: str) -> list[int]:

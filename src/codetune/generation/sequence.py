@@ -18,6 +18,9 @@ from typing import Any
 from codetune.generation.params import SamplingParams
 from codetune.generation.stops import StopMatcher
 
+# a character no tokenizer merges with what follows it (the same probe as codetune.fim's)
+PROBE = "☺"
+
 logger = logging.getLogger(__name__)
 
 Cutter = Callable[[str], "int | None"]
@@ -35,6 +38,31 @@ class Completion:
     top_logprobs: list[dict[str, float]] | None = None
 
 
+def _probe_ids(tokenizer: Any) -> list[int]:
+    """Ids of a plain character to decode generated ids behind, cached on the tokenizer."""
+    cached = getattr(tokenizer, "_codetune_probe_ids", None)
+    if cached is None:
+        cached = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
+        with contextlib.suppress(AttributeError):
+            tokenizer._codetune_probe_ids = cached
+    return cached
+
+
+def decode_generated(tokenizer: Any, ids: list[int]) -> str:
+    """Text of generated ids as they continue a prompt.
+
+    SentencePiece-style decoders (Llama, CodeLlama, DeepSeek) drop the leading space of the first
+    token of a decoded string, which is right for a whole text and wrong for a continuation: decoding
+    behind a probe character keeps it (as CodeLlama's ``decode_infilling`` does).
+    """
+    if not ids:
+        return ""
+    probe = _probe_ids(tokenizer)
+    head = tokenizer.decode(probe, skip_special_tokens=True)
+    text = tokenizer.decode(probe + list(ids), skip_special_tokens=True)
+    return text[len(head) :] if text.startswith(head) else tokenizer.decode(ids, skip_special_tokens=True)
+
+
 class Detokenizer:
     """Incremental decoding: each step decodes only the tokens since the last complete character."""
 
@@ -46,8 +74,12 @@ class Detokenizer:
         """The new text the latest tokens add ('' while they end inside a multi-byte character)."""
         if self.read_offset >= len(tokens):
             return ""
-        prefix = tokenizer.decode(tokens[self.prefix_offset : self.read_offset], skip_special_tokens=True)
-        full = tokenizer.decode(tokens[self.prefix_offset :], skip_special_tokens=True)
+        if self.prefix_offset == 0:  # the first window: its first token's leading space counts
+            prefix = decode_generated(tokenizer, tokens[: self.read_offset])
+            full = decode_generated(tokenizer, tokens)
+        else:
+            prefix = tokenizer.decode(tokens[self.prefix_offset : self.read_offset], skip_special_tokens=True)
+            full = tokenizer.decode(tokens[self.prefix_offset :], skip_special_tokens=True)
         if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
             self.prefix_offset, self.read_offset = self.read_offset, len(tokens)
             return full[len(prefix) :]
@@ -239,21 +271,13 @@ def advance(seq: Sequence, token: int, tokenizer: Any, stop_ids: set[int], logp:
 
 
 def stop_token_ids(tokenizer: Any) -> set[int]:
-    """EOS plus the family's end-of-infill token (CodeLlama's ▁<EOT>); cached on the tokenizer."""
-    cached = getattr(tokenizer, "_codetune_stop_ids", None)
-    if cached is not None:
-        return cached
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    from codetune.modeling.special_tokens import fim_tokens
+    """EOS plus, for a FIM family, its end-of-middle token and sentinels (``FimFormat.stop_ids``)."""
+    from codetune.fim import FimFormat
 
-    fim = fim_tokens(tokenizer)
-    if fim is not None and fim.eot:
-        eot = tokenizer.convert_tokens_to_ids(fim.eot)
-        if isinstance(eot, int) and eot != tokenizer.unk_token_id:
-            ids.add(eot)
-    with contextlib.suppress(AttributeError):
-        tokenizer._codetune_stop_ids = ids
-    return ids
+    fim = FimFormat.from_tokenizer(tokenizer)
+    if fim is not None:
+        return set(fim.stop_ids)
+    return {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
 
 
 def is_seq2seq(model: Any) -> bool:

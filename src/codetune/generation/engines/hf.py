@@ -21,6 +21,7 @@ from codetune.generation.sequence import (
     Completion,
     Sequence,
     advance,
+    decode_generated,
     fail,
     final_text,
     finish,
@@ -160,7 +161,7 @@ def _take_beams(tokenizer: Any, seqs: list[Sequence], new: Any, stop_ids: set[in
                 if token in stop_ids or token == pad_id:
                     break
                 tokens.append(token)
-            text, cut = final_text(seq, tokenizer.decode(tokens, skip_special_tokens=True))
+            text, cut = final_text(seq, decode_generated(tokenizer, tokens))
             reason = "stop" if cut or len(tokens) < seq.params.max_new_tokens else "length"
             if seq.finisher is not None:
                 text = seq.finisher(text)
