@@ -431,3 +431,12 @@ def test_openapi_bodies_are_each_protocols_own_model(server):
         ref = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert set(components[ref.rsplit("/", 1)[1]]["properties"]) == set(model.model_fields), path
     assert "postprocess" in components["CompletionRequest"]["properties"]
+
+
+def test_llamacpp_prompt_budget_stops_generation(server):
+    """t_max_prompt_ms: once the prompt took longer than that, llama.cpp generates nothing more."""
+    body = {"prompt": PREFIX, "n_predict": 50, "top_k": 1, "t_max_prompt_ms": 0.001}
+    budgeted = post(server, "/completion", body).json()
+    assert budgeted["tokens_predicted"] <= 2
+    unbounded = post(server, "/completion", {**body, "t_max_prompt_ms": 0}).json()
+    assert unbounded["tokens_predicted"] > 2
