@@ -440,3 +440,13 @@ def test_llamacpp_prompt_budget_stops_generation(server):
     assert budgeted["tokens_predicted"] <= 2
     unbounded = post(server, "/completion", {**body, "t_max_prompt_ms": 0}).json()
     assert unbounded["tokens_predicted"] > 2
+
+
+def test_a_file_longer_than_the_context_is_trimmed_and_says_so(server):
+    """Editors send whole files: llama.vim's body with a prefix of 3x the context still gets an answer."""
+    long_prefix = "value = compute(value)\n" * (3 * server.serving.context // 4)
+    body = llama_vim_body(input_prefix=long_prefix, top_k=1, response_fields=None)
+    response = post(server, "/infill", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["truncated"] is True
+    assert post(server, "/infill", llama_vim_body(top_k=1, response_fields=None)).json()["truncated"] is False
