@@ -68,7 +68,9 @@ def get_method(name: str) -> Method:
 
 
 def _load_builtin() -> None:
-    from codetune.train.methods import adalora, full, lora  # noqa: F401  (registration)
+    # Import order is the order the error message lists them in.
+    from codetune.train.methods import full, lora  # noqa: F401, I001  (registration)
+    from codetune.train.methods import adalora, qlora  # noqa: F401
 
 
 def task_type(model: Any) -> str:

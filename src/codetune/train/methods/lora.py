@@ -1,4 +1,4 @@
-"""LoRA on every linear layer but the LM head, and QLoRA (the same over a 4-bit NF4 base)."""
+"""LoRA on every linear layer but the LM head; the NF4 settings QLoRA loads its base with."""
 
 from __future__ import annotations
 
@@ -24,17 +24,6 @@ class Lora(Method):
             **new_token_modules(model, new_tokens),
         )
         return get_peft_model(model, config)
-
-
-@register_method("qlora")
-class Qlora(Lora):
-    quantized = True
-
-    def wrap(self, model: Any, cfg: Any, total_steps: int, new_tokens: Sequence[int] = ()) -> Any:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        return super().wrap(model, cfg, total_steps, new_tokens)
 
 
 def quantization_config() -> Any:
