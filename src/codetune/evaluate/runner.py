@@ -17,6 +17,7 @@ from codetune.errors import ConfigError, InputError
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.tasks import Task, build_tasks
 from codetune.files import fingerprint, manifest_fingerprint, read_json
+from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -118,11 +119,15 @@ def generate_for(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params
         else:
             prompts.append(encode(tokenizer, item.prompt, seq2seq=seq2seq)[-room:])
     out: list[list[str]] = [[] for _ in prompts]
-    for index, completions in generate_completions(
-        model, tokenizer, prompts, params, batch_size=cfg.batch_size
-    ):
-        texts = [c.text for c in completions]
-        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+    generated = 0
+    with StepProgress(f"eval {task.name}", len(prompts), unit="prompt") as progress:
+        for done, (index, completions) in enumerate(
+            generate_completions(model, tokenizer, prompts, params, batch_size=cfg.batch_size), 1
+        ):
+            texts = [c.text for c in completions]
+            out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+            generated += sum(len(c.token_ids) for c in completions)
+            progress.update(done, tokens=generated)
     return out
 
 
@@ -178,9 +183,12 @@ def score_task(
         return {k: round(v, 4) for k, v in result.items() if k.startswith("pass@")}, result["rows"]
     references = [i.reference or "" for i in task.items]
     if task.style is not None:
-        from codetune.evaluate.codexglue import STYLES
+        from codetune.evaluate.codexglue import STYLES, tokenize_line
 
-        preds = firsts if task.style == "codexglue-line" else [" ".join(p.split()) for p in firsts]
+        if task.style == "codexglue-line":  # gt is CodeXGLUE-tokenised: so are the predictions
+            preds = [tokenize_line(p, r, language) for p, r in zip(firsts, references, strict=True)]
+        else:
+            preds = [" ".join(p.split()) for p in firsts]
         scores = dict(STYLES[task.style](references, preds))
         scores.pop("n", None)
     else:

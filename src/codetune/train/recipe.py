@@ -578,10 +578,16 @@ def start_or_resume(
 
 
 def train_step(
-    setup: Setup, model: Any, optimizer: Any, scheduler: Any, window: list[dict[str, Any]], step: int
-) -> tuple[float, int]:
-    """Optimizer step number ``step`` over ``window`` (grad_accum micro-batches); returns (summed loss,
-    targets), both over all processes.
+    setup: Setup,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    window: list[dict[str, Any]],
+    window_tokens: int,
+    step: int,
+) -> tuple[float, int, int]:
+    """Optimizer step number ``step`` over ``window`` (grad_accum micro-batches of ``window_tokens``
+    tokens); returns (summed loss, targets, tokens), all three over all processes.
 
     accelerate's ``accumulate`` skips the gradient sync (DDP) and the optimizer step on all but the
     last micro-batch, and tells DeepSpeed where the step ends. Its ``backward`` divides the loss by
@@ -591,8 +597,11 @@ def train_step(
 
     accelerator, method = setup.accelerator, setup.method
     inner = accelerator.unwrap_model(model)
-    counts = torch.tensor([sum(target_count(b, setup.seq2seq) for b in window)], device=accelerator.device)
-    step_targets = max(int(accelerator.reduce(counts, reduction="sum")), 1)
+    targets = sum(target_count(b, setup.seq2seq) for b in window)
+    counts = accelerator.reduce(
+        torch.tensor([targets, window_tokens], device=accelerator.device), reduction="sum"
+    )
+    step_targets, step_tokens = max(int(counts[0]), 1), int(counts[1])
     # DDP averages gradients over processes: scale so the result is per target token.
     scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / step_targets
     step_loss = 0.0
@@ -613,7 +622,7 @@ def train_step(
     method.after_step(inner, step)  # before zero_grad: AdaLoRA scores importance from the gradients
     optimizer.zero_grad(set_to_none=True)
     total = accelerator.reduce(torch.tensor([step_loss], device=accelerator.device), reduction="sum")
-    return float(total), step_targets
+    return float(total), step_targets, step_tokens
 
 
 def train_loop(
@@ -655,8 +664,11 @@ def train_loop(
                 continue
             chosen = mine[state["batch"] : state["batch"] + cfg.grad_accum]
             window = [train_batches.collate(indices) for indices in chosen]
-            state["tokens"] += sum(train_batches.tokens(indices) for indices in chosen)
-            loss_sum, step_targets = train_step(setup, model, optimizer, scheduler, window, state["step"] + 1)
+            window_tokens = sum(train_batches.tokens(indices) for indices in chosen)
+            loss_sum, step_targets, step_tokens = train_step(
+                setup, model, optimizer, scheduler, window, window_tokens, state["step"] + 1
+            )
+            state["tokens"] += step_tokens  # all processes: tokens/s is the run's, not one process's
             state["step"] += 1
             state["batch"] += len(window)
             step = state["step"]
