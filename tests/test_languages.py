@@ -56,7 +56,7 @@ def test_grammar_loads_and_unit_types_exist(name):
     assert language.extensions and all(ext.startswith(".") for ext in language.extensions)
     assert language.line_comment or language.block_comment
     ts_language = get_parser(language.grammar).language
-    for unit in language.unit_types:
+    for unit in (*language.unit_types, *language.top_level_types):
         assert ts_language.id_for_node_kind(unit, True) is not None, (name, unit)
 
 

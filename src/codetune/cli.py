@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codetune.errors import CodetuneError
+from codetune.errors import CodetuneError, InputError
 
 app = typer.Typer(
     name="codetune",
@@ -28,6 +28,8 @@ doccano_app = typer.Typer(
     help="Hand docs-site code samples to doccano for annotation and take them back.", no_args_is_help=True
 )
 app.add_typer(doccano_app, name="doccano")
+sandbox_app = typer.Typer(help="Inspect and use the sandbox that runs generated code.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
 
 console = Console(stderr=True)
 SetOption = Annotated[
@@ -215,6 +217,12 @@ def eval_(
     unsafe_network: Annotated[
         bool, typer.Option("--unsafe-network", help="Run code even without a network namespace.")
     ] = False,
+    unsafe_mount: Annotated[
+        bool, typer.Option("--unsafe-mount", help="Run code even where the host filesystem shows.")
+    ] = False,
+    unsafe_pid: Annotated[
+        bool, typer.Option("--unsafe-pid", help="Run code even without a pid namespace.")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Evaluate models side by side on held-out data; writes report.md/json and plots."""
@@ -239,25 +247,53 @@ def eval_(
         "sweep_top_p": sweep_top_p or None,
         "allow_execution": allow_execution or None,
         "unsafe_network": unsafe_network or None,
+        "unsafe_mount": unsafe_mount or None,
+        "unsafe_pid": unsafe_pid or None,
     }
     print_result(evaluate(_config(EvalConfig, given, overrides)))
 
 
 @app.command()
 def score(
-    references: Annotated[Path, typer.Option("--references", "-r", help="One reference per line.")],
-    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="One prediction per line.")],
-    style: Annotated[str, typer.Option("--style", help="codexglue-method or codexglue-line.")] = (
-        "codexglue-method"
-    ),
+    predictions: Annotated[
+        Path,
+        typer.Option("--predictions", "-p", help="One prediction per line, or {task_id, completion} JSONL."),
+    ],
+    references: Annotated[
+        Path | None, typer.Option("--references", "-r", help="One reference per line (CodeXGLUE styles).")
+    ] = None,
+    style: Annotated[
+        str, typer.Option("--style", help="codexglue-method, codexglue-line or humaneval-infilling.")
+    ] = "codexglue-method",
+    problems: Annotated[
+        Path | None,
+        typer.Option(
+            "--problems", help="humaneval-infilling problems file (.jsonl[.gz]); default: the bundled one."
+        ),
+    ] = None,
+    allow_execution: Annotated[
+        bool, typer.Option("--allow-execution", help="Run completions as programs in the sandbox.")
+    ] = False,
+    unsafe_network: Annotated[
+        bool, typer.Option("--unsafe-network", help="Run even where the network cannot be isolated.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Score predictions against references exactly as CodeXGLUE's evaluators do."""
+    """Score predictions exactly as CodeXGLUE's evaluators or the HumanEval infilling harness do."""
     import json
 
-    from codetune.evaluate.score import score_files
+    if style == "humaneval-infilling":
+        from codetune.evaluate.infilling import score_files as score_infilling
 
-    scores = score_files(references, predictions, style=style)
+        scores = score_infilling(
+            predictions, problems, allow_execution=allow_execution, unsafe_network=unsafe_network
+        )
+    else:
+        from codetune.evaluate.score import score_files
+
+        if references is None:
+            raise InputError(f"--style {style} needs --references")
+        scores = score_files(references, predictions, style=style)
     if as_json:
         typer.echo(json.dumps(scores))
         return
@@ -308,15 +344,103 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CODETUNE_API_KEY")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="CODETUNE_API_KEY",
+            show_envvar=True,
+            help="Key clients must send; prefer the CODETUNE_API_KEY variable (an argument shows in ps).",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Browser origin allowed to call the API (CORS). Repeatable."),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
     from codetune.serve.app import serve as run_serve
     from codetune.serve.config import ServeConfig
 
-    given = {"model": model, "adapter": adapter, "host": host, "port": port, "api_key": api_key}
+    given = {
+        "model": model,
+        "adapter": adapter,
+        "host": host,
+        "port": port,
+        "api_key": api_key,
+        "cors_origins": cors_origin or None,
+    }
     run_serve(_config(ServeConfig, given, overrides))
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Print which isolation layers are active here (network, mount, pid, user, cgroups, seccomp, limits)."""
+    import json
+
+    from codetune.evaluate.sandbox import probe
+
+    plan = probe()
+    if as_json:
+        layers = {layer.name: {"active": layer.active, "detail": layer.detail} for layer in plan.layers}
+        typer.echo(json.dumps({"layers": layers, "missing": plan.missing()}, indent=2))
+        return
+    table = Table(title=f"sandbox layers (uid {os.geteuid()})", title_justify="left")
+    for column in ("layer", "active", "how / why not"):
+        table.add_column(column)
+    for layer in plan.layers:
+        table.add_row(layer.name, "yes" if layer.active else "no", layer.detail)
+    Console().print(table)
+    if plan.missing():
+        flags = " ".join(f"--unsafe-{name}" for name in plan.missing())
+        console.print(f"eval refuses to run generated code here unless given {flags}")
+
+
+@sandbox_app.command("run")
+def sandbox_run(
+    file: Annotated[Path, typer.Argument(help="Program to run, e.g. main.py.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Option("--command", help="Command word ({file}, {dir}); repeat (default: this Python)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    unsafe_network: Annotated[bool, typer.Option("--unsafe-network")] = False,
+    unsafe_mount: Annotated[bool, typer.Option("--unsafe-mount")] = False,
+    unsafe_pid: Annotated[bool, typer.Option("--unsafe-pid")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Run FILE under exactly the limits eval uses (eval's exec_* settings, --set to change them)."""
+    import dataclasses
+    import json
+
+    from codetune.errors import InputError
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.sandbox import eval_limits, run_sandboxed
+
+    cfg = _config(EvalConfig, {}, overrides)
+    if not file.is_file():
+        raise InputError(f"file not found: {file}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: not UTF-8 text") from None
+    flags = {"network": unsafe_network, "mount": unsafe_mount, "pid": unsafe_pid}
+    result = run_sandboxed(
+        list(command or cfg.exec_command or [sys.executable, "{file}"]),
+        {file.name: text},
+        limits=eval_limits(cfg.exec_timeout, cfg.exec_memory_mb, cfg.exec_max_processes),
+        unsafe=[name for name, given in flags.items() if given],
+    )
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(result)))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        console.print(f"{result.status} (exit {result.returncode}, {result.seconds:.2f}s)")
+    raise typer.Exit(0 if result.passed else 1)
 
 
 @tokenizer_app.command("train")

@@ -22,6 +22,11 @@ class Language:
     line_comment: str | None = None
     block_comment: tuple[str, str] | None = None
     unit_types: tuple[str, ...] = field(default_factory=tuple)
+    # Node types a file may hold at its top level, where the grammar accepts more than the language
+    # does (tree-sitter-kotlin parses any run of words as infix calls, so prose saved as .kt parses);
+    # empty: anything. Files with a script extension (.kts) may hold statements too.
+    top_level_types: tuple[str, ...] = field(default_factory=tuple)
+    script_extensions: tuple[str, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, Language] = {}
@@ -74,8 +79,30 @@ _builtin(
     C_BLOCK,
     "class_declaration interface_declaration method_declaration constructor_declaration enum_declaration",
 )
-_builtin(
-    "kotlin", ".kt .kts", "kotlin", "//", C_BLOCK, "function_declaration class_declaration object_declaration"
+register_language(
+    Language(
+        "kotlin",
+        (".kt", ".kts"),
+        "kotlin",
+        "//",
+        C_BLOCK,
+        ("function_declaration", "class_declaration", "object_declaration"),
+        top_level_types=[
+            "shebang_line",
+            "file_annotation",
+            "package_header",
+            "import_list",
+            "import_header",
+            "class_declaration",
+            "object_declaration",
+            "function_declaration",
+            "property_declaration",
+            "getter",
+            "setter",
+            "type_alias",
+        ],
+        script_extensions=(".kts",),
+    )
 )
 _builtin(
     "scala",
@@ -246,3 +273,121 @@ def error_fraction(tree: Any) -> float:
         if node.has_error:
             stack.extend(node.children)
     return min(bad / total, 1.0)
+
+
+# A well-formed subtree found inside an ERROR node counts as parsed when it holds at least this many
+# tokens: a lone identifier or keyword inside an error is no evidence of code, a method is.
+_CREDIT_MIN_TOKENS = 2
+# How many times :func:`unparsed_fraction` cuts a file after its first error to parse the rest alone.
+_REPARSE_DEPTH = 3
+_REPARSE_CUTS = 12
+_REPARSE_MAX_BYTES = 200_000
+
+
+def _tokens_at_least(node: Any, wanted: int) -> bool:
+    count, stack = 0, [node]
+    while stack:
+        current = stack.pop()
+        if current.child_count == 0:
+            count += 1
+            if count >= wanted:
+                return True
+        else:
+            stack.extend(current.children)
+    return False
+
+
+def _outside_declarations(node: Any, declarations: set[str], bad: list[tuple[int, int]]) -> None:
+    """Collect the spans of ``node`` not inside an error-free declaration or comment."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if (current.type in declarations and not current.has_error) or "comment" in current.type:
+            continue
+        if current.child_count == 0:
+            bad.append((current.start_byte, current.end_byte))
+        else:
+            stack.extend(current.children)
+
+
+def _unparsed_spans(language: Language, tree: Any, script: bool) -> list[tuple[int, int]]:
+    """Byte spans the grammar could not make sense of (see :func:`unparsed_fraction`)."""
+    root = tree.root_node
+    bad: list[tuple[int, int]] = []
+    stack = [(root, root.is_error)]
+    if language.top_level_types and not script and not root.is_error:
+        allowed = set(language.top_level_types)
+        stack = []
+        for child in root.children:
+            if child.type in allowed or "comment" in child.type:
+                stack.append((child, child.is_error))
+            else:
+                _outside_declarations(child, allowed | set(language.unit_types), bad)
+    elif not root.has_error:
+        return bad
+    while stack:
+        node, inside_error = stack.pop()
+        if node.is_missing:
+            bad.append((node.start_byte, node.start_byte + 1))
+        elif node.is_error or (inside_error and node.has_error):
+            if node.child_count == 0:
+                bad.append((node.start_byte, node.end_byte))
+            stack.extend((child, True) for child in node.children)
+        elif inside_error:
+            credited = node.is_named and (
+                "comment" in node.type or _tokens_at_least(node, _CREDIT_MIN_TOKENS)
+            )
+            if not credited:
+                bad.append((node.start_byte, node.end_byte))
+        elif node.has_error:
+            stack.extend((child, False) for child in node.children)
+    return bad
+
+
+def _damage(language: Language, data: bytes, script: bool, tree: Any = None) -> tuple[int, list[int]]:
+    """Unparsed bytes of ``data`` and the line ends after each damaged line (cut candidates)."""
+    spans = _unparsed_spans(language, tree if tree is not None else parse(language, data), script)
+    cuts: dict[int, None] = {}
+    for start, _ in sorted(spans):
+        cut = data.find(b"\n", start) + 1
+        if 0 < cut < len(data):
+            cuts[cut] = None
+    return sum(end - start for start, end in spans), list(cuts)
+
+
+def _unparsed_bytes(language: Language, data: bytes, script: bool, depth: int, tree: Any = None) -> int:
+    whole, cuts = _damage(language, data, script, tree)
+    if not whole or depth <= 0 or len(data) > _REPARSE_MAX_BYTES:
+        return whole
+    # Re-parse around the errors: one broken construct can throw the grammar off for the rest of
+    # the file, so also try cutting after a damaged line and parsing both parts alone.
+    best, best_cut = whole, None
+    for cut in cuts[:_REPARSE_CUTS]:
+        split = _damage(language, data[:cut], script)[0] + _damage(language, data[cut:], script)[0]
+        if split < best:
+            best, best_cut = split, cut
+    if best_cut is None:
+        return whole
+    head = _damage(language, data[:best_cut], script)[0]
+    return min(best, head + _unparsed_bytes(language, data[best_cut:], script, depth - 1))
+
+
+def unparsed_fraction(
+    language: Language, source: str | bytes, script: bool = False, tree: Any = None
+) -> float:
+    """Fraction of the source bytes the grammar could not make sense of: the measure of "is this
+    file in this language" (unlike :func:`error_fraction`, which is all-or-nothing per ERROR node).
+
+    - Error-free subtrees inside an ERROR node (a method, a property, a comment) count as parsed:
+      tree-sitter-kotlin errors on the whole file around ``object : Source by buffer { ... }``.
+    - The file is also cut after a damaged line and both parts parsed alone (a few times), keeping
+      the smaller damage: one construct the grammar misreads must not condemn what follows.
+    - Where ``top_level_types`` is set (and not a script), another node at the top counts as
+      unparsed: tree-sitter-kotlin parses a run of words as infix calls, so prose saved as .kt parses.
+
+    ``tree`` is the parse of ``source`` when the caller has it already.
+    """
+    data = source.encode("utf-8") if isinstance(source, str) else source
+    if not data.strip():
+        return 0.0
+    return min(_unparsed_bytes(language, data, script, _REPARSE_DEPTH, tree) / len(data), 1.0)

@@ -183,6 +183,7 @@ def quickstart(
             dataset=out / "dataset",
             out=out / "report",
             samples=samples,
+            tasks=["completion", "editor", "loss"],
             line_cut="mid",
             max_new_tokens=24,
             seed=0,

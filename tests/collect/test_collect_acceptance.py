@@ -27,7 +27,7 @@ EXPECTED = {
         },
         {"aws_key": 1, "email": 1},
     ),
-    "javascript": (["js/app.js"], {"js/app.min.js": "max_line_length"}, {}),
+    "javascript": (["js/app.js"], {"js/app.min.js": "minified"}, {}),
 }
 
 

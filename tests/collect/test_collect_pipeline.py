@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_cli_thin_path_writes_shards_and_manifest(tmp_path, cli):
         assert column in table.column_names
     rows = read_corpus(tmp_path / "corpus")
     assert sorted(r["path"] for r in rows) == [f"pkg/mod{i}.py" for i in range(4)]
-    assert {r["language"] for r in rows} == {"python"} and {r["repo"] for r in rows} == {"src"}
+    assert {r["language"] for r in rows} == {"python"} and {r["repo"] for r in rows} == {str(src)}
     manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
     assert manifest["counts"]["kept"] == 4 and manifest["totals"]["files_seen"] == 4
     assert manifest["fingerprint"] and manifest["sources"][0]["kind"] == "local"
@@ -203,7 +204,7 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
 
     def flaky(chunk):
         calls.append(chunk[0][2])
-        if chunk[0][2] == "two" and crash.pop() if crash else False:
+        if chunk[0][2] == str(second) and crash.pop() if crash else False:
             raise RuntimeError("killed")  # simulate a kill in the middle of the second source
         return real(chunk)
 
@@ -214,7 +215,7 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
     assert not (tmp_path / "corpus").exists()  # no half corpus
     calls.clear()
     result = collect(config)
-    assert calls == ["two"]  # the finished source was not processed again
+    assert calls == [str(second)]  # the finished source was not processed again
     assert result.summary["files kept"] == 6
     assert not (tmp_path / ".corpus.work").exists()
 
@@ -230,7 +231,7 @@ def test_rejected_folder_holds_dropped_files_with_reasons(tmp_path):
     assert by_path["gen.py"]["reason"] == "generated"
     assert (
         by_path["good.py"]["reason"] == "exact_duplicate"
-        and by_path["good.py"]["duplicate_of"] == "src/copy.py"
+        and by_path["good.py"]["duplicate_of"] == f"{src}/copy.py"
     )
     assert (tmp_path / "rejected" / by_path["gen.py"]["file"]).read_text().startswith("# Code generated")
     assert [r["path"] for r in read_corpus(result.out)] == ["copy.py"]
@@ -253,3 +254,89 @@ def test_recipe_language_spec_is_honoured(tmp_path):
 def test_read_corpus_rejects_non_corpus(tmp_path):
     with pytest.raises(InputError, match="not a corpus folder"):
         read_corpus(tmp_path)
+
+
+def test_rejected_copies_hold_the_original_file_and_reruns_still_write_them(tmp_path, cli):
+    src = tmp_path / "src"
+    write(src, "good.py", distinct_module(1))
+    header = "# Copyright (c) 2020 Example Corp.\n# Licensed under the MIT License.\n"
+    write(src, "only_header.py", header)  # nothing but a licence comment: empty once stripped
+    original = (header + "x = 1\r\n").encode()
+    write(src, "short.py", original)  # CRLF and a licence: dropped as too_few_lines
+    config = cfg(tmp_path, src, rejected=tmp_path / "rejected")
+    collect(config)
+    index = {
+        e["path"]: e
+        for e in map(json.loads, (tmp_path / "rejected" / "rejected.jsonl").read_text().splitlines())
+    }
+    assert (tmp_path / "rejected" / index["only_header.py"]["file"]).read_text() == header
+    assert (tmp_path / "rejected" / index["short.py"]["file"]).read_bytes() == original
+    # The corpus is unchanged, but a new --rejected folder is asked for: it is written, and said so.
+    again = cli(
+        "collect",
+        str(src),
+        "-l",
+        "python",
+        "-o",
+        str(tmp_path / "corpus"),
+        "--rejected",
+        str(tmp_path / "r2"),
+    )
+    assert again.returncode == 0, again.stderr
+    assert "--rejected" in again.stderr
+    assert (tmp_path / "r2" / "rejected.jsonl").read_text() == (
+        tmp_path / "rejected" / "rejected.jsonl"
+    ).read_text()
+    skipped = collect(cfg(tmp_path, src, rejected=tmp_path / "r2"))
+    assert skipped.skipped and skipped.summary["rejected"] == f"{tmp_path / 'r2'} (unchanged)"
+
+
+SLOW_COLLECT = """
+import sys, time
+from codetune.collect import pipeline
+from codetune.collect.config import CollectConfig
+real = pipeline.process_file
+def slow(*args):
+    time.sleep(0.2)
+    return real(*args)
+pipeline.process_file = slow
+pipeline.collect(CollectConfig(sources=[sys.argv[1]], out=sys.argv[2], workers=2, chunk_size=1))
+"""
+
+
+def test_kill_9_of_collect_leaves_no_worker_processes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src = tmp_path / "src"
+    for i in range(200):
+        write(src, f"m{i:03d}.py", distinct_module(i))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_COLLECT, str(src), str(tmp_path / "corpus")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.time() + 120
+        parent = psutil.Process(proc.pid)
+        while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(psutil.Error):  # forked workers share the parent's command line
+                command = parent.cmdline()
+                workers = [p for p in parent.children(recursive=True) if p.cmdline() == command]
+        assert len(workers) >= 2, "collect never started its workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert alive == [], f"workers outlived collect: {[p.pid for p in alive]}"
+    finally:
+        for worker in workers:  # never leave them behind, even when the test fails
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
+        if proc.poll() is None:
+            proc.kill()

@@ -54,6 +54,17 @@ def verdict(text: str, language: str = "python", **overrides) -> str | None:
             "elm",
             "not_language",
         ),
+        (
+            "Hi all\n\nare we still on for lunch on Friday at noon\nlet me know if that changed\nBob\n",
+            "kotlin",
+            "not_language",
+        ),
+        ("// notes for later\n/* fun old() = legacy() */\n// the end of it all\n", "kotlin", "only_comments"),
+        (
+            '"""Module notes, nothing else."""\n# a comment\n# and more of them here\n',
+            "python",
+            "only_comments",
+        ),
     ],
 )
 def test_filter_matrix(text, language, reason):
@@ -129,6 +140,13 @@ def test_licence_strip_leaves_ordinary_comments():
             "MIIEpAIBAAKCAQEA",
             "<KEY>",
         ),
+        (
+            'String k = "-----BEGIN RSA PRIVATE KEY-----\\n" +\n    "MIIEpAIBAAKCAQEAx7abcd\\n" +\n'
+            '    "-----END RSA PRIVATE KEY-----";',
+            "private_key",
+            "MIIEpAIBAAKCAQEAx7abcd",
+            "<KEY>",
+        ),
         ('db_password = "Xk9#mQ2$vL7p"', "password", "Xk9#mQ2$vL7p", "<PASSWORD>"),
         ("contact: jane.doe@corp-mail.io", "email", "jane.doe", "user@example.com"),
         ("server = '8.8.4.4'", "ip_address", "8.8.4.4", "192.0.2.1"),
@@ -173,3 +191,45 @@ def test_process_text_counts_redactions_and_strips_licence():
     record = process_text(text, "a.py", "r", ctx)
     assert record["status"] is None and record["licence_stripped"]
     assert record["redactions"] == {"email": 1} and "Copyright" not in record["content"]
+
+
+@pytest.mark.parametrize(
+    ("path", "head", "reason"),
+    [
+        ("src/app.js", "// app\nexport const a = 1;\n", None),
+        ("external/jquery.js", "var a;\n", "vendored"),
+        ("lib/third_party/zlib/inflate.c", "int a;\n", "vendored"),
+        ("vendor-libs/x.js", "var a;\n", "vendored"),
+        ("static/bower_components/a/a.js", "var a;\n", "vendored"),
+        ("css/site.min.css", "a{b:c}\n", "minified"),
+        ("dist-ish/app-min.js", "var a;\n", "minified"),
+        ("app.bundle.js", "var a;\n", "bundle"),
+        ("lib/lo.js", "/**\n * @license\n * Lodash <https://lodash.com/> 4.17.21\n */\nvar a;\n", "vendored"),
+        (
+            "lib/r.js",
+            "/** vim: et:ts=4:sw=4:sts=4\n * @license RequireJS 2.3.6 Copyright jQuery Foundation\n */\n",
+            "vendored",
+        ),
+        ("src/index.js", "// Named exports\n\n// Underscore.js 1.13.8\nexport { a } from './a.js';\n", None),
+        ("out.cjs", "exports.a = 1;\n//# sourceMappingURL=out.cjs.map\n", "bundle"),
+    ],
+)
+def test_vendored_reason(path, head, reason):
+    from codetune.collect.filters import vendored_reason
+
+    assert vendored_reason(path, head, get_language("javascript")) == reason
+
+
+@pytest.mark.parametrize(
+    ("data", "binary"),
+    [
+        (b"package a\n/** a \0 byte */\nfun f() = 1\n" * 3, False),
+        (bytes(range(256)) * 8, True),
+        ("ünïcödé text\ttabs\r\n".encode() * 20, False),
+        (b"", False),
+    ],
+)
+def test_binary_is_a_fraction_of_control_bytes(data, binary):
+    from codetune.collect.filters import is_binary
+
+    assert is_binary(data) is binary

@@ -6,8 +6,9 @@ import json
 import random
 from pathlib import Path
 
-from codetune.dataset.decontam import BenchmarkFilter, near_duplicates, shingles
+from codetune.dataset.decontam import BenchmarkFilter, near_duplicates
 from codetune.dataset.splits import assign_splits
+from codetune.textsim import text_jaccard
 
 from .conftest import write_corpus
 from .helpers import all_rows, run_build
@@ -36,11 +37,6 @@ def rows_with_shared_file(repos: int = 10) -> list[dict]:
     return rows
 
 
-def jaccard(a: str, b: str) -> float:
-    x, y = shingles(a, 5), shingles(b, 5)
-    return len(x & y) / len(x | y)
-
-
 def test_near_duplicates_of_train_leave_test(tmp_path: Path) -> None:
     rows = rows_with_shared_file()
     corpus = write_corpus(tmp_path / "corpus", rows)
@@ -50,7 +46,7 @@ def test_near_duplicates_of_train_leave_test(tmp_path: Path) -> None:
     assert stats["dropped"]["test_near_duplicate_of_train"] == len(test_repos)
     for test_text in dataset["test"]["text"]:
         assert "shared_helper_" not in test_text
-        assert max(jaccard(test_text, t) for t in dataset["train"]["text"]) < 0.8
+        assert max(text_jaccard(test_text, t) for t in dataset["train"]["text"]) < 0.8
     assert any("shared_helper_" in t for t in dataset["train"]["text"])  # train keeps its copies
 
 

@@ -28,6 +28,7 @@ DEFAULT_SKIP_DIRS = [
     "bower_components",
 ]
 DEFAULT_FILTERS = [
+    "vendored",
     "empty",
     "generated",
     "encoded_data",
@@ -70,7 +71,9 @@ class CollectConfig(StrictModel):
     skip_dirs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SKIP_DIRS), description="Folders never entered."
     )
-    gitignore: bool = Field(True, description="Honour .gitignore files found in local folders.")
+    gitignore: bool = Field(
+        True, description="Leave out files .gitignore matches (in a git work tree: untracked ones only)."
+    )
     # Filters.
     filters: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FILTERS), description="Filter steps, in order."
@@ -123,6 +126,10 @@ class CollectConfig(StrictModel):
     github_api: str = Field(
         "https://api.github.com", description="GitHub API base URL (GITHUB_API_URL wins)."
     )
+    max_unpack_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Refuse an archive that unpacks to more bytes than this."
+    )
+    max_unpack_files: int = Field(500_000, gt=0, description="Refuse an archive with more members than this.")
     max_repos: int = Field(50, ge=1, description="At most this many repositories from a GitHub search.")
     max_wait: float = Field(3600, ge=0, description="Longest single wait for a rate limit, in seconds.")
     docs_max_depth: int = Field(3, ge=0, description="Docs crawl: link depth from the start page.")

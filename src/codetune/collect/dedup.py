@@ -1,16 +1,14 @@
-"""Deduplication: exact (hash of whitespace-normalised content) and near (MinHash LSH, bigcode's values)."""
+"""Deduplication: exact (hash of whitespace-normalised content) and near (codetune.textsim)."""
 
 from __future__ import annotations
 
 import hashlib
-import re
-import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import numpy as np
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from codetune import textsim
 
 
 def exact_key(text: str) -> str:
@@ -18,77 +16,66 @@ def exact_key(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
-def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
-    """Distinct 32-bit hashes of the identifier ``ngram``-grams, computed with numpy (no per-shingle
-    Python hashing): crc32 per distinct token, then a polynomial combination over each window."""
-    tokens = _IDENT.findall(text)
-    if not tokens:
-        return np.zeros(0, dtype=np.uint64)
-    table = {token: zlib.crc32(token.encode()) for token in set(tokens)}
-    ids = np.fromiter((table[t] for t in tokens), dtype=np.uint64, count=len(tokens))
-    width = min(ngram, len(ids))
-    windows = len(ids) - width + 1
-    combined = np.zeros(windows, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(width):
-            combined = combined * np.uint64(0x100000001B3) + ids[k : k + windows]
-        combined ^= combined >> np.uint64(29)
-    return np.unique(combined & np.uint64(0xFFFFFFFF))
-
-
-_PERMUTATIONS: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-
-def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """datasketch's permutations (a, b) and empty signature for ``num_perm``, built once per process."""
-    if num_perm not in _PERMUTATIONS:
-        from datasketch import MinHash
-
-        template = MinHash(num_perm=num_perm, seed=1)
-        a, b = template.permutations
-        _PERMUTATIONS[num_perm] = (a, b, template.hashvalues.copy())
-    return _PERMUTATIONS[num_perm]
-
-
 def minhash_values(text: str, num_perm: int = 256, ngram: int = 5) -> np.ndarray:
-    """MinHash signature (uint32) of a text's identifier shingles, equal to datasketch's
-    ``MinHash(num_perm, seed=1, hashfunc=identity).update_batch(shingle_hashes)`` but computed in one
-    numpy expression (no per-shingle Python calls); deterministic across processes."""
-    from datasketch.minhash import _fmix
-
-    a, b, empty = _permutations(num_perm)
-    hashes = shingle_hashes(text, ngram).astype(a.dtype)
-    if not len(hashes):
-        return empty.astype(np.uint32)
-    with np.errstate(over="ignore"):
-        mixed = _fmix(hashes.reshape(-1, 1), 8 * a.dtype.itemsize)
-        signature = np.minimum(empty, (mixed * a + b).min(axis=0))
-    return signature.astype(np.uint32)
+    """The MinHash signature a worker attaches to a kept file (see :func:`codetune.textsim.minhash`)."""
+    return textsim.minhash(text, num_perm, ngram)
 
 
 def near_duplicates(
-    items: Iterable[tuple[Any, np.ndarray | bytes]], threshold: float = 0.7, num_perm: int = 256
+    items: Iterable[tuple[Hashable, np.ndarray | bytes]],
+    threshold: float = 0.7,
+    num_perm: int = 256,
+    text_of: Callable[[Hashable], str] | None = None,
+    ngram: int = 5,
 ) -> dict[Any, Any]:
-    """Map each near-duplicate key to the key it duplicates; the first item of a cluster (in the given
-    order) is kept, so a sorted input gives a deterministic result."""
-    from datasketch import LeanMinHash, MinHash, MinHashLSH
+    """Map each near-duplicate key to the kept key it duplicates (first of a cluster kept).
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    scheme = MinHash(num_perm=num_perm, seed=1).scheme
-    kept: dict[Any, np.ndarray] = {}
-    dupes: dict[Any, Any] = {}
-    for key, values in items:
-        if isinstance(values, bytes):  # signatures travel between processes as bytes
-            values = np.frombuffer(values, dtype=np.uint32)
-        sig = LeanMinHash(seed=1, hashvalues=values, scheme=scheme)
-        match = None
-        for candidate in sorted(lsh.query(sig), key=str):
-            if float(np.mean(kept[candidate] == values)) >= threshold:  # confirm the LSH candidate
-                match = candidate
-                break
-        if match is None:
-            lsh.insert(key, sig)
-            kept[key] = values
-        else:
-            dupes[key] = match
-    return dupes
+    With ``text_of`` (key -> content) candidates are confirmed with their exact shingle Jaccard, so
+    a file is only dropped when it really has a twin at >= ``threshold``; without it, with the
+    signatures' estimate.
+    """
+    similarity = textsim.ShingleCache(text_of, ngram) if text_of is not None else None
+    return textsim.near_duplicates(items, threshold, num_perm, similarity)
+
+
+def contained_bundles(
+    files: list[tuple[str, str]],
+    ngram: int = 5,
+    min_parts: int = 3,
+    part_coverage: float = 0.8,
+    min_bytes: int = 8192,
+) -> dict[int, list[int]]:
+    """Files that concatenate other files of their repository (a build bundle of ``modules/``), from
+    (repo, text) pairs: index -> indices of >= ``min_parts`` files of the same repo, each at least
+    ``part_coverage`` contained in it, that together cover at least half of it. Run it after near
+    and exact dedup. Each repository is judged alone, which bounds the memory."""
+    by_repo: dict[str, list[int]] = {}
+    for index, (repo, _) in enumerate(files):
+        by_repo.setdefault(repo, []).append(index)
+    found: dict[int, list[int]] = {}
+    for members in by_repo.values():
+        if len(members) <= min_parts or all(len(files[i][1]) < min_bytes for i in members):
+            continue
+        shingles = {i: textsim.shingles(files[i][1], ngram) for i in members}
+        hashes, counts = np.unique(np.concatenate(list(shingles.values())), return_counts=True)
+        shared = hashes[counts > 1]
+        for index in members:
+            own = shingles[index]
+            if len(files[index][1]) < min_bytes or not len(own):
+                continue
+            if np.isin(own, shared, assume_unique=True).mean() < part_coverage:
+                continue  # mostly its own text: not a copy of others
+            parts = [
+                other
+                for other in members
+                if other != index
+                and 0 < len(shingles[other]) < len(own)
+                and len(np.intersect1d(own, shingles[other], assume_unique=True))
+                >= part_coverage * len(shingles[other])
+            ]
+            if len(parts) < min_parts:
+                continue
+            covered = np.isin(own, np.concatenate([shingles[p] for p in parts])).mean()
+            if covered >= 0.5:
+                found[index] = parts
+    return found

@@ -101,9 +101,25 @@ def extract_blocks(html: str) -> tuple[list[dict[str, str]], list[str]]:
     return parser.blocks, parser.links
 
 
-def _fetch(url: str) -> tuple[str, str]:
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects within the crawled host only: a crawl never leaves the site it was given."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        target = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl))
+        if target.scheme not in ("http", "https") or target.netloc != self.host:
+            raise urllib.error.URLError(f"redirect to another host not followed: {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(url: str, host: str | None = None) -> tuple[str, str]:
+    """(content type, text) of ``url``; redirects are followed only while they stay on ``host``."""
+    opener = urllib.request.build_opener(_SameHostRedirects(host or urllib.parse.urlparse(url).netloc))
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with opener.open(request, timeout=30) as response:
         kind = response.headers.get("Content-Type", "")
         charset = response.headers.get_content_charset() or "utf-8"
         return kind, response.read(5_000_000).decode(charset, errors="replace")
@@ -145,7 +161,7 @@ def crawl(start: str, cfg: Any, state_path: Path) -> list[dict[str, Any]]:
         if pages_ok:
             time.sleep(cfg.docs_delay)
         try:
-            kind, html = _fetch(url)
+            kind, html = _fetch(url, host)
         except (urllib.error.URLError, OSError, ValueError) as error:
             log.warning("skipping %s: %s", url, error)
             continue

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from codetune.languages import Language, error_fraction, parse
+from codetune.languages import Language, parse, unparsed_fraction
 
 Verdict = bool | tuple[bool, str]
 
@@ -85,9 +85,141 @@ def run_filters(doc: Doc, names: list[str], th: Thresholds) -> str | None:
     return None
 
 
+def syntax_tree(doc: Doc) -> Any:
+    """The document's tree-sitter tree, parsed once and shared by the filters (None: no grammar)."""
+    if "tree" not in doc.meta:
+        # A stray NUL (seen in real doc comments) stops tree-sitter; a space keeps every offset.
+        text = doc.text.replace("\0", " ")
+        doc.meta["tree"] = parse(doc.language, text) if doc.language.grammar else None
+    return doc.meta["tree"]
+
+
+def _is_comment_node(node: Any) -> bool:
+    if "comment" in node.type:
+        return True
+    # A Python module docstring (or any bare string statement) is prose too.
+    if node.type == "string":
+        return True
+    return node.type == "expression_statement" and all(c.type == "string" for c in node.named_children)
+
+
+# Bytes that never occur in text (tab, newlines, form feed and escape excepted).
+_CONTROL_BYTES = bytes(c for c in range(32) if c not in (9, 10, 11, 12, 13, 27)) + b"\x7f"
+BINARY_CONTROL_FRACTION = 0.03
+
+
+def is_binary(data: bytes) -> bool:
+    """Whether a file's first bytes are binary: more than 3% control bytes. One NUL in a doc
+    comment does not make a source file binary; random or compressed bytes are ~10% control."""
+    if not data:
+        return False
+    return len(data) - len(data.translate(None, _CONTROL_BYTES)) > BINARY_CONTROL_FRACTION * len(data)
+
+
 @register_filter("empty")
 def _empty(doc: Doc, th: Thresholds) -> Verdict:
-    return bool(doc.text.strip()) or (False, "empty")
+    """Blank files are ``empty``; files of nothing but comments (often once the licence header is
+    gone: ``meta["original"]`` holds the text before the strip) are ``only_comments``."""
+    if not doc.text.strip():
+        return (False, "only_comments") if doc.meta.get("original", "").strip() else (False, "empty")
+    tree = syntax_tree(doc)
+    if tree is not None and not tree.root_node.has_error:
+        children = tree.root_node.named_children
+        if children and all(_is_comment_node(child) for child in children):
+            return False, "only_comments"
+    elif doc.language.line_comment and all(
+        line.lstrip().startswith(doc.language.line_comment) for line in doc.text.splitlines() if line.strip()
+    ):
+        return False, "only_comments"
+    return True
+
+
+# Path parts of copied third-party code and build output (matched case-insensitively).
+VENDORED_DIRS = frozenset(
+    {
+        "external",
+        "externals",
+        "third_party",
+        "third-party",
+        "thirdparty",
+        "3rdparty",
+        "vendor",
+        "vendors",
+        "vendored",
+        "bower_components",
+        "node_modules",
+        "jspm_packages",
+        "web_modules",
+        "bundles",
+    }
+)
+_MINIFIED_NAME = re.compile(r"[.-]min\.[a-z0-9]+$", re.I)
+_BUNDLE_NAME = re.compile(r"[.-]bundle\.[a-z0-9]+$", re.I)
+# Release banners of well-known libraries: the name with a version, in the file's first comment.
+_LIBRARY_BANNER = re.compile(
+    r"(?i)\b(?:jquery(?: javascript library| migrate| ui)?|requirejs|require\.js|underscore(?:\.js)?|"
+    r"lodash|backbone(?:\.js)?|bootstrap|modernizr|moment(?:\.js)?|d3(?:\.js)?|react(?:-dom)?|vue(?:\.js)?|"
+    r"angular(?:js)?|knockout(?:\.js)?|handlebars|mustache\.js|zepto(?:\.js)?|prototype(?:\.js)?|mootools|"
+    r"dojo|ember(?:\.js)?|highlight\.js|prism|chart\.js|three\.js|socket\.io|sizzle(?: css selector engine)?|"
+    r"popper(?:\.js)?|leaflet|hammer\.js|select2|datatables|core-js|regenerator-runtime|polyfill)"
+    r"\s*[-:]?\s*(?:<[^>]*>\s*)?v?\d+\.\d+(?:\.\d+)?"
+)
+# Build output: a source map reference or a bundler's runtime.
+_BUNDLE_MARKERS = (
+    "//# sourceMappingURL=",
+    "/*# sourceMappingURL=",
+    "webpackBootstrap",
+    "__webpack_require__",
+)
+
+
+def _first_comment(text: str, language: Language) -> str:
+    """The file's leading comment block (consecutive line comments, or one block comment)."""
+    stripped = text.lstrip()
+    block = language.block_comment
+    if block and stripped.startswith(block[0]):
+        end = stripped.find(block[1], len(block[0]))
+        return stripped[: end if end >= 0 else 2000]
+    if stripped.startswith("/*"):  # JS-family banners even where the registry lacks block syntax
+        end = stripped.find("*/")
+        return stripped[: end if end >= 0 else 2000]
+    marker = language.line_comment
+    if marker and stripped.startswith(marker):
+        lines = []
+        for line in stripped.splitlines():
+            if not line.lstrip().startswith(marker):
+                break
+            lines.append(line)
+        return "\n".join(lines)
+    return ""
+
+
+def vendored_reason(path: str, original: str, language: Language) -> str | None:
+    """``vendored``, ``minified`` or ``bundle`` when a file is a copy of someone else's code or a build
+    output (by its path, its name, its banner or its build markers); None for the project's own code."""
+    parts = path.replace("\\", "/").lower().split("/")
+    if any(part in VENDORED_DIRS or part.startswith("vendor") for part in parts[:-1]):
+        return "vendored"
+    name = parts[-1]
+    if _MINIFIED_NAME.search(name):
+        return "minified"
+    if _BUNDLE_NAME.search(name):
+        return "bundle"
+    # Build output first: a project's own bundle carries its own banner.
+    tail = original[-300:]
+    if any(marker in tail for marker in _BUNDLE_MARKERS[:2]) or any(
+        m in original[:5000] for m in _BUNDLE_MARKERS[2:]
+    ):
+        return "bundle"
+    if _LIBRARY_BANNER.search(_first_comment(original, language)[:2000]):
+        return "vendored"
+    return None
+
+
+@register_filter("vendored")
+def _vendored(doc: Doc, th: Thresholds) -> Verdict:
+    reason = vendored_reason(doc.path, doc.meta.get("original", doc.text), doc.language)
+    return reason is None or (False, reason)
 
 
 @register_filter("too_few_lines")
@@ -109,16 +241,63 @@ def _too_few_tokens(doc: Doc, th: Thresholds) -> Verdict:
     return False, "too_few_tokens"
 
 
+_LITERAL_TYPES = ("string", "regex", "char_literal", "heredoc")
+
+
+def code_line_lengths(doc: Doc) -> list[int]:
+    """Lengths of the lines holding code; lines that are only comment or only string literal are
+    counted apart in ``doc.meta`` (``comment_lines``, ``literal_lines``). A long commented-out line
+    or embedded text is not what bigcode's line-length thresholds are about."""
+    if "code_lines" in doc.meta:
+        return doc.meta["code_lines"]
+    lines = doc.text.split("\n")
+    tree = syntax_tree(doc)
+    if tree is None:
+        marker = doc.language.line_comment
+        keep = [len(line) for line in lines if not (marker and line.lstrip().startswith(marker))]
+        doc.meta["comment_lines"] = len(lines) - len(keep)
+        doc.meta["code_lines"] = keep
+        return keep
+    # Mark each line: does it hold a token outside comments and literals, a comment, a literal?
+    marks = {"code": [False] * len(lines), "comment": [False] * len(lines), "literal": [False] * len(lines)}
+
+    def mark(kind: str, node: Any) -> None:
+        for row in range(node.start_point[0], min(node.end_point[0] + 1, len(lines))):
+            marks[kind][row] = True
+
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if "comment" in node.type:
+            mark("comment", node)
+        elif any(t in node.type for t in _LITERAL_TYPES):
+            mark("literal", node)
+        elif node.child_count:
+            stack.extend(node.children)
+        elif node.end_byte > node.start_byte:
+            mark("code", node)
+    code = marks["code"]
+    keep = [len(line) for line, has_code in zip(lines, code, strict=True) if has_code]
+    for kind in ("comment", "literal"):
+        doc.meta[f"{kind}_lines"] = sum(1 for row, hit in enumerate(marks[kind]) if hit and not code[row])
+    doc.meta["code_lines"] = keep
+    return keep
+
+
 @register_filter("max_line_length")
 def _max_line_length(doc: Doc, th: Thresholds) -> Verdict:
-    longest = max((len(line) for line in doc.text.splitlines()), default=0)
-    return longest <= th.max_line_length or (False, "max_line_length")
+    if max((len(line) for line in doc.text.splitlines()), default=0) <= th.max_line_length:
+        return True  # the common case needs no parse
+    return max(code_line_lengths(doc), default=0) <= th.max_line_length or (False, "max_line_length")
 
 
 @register_filter("mean_line_length")
 def _mean_line_length(doc: Doc, th: Thresholds) -> Verdict:
     lines = doc.text.splitlines() or [""]
-    return sum(map(len, lines)) / len(lines) <= th.max_mean_line_length or (False, "mean_line_length")
+    if sum(map(len, lines)) / len(lines) <= th.max_mean_line_length:
+        return True
+    code = code_line_lengths(doc) or [0]
+    return sum(code) / len(code) <= th.max_mean_line_length or (False, "mean_line_length")
 
 
 @register_filter("alnum_fraction")
@@ -201,7 +380,10 @@ def _long_literal(doc: Doc, th: Thresholds) -> Verdict:
 def _not_language(doc: Doc, th: Thresholds) -> Verdict:
     if doc.language.grammar is None:
         return True
-    fraction = error_fraction(parse(doc.language, doc.text))
+    script = (
+        doc.path.lower().endswith(doc.language.script_extensions) if doc.language.script_extensions else False
+    )
+    fraction = unparsed_fraction(doc.language, doc.text.replace("\0", " "), script, syntax_tree(doc))
     doc.meta["error_fraction"] = round(fraction, 4)
     return fraction <= th.max_error_fraction or (False, "not_language")
 
@@ -209,40 +391,57 @@ def _not_language(doc: Doc, th: Thresholds) -> Verdict:
 _LICENCE = re.compile(r"copyright|licen[cs]e|spdx-license-identifier|\(c\)\s*\d{4}|all rights reserved", re.I)
 
 
-def strip_licence(text: str, language: Language) -> tuple[str, bool]:
-    """Remove a leading comment block that mentions copyright/licence/SPDX; return (text, stripped)."""
-    lines = text.splitlines(keepends=True)
-    start = 0
-    while start < len(lines) and (lines[start].startswith("#!") or not lines[start].strip()):
-        start += 1  # keep a shebang; skip blank lines before the header
-    end = start
+# Tool directives that may sit above a licence header and must stay (they configure linters).
+_DIRECTIVE = re.compile(
+    r"\s*(?://|/\*|#|--|\{-)\s*(?:ktlint-disable|ktlint:|eslint-disable|eslint-env|jshint|jscs:|"
+    r"prettier-ignore|tslint:disable|@flow|@ts-nocheck|@jsx|noinspection|@formatter|-\*-|vim:|pylint:|"
+    r"type:\s*ignore|nolint|swiftlint:)",
+    re.I,
+)
+
+
+def _comment_block_end(lines: list[str], start: int, language: Language) -> int | None:
+    """Index of the line after the comment block starting at ``lines[start]``; None if none starts."""
+    if start >= len(lines):
+        return None
+    first = lines[start].lstrip()
     block = language.block_comment
-    stripped_first = lines[start].lstrip() if start < len(lines) else ""
-    if block and stripped_first.startswith(block[0]):
+    if block and first.startswith(block[0]):
         rest = "".join(lines[start:])
         offset = rest.find(block[1], rest.find(block[0]) + len(block[0]))
-        if offset < 0:
-            return text, False
-        header = rest[: offset + len(block[1])]
-        end = start + header.count("\n") + 1
-    elif language.line_comment and stripped_first.startswith(language.line_comment):
+        return None if offset < 0 else start + rest[:offset].count("\n") + 1
+    if language.line_comment and first.startswith(language.line_comment):
+        end = start
         while end < len(lines) and lines[end].lstrip().startswith(language.line_comment):
             end += 1
-        header = "".join(lines[start:end])
-    elif language.name == "python" and stripped_first.startswith(('"""', "'''")):
-        quote = stripped_first[:3]
+        return end
+    if language.name == "python" and first.startswith(('"""', "'''")):
         rest = "".join(lines[start:])
-        offset = rest.find(quote, 3)
-        if offset < 0:
-            return text, False
-        header = rest[: offset + 3]
-        end = start + header.count("\n") + 1
-    else:
+        offset = rest.find(first[:3], rest.find(first[:3]) + 3)
+        return None if offset < 0 else start + rest[:offset].count("\n") + 1
+    return None
+
+
+def strip_licence(text: str, language: Language) -> tuple[str, bool]:
+    """Remove leading comment blocks that mention copyright/licence/SPDX (stacked ones too); keep a
+    shebang and tool directives above them (``// ktlint-disable``, ``/* eslint-disable */``).
+    Return (text, stripped)."""
+    lines = text.splitlines(keepends=True)
+    kept: list[str] = []
+    index, stripped = 0, False
+    while True:
+        while index < len(lines) and (
+            not lines[index].strip()
+            or (index == 0 and lines[index].startswith("#!"))
+            or _DIRECTIVE.match(lines[index])
+        ):
+            if lines[index].strip():
+                kept.append(lines[index])
+            index += 1
+        end = _comment_block_end(lines, index, language)
+        if end is None or not _LICENCE.search("".join(lines[index:end])):
+            break
+        index, stripped = end, True
+    if not stripped:
         return text, False
-    if not _LICENCE.search(header):
-        return text, False
-    while end < len(lines) and not lines[end].strip():
-        end += 1
-    return "".join(lines[:start] if lines[:start] and lines[0].startswith("#!") else []) + "".join(
-        lines[end:]
-    ), True
+    return "".join(kept) + "".join(lines[index:]), True

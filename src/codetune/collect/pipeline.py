@@ -1,8 +1,11 @@
-"""The collect stage: sources -> files -> filters -> redaction -> dedup -> Parquet shards + manifest.
+"""The collect stage, in the order ``_collect`` runs it:
 
-Files are processed in worker processes, one chunk of files per task; each finished source is saved
-in a work folder beside the output so an interrupted run resumes where it stopped. The corpus folder
-itself is written atomically at the very end.
+1. list: fetch every source (clone, update, unpack) and list its candidate files (``walk``);
+2. skip the stage when the corpus (and a ``--rejected`` folder) already match this input;
+3. process: read, strip, filter and redact each file in worker processes, one chunk per task, saving
+   each finished source in a work folder beside the output so an interrupted run resumes there;
+4. deduplicate exact then near duplicates across all sources, count every drop by reason;
+5. write the ``--rejected`` folder and the corpus folder (each atomically, at the very end).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import os
 import pickle
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codetune.collect.config import CollectConfig
-from codetune.collect.filters import FILTERS, Doc, Thresholds, run_filters, strip_licence
+from codetune.collect.executor import worker_pool
+from codetune.collect.filters import FILTERS, Doc, Thresholds, is_binary, run_filters, strip_licence
+from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, manifest_fingerprint, read_json, write_json
 from codetune.languages import Language, get_language, register_spec
@@ -68,31 +72,38 @@ def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, 
     if len(data) > ctx.max_bytes:
         return _drop(rel, repo, "too_large", len(data))
     capture = data if ctx.capture_rejected else None
-    if b"\0" in data[:BINARY_SNIFF]:
+    if is_binary(data[:BINARY_SNIFF]):
         return _drop(rel, repo, "binary", len(data), capture)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return _drop(rel, repo, "undecodable", len(data), capture)
-    return process_text(text, rel, repo, ctx, len(data))
+    record = process_text(text, rel, repo, ctx, len(data))
+    if ctx.capture_rejected:  # --rejected copies hold the file as it was, not the cleaned text
+        record["content" if record["status"] is not None else "original"] = data
+    return record
 
 
 def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | None = None) -> dict[str, Any]:
     """The text half of :func:`process_file` (also used for docs records and the benchmark baseline)."""
     size = len(text.encode("utf-8")) if size is None else size
-    text = text.replace("\r\n", "\n")
+    text = original = text.replace("\r\n", "\n")
     stripped = False
     if ctx.strip_licence:
         text, stripped = strip_licence(text, ctx.language)
-    doc = Doc(rel, repo, text, ctx.language)
+    doc = Doc(rel, repo, text, ctx.language, meta={"original": original})
     reason = run_filters(doc, ctx.filters, ctx.thresholds)
     if reason is not None:
         return _drop(rel, repo, reason, size, text.encode("utf-8") if ctx.capture_rejected else None)
     redactions: dict[str, int] = {}
     if ctx.redact:
-        from codetune.collect.secrets import redact
+        from codetune.collect.secrets import redact_code
 
-        text, redactions = redact(text)
+        text, redactions, broke = redact_code(text, ctx.language)
+        if broke:
+            return _drop(
+                rel, repo, "redaction_broke_syntax", size, text.encode() if ctx.capture_rejected else None
+            )
     record: dict[str, Any] = {
         "status": None,
         "path": rel,
@@ -156,6 +167,25 @@ def make_context(cfg: CollectConfig, language: Language) -> FileContext:
 # ---- The stage -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Listed:
+    """A fetched source and the files found in it (for docs: the crawled blocks)."""
+
+    source: Source
+    files: list[Any]
+    problems: Counter[str]
+    signature: str
+
+
+@dataclass
+class Processed:
+    """The records of one source: kept ones (status None) and drops with their reasons."""
+
+    source: Source
+    records: list[dict[str, Any]]
+    problems: Counter[str]
+
+
 def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
     data = cfg.model_dump(
         mode="json", exclude={"out", "force", "workers", "chunk_size", "rejected", "cache_dir"}
@@ -169,8 +199,8 @@ def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
     return data
 
 
-def _listing_signature(files: list[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
+def _listing_signature(files: list[tuple[str, str]], commit: str | None = None) -> str:
+    digest = hashlib.sha256(f"{commit or ''}\n".encode())
     for path, rel in files:
         try:
             info = os.stat(path)
@@ -193,43 +223,90 @@ def collect(cfg: CollectConfig) -> StageResult:
 
 
 def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
+    language = _setup_language(cfg)
+    ctx = make_context(cfg, language)
+    identity = _config_identity(cfg, language)
+    listed = list_sources(cfg, language, work)
+    fp = fingerprint(identity, [(item.source.key, item.signature) for item in listed])
+    if _up_to_date(cfg, out, fp):
+        shutil.rmtree(work, ignore_errors=True)
+        summary = read_json(out / MANIFEST).get("summary", {})
+        if cfg.rejected is not None:
+            summary["rejected"] = f"{cfg.rejected} (unchanged)"
+        return StageResult("collect", out, summary=summary, skipped=True)
+    processed = process_sources(cfg, ctx, listed, identity, work)
+    kept, dropped = _dedup(cfg, processed)
+    counts, skipped = _count(dropped, processed)
+    redactions = _redactions(kept)
+    summary = _summary(language, kept, counts, skipped, redactions)
+    if cfg.rejected is not None:
+        _write_rejected(Path(cfg.rejected), dropped, fp)
+        summary["rejected"] = str(cfg.rejected)
+    if not kept:
+        shutil.rmtree(work, ignore_errors=True)
+        raise InputError(
+            f"no files of {language.name} kept from {', '.join(cfg.sources)} "
+            f"(seen {summary['files seen']}; dropped: {_reasons_line(counts)})"
+        )
+    _write_corpus(out, cfg, fp, language, listed, kept, counts, skipped, redactions, summary)
+    shutil.rmtree(work, ignore_errors=True)
+    return StageResult("collect", out, summary=summary)
+
+
+def _setup_language(cfg: CollectConfig) -> Language:
+    for spec in cfg.languages:
+        register_spec(spec)
+    if not cfg.sources:
+        raise InputError("no sources given: pass folders, git URLs, archives, github:QUERY or docs:URL")
+    return get_language(cfg.language)
+
+
+def list_sources(cfg: CollectConfig, language: Language, work: Path) -> list[Listed]:
+    """Fetch every source and list its files (cheap next to processing), so the fingerprint is known."""
     from codetune.collect.sources import resolve_sources
     from codetune.collect.walk import walk_files
 
-    for spec in cfg.languages:
-        register_spec(spec)
-    language = get_language(cfg.language)
-    ctx = make_context(cfg, language)
-    if not cfg.sources:
-        raise InputError("no sources given: pass folders, git URLs, archives, github:QUERY or docs:URL")
-    identity = _config_identity(cfg, language)
-
-    # Phase 1: fetch and list every source (cheap next to processing), so the fingerprint is known.
     listed = []
     for source in resolve_sources(cfg, work):
         if source.kind == "docs":
             from codetune.collect.docs import crawl
 
             pages = crawl(source.origin, cfg, work / f"docs-{source.key}.json")
-            listed.append((source, pages, Counter(), fingerprint(pages)))
+            listed.append(Listed(source, pages, Counter(), fingerprint(pages)))
             continue
         root = source.fetch()
-        files, problems = walk_files(root, language, cfg)
+        files, problems = walk_files(root, language, cfg, use_git=source.use_git)
         problems.update(source.extra.get("skipped", {}))
-        listed.append((source, files, problems, _listing_signature(files)))
-    fp = fingerprint(identity, [(s.key, sig) for s, _, _, sig in listed])
-    if not cfg.force and manifest_fingerprint(out) == fp:
-        shutil.rmtree(work, ignore_errors=True)
-        manifest = read_json(out / MANIFEST)
-        return StageResult("collect", out, summary=manifest.get("summary", {}), skipped=True)
+        listed.append(Listed(source, files, problems, _listing_signature(files, source.extra.get("commit"))))
+    return listed
 
-    # Phase 2: process each source (resuming finished ones from the work folder).
+
+def _up_to_date(cfg: CollectConfig, out: Path, fp: str) -> bool:
+    """Whether the corpus (and the --rejected folder, when asked for) already match this run."""
+    if cfg.force or manifest_fingerprint(out) != fp:
+        return False
+    if cfg.rejected is not None and manifest_fingerprint(cfg.rejected) != fp:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(
+            f"collect: corpus unchanged; processing again to write --rejected {cfg.rejected}",
+            highlight=False,
+        )
+        return False
+    return True
+
+
+def process_sources(
+    cfg: CollectConfig, ctx: FileContext, listed: list[Listed], identity: dict[str, Any], work: Path
+) -> list[Processed]:
+    """Judge every file of every source, resuming sources finished by an earlier, interrupted run."""
     specs = [spec.model_dump() for spec in cfg.languages]
     pool = None
-    results: list[tuple[Any, list[dict[str, Any]], Counter[str]]] = []
+    results: list[Processed] = []
     try:
-        for index, (source, files, problems, sig) in enumerate(listed):
-            done = work / f"source-{fingerprint(identity, source.key, sig)}.pkl"
+        for index, item in enumerate(listed):
+            source = item.source
+            done = work / f"source-{fingerprint(identity, source.key, item.signature)}.pkl"
             if done.is_file():
                 log.info("resuming: %s already processed", source.origin)
                 with done.open("rb") as handle:
@@ -237,17 +314,15 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
             elif source.kind == "docs":
                 from codetune.collect.docs import process_docs
 
-                records = process_docs(files, source.repo, ctx)
+                records = process_docs(item.files, source.repo, ctx)
             else:
-                items = [(path, rel, source.repo) for path, rel in files]
+                items = [(path, rel, source.repo) for path, rel in item.files]
                 chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
                 if cfg.workers > 1 and len(chunks) > 1:
                     if pool is None:
                         if cfg.near_dedup:
                             import datasketch  # noqa: F401  (imported once here, inherited by forked workers)
-                        pool = ProcessPoolExecutor(
-                            cfg.workers, initializer=_init_worker, initargs=(ctx, specs)
-                        )
+                        pool = worker_pool(cfg.workers, _init_worker, (ctx, specs))
                     records = [
                         r
                         for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks), source.repo)
@@ -264,46 +339,76 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
                     os.replace(tmp, done)
             for record in records:
                 record["source"] = source.origin
-            results.append((source, records, problems))
+            results.append(Processed(source, records, item.problems))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return results
 
-    # Phase 3: deduplicate (exact, then near) in a fixed order, count, write.
-    kept, dropped = _dedup(cfg, results)
+
+def _count(
+    dropped: list[dict[str, Any]], processed: list[Processed]
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Files and bytes per drop reason, and files left out before reading per skip reason."""
+    from codetune.collect.walk import SKIP_REASONS
+
     counts: dict[str, dict[str, int]] = {}
     for record in dropped:
         entry = counts.setdefault(record["status"], {"files": 0, "bytes": 0})
         entry["files"] += 1
         entry["bytes"] += record["bytes"]
-    for _, _, problems in results:
-        for reason, n in problems.items():
-            counts.setdefault(reason, {"files": 0, "bytes": 0})["files"] += n
-    counts = dict(sorted(counts.items()))
-    redactions: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for item in processed:
+        for reason, n in item.problems.items():
+            if reason in SKIP_REASONS:
+                skipped[reason] += n
+            else:
+                counts.setdefault(reason, {"files": 0, "bytes": 0})["files"] += n
+    return dict(sorted(counts.items())), dict(sorted(skipped.items()))
+
+
+def _redactions(kept: list[dict[str, Any]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
     for record in kept:
-        redactions.update(record["redactions"])
-    seen = len(kept) + sum(entry["files"] for entry in counts.values())
+        total.update(record["redactions"])
+    return dict(sorted(total.items()))
+
+
+def _summary(
+    language: Language,
+    kept: list[dict[str, Any]],
+    counts: dict[str, dict[str, int]],
+    skipped: dict[str, int],
+    redactions: dict[str, int],
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "language": language.name,
-        "files seen": seen,
+        "files seen": len(kept) + sum(entry["files"] for entry in counts.values()),
         "files kept": len(kept),
         "bytes kept": sum(r["bytes"] for r in kept),
     }
     for reason, entry in counts.items():
         summary[f"dropped: {reason}"] = f"{entry['files']} files, {entry['bytes']} bytes"
+    for reason, n in skipped.items():
+        summary[f"skipped: {reason}"] = f"{n} files"
     for kind, n in sorted(redactions.items()):
         summary[f"redacted: {kind}"] = n
     summary["licence headers stripped"] = sum(1 for r in kept if r["licence_stripped"])
+    return summary
 
-    if cfg.rejected is not None:
-        _write_rejected(Path(cfg.rejected), dropped)
-    if not kept:
-        shutil.rmtree(work, ignore_errors=True)
-        raise InputError(
-            f"no files of {language.name} kept from {', '.join(cfg.sources)} "
-            f"(seen {seen}; dropped: {_reasons_line(counts)})"
-        )
+
+def _write_corpus(
+    out: Path,
+    cfg: CollectConfig,
+    fp: str,
+    language: Language,
+    listed: list[Listed],
+    kept: list[dict[str, Any]],
+    counts: dict[str, dict[str, int]],
+    skipped: dict[str, int],
+    redactions: dict[str, int],
+    summary: dict[str, Any],
+) -> None:
     with atomic_dir(out) as tmp:
         shards = _write_shards(tmp, kept, language.name, cfg.shard_rows)
         summary["shards"] = len(shards)
@@ -312,26 +417,30 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
             "fingerprint": fp,
             "language": language.name,
             "sources": [
-                {"source": s.origin, "kind": s.kind, "repo": s.repo, "files": len(files), **s.extra}
-                for s, files, _, _ in listed
+                {
+                    "source": item.source.origin,
+                    "kind": item.source.kind,
+                    "repo": item.source.repo,
+                    "files": len(item.files),
+                    **item.source.extra,
+                }
+                for item in listed
             ],
             "config": cfg.model_dump(mode="json"),
-            "counts": {"kept": len(kept), "dropped": counts},
+            "counts": {"kept": len(kept), "dropped": counts, "skipped": skipped},
             "totals": {
-                "files_seen": seen,
+                "files_seen": summary["files seen"],
                 "files_kept": len(kept),
                 "files_dropped": sum(e["files"] for e in counts.values()),
                 "bytes_kept": summary["bytes kept"],
                 "bytes_dropped": sum(e["bytes"] for e in counts.values()),
             },
-            "redactions": dict(sorted(redactions.items())),
+            "redactions": redactions,
             "licence_stripped": summary["licence headers stripped"],
             "shards": shards,
             "summary": summary,
         }
         write_json(tmp / MANIFEST, manifest)
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult("collect", out, summary=summary)
 
 
 def _reasons_line(counts: dict[str, dict[str, int]]) -> str:
@@ -348,12 +457,12 @@ def _progress(iterable: Any, total: int, what: str) -> Any:
             yield item
 
 
-def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     by_exact: dict[str, dict[str, Any]] = {}
-    for _, records, _ in results:
-        for record in records:
+    for item in results:
+        for record in item.records:
             if record["status"] is not None:
                 dropped.append(record)
                 continue
@@ -374,7 +483,11 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
         from codetune.collect.dedup import near_duplicates
 
         dupes = near_duplicates(
-            ((i, r["minhash"]) for i, r in enumerate(kept)), cfg.near_threshold, cfg.num_perm
+            ((i, r["minhash"]) for i, r in enumerate(kept)),
+            cfg.near_threshold,
+            cfg.num_perm,
+            text_of=lambda i: kept[i]["content"],
+            ngram=cfg.ngram,
         )
         survivors = []
         for i, record in enumerate(kept):
@@ -389,6 +502,17 @@ def _dedup(cfg: CollectConfig, results: list[Any]) -> tuple[list[dict[str, Any]]
             else:
                 survivors.append(record)
         kept = survivors
+        # A build bundle concatenating modules kept here duplicates them without being a near twin.
+        from codetune.collect.dedup import contained_bundles
+
+        bundles = contained_bundles([(r["repo"], r["content"]) for r in kept], cfg.ngram)
+        for i, parts in bundles.items():
+            first = kept[parts[0]]
+            kept[i].update(
+                status="bundle", duplicate_of=f"{first['repo']}/{first['path']}", bytes=kept[i]["orig_bytes"]
+            )
+            dropped.append(kept[i])
+        kept = [r for i, r in enumerate(kept) if i not in bundles]
     return kept, dropped
 
 
@@ -440,7 +564,8 @@ def _write_shards(folder: Path, kept: list[dict[str, Any]], language: str, shard
     return names
 
 
-def _write_rejected(folder: Path, dropped: list[dict[str, Any]]) -> None:
+def _write_rejected(folder: Path, dropped: list[dict[str, Any]], fp: str) -> None:
+    """Every dropped file as it was read, one folder per reason, indexed by rejected.jsonl."""
     import json
 
     with atomic_dir(folder) as tmp:
@@ -448,7 +573,7 @@ def _write_rejected(folder: Path, dropped: list[dict[str, Any]]) -> None:
         for record in dropped:
             entry = {k: record.get(k) for k in ("repo", "path", "status", "bytes", "duplicate_of", "source")}
             entry["reason"] = entry.pop("status")
-            content = record.get("content")
+            content = record.get("original", record.get("content"))
             if isinstance(content, str):
                 content = content.encode("utf-8")
             if content is not None:
@@ -458,6 +583,7 @@ def _write_rejected(folder: Path, dropped: list[dict[str, Any]]) -> None:
                 entry["file"] = str(target.relative_to(tmp))
             lines.append(json.dumps(entry))
         (tmp / "rejected.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        write_json(tmp / MANIFEST, {"stage": "collect --rejected", "fingerprint": fp, "files": len(lines)})
 
 
 def _safe_rel(text: str) -> str:

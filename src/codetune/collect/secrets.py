@@ -1,8 +1,18 @@
-"""Redact personal data and secrets with placeholders, counting each kind.
+"""Redact personal data and secrets with placeholders, counting each kind, without damaging code.
 
-E-mails become ``user@example.com`` and public IP addresses documentation addresses (so the code
-still parses); keys and tokens become ``<KEY>``, passwords in assignments ``<PASSWORD>``. Private,
-loopback and documentation addresses are kept.
+E-mails become ``user@example.com`` and public IP addresses a documentation address (so the code
+still parses); keys and tokens become ``<KEY>``, passwords in assignments ``<PASSWORD>``.
+
+Detection knows code:
+- an e-mail needs a real top-level domain and is not a Kotlin label (``this@Buffer.write(data)``),
+  a call, or an SCM address (``git@github.com:owner/repo``, ``ssh://git@host/...``);
+- an IP is exactly four octets <= 255, not part of a longer dotted run (``Corretto-11.0.14.1.1``) nor
+  a version or section number (``v1.2.3.4``, ``sections 2.3.3.1``); private, loopback and
+  documentation addresses are kept;
+- a private key needs a base64 body between its armour lines (two armour string constants with
+  code between them are not a key).
+
+:func:`redact_code` re-parses the result: a redaction must never make a file stop parsing.
 """
 
 from __future__ import annotations
@@ -11,18 +21,31 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 EMAIL_PLACEHOLDER = "user@example.com"
+IP_PLACEHOLDER = "192.0.2.1"
 KEY_PLACEHOLDER = "<KEY>"
 PASSWORD_PLACEHOLDER = "<PASSWORD>"
 
+_ARMOUR_LABEL = r"(?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?"
+# Separators inside a key: real newlines, \n escapes when the key sits in a string literal, and the
+# seams of a literal split over lines (`...\n" +\n  "...`). Any other code between armour lines
+# (two armour constants in a Gradle script) ends the match.
+_KEY_GAP = r"""(?:\s|\\[nr]|"\s*\+?\s*"|'\s*\+?\s*')*"""
+_PRIVATE_KEY = re.compile(
+    rf"-----BEGIN (?P<label>{_ARMOUR_LABEL})-----{_KEY_GAP}"
+    r"(?:[A-Za-z][A-Za-z0-9-]*: [^\n\\]*" + _KEY_GAP + ")*"  # Proc-Type:, Version: ... headers
+    r"(?P<body>(?:[A-Za-z0-9+/=]{4,}" + _KEY_GAP + r")+)"
+    r"-----END (?P=label)-----"
+)
+_KEY_MIN_BODY = 16
+
 # Kind -> pattern; the whole match (or group "secret" when present) is replaced by <KEY>.
 KEY_PATTERNS: dict[str, re.Pattern[str]] = {
-    "private_key": re.compile(
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    ),
+    "private_key": _PRIVATE_KEY,
     "aws_key": re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b"),
     "aws_secret": re.compile(
         r"(?i)aws_?secret_?(?:access_?)?key\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
@@ -32,14 +55,65 @@ KEY_PATTERNS: dict[str, re.Pattern[str]] = {
     "stripe_key": re.compile(r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b"),
     "jwt": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
 }
+# Cheap substring checks that gate each pattern (most files contain no secret at all).
+_HINTS: dict[str, tuple[str, ...]] = {
+    "private_key": ("PRIVATE KEY",),
+    "aws_key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA"),
+    "aws_secret": ("aws", "AWS", "Aws"),
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "slack_token": ("xox",),
+    "stripe_key": ("_live_", "_test_"),
+    "jwt": ("eyJ",),
+}
 _PASSWORD = re.compile(
     r"(?i)\b(?P<name>[a-z_]*(?:password|passwd|pwd|secret|api_?key|access_?token|auth_?token|secret_?key|token))"
     r"(?P<sep>\s*[:=]\s*|\s*=>\s*)(?P<q>[\"'])(?P<value>[^\"'\s]{8,})(?P=q)"
 )
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_IPV4 = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}")
-_DIGITS_DOTS = bytes(c if chr(c) in "0123456789." else 32 for c in range(256))
+_PASSWORD_WORDS = ("passw", "pwd", "secret", "apikey", "api_key", "token")
+
+_EMAIL = re.compile(
+    r"\b[A-Za-z0-9._%+-]+@(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?P<tld>[A-Za-z]{2,}))\b"
+)
 _KEEP_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+# Kotlin's labelled this/super/return/break/continue: `this@Buffer.write(data)` is code.
+_LABEL_KEYWORDS = frozenset({"this", "super", "return", "break", "continue"})
+# Top-level domains an address can end in: common generic ones and the two-letter country codes.
+_TLD_TEXT = """
+com net org edu gov mil int info biz name pro aero coop museum mobi asia tel travel jobs cat
+app dev page cloud tech online site xyz top club shop store blog email link live news
+media network systems solutions software digital studio design agency group company global
+world today life space website services consulting works tools zone center team
+engineering foundation academy institute ventures capital finance fund bank law health
+science social community expert codes run host computer google microsoft apple amazon
+mozilla ninja guru one plus lol wtf fun art music photo games ltd llc inc gmbh srl
+ac ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bm bn bo br bs bt
+bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj dk dm do dz ec ee eg er
+es et eu fi fj fk fm fo fr ga gd ge gf gg gh gi gl gm gn gp gq gr gs gt gu gw gy hk hm hn hr ht
+hu id ie il im in io iq ir is it je jm jo jp ke kg kh ki km kn kp kr kw ky kz la lb lc li lk lr
+ls lt lu lv ly ma mc md me mg mh mk ml mm mn mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng
+ni nl no np nr nu nz om pa pe pf pg ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd
+se sg sh si sk sl sm sn so sr ss st su sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw
+tz ua ug uk us uy uz va vc ve vg vi vn vu wf ws ye yt za zm zw
+"""
+TLDS = frozenset(_TLD_TEXT.split())
+
+_IPV4 = re.compile(r"(?<![\w.-])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)(?![\w-])")
+_DIGITS_DOTS = bytes(c if chr(c) in "0123456789." else 32 for c in range(256))
+# Words after which a dotted number is a version or a section, not an address.
+_VERSION_CONTEXT = re.compile(
+    r"(?i)(?:\bv|version|ver\.|release|rev\.?|build|update|jdk|section|sections|chapter|clause|rfc|§|"
+    r"item|step|rule|figure|table|appendix)\s*[:#-]?\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """One replacement: characters [start, end) of the text become ``replacement``."""
+
+    start: int
+    end: int
+    replacement: str
+    kind: str
 
 
 def shannon_entropy(text: str) -> float:
@@ -51,93 +125,156 @@ def shannon_entropy(text: str) -> float:
 
 def _public_ip(text: str) -> bool:
     try:
-        ip = ipaddress.ip_address(text)
+        return ipaddress.ip_address(text).is_global
     except ValueError:
         return False
-    return ip.is_global
 
 
-# Cheap substring checks that gate each pattern (most files contain no secret at all).
-_HINTS: dict[str, tuple[str, ...]] = {
-    "private_key": ("PRIVATE KEY",),
-    "aws_key": ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA"),
-    "aws_secret": ("aws", "AWS", "Aws"),
-    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    "slack_token": ("xox",),
-    "stripe_key": ("_live_", "_test_"),
-    "jwt": ("eyJ",),
-}
-_PASSWORD_WORDS = ("passw", "pwd", "secret", "apikey", "api_key", "token")
+def _lines_with(text: str, words: tuple[str, ...]) -> Iterator[tuple[int, str]]:
+    """(offset, line) of the lines containing one of ``words`` (case-insensitive)."""
+    offset = 0
+    for line in text.split("\n"):
+        lowered = line.lower()
+        if any(word in lowered for word in words):
+            yield offset, line
+        offset += len(line) + 1
 
 
-def _has_password_word(line: str) -> bool:
-    lowered = line.lower()
-    return any(word in lowered for word in _PASSWORD_WORDS)
+def _key_redactions(text: str) -> Iterator[Redaction]:
+    for kind, pattern in KEY_PATTERNS.items():
+        if not any(hint in text for hint in _HINTS[kind]):
+            continue
+        for match in pattern.finditer(text):
+            if kind == "private_key" and len(re.sub(r"\s|\\[nr]", "", match.group("body"))) < _KEY_MIN_BODY:
+                continue
+            if "secret" in match.groupdict() and match.group("secret"):
+                yield Redaction(*match.span("secret"), KEY_PLACEHOLDER, kind)
+            else:
+                yield Redaction(*match.span(), KEY_PLACEHOLDER, kind)
 
 
-def _sub_lines(pattern: re.Pattern[str], text: str, keep: Callable[[str], bool], repl: Any) -> str:
-    """Apply ``pattern.sub`` only to the lines for which ``keep`` is true (patterns never span lines)."""
-    lines = text.split("\n")
-    changed = False
-    for i, line in enumerate(lines):
-        if keep(line):
-            new = pattern.sub(repl, line)
-            if new != line:
-                lines[i], changed = new, True
-    return "\n".join(lines) if changed else text
+def _password_redactions(text: str) -> Iterator[Redaction]:
+    for offset, line in _lines_with(text, _PASSWORD_WORDS):
+        for match in _PASSWORD.finditer(line):
+            value = match.group("value")
+            if value.startswith("<") or shannon_entropy(value) < 3.0:
+                continue  # placeholders and plain words are not secrets
+            start, end = match.span("value")
+            yield Redaction(offset + start, offset + end, PASSWORD_PLACEHOLDER, "password")
+
+
+def is_email(text: str, match: re.Match[str]) -> bool:
+    """Whether an address-shaped match is an e-mail address and not code or an SCM address."""
+    address, start, end = match.group(0), match.start(), match.end()
+    local = address.split("@", 1)[0]
+    if match.group("tld").lower() not in TLDS or address.lower().endswith(_KEEP_EMAIL_DOMAINS):
+        return False
+    if local in _LABEL_KEYWORDS or local == "git":
+        return False
+    if text.startswith("://", max(start - 3, 0)) and start >= 3:
+        return False  # user@host in a URL (ssh://git@github.com/...)
+    following, after = text[end : end + 1], text[end + 1 : end + 2]
+    # Not a call (this@Outer.method()) nor an scp-like host:path.
+    return following != "(" and not (following == ":" and after not in ("", " ", "\t"))
+
+
+def _email_redactions(text: str) -> Iterator[Redaction]:
+    if "@" not in text:
+        return
+    for offset, line in _lines_with(text, ("@",)):
+        for match in _EMAIL.finditer(line):
+            if is_email(line, match):
+                yield Redaction(offset + match.start(), offset + match.end(), EMAIL_PLACEHOLDER, "email")
+
+
+def _ip_redactions(text: str) -> Iterator[Redaction]:
+    # Only run the pattern when some run of digits and dots has three dots (cheap, in C).
+    if not any(
+        run.count(b".") >= 3 for run in text.encode("utf-8", "replace").translate(_DIGITS_DOTS).split()
+    ):
+        return
+    for match in _IPV4.finditer(text):
+        octets = match.group(0).split(".")
+        if any(int(octet) > 255 or (len(octet) > 1 and octet[0] == "0") for octet in octets):
+            continue
+        if _VERSION_CONTEXT.search(text, max(match.start() - 24, 0), match.start()):
+            continue
+        if _public_ip(match.group(0)):
+            yield Redaction(*match.span(), IP_PLACEHOLDER, "ip_address")
+
+
+def find_redactions(text: str) -> list[Redaction]:
+    """Every redaction for ``text``, non-overlapping (keys first, then passwords, e-mails, IPs)."""
+    chosen: list[Redaction] = []
+    for finder in (_key_redactions, _password_redactions, _email_redactions, _ip_redactions):
+        for item in finder(text):
+            if all(item.end <= other.start or item.start >= other.end for other in chosen):
+                chosen.append(item)
+    return sorted(chosen, key=lambda item: item.start)
+
+
+def apply_redactions(text: str, redactions: list[Redaction]) -> tuple[str, dict[str, int]]:
+    """Apply sorted non-overlapping redactions; return the text and counts per kind."""
+    parts, last, counts = [], 0, Counter()
+    for item in redactions:
+        parts += [text[last : item.start], item.replacement]
+        last = item.end
+        counts[item.kind] += 1
+    parts.append(text[last:])
+    return "".join(parts), dict(counts)
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """Return ``text`` with secrets and personal data replaced, and counts per kind."""
-    counts: Counter[str] = Counter()
+    return apply_redactions(text, find_redactions(text))
 
-    for kind, pattern in KEY_PATTERNS.items():
-        if not any(hint in text for hint in _HINTS[kind]):
-            continue
 
-        def key_sub(match: re.Match[str], kind: str = kind) -> str:
-            counts[kind] += 1
-            if "secret" in match.groupdict() and match.group("secret"):
-                start, end = match.span("secret")
-                whole = match.group(0)
-                offset = match.start()
-                return whole[: start - offset] + KEY_PLACEHOLDER + whole[end - offset :]
-            return KEY_PLACEHOLDER
+def _inside_literals(text: str, tree: Any, redactions: list[Redaction]) -> list[Redaction]:
+    """The redactions that lie wholly inside one string literal or comment of the parse."""
+    spans: list[tuple[int, int]] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if "comment" in node.type or "string" in node.type:
+            spans.append((node.start_byte, node.end_byte))
+        else:
+            stack.extend(node.children)
+    kept = []
+    for item in redactions:
+        start = len(text[: item.start].encode("utf-8"))
+        end = start + len(text[item.start : item.end].encode("utf-8"))
+        if any(low <= start and end <= high for low, high in spans):
+            kept.append(item)
+    return kept
 
-        text = pattern.sub(key_sub, text)
 
-    def password_sub(match: re.Match[str]) -> str:
-        value = match.group("value")
-        if value.startswith("<") or shannon_entropy(value) < 3.0:
-            return match.group(0)  # placeholders and plain words are not secrets
-        counts["password"] += 1
-        return f"{match.group('name')}{match.group('sep')}{match.group('q')}{PASSWORD_PLACEHOLDER}{match.group('q')}"
+def redact_code(text: str, language: Any) -> tuple[str, dict[str, int], bool]:
+    """Redact ``text`` of ``language`` and check it still parses as well as before.
 
-    lowered = text.lower()
-    if any(word in lowered for word in _PASSWORD_WORDS):
-        text = _sub_lines(_PASSWORD, text, _has_password_word, password_sub)
+    If it does not, keep only the redactions inside string literals and comments; if even that
+    breaks the parse, return the original text with ``broke=True`` (the caller drops the file with
+    reason ``redaction_broke_syntax``). Returns (text, counts, broke).
+    """
+    redactions = find_redactions(text)
+    if not redactions:
+        return text, {}, False
+    redacted, counts = apply_redactions(text, redactions)
+    if language is None or language.grammar is None:
+        return redacted, counts, False
+    from codetune.languages import error_fraction, parse
 
-    def email_sub(match: re.Match[str]) -> str:
-        address = match.group(0)
-        if address.lower().endswith(_KEEP_EMAIL_DOMAINS):
-            return address
-        counts["email"] += 1
-        return EMAIL_PLACEHOLDER
+    before = parse(language, text)
+    damage = error_fraction(before) if before.root_node.has_error else 0.0
 
-    if "@" in text:
-        text = _sub_lines(_EMAIL, text, lambda line: "@" in line, email_sub)
+    def parses_as_before(candidate: str) -> bool:
+        after = parse(language, candidate)
+        return not after.root_node.has_error or error_fraction(after) <= damage + 1e-3
 
-    def ip_sub(match: re.Match[str]) -> str:
-        start, end, whole = match.start(), match.end(), match.string
-        inside = (start and (whole[start - 1].isalnum() or whole[start - 1] in "._")) or (
-            end < len(whole) and (whole[end].isalnum() or whole[end] in "._")
-        )
-        if inside or not _public_ip(match.group(0)):
-            return match.group(0)
-        counts["ip_address"] += 1
-        return "192.0.2.1"
-
-    # Only run the IP pattern when some run of digits and dots has three dots (cheap, in C).
-    if any(run.count(b".") == 3 for run in text.encode("utf-8", "replace").translate(_DIGITS_DOTS).split()):
-        text = _IPV4.sub(ip_sub, text)
-    return text, dict(counts)
+    if parses_as_before(redacted):
+        return redacted, counts, False
+    literal_only = _inside_literals(text, before, redactions)
+    if literal_only:
+        redacted, counts = apply_redactions(text, literal_only)
+        if parses_as_before(redacted):
+            return redacted, counts, False
+    return text, {}, True

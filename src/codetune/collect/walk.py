@@ -1,12 +1,19 @@
-"""Walk a folder for files of one language: skip vendored/build folders, honour .gitignore and
-include/exclude globs, and survive symlink loops and unreadable folders (counted, not fatal)."""
+"""List the candidate files of one source folder.
+
+In a git work tree the files are those git lists (tracked ones, even when a .gitignore matches them,
+plus untracked ones that are not ignored); elsewhere the folder is walked, honouring .gitignore files.
+Either way ``skip_dirs`` are left out, links that resolve outside the folder are never followed, and
+every file left out on purpose or by accident is counted with its reason.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import subprocess
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +21,143 @@ from codetune.languages import Language
 
 log = logging.getLogger(__name__)
 
+# Reasons for files left out before they are read; the manifest counts them apart from dropped files.
+SKIP_REASONS = ("gitignored", "skip_dirs")
+# Configuration git must never take from a repository it lists (fsmonitor would run a command).
+SAFE_GIT = ("-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false")
+
 
 def _spec(patterns: list[str]) -> Any:
     import pathspec
 
     return pathspec.PathSpec.from_lines("gitwildmatch", patterns) if patterns else None
+
+
+@dataclass
+class Candidates:
+    """Which files of a source are collected: the language's extensions (or ``include``) minus ``exclude``."""
+
+    language: Language
+    include: Any
+    exclude: Any
+
+    @classmethod
+    def from_config(cls, language: Language, cfg: Any) -> Candidates:
+        return cls(language, _spec(cfg.include), _spec(cfg.exclude))
+
+    def __call__(self, rel: str) -> bool:
+        if self.include is not None:
+            if not self.include.match_file(rel):
+                return False
+        elif Path(rel).suffix.lower() not in self.language.extensions:
+            return False
+        return self.exclude is None or not self.exclude.match_file(rel)
+
+
+def walk_files(
+    root: Path, language: Language, cfg: Any, *, use_git: bool = True
+) -> tuple[list[tuple[str, str]], Counter[str]]:
+    """Sorted (absolute path, path relative to root) of candidate files, and counts of what was left out.
+
+    ``use_git=False`` walks the folder even when it holds a git repository (an unpacked archive's
+    ``.git`` is not to be trusted).
+    """
+    root = Path(os.path.realpath(root))
+    wanted = Candidates.from_config(language, cfg)
+    listing = _git_listing(root, cfg.gitignore) if use_git else None
+    if listing is None:
+        found, problems = _walk(root, "", wanted, cfg)
+    else:
+        found, problems = _from_git(root, listing, wanted, cfg)
+    found.sort(key=lambda item: item[1])
+    return found, problems
+
+
+def _inside(path: str, root: Path) -> bool:
+    real = os.path.realpath(path)
+    return real == str(root) or real.startswith(str(root) + os.sep)
+
+
+def _skipped_dir(rel: str, skip: set[str]) -> bool:
+    return any(part in skip for part in rel.split("/")[:-1])
+
+
+# ---- git work trees -------------------------------------------------------------------------------
+
+
+@dataclass
+class GitListing:
+    files: list[str]  # tracked, plus untracked files that are not ignored
+    ignored: list[str]  # untracked files a .gitignore matches
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    try:
+        return subprocess.run(
+            ["git", *SAFE_GIT, "-C", str(root), *args],
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _git_listing(root: Path, gitignore: bool) -> GitListing | None:
+    """The files git knows under ``root``, or None when ``root`` is not inside a usable work tree."""
+    inside = _git(root, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.returncode != 0 or inside.stdout.strip() != b"true":
+        return None
+    ignored_root = _git(root, "check-ignore", "-q", ".")
+    if ignored_root is not None and ignored_root.returncode == 0:
+        return None  # an ignored folder inside some repository: git knows nothing useful about it
+    standard = ["--exclude-standard"] if gitignore else []
+    listed = _git(root, "ls-files", "-z", "--cached", "--others", *standard)
+    if listed is None or listed.returncode != 0:
+        return None
+    ignored: list[str] = []
+    if gitignore:
+        found = _git(root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard")
+        if found is not None and found.returncode == 0:
+            ignored = _split(found.stdout)
+    return GitListing(sorted(set(_split(listed.stdout))), ignored)
+
+
+def _split(output: bytes) -> list[str]:
+    return [os.fsdecode(item) for item in output.split(b"\0") if item]
+
+
+def _from_git(
+    root: Path, listing: GitListing, wanted: Candidates, cfg: Any
+) -> tuple[list[tuple[str, str]], Counter[str]]:
+    skip = set(cfg.skip_dirs)
+    problems: Counter[str] = Counter()
+    found: list[tuple[str, str]] = []
+    for rel in listing.files:
+        path = str(root / rel)
+        if _skipped_dir(rel, skip):
+            if wanted(rel):
+                problems["skip_dirs"] += 1
+            continue
+        if os.path.islink(path) and not _inside(path, root):
+            problems["link_outside"] += 1
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):  # a submodule: walk its checkout
+            sub_found, sub_problems = _walk(root, rel, wanted, cfg)
+            found.extend(sub_found)
+            problems.update(sub_problems)
+            continue
+        if not os.path.lexists(path):
+            continue  # deleted in the work tree but not yet in the index
+        if wanted(rel):
+            found.append((path, rel))
+    for rel in listing.ignored:
+        if wanted(rel):
+            problems["skip_dirs" if _skipped_dir(rel, skip) else "gitignored"] += 1
+    return found, problems
+
+
+# ---- plain folders --------------------------------------------------------------------------------
 
 
 def _read_gitignore(folder: Path) -> Any:
@@ -31,15 +170,32 @@ def _read_gitignore(folder: Path) -> Any:
         return None
 
 
-def walk_files(root: Path, language: Language, cfg: Any) -> tuple[list[tuple[str, str]], Counter[str]]:
-    """Return sorted (absolute path, path relative to root) of candidate files and counts of problems."""
-    include, exclude = _spec(cfg.include), _spec(cfg.exclude)
+def _ignored(rel: str, is_dir: bool, ignores: list[tuple[str, Any]]) -> bool:
+    for base, spec in ignores:
+        sub = rel[len(base) + 1 :] if base else rel
+        if spec.match_file(sub + "/" if is_dir else sub):
+            return True
+    return False
+
+
+def _count_wanted(folder: str, rel: str, wanted: Candidates) -> int:
+    """Candidate files under a folder that is not entered (links not followed)."""
+    count = 0
+    for dirpath, _, names in os.walk(folder):
+        sub = os.path.relpath(dirpath, folder)
+        base = rel if sub == "." else f"{rel}/{sub}"
+        count += sum(1 for name in names if wanted(f"{base}/{name}"))
+    return count
+
+
+def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tuple[str, str]], Counter[str]]:
+    """Walk ``root/start``; survive link loops and unreadable folders (counted, not fatal)."""
     skip = set(cfg.skip_dirs)
     problems: Counter[str] = Counter()
     found: list[tuple[str, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
     # Each stack entry: (folder, relative path, gitignore specs in force as (base relpath, spec)).
-    stack: list[tuple[Path, str, list[tuple[str, Any]]]] = [(root, "", [])]
+    stack: list[tuple[Path, str, list[tuple[str, Any]]]] = [(root / start if start else root, start, [])]
     while stack:
         folder, rel, ignores = stack.pop()
         try:
@@ -63,8 +219,11 @@ def walk_files(root: Path, language: Language, cfg: Any) -> tuple[list[tuple[str
             continue
         for entry in entries:
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_symlink() and not _inside(entry.path, root):
+                problems["link_outside"] += 1
+                continue
             try:
-                is_dir = entry.is_dir()  # follows symlinks
+                is_dir = entry.is_dir()  # follows links, which stay inside the root
                 is_file = not is_dir and entry.is_file()
             except OSError as error:
                 problems["symlink_loop" if error.errno == errno.ELOOP else "unreadable"] += 1
@@ -77,27 +236,23 @@ def walk_files(root: Path, language: Language, cfg: Any) -> tuple[list[tuple[str
                     except OSError as error:
                         problems["symlink_loop" if error.errno == errno.ELOOP else "unreadable"] += 1
                 continue
-            if _ignored(child_rel, is_dir, ignores):
-                continue
             if is_dir:
-                if entry.name not in skip:
+                reason = (
+                    "skip_dirs"
+                    if entry.name in skip
+                    else "gitignored"
+                    if _ignored(child_rel, True, ignores)
+                    else None
+                )
+                if reason is None:
                     stack.append((Path(entry.path), child_rel, ignores))
+                elif not entry.is_symlink():
+                    problems[reason] += _count_wanted(entry.path, child_rel, wanted)
                 continue
-            if include is not None:
-                if not include.match_file(child_rel):
-                    continue
-            elif Path(entry.name).suffix.lower() not in language.extensions:
+            if not wanted(child_rel):
                 continue
-            if exclude is not None and exclude.match_file(child_rel):
+            if _ignored(child_rel, False, ignores):
+                problems["gitignored"] += 1
                 continue
             found.append((entry.path, child_rel))
-    found.sort(key=lambda item: item[1])
-    return found, problems
-
-
-def _ignored(rel: str, is_dir: bool, ignores: list[tuple[str, Any]]) -> bool:
-    for base, spec in ignores:
-        sub = rel[len(base) + 1 :] if base else rel
-        if spec.match_file(sub + "/" if is_dir else sub):
-            return True
-    return False
+    return found, +problems

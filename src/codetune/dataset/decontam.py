@@ -4,65 +4,41 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+
+from codetune import textsim
 from codetune.errors import InputError
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def words(text: str) -> list[str]:
+    """Word and punctuation tokens: the unit of the benchmark n-gram check."""
     return WORD.findall(text)
-
-
-def shingles(text: str, n: int) -> set[bytes]:
-    tokens = words(text)
-    if len(tokens) < n:
-        return {" ".join(tokens).encode()} if tokens else set()
-    return {" ".join(tokens[i : i + n]).encode() for i in range(len(tokens) - n + 1)}
-
-
-def _minhash(text: str, num_perm: int, n: int) -> Any:
-    """MinHash of a text's word n-grams, hashed with numpy (datasketch's own update is per item)."""
-    import numpy as np
-    from datasketch import MinHash
-
-    mh = MinHash(num_perm=num_perm, seed=1)
-    tokens = words(text)
-    if not tokens:
-        return mh
-    token_hashes = np.fromiter((zlib.crc32(t.encode()) for t in tokens), dtype=np.uint64, count=len(tokens))
-    width = max(len(tokens) - n + 1, 1)
-    grams = np.zeros(width, dtype=np.uint64)
-    for k in range(min(n, len(tokens))):
-        grams = (grams * np.uint64(1_000_003) + token_hashes[k : k + width]) & np.uint64(0xFFFFFFFF)
-    hv = np.unique(grams)
-    a, b = mh.permutations
-    # The same permutation datasketch's update_batch applies (uint64 wrap-around included).
-    phv = ((np.outer(hv, a) + b) % np.uint64((1 << 61) - 1)) & np.uint64(0xFFFFFFFF)
-    mh.hashvalues = np.minimum(phv.min(axis=0), mh.hashvalues)
-    return mh
 
 
 def near_duplicates(
     train: Iterable[str], test: list[str], *, threshold: float = 0.8, num_perm: int = 64, shingle: int = 5
 ) -> list[int]:
-    """Indices of ``test`` texts whose estimated Jaccard similarity to some train text is >= threshold."""
-    from datasketch import MinHashLSH
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    with lsh.insertion_session() as session:
-        for index, text in enumerate(train):
-            session.insert(str(index), _minhash(text, num_perm, shingle), check_duplication=False)
+    """Indices of ``test`` texts whose shingle Jaccard similarity to some train text is >= threshold
+    (LSH candidates from :mod:`codetune.textsim`, each confirmed on the exact shingles)."""
+    index = textsim.LSHIndex(num_perm, threshold)
+    train_shingles: list[np.ndarray] = []
+    for text in train:
+        hashes = textsim.shingles(text, shingle)
+        index.insert(len(train_shingles), textsim.signature(hashes, num_perm))
+        train_shingles.append(hashes)
     hits = []
-    for index, text in enumerate(test):
+    for position, text in enumerate(test):
         if not text.strip():
             continue
-        if lsh.query(_minhash(text, num_perm, shingle)):
-            hits.append(index)
+        hashes = textsim.shingles(text, shingle)
+        candidates = index.candidates(textsim.signature(hashes, num_perm))
+        if any(textsim.jaccard(hashes, train_shingles[c]) >= threshold for c in candidates):
+            hits.append(position)
     return hits
 
 

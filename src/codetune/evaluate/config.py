@@ -20,7 +20,8 @@ class EvalConfig(StrictModel):
     out: Path | None = Field(None, description="Report folder (default: WORKDIR/report).")
     tasks: list[str] = Field(
         default_factory=lambda: ["completion", "loss"],
-        description="completion, fim, loss, prompts, benchmark, execution (those without inputs are skipped).",
+        description="completion, fim, loss, prompts, benchmark, execution, humaneval-infilling "
+        "(those without inputs are skipped).",
     )
     metrics: list[str] = Field(
         default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."
@@ -47,10 +48,26 @@ class EvalConfig(StrictModel):
     benchmark_style: Literal["codexglue-method", "codexglue-line"] | None = Field(
         None, description="Format of the benchmark file (default: guessed from its fields)."
     )
-    problems: Path | None = Field(None, description="HumanEval/MultiPL-E JSONL for pass@k.")
+    problems: Path | None = Field(
+        None,
+        description="HumanEval/MultiPL-E JSONL for pass@k, or a HumanEval infilling file "
+        "(humaneval-infilling; default: the bundled single-line file).",
+    )
+    safim: Path | None = Field(None, description="A SAFIM file (block, control or api split), .jsonl[.gz].")
+    crosscodeeval: Path | None = Field(
+        None,
+        description="A CrossCodeEval line-completion file: scored with and without its cross-file context.",
+    )
+    limit: int | None = Field(None, gt=0, description="Use only the first N problems of a benchmark file.")
     allow_execution: bool = Field(False, description="Run generated code (sandboxed) for pass@k.")
     unsafe_network: bool = Field(
         False, description="Run generated code even where the network cannot be cut."
+    )
+    unsafe_mount: bool = Field(
+        False, description="Run generated code even where the host filesystem cannot be hidden."
+    )
+    unsafe_pid: bool = Field(
+        False, description="Run generated code even without a pid namespace (host processes visible)."
     )
     exec_command: list[str] | None = Field(
         None, description="Command that runs a program ({file}, {dir}); default: this Python."

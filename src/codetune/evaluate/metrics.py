@@ -7,6 +7,9 @@ and a language) and returns one number. Percentages are 0..100, syntax rates 0..
 
 from __future__ import annotations
 
+import keyword
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,3 +149,103 @@ def compute(
             continue
         out[name] = metric.fn(predictions, references, prompts=prompts, language=language)
     return out
+
+
+def first_line(text: str) -> str:
+    """What a single-line editor shows: the completion up to its first newline, stripped."""
+    return text.split("\n", 1)[0].strip()
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def identifiers(text: str, language: str | None = None) -> list[str]:
+    """Identifiers in order (CrossCodeEval's identifier match): tree-sitter leaves when the language is
+    known, else names that are not keywords of Python/C-like languages."""
+    if language is not None:
+        from codetune.languages import get_language, parse
+
+        tree = parse(get_language(language), text)
+        found: list[str] = []
+        stack = [tree.root_node]
+        while stack:
+            node = stack.pop()
+            if node.child_count == 0 and "identifier" in node.type:
+                found.append(node.text.decode("utf-8", "replace"))
+            stack.extend(reversed(node.children))
+        return found
+    return [name for name in _IDENTIFIER.findall(text) if name not in _KEYWORDS]
+
+
+_KEYWORDS = frozenset(keyword.kwlist) | {
+    "if", "else", "for", "while", "return", "function", "var", "let", "const", "class", "new", "this",
+    "fun", "val", "public", "private", "static", "void", "int", "true", "false", "null", "case", "of",
+    "module", "exposing", "import", "type", "alias", "then", "in",
+}  # fmt: skip
+
+
+@register_metric(
+    "first_line_exact_match", "first-line exact match %: the first line shown equals the truth's"
+)
+def first_line_exact_match(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
+    if not references:
+        return 0.0
+    hits = sum(first_line(p) == first_line(r) for p, r in zip(predictions, references))
+    return round(100 * hits / len(references), 2)
+
+
+def _identifier_scores(prediction: str, reference: str, language: str | None) -> tuple[bool, float]:
+    pred, ref = identifiers(first_line(prediction), language), identifiers(first_line(reference), language)
+    if not pred and not ref:
+        return True, 1.0
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return pred == ref, 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return pred == ref, 2 * precision * recall / (precision + recall)
+
+
+@register_metric(
+    "identifier_em", "identifier exact match %: the first line's identifiers equal the truth's, in order"
+)
+def identifier_em(
+    predictions: Sequence[str], references: Sequence[str], language: str | None = None, **_: Any
+) -> float:
+    scores = [_identifier_scores(p, r, language)[0] for p, r in zip(predictions, references)]
+    return round(100 * sum(scores) / max(len(scores), 1), 2)
+
+
+@register_metric(
+    "identifier_f1", "identifier F1 %: multiset overlap of the first line's identifiers with the truth's"
+)
+def identifier_f1(
+    predictions: Sequence[str], references: Sequence[str], language: str | None = None, **_: Any
+) -> float:
+    scores = [_identifier_scores(p, r, language)[1] for p, r in zip(predictions, references)]
+    return round(100 * sum(scores) / max(len(scores), 1), 2)
+
+
+def _accepted(prediction: str, reference: str) -> bool:
+    shown = prediction.split("\n", 1)[0].rstrip()
+    return bool(shown.strip()) and reference.split("\n", 1)[0].startswith(shown)
+
+
+@register_metric("accepted", "acceptance proxy %: the shown line is non-empty and a prefix of the truth")
+def accepted(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
+    hits = sum(_accepted(p, r) for p, r in zip(predictions, references))
+    return round(100 * hits / max(len(references), 1), 2)
+
+
+@register_metric(
+    "accepted_chars", "accepted characters per request: length of the shown line when it is accepted"
+)
+def accepted_chars(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
+    chars = [
+        len(p.split("\n", 1)[0].rstrip()) if _accepted(p, r) else 0 for p, r in zip(predictions, references)
+    ]
+    return round(sum(chars) / max(len(chars), 1), 2)
+
+
+@register_metric("empty_rate", "empty-completion rate %: nothing would be shown")
+def empty_rate(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
+    return round(100 * sum(not first_line(p) for p in predictions) / max(len(predictions), 1), 2)

@@ -88,6 +88,7 @@ def execute(
     extension: str = ".py",
     limits: Any = None,
     unsafe_network: bool = False,
+    unsafe: Sequence[str] = (),
     ks: Sequence[int] = (1, 10, 100),
     workers: int | None = None,
 ) -> dict[str, Any]:
@@ -95,10 +96,11 @@ def execute(
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from codetune.evaluate.sandbox import namespace_prefix, run_sandboxed
+    from codetune.evaluate.sandbox import require, run_sandboxed
 
     command = list(command or [sys.executable, "{file}"])
-    namespace_prefix()  # probe once before the threads start
+    unsafe = [*unsafe, *(["network"] if unsafe_network else [])]
+    require(unsafe)  # probe once, and refuse before any thread starts
     jobs = [
         (p_index, problem.prompt + truncate_at_stop(completion, problem.stop) + "\n" + problem.tests)
         for p_index, (problem, samples) in enumerate(zip(problems, completions))
@@ -106,9 +108,7 @@ def execute(
     ]
 
     def run(job: tuple[int, str]) -> Any:
-        return run_sandboxed(
-            command, {f"main{extension}": job[1]}, limits=limits, unsafe_network=unsafe_network
-        )
+        return run_sandboxed(command, {f"main{extension}": job[1]}, limits=limits, unsafe=unsafe)
 
     # Each run is a subprocess; threads only wait on them.
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:

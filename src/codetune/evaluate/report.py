@@ -103,6 +103,39 @@ def plot_losses(run_dirs: dict[str, Path], path: Path) -> bool:
     return drawn
 
 
+EXTRA_DEFINITIONS = {
+    "pass@1": "pass@1 %: unbiased estimate (Chen et al. 2021) that one sample passes the tests",
+    "pass@10": "pass@10 %: unbiased estimate that one of 10 samples passes the tests",
+    "pass@100": "pass@100 %: unbiased estimate that one of 100 samples passes the tests",
+    "latency_p50_ms": "median milliseconds per request, one request at a time as an editor sends them",
+    "latency_p95_ms": "95th-percentile milliseconds per request, one request at a time",
+    "loss": "mean cross-entropy per token on the test split",
+    "perplexity": "exp(loss)",
+    "not_executed": "problems whose unit tests could not be run here (scored by exact match only)",
+    "generations": "completions checked",
+    "exact_match": "exact match % (CodeXGLUE post-processing; infilling: stripped equality with the truth)",
+    "syntax_valid": "syntax validity: the filled or completed program parses (0-1; infilling: percent)",
+}
+
+
+def define(key: str) -> str | None:
+    """One line saying what a score key means (task and cursor-kind prefixes named)."""
+    from codetune.evaluate.metrics import METRICS
+
+    known = {**{name: m.label for name, m in METRICS.items()}, **EXTRA_DEFINITIONS}
+    if key in known:
+        return known[key]
+    for name in sorted(known, key=len, reverse=True):
+        if key.endswith("_" + name):
+            return f"{known[name]}, for {key[: -len(name) - 1]}"
+    return None
+
+
+def _definitions(keys: list[str]) -> list[str]:
+    lines = [f"- `{k}`: {d}" for k in keys if (d := define(k))]
+    return [*lines, ""] if lines else []
+
+
 def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int) -> str:
     """report.md: how numbers were made, a metric table per model, per-task tables, samples."""
     s = report["settings"]
@@ -112,6 +145,10 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
         f"max {s['max_new_tokens']} new tokens, prompts cut to {s['max_prompt_tokens']} tokens, "
         f"n={s['n']} for prompt files and execution, seed {s['seed']}"
     )
+    if s.get("postprocess"):
+        how += f"; post-processing: {s['postprocess']}"
+    if s.get("trimming"):
+        how += f"; trimming: {s['trimming']}"
     ds = report["dataset"]
     parts = ["# Evaluation report", "", f"Every number below: {how}.", ""]
     if ds.get("path"):
@@ -127,11 +164,7 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
         _table(["metric", *models], [[m, *(report["models"][n].get(m) for n in models)] for m in metrics]),
         "",
     ]
-    parts += [
-        "exact_match/edit_sim/bleu follow CodeXGLUE's evaluators (percent); sacrebleu_bleu and chrf are "
-        "sacreBLEU's; syntax rates are fractions; loss is mean cross-entropy per token on the test split.",
-        "",
-    ]
+    parts += _definitions(metrics)
     for name, info in report["tasks"].items():
         parts += [f"## Task `{name}`", "", f"{info['description']}; {info['prompts']} prompts.", ""]
         keys = sorted({k for v in info["models"].values() for k in v})
@@ -140,6 +173,7 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
                 ["metric", *info["models"]], [[k, *(v.get(k) for v in info["models"].values())] for k in keys]
             ),
             "",
+            *_definitions(keys),
         ]
         per_prompt = [r for r in report["rows"] if r["task"] == name and "successes" in r]
         if per_prompt:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,46 @@ def generate_for(model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params
     return out
 
 
+def generate_timed(
+    model: Any, tokenizer: Any, task: Task, cfg: EvalConfig, params: Any
+) -> tuple[list[list[str]], list[float]]:
+    """One request at a time, as an editor sends them; returns the generations and seconds per request."""
+    generations, latencies = [], []
+    for item in task.items:
+        start = time.perf_counter()
+        generations.extend(generate_for(model, tokenizer, replace(task, items=[item]), cfg, params))
+        latencies.append(time.perf_counter() - start)
+    return generations, latencies
+
+
+def latency_scores(latencies: list[float]) -> dict[str, float]:
+    """p50 and p95 request latency in milliseconds (nearest-rank)."""
+    ordered = sorted(latencies)
+
+    def rank(q: float) -> float:
+        return round(1000 * ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
+
+    return {"latency_p50_ms": rank(0.5), "latency_p95_ms": rank(0.95)}
+
+
+def per_kind_scores(task: Task, generations: list[list[str]]) -> dict[str, float]:
+    """Acceptance and first-line exact match per cursor kind."""
+    from codetune.evaluate.metrics import accepted, first_line_exact_match
+
+    out: dict[str, float] = {}
+    kinds = sorted({item.meta.get("kind") for item in task.items if item.meta.get("kind")})
+    for kind in kinds:
+        pairs = [
+            (g[0] if g else "", i.reference or "")
+            for i, g in zip(task.items, generations)
+            if i.meta.get("kind") == kind
+        ]
+        preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
+        out[f"{kind}_accepted"] = accepted(preds, refs)
+        out[f"{kind}_first_line_exact_match"] = first_line_exact_match(preds, refs)
+    return out
+
+
 def score_task(
     task: Task, generations: list[list[str]], cfg: EvalConfig, language: str | None
 ) -> tuple[dict, list]:
@@ -161,23 +202,30 @@ def score_task(
             "syntax_valid_truncated": round(cut["rate"], 4),
             "generations": plain["n"],
         }, rows
+    if task.infilling is not None:
+        return _score_infilling(task, generations, cfg)
+    if task.safim is not None:
+        from codetune.evaluate.published import safim_score
+
+        result = safim_score(
+            task.safim,
+            [g[0] if g else "" for g in generations],
+            allow_execution=cfg.allow_execution,
+            unsafe_network=cfg.unsafe_network,
+        )
+        return {"pass@1": result["pass@1"], "not_executed": result["not_executed"]}, result["rows"]
     if task.execution is not None:
         from codetune.evaluate.passk import execute
-        from codetune.evaluate.sandbox import SandboxLimits
+        from codetune.evaluate.sandbox import eval_limits
 
-        limits = SandboxLimits(
-            wall_seconds=cfg.exec_timeout,
-            cpu_seconds=max(1, math.ceil(cfg.exec_timeout)),
-            memory_mb=cfg.exec_memory_mb,
-            max_processes=cfg.exec_max_processes,
-        )
+        limits = eval_limits(cfg.exec_timeout, cfg.exec_memory_mb, cfg.exec_max_processes)
         result = execute(
             task.execution,
             generations,
             command=cfg.exec_command,
             extension=cfg.exec_extension,
             limits=limits,
-            unsafe_network=cfg.unsafe_network,
+            unsafe=[name for name in ("network", "mount", "pid") if getattr(cfg, f"unsafe_{name}")],
             ks=cfg.k,
         )
         return {k: round(v, 4) for k, v in result.items() if k.startswith("pass@")}, result["rows"]
@@ -218,6 +266,32 @@ def score_task(
                 ),
             }
         )
+    return scores, rows
+
+
+def _score_infilling(task: Task, generations: list[list[str]], cfg: EvalConfig) -> tuple[dict, list]:
+    """The official harness on what the editor would insert; plus syntax validity of the filled file."""
+    from codetune.evaluate.infilling import score
+    from codetune.evaluate.syntax import is_valid
+
+    # A single-line hole is a whole line: the editor inserts the line and its newline.
+    def inserted(text: str) -> str:
+        return text if not task.single_line or text.endswith("\n") else text + "\n"
+
+    samples = {p.task_id: [inserted(g) for g in gens] for p, gens in zip(task.infilling, generations)}
+    result = score(task.infilling, samples, unsafe_network=cfg.unsafe_network, ks=cfg.k)
+    valid = [
+        is_valid("python", problem.prompt + completion + problem.suffix)
+        for problem in task.infilling
+        for completion in samples[problem.task_id]
+    ]
+    scores = {k: round(v, 2) for k, v in result.items() if k.startswith("pass@")}
+    scores["exact_match"] = round(result["exact_match"], 2)
+    scores["syntax_valid"] = round(100 * sum(valid) / max(1, len(valid)), 2)
+    rows = [
+        {**row, "completion": samples[row["task_id"]][0], "reference": problem.canonical_solution}
+        for row, problem in zip(result["rows"], task.infilling)
+    ]
     return scores, rows
 
 
@@ -275,6 +349,10 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
         "n": cfg.n,
         "seed": cfg.seed,
         "samples": cfg.samples,
+        "postprocess": "single-line tasks show the first line of the completion, as a single-line editor "
+        "request is answered; others are cut at the task's stop sequences",
+        "trimming": f"prompts cut on the left to {cfg.max_prompt_tokens} tokens (and to the context); FIM "
+        "prefixes cut on the left and suffixes on the right, half of the room each",
     }
 
 
@@ -287,7 +365,15 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     specs = parse_models(cfg.models)
     out = default_out(cfg.out, None, "report")
     rows, stats, digest, tokenizer_dir = read_dataset(cfg.dataset)
-    if cfg.dataset is None and cfg.prompts is None and cfg.benchmark is None and cfg.problems is None:
+    if (
+        cfg.dataset is None
+        and cfg.prompts is None
+        and cfg.benchmark is None
+        and cfg.problems is None
+        and cfg.safim is None
+        and cfg.crosscodeeval is None
+        and "humaneval-infilling" not in cfg.tasks
+    ):
         raise ConfigError("nothing to evaluate: give --dataset, a prompt file, a benchmark or problems")
     if cfg.sweep_top_p and not cfg.sweep_temperature:
         raise ConfigError("a sweep needs sweep_temperature values (top_p alone is meaningless when greedy)")
@@ -318,10 +404,20 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         scores: dict[str, Any] = {}
         for task in tasks:
             if any(i.suffix is not None for i in task.items) and fim_tokens(tokenizer) is None:
-                logger.warning("%s: no fill-in-the-middle tokens, task %s skipped", spec.name, task.name)
-                continue
-            generations = generate_for(model, tokenizer, task, cfg, _params(cfg, task))
+                if not task.fim_optional:
+                    logger.warning("%s: no fill-in-the-middle tokens, task %s skipped", spec.name, task.name)
+                    continue
+                # as serve answers a suffix sent to such a model: the prefix alone
+                task = replace(task, items=[replace(i, suffix=None) for i in task.items])
+            if task.timed:
+                generations, latencies = generate_timed(model, tokenizer, task, cfg, _params(cfg, task))
+            else:
+                generations, latencies = generate_for(model, tokenizer, task, cfg, _params(cfg, task)), []
             task_scores, rows_ = score_task(task, generations, cfg, language)
+            if latencies:
+                task_scores |= latency_scores(latencies) | per_kind_scores(task, generations)
+                for row, seconds in zip(rows_, latencies):
+                    row["latency_ms"] = round(1000 * seconds, 1)
             prefix = "" if task.name == "completion" else f"{task.name}_"
             scores |= {(k if k.startswith(prefix) else f"{prefix}{k}"): v for k, v in task_scores.items()}
             per_task.setdefault(

@@ -42,11 +42,15 @@ class Task:
     style: str | None = None  # a CodeXGLUE scorer for benchmark files
     syntax: bool = False  # score syntax validity (per prompt) instead of references
     execution: Any = None  # problems for pass@k
+    infilling: Any = None  # HumanEval infilling problems, scored by their own harness
+    timed: bool = False  # one request at a time, as an editor sends them, with latency per request
+    fim_optional: bool = False  # models without FIM tokens get the prefix alone, as serve answers them
+    safim: Any = None  # SAFIM problems, scored by SAFIM's protocol
 
 
 TaskBuilder = Callable[[EvalConfig, list[dict[str, Any]], dict[str, Any]], "Task | None"]
 TASKS: dict[str, TaskBuilder] = {}
-GENERATION_TASKS = ("completion", "fim", "prompts", "benchmark", "execution")
+GENERATION_TASKS = ("completion", "fim", "prompts", "benchmark", "execution", "humaneval-infilling")
 
 
 def register_task(name: str) -> Callable[[TaskBuilder], TaskBuilder]:
@@ -288,13 +292,185 @@ def execution(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]
     )
 
 
+EDITOR_METRICS = [
+    "first_line_exact_match",
+    "edit_sim",
+    "identifier_em",
+    "identifier_f1",
+    "accepted",
+    "accepted_chars",
+    "empty_rate",
+]
+CURSOR_KINDS = ("line_end", "mid_identifier", "block_empty_line", "after_bracket")
+
+
+def cursor_positions(text: str) -> list[tuple[str, int, int]]:
+    """Where an editor triggers completion in ``text``: (kind, cursor offset, end of the truth).
+
+    line_end: the previous line is finished and Enter was pressed: the cursor is after the indentation
+    of a non-blank line. mid_identifier: just after an identifier character, inside a line.
+    block_empty_line: a line inside an indented block, blanked out to its indentation. after_bracket:
+    just after an opening bracket. The truth is always the rest of the cursor's line.
+    """
+    positions: list[tuple[str, int, int]] = []
+    offset = 0
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        start, end = offset, offset + len(line)
+        offset = end + 1
+        code = line.strip()
+        if number == 0 or not code:
+            continue
+        indent = start + len(line) - len(line.lstrip())
+        kind = "block_empty_line" if indent > start and lines[number - 1].strip() else "line_end"
+        positions.append((kind, indent, end))
+        for at in range(indent + 1, end):
+            before, after = text[at - 1], text[at]
+            if (before.isalnum() or before == "_") and (after.isalnum() or after == "_"):
+                positions.append(("mid_identifier", at, end))
+            elif before in "([{" and text[at:end].strip():
+                positions.append(("after_bracket", at, end))
+    return positions
+
+
+@register_task("editor")
+def editor(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """Editor replay: cursors where an editor triggers completion in held-out files, requests built
+    as serve builds them (prefix and suffix windows), one at a time, with latency."""
+    texts = [(r.get("path"), r["text"]) for r in rows if isinstance(r.get("text"), str)]
+    if not texts:
+        return None
+    rng = random.Random(cfg.seed + 2)
+    by_kind: dict[str, list[tuple[int, int, int]]] = {kind: [] for kind in CURSOR_KINDS}
+    for index, (_, text) in enumerate(texts):
+        for kind, at, end in cursor_positions(text):
+            by_kind[kind].append((index, at, end))
+    # the same number of cursors of each kind (as far as the files have them)
+    per_kind = max(1, cfg.samples // len(CURSOR_KINDS))
+    items: list[Item] = []
+    for kind in CURSOR_KINDS:
+        for index, at, end in rng.sample(by_kind[kind], min(per_kind, len(by_kind[kind]))):
+            path, text = texts[index]
+            items.append(
+                Item(
+                    text[:at],
+                    text[at:end],
+                    suffix=text[end:],
+                    meta={"kind": kind, "path": path, "line": text.count("\n", 0, at) + 1},
+                )
+            )
+    if not items:
+        return None
+    return Task(
+        "editor",
+        items,
+        f"editor replay: {len(items)} cursors in held-out files ({', '.join(CURSOR_KINDS)}), one request "
+        "at a time, prefix and suffix as serve sends them",
+        list(EDITOR_METRICS),
+        stop=["\n"],
+        single_line=True,
+        timed=True,
+        fim_optional=True,
+    )
+
+
+@register_task("humaneval-infilling")
+def humaneval_infilling(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """HumanEval infilling (single-line by default, bundled; any file of its shape with --problems)."""
+    from codetune.evaluate.infilling import read_problems
+
+    if not cfg.allow_execution:
+        raise ConfigError(
+            "humaneval-infilling runs generated code: pass --allow-execution (it runs in a sandbox)"
+        )
+    problems = read_problems(cfg.problems)[: cfg.limit]
+    single = all(
+        p.canonical_solution.count("\n") == 1 and p.canonical_solution.endswith("\n") for p in problems
+    )
+    items = [
+        Item(p.prompt, p.canonical_solution, suffix=p.suffix, meta={"task_id": p.task_id}) for p in problems
+    ]
+    return Task(
+        "humaneval-infilling",
+        items,
+        f"HumanEval {'single-line ' if single else ''}infilling, {len(problems)} problems, n={cfg.n}",
+        n=cfg.n,
+        single_line=single,
+        infilling=problems,
+    )
+
+
+@register_task("safim")
+def safim(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """SAFIM (block, control-flow or API split): FIM on its holes, scored by its protocol."""
+    from codetune.evaluate.published import read_safim
+
+    if cfg.safim is None:
+        return None
+    problems = read_safim(cfg.safim)[: cfg.limit]
+    items = [Item(p.prefix, p.ground_truth, suffix=p.suffix, meta={"task_id": p.task_id}) for p in problems]
+    return Task(
+        "safim", items, f"SAFIM {problems[0].split} completion ({Path(cfg.safim).name})", safim=problems
+    )
+
+
+def _crosscodeeval(cfg: EvalConfig, with_context: bool) -> Task | None:
+    from codetune.evaluate.published import read_crosscodeeval
+
+    if cfg.crosscodeeval is None:
+        return None
+    examples = read_crosscodeeval(cfg.crosscodeeval)[: cfg.limit]
+    items = [
+        Item(
+            (e.crossfile_context + e.prompt) if with_context else e.prompt,
+            e.groundtruth,
+            suffix=e.right_context,
+            meta={"task_id": e.task_id},
+        )
+        for e in examples
+    ]
+    name = "crosscodeeval_context" if with_context else "crosscodeeval"
+    how = "with its cross-file context" if with_context else "without cross-file context"
+    return Task(
+        name,
+        items,
+        f"CrossCodeEval line completion {how} ({Path(cfg.crosscodeeval).name})",
+        ["first_line_exact_match", "edit_sim", "identifier_em", "identifier_f1"],
+        stop=["\n"],
+        single_line=True,
+        fim_optional=True,
+    )
+
+
+@register_task("crosscodeeval")
+def crosscodeeval(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """CrossCodeEval without its cross-file context."""
+    return _crosscodeeval(cfg, with_context=False)
+
+
+@register_task("crosscodeeval_context")
+def crosscodeeval_context(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
+    """CrossCodeEval with its cross-file context prepended to the prompt."""
+    return _crosscodeeval(cfg, with_context=True)
+
+
 def build_tasks(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> list[Task]:
     """Every requested generation task that has inputs."""
     unknown = [t for t in cfg.tasks if t not in TASKS and t != "loss"]
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: loss, {', '.join(TASKS)}")
     wanted = list(cfg.tasks)
-    for extra, given in (("prompts", cfg.prompts), ("benchmark", cfg.benchmark), ("execution", cfg.problems)):
+    extras = (
+        ("prompts", cfg.prompts),
+        ("benchmark", cfg.benchmark),
+        ("execution", cfg.problems),
+        ("safim", cfg.safim),
+        ("crosscodeeval", cfg.crosscodeeval),
+        ("crosscodeeval_context", cfg.crosscodeeval),
+    )
+    for extra, given in extras:
+        if extra == "execution" and "humaneval-infilling" in wanted:
+            continue  # the problems file is the infilling task's
         if given is not None and extra not in wanted:
             wanted.append(extra)
     tasks = [task for name in wanted if name in TASKS and (task := TASKS[name](cfg, rows, stats)) is not None]

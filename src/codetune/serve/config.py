@@ -20,7 +20,16 @@ class ServeConfig(StrictModel):
     served_name: str | None = Field(None, description="Model id reported by /v1/models (default: --model).")
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = Field(None, description="When set, requests need `Authorization: Bearer KEY`.")
+    api_key: str | None = Field(
+        None,
+        description="When set, requests need `Authorization: Bearer KEY` (or `X-Api-Key: KEY`). Give it "
+        "in the CODETUNE_API_KEY environment variable: an --api-key argument shows in `ps`.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS allow-list, e.g. http://localhost:3000); "
+        "none by default.",
+    )
     device: str | None = Field(None, description="cuda, mps or cpu (default: the best available).")
     batching: Literal["continuous", "micro"] = Field(
         "continuous",
@@ -34,6 +43,12 @@ class ServeConfig(StrictModel):
     )
     max_queue: int = Field(64, gt=0, description="Sequences queued or running before 503.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body (413 above).")
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client has to send its whole request body (408 after)."
+    )
+    shutdown_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds in-flight requests get on SIGTERM before they are cut off."
+    )
     max_tokens_limit: int = Field(2048, gt=0, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(16, gt=0, description="max_tokens when a request gives none.")
     context_length: int | None = Field(

@@ -1,40 +1,107 @@
-"""Request and response models of the OpenAI-compatible API; requests convert to SamplingParams."""
+"""Request and response models of the OpenAI-compatible API; requests convert to SamplingParams.
+
+Requests are strict (``postprocess: 0`` or ``"top_logprobs": "3"`` are 400s, not coerced) and
+bounded, so that no value can fail a batch or stall the engine:
+
+* ``seed`` within uint64 (0 .. 2**64 - 1), what torch's generators accept;
+* ``temperature`` 0 (greedy) or within [0.01, 2]: below 0.01 the logits overflow to inf;
+* ``repetition_penalty`` within [0.05, 20] (1 = off), ``top_k`` at most 100,000;
+* ``stop``: at most 16 strings of at most 256 characters (OpenAI allows 4);
+* ``truncate_before_pattern``: at most 8 regular expressions of at most 256 characters each;
+* no float may be NaN or infinite, and no string may hold a lone surrogate (it cannot be encoded).
+"""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from codetune.inference.engine import SamplingParams
+
+MIN_TEMPERATURE = 0.01
+MAX_SEED = 2**64 - 1
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+MAX_PATTERNS, MAX_PATTERN_CHARS = 8, 256
+
+Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+Pattern = Annotated[str, Field(max_length=MAX_PATTERN_CHARS)]
+
+
+def _reject_surrogates(value: Any, where: str = "body") -> None:
+    """Raise ValueError for a string (anywhere in the JSON) holding a lone UTF-16 surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: lone surrogate in a string (not valid Unicode)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_surrogates(key, where)
+            _reject_surrogates(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _reject_surrogates(item, where)
 
 
 class OpenAIModel(BaseModel):
     # Editors send extra fields (Copilot's `extra`, `nwo`, ...): accepted and ignored.
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _reject_surrogates(data)
+        return data
+
+
+def _finite(default: float | None, **bounds: float) -> Any:
+    return Field(default, allow_inf_nan=False, **bounds)
 
 
 class _Sampling(OpenAIModel):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=0)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: float | None = _finite(None, ge=0, le=2)
+    top_p: float | None = _finite(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     user: str | None = None
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = _finite(0.0, ge=-2, le=2)
+    frequency_penalty: float = _finite(0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     # codetune extensions (CodeGen's decode parameters)
-    top_k: int = Field(0, ge=0)
-    repetition_penalty: float = Field(1.0, gt=0)
-    min_tokens: int = Field(0, ge=0)
-    truncate_before_pattern: list[str] | None = None
+    top_k: int = Field(0, ge=0, le=100_000)
+    repetition_penalty: float = _finite(1.0, ge=0.05, le=20)
+    min_tokens: int = Field(0, ge=0, le=100_000)
+    truncate_before_pattern: Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _usable_temperature(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+        return value
+
+    @field_validator("truncate_before_pattern")
+    @classmethod
+    def _compiles(cls, patterns: list[str] | None) -> list[str] | None:
+        for pattern in patterns or []:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"bad regular expression {pattern!r}: {error}") from None
+        return patterns
+
+    def sequence_count(self) -> int:
+        """How many sequences this request queues."""
+        return self.n
 
     def to_sampling_params(
         self, default_max_tokens: int, extra_stop: list[str] | None = None
@@ -70,6 +137,11 @@ class CompletionRequest(_Sampling):
     best_of: int | None = Field(None, ge=1)
     postprocess: bool | None = None
 
+    def sequence_count(self) -> int:
+        prompts = self.prompt
+        many = isinstance(prompts, list) and prompts and not isinstance(prompts[0], int)
+        return self.n * (len(prompts) if many else 1)
+
 
 class ChatMessage(OpenAIModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
@@ -86,7 +158,7 @@ class ChatCompletionRequest(_Sampling):
 
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
 class Usage(BaseModel):

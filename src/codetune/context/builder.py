@@ -1,0 +1,105 @@
+"""Choose the context for one cursor: editor snippets, imports and definitions, then BM25 chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from codetune.context.index import IDENTIFIER, RepoIndex
+
+STRATEGIES = ("client", "imports", "definitions", "bm25")
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """One piece of context: where it comes from and its text."""
+
+    path: str
+    text: str
+    source: str  # client, imports, definitions, bm25
+
+
+@dataclass(frozen=True)
+class ContextOptions:
+    """How much context, from where."""
+
+    budget_tokens: int = 512
+    strategies: tuple[str, ...] = STRATEGIES
+    query_lines: int = 12  # lines around the cursor that make the BM25 query
+    max_file_tokens: int = 256  # an imported file longer than this contributes its definitions only
+    bm25_chunks: int = 8
+    exclude: frozenset[str] = field(default_factory=frozenset)  # paths never used (held-out files)
+
+
+def _query(prefix: str, suffix: str, lines: int) -> str:
+    before = prefix.split("\n")[-lines:]
+    after = suffix.split("\n")[: max(lines // 3, 1)]
+    return "\n".join(before + after)
+
+
+def _used_names(text: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in IDENTIFIER.findall(text):
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+def build_context(
+    index: RepoIndex | None,
+    target_path: str,
+    prefix: str,
+    suffix: str = "",
+    *,
+    count_tokens: Callable[[str], int],
+    options: ContextOptions | None = None,
+    client_snippets: Sequence[Snippet] = (),
+) -> list[Snippet]:
+    """Snippets for the cursor between ``prefix`` and ``suffix`` of ``target_path``, within the budget.
+
+    Only files of ``index`` (one repository) other than the target and ``options.exclude`` are used;
+    a snippet that would pass the token budget is left out, so the total never exceeds it.
+    """
+    options = options or ContextOptions()
+    unknown = set(options.strategies) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown context strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
+    banned = set(options.exclude) | {target_path}
+    candidates: list[Snippet] = []
+    if "client" in options.strategies:
+        candidates += [s for s in client_snippets if s.path not in banned]
+    if index is not None:
+        text = prefix + suffix
+        if "imports" in options.strategies:
+            for path in index.imported_files(target_path, text):
+                if path not in banned and count_tokens(index.files[path]) <= options.max_file_tokens:
+                    candidates.append(Snippet(path, index.files[path], "imports"))
+        if "definitions" in options.strategies:
+            near = _query(prefix, suffix, options.query_lines)
+            local = {name for name in _used_names(text) if f"def {name}" in text or f"class {name}" in text}
+            for name in _used_names(near):
+                if name in local:
+                    continue
+                for path, source in index.definitions(name):
+                    if path not in banned:
+                        candidates.append(Snippet(path, source, "definitions"))
+        if "bm25" in options.strategies:
+            query = _query(prefix, suffix, options.query_lines)
+            for _, chunk in index.search(query, k=options.bm25_chunks, exclude=banned):
+                candidates.append(Snippet(chunk.path, chunk.text, "bm25"))
+    chosen: list[Snippet] = []
+    used, seen = 0, set()
+    for snippet in candidates:
+        if snippet.text in seen or any(snippet.text in c.text for c in chosen if c.path == snippet.path):
+            continue
+        cost = count_tokens(_framed(snippet))
+        if used + cost > options.budget_tokens:
+            continue
+        chosen.append(snippet)
+        seen.add(snippet.text)
+        used += cost
+    return chosen
+
+
+def _framed(snippet: Snippet) -> str:
+    # what a snippet costs once rendered: its path line, its text and a separator
+    return f"{snippet.path}\n{snippet.text}\n"

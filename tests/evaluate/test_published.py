@@ -1,0 +1,123 @@
+"""SAFIM and CrossCodeEval files, in their published field layout, read and scored by their protocols."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from codetune.errors import InputError
+from codetune.evaluate.published import (
+    read_crosscodeeval,
+    read_safim,
+    safim_score,
+    safim_syntax_match,
+    safim_truncate,
+)
+
+PY_HOLE = "# TODO: Your code here"
+
+BLOCK = {
+    "task_id": "block_completion_000001",
+    "lang": "python",
+    "prompt": f"t = int(input())\nfor _ in range(t):\n    {PY_HOLE}\n",
+    "eval_prompt": "t = int(input())\nfor _ in range(t):\n    {{completion}}\n",
+    "ground_truth": "a, b = map(int, input().split())\n    print(a + b)",
+    "unit_tests": [
+        {"input": "2\n1 2\n3 4\n", "output": ["3\n7\n"]},
+        {"input": "1\n-5 5\n", "output": ["0"]},
+    ],
+}
+CONTROL = {
+    "task_id": "control_completion_000002",
+    "lang": "python",
+    "prompt": f"t = int(input())\nfor {PY_HOLE}\n    print(int(input()) * 2)\n",
+    "eval_prompt": "t = int(input())\nfor {{completion}}\n    print(int(input()) * 2)\n",
+    "ground_truth": "_ in range(t):",
+    "unit_tests": [{"input": "2\n1\n5\n", "output": ["2\n10"]}],
+}
+API = {
+    "task_id": "api_completion_000003",
+    "lang": "python",
+    "prompt": f"import numpy as np\nn = 3\na = {PY_HOLE}\n",
+    "eval_prompt": "import numpy as np\nn = 3\na = {{completion}}\n",
+    "ground_truth": "np.ones((n, n), dtype=int)",
+}
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_safim_reader_splits_the_hole_and_knows_the_split(tmp_path):
+    (block,) = read_safim(_write(tmp_path / "block_completion.jsonl.gz", [BLOCK]))
+    assert block.split == "block"
+    assert block.prefix.endswith("range(t):\n    ") and block.suffix == "\n"
+    (api,) = read_safim(_write(tmp_path / "some.jsonl", [API]))
+    assert api.split == "api"  # from the task id
+    with pytest.raises(InputError, match="placeholder"):
+        read_safim(_write(tmp_path / "bad.jsonl", [{**API, "prompt": "no hole"}]))
+
+
+def test_safim_truncation_per_split(tmp_path):
+    block, control, api = read_safim(_write(tmp_path / "all.jsonl", [BLOCK, CONTROL, API]))
+    # block: trailing lines are dropped until the filled program parses
+    assert safim_truncate(block, BLOCK["ground_truth"] + "\n  def (:\n") == BLOCK["ground_truth"] + "\n"
+    # control (Python): the first non-empty line
+    assert safim_truncate(control, "\n_ in range(t):\n    junk") == "_ in range(t):"
+    # api: up to the bracket that closes the first call
+    assert safim_truncate(api, "np.ones((n, n), dtype=int)\nprint(a)") == "np.ones((n, n), dtype=int)"
+    assert safim_syntax_match("np.ones( (n,n), dtype = int )", API["ground_truth"], "python")
+    assert not safim_syntax_match("np.zeros((n, n))", API["ground_truth"], "python")
+
+
+def test_safim_protocol_exact_then_unit_tests_then_syntax_match(tmp_path):
+    problems = read_safim(_write(tmp_path / "all.jsonl", [BLOCK, CONTROL, API]))
+    oracle = safim_score(problems, [BLOCK["ground_truth"], CONTROL["ground_truth"], API["ground_truth"]])
+    assert oracle["pass@1"] == 100.0
+    assert [r["how"] for r in oracle["rows"]] == ["exact", "exact", "syntax_match"]
+    # a different but correct block passes only by running the unit tests in the sandbox
+    other = ["x, y = map(int, input().split())\n    print(y + x)", "_ in range(t - 1):", "np.ones((n, n))"]
+    without = safim_score(problems, other)
+    assert without["not_executed"] == 2 and without["pass@1"] == 0.0
+    executed = safim_score(problems, other, allow_execution=True)
+    assert [r["passed"] for r in executed["rows"]] == [True, False, False]
+    assert executed["pass@1"] == pytest.approx(33.33)
+
+
+def test_crosscodeeval_reader_and_both_ways_in_eval(tmp_path):
+    rows = [
+        {
+            "prompt": f"from util import scale_{i}\n\nvalue = ",
+            "groundtruth": f"scale_{i}(3)",
+            "right_context": "\nprint(value)\n",
+            "metadata": {"task_id": f"project_cc_python/{i}", "repository": "r", "file": "main.py"},
+            "crossfile_context": {"text": f"# util.py\ndef scale_{i}(x):\n    return x * {i}\n", "list": []},
+        }
+        for i in range(3)
+    ]
+    path = _write(tmp_path / "line_completion_rg1_bm25.jsonl", rows)
+    examples = read_crosscodeeval(path)
+    assert [e.task_id for e in examples] == [f"project_cc_python/{i}" for i in range(3)]
+    assert examples[0].crossfile_context.startswith("# util.py")
+
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.runner import evaluate
+
+    evaluate(
+        EvalConfig(models=["tiny-gpt-bigcode"], crosscodeeval=path, max_new_tokens=6, out=tmp_path / "report")
+    )
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {"crosscodeeval", "crosscodeeval_context"} <= set(report["tasks"])
+    for task in ("crosscodeeval", "crosscodeeval_context"):
+        scores = report["tasks"][task]["models"]["tiny-gpt-bigcode"]
+        assert {"first_line_exact_match", "edit_sim", "identifier_em", "identifier_f1"} <= set(scores)
+    with_context = [r for r in report["rows"] if r["task"] == "crosscodeeval_context"]
+    assert all("def scale_" in r["prompt_tail"] or len(r["prompt_tail"]) == 300 for r in with_context)

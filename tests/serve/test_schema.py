@@ -1,0 +1,100 @@
+"""/openapi.json declares every body and error, and a bounded schemathesis run over it finds no 5xx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+POST_ERRORS = {"400", "401", "408", "413", "415", "500", "503"}
+
+
+@pytest.fixture(scope="module")
+def server(launch):
+    start, stop = launch
+    # Small limits keep generation fast; fuzzed values above them must still be 4xx, never 5xx.
+    running = start(max_tokens_limit=4, default_max_tokens=2, max_queue=4, body_timeout_s=5)
+    yield running
+    stop(running)
+
+
+@pytest.fixture(scope="module")
+def openapi(server) -> dict:
+    response = httpx.get(server.url + "/openapi.json", timeout=30)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_every_route_declares_its_body_and_errors(openapi):
+    components = openapi["components"]["schemas"]
+    operations = [(path, method, op) for path, ops in openapi["paths"].items() for method, op in ops.items()]
+    assert {path for path, _, _ in operations} >= {
+        "/v1/completions",
+        "/v1/engines/{engine}/completions",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/health",
+        "/copilot_internal/v2/token",
+    }
+    for path, method, op in operations:
+        codes = set(op["responses"])
+        assert "500" in codes, path
+        if method == "post":
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert op["requestBody"]["required"] is True
+            assert ref.rsplit("/", 1)[1] in components, ref
+            assert codes >= POST_ERRORS, (path, codes)
+            assert "text/event-stream" in op["responses"]["200"]["content"], path
+        for code in codes - {"200", "422"}:
+            error_ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+            assert error_ref.endswith("/ErrorResponse"), (path, code)
+        assert "422" not in codes  # validation errors are 400s in OpenAI's shape
+    completion = components["CompletionRequest"]["properties"]
+    assert {"type": "boolean"} in completion["postprocess"]["anyOf"]
+    assert completion["seed"]["anyOf"][0]["maximum"] == 2**64 - 1
+    chat = components["ChatCompletionRequest"]["properties"]
+    assert {"type": "integer", "minimum": 0, "maximum": 20} in chat["top_logprobs"]["anyOf"]
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+fuzz = schemathesis.pytest.from_fixture("api_schema")
+
+
+@fuzz.parametrize()
+@settings(
+    max_examples=12,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_fuzzed_requests_never_get_a_server_error(case):
+    case.call_and_validate(
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=60,
+    )
+
+
+def test_server_is_healthy_after_fuzzing(server):
+    health = httpx.get(server.url + "/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    body = {"prompt": "def add(a, b):\n    return", "max_tokens": 4, "temperature": 0}
+    response = httpx.post(server.url + "/v1/completions", json=body, timeout=60)
+    assert response.status_code == 200 and response.json()["choices"][0]["text"]
