@@ -173,16 +173,6 @@ def codetune_run(model: Path, dataset: Path, out: Path, args: argparse.Namespace
     return {"tokens_per_s": summary["tokens_per_s"], "peak_gib": peak.gib, "run": out}
 
 
-def counting(collator: Any, seen: dict[str, int]) -> Any:
-    def collate(features: Any) -> Any:
-        batch = collator(features)
-        mask = batch.get("attention_mask")
-        seen["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
-        return batch
-
-    return collate
-
-
 def peft_lora(model: Any) -> Any:
     from peft import LoraConfig
 
@@ -193,24 +183,16 @@ def peft_lora(model: Any) -> Any:
 
 def hf_trainer_padded(model_dir: Path, dataset: Path, out: Path, args: argparse.Namespace) -> dict:
     """HF Trainer + peft LoRA, every document padded to --seq tokens, --rows documents a micro-batch."""
-    import torch
     from datasets import load_from_disk
     from peft import get_peft_model
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from codetune.modeling.loading import load_model, load_tokenizer
+    from train_throughput import prepared
 
-    tokenizer = load_tokenizer(str(model_dir))
-    model = load_model(str(model_dir), device=args.device)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.train()
+    tokenizer, model = prepared(str(model_dir), device=args.device)
     model = get_peft_model(model, peft_lora(model))
     rows = load_from_disk(str(dataset))["train"].select_columns(["input_ids"])
-    rows = rows.map(
-        lambda row: tokenizer.pad({"input_ids": row["input_ids"]}, padding="max_length", max_length=args.seq),
-        batched=False,
-    )
-    seen = {"tokens": 0}
+    rows = rows.map(lambda row: tokenizer.pad(row, padding="max_length", max_length=args.seq))
     training = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=args.rows,
@@ -225,62 +207,47 @@ def hf_trainer_padded(model_dir: Path, dataset: Path, out: Path, args: argparse.
         disable_tqdm=True,
         seed=0,
     )
-    collator = counting(DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False), seen)
+    collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
     trainer = Trainer(model=model, args=training, train_dataset=rows, data_collator=collator)
-    with Peak() as peak:
-        started = time.perf_counter()
-        trainer.train()
-        elapsed = time.perf_counter() - started
-    del trainer, model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return {"tokens_per_s": seen["tokens"] / elapsed, "peak_gib": peak.gib}
+    return measured(trainer)
 
 
 def trl_packed(model_dir: Path, dataset: Path, out: Path, args: argparse.Namespace) -> dict:
     """TRL SFTTrainer: the same documents packed best-fit decreasing into --rows x --seq, padding-free."""
     import torch
-    from datasets import load_from_disk
-    from trl import SFTConfig, SFTTrainer
 
-    from codetune.modeling.loading import load_model, load_tokenizer
+    from train_throughput import trl_sft
 
-    tokenizer = load_tokenizer(str(model_dir))
-    model = load_model(str(model_dir), device=args.device)
-    model.train()
-    rows = load_from_disk(str(dataset))["train"].select_columns(["input_ids"])
-    config = SFTConfig(
-        output_dir=str(out),
-        packing=True,
-        packing_strategy="bfd",
-        padding_free=True,
-        max_length=args.seq,
-        per_device_train_batch_size=args.rows,
-        max_steps=args.steps,
-        learning_rate=2e-4,
-        lr_scheduler_type="cosine",
-        gradient_checkpointing=False,
-        bf16=args.device == "cuda",
-        save_strategy="no",
-        logging_steps=10**6,
-        report_to="none",
-        use_cpu=args.device == "cpu",
-        disable_tqdm=True,
-        seed=0,
-    )
-    trainer = SFTTrainer(
-        model=model, args=config, train_dataset=rows, processing_class=tokenizer, peft_config=peft_lora(model)
-    )
-    seen = {"tokens": 0}
-    trainer.data_collator = counting(trainer.data_collator, seen)
     with Peak() as peak:
-        started = time.perf_counter()
-        trainer.train()
-        elapsed = time.perf_counter() - started
-    del trainer, model
+        tokens_per_s, model = trl_sft(
+            str(model_dir),
+            dataset,
+            args.steps,
+            out,
+            max_length=args.seq,
+            batch=args.rows,
+            lr=2e-4,
+            peft_for=peft_lora,
+            device=args.device,
+        )
+    del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"tokens_per_s": seen["tokens"] / elapsed, "peak_gib": peak.gib}
+    return {"tokens_per_s": tokens_per_s, "peak_gib": peak.gib}
+
+
+def measured(trainer: Any) -> dict:
+    """Train; non-pad tokens/s and peak GPU memory, then free the GPU for the next run."""
+    import torch
+
+    from train_throughput import timed_train
+
+    with Peak() as peak:
+        tokens_per_s = timed_train(trainer)
+    trainer.model = trainer.model_wrapped = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"tokens_per_s": tokens_per_s, "peak_gib": peak.gib}
 
 
 # ------------------------------------------------------------------------------------ merge, serve

@@ -95,10 +95,7 @@ def baseline(model_name: str, units: list[str], steps: int, out: Path) -> tuple[
     from peft import get_peft_model
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.train()
+    tokenizer, model = prepared(model_name)
 
     def tokenize_function(examples):
         encoding = tokenizer(examples["text"], truncation=True, padding="max_length", max_length=MAX_LENGTH)
@@ -107,8 +104,6 @@ def baseline(model_name: str, units: list[str], steps: int, out: Path) -> tuple[
 
     data = Dataset.from_dict({"text": units}).map(tokenize_function, batched=True, remove_columns=["text"])
     model = get_peft_model(model, lora_config())
-    seen = {"tokens": 0}
-    counting_collator = counting(DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False), seen)
 
     args = TrainingArguments(
         output_dir=str(out),
@@ -122,11 +117,9 @@ def baseline(model_name: str, units: list[str], steps: int, out: Path) -> tuple[
         seed=0,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=counting_collator)
-    started = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - started
-    return seen["tokens"] / elapsed, trainer.model
+    collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator)
+    return timed_train(trainer), trainer.model
 
 
 def lora_config():
@@ -142,62 +135,94 @@ def lora_config():
     )
 
 
-def counting(collator, seen: dict[str, int]):
-    """Wrap a collator to count the real (non-pad) tokens it hands to the model."""
+def prepared(model_name: str, device: str | None = None):
+    """(tokenizer, model in train mode with its pad id set), as both baselines start."""
+    tokenizer = load_tokenizer(model_name)
+    model = load_model(model_name, device=device)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.train()
+    return tokenizer, model
 
-    def collate(features):
+
+def timed_train(trainer) -> float:
+    """Run a (TRL or HF) trainer; non-pad tokens per second, counted from what its collator hands over."""
+    collator, seen = trainer.data_collator, {"tokens": 0}
+
+    def counting(features):
         batch = collator(features)
         mask = batch.get("attention_mask")
         seen["tokens"] += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
         return batch
 
-    return collate
+    trainer.data_collator = counting
+    started = time.perf_counter()
+    trainer.train()
+    return seen["tokens"] / (time.perf_counter() - started)
 
 
-def trl_sft(model_name: str, dataset: Path, steps: int, out: Path) -> tuple[float, object]:
-    """TRL's SFTTrainer, packing with BFD into 4 x 512 and padding-free; returns (non-pad tokens/s, model)."""
-    from datasets import load_from_disk
+def sft_trainer(
+    model, tokenizer, rows, out: Path, *, steps: int, max_length: int, batch: int, lr: float, peft_config
+):
+    """TRL's SFTTrainer packing ``rows`` (pre-tokenised) best-fit decreasing into ``batch`` x ``max_length``,
+    padding-free. TRL defaults that would change the comparison rather than the tool are set to
+    codetune's: no gradient checkpointing, bf16 only on CUDA, cosine schedule, no warmup."""
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.train()
-    train_rows = load_from_disk(str(dataset))["train"].select_columns(["input_ids"])
+    cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(out),
         packing=True,
         packing_strategy="bfd",
         padding_free=True,
-        max_length=MAX_LENGTH,
-        per_device_train_batch_size=BATCH,
+        max_length=max_length,
+        per_device_train_batch_size=batch,
         max_steps=steps,
-        learning_rate=3e-4,
-        lr_scheduler_type="cosine",  # codetune's schedule
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
         warmup_steps=0,
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=cuda,
         save_strategy="no",
         logging_steps=10**6,
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not cuda,
         seed=0,
         disable_tqdm=True,
-        dataset_num_proc=None,
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        processing_class=tokenizer,
-        peft_config=lora_config(),
+    return SFTTrainer(
+        model=model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
     )
-    seen = {"tokens": 0}
-    trainer.data_collator = counting(trainer.data_collator, seen)
-    started = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - started
-    return seen["tokens"] / elapsed, trainer.model
+
+
+def trl_sft(
+    model_name: str,
+    dataset: Path,
+    steps: int,
+    out: Path,
+    *,
+    max_length: int = MAX_LENGTH,
+    batch: int = BATCH,
+    lr: float = 3e-4,
+    peft_for=lambda model: lora_config(),
+    device: str | None = None,
+) -> tuple[float, object]:
+    """TRL's SFTTrainer on codetune's own token ids; returns (non-pad tokens/s, model)."""
+    from datasets import load_from_disk
+
+    tokenizer, model = prepared(model_name, device=device)
+    rows = load_from_disk(str(dataset))["train"].select_columns(["input_ids"])
+    trainer = sft_trainer(
+        model,
+        tokenizer,
+        rows,
+        out,
+        steps=steps,
+        max_length=max_length,
+        batch=batch,
+        lr=lr,
+        peft_config=peft_for(model),
+    )
+    return timed_train(trainer), trainer.model
 
 
 def main() -> None:
