@@ -124,8 +124,9 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
         targets = labels
     else:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, use_cache=False).logits[:, :-1]
-        targets = labels[:, 1:]
+        logits = model(**inputs, use_cache=False).logits
+        # Shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step.
+        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     loss = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
