@@ -51,6 +51,8 @@ class StepProgress:
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=False,
+            # Redrawn on update only: a refresh thread would take the GIL from the loop it measures.
+            auto_refresh=False,
         )
         self._progress.__enter__()
         self._task = self._progress.add_task(
@@ -80,4 +82,4 @@ class StepProgress:
         if tokens is not None:
             seconds = max(time.perf_counter() - self._started - self._paused, 1e-9)
             stats.append(f"{tokens / seconds:,.0f} tok/s")
-        self._progress.update(self._task, completed=done, stats="  ".join(stats))
+        self._progress.update(self._task, completed=done, stats="  ".join(stats), refresh=True)
