@@ -20,15 +20,14 @@ def test_recipe_reference_is_up_to_date():
 
 
 def test_reference_names_every_stage_and_field():
-    from codetune.config import STAGES, _stage_models
     from codetune.reference import render_recipe_reference
+    from codetune.stages import STAGES
 
     text = render_recipe_reference()
     for stage in STAGES:
-        assert f"## `{stage}`" in text
-    for model in _stage_models().values():
-        for name in model.model_fields:
-            assert f"| `{name}` |" in text, (model.__name__, name)
+        assert f"## `{stage.name}`" in text
+        for name in stage.config_class.model_fields:
+            assert f"| `{name}` |" in text, (stage.name, name)
 
 
 def test_every_example_recipe_loads_and_says_how_to_run_it():

@@ -6,7 +6,12 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from codetune.errors import ConfigError
 from codetune.runner import run_recipe
+from codetune.schema import StrictModel
+from codetune.stage import StageResult
 
 
 def make_project(root: Path, files: int = 14) -> Path:
@@ -100,3 +105,72 @@ def test_source_change_reruns_everything(tmp_path):
     (src / "module_new.py").write_text("def added(a, b):\n    total = a + b\n    return total * 2\n")
     rerun = run_recipe(recipe, stages=["collect", "build"])
     assert [r.skipped for r in rerun] == [False, False]
+
+
+# A stage added by one registry entry: its config class and run function live here.
+class NoteConfig(StrictModel):
+    """Write a note next to the dataset (a stage that exists only in this test)."""
+
+    dataset: Path | None = None
+    out: Path | None = None
+    text: str = "hello"
+
+
+def write_note(cfg: NoteConfig) -> StageResult:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "note.txt").write_text(f"{cfg.text} {Path(cfg.dataset).name}")
+    return StageResult("note", out, {"text": cfg.text})
+
+
+def test_one_registry_entry_adds_a_stage_to_recipe_runner_and_reference(tmp_path, monkeypatch):
+    from codetune import stages
+    from codetune.config import load_recipe
+    from codetune.reference import render_recipe_reference
+
+    note = stages.Stage(
+        "note",
+        f"{__name__}:NoteConfig",
+        f"{__name__}:write_note",
+        reads=(stages.Input("dataset", ("dataset",)),),
+        writes="note",
+        out_name="note",
+    )
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:2], note, *stages.STAGES[2:]))
+    src = make_project(tmp_path / "project")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: noted\nworkdir: {tmp_path / 'work'}\n"
+        f"collect: {{sources: [{src}], language: python, workers: 1}}\n"
+        "build: {model: tiny-gpt-bigcode, max_length: 64, num_proc: 1}\n"
+        "note: {text: built}\n"
+    )
+    assert load_recipe(recipe).note.text == "built"
+    assert "## `note`" in render_recipe_reference()
+    results = run_recipe(recipe)
+    assert [r.stage for r in results] == ["collect", "build", "note"]
+    # wired from the registry: the note read the build stage's dataset and wrote under the workdir
+    assert (tmp_path / "work" / "note" / "note.txt").read_text() == "built dataset"
+    again = run_recipe(recipe)
+    assert [r.skipped for r in again] == [True, True, True]  # fingerprints cover the new stage too
+    with pytest.raises(ConfigError, match="stages are: collect, build, note, train"):
+        run_recipe(recipe, stages=["nope"])
+
+
+def test_stage_configs_do_not_import_the_recipe_module():
+    """Stage configs depend on codetune.schema only; codetune.config is built from the stages."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import codetune.collect.config, codetune.dataset.config, codetune.train.config\n"
+        "import codetune.evaluate.config, codetune.inference.config, codetune.serve.config\n"
+        "print('codetune.config' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    from codetune.config import StrictModel as Old
+    from codetune.schema import StrictModel as New
+
+    assert Old is New  # the old import path still works for code not yet moved

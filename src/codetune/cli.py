@@ -11,10 +11,38 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from codetune.errors import CodetuneError, InputError
+from codetune.errors import CodetuneError, ConfigError, InputError
+from codetune.stages import STAGE_NAMES
+
+try:  # typer >= 0.26 carries its own copy of click
+    from typer._click.exceptions import NoSuchOption
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import NoSuchOption
+
+
+class CodetuneGroup(TyperGroup):
+    """Typer's command group, whose "No such option" also says how to set any config field."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NoSuchOption as error:
+            command = error.ctx.command if error.ctx else None
+            if command is not None and any("--set" in param.opts for param in command.params):
+                key = error.option_name.lstrip("-").replace("-", "_")
+                error.message = (
+                    f"{error.format_message().rstrip('.')}. Any config field can be given as --set KEY=VALUE, "
+                    f"e.g. --set {key}=VALUE (nested ones as section.field); "
+                    f"`{error.ctx.command_path} --help` lists the options."
+                )
+                error.possibilities = None  # already in the message
+            raise
+
 
 app = typer.Typer(
+    cls=CodetuneGroup,
     name="codetune",
     help="Specialise an open code LLM for a language or codebase: collect -> build -> train -> merge -> "
     "eval -> generate/serve.",
@@ -22,10 +50,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-tokenizer_app = typer.Typer(help="Train or inspect tokenizers.", no_args_is_help=True)
+tokenizer_app = typer.Typer(cls=CodetuneGroup, help="Train or inspect tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 doccano_app = typer.Typer(
-    help="Hand docs-site code samples to doccano for annotation and take them back.", no_args_is_help=True
+    cls=CodetuneGroup,
+    help="Hand docs-site code samples to doccano for annotation and take them back.",
+    no_args_is_help=True,
 )
 app.add_typer(doccano_app, name="doccano")
 sandbox_app = typer.Typer(help="Inspect and use the sandbox that runs generated code.", no_args_is_help=True)
@@ -43,6 +73,20 @@ def _config(model_cls: type, given: dict[str, Any], overrides: list[str] | None)
 
     data = {key: value for key, value in given.items() if value is not None}
     return validate(model_cls, apply_overrides(data, overrides or []), where="options")
+
+
+def _stage_config(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """The registered stage's config from command-line options and ``--set`` overrides."""
+    from codetune.stages import get_stage
+
+    return _config(get_stage(name).config_class, given, overrides)
+
+
+def _run_stage(name: str, given: dict[str, Any], overrides: list[str] | None) -> Any:
+    """Validate the options into the stage's config and run the stage (one path for every command)."""
+    from codetune.stages import get_stage
+
+    return get_stage(name).run(_stage_config(name, given, overrides))
 
 
 def print_result(result: Any) -> None:
@@ -88,9 +132,6 @@ def collect(
     overrides: SetOption = None,
 ) -> None:
     """Gather and clean source files into a corpus (Parquet + manifest.json)."""
-    from codetune.collect.config import CollectConfig
-    from codetune.collect.pipeline import collect as run_collect
-
     given = {
         "sources": sources,
         "language": language,
@@ -103,8 +144,7 @@ def collect(
         "workers": workers,
         "force": force or None,
     }
-    cfg = _config(CollectConfig, given, overrides)
-    print_result(run_collect(cfg))
+    print_result(_run_stage("collect", given, overrides))
 
 
 @app.command()
@@ -124,32 +164,74 @@ def build(
         str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")
     ] = ("tiny-gpt-bigcode"),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Maximum tokens per example (default 512).")
+    ] = None,
+    fim_rate: Annotated[
+        float | None, typer.Option("--fim-rate", help="Share of text examples made FIM (default 0.5).")
+    ] = None,
+    fim_spm_rate: Annotated[
+        float | None, typer.Option("--fim-spm-rate", help="Share of FIM examples in SPM order (default 0.5).")
+    ] = None,
+    split_by: Annotated[str | None, typer.Option("--split-by", help="auto (default), repo or file.")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Turn a corpus into a tokenized dataset with leak-free splits."""
-    from codetune.dataset.builder import build as run_build
-    from codetune.dataset.config import BuildConfig
+    given = {
+        "corpus": corpus,
+        "format": format,
+        "model": model,
+        "out": out or Path("dataset"),
+        "max_length": max_length,
+        "fim_rate": fim_rate,
+        "fim_spm_rate": fim_spm_rate,
+        "split_by": split_by,
+    }
+    print_result(_run_stage("build", given, overrides))
 
-    given = {"corpus": corpus, "format": format, "model": model, "out": out or Path("dataset")}
-    print_result(run_build(_config(BuildConfig, given, overrides)))
+
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan the run without weights or network: parameters, memory per method, tokens per step.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
+
+
+def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    from codetune.train.dryrun import render
+
+    if as_json:
+        typer.echo(json.dumps(plans if len(plans) != 1 else next(iter(plans.values())), indent=1))
+        return
+    typer.echo(
+        "\n\n".join(
+            f"[{name}]\n{render(plan)}" if len(plans) > 1 else render(plan) for name, plan in plans.items()
+        )
+    )
 
 
 @app.command()
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path or tiny preset.")],
-    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")],
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
+    ] = None,
     method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
     ] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset."""
-    from codetune.train.config import TrainConfig
-    from codetune.train.recipe import train as run_train
-
     given = {
         "model": model,
         "dataset": dataset,
@@ -158,7 +240,14 @@ def train(
         "resume": resume,
         "max_steps": max_steps,
     }
-    print_result(run_train(_config(TrainConfig, given, overrides)))
+    if dry_run:
+        from codetune.train.dryrun import plan
+
+        _print_plans({"train": plan(_stage_config("train", given, overrides))}, as_json)
+        return
+    if dataset is None:
+        raise ConfigError("--dataset is required (only --dry-run plans a run without one)")
+    print_result(_run_stage("train", given, overrides))
 
 
 @app.command()
@@ -168,10 +257,7 @@ def merge(
     overrides: SetOption = None,
 ) -> None:
     """Merge a run's adapter into its base model (plain Hugging Face format)."""
-    from codetune.train.config import MergeConfig
-    from codetune.train.merge import merge as run_merge
-
-    print_result(run_merge(_config(MergeConfig, {"run": run, "out": out}, overrides)))
+    print_result(_run_stage("merge", {"run": run, "out": out}, overrides))
 
 
 @app.command("eval")
@@ -226,9 +312,6 @@ def eval_(
     overrides: SetOption = None,
 ) -> None:
     """Evaluate models side by side on held-out data; writes report.md/json and plots."""
-    from codetune.evaluate.config import EvalConfig
-    from codetune.evaluate.runner import evaluate
-
     given = {
         "models": model,
         "dataset": dataset,
@@ -250,7 +333,7 @@ def eval_(
         "unsafe_mount": unsafe_mount or None,
         "unsafe_pid": unsafe_pid or None,
     }
-    print_result(evaluate(_config(EvalConfig, given, overrides)))
+    print_result(_run_stage("eval", given, overrides))
 
 
 @app.command()
@@ -321,9 +404,6 @@ def generate(
     overrides: SetOption = None,
 ) -> None:
     """Generate completions for a file of prompts, in length-sorted batches; resumable."""
-    from codetune.inference.batch import generate_file
-    from codetune.inference.config import GenerateConfig
-
     given = {
         "model": model,
         "adapter": adapter,
@@ -333,7 +413,7 @@ def generate(
         "prompt_field": prompt_field,
         "engine": engine,
     }
-    print_result(generate_file(_config(GenerateConfig, given, overrides)))
+    print_result(_run_stage("generate", given, overrides))
 
 
 @app.command()
@@ -360,9 +440,6 @@ def serve(
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
-    from codetune.serve.app import serve as run_serve
-    from codetune.serve.config import ServeConfig
-
     given = {
         "model": model,
         "adapter": adapter,
@@ -371,7 +448,7 @@ def serve(
         "api_key": api_key,
         "cors_origins": cors_origin or None,
     }
-    run_serve(_config(ServeConfig, given, overrides))
+    _run_stage("serve", given, overrides)
 
 
 @sandbox_app.command("check")
@@ -484,13 +561,23 @@ def doccano_import(
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated stages to run.")] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option("--stages", help="Comma-separated stages to run: " + ", ".join(STAGE_NAMES) + "."),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rerun stages whose outputs are up to date.")
     ] = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
     overrides: SetOption = None,
 ) -> None:
     """Run every stage of a recipe, skipping stages whose inputs and config are unchanged."""
+    if dry_run:
+        from codetune.runner import plan_recipe
+
+        _print_plans(plan_recipe(recipe, overrides=overrides or []), as_json)
+        return
     from codetune.runner import run_recipe
 
     only = [s.strip() for s in stages.split(",")] if stages else None

@@ -1,4 +1,4 @@
-"""Typed configuration: one pydantic model per stage (in its package) and the Recipe that chains them.
+"""The Recipe: one optional section per registered stage (codetune.stages), plus YAML loading.
 
 Logic never reads raw dicts: YAML is validated here, unknown keys are errors that name the key,
 and command-line options override fields with dotted paths (``train.lr=1e-4``).
@@ -10,15 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from codetune import stages
 from codetune.errors import ConfigError, InputError
+from codetune.schema import LanguageSpec, StrictModel
+from codetune.stages import STAGE_NAMES
 
+__all__ = [
+    "STAGES",
+    "LanguageSpec",
+    "StrictModel",
+    "apply_overrides",
+    "load_recipe",
+    "recipe_model",
+    "validate",
+]
 
-class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+# Stage names in pipeline order, kept for callers of the first version; the registry is codetune.stages.
+STAGES = STAGE_NAMES
 
 
 def describe_validation_error(error: ValidationError, where: str = "config") -> str:
@@ -115,46 +125,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-class LanguageSpec(StrictModel):
-    """A language added from a recipe without code: extensions and a tree-sitter grammar name."""
-
-    name: str = Field(description="Name used by `--language` and `collect.language`.")
-    extensions: list[str] = Field(description="File extensions, e.g. ['.elm'].")
-    grammar: str | None = Field(
-        None, description="tree-sitter-language-pack grammar name (None: no parse check)."
-    )
-    line_comment: str | None = Field(None, description="Line comment marker, e.g. '--'.")
-    block_comment: tuple[str, str] | None = Field(
-        None, description="Block comment open/close, e.g. ['{-', '-}']."
-    )
-    unit_types: list[str] = Field(
-        default_factory=list, description="tree-sitter node types cut as syntax units."
-    )
-
-
-def _stage_models() -> dict[str, type[BaseModel]]:
-    # Imported here so that `codetune --help` does not import every stage.
-    from codetune.collect.config import CollectConfig
-    from codetune.dataset.config import BuildConfig
-    from codetune.evaluate.config import EvalConfig
-    from codetune.inference.config import GenerateConfig
-    from codetune.serve.config import ServeConfig
-    from codetune.train.config import MergeConfig, TrainConfig
-
-    return {
-        "collect": CollectConfig,
-        "build": BuildConfig,
-        "train": TrainConfig,
-        "merge": MergeConfig,
-        "eval": EvalConfig,
-        "generate": GenerateConfig,
-        "serve": ServeConfig,
-    }
-
-
-STAGES = ("collect", "build", "train", "merge", "eval", "generate", "serve")
-
-
 def recipe_model() -> type[BaseModel]:
     """Build the Recipe model class from the stage configs (each stage section optional)."""
     from pydantic import create_model
@@ -170,8 +140,9 @@ def recipe_model() -> type[BaseModel]:
             Field(default_factory=list, description="Extra languages: extensions + grammar, no code."),
         ),
     }
-    for stage, model in _stage_models().items():
-        fields[stage] = (model | None, Field(None, description=model.__doc__))
+    for stage in stages.STAGES:
+        model = stage.config_class
+        fields[stage.name] = (model | None, Field(None, description=model.__doc__))
     return create_model("Recipe", __base__=StrictModel, **fields)
 
 

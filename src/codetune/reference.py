@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
-    for noise in ("typing.", "pathlib.", "codetune.config.", "<class '", "'>"):
+    for noise in ("typing.", "pathlib.", "codetune.config.", "codetune.schema.", "<class '", "'>"):
         text = text.replace(noise, "")
     return text.replace("PosixPath", "Path").replace("|", "\\|")
 
@@ -69,7 +69,9 @@ def _section(title: str, model: type[BaseModel], level: int = 2) -> list[str]:
 
 def render_recipe_reference() -> str:
     """Markdown for every recipe section, in stage order."""
-    from codetune.config import LanguageSpec, _stage_models, recipe_model
+    from codetune.config import recipe_model
+    from codetune.schema import LanguageSpec
+    from codetune.stages import STAGES
 
     recipe = recipe_model()
     top = {name: f for name, f in recipe.model_fields.items() if name in {"name", "workdir", "languages"}}
@@ -90,8 +92,8 @@ def render_recipe_reference() -> str:
         lines.append(f"| `{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {description} |")
     lines.append("")
     lines += _section("languages[]", LanguageSpec)
-    for stage, model in _stage_models().items():
-        lines += _section(stage, model)
+    for stage in STAGES:
+        lines += _section(stage.name, stage.config_class)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from codetune.config import STAGES, load_recipe
+from codetune import stages as registry
+from codetune.config import load_recipe
 from codetune.errors import ConfigError
 from codetune.files import MANIFEST, fingerprint, read_json, write_json
 from codetune.stage import StageResult
@@ -65,87 +66,41 @@ def record_fingerprint(out: Path, value: str) -> None:
 
 
 def _wire(recipe: Any) -> dict[str, Any]:
-    """Fill each stage's unset input/output paths from the stage before it and the workdir."""
+    """Fill each stage's unset inputs from the outputs of the stages before it, and its output from the workdir.
+
+    What a stage reads and writes comes from the stage registry: an input field takes the first
+    artefact of its list that an earlier stage of the recipe produces.
+    """
     work = Path(recipe.workdir)
+    produced: dict[str, Path] = {}
     wired: dict[str, Any] = {}
-    if recipe.collect is not None:
-        wired["collect"] = recipe.collect.model_copy(update={"out": recipe.collect.out or work / "corpus"})
-    corpus = wired["collect"].out if "collect" in wired else None
-    if recipe.build is not None:
-        build = recipe.build
-        wired["build"] = build.model_copy(
-            update={"corpus": build.corpus or corpus, "out": build.out or work / "dataset"}
-        )
-    dataset = wired["build"].out if "build" in wired else None
-    if recipe.train is not None:
-        train = recipe.train
-        wired["train"] = train.model_copy(
-            update={"dataset": train.dataset or dataset, "out": train.out or work / "run"}
-        )
-    run_dir = wired["train"].out if "train" in wired else None
-    if recipe.merge is not None:
-        merge = recipe.merge
-        wired["merge"] = merge.model_copy(
-            update={"run": merge.run or run_dir, "out": merge.out or work / "merged"}
-        )
-    if recipe.eval is not None:
-        ev = recipe.eval
-        models = list(ev.models)
-        if not models and "train" in wired:
-            models = [f"base={wired['train'].model}", f"tuned={run_dir}"]
-        wired["eval"] = ev.model_copy(
-            update={"models": models, "dataset": ev.dataset or dataset, "out": ev.out or work / "report"}
-        )
-    tuned = wired["merge"].out if "merge" in wired else run_dir
-    if recipe.generate is not None:
-        gen = recipe.generate
-        update: dict[str, Any] = {"out": gen.out or work / "generations.jsonl"}
-        if "model" not in gen.model_fields_set and tuned is not None:
-            update["model"] = str(tuned)
-        wired["generate"] = gen.model_copy(update=update)
-    if recipe.serve is not None:
-        serve = recipe.serve
-        update = {}
-        if "model" not in serve.model_fields_set and tuned is not None:
-            update["model"] = str(tuned)
-        wired["serve"] = serve.model_copy(update=update)
-    for name, cfg in wired.items():
-        for field in ("corpus", "dataset", "run"):
-            if field in type(cfg).model_fields and getattr(cfg, field) is None:
-                raise ConfigError(f"{name}.{field} is not set and no earlier stage in the recipe produces it")
-        if name == "generate" and cfg.input is None:
+    for stage in registry.STAGES:
+        cfg = getattr(recipe, stage.name)
+        if cfg is None:
+            continue
+        update: dict[str, Any] = {}
+        for read in stage.reads:
+            if read.field in cfg.model_fields_set and getattr(cfg, read.field) is not None:
+                continue
+            source = next((produced[kind] for kind in read.artefacts if kind in produced), None)
+            if source is not None:
+                update[read.field] = str(source) if read.field == "model" else source
+            elif getattr(cfg, read.field) is None:
+                raise ConfigError(
+                    f"{stage.name}.{read.field} is not set and no earlier stage in the recipe produces it"
+                )
+        if stage.name == "eval" and not cfg.models and "train" in wired:
+            # base vs tuned: the model the run started from, and the run itself
+            update["models"] = [f"base={wired['train'].model}", f"tuned={produced['run']}"]
+        if stage.out_name is not None:
+            update["out"] = cfg.out or work / stage.out_name
+        cfg = cfg.model_copy(update=update)
+        if stage.name == "generate" and cfg.input is None:
             raise ConfigError("generate.input is not set: give a JSONL file of prompts")
+        wired[stage.name] = cfg
+        if stage.writes is not None:
+            produced[stage.writes] = Path(cfg.out)
     return wired
-
-
-def _stage_function(name: str) -> Callable[[Any], StageResult]:
-    if name == "collect":
-        from codetune.collect.pipeline import collect
-
-        return collect
-    if name == "build":
-        from codetune.dataset.builder import build
-
-        return build
-    if name == "train":
-        from codetune.train.recipe import train
-
-        return train
-    if name == "merge":
-        from codetune.train.merge import merge
-
-        return merge
-    if name == "eval":
-        from codetune.evaluate.runner import evaluate
-
-        return evaluate
-    if name == "generate":
-        from codetune.inference.batch import generate_file
-
-        return generate_file
-    from codetune.serve.app import serve
-
-    return serve
 
 
 def _replacing(out: Path | None, work: Callable[[], Any]) -> Any:
@@ -171,7 +126,7 @@ def _replacing(out: Path | None, work: Callable[[], Any]) -> Any:
 
 
 def _stage_out(name: str, cfg: Any) -> Path | None:
-    return None if name == "serve" else Path(cfg.out)
+    return Path(cfg.out) if registry.get_stage(name).writes is not None else None
 
 
 def run_recipe(
@@ -180,21 +135,23 @@ def run_recipe(
     """Run the recipe's stages in order; returns one StageResult per stage (skipped ones marked)."""
     recipe = load_recipe(path, overrides)
     for name in stages or []:
-        if name not in STAGES:
-            raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+        registry.get_stage(name)
     from codetune.languages import register_spec
 
     for spec in recipe.languages:
         register_spec(spec)
     wired = _wire(recipe)
     if not wired:
-        raise ConfigError(f"recipe {path} has no stage section ({', '.join(STAGES)})")
+        raise ConfigError(
+            f"recipe {path} has no stage section ({', '.join(stage.name for stage in registry.STAGES)})"
+        )
     upstream = fingerprint(recipe.name, [spec.model_dump(mode="json") for spec in recipe.languages])
     results: list[StageResult] = []
-    for name in STAGES:
+    for stage in registry.STAGES:
+        name = stage.name
         if name not in wired or (stages and name not in stages):
             continue
-        if name == "serve" and not stages:
+        if stage.blocking and not stages:
             continue  # serving blocks; `codetune run R --stages serve` starts it
         cfg = wired[name]
         extra = source_signature(cfg.sources) if name == "collect" else None
@@ -204,9 +161,21 @@ def run_recipe(
             logger.info("%s: unchanged, skipping", name)
             results.append(StageResult(name, out, {"fingerprint": upstream}, skipped=True))
             continue
-        result = _replacing(out, lambda cfg=cfg, name=name: _stage_function(name)(cfg))
+        result = _replacing(out, lambda cfg=cfg, stage=stage: stage.run(cfg))
         if out is not None:
             record_fingerprint(out, upstream)
         if isinstance(result, StageResult):
             results.append(result)
     return results
+
+
+def plan_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """`codetune run RECIPE --dry-run`: the train stage's plan (no weights, no network, nothing written)."""
+    from codetune.train.dryrun import plan
+
+    recipe = load_recipe(path, overrides)
+    if recipe.train is None:
+        raise ConfigError(f"recipe {path} has no train stage to plan")
+    wired = _wire(recipe)
+    max_length = recipe.build.max_length if recipe.build is not None else None
+    return {"train": plan(wired["train"], max_length=max_length)}

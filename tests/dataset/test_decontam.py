@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 from codetune.dataset.decontam import BenchmarkFilter, near_duplicates
-from codetune.dataset.splits import assign_splits
 from codetune.textsim import text_jaccard
 
 from .conftest import write_corpus
@@ -82,25 +81,3 @@ def test_benchmark_ngram_overlap() -> None:
     )
     assert flt.reason("x = 1\nfor i in range(10): total += values[i] * weights[j]") == "ngram"
     assert flt.reason("completely different text here with no overlap at all") is None
-
-
-def test_split_assignment_never_separates_a_group() -> None:
-    docs = [{"path": f"f{i % 7}.py", "repo": f"r{i % 5}", "text": ""} for i in range(100)]
-    for by in ("repo", "file"):
-        labels = assign_splits(docs, 0.1, 0.2, seed=3, by=by)
-        seen: dict[str, str] = {}
-        for doc, label in zip(docs, labels, strict=True):
-            key = doc["repo"] if by == "repo" else doc["repo"] + doc["path"]
-            assert seen.setdefault(key, label) == label
-        assert set(labels) == {"train", "valid", "test"}
-
-
-def test_a_dominant_repository_does_not_become_the_test_split() -> None:
-    from codetune.dataset.splits import resolve_split_by
-
-    docs = [{"path": f"big{i}.py", "repo": "big"} for i in range(90)]
-    docs += [{"path": f"s{i}.py", "repo": f"small{i}"} for i in range(10)]
-    assert resolve_split_by(docs, "auto") == "file"
-    for seed in range(5):
-        labels = assign_splits(docs, 0.05, 0.1, seed=seed, by="repo")
-        assert labels.count("test") <= 20 and labels.count("train") >= 80

@@ -47,9 +47,16 @@ def test_split_by_repository_shares_no_file_or_repo(files_build) -> None:
     assert stats["split_by"] == "repo"
     repos = {split: set(dataset[split]["repo"]) for split in dataset}
     paths = {split: set(dataset[split]["path"]) for split in dataset}
-    assert all(dataset[split].num_rows for split in ("train", "test"))
+    assert all(dataset[split].num_rows for split in ("train", "valid"))
+    # The test file near-duplicates train files (the fixture's files are variants), so it may go:
+    # never silently.
+    assert dataset["test"].num_rows or any(w.startswith("test has no examples") for w in stats["warnings"])
+    # 4 repositories of 25% each cannot make 5% and 10%: those splits are carved from files of
+    # named repositories, the only ones that may appear in two splits; a file never does.
+    carved = {repo for repos in stats["split_plan"]["carved_within_repositories"].values() for repo in repos}
+    assert carved and set(stats["split_plan"]["carved_within_repositories"]) == {"valid", "test"}
     for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
-        assert not repos[a] & repos[b]
+        assert repos[a] & repos[b] <= carved
         assert not paths[a] & paths[b]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from codetune.dataset.syntax import middle_nodes
 from codetune.modeling.loading import load_tokenizer
 from codetune.modeling.special_tokens import fim_tokens
 
-from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, make_tokenizer
+from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, corpus_rows, make_tokenizer, write_corpus
 from .helpers import all_rows, run_build
 
 SAMPLES = [
@@ -22,6 +23,12 @@ SAMPLES = [
     ("kotlin", KOTLIN_FILE),
     ("python", "é = 'ünï' + \"çödé\"  # ✓\n"),
 ]
+
+
+def one_node(text: str, span: tuple[int, int], nodes: list[tuple[int, int]]) -> bool:
+    """The middle is one whole node, plus at most whitespace on either side."""
+    a, b = span
+    return any(a <= lo and hi <= b and not text[a:lo].strip() and not text[hi:b].strip() for lo, hi in nodes)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +58,7 @@ def test_pieces_back_in_order_give_the_original(layout: str, mode: str, tokenize
             pieces = cut(text, *span)
             assert pieces.text == text
             if mode == "syntax":
-                assert span in middle_nodes(text, language)  # the middle is one whole node
+                assert one_node(text, span, middle_nodes(text, language))
             else:
                 assert span[0] in [*offsets, len(text)] and span[1] in [*offsets, len(text)]
             tokens = LAYOUTS[layout](pieces, ids, encode)
@@ -99,9 +106,10 @@ def test_built_fim_rows_round_trip(
         assert (row["input_ids"][1] == ids["suffix"]) == (spm_rate == 1.0 or back.prefix == "")
         if mode == "syntax" and spm_rate == 0.0:
             language = {"py": "python", "elm": "elm", "kt": "kotlin"}[row["path"].rsplit(".", 1)[1]]
-            spans = middle_nodes(row["text"], language)
             start = len(back.prefix)
-            assert (start, start + len(back.middle)) in spans
+            assert one_node(
+                row["text"], (start, start + len(back.middle)), middle_nodes(row["text"], language)
+            )
 
 
 @pytest.mark.parametrize(("rate", "spm"), [(0.5, 0.5), (0.2, 0.8)])
@@ -188,4 +196,89 @@ def test_fim_on_an_overlong_file_uses_the_part_that_fits(corpus: Path, tmp_path:
             row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
         )
         assert back is not None and row["text"].startswith(back.text) and len(back.text) > 50
-    assert stats["trimmed"] == 0
+    # every file is over 64 tokens: its FIM row holds the part that fits, and says it was trimmed
+    assert stats["trimmed"] == sum(len(dataset[s]) for s in dataset) > 0
+
+
+@pytest.mark.parametrize(("spm_rate", "mode"), [(0.0, "random"), (1.0, "random"), (0.0, "syntax")])
+def test_fim_of_full_blocks_loses_no_token(spm_rate: float, mode: str, tmp_path: Path, tokenizer) -> None:
+    # Long files cut into blocks of max_length: every FIM row decodes back to its whole block,
+    # and the blocks of a file joined give the file.
+    rows = corpus_rows(repos=1, files_per_repo=6)
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=1.0,
+        fim_spm_rate=spm_rate,
+        fim_split=mode,
+        max_length=64,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+    )
+    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    train = dataset["train"]
+    assert stats["trimmed"] == 0 and stats["fim"]["realised_rate"] == 1.0
+    full = 0
+    by_path: dict[str, list[str]] = {}
+    for row in train:
+        assert len(row["input_ids"]) <= 64
+        back = unfim(
+            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+        )
+        assert back is not None and back.text == row["text"], (row["path"], row["text"][-40:])
+        full += len(row["input_ids"]) >= 60
+        by_path.setdefault(row["path"], []).append(row["text"])
+    assert full >= 10  # blocks that filled the room: the ones that used to lose their last tokens
+    originals = {row["path"]: row["content"] for row in rows}
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == originals
+
+
+def middles_of_a_syntax_build(tmp_path: Path, tokenizer, name: str, **options) -> list[int]:
+    rows = corpus_rows(repos=1, files_per_repo=60)
+    corpus = write_corpus(tmp_path / f"corpus-{name}", rows)
+    _, dataset, stats = run_build(
+        corpus,
+        tmp_path / name,
+        fim_rate=1.0,
+        fim_spm_rate=0.0,
+        fim_split="syntax",
+        max_length=4096,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+        **options,
+    )
+    assert stats["fim"]["syntax_fallback_random"] == 0
+    ids = sentinel_ids(tokenizer, fim_tokens(tokenizer))
+    middles = []
+    for row in dataset["train"]:
+        back = unfim(
+            row["input_ids"][:-1], ids, lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+        )
+        assert back is not None and back.text == row["text"]
+        middles.append(back.middle)
+    return middles
+
+
+def test_syntax_middles_are_statements_blocks_and_expressions(tmp_path: Path, tokenizer) -> None:
+    import statistics
+
+    middles = middles_of_a_syntax_build(tmp_path, tokenizer, "default")
+    sizes = [len(tokenizer(m, add_special_tokens=False)["input_ids"]) for m in middles]
+    assert len(sizes) == 60
+    assert min(sizes) >= 3 and max(sizes) <= 256, sorted(sizes)  # the default bounds
+    assert statistics.median(sizes) >= 6, sorted(sizes)
+    # both whole blocks (several lines) and expressions or statements within a line
+    multi_line = sum("\n" in m.strip() for m in middles)
+    assert multi_line >= 6 and len(middles) - multi_line >= 6, middles
+    # never a bare name: a middle has at least one non-identifier character
+    assert not [m for m in middles if re.fullmatch(r"[\w.]+", m.strip())], middles
+
+    bounded = middles_of_a_syntax_build(
+        tmp_path, tokenizer, "bounded", fim_syntax={"min_tokens": 8, "max_tokens": 30}
+    )
+    sizes = [len(tokenizer(m, add_special_tokens=False)["input_ids"]) for m in bounded]
+    # the bounds count tokens of the whole text; a middle cut inside a token may tokenize one longer
+    assert all(8 <= size <= 31 for size in sizes), sorted(sizes)

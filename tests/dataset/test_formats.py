@@ -85,10 +85,16 @@ def test_units_kotlin_and_python_with_doc(corpus: Path, tmp_path: Path) -> None:
     kotlin = [t for t in texts if "fun " in t or "class Circle" in t]
     assert any(t.startswith("// Distance between two points.\nfun distance(") for t in kotlin)
     assert any(t.startswith("/** A circle of radius [r]. */\nclass Circle") for t in kotlin)
-    assert any(t.startswith("override fun area") for t in kotlin)  # a method inside a class
+    assert not any(t.startswith("override fun area") for t in kotlin)  # inside its class's unit only
     python = [t for t in texts if t.startswith(("def ", "class "))]
-    assert any(t.startswith("def norm(self) -> float:") for t in python)
+    assert not any(t.startswith("def norm(self) -> float:") for t in python)
     assert any("# pi r squared" in t for t in python)  # comments kept unless asked
+    _, nested, _ = run_build(
+        corpus, tmp_path / "nested", format="units", fim_rate=0.0, decontam=NO_DEDUP, units={"nested": True}
+    )
+    texts = [row["text"] for _, row in all_rows(nested)]
+    assert any(t.startswith("override fun area") for t in texts)  # a method inside a class
+    assert any(t.startswith("def norm(self) -> float:") for t in texts)
 
 
 def test_units_prompt_mode_splits_header_from_body(corpus: Path, tmp_path: Path) -> None:

@@ -8,7 +8,39 @@ from typing import Any
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# A few optimizer steps on tiny inputs: each recipe stays within seconds of training.
+# The tiny preset of each real model family: it keeps the family's code paths (codetune.modeling.presets).
+FAMILY_PRESETS = {
+    "gpt_bigcode": "tiny-gpt-bigcode",
+    "starcoder2": "tiny-starcoder2",
+    "phi": "tiny-phi",
+    "codegen": "tiny-codegen",
+    "t5": "tiny-t5",
+    "llama": "tiny-llama",
+}
+
+
+def on_cpu(recipe: str) -> list[str]:
+    """The only changes a recipe needs here (a CPU, no hub): each real model becomes the preset of its
+    family (read from the model's real config), and a 4-bit method (CUDA only) its 16-bit twin, LoRA.
+    Every other setting is the recipe's own; tests keep runtime down with small inputs."""
+    from codetune.config import load_recipe
+    from codetune.train.dryrun import bundled_config
+    from codetune.train.methods import get_method
+
+    written = load_recipe(EXAMPLES / recipe)
+    overrides = []
+    for stage in ("build", "train"):
+        section = getattr(written, stage)
+        if section is not None:
+            family = bundled_config(section.model)["model_type"]
+            overrides.append(f"{stage}.model={FAMILY_PRESETS[family]}")
+    if written.train is not None and get_method(written.train.method).quantized:
+        overrides.append("train.method=lora")
+    return overrides
+
+
+# Still used by the Elm and CoNaLa tests: their recipes fix max_steps (3000 and 1000), which small
+# inputs cannot shorten, so these two override the run's length and eval sizes as before.
 TINY_TRAIN = [
     "train.max_steps=3",
     "train.batch_tokens=256",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from codetune.config import LanguageSpec, StrictModel
+from codetune.schema import LanguageSpec, StrictModel
 
 DEFAULT_SKIP_DIRS = [
     ".git",

@@ -132,7 +132,7 @@ _WORKER_CTX: FileContext | None = None
 
 def _init_worker(ctx: FileContext, specs: list[dict[str, Any]]) -> None:
     global _WORKER_CTX
-    from codetune.config import LanguageSpec
+    from codetune.schema import LanguageSpec
 
     for spec in specs:
         register_spec(LanguageSpec(**spec))

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.dataset.config import BuildConfig
-from codetune.dataset.formats import Format, get_format
-from codetune.dataset.splits import SPLITS, assign_splits, resolve_split_by
+from codetune.dataset.formats import Format, get_format, tokenize
+from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import MANIFEST, atomic_dir, fingerprint, write_json
 from codetune.stage import StageResult, default_out
@@ -61,6 +61,13 @@ def check_tokenizer(tokenizer: Any, model: str) -> None:
         raise InputError(f"the tokenizer of {model!r} is not a fast tokenizer (offsets are needed)")
 
 
+def fim_sentinel_count(sentinels: dict[str, int]) -> int:
+    """Tokens the longest FIM layout adds to a text (its sentinels), measured on empty pieces."""
+    from codetune.dataset.fim import LAYOUTS, FimPieces
+
+    return max(len(layout(FimPieces("", "", ""), sentinels, lambda _: [])) for layout in LAYOUTS.values())
+
+
 # --- encoding (runs inside datasets.map, possibly in worker processes) ----------------------------------
 
 
@@ -100,8 +107,8 @@ def encode_causal(
     eos, limit = tokenizer.eos_token_id, opts["max_length"]
     out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
     if opts["prompted"]:
-        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
-        completions = tokenizer(batch["completion"], add_special_tokens=False)["input_ids"]
+        prompts = tokenize(tokenizer, batch["prompt"])["input_ids"]
+        completions = tokenize(tokenizer, batch["completion"])["input_ids"]
         for p, c in zip(prompts, completions, strict=True):
             trimmed = len(p) + len(c) + 1 > limit
             if trimmed:
@@ -116,11 +123,14 @@ def encode_causal(
 
     texts = batch["text"]
     fim_rate = opts["fim_rate"]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fim_rate > 0)
+    encoded = tokenize(tokenizer, texts, offsets=fim_rate > 0)
     plans: list[tuple[str, Any] | None] = []
     fallbacks: list[bool] = []
     pieces_to_encode: set[str] = set()
     sliced: dict[int, dict[str, list[int]]] = {}
+    # A FIM row holds the text's tokens plus the sentinels; blocks were cut with room for them.
+    fim_room = limit - 1 - opts["fim_overhead"]
+    cut_short: set[int] = set()
     for row, text in enumerate(texts):
         rng = random.Random(f"{opts['seed']}:{opts['split']}:{indices[row]}")
         layout = choose(rng, fim_rate, opts["spm_rate"]) if fim_rate > 0 else None
@@ -129,17 +139,29 @@ def encode_causal(
             plans.append(None)
         else:
             offsets = encoded["offset_mapping"][row]
-            if len(offsets) > limit - 4:
-                # Over the limit: FIM the part that fits (3 sentinels + EOS), so no piece is cut off.
-                offsets = offsets[: max(limit - 4, 1)]
+            if len(offsets) > fim_room:
+                # Over the limit (a trimmed format): FIM the part that fits, counted as trimmed.
+                offsets = offsets[: max(fim_room, 1)]
                 text = text[: offsets[-1][1]]
-            info = {"offsets": token_starts(offsets), "language": batch["language"][row]}
+                cut_short.add(row)
+            info = {
+                "offsets": token_starts(offsets),
+                "language": batch["language"][row],
+                **opts["fim_split_options"],
+            }
             span = FIM_SPLITS[opts["fim_split"]](text, rng, info)
+            token_at = _token_at(offsets)
+            if span is not None and token_at and not (span[0] in token_at and span[1] in token_at):
+                # Pieces cut inside a token are tokenized apart, which can take more tokens than the
+                # text did: fall back to token boundaries when they would no longer fit.
+                apart = cut(text, *span)
+                encoded_apart = tokenize(tokenizer, [apart.prefix, apart.middle, apart.suffix])
+                if sum(len(ids) for ids in encoded_apart["input_ids"]) > fim_room:
+                    span = FIM_SPLITS[opts["fim_split"]](text, rng, {**info, "aligned": True})
             if span is None:
                 fallback = True
                 span = FIM_SPLITS["random"](text, rng, info)
             pieces = cut(text, *span)
-            token_at = _token_at(offsets)
             if span[0] in token_at and span[1] in token_at:
                 # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
                 ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
@@ -151,7 +173,7 @@ def encode_causal(
     cache: dict[str, list[int]] = {}
     if pieces_to_encode:
         ordered = sorted(pieces_to_encode)
-        cache = dict(zip(ordered, tokenizer(ordered, add_special_tokens=False)["input_ids"], strict=True))
+        cache = dict(zip(ordered, tokenize(tokenizer, ordered)["input_ids"], strict=True))
     sentinels = opts["sentinels"]
     for row, plan in enumerate(plans):
         if plan is None:
@@ -159,7 +181,7 @@ def encode_causal(
         else:
             lookup = sliced[row].__getitem__ if row in sliced else cache.__getitem__
             ids = LAYOUTS[plan[0]](plan[1], sentinels, lookup)
-        trimmed = len(ids) + 1 > limit
+        trimmed = len(ids) + 1 > limit or row in cut_short
         if trimmed:
             ids = ids[: limit - 1]
         out["input_ids"].append([*ids, eos])
@@ -175,8 +197,8 @@ def encode_seq2seq(batch: dict[str, list[Any]], *, tokenizer: Any, opts: dict[st
     """input_ids from the source, labels from the target, each ending in EOS."""
     eos = tokenizer.eos_token_id
     limit, target_limit = opts["max_length"], opts["max_target_length"]
-    sources = tokenizer(batch["source"], add_special_tokens=False)["input_ids"]
-    targets = tokenizer(batch["target"], add_special_tokens=False)["input_ids"]
+    sources = tokenize(tokenizer, batch["source"])["input_ids"]
+    targets = tokenize(tokenizer, batch["target"])["input_ids"]
     out: dict[str, list[Any]] = {"input_ids": [], "labels": [], **{k: [] for k in INTERNAL}}
     for s, t in zip(sources, targets, strict=True):
         trimmed = len(s) + 1 > limit or len(t) + 1 > target_limit
@@ -296,12 +318,16 @@ def build(cfg: BuildConfig) -> StageResult:
 
     fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
     sentinels: dict[str, int] = {}
+    fim_overhead = 0
     if fim_rate > 0:
         from codetune.dataset.fim import sentinel_ids
         from codetune.modeling.special_tokens import ensure_fim_tokens
 
         tokens, added = ensure_fim_tokens(tokenizer)
         sentinels = sentinel_ids(tokenizer, tokens)
+        fim_overhead = fim_sentinel_count(sentinels)
+        # Blocks leave room for the sentinels, so a FIM'd block keeps every token.
+        fmt.reserve_tokens = fim_overhead
         fim_info |= {
             "family": tokens.family,
             "tokens": [tokens.prefix, tokens.suffix, tokens.middle],
@@ -310,9 +336,13 @@ def build(cfg: BuildConfig) -> StageResult:
 
     docs = fmt.load(corpus)
     fmt.check(docs)
-    by = resolve_split_by(docs, cfg.split_by)
-    labels = assign_splits(docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, by)
-    parts = {split: [d for d, label in zip(docs, labels, strict=True) if label == split] for split in SPLITS}
+    plan = plan_splits(
+        docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, cfg.split_by, fallback=cfg.split_fallback
+    )
+    by = plan.by
+    parts = {
+        split: [d for d, label in zip(docs, plan.labels, strict=True) if label == split] for split in SPLITS
+    }
     dropped: Counter = Counter()
     if getattr(fmt, "skipped", 0):
         dropped["no_target"] += fmt.skipped
@@ -331,6 +361,8 @@ def build(cfg: BuildConfig) -> StageResult:
         "spm_rate": cfg.fim_spm_rate,
         "fim_split": cfg.fim_split,
         "sentinels": sentinels,
+        "fim_overhead": fim_overhead,
+        "fim_split_options": cfg.fim_syntax.model_dump(),
         "seed": cfg.seed,
     }
     features = final_features(fmt)
@@ -415,6 +447,7 @@ def build(cfg: BuildConfig) -> StageResult:
             "applies_to": "text rows (prompt/completion rows stay left to right)",
         }
     mixed = _add_mix(cfg, splits, stats_splits, lengths)
+    split_warnings = _check_splits(cfg, plan, stats_splits)
     stats = {
         "format": fmt.name,
         "kind": fmt.kind,
@@ -422,6 +455,8 @@ def build(cfg: BuildConfig) -> StageResult:
         "max_length": cfg.max_length,
         "split_by": by,
         "splits": stats_splits,
+        "split_plan": plan.report(),
+        "warnings": split_warnings,
         "dropped": dict(dropped),
         "trimmed": trimmed_total,
         "fim": fim_info,
@@ -455,7 +490,34 @@ def build(cfg: BuildConfig) -> StageResult:
     }
     if fim_rate > 0:
         summary["fim rate"] = fim_info["realised_rate"]
+    if split_warnings:
+        summary["warnings"] = f"{len(split_warnings)} (see stats.json)"
     return StageResult("build", out, summary)
+
+
+def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> list[str]:
+    """Each split's share of the examples and tokens; a warning for every split that came out wrong.
+
+    The plan's warnings (about documents) come first; then any asked-for split that holds documents
+    but no examples (decontamination or the format dropped them all). Every warning is logged too.
+    """
+    warnings = list(plan.warnings)
+    examples = sum(v["examples"] for v in stats_splits.values()) or 1
+    tokens = sum(v["tokens"] for v in stats_splits.values()) or 1
+    for counts in stats_splits.values():
+        counts["share_of_examples"] = round(counts["examples"] / examples, 4)
+        counts["share_of_tokens"] = round(counts["tokens"] / tokens, 4)
+    asked = {"valid": cfg.valid_fraction, "test": cfg.test_fraction}
+    for split in HELD_OUT:
+        planned = plan.labels.count(split)
+        if asked[split] > 0 and planned and not stats_splits[split]["examples"]:
+            warnings.append(
+                f"{split} has no examples: its {planned} document(s) were all dropped by "
+                "decontamination or the format"
+            )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
 
 
 def _add_mix(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from codetune.config import StrictModel
+from codetune.schema import StrictModel
 
 
 class WindowsOptions(StrictModel):
@@ -40,6 +40,11 @@ class UnitsOptions(StrictModel):
         None, description="Node types that count as units (default: the language registry's)."
     )
     min_chars: int = Field(10, ge=0, description="Shorter units are dropped.")
+    nested: bool = Field(
+        False,
+        description="Also take the members of classes (methods, inner classes) as units, so their text "
+        "is in two units; definitions inside functions (an Elm let) never are.",
+    )
 
 
 class InstructOptions(StrictModel):
@@ -77,6 +82,13 @@ class CodeJsonOptions(StrictModel):
     """JSONL ``{"code": ...}`` files, as PaddleNLP's CodeGen fine-tuning takes them."""
 
     field: str = Field("code", description="JSON field holding the code.")
+
+
+class FimSyntaxOptions(StrictModel):
+    """What a syntax-aware FIM middle may be (``fim_split: syntax``): a statement, block or expression."""
+
+    min_tokens: int = Field(3, ge=1, description="Shorter nodes are never the middle.")
+    max_tokens: int = Field(256, ge=1, description="Longer nodes are never the middle.")
 
 
 class DecontamOptions(StrictModel):
@@ -124,7 +136,14 @@ class BuildConfig(StrictModel):
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_by: Literal["auto", "repo", "file"] = Field(
-        "auto", description="auto: by repository, or by file when there is a single repository."
+        "auto",
+        description="auto: by repository when there are at least three and none holds half the files, "
+        "else by file.",
+    )
+    split_fallback: bool = Field(
+        True,
+        description="By repository: when no set of whole repositories comes near a fraction, take that "
+        "split from files inside repositories (warned, and recorded in stats.json).",
     )
     fim_rate: float = Field(
         0.5,
@@ -137,6 +156,7 @@ class BuildConfig(StrictModel):
     fim_split: Literal["random", "syntax"] = Field(
         "random", description="random: uniform token-level split points; syntax: the middle is one node."
     )
+    fim_syntax: FimSyntaxOptions = Field(default_factory=FimSyntaxOptions)
     seed: int = 0
     num_proc: int | None = Field(
         None, ge=1, description="Worker processes for datasets.map (default: auto by size)."

@@ -8,6 +8,7 @@ cut never falls inside a token and decoding each piece gives its text back exact
 from __future__ import annotations
 
 import random
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,13 @@ def random_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[i
 
 @register_split("syntax")
 def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[int, int] | None:
-    """The middle is one whole tree-sitter node; None when the text cannot be parsed into any."""
+    """The middle is one whole statement, block or expression of ``info["min_tokens"]`` to
+    ``info["max_tokens"]`` tokens (counted from ``info["offsets"]``); None when there is none.
+
+    With ``info["aligned"]`` only nodes that start and end on token boundaries (after taking in
+    surrounding whitespace) are chosen: their pieces need no tokenizing of their own, so they fit
+    wherever the text fits.
+    """
     from codetune.dataset.syntax import middle_nodes
 
     language = info.get("language")
@@ -63,7 +70,35 @@ def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[i
         spans = middle_nodes(text, language)
     except Exception:  # unknown language or no grammar: the caller falls back to random
         return None
+    starts: list[int] = info.get("offsets") or []
+    low, high = info.get("min_tokens", 1), info.get("max_tokens", len(starts) or len(text))
+    if starts:
+        spans = [_snap(text, starts, a, b) for a, b in spans]
+        # Tokens overlapping [start, end): those starting inside it, plus one cut at its start.
+        spans = [
+            (a, b) for a, b in spans if low <= bisect_left(starts, b) - bisect_right(starts, a) + 1 <= high
+        ]
+        if info.get("aligned"):
+            bounds = {*starts, len(text)}
+            spans = [(a, b) for a, b in spans if a in bounds and b in bounds]
     return rng.choice(spans) if spans else None
+
+
+def _snap(text: str, starts: list[int], a: int, b: int) -> tuple[int, int]:
+    """Widen a node's span over surrounding whitespace to token boundaries, when that is all it takes.
+
+    A node usually starts inside a token (`` foo`` holds the space before ``foo``); cut there, the
+    pieces would be tokenized apart, unlike the whole text. Taking the whitespace into the middle
+    keeps the node whole and lets the pieces be sliced from the text's own tokens.
+    """
+    bounds = [*starts, len(text)]
+    before = bounds[max(bisect_right(bounds, a) - 1, 0)]
+    after = bounds[min(bisect_left(bounds, b), len(bounds) - 1)]
+    if before <= a and not text[before:a].strip():
+        a = before
+    if after >= b and not text[b:after].strip():
+        b = after
+    return a, b
 
 
 def token_starts(offsets: list[tuple[int, int]]) -> list[int]:

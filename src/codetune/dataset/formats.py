@@ -29,6 +29,8 @@ class Format:
 
     def __init__(self, cfg: BuildConfig) -> None:
         self.cfg = cfg
+        # Tokens a later step adds to a text (FIM sentinels): blocks are cut that much shorter.
+        self.reserve_tokens = 0
 
     def load(self, path: Path) -> list[dict[str, Any]]:
         """Documents with at least text, path, repo, language."""
@@ -67,6 +69,15 @@ def get_format(cfg: BuildConfig) -> Format:
     return FORMATS[cfg.format](cfg)
 
 
+def tokenize(tokenizer: Any, texts: list[str], *, offsets: bool = False) -> Any:
+    """Batch-tokenize texts without special tokens.
+
+    Texts longer than the model's maximum are expected here (they are cut into blocks or trimmed
+    afterwards), so transformers' "sequence length is longer than the maximum" warning is off.
+    """
+    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets, verbose=False)
+
+
 def _empty(columns: list[str]) -> Batch:
     return {name: [] for name in columns}
 
@@ -87,9 +98,7 @@ def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_lengt
     # longer ones are tokenized here as well.
     long_rows = [row for row, text in enumerate(batch["text"]) if len(text.encode("utf-8")) > room]
     encoded = (
-        tokenizer(
-            [batch["text"][row] for row in long_rows], add_special_tokens=False, return_offsets_mapping=True
-        )["offset_mapping"]
+        tokenize(tokenizer, [batch["text"][row] for row in long_rows], offsets=True)["offset_mapping"]
         if long_rows
         else []
     )
@@ -126,7 +135,9 @@ class Files(Format):
         keep = [i for i, text in enumerate(batch["text"]) if text.strip()]
         rows = {name: [batch[name][i] for i in keep] for name in self.columns()}
         if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
-            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+            return split_long_texts(
+                rows, self.columns(), tokenizer, self.cfg.max_length - self.reserve_tokens
+            )
         return rows
 
 
@@ -143,7 +154,7 @@ class Windows(Format):
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
         opts = self.cfg.windows
         out = _empty(self.columns())
-        encoded = tokenizer(batch["text"], add_special_tokens=False, return_offsets_mapping=True)
+        encoded = tokenize(tokenizer, batch["text"], offsets=True)
         for i, text in enumerate(batch["text"]):
             starts = sorted({start for start, end in encoded["offset_mapping"][i] if end > start})
             for prompt, completion in windows(
@@ -235,6 +246,7 @@ class Units(Format):
                 doc=opts.doc,
                 drop_comments=opts.drop_comments,
                 drop_imports=opts.drop_imports,
+                nested=opts.nested,
             )
             for unit in units:
                 if len(unit.text.strip()) < opts.min_chars:
@@ -379,7 +391,7 @@ class Instruct(Format):
         for file in files:
             language = file.get("language") or ""
             try:
-                units = syntax_units(file["text"], language, doc=True)
+                units = syntax_units(file["text"], language, doc=True, nested=True)
             except InputError:
                 continue
             for unit in units:
@@ -499,5 +511,7 @@ class CodeJson(Format):
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
         rows = {name: batch[name] for name in self.columns()}
         if self.cfg.overlong == "split" and tokenizer is not None and rows["text"]:
-            return split_long_texts(rows, self.columns(), tokenizer, self.cfg.max_length)
+            return split_long_texts(
+                rows, self.columns(), tokenizer, self.cfg.max_length - self.reserve_tokens
+            )
         return rows

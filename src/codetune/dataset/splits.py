@@ -1,13 +1,47 @@
-"""Train/valid/test splits by repository (or by file), never by example, so no text leaks across."""
+"""Train/valid/test splits by repository (or by file), never by example, so no text leaks across.
+
+Whole groups (repositories, or files) are dealt to the splits so that each split's share of the
+corpus (in characters, a stand-in for tokens) comes close to the asked fraction. When whole
+repositories cannot come close (too few of them, or one dominates), the split is carved from files
+inside repositories instead, with a warning; the plan records where every repository went.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 SPLITS = ("train", "valid", "test")
+HELD_OUT = ("test", "valid")
+# A split is "close" when its realised share is within this fraction of the asked share.
+TOLERANCE = 0.5
+TRIES = 32
+
+
+@dataclass
+class SplitPlan:
+    """Which split each document went to, and the record of how (written to stats.json)."""
+
+    by: str
+    labels: list[str]
+    asked: dict[str, float]
+    realised: dict[str, float]
+    repositories: dict[str, dict[str, int]]
+    carved: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "asked": self.asked,
+            "realised_share_of_characters": {s: round(v, 4) for s, v in self.realised.items()},
+            "carved_within_repositories": self.carved,
+            "repositories": self.repositories,
+            "warnings": self.warnings,
+        }
 
 
 def group_key(doc: dict[str, Any], by: str) -> str:
@@ -23,32 +57,163 @@ def resolve_split_by(docs: list[dict[str, Any]], split_by: str) -> str:
     return "repo" if len(sizes) >= 3 and max(sizes.values()) < len(docs) / 2 else "file"
 
 
-def assign_splits(
-    docs: list[dict[str, Any]], valid_fraction: float, test_fraction: float, seed: int, by: str
-) -> list[str]:
-    """The split of each document: whole groups are shuffled (seeded) and dealt out by size."""
-    sizes = Counter(group_key(doc, by) for doc in docs)
-    # Sorting by a seeded hash (not Python's hash()) keeps the assignment stable across processes.
-    groups = sorted(sizes, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-    random.Random(seed).shuffle(groups)
-    total = sum(sizes.values())
-    targets = {"test": test_fraction * total, "valid": valid_fraction * total}
+def _weight(doc: dict[str, Any]) -> int:
+    return max(len(doc.get("text") or ""), 1)
+
+
+def _stable_order(keys: list[str], seed: int) -> list[str]:
+    # A seeded hash (not Python's hash()) keeps the order the same across processes.
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+
+
+def _deal(order: list[str], weights: dict[str, int], targets: dict[str, float]) -> dict[str, str]:
+    """Give each group, in order, to the held-out split it brings closest to its target, else train."""
+    filled = dict.fromkeys(HELD_OUT, 0.0)
     where: dict[str, str] = {}
-    filled = {"test": 0, "valid": 0}
-    for index, group in enumerate(groups):
-        remaining = len(groups) - index
-        choice = "train"
-        for split in ("test", "valid"):
-            # The first group always goes in (so a small split is not left empty) unless it is huge.
-            first = filled[split] == 0 and sizes[group] <= max(2 * targets[split], total / 3)
-            wanted = targets[split] > 0 and (first or filled[split] + sizes[group] / 2 <= targets[split])
-            # Always keep at least one group for train.
-            if wanted and filled[split] < targets[split] and remaining > 1:
-                choice = split
-                break
-        if choice != "train":
-            filled[choice] += sizes[group]
+    for group in order:
+        choice, best = "train", 0.0
+        for split in HELD_OUT:
+            if targets[split] <= 0:
+                continue
+            gain = abs(filled[split] - targets[split]) - abs(filled[split] + weights[group] - targets[split])
+            if gain > best:
+                choice, best = split, gain
         where[group] = choice
-    if len(groups) >= 1 and all(v != "train" for v in where.values()):
-        where[groups[-1]] = "train"
-    return [where[group_key(doc, by)] for doc in docs]
+        if choice != "train":
+            filled[choice] += weights[group]
+    _fill_empty(where, weights, targets)
+    return where
+
+
+def _fill_empty(where: dict[str, str], weights: dict[str, int], targets: dict[str, float]) -> None:
+    """An asked-for split left empty takes the train group nearest its target, if train keeps one."""
+    for split in HELD_OUT:
+        if targets[split] <= 0 or split in where.values():
+            continue
+        train = [g for g, s in where.items() if s == "train"]
+        if len(train) > 1:
+            where[min(train, key=lambda g: abs(weights[g] - targets[split]))] = split
+    if "train" not in where.values() and where:
+        where[min(where, key=lambda g: weights[g])] = "train"
+
+
+def _error(where: dict[str, str], weights: dict[str, int], targets: dict[str, float]) -> float:
+    filled = Counter()
+    for group, split in where.items():
+        filled[split] += weights[group]
+    return sum(abs(filled[s] - targets[s]) for s in HELD_OUT)
+
+
+def _shares(labels: list[str], docs: list[dict[str, Any]]) -> dict[str, float]:
+    total = sum(_weight(d) for d in docs) or 1
+    filled = Counter()
+    for doc, label in zip(docs, labels, strict=True):
+        filled[label] += _weight(doc)
+    return {s: filled[s] / total for s in SPLITS}
+
+
+def _close(realised: float, asked: float) -> bool:
+    return abs(realised - asked) <= TOLERANCE * asked
+
+
+def plan_splits(
+    docs: list[dict[str, Any]],
+    valid_fraction: float,
+    test_fraction: float,
+    seed: int,
+    split_by: str,
+    *,
+    fallback: bool = True,
+) -> SplitPlan:
+    """Deal documents to train/valid/test by ``split_by`` (auto, repo, file), aiming at the fractions."""
+    by = resolve_split_by(docs, split_by)
+    asked = {"valid": valid_fraction, "test": test_fraction}
+    weights: Counter = Counter()
+    for doc in docs:
+        weights[group_key(doc, by)] += _weight(doc)
+    total = sum(weights.values())
+    targets = {s: asked[s] * total for s in HELD_OUT}
+    groups = _stable_order(list(weights), seed)
+    rng = random.Random(seed)
+    best: dict[str, str] | None = None
+    for _ in range(TRIES if len(groups) > 1 else 1):
+        rng.shuffle(groups)
+        where = _deal(groups, weights, targets)
+        if best is None or _error(where, weights, targets) < _error(best, weights, targets):
+            best = where
+    where = best or {}
+    labels = [where[group_key(doc, by)] for doc in docs]
+    warnings: list[str] = []
+    carved: dict[str, list[str]] = {}
+    realised = _shares(labels, docs)
+    if by == "repo" and fallback:
+        for split in HELD_OUT:
+            if asked[split] > 0 and not _close(realised[split], asked[split]):
+                found = _carve(docs, labels, split, targets[split], seed)
+                if found:
+                    carved[split] = found
+                    warnings.append(
+                        f"{split}: no set of whole repositories comes near {asked[split]:.1%} of the corpus "
+                        f"(closest {realised[split]:.1%}), so it was taken from files of "
+                        f"{', '.join(found)} (those repositories are in more than one split)"
+                    )
+                    realised = _shares(labels, docs)
+    for split in HELD_OUT:
+        if asked[split] <= 0:
+            continue
+        if realised[split] == 0:
+            warnings.append(
+                f"{split} is empty: {len(docs)} document(s) in {len(weights)} "
+                f"{'repositories' if by == 'repo' else 'files'} cannot give every split one"
+            )
+        elif not _close(realised[split], asked[split]) and split not in carved:
+            warnings.append(f"{split} is {realised[split]:.1%} of the corpus, {asked[split]:.1%} was asked")
+    repositories: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
+    for doc, label in zip(docs, labels, strict=True):
+        repositories[str(doc.get("repo") or "")][label] += 1
+    return SplitPlan(
+        by=by,
+        labels=labels,
+        asked=asked,
+        realised=realised,
+        repositories={
+            repo: {s: n for s, n in counts.items() if n} for repo, counts in sorted(repositories.items())
+        },
+        carved=carved,
+        warnings=warnings,
+    )
+
+
+def _carve(docs: list[dict[str, Any]], labels: list[str], split: str, target: float, seed: int) -> list[str]:
+    """Give ``split`` files (not whole repositories) until it is near ``target``; returns their repositories.
+
+    The split's whole repositories go back to train first. Files come from one repository while it
+    lasts (the largest train one, so the rest of it stays in train), then the next, and train always
+    keeps at least one file.
+    """
+    for i, label in enumerate(labels):
+        if label == split:
+            labels[i] = "train"
+    by_repo: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        if label == "train":
+            by_repo[str(docs[i].get("repo") or "")].append(i)
+    sizes = {repo: sum(_weight(docs[i]) for i in members) for repo, members in by_repo.items()}
+    repos = sorted(by_repo, key=lambda r: (-sizes[r], r))
+    left = sum(len(m) for m in by_repo.values())
+    filled, used = 0.0, []
+    for repo in repos:
+        order = _stable_order([f"{docs[i]['path']}#{i}" for i in by_repo[repo]], seed)
+        index_of = {f"{docs[i]['path']}#{i}": i for i in by_repo[repo]}
+        for key in order:
+            i = index_of[key]
+            if left <= 1 or abs(filled + _weight(docs[i]) - target) >= abs(filled - target):
+                continue
+            labels[i] = split
+            filled += _weight(docs[i])
+            left -= 1
+            if repo not in used:
+                used.append(repo)
+        if _close(filled, target):
+            break
+    return used

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,9 @@ from codetune.languages import Language, get_language, parse
 # Nodes that belong to the unit that follows them (Elm/Haskell signatures, Python/Java decorators).
 ATTACHED_TYPES = frozenset({"type_annotation", "signature", "decorator", "annotation", "modifiers"})
 IMPORT_TYPES = frozenset({"module_declaration", "package_header", "package_clause", "package_declaration"})
+# Units whose members (methods, nested types) are units too with ``units.nested``; a unit nested in
+# anything else (a function, an Elm let) never is.
+CONTAINER_WORDS = ("class", "object", "interface", "trait", "impl", "struct", "enum", "module", "namespace")
 WHITESPACE = b" \t\r\n"
 
 
@@ -59,7 +63,49 @@ def _is_import(node: Any) -> bool:
     return node.type in IMPORT_TYPES or node.type.startswith("import") or node.type.endswith("import")
 
 
-def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, Any]) -> int:
+def _error_bytes(node: Any) -> int:
+    return sum(n.end_byte - n.start_byte for n in _walk(node) if n.is_error or n.is_missing)
+
+
+def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int, int]]]:
+    """The tree of ``data``, re-parsed with declarations joined across lines where the grammar broke,
+    and the spans of the comments that joining hid from it.
+
+    tree-sitter-kotlin ends ``class Buffer`` at a line end, so a primary constructor on the next line
+    (often after a comment) becomes an error that swallows the class body. When an error follows a
+    declaration, the gap between them (whitespace and comments) is blanked to spaces of the same
+    byte length and the text parsed again; the new tree is kept when it has fewer error bytes. Byte
+    offsets are unchanged, so node spans still index the original text.
+    """
+    tree = parse(language, data)
+    if not tree.root_node.has_error:
+        return tree, []
+    shadow = bytearray(data)
+    gaps = []
+    for node in tree.root_node.children:
+        if node.type != "ERROR":
+            continue
+        previous = node.prev_sibling
+        while previous is not None and _is_comment(previous):
+            previous = previous.prev_sibling
+        if previous is None or not previous.type.endswith(("declaration", "definition")):
+            continue
+        gaps.append((previous.end_byte, node.start_byte))
+        shadow[previous.end_byte : node.start_byte] = b" " * (node.start_byte - previous.end_byte)
+    if not gaps:
+        return tree, []
+    repaired = parse(language, bytes(shadow))
+    if _error_bytes(repaired.root_node) >= _error_bytes(tree.root_node):
+        return tree, []
+    hidden = [
+        (n.start_byte, n.end_byte)
+        for n in _walk(tree.root_node)
+        if _is_comment(n) and any(lo <= n.start_byte and n.end_byte <= hi for lo, hi in gaps)
+    ]
+    return repaired, hidden
+
+
+def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
     """Extend a unit's start backwards over adjacent doc comments and attached signatures."""
     start = node.start_byte
     sibling = node.prev_named_sibling
@@ -70,9 +116,9 @@ def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, Any]) -> int:
         # A blank line detaches a comment from the unit.
         if data[pos:start].count(b"\n") > 1:
             return start
-        comment = comments_by_end.get(pos)
-        if comment is not None and comment.start_byte < start:
-            start = comment.start_byte
+        comment_start = comments_by_end.get(pos)
+        if comment_start is not None and comment_start < start:
+            start = comment_start
             continue
         if sibling is not None and sibling.end_byte == pos and sibling.type in ATTACHED_TYPES:
             start = sibling.start_byte
@@ -140,34 +186,42 @@ def syntax_units(
     doc: bool = True,
     drop_comments: bool = False,
     drop_imports: bool = False,
+    nested: bool = False,
 ) -> list[Unit]:
-    """Cut a source file into its functions, methods, classes and types, in source order."""
+    """Cut a source file into its top-level functions, classes and types, in source order.
+
+    With ``nested`` the members of classes (methods, inner classes) are units too, so their text is
+    also inside their class's unit; definitions inside a function or an expression never are.
+    """
     language = grammar_language(language_name)
     unit_types = set(types or language.unit_types)
     if not unit_types:
         raise InputError(f"language {language.name!r} lists no syntax unit types; pass units.types")
     data = text.encode("utf-8")
-    tree = parse(language, data)
-    comments: list[Any] = []
+    tree, comments = parse_repaired(language, data)
     imports: list[Any] = []
     found: list[Any] = []
     for node in _walk(tree.root_node):
         if _is_comment(node):
-            comments.append(node)
+            comments.append((node.start_byte, node.end_byte))
         elif _is_import(node):
             imports.append(node)
-        elif node.type in unit_types and (node.parent is None or node.parent.type != "decorated_definition"):
+        elif (
+            node.type in unit_types
+            and (node.parent is None or node.parent.type != "decorated_definition")
+            and _counts_as_unit(node, unit_types, nested)
+        ):
             found.append(node)
-    comments_by_end = {c.end_byte: c for c in comments}
+    comments_by_end = {end: start for start, end in comments}
     units = []
     for node in found:
         start = _doc_start(node, data, comments_by_end) if doc else node.start_byte
         split = max(_body_split(node), node.start_byte)
         cut: list[tuple[int, int]] = []
         if drop_comments:
-            cut += [(c.start_byte, c.end_byte) for c in comments if c.start_byte >= node.start_byte]
+            cut += [(lo, hi) for lo, hi in comments if lo >= node.start_byte]
             if not doc:
-                cut += [(c.start_byte, c.end_byte) for c in comments if start <= c.start_byte]
+                cut += [(lo, hi) for lo, hi in comments if start <= lo]
         if drop_imports:
             cut += [(n.start_byte, n.end_byte) for n in imports]
         cut = [r for r in cut if start <= r[0] and r[1] <= node.end_byte]
@@ -176,6 +230,17 @@ def syntax_units(
         unit_text = (head + body).decode("utf-8", errors="replace")
         units.append(Unit(node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
     return units
+
+
+def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:
+    """Top level, or (``nested``) inside class-like units only, with no function in between."""
+    parent = node.parent
+    while parent is not None:
+        enclosing = parent.type in unit_types and parent.type != "decorated_definition"
+        if enclosing and not (nested and any(word in parent.type for word in CONTAINER_WORDS)):
+            return False
+        parent = parent.parent
+    return True
 
 
 def strip_source(text: str, language_name: str, *, comments: bool, imports: bool) -> str:
@@ -197,29 +262,100 @@ def strip_source(text: str, language_name: str, *, comments: bool, imports: bool
     return _cut_ranges(data, 0, len(data), kept).decode("utf-8", errors="replace").lstrip("\n")
 
 
+# Words of node types (across tree-sitter grammars) for what an editor asks a model to fill:
+# statements, blocks and bodies, expressions (calls, arguments, lambdas, operators, collections).
+MIDDLE_WORDS = frozenset(
+    [
+        "statement",
+        "statements",
+        "declaration",
+        "definition",
+        "declarator",
+        "assignment",
+        "return",
+        "jump",
+        "block",
+        "body",
+        "suite",
+        "clause",
+        "branch",
+        "entry",
+        "case",
+        "expr",
+        "expression",
+        "call",
+        "suffix",
+        "argument",
+        "arguments",
+        "lambda",
+        "arrow",
+        "function",
+        "operator",
+        "list",
+        "dictionary",
+        "object",
+        "array",
+        "tuple",
+        "record",
+        "collection",
+        "pair",
+    ]
+)
+# Words that make a node a name, a header or a marker rather than code to fill in.
+NOT_MIDDLE_WORDS = frozenset(
+    [
+        "comment",
+        "identifier",
+        "qid",
+        "modifier",
+        "modifiers",
+        "annotation",
+        "import",
+        "package",
+        "module",
+        "exposing",
+        "left",
+    ]
+)
+
+
+BARE_NAME = re.compile(rb"\s*[\w.$@]+\s*")
+
+
+def is_middle_type(node_type: str) -> bool:
+    """Whether a node type names a statement, block or expression an editor would ask to fill."""
+    words = set(node_type.split("_"))
+    if words & NOT_MIDDLE_WORDS:
+        return False
+    if "type" in words and not words & {"declaration", "definition"}:
+        return False
+    return bool(words & MIDDLE_WORDS)
+
+
 def middle_nodes(text: str, language_name: str) -> list[tuple[int, int]]:
-    """Character spans of the nodes a syntax-aware FIM may take as its middle (statements, blocks,
-    expressions): every named, error-free node that is not the whole file and not a comment."""
+    """Character spans of the nodes a syntax-aware FIM may take as its middle: error-free
+    statements, blocks and expressions (not names, types or comments), each span once."""
     language = get_language(language_name)
     if language.grammar is None:
         return []
     data = text.encode("utf-8")
-    tree = parse(language, data)
+    tree, _ = parse_repaired(language, data)
     root = tree.root_node
-    spans: list[tuple[int, int]] = []
+    spans: set[tuple[int, int]] = set()
     for node in _walk(root):
-        if node is root or not node.is_named or node.is_error or node.has_error or _is_comment(node):
+        if node is root or not node.is_named or node.is_error or node.has_error or not node.named_children:
             continue
-        if node.end_byte - node.start_byte < 2 or (node.start_byte, node.end_byte) == (0, len(data)):
+        if not is_middle_type(node.type) or (node.start_byte, node.end_byte) == (0, len(data)):
             continue
-        spans.append((node.start_byte, node.end_byte))
-    if not spans:
-        return []
+        if BARE_NAME.fullmatch(data[node.start_byte : node.end_byte]):  # `onClick`, `.size`: just a name
+            continue
+        spans.add((node.start_byte, node.end_byte))
+    ordered = sorted(spans)
     # Byte offsets -> character offsets (node boundaries always fall between characters).
     if len(data) == len(text):
-        return spans
+        return ordered
     char_at = _byte_to_char(text)
-    return [(char_at[lo], char_at[hi]) for lo, hi in spans]
+    return [(char_at[lo], char_at[hi]) for lo, hi in ordered]
 
 
 def _byte_to_char(text: str) -> dict[int, int]:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from codetune.config import StrictModel
+from codetune.schema import StrictModel
 
 
 class TrainConfig(StrictModel):
