@@ -14,7 +14,6 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "tests/train/" in str(item.fspath):
             item.add_marker(pytest.mark.filterwarnings("ignore::UserWarning:peft"))
-            item.add_marker(pytest.mark.filterwarnings("ignore:The following rank_pattern keys"))
 
 
 @pytest.fixture(autouse=True)

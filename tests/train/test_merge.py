@@ -86,3 +86,39 @@ def test_merge_cli_prints_the_difference(causal_dataset: Path, tmp_path: Path) -
     done = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged")])
     assert done.exit_code == 0, done.output
     assert "max_logit_diff" in done.output
+
+
+def test_kotlin_qlora_merge_passes_its_check_in_bf16(causal_dataset: Path, tmp_path: Path) -> None:
+    """The Kotlin recipe's merge step (QLoRA, dequantize into bf16) on CPU: its base family, its LoRA
+    settings, swapping only QLoRA for LoRA; the run is then marked as the QLoRA run it stands for."""
+    import json
+
+    import yaml
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "examples" / "kotlin-completion.yaml").read_text())
+    lora = {k: recipe["train"][k] for k in ("lora_r", "lora_alpha", "lora_dropout", "lr")}
+    assert recipe["train"]["method"] == "qlora" and recipe["merge"] == {"dequantize": True}
+    cfg = TrainConfig(
+        model="tiny-phi",
+        dataset=causal_dataset,
+        method="lora",
+        out=tmp_path / "run",
+        max_steps=4,
+        batch_tokens=128,
+        warmup_ratio=0.0,
+        eval_every=4,
+        **lora,
+    )
+    run = train(cfg).out
+    manifest = read_json(run / "manifest.json")
+    (run / "manifest.json").write_text(json.dumps({**manifest, "method": "qlora"}))
+    result = merge(MergeConfig(run=run, out=tmp_path / "merged", **recipe["merge"]))
+    assert result.summary["max_logit_diff"] < MergeConfig().atol
+    assert result.summary["dtype"] == "bfloat16"
+    merged = load_model(str(tmp_path / "merged"))
+    assert merged.dtype == torch.bfloat16
+    adapted = load_model(str(run), dtype=torch.float32)
+    ids = [5, 17, 230, 41, 9, 77]
+    with torch.no_grad():
+        # bf16 storage only rounds: within bf16's resolution of the fp32 adapter model.
+        torch.testing.assert_close(logits_of(merged, ids), logits_of(adapted, ids), atol=0.1, rtol=0.02)

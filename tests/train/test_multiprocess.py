@@ -23,7 +23,7 @@ def test_two_cpu_processes(causal_dataset: Path, tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--cpu",
+        "--multi_gpu",  # + ACCELERATE_USE_CPU: 2 CPU processes over gloo (`--cpu` starts only one)
         "--num_processes",
         "2",
         "--num_machines",
@@ -54,7 +54,7 @@ def test_two_cpu_processes(causal_dataset: Path, tmp_path: Path) -> None:
         "--set",
         "lr=2e-2",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_json(run / "manifest.json")

@@ -7,6 +7,7 @@ then the report folder (written atomically).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -18,6 +19,7 @@ from codetune.errors import ConfigError, InputError
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.tasks import Task, build_tasks
 from codetune.files import fingerprint, manifest_fingerprint, read_json
+from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ def generate_for(
     params: Any,
     language: str | None = None,
     predictions: list[dict[str, Any]] | None = None,
+    show_progress: bool = True,
 ) -> list[list[str]]:
     """n completions per item, built and post-processed exactly as the server does for an editor.
 
@@ -133,9 +136,15 @@ def generate_for(
             request.prompt_ids = request.prompt_ids[-cfg.max_prompt_tokens :]
     engine = engine_for(model, tokenizer, max_batch_size=cfg.batch_size)
     out: list[list[str]] = [[] for _ in requests]
-    for index, completions in complete_requests(engine, requests):
-        texts = [c.text for c in completions]
-        out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+    generated = 0
+    bar = StepProgress(f"eval {task.name}", len(requests), unit="prompt") if show_progress else None
+    with bar if bar is not None else contextlib.nullcontext() as progress:
+        for done, (index, completions) in enumerate(complete_requests(engine, requests), 1):
+            texts = [c.text for c in completions]
+            out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
+            generated += sum(len(c.token_ids) for c in completions)
+            if progress is not None:
+                progress.update(done, tokens=generated)
     if predictions is not None:
         for index, item in enumerate(task.items):
             predictions.append(
@@ -162,13 +171,17 @@ def generate_timed(
 ) -> tuple[list[list[str]], list[float]]:
     """One request at a time, as an editor sends them; returns the generations and seconds per request."""
     generations, latencies = [], []
-    for index, item in enumerate(task.items):
-        start = time.perf_counter()
-        one = replace(task, items=[item])
-        generations.extend(generate_for(model, tokenizer, one, cfg, params, language, predictions))
-        latencies.append(time.perf_counter() - start)
-        if predictions:
-            predictions[-1]["id"] = item.meta.get("id", index)
+    with StepProgress(f"eval {task.name}", len(task.items), unit="request") as progress:
+        for index, item in enumerate(task.items):
+            start = time.perf_counter()
+            one = replace(task, items=[item])
+            generations.extend(
+                generate_for(model, tokenizer, one, cfg, params, language, predictions, show_progress=False)
+            )
+            latencies.append(time.perf_counter() - start)
+            if predictions:
+                predictions[-1]["id"] = item.meta.get("id", index)
+            progress.update(index + 1)
     return generations, latencies
 
 
@@ -259,9 +272,12 @@ def score_task(
         return {k: round(v, 4) for k, v in result.items() if k.startswith("pass@")}, result["rows"]
     references = [i.reference or "" for i in task.items]
     if task.style is not None:
-        from codetune.evaluate.codexglue import STYLES
+        from codetune.evaluate.codexglue import STYLES, tokenize_line
 
-        preds = firsts if task.style == "codexglue-line" else [" ".join(p.split()) for p in firsts]
+        if task.style == "codexglue-line":  # gt is CodeXGLUE-tokenised: so are the predictions
+            preds = [tokenize_line(p, r, language) for p, r in zip(firsts, references, strict=True)]
+        else:
+            preds = [" ".join(p.split()) for p in firsts]
         scores = dict(STYLES[task.style](references, preds))
         scores.pop("n", None)
     else:

@@ -169,16 +169,42 @@ def load_model(
         kwargs["quantization_config"] = quantization_config
     model = from_pretrained(auto.from_pretrained, ref.base, **kwargs)
     if ref.adapter is not None:
-        from peft import PeftModel
-
         tokenizer = load_tokenizer(ref)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
-        model = PeftModel.from_pretrained(model, str(ref.adapter), is_trainable=trainable_adapter)
+        model = load_adapter(model, ref.adapter, trainable=trainable_adapter)
     if device is not None:
         model = model.to(device)
     model.eval()
     return model
+
+
+def load_adapter(model: Any, folder: Path, *, trainable: bool = False) -> Any:
+    """A peft adapter over ``model``; an AdaLoRA adapter comes back with its pruned ranks exactly.
+
+    AdaLoRA saves its ranks as ``rank_pattern`` masks keyed ``<module>.lora_E``; peft (0.21) then
+    checks those keys as if they were LoRA's module-name patterns while injecting and warns that they
+    "did not match any targeted module". So the modules are injected at init_r without the pattern,
+    and the pattern is put back before the weights load: peft's loader resizes every module to its
+    rank from it.
+    """
+    from peft import AdaLoraConfig, PeftConfig, PeftModel, load_peft_weights, set_peft_model_state_dict
+
+    config = PeftConfig.from_pretrained(str(folder))
+    if not (isinstance(config, AdaLoraConfig) and config.rank_pattern):
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
+    pattern, config.rank_pattern = config.rank_pattern, None
+    config.inference_mode = not trainable
+    peft_model = PeftModel(model, config)
+    config.rank_pattern = pattern
+    weights = load_peft_weights(str(folder), device=str(next(model.parameters()).device))
+    result = set_peft_model_state_dict(peft_model, weights)
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing:
+        raise ModelLoadError(f"adapter {folder} lacks {len(missing)} AdaLoRA tensors (e.g. {missing[0]})")
+    if not trainable:
+        peft_model.requires_grad_(False)
+    return peft_model
 
 
 def default_device() -> str:

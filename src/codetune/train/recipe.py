@@ -9,7 +9,6 @@ per-token objective.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -18,14 +17,16 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint, read_json, write_json
+from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import TrainConfig
-from codetune.train.methods import Method, adalora_orth_reg, adalora_ranks, get_method, quantization_config
+from codetune.train.methods import Method, get_method, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table
 
@@ -123,8 +124,9 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
         targets = labels
     else:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, use_cache=False).logits[:, :-1]
-        targets = labels[:, 1:]
+        logits = model(**inputs, use_cache=False).logits
+        # Shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step.
+        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     loss = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
@@ -163,19 +165,34 @@ def target_count(batch: dict[str, Any], seq2seq: bool) -> int:
     return int((labels != IGNORE).sum())
 
 
+def shard_evenly(plan: list[Any], rank: int, world: int) -> list[tuple[Any, bool]]:
+    """This process's share of ``plan``, as (batch, counted) pairs of the same length on every process.
+
+    Under FSDP/ZeRO-3 every forward is a collective (parameters are gathered layer by layer): a
+    process with one batch fewer than the others would leave them waiting forever. The short
+    processes repeat a batch with ``counted=False``, so the metric sees every batch exactly once.
+    """
+    if not plan:
+        return []
+    per_process = math.ceil(len(plan) / world)
+    mine = [(plan[i], True) for i in range(rank, len(plan), world)]
+    return mine + [(plan[rank % len(plan)], False)] * (per_process - len(mine))
+
+
 def evaluate(model: Any, batches: Batches, accelerator: Any, seq2seq: bool, max_batches: int | None) -> float:
     """Mean loss per target token over the valid split (all processes together)."""
     import torch
 
     model.eval()
     plan = batches.plan(0)[: max_batches or None]
-    mine = plan[accelerator.process_index :: accelerator.num_processes]
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     with torch.no_grad():
-        for indices in mine:
+        for indices, counted in shard_evenly(plan, accelerator.process_index, accelerator.num_processes):
             batch = {k: v.to(accelerator.device) for k, v in batches.collate(indices).items()}
-            loss, count = forward_loss(model, batch, seq2seq)
-            total += torch.tensor([float(loss), count], device=accelerator.device, dtype=torch.float64)
+            with accelerator.autocast():
+                loss, count = forward_loss(model, batch, seq2seq)
+            if counted:
+                total += torch.tensor([float(loss), count], device=accelerator.device, dtype=torch.float64)
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
@@ -188,7 +205,9 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
+def save_checkpoint(
+    folder: Path, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], method: Method
+) -> None:
     """Weights, optimizer, scheduler, RNG and data position, written atomically (a kill leaves the last one)."""
     import numpy as np
     import torch
@@ -201,11 +220,8 @@ def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, st
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
-        allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
-        if allocator is not None:
-            torch.save(
-                {k: getattr(allocator, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}, tmp / "adalora.pt"
-            )
+        if (extra := method.checkpoint_state(model)) is not None:
+            torch.save(extra, tmp / "method.pt")
         write_json(tmp / "state.json", state)
 
 
@@ -214,7 +230,9 @@ def latest_checkpoint(run: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+def load_checkpoint(
+    folder: Path, model: Any, optimizer: Any, scheduler: Any, method: Method
+) -> dict[str, Any]:
     """Restore what save_checkpoint wrote; returns the training state (step, epoch, batch, ...)."""
     import numpy as np
     import torch
@@ -230,10 +248,8 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) ->
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
-    if allocator is not None and (folder / "adalora.pt").is_file():
-        for key, value in torch.load(folder / "adalora.pt", weights_only=False).items():
-            setattr(allocator, key, value)
+    if (folder / "method.pt").is_file():
+        method.restore_state(model, torch.load(folder / "method.pt", weights_only=False))
     return read_json(folder / "state.json")
 
 
@@ -307,22 +323,68 @@ def plot_loss(run: Path) -> Path | None:
 # ----------------------------------------------------------------------------------------- recipe
 
 
+@dataclass
+class Setup:
+    """What the first step of the recipe checked and opened; every later step reads it."""
+
+    cfg: TrainConfig
+    method: Method
+    out: Path
+    data: Any
+    seq2seq: bool
+    ref: Any
+    precision: str
+    run_print: str
+    accelerator: Any
+    status: str
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def kind(self) -> str:
+        return "seq2seq" if self.seq2seq else "causal"
+
+
 def train(cfg: TrainConfig) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.dataset`` with ``cfg.method``; writes a run folder."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
-
-    from codetune.modeling.loading import (
-        is_seq2seq_config,
-        load_config,
-        load_model,
-        load_tokenizer,
-        resolve_model,
+    setup = check_inputs(cfg)
+    if setup.status == "done":
+        summary = read_json(setup.out / "manifest.json").get("summary", {})
+        return StageResult("train", setup.out, summary, skipped=True)
+    tokenizer, model, new_tokens = load_base(setup)
+    train_batches, valid_batches = make_batches(setup, tokenizer)
+    steps_per_epoch, total_steps = plan_steps(setup, train_batches)
+    model = setup.method.wrap(model, cfg, total_steps, new_tokens)
+    table = parameter_table(model)
+    if setup.main:
+        logger.info("parameters:\n%s", format_table(table))
+    optimizer, scheduler = make_optimizer(cfg, model, total_steps)
+    model, optimizer = setup.accelerator.prepare(model, optimizer)
+    state = start_or_resume(setup, model, optimizer, scheduler, tokenizer)
+    elapsed, start_tokens, last_loss = train_loop(
+        setup,
+        model,
+        optimizer,
+        scheduler,
+        tokenizer,
+        state,
+        train_batches,
+        valid_batches,
+        steps_per_epoch,
+        total_steps,
     )
+    summary = save_results(setup, model, tokenizer, state, table, last_loss, elapsed, start_tokens)
+    return StageResult("train", setup.out, summary)
 
-    # --- setup: check every input before touching the output folder
+
+def check_inputs(cfg: TrainConfig) -> Setup:
+    """Check every input and build the Accelerator before touching the output folder."""
+    from accelerate import Accelerator
+
+    from codetune.modeling.loading import is_seq2seq_config, load_config, resolve_model
+
     method = get_method(cfg.method)
     if cfg.dataset is None:
         raise ConfigError("train needs --dataset (a folder from `codetune build`)")
@@ -338,7 +400,8 @@ def train(cfg: TrainConfig) -> StageResult:
         raise InputError(
             f"dataset {cfg.dataset} is {stats['kind']} but {cfg.model} is encoder-decoder (seq2seq)"
         )
-    quantization = quantization_config() if method.quantized else None
+    if method.quantized:
+        quantization_config()  # fails early and clearly without CUDA or bitsandbytes
     for tracker in cfg.report_to:
         if importlib.util.find_spec(tracker) is None:
             raise ConfigError(f"report_to {tracker}: the package is not installed (pip install {tracker})")
@@ -346,34 +409,80 @@ def train(cfg: TrainConfig) -> StageResult:
     dataset_manifest = Path(cfg.dataset) / "manifest.json"
     run_print = run_fingerprint(cfg, read_json(dataset_manifest) if dataset_manifest.is_file() else stats)
     accelerator = Accelerator(
-        mixed_precision=precision, log_with=cfg.report_to or None, project_dir=str(out / "logs")
+        mixed_precision=precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=cfg.report_to or None,
+        project_dir=str(out / "logs"),
     )
-    main = accelerator.is_main_process
+    if accelerator.gradient_accumulation_steps != cfg.grad_accum:
+        raise ConfigError(
+            f"the accelerate config accumulates {accelerator.gradient_accumulation_steps} micro-batches but "
+            f"grad_accum is {cfg.grad_accum}; remove gradient_accumulation_steps from the accelerate config "
+            "(codetune passes grad_accum to accelerate)"
+        )
     status = check_out(out, run_print, cfg.resume)
+    sharded = sharded_state(accelerator)
+    if status == "resume" and sharded:
+        raise ConfigError(
+            f"--resume is not supported under {sharded}: its checkpoints would hold one process's shard "
+            "only; start the run again in a new --out (or train without sharding)"
+        )
     accelerator.wait_for_everyone()  # every process has looked at the folder before the first one writes
-    if status == "done":
-        return StageResult("train", out, read_json(out / "manifest.json").get("summary", {}), skipped=True)
+    return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status)
+
+
+def sharded_state(accelerator: Any) -> str | None:
+    """The sharding that keeps parameters or optimizer state split over processes (None: no sharding).
+
+    Resumable checkpoints here are written by the main process from its own copy, which is only the
+    whole state when nothing is sharded.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return "FSDP"
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return f"DeepSpeed ZeRO-{accelerator.state.deepspeed_plugin.zero_stage}"
+    return None
+
+
+def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
+    """The dataset's tokenizer, the base model (rows added for new tokens) and those new token ids."""
+    from accelerate.utils import set_seed
+
+    from codetune.modeling.loading import load_model, load_tokenizer
+
+    cfg = setup.cfg
     set_seed(cfg.seed)
     tok_dir = Path(cfg.dataset) / "tokenizer"
+    base_tokenizer = load_tokenizer(setup.ref)
     tokenizer = (
-        load_tokenizer(str(tok_dir)) if (tok_dir / "tokenizer_config.json").is_file() else load_tokenizer(ref)
+        load_tokenizer(str(tok_dir)) if (tok_dir / "tokenizer_config.json").is_file() else base_tokenizer
     )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    model = load_model(ref, quantization_config=quantization)
+    # Tokens the build added (FIM sentinels): their embedding and head rows start untrained.
+    base_vocab = base_tokenizer.get_vocab()
+    new_tokens = sorted(i for token, i in tokenizer.get_vocab().items() if token not in base_vocab)
+    quantization = quantization_config() if setup.method.quantized else None
+    model = load_model(setup.ref, quantization_config=quantization)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))  # the dataset added tokens (FIM sentinels)
+        model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
-    choose_attention(model, cfg.attention, precision)
+    choose_attention(model, cfg.attention, setup.precision)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method.peft:
+        if setup.method.peft:
             model.enable_input_require_grads()
+    return tokenizer, model, new_tokens
 
-    columns = ["input_ids", "labels"] if seq2seq else ["input_ids", "loss_mask"]
+
+def make_batches(setup: Setup, tokenizer: Any) -> tuple[Batches, Batches | None]:
+    """Packed or padded micro-batches of the train and valid splits."""
+    cfg, data = setup.cfg, setup.data
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    columns = ["input_ids", "labels"] if setup.seq2seq else ["input_ids", "loss_mask"]
     columns = [c for c in columns if c in data["train"].column_names]
     batch_args = {
-        "kind": "seq2seq" if seq2seq else "causal",
+        "kind": setup.kind,
         "mode": cfg.packing,
         "batch_tokens": cfg.batch_tokens,
         "batch_size": cfg.batch_size,
@@ -386,20 +495,26 @@ def train(cfg: TrainConfig) -> StageResult:
     valid_batches = None
     if "valid" in data and len(data["valid"]) > 0:
         valid_batches = Batches(data["valid"].select_columns(columns).to_list(), **batch_args)
+    return train_batches, valid_batches
 
-    # Each process takes every num_processes-th micro-batch; an optimizer step is grad_accum of them.
-    per_process = len(train_batches.plan(0)) // accelerator.num_processes
-    if per_process == 0:
+
+def plan_steps(setup: Setup, train_batches: Batches) -> tuple[int, int]:
+    """Optimizer steps per epoch and in all: each process takes every num_processes-th micro-batch,
+    a step is grad_accum of them (an epoch's leftover micro-batches, fewer than a step, are dropped)."""
+    cfg, processes = setup.cfg, setup.accelerator.num_processes
+    steps_per_epoch = len(train_batches.plan(0)) // processes // cfg.grad_accum
+    if steps_per_epoch == 0:
         raise InputError(
-            f"dataset {cfg.dataset} has too few examples for {accelerator.num_processes} processes"
+            f"dataset {cfg.dataset} has too few examples for one optimizer step of {cfg.grad_accum} "
+            f"micro-batch(es) on each of {processes} process(es)"
         )
-    steps_per_epoch = math.ceil(per_process / cfg.grad_accum)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return steps_per_epoch, cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
-    model = method.wrap(model, cfg, total_steps)
-    table = parameter_table(model)
-    if main:
-        logger.info("parameters:\n%s", format_table(table))
+
+def make_optimizer(cfg: TrainConfig, model: Any, total_steps: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and norms) with linear warmup and cosine decay."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
 
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
@@ -410,10 +525,14 @@ def train(cfg: TrainConfig) -> StageResult:
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
-    is_adalora = cfg.method == "adalora"
+    return optimizer, scheduler
 
+
+def start_or_resume(
+    setup: Setup, model: Any, optimizer: Any, scheduler: Any, tokenizer: Any
+) -> dict[str, Any]:
+    """The loop's state: from the last checkpoint on --resume, else fresh (manifest and tokenizer written)."""
+    cfg, out, accelerator = setup.cfg, setup.out, setup.accelerator
     state = {
         "step": 0,
         "epoch": 0,
@@ -423,35 +542,110 @@ def train(cfg: TrainConfig) -> StageResult:
         "best_step": None,
         "bad_evals": 0,
     }
-    if status == "resume" and (checkpoint := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(checkpoint, inner, optimizer, scheduler)
-        if main:
+    checkpoint = latest_checkpoint(out) if setup.status == "resume" else None
+    if checkpoint is not None:
+        inner = accelerator.unwrap_model(model)
+        state = load_checkpoint(checkpoint, inner, optimizer, scheduler, setup.method)
+        if setup.main:
             truncate_metrics(out, state["step"])
         logger.info("resumed from %s (step %d)", checkpoint, state["step"])
-    elif main:
+    elif setup.main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         manifest = {
             "model": cfg.model,
             "method": cfg.method,
             "dataset": str(cfg.dataset),
-            "kind": batch_args["kind"],
-            "fingerprint": run_print,
+            "kind": setup.kind,
+            "fingerprint": setup.run_print,
             "finished": False,
             "config": cfg.model_dump(mode="json"),
         }
         write_json(out / "manifest.json", manifest)
+        tok_dir = Path(cfg.dataset) / "tokenizer"
         if tok_dir.is_dir():
             shutil.copytree(tok_dir, out / "tokenizer", dirs_exist_ok=True)
         else:
             tokenizer.save_pretrained(out / "tokenizer")
     if cfg.report_to:
         accelerator.init_trackers("codetune", config=cfg.model_dump(mode="json"))
+    if sharded_state(accelerator) and setup.main:
+        logger.warning(
+            "%s: no resumable checkpoints are written (only the best and final weights)",
+            sharded_state(accelerator),
+        )
     accelerator.wait_for_everyone()
+    return state
 
-    # --- train loop (a fresh run first measures the untrained model on valid: the curve's start)
+
+def train_step(
+    setup: Setup,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    window: list[dict[str, Any]],
+    window_tokens: int,
+    step: int,
+) -> tuple[float, int, int]:
+    """Optimizer step number ``step`` over ``window`` (grad_accum micro-batches of ``window_tokens``
+    tokens); returns (summed loss, targets, tokens), all three over all processes.
+
+    accelerate's ``accumulate`` skips the gradient sync (DDP) and the optimizer step on all but the
+    last micro-batch, and tells DeepSpeed where the step ends. Its ``backward`` divides the loss by
+    grad_accum; the loss here is already per target token of the whole step, so it is scaled back.
+    """
+    import torch
+
+    accelerator, method = setup.accelerator, setup.method
+    inner = accelerator.unwrap_model(model)
+    targets = sum(target_count(b, setup.seq2seq) for b in window)
+    counts = accelerator.reduce(
+        torch.tensor([targets, window_tokens], device=accelerator.device), reduction="sum"
+    )
+    step_targets, step_tokens = max(int(counts[0]), 1), int(counts[1])
+    # DDP averages gradients over processes: scale so the result is per target token.
+    scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / step_targets
+    step_loss = 0.0
+    for batch in window:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss_sum, _ = forward_loss(model, batch, setup.seq2seq)
+            loss = loss_sum * scale
+            if (extra := method.extra_loss(inner)) is not None:
+                loss = loss + extra * accelerator.gradient_accumulation_steps / len(window)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and setup.cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), setup.cfg.max_grad_norm)
+            optimizer.step()
+        step_loss += float(loss_sum.detach())
+    scheduler.step()
+    method.after_step(inner, step)  # before zero_grad: AdaLoRA scores importance from the gradients
+    optimizer.zero_grad(set_to_none=True)
+    total = accelerator.reduce(torch.tensor([step_loss], device=accelerator.device), reduction="sum")
+    return float(total), step_targets, step_tokens
+
+
+def train_loop(
+    setup: Setup,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    train_batches: Batches,
+    valid_batches: Batches | None,
+    steps_per_epoch: int,
+    total_steps: int,
+) -> tuple[float, int, float]:
+    """Steps until total_steps or early stopping, with evals, metrics and checkpoints; returns
+    (seconds spent training, tokens seen before this session, last train loss)."""
+    cfg, out, accelerator, method = setup.cfg, setup.out, setup.accelerator, setup.method
+    inner = accelerator.unwrap_model(model)
+    main = setup.main
+    # A fresh run first measures the untrained model on valid: the curve's start.
     if valid_batches is not None and state["step"] == 0:
-        eval_loss = evaluate(model, valid_batches, accelerator, seq2seq, cfg.eval_max_batches)
+        eval_loss = evaluate(model, valid_batches, accelerator, setup.seq2seq, cfg.eval_max_batches)
         if main:
             append_metrics(out, {"step": 0, "eval_loss": round(eval_loss, 6)})
     model.train()
@@ -459,46 +653,28 @@ def train(cfg: TrainConfig) -> StageResult:
     paused = 0.0  # seconds spent on evals and checkpoints, not counted in tokens/s
     start_tokens = state["tokens"]
     last_loss = float("nan")
-    stop = False
-    while state["step"] < total_steps and not stop:
-        plan = train_batches.plan(state["epoch"])
-        mine = plan[accelerator.process_index :: accelerator.num_processes][:per_process]
-        while state["batch"] < len(mine) and state["step"] < total_steps:
+    per_epoch = steps_per_epoch * cfg.grad_accum
+    progress = StepProgress("train", total_steps, done=state["step"], enabled=main)
+    with progress:
+        while state["step"] < total_steps:
+            plan = train_batches.plan(state["epoch"])
+            mine = plan[accelerator.process_index :: accelerator.num_processes][:per_epoch]
+            if state["batch"] >= len(mine):
+                state["epoch"] += 1
+                state["batch"] = 0
+                continue
             chosen = mine[state["batch"] : state["batch"] + cfg.grad_accum]
             window = [train_batches.collate(indices) for indices in chosen]
-            state["tokens"] += sum(train_batches.tokens(indices) for indices in chosen)
-            counts = torch.tensor([sum(target_count(b, seq2seq) for b in window)], device=accelerator.device)
-            step_targets = max(int(accelerator.reduce(counts, reduction="sum")), 1)
-            step_loss = 0.0
-            for j, batch in enumerate(window):
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                sync = j == len(window) - 1
-                with accelerator.no_sync(model) if not sync else contextlib.nullcontext():
-                    with accelerator.autocast():
-                        loss_sum, _ = forward_loss(model, batch, seq2seq)
-                    # DDP averages gradients over processes: scale so the result is per target token.
-                    loss = loss_sum * accelerator.num_processes / step_targets
-                    if is_adalora:
-                        loss = loss + inner.peft_config["default"].orth_reg_weight * adalora_orth_reg(
-                            inner
-                        ) / len(window)
-                    accelerator.backward(loss)
-                step_loss += float(loss_sum.detach())
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            if is_adalora:
-                inner.base_model.update_and_allocate(state["step"])
-            optimizer.zero_grad(set_to_none=True)
-            state["batch"] += len(window)
-
-            step = state["step"]
-            total_loss = accelerator.reduce(
-                torch.tensor([step_loss], device=accelerator.device), reduction="sum"
+            window_tokens = sum(train_batches.tokens(indices) for indices in chosen)
+            loss_sum, step_targets, step_tokens = train_step(
+                setup, model, optimizer, scheduler, window, window_tokens, state["step"] + 1
             )
-            last_loss = float(total_loss) / step_targets
+            state["tokens"] += step_tokens  # all processes: tokens/s is the run's, not one process's
+            state["step"] += 1
+            state["batch"] += len(window)
+            step = state["step"]
+            last_loss = loss_sum / step_targets
+            progress.update(step, loss=last_loss, tokens=state["tokens"] - start_tokens)
             if main and step % cfg.log_every == 0:
                 row = {
                     "step": step,
@@ -511,38 +687,57 @@ def train(cfg: TrainConfig) -> StageResult:
                     accelerator.log({"train/loss": last_loss, "train/lr": row["lr"]}, step=step)
             if valid_batches is not None and (step % cfg.eval_every == 0 or step == total_steps):
                 eval_started = time.perf_counter()
-                eval_loss = evaluate(model, valid_batches, accelerator, seq2seq, cfg.eval_max_batches)
+                stop = eval_and_keep_best(setup, model, tokenizer, state, valid_batches)
                 paused += time.perf_counter() - eval_started
-                if main:
-                    append_metrics(out, {"step": step, "eval_loss": round(eval_loss, 6)})
-                    if cfg.report_to:
-                        accelerator.log({"eval/loss": eval_loss}, step=step)
-                if state["best_eval"] is None or eval_loss < state["best_eval"]:
-                    state.update(best_eval=eval_loss, best_step=step, bad_evals=0)
-                    save_weights(out / "checkpoints" / "best", accelerator, model, tokenizer, method.peft)
-                else:
-                    state["bad_evals"] += 1
-                    if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
-                        logger.info(
-                            "early stopping at step %d (best eval loss at step %s)", step, state["best_step"]
-                        )
-                        stop = True
-                        break
-            if step % cfg.save_every == 0 and step < total_steps:
+                progress.pause(time.perf_counter() - eval_started)
+                if stop:
+                    break
+            if step % cfg.save_every == 0 and step < total_steps and not sharded_state(accelerator):
                 save_started = time.perf_counter()
                 if main:
-                    save_checkpoint(
-                        out / "checkpoints" / f"step-{step:06d}", inner, optimizer, scheduler, state
-                    )
+                    checkpoint = out / "checkpoints" / f"step-{step:06d}"
+                    save_checkpoint(checkpoint, inner, optimizer, scheduler, state, method)
                     prune_checkpoints(out)
                 accelerator.wait_for_everyone()
                 paused += time.perf_counter() - save_started
-        else:
-            state["epoch"] += 1
-            state["batch"] = 0
-    elapsed = time.perf_counter() - started - paused
+                progress.pause(time.perf_counter() - save_started)
+    return time.perf_counter() - started - paused, start_tokens, last_loss
 
-    # --- save: the best weights by eval loss when there were evals, else the last ones
+
+def eval_and_keep_best(
+    setup: Setup, model: Any, tokenizer: Any, state: dict[str, Any], valid_batches: Batches
+) -> bool:
+    """Eval loss on valid; the best weights so far go to checkpoints/best. True: stop early."""
+    cfg, accelerator, step = setup.cfg, setup.accelerator, state["step"]
+    eval_loss = evaluate(model, valid_batches, accelerator, setup.seq2seq, cfg.eval_max_batches)
+    if setup.main:
+        append_metrics(setup.out, {"step": step, "eval_loss": round(eval_loss, 6)})
+        if cfg.report_to:
+            accelerator.log({"eval/loss": eval_loss}, step=step)
+    if state["best_eval"] is None or eval_loss < state["best_eval"]:
+        state.update(best_eval=eval_loss, best_step=step, bad_evals=0)
+        save_weights(setup.out / "checkpoints" / "best", accelerator, model, tokenizer, setup.method.peft)
+        return False
+    state["bad_evals"] += 1
+    if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
+        logger.info("early stopping at step %d (best eval loss at step %s)", step, state["best_step"])
+        return True
+    return False
+
+
+def save_results(
+    setup: Setup,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    table: dict[str, Any],
+    last_loss: float,
+    elapsed: float,
+    start_tokens: int,
+) -> dict[str, Any]:
+    """The deliverable (the best weights by eval loss when there were evals, else the last ones),
+    loss.png and the finished manifest; returns the summary."""
+    accelerator, out, method = setup.accelerator, setup.out, setup.method
     accelerator.wait_for_everyone()
     summary: dict[str, Any] = {
         "steps": state["step"],
@@ -552,27 +747,20 @@ def train(cfg: TrainConfig) -> StageResult:
         "tokens_per_s": round((state["tokens"] - start_tokens) / max(elapsed, 1e-9), 1),
         **table,
     }
-    if is_adalora:
-        ranks = adalora_ranks(inner)
-        summary["adalora_rank_mean"] = round(sum(ranks.values()) / max(len(ranks), 1), 2)
-        summary["adalora_rank_min"] = min(ranks.values(), default=0)
-        summary["adalora_rank_max"] = max(ranks.values(), default=0)
+    summary |= method.summary(accelerator.unwrap_model(model), out if setup.main else None)
     final = out / ("adapter" if method.peft else "model")
     best = out / "checkpoints" / "best"
     if state["best_step"] is None:
         save_weights(final, accelerator, model, tokenizer, method.peft)
-    if main:
+    if setup.main:
         if state["best_step"] is not None:
             with atomic_dir(final) as tmp:
                 shutil.copytree(best, tmp, dirs_exist_ok=True)
-        if is_adalora:
-            write_json(out / "adalora_ranks.json", ranks)
-            logger.info("AdaLoRA final ranks: %s", ranks)
         plot_loss(out)
         manifest = read_json(out / "manifest.json")
         manifest.update(finished=True, summary=summary, parameters=table)
         write_json(out / "manifest.json", manifest)
-    if cfg.report_to:
+    if setup.cfg.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return StageResult("train", out, summary)
+    return summary
