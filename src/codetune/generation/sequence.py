@@ -80,7 +80,10 @@ class Detokenizer:
         else:
             prefix = tokenizer.decode(tokens[self.prefix_offset : self.read_offset], skip_special_tokens=True)
             full = tokenizer.decode(tokens[self.prefix_offset :], skip_special_tokens=True)
-        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+        # a character is at most 4 bytes, so 4 pending tokens that still end inside one are invalid
+        # bytes (a tiny or broken model): emit them as they are instead of widening the window forever
+        pending = len(tokens) - self.read_offset
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd") or pending >= 4):
             self.prefix_offset, self.read_offset = self.read_offset, len(tokens)
             return full[len(prefix) :]
         return ""
