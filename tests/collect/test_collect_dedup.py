@@ -7,9 +7,10 @@ import json
 import random
 from pathlib import Path
 
+from tests.conftest import run_cli
+
 from codetune import textsim
 from codetune.collect.pipeline import read_corpus
-from conftest import run_cli
 
 PAIRS = 40
 

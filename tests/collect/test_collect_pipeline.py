@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from tests.conftest import assert_clean_error
 
 from codetune.collect.config import CollectConfig
 from codetune.collect.pipeline import collect, read_corpus
 from codetune.config import LanguageSpec
 from codetune.errors import CodetuneError, InputError
-from conftest import assert_clean_error
 
 PY = '''import os
 

@@ -34,7 +34,8 @@ def test_ray_generate_matches_local_and_resumes(tmp_path, cli, ray_head):
     proc = cli(*args, "--out", str(local))
     assert proc.returncode == 0, proc.stderr
     expected = _by_id(local)
-    assert len(expected) == 5 and all(row["new_tokens"] > 0 for row in expected.values())
+    # the untrained tiny model may end a FIM middle at once; the plain rows really generate
+    assert len(expected) == 5 and all(row["new_tokens"] > 0 for key, row in expected.items() if key != "fim")
     # A killed earlier run: two whole result rows and a partial third line.
     lines = local.read_text().splitlines(keepends=True)
     remote.write_text(lines[0] + lines[1] + lines[2][:10])
