@@ -4,14 +4,11 @@ micro-batches, and two processes give the losses of one process with the same mi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import launch_two_cpu_processes
 
 from codetune.train.config import TrainConfig
 from codetune.train.recipe import train
@@ -67,37 +64,11 @@ def rows(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_processes_accumulating_equal_one(causal_dataset: Path, tmp_path: Path) -> None:
     """2 processes x 2 micro-batches per step take the same 4 micro-batches as 1 process x 4."""
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not on PATH")
     two = tmp_path / "two"
     overrides = [f"--set={key}={value}" for key, value in {**SETTINGS, "grad_accum": 2}.items()]
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",  # + ACCELERATE_USE_CPU: 2 CPU processes over gloo (`--cpu` starts only one)
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "codetune",
-        "train",
-        "-m",
-        "tiny-llama",
-        "-d",
-        str(causal_dataset),
-        "-o",
-        str(two),
-        *overrides,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch_two_cpu_processes(
+        ["train", "-m", "tiny-llama", "-d", str(causal_dataset), "-o", str(two), *overrides]
+    )
     one = train(
         TrainConfig(
             model="tiny-llama", dataset=causal_dataset, out=tmp_path / "one", grad_accum=4, **SETTINGS

@@ -3,60 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from train_helpers import launch_two_cpu_processes
 
 from codetune.files import read_json
 
 
 @pytest.mark.slow
 def test_two_cpu_processes(causal_dataset: Path, tmp_path: Path) -> None:
-    if shutil.which("accelerate") is None:
-        pytest.skip("accelerate CLI not on PATH")
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",  # + ACCELERATE_USE_CPU: 2 CPU processes over gloo (`--cpu` starts only one)
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "codetune",
-        "train",
-        "-m",
-        "tiny-llama",
-        "-d",
-        str(causal_dataset),
-        "-o",
-        str(run),
-        "--method",
-        "adalora",
-        "--set",
-        "max_steps=6",
-        "--set",
-        "batch_tokens=128",
-        "--set",
-        "eval_every=3",
-        "--set",
-        "save_every=3",
-        "--set",
-        "lr=2e-2",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    settings = ["max_steps=6", "batch_tokens=128", "eval_every=3", "save_every=3", "lr=2e-2"]
+    launch_two_cpu_processes(
+        ["train", "-m", "tiny-llama", "-d", str(causal_dataset), "-o", str(run), "--method", "adalora",
+         *(f"--set={s}" for s in settings)]
+    )  # fmt: skip
     manifest = read_json(run / "manifest.json")
     assert manifest["finished"] and manifest["summary"]["steps"] == 6
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

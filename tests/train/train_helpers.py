@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 CAUSAL_PRESETS = ["tiny-gpt-bigcode", "tiny-starcoder2", "tiny-phi", "tiny-codegen", "tiny-llama"]
 ALL_PRESETS = [*CAUSAL_PRESETS, "tiny-t5"]
@@ -79,3 +85,19 @@ def make_dataset(
 
 def dataset_for(preset: str, causal_dataset: Path, seq2seq_dataset: Path) -> Path:
     return seq2seq_dataset if preset == "tiny-t5" else causal_dataset
+
+
+def launch_two_cpu_processes(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `codetune ARGS` on 2 CPU processes over gloo; skips without accelerate.
+
+    `--multi_gpu` with ACCELERATE_USE_CPU starts two processes where `--cpu` starts only one.
+    """
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not on PATH")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "codetune",
+           *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
