@@ -151,3 +151,22 @@ def test_bad_input_is_one_error_line(tmp_path, samples, flags, message):
     result = run_cli("score", "--style", "humaneval-infilling", "--predictions", str(preds), *flags)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_task_generates_through_the_serving_path_and_reports_rows(tmp_path):
+    out = tmp_path / "report"
+    result = run_cli(
+        "eval", "--model", "tiny-gpt-bigcode", "--task", "humaneval-infilling", "--allow-execution",
+        "--set", "limit=3", "--set", "max_new_tokens=8", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    scores = report["tasks"]["humaneval-infilling"]["models"]["tiny-gpt-bigcode"]
+    assert {"pass@1", "exact_match", "syntax_valid"} <= set(scores)
+    rows = [r for r in report["rows"] if r["task"] == "humaneval-infilling"]
+    assert [r["task_id"] for r in rows] == [p["task_id"] for p in _problems()[:3]]
+    # what was scored is what the editor would insert: one line, ending with its newline
+    assert all(r["completion"].count("\n") == 1 and r["completion"].endswith("\n") for r in rows)
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3 and all(p["suffix"] for p in predictions)
+    assert "single-line infilling" in (out / "report.md").read_text()
