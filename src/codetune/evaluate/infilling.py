@@ -13,7 +13,6 @@ that kills the runner fails alone; the rest of its chunk reruns in a fresh sandb
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import sys
@@ -102,28 +101,10 @@ def bundled_path(name: str = "single-line") -> Path:
     return Path(str(base / BUNDLED[name]))
 
 
-def _jsonl_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            return [line for line in handle if line.strip()]
-    except (OSError, UnicodeDecodeError, EOFError) as error:
-        raise InputError(f"{path}: cannot read as UTF-8 JSONL (or .gz of it): {error}") from None
-
-
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(_jsonl_lines(path), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}:{number}: not JSON: {error.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{number}: expected a JSON object")
-        rows.append((number, row))
-    return rows
+    from codetune.evaluate.published import read_jsonl
+
+    return list(enumerate(read_jsonl(path), 1))
 
 
 def read_problems(path: str | Path | None = None) -> list[InfillingProblem]:
