@@ -163,8 +163,9 @@ def ray_vs_local(args: argparse.Namespace) -> None:
     """files/s of ``--executor ray`` (a local cluster of ``--workers`` CPUs) and of the local pool."""
     import ray
 
+    from codetune.artifacts import read_corpus
     from codetune.collect.config import CollectConfig
-    from codetune.collect.pipeline import collect, read_corpus
+    from codetune.collect.pipeline import collect
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         src = Path(tmp) / "src"

@@ -1,4 +1,4 @@
-"""Atomic outputs and stage manifests: a killed job never leaves a half-written file or folder."""
+"""Atomic outputs: a killed job never leaves a half-written file or folder (artefact formats: codetune.artifacts)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-MANIFEST = "manifest.json"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -70,14 +68,3 @@ def fingerprint(*parts: Any) -> str:
     """A stable short hash of JSON-able parts (configs, input manifests) for skip-if-unchanged."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def manifest_fingerprint(folder: str | Path) -> str | None:
-    """The ``fingerprint`` recorded in a stage output's manifest, or None when absent."""
-    manifest = Path(folder) / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        return read_json(manifest).get("fingerprint")
-    except (json.JSONDecodeError, OSError):
-        return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codetune.collect.pipeline import read_corpus
+from codetune.artifacts import read_corpus
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tree"
 

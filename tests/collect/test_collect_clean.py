@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import run_cli
 
-from codetune.collect.pipeline import read_corpus
+from codetune.artifacts import read_corpus
 
 LICENCE = "/*\n * Copyright 2021 Example Corp.\n * Licensed under the Apache License, Version 2.0.\n */\n"
 

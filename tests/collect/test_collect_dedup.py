@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import run_cli
 
 from codetune import textsim
-from codetune.collect.pipeline import read_corpus
+from codetune.artifacts import read_corpus
 
 PAIRS = 40
 

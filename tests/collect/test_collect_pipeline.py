@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from tests.conftest import assert_clean_error
 
+from codetune.artifacts import read_corpus
 from codetune.collect.config import CollectConfig
-from codetune.collect.pipeline import collect, read_corpus
+from codetune.collect.pipeline import collect
 from codetune.config import LanguageSpec
 from codetune.errors import CodetuneError, InputError
 

@@ -18,9 +18,10 @@ import pytest
 from test_collect_pipeline import distinct_module, write
 from tests.conftest import assert_clean_error, run_cli
 
+from codetune.artifacts import read_corpus
 from codetune.collect.config import CollectConfig
 from codetune.collect.docs import export_doccano, import_doccano
-from codetune.collect.pipeline import collect, read_corpus
+from codetune.collect.pipeline import collect
 from codetune.errors import InputError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codetune.collect.pipeline import read_corpus
+from codetune.artifacts import read_corpus
 
 pytest.importorskip("ray.data")
 

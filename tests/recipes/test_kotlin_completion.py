@@ -26,7 +26,7 @@ def test_kotlin_recipe_end_to_end(tmp_path):
     assert corpus["totals"]["files_kept"] == 12 and corpus["licence_stripped"] == 1, corpus
     dropped = corpus["counts"]["dropped"]
     assert dropped["long_literal"]["files"] == 1 and dropped["too_few_lines"]["files"] == 1, dropped
-    from codetune.collect.pipeline import read_corpus
+    from codetune.artifacts import read_corpus
 
     rows = read_corpus(work / "corpus")
     assert {r["path"].rsplit(".", 1)[1] for r in rows} == {"kt"}  # include: *.kt, no build.gradle.kts

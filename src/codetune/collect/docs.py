@@ -226,7 +226,7 @@ def process_docs(blocks: list[dict[str, Any]], repo: str, ctx: Any) -> list[dict
 
 def export_doccano(corpus: str | Path, path: str | Path) -> int:
     """Write the corpus's ``docs`` records as doccano seq2seq JSONL (label = the instruction to write)."""
-    from codetune.collect.pipeline import read_corpus
+    from codetune.artifacts import read_corpus
 
     lines = []
     for row in read_corpus(corpus):

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts import corpus as corpus_artifact
+from codetune.artifacts.manifest import manifest_fingerprint, read_manifest, write_manifest
+from codetune.artifacts.paths import REJECTED_INDEX
 from codetune.collect.config import CollectConfig
 from codetune.collect.executor import open_executor
 from codetune.collect.filters import FILTERS, Doc, Thresholds, is_binary, run_filters, strip_licence
 from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
-from codetune.files import MANIFEST, atomic_dir, fingerprint, manifest_fingerprint, read_json, write_json
+from codetune.files import atomic_dir, fingerprint
 from codetune.languages import Language, get_language, register_spec
 from codetune.stage import StageResult
 
@@ -231,7 +234,7 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
     fp = fingerprint(identity, [(item.source.key, item.signature) for item in listed])
     if _up_to_date(cfg, out, fp):
         shutil.rmtree(work, ignore_errors=True)
-        summary = read_json(out / MANIFEST).get("summary", {})
+        summary = read_manifest(out, "corpus folder").get("summary", {})
         if cfg.rejected is not None:
             summary["rejected"] = f"{cfg.rejected} (unchanged)"
         return StageResult("collect", out, summary=summary, skipped=True)
@@ -412,38 +415,35 @@ def _write_corpus(
     redactions: dict[str, int],
     summary: dict[str, Any],
 ) -> None:
-    with atomic_dir(out) as tmp:
-        shards = _write_shards(tmp, kept, language.name, cfg.shard_rows)
-        summary["shards"] = len(shards)
-        manifest = {
-            "stage": "collect",
-            "fingerprint": fp,
-            "language": language.name,
-            "sources": [
-                {
-                    "source": item.source.origin,
-                    "kind": item.source.kind,
-                    "repo": item.source.repo,
-                    "files": len(item.files),
-                    **item.source.extra,
-                }
-                for item in listed
-            ],
-            "config": cfg.model_dump(mode="json"),
-            "counts": {"kept": len(kept), "dropped": counts, "skipped": skipped},
-            "totals": {
-                "files_seen": summary["files seen"],
-                "files_kept": len(kept),
-                "files_dropped": sum(e["files"] for e in counts.values()),
-                "bytes_kept": summary["bytes kept"],
-                "bytes_dropped": sum(e["bytes"] for e in counts.values()),
-            },
-            "redactions": redactions,
-            "licence_stripped": summary["licence headers stripped"],
-            "shards": shards,
-            "summary": summary,
-        }
-        write_json(tmp / MANIFEST, manifest)
+    summary["shards"] = corpus_artifact.shard_count(len(kept), cfg.shard_rows)
+    manifest = {
+        "stage": "collect",
+        "fingerprint": fp,
+        "language": language.name,
+        "sources": [
+            {
+                "source": item.source.origin,
+                "kind": item.source.kind,
+                "repo": item.source.repo,
+                "files": len(item.files),
+                **item.source.extra,
+            }
+            for item in listed
+        ],
+        "config": cfg.model_dump(mode="json"),
+        "counts": {"kept": len(kept), "dropped": counts, "skipped": skipped},
+        "totals": {
+            "files_seen": summary["files seen"],
+            "files_kept": len(kept),
+            "files_dropped": sum(e["files"] for e in counts.values()),
+            "bytes_kept": summary["bytes kept"],
+            "bytes_dropped": sum(e["bytes"] for e in counts.values()),
+        },
+        "redactions": redactions,
+        "licence_stripped": summary["licence headers stripped"],
+        "summary": summary,
+    }
+    corpus_artifact.write_corpus(out, _corpus_rows(kept, language.name), manifest, cfg.shard_rows)
 
 
 def _reasons_line(counts: dict[str, dict[str, int]]) -> str:
@@ -528,52 +528,27 @@ def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str,
     return kept, dropped
 
 
-def _write_shards(folder: Path, kept: list[dict[str, Any]], language: str, shard_rows: int) -> list[str]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("path", pa.string()),
-            ("repo", pa.string()),
-            ("language", pa.string()),
-            ("content", pa.string()),
-            ("bytes", pa.int64()),
-            ("lines", pa.int64()),
-            ("sha256", pa.string()),
-            ("source", pa.string()),
-            ("kind", pa.string()),
-            ("licence_stripped", pa.bool_()),
-            ("redactions", pa.int64()),
-            ("heading", pa.string()),
-            ("prose", pa.string()),
-            ("url", pa.string()),
-        ]
-    )
-    n_shards = max(1, -(-len(kept) // shard_rows))
-    names = []
-    for index in range(n_shards):
-        rows = kept[index * shard_rows : (index + 1) * shard_rows]
-        columns = {
-            "path": [r["path"] for r in rows],
-            "repo": [r["repo"] for r in rows],
-            "language": [language] * len(rows),
-            "content": [r["content"] for r in rows],
-            "bytes": [r["bytes"] for r in rows],
-            "lines": [r["lines"] for r in rows],
-            "sha256": [r["sha256"] for r in rows],
-            "source": [r.get("source") for r in rows],
-            "kind": [r.get("kind", "code") for r in rows],
-            "licence_stripped": [r["licence_stripped"] for r in rows],
-            "redactions": [sum(r["redactions"].values()) for r in rows],
-            "heading": [r.get("heading") for r in rows],
-            "prose": [r.get("prose") for r in rows],
-            "url": [r.get("url") for r in rows],
+def _corpus_rows(kept: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Collect's records as corpus rows (the columns of codetune.artifacts.corpus)."""
+    return [
+        {
+            "path": r["path"],
+            "repo": r["repo"],
+            "language": language,
+            "content": r["content"],
+            "bytes": r["bytes"],
+            "lines": r["lines"],
+            "sha256": r["sha256"],
+            "source": r.get("source"),
+            "kind": r.get("kind", "code"),
+            "licence_stripped": r["licence_stripped"],
+            "redactions": sum(r["redactions"].values()),
+            "heading": r.get("heading"),
+            "prose": r.get("prose"),
+            "url": r.get("url"),
         }
-        name = f"data-{index:05d}-of-{n_shards:05d}.parquet"
-        pq.write_table(pa.table(columns, schema=schema), folder / name)
-        names.append(name)
-    return names
+        for r in kept
+    ]
 
 
 def _write_rejected(folder: Path, dropped: list[dict[str, Any]], fp: str) -> None:
@@ -594,26 +569,10 @@ def _write_rejected(folder: Path, dropped: list[dict[str, Any]], fp: str) -> Non
                 target.write_bytes(content)
                 entry["file"] = str(target.relative_to(tmp))
             lines.append(json.dumps(entry))
-        (tmp / "rejected.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-        write_json(tmp / MANIFEST, {"stage": "collect --rejected", "fingerprint": fp, "files": len(lines)})
+        (tmp / REJECTED_INDEX).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        write_manifest(tmp, {"stage": "collect --rejected", "fingerprint": fp, "files": len(lines)})
 
 
 def _safe_rel(text: str) -> str:
     parts = [p for p in str(text).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     return "/".join(parts) or "_"
-
-
-def read_corpus(folder: str | Path) -> list[dict[str, Any]]:
-    """Read a corpus folder's Parquet shards back as a list of row dicts (in shard order)."""
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise InputError(f"not a corpus folder (no {MANIFEST}): {folder}")
-    shards = sorted(folder.glob("data-*.parquet"))
-    if not shards:
-        raise InputError(f"corpus folder has no data-*.parquet shards: {folder}")
-    rows: list[dict[str, Any]] = []
-    for shard in shards:
-        rows.extend(pq.read_table(shard).to_pylist())
-    return rows

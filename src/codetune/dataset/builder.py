@@ -15,11 +15,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.dataset import read_dataset, write_dataset
+from codetune.artifacts.paths import LENGTHS_PLOT, STATS, TOKENIZER
 from codetune.dataset.config import BuildConfig
 from codetune.dataset.formats import Format, get_format, tokenize
 from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
-from codetune.files import MANIFEST, atomic_dir, fingerprint, write_json
+from codetune.files import fingerprint
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -297,7 +299,7 @@ def _histogram(lengths: dict[str, list[int]], max_length: int, path: Path) -> No
 
 def build(cfg: BuildConfig) -> StageResult:
     """Build the dataset folder described by ``cfg``; returns where it is and a few counts."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset
 
     if cfg.corpus is None:
         raise InputError(
@@ -474,17 +476,17 @@ def build(cfg: BuildConfig) -> StageResult:
         "model": cfg.model,
         "corpus": str(corpus),
         "fingerprint": fingerprint(cfg.model_dump(mode="json"), _input_fingerprint(corpus, cfg)),
-        "tokenizer": "tokenizer",
+        "tokenizer": TOKENIZER,
         "vocab_size": len(tokenizer),
     }
-    with atomic_dir(out) as tmp:
-        # An empty split needs an explicit shard count, or load_from_disk cannot read it back.
-        shards = {name: int(ds.data.nbytes // 500_000_000) + 1 for name, ds in splits.items()}
-        DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        _histogram(lengths, cfg.max_length, tmp / "lengths.png")
-        write_json(tmp / "stats.json", stats)
-        write_json(tmp / MANIFEST, manifest)
+    write_dataset(
+        out,
+        splits,
+        stats,
+        manifest,
+        tokenizer=tokenizer,
+        extra=lambda folder: _histogram(lengths, cfg.max_length, folder / LENGTHS_PLOT),
+    )
     summary = {f"{s} examples": stats_splits[s]["examples"] for s in SPLITS}
     summary |= {
         "tokens": sum(v["tokens"] for v in stats_splits.values()),
@@ -495,7 +497,7 @@ def build(cfg: BuildConfig) -> StageResult:
     if fim_rate > 0:
         summary["fim rate"] = fim_info["realised_rate"]
     if split_warnings:
-        summary["warnings"] = f"{len(split_warnings)} (see stats.json)"
+        summary["warnings"] = f"{len(split_warnings)} (see {STATS})"
     return StageResult("build", out, summary)
 
 
@@ -534,7 +536,7 @@ def _add_mix(
     """
     import tempfile
 
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import concatenate_datasets
 
     mixed = []
     for source in cfg.mix:
@@ -548,7 +550,7 @@ def _add_mix(
                 }
             )
             build(sub)
-            part = load_from_disk(str(Path(tmp) / "dataset"))
+            part = read_dataset(Path(tmp) / "dataset").splits
             counts = {}
             for target, names in (("train", ["train"]), ("valid", ["valid", "test"])):
                 for name in names:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from codetune.artifacts.corpus import is_corpus
 from codetune.dataset.config import BuildConfig
-from codetune.dataset.inputs import is_corpus, read_corpus_docs, read_records
+from codetune.dataset.inputs import read_corpus_docs, read_records
 from codetune.errors import InputError
 
 Batch = dict[str, list[Any]]

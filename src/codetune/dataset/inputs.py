@@ -6,51 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.corpus import read_corpus
 from codetune.errors import InputError
 from codetune.languages import language_for_path
-
-CORPUS_COLUMNS = ("path", "repo", "language", "content")
-
-
-def is_corpus(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("*.parquet"))
 
 
 def read_corpus_docs(folder: Path) -> list[dict[str, Any]]:
     """Documents (text, path, repo, language) of a corpus folder, in shard order."""
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(f"corpus not found: {folder}")
-    if not folder.is_dir():
-        raise InputError(
-            f"corpus must be a folder of Parquet shards (written by `codetune collect`): {folder}"
-        )
-    shards = sorted(folder.glob("data-*.parquet")) or sorted(folder.glob("*.parquet"))
-    if not shards:
-        raise InputError(f"no corpus shards (data-*.parquet) in {folder}; run `codetune collect` first")
-    docs: list[dict[str, Any]] = []
-    for shard in shards:
-        try:
-            table = pq.read_table(shard)
-        except Exception as error:
-            raise InputError(f"cannot read corpus shard {shard}: {error}") from None
-        missing = [c for c in ("path", "content") if c not in table.column_names]
-        if missing:
-            raise InputError(f"corpus shard {shard} lacks column(s) {', '.join(missing)}")
-        columns = {
-            name: table.column(name).to_pylist() for name in CORPUS_COLUMNS if name in table.column_names
+    docs = [
+        {
+            "text": row["content"] or "",
+            "path": row["path"],
+            "repo": row.get("repo") or "",
+            "language": row.get("language") or "",
         }
-        for i, text in enumerate(columns["content"]):
-            docs.append(
-                {
-                    "text": text or "",
-                    "path": columns["path"][i],
-                    "repo": (columns.get("repo") or [""] * len(columns["content"]))[i] or "",
-                    "language": (columns.get("language") or [""] * len(columns["content"]))[i] or "",
-                }
-            )
+        for row in read_corpus(folder)
+    ]
     if not docs:
         raise InputError(f"corpus {folder} is empty (0 files)")
     for doc in docs:
@@ -107,7 +78,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def input_fingerprint(path: Path) -> Any:
     """What identifies an input for the manifest: its manifest fingerprint, else names, sizes, mtimes."""
-    from codetune.files import manifest_fingerprint
+    from codetune.artifacts.manifest import manifest_fingerprint
 
     path = Path(path)
     found = manifest_fingerprint(path) if path.is_dir() else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from codetune.artifacts.corpus import is_corpus, read_corpus
 from codetune.errors import InputError
 from codetune.files import atomic_dir, write_json
 from codetune.stage import StageResult
@@ -19,12 +20,9 @@ def iter_texts(source: str | Path) -> Iterator[str]:
     source = Path(source)
     if not source.exists():
         raise InputError(f"corpus not found: {source}")
-    shards = sorted(source.glob("*.parquet")) if source.is_dir() else []
-    if shards:
-        import pyarrow.parquet as pq
-
-        for shard in shards:
-            yield from pq.read_table(shard, columns=["content"]).column("content").to_pylist()
+    if is_corpus(source):
+        for row in read_corpus(source, columns=["content"]):
+            yield row["content"] or ""
         return
     paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in paths:

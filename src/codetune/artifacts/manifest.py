@@ -1,0 +1,68 @@
+"""manifest.json: every stage output's record of what made it (config, inputs, fingerprint, summary).
+
+A folder output keeps it inside (``OUT/manifest.json``); a file output beside it
+(``OUT.jsonl.manifest.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from codetune.artifacts.paths import MANIFEST, SIDECAR_MANIFEST_SUFFIX
+from codetune.errors import InputError
+from codetune.files import write_json
+
+
+def manifest_path(out: str | Path) -> Path:
+    """Where the manifest of the output ``out`` lives (inside a folder, beside a file)."""
+    out = Path(out)
+    if out.suffix == "" or out.is_dir():
+        return out / MANIFEST
+    return out.with_name(out.name + SIDECAR_MANIFEST_SUFFIX)
+
+
+def has_manifest(out: str | Path) -> bool:
+    return manifest_path(out).is_file()
+
+
+def read_manifest(out: str | Path, what: str = "stage output", hint: str = "") -> dict[str, Any]:
+    """The manifest of ``out`` as a dict; a clear InputError when it is missing or not a JSON object."""
+    path = manifest_path(out)
+    suffix = f"; {hint}" if hint else ""
+    if not path.is_file():
+        raise InputError(f"{out} is not a {what} (no {path.name}){suffix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is corrupt (not valid JSON: {error}){suffix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is corrupt (expected a JSON object, got {type(data).__name__}){suffix}")
+    return data
+
+
+def manifest_value(out: str | Path, key: str = "fingerprint") -> Any:
+    """One key of ``out``'s manifest, or None when there is no readable manifest (for skip-if-unchanged)."""
+    try:
+        return read_manifest(out).get(key)
+    except InputError:
+        return None
+
+
+def manifest_fingerprint(out: str | Path) -> str | None:
+    """The ``fingerprint`` recorded in a stage output's manifest, or None when absent."""
+    return manifest_value(out, "fingerprint")
+
+
+def write_manifest(out: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``out``'s manifest atomically."""
+    return write_json(manifest_path(out), data)
+
+
+def update_manifest(out: str | Path, **changes: Any) -> dict[str, Any]:
+    """Read, update and rewrite ``out``'s manifest (an empty one when there is none yet)."""
+    data = read_manifest(out) if has_manifest(out) else {}
+    data.update(changes)
+    write_manifest(out, data)
+    return data

@@ -1,0 +1,51 @@
+"""The file and folder names of every on-disk artefact: the only place they are spelled.
+
+A corpus folder (`codetune collect`):  manifest.json, data-00000-of-00001.parquet, ...
+A dataset folder (`codetune build`):   dataset_dict.json + one folder per split (datasets.save_to_disk),
+                                       stats.json, manifest.json, tokenizer/, lengths.png
+A run folder (`codetune train`):       manifest.json, adapter/ (peft) or model/ (full), tokenizer/,
+                                       metrics.jsonl, loss.png, checkpoints/step-N/, checkpoints/best/
+A report folder (`codetune eval`):     report.json, report.md, predictions.jsonl, metrics.png, loss.png,
+                                       manifest.json
+A file output (`codetune generate`):   OUT.jsonl with its manifest beside it, OUT.jsonl.manifest.json
+"""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.json"
+SIDECAR_MANIFEST_SUFFIX = ".manifest.json"
+
+# corpus
+CORPUS_SHARD_GLOB = "data-*.parquet"
+ANY_PARQUET_GLOB = "*.parquet"
+REJECTED_INDEX = "rejected.jsonl"
+
+# dataset
+DATASET_DICT = "dataset_dict.json"  # written by datasets.DatasetDict.save_to_disk
+STATS = "stats.json"
+TOKENIZER = "tokenizer"
+LENGTHS_PLOT = "lengths.png"
+
+# run
+ADAPTER = "adapter"
+MODEL = "model"
+ADAPTER_CONFIG = "adapter_config.json"  # written by peft's save_pretrained
+CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "best"
+METRICS = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+
+# report
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PREDICTIONS = "predictions.jsonl"
+METRICS_PLOT = "metrics.png"
+
+
+def corpus_shard_name(index: int, count: int) -> str:
+    """The name of shard ``index`` of ``count`` (sorted by name = read order)."""
+    return f"data-{index:05d}-of-{count:05d}.parquet"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"

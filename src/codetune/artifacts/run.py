@@ -1,0 +1,172 @@
+"""The run folder `codetune train` writes and `merge`, `eval`, `generate` and `serve` read.
+
+manifest.json (model, method, dataset, kind, fingerprint, finished, config, summary), the
+deliverable: adapter/ (a peft adapter) or model/ (a full Hugging Face model), tokenizer/ (the
+one training used), metrics.jsonl (one JSON row per logged step or eval), loss.png, and
+checkpoints/step-N/ + checkpoints/best/ while training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetune.artifacts.manifest import has_manifest, read_manifest, write_manifest
+from codetune.artifacts.paths import ADAPTER, ADAPTER_CONFIG, METRICS, MODEL, TOKENIZER
+from codetune.errors import InputError
+from codetune.files import atomic_write_text
+
+logger = logging.getLogger(__name__)
+HINT = "unfinished run? resume it with `codetune train --resume`"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished (or finishing) run folder as read back."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def adapter(self) -> Path | None:
+        folder = self.path / ADAPTER
+        return folder if folder.is_dir() else None
+
+    @property
+    def model(self) -> Path | None:
+        """The full fine-tune's model folder; None for an adapter run."""
+        folder = self.path / MODEL
+        return folder if folder.is_dir() and self.adapter is None else None
+
+    @property
+    def tokenizer(self) -> Path | None:
+        folder = self.path / TOKENIZER
+        return folder if folder.is_dir() else None
+
+    @property
+    def base(self) -> str:
+        """The model the run started from, as the user named it."""
+        return self.manifest["model"]
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path)
+
+
+def is_run(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like a run folder: a manifest and an adapter/ or model/ folder."""
+    folder = Path(folder)
+    return (
+        folder.is_dir()
+        and has_manifest(folder)
+        and ((folder / ADAPTER).is_dir() or (folder / MODEL).is_dir())
+    )
+
+
+def read_run(folder: str | Path) -> RunFolder:
+    """Read a run folder, with clear errors for no folder, no or a corrupt manifest, no weights.
+
+    An adapter run must have adapter/adapter_config.json and name its base model in the manifest.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"run folder not found: {folder}")
+    manifest = read_manifest(folder, "run folder from `codetune train`")
+    adapter, model = folder / ADAPTER, folder / MODEL
+    if adapter.is_dir():
+        if not (adapter / ADAPTER_CONFIG).is_file():
+            raise InputError(f"{adapter} has no {ADAPTER_CONFIG}: the adapter is incomplete ({HINT})")
+        if not isinstance(manifest.get("model"), str) or not manifest["model"].strip():
+            raise InputError(f"{folder}'s manifest does not name the base model the adapter was trained on")
+    elif not model.is_dir():
+        raise InputError(f"{folder} has no {ADAPTER}/ or {MODEL}/ ({HINT})")
+    return RunFolder(folder, manifest)
+
+
+def adapter_folder(path: str | Path) -> tuple[Path, Path | None]:
+    """(the adapter folder, the run's tokenizer folder or None) of a run folder or a bare adapter folder."""
+    path = Path(path)
+    tokenizer = None
+    if (path / ADAPTER).is_dir():
+        tokenizer = path / TOKENIZER if (path / TOKENIZER).is_dir() else None
+        path = path / ADAPTER
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise InputError(f"no adapter found at {path} (expected a run folder or an adapter folder)")
+    return path, tokenizer
+
+
+def read_adapter_config(adapter: str | Path) -> dict[str, Any]:
+    """An adapter folder's adapter_config.json (peft's settings: rank, target and saved modules)."""
+    path = Path(adapter) / ADAPTER_CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"no adapter found at {adapter} (no {ADAPTER_CONFIG})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is corrupt (not valid JSON: {error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is corrupt (expected a JSON object)")
+    return data
+
+
+def weights_folder(run: str | Path, peft: bool) -> Path:
+    """Where a run's deliverable goes: adapter/ for a peft method, model/ for a full fine-tune."""
+    return Path(run) / (ADAPTER if peft else MODEL)
+
+
+def write_run_manifest(run: str | Path, manifest: dict[str, Any]) -> Path:
+    return write_manifest(run, manifest)
+
+
+def read_run_manifest(run: str | Path) -> dict[str, Any]:
+    """The manifest of a run folder that may still be training (no weights needed)."""
+    return read_manifest(run, "run folder from `codetune train`")
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def append_metrics(run: str | Path, row: dict[str, Any]) -> None:
+    """Append one row to metrics.jsonl, flushed to disk (a kill loses at most this row)."""
+    with open(Path(run) / METRICS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl ([] when there is none); a torn last line from a kill is skipped."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s:%d is not valid JSON; skipped", path, number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def truncate_metrics(run: str | Path, step: int) -> None:
+    """On resume, drop the rows of steps after the checkpoint (they will be redone)."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        return
+    keep = [row for row in read_metrics(run) if row.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in keep))
+
+
+def clear_metrics(run: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (Path(run) / METRICS).unlink()
