@@ -32,6 +32,7 @@ MODEL = "model"
 ADAPTER_CONFIG = "adapter_config.json"  # written by peft's save_pretrained
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best"
+CHECKPOINT_GLOB = "step-*"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
 

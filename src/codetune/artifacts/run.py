@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.manifest import has_manifest, read_manifest, write_manifest
-from codetune.artifacts.paths import ADAPTER, ADAPTER_CONFIG, METRICS, MODEL, TOKENIZER
+from codetune.artifacts.paths import (
+    ADAPTER,
+    ADAPTER_CONFIG,
+    BEST_CHECKPOINT,
+    CHECKPOINT_GLOB,
+    CHECKPOINTS,
+    METRICS,
+    MODEL,
+    TOKENIZER,
+    checkpoint_name,
+)
 from codetune.errors import InputError
 from codetune.files import atomic_write_text
 
@@ -90,13 +100,13 @@ def read_run(folder: str | Path) -> RunFolder:
 
 def adapter_folder(path: str | Path) -> tuple[Path, Path | None]:
     """(the adapter folder, the run's tokenizer folder or None) of a run folder or a bare adapter folder."""
-    path = Path(path)
+    given = path = Path(path)
     tokenizer = None
     if (path / ADAPTER).is_dir():
         tokenizer = path / TOKENIZER if (path / TOKENIZER).is_dir() else None
         path = path / ADAPTER
     if not (path / ADAPTER_CONFIG).is_file():
-        raise InputError(f"no adapter found at {path} (expected a run folder or an adapter folder)")
+        raise InputError(f"no adapter found at {given} (expected a run folder or an adapter folder)")
     return path, tokenizer
 
 
@@ -170,3 +180,21 @@ def truncate_metrics(run: str | Path, step: int) -> None:
 def clear_metrics(run: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (Path(run) / METRICS).unlink()
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoints(run: str | Path) -> list[Path]:
+    """The resumable checkpoints (checkpoints/step-N/) of a run, oldest first."""
+    found = (Path(run) / CHECKPOINTS).glob(CHECKPOINT_GLOB)
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def checkpoint_folder(run: str | Path, step: int) -> Path:
+    return Path(run) / CHECKPOINTS / checkpoint_name(step)
+
+
+def best_checkpoint(run: str | Path) -> Path:
+    """Where the best weights so far are kept (by eval loss) while training."""
+    return Path(run) / CHECKPOINTS / BEST_CHECKPOINT

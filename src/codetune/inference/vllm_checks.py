@@ -3,10 +3,10 @@ engine gets. Kept apart from the engine so the checks run (and are tested) witho
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from codetune.artifacts.run import read_adapter_config
 from codetune.errors import ConfigError
 from codetune.modeling.loading import ModelRef
 
@@ -35,8 +35,7 @@ def check_vllm_model(ref: ModelRef) -> None:
 
 
 def _added_token_rows(adapter: Path, ref: ModelRef, vocab_size: int | None) -> str | None:
-    settings_file = adapter / "adapter_config.json"
-    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
+    settings = read_adapter_config(adapter)
     saved = [m for m in settings.get("modules_to_save") or [] if m.split(".")[-1] in _EMBEDDING_MODULES]
     if saved:
         return f"it saves whole embedding modules ({', '.join(saved)}) for added tokens"

@@ -7,7 +7,6 @@ of a chain of connection tracebacks.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import socket
 from collections.abc import Callable
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from codetune.errors import ModelLoadError
+from codetune.artifacts.run import adapter_folder, is_run, read_run
+from codetune.errors import InputError, ModelLoadError
 from codetune.modeling.presets import PRESETS, is_preset, preset_dir
 
 logger = logging.getLogger(__name__)
@@ -35,16 +35,6 @@ class ModelRef:
         return self.tokenizer or self.base
 
 
-def _run_manifest(folder: Path) -> dict[str, Any] | None:
-    manifest = folder / "manifest.json"
-    if not manifest.is_file() or not ((folder / "adapter").is_dir() or (folder / "model").is_dir()):
-        return None
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelRef:
     """Turn what a user typed into a ModelRef: preset, local folder, run folder or hub id."""
     text = str(name).strip()
@@ -54,14 +44,13 @@ def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelR
         ref = ModelRef(str(preset_dir(text)))
     else:
         path = Path(text).expanduser()
-        run = _run_manifest(path) if path.is_dir() else None
-        if run is not None:
-            tokenizer = str(path / "tokenizer") if (path / "tokenizer").is_dir() else None
-            if (path / "model").is_dir():
-                ref = ModelRef(str(path / "model"), None, tokenizer)
+        if is_run(path):
+            run = read_run(path)
+            tokenizer = str(run.tokenizer) if run.tokenizer is not None else None
+            if run.model is not None:
+                ref = ModelRef(str(run.model), None, tokenizer)
             else:
-                base = resolve_model(run["model"]).base
-                ref = ModelRef(base, path / "adapter", tokenizer)
+                ref = ModelRef(resolve_model(run.base).base, run.adapter, tokenizer)
         elif path.exists():
             markers = ("config.json", "tokenizer.json", "tokenizer_config.json")
             if not any((path / marker).is_file() for marker in markers):
@@ -74,16 +63,14 @@ def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelR
         else:
             ref = ModelRef(text)
     if adapter is not None:
-        adapter_path = Path(adapter)
-        if (adapter_path / "adapter").is_dir():
-            if ref.tokenizer is None and (adapter_path / "tokenizer").is_dir():
-                ref = ModelRef(ref.base, None, str(adapter_path / "tokenizer"))
-            adapter_path = adapter_path / "adapter"
-        if not (adapter_path / "adapter_config.json").is_file():
-            raise ModelLoadError(
-                f"no adapter found at {adapter} (expected a run folder or an adapter folder)"
-            )
-        ref = ModelRef(ref.base, adapter_path, ref.tokenizer)
+        try:
+            adapter_path, run_tokenizer = adapter_folder(adapter)
+        except InputError as error:
+            raise ModelLoadError(str(error)) from None
+        tokenizer = (
+            ref.tokenizer if ref.tokenizer is not None or run_tokenizer is None else str(run_tokenizer)
+        )
+        ref = ModelRef(ref.base, adapter_path, tokenizer)
     return ref
 
 

@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from codetune.errors import ModelLoadError
+from codetune.artifacts.dataset import read_stats
+from codetune.errors import CodetuneError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -198,12 +199,11 @@ def estimate_memory(
 
 
 def _dataset_tokens(dataset: Path | None) -> int | None:
-    if dataset is None or not (Path(dataset) / "stats.json").is_file():
+    if dataset is None:
         return None
     try:
-        stats = json.loads((Path(dataset) / "stats.json").read_text(encoding="utf-8"))
-        return int(stats["splits"]["train"]["tokens"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_stats(dataset)["splits"]["train"]["tokens"])
+    except (CodetuneError, KeyError, TypeError, ValueError):
         return None
 
 

@@ -13,8 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.dataset import read_dataset
+from codetune.artifacts.manifest import write_manifest
+from codetune.artifacts.run import read_run
 from codetune.errors import CodetuneError, ConfigError, InputError
-from codetune.files import atomic_dir, fingerprint, read_json, write_json
+from codetune.files import atomic_dir, fingerprint
 from codetune.stage import StageResult, default_out
 from codetune.train.config import MergeConfig
 
@@ -23,11 +26,8 @@ logger = logging.getLogger(__name__)
 
 def check_samples(manifest: dict[str, Any], tokenizer: Any, count: int) -> list[list[int]]:
     """Token ids to compare on: the run's validation examples, else a few lines of code."""
-    dataset = Path(manifest.get("dataset", ""))
     try:
-        from datasets import load_from_disk
-
-        split = load_from_disk(str(dataset))["valid"]
+        split = read_dataset(manifest.get("dataset", "")).split("valid")
         samples = [list(ids)[:128] for ids in split.select(range(min(count, len(split))))["input_ids"]]
     except Exception:  # the dataset may have moved: any code will do
         texts = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n"]
@@ -55,15 +55,12 @@ def merge(cfg: MergeConfig) -> StageResult:
         raise ConfigError("merge needs a run folder")
     run = Path(cfg.run)
     out = default_out(cfg.out, None, "merged")
-    if not (run / "manifest.json").is_file():
-        raise InputError(f"{run} is not a run folder from `codetune train` (no manifest.json)")
-    manifest = read_json(run / "manifest.json")
-    if (run / "model").is_dir() and not (run / "adapter").is_dir():
+    folder = read_run(run)
+    manifest = folder.manifest
+    if folder.model is not None:
         raise InputError(
-            f"{run} is a full fine-tune: {run / 'model'} is already a plain model, nothing to merge"
+            f"{run} is a full fine-tune: {folder.model} is already a plain model, nothing to merge"
         )
-    if not (run / "adapter" / "adapter_config.json").is_file():
-        raise InputError(f"{run} has no adapter/ (unfinished run? resume it with `codetune train --resume`)")
     if manifest.get("method") == "qlora" and not cfg.dequantize:
         raise ConfigError(
             "this run trained over a 4-bit base: merging into 4-bit weights loses the adapter's precision; "
@@ -96,8 +93,8 @@ def merge(cfg: MergeConfig) -> StageResult:
         tokenizer.save_pretrained(tmp)
         if getattr(merged, "generation_config", None) is not None:
             merged.generation_config.save_pretrained(tmp)
-        write_json(
-            tmp / "manifest.json",
+        write_manifest(
+            tmp,
             {
                 "stage": "merge",
                 "run": str(run),

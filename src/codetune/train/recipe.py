@@ -10,10 +10,8 @@ per-token objective.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -21,6 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.dataset import read_dataset
+from codetune.artifacts.manifest import has_manifest, update_manifest
+from codetune.artifacts.paths import CHECKPOINTS, LOSS_PLOT, TOKENIZER
+from codetune.artifacts.run import (
+    append_metrics,
+    best_checkpoint,
+    checkpoint_folder,
+    checkpoints,
+    clear_metrics,
+    read_metrics,
+    read_run_manifest,
+    truncate_metrics,
+    weights_folder,
+    write_run_manifest,
+)
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint, read_json, write_json
 from codetune.progress import StepProgress
@@ -38,35 +51,15 @@ KEEP_CHECKPOINTS = 2
 # ----------------------------------------------------------------------------------------- inputs
 
 
-def read_dataset(folder: Path) -> tuple[Any, dict[str, Any]]:
-    """The dataset's splits and stats.json, with clear errors for a missing or foreign folder."""
-    from datasets import load_from_disk
-
-    if not folder.is_dir():
-        raise InputError(f"dataset folder not found: {folder}")
-    stats_path = folder / "stats.json"
-    stats = read_json(stats_path) if stats_path.is_file() else {}
-    try:
-        data = load_from_disk(str(folder))
-    except Exception as error:  # datasets raises FileNotFoundError or its own types
-        raise InputError(f"{folder} is not a dataset folder from `codetune build`: {error}") from None
-    if "train" not in data:
-        raise InputError(f"dataset {folder} has no train split")
-    if "kind" not in stats:
-        stats["kind"] = "seq2seq" if "labels" in data["train"].column_names else "causal"
-    return data, stats
-
-
 def check_out(out: Path, print_: str, resume: bool) -> str:
     """'fresh', 'resume' or 'done'; errors when the folder holds something else."""
-    manifest_path = out / "manifest.json"
     if not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(".")):
         if resume:
             logger.warning("--resume: %s holds no run yet, starting fresh", out)
         return "fresh"
-    if not manifest_path.is_file():
+    if not has_manifest(out):
         raise InputError(f"output folder {out} is not empty and holds no codetune run; choose another --out")
-    manifest = read_json(manifest_path)
+    manifest = read_run_manifest(out)
     if manifest.get("fingerprint") != print_:
         raise InputError(
             f"output folder {out} holds another run (model {manifest.get('model')!r}, method "
@@ -226,7 +219,7 @@ def save_checkpoint(
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    steps = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    steps = checkpoints(run)
     return steps[-1] if steps else None
 
 
@@ -254,7 +247,7 @@ def load_checkpoint(
 
 
 def prune_checkpoints(run: Path) -> None:
-    steps = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    steps = checkpoints(run)
     for old in steps[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -275,35 +268,16 @@ def save_weights(folder: Path, accelerator: Any, model: Any, tokenizer: Any, pef
 # ---------------------------------------------------------------------------------------- metrics
 
 
-def append_metrics(run: Path, row: dict[str, Any]) -> None:
-    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def truncate_metrics(run: Path, step: int) -> None:
-    """On resume, drop the rows of steps after the checkpoint (they will be redone)."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return
-    keep = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
 def plot_loss(run: Path) -> Path | None:
     """loss.png: train loss per step and eval loss per eval, from metrics.jsonl."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
+    rows = read_metrics(run)
+    if not rows:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -315,9 +289,9 @@ def plot_loss(run: Path) -> Path | None:
     ax.set_ylabel("loss per token")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(run / "loss.png", dpi=100)
+    fig.savefig(run / LOSS_PLOT, dpi=100)
     plt.close(fig)
-    return run / "loss.png"
+    return run / LOSS_PLOT
 
 
 # ----------------------------------------------------------------------------------------- recipe
@@ -351,7 +325,7 @@ def train(cfg: TrainConfig) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.dataset`` with ``cfg.method``; writes a run folder."""
     setup = check_inputs(cfg)
     if setup.status == "done":
-        summary = read_json(setup.out / "manifest.json").get("summary", {})
+        summary = read_run_manifest(setup.out).get("summary", {})
         return StageResult("train", setup.out, summary, skipped=True)
     tokenizer, model, new_tokens = load_base(setup)
     train_batches, valid_batches = make_batches(setup, tokenizer)
@@ -389,7 +363,9 @@ def check_inputs(cfg: TrainConfig) -> Setup:
     if cfg.dataset is None:
         raise ConfigError("train needs --dataset (a folder from `codetune build`)")
     out = default_out(cfg.out, None, "run")
-    data, stats = read_dataset(Path(cfg.dataset))
+    dataset = read_dataset(cfg.dataset)
+    dataset.split("train")
+    data, stats = dataset.splits, dataset.stats
     ref = resolve_model(cfg.model)
     seq2seq = is_seq2seq_config(load_config(ref.base))
     if stats["kind"] == "seq2seq" and not seq2seq:
@@ -406,8 +382,7 @@ def check_inputs(cfg: TrainConfig) -> Setup:
         if importlib.util.find_spec(tracker) is None:
             raise ConfigError(f"report_to {tracker}: the package is not installed (pip install {tracker})")
     precision = mixed_precision(cfg, method)
-    dataset_manifest = Path(cfg.dataset) / "manifest.json"
-    run_print = run_fingerprint(cfg, read_json(dataset_manifest) if dataset_manifest.is_file() else stats)
+    run_print = run_fingerprint(cfg, dataset.identity)
     accelerator = Accelerator(
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -454,7 +429,7 @@ def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
 
     cfg = setup.cfg
     set_seed(cfg.seed)
-    tok_dir = Path(cfg.dataset) / "tokenizer"
+    tok_dir = Path(cfg.dataset) / TOKENIZER
     base_tokenizer = load_tokenizer(setup.ref)
     tokenizer = (
         load_tokenizer(str(tok_dir)) if (tok_dir / "tokenizer_config.json").is_file() else base_tokenizer
@@ -550,8 +525,8 @@ def start_or_resume(
             truncate_metrics(out, state["step"])
         logger.info("resumed from %s (step %d)", checkpoint, state["step"])
     elif setup.main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        clear_metrics(out)
         manifest = {
             "model": cfg.model,
             "method": cfg.method,
@@ -561,12 +536,12 @@ def start_or_resume(
             "finished": False,
             "config": cfg.model_dump(mode="json"),
         }
-        write_json(out / "manifest.json", manifest)
-        tok_dir = Path(cfg.dataset) / "tokenizer"
+        write_run_manifest(out, manifest)
+        tok_dir = Path(cfg.dataset) / TOKENIZER
         if tok_dir.is_dir():
-            shutil.copytree(tok_dir, out / "tokenizer", dirs_exist_ok=True)
+            shutil.copytree(tok_dir, out / TOKENIZER, dirs_exist_ok=True)
         else:
-            tokenizer.save_pretrained(out / "tokenizer")
+            tokenizer.save_pretrained(out / TOKENIZER)
     if cfg.report_to:
         accelerator.init_trackers("codetune", config=cfg.model_dump(mode="json"))
     if sharded_state(accelerator) and setup.main:
@@ -695,7 +670,7 @@ def train_loop(
             if step % cfg.save_every == 0 and step < total_steps and not sharded_state(accelerator):
                 save_started = time.perf_counter()
                 if main:
-                    checkpoint = out / "checkpoints" / f"step-{step:06d}"
+                    checkpoint = checkpoint_folder(out, step)
                     save_checkpoint(checkpoint, inner, optimizer, scheduler, state, method)
                     prune_checkpoints(out)
                 accelerator.wait_for_everyone()
@@ -716,7 +691,7 @@ def eval_and_keep_best(
             accelerator.log({"eval/loss": eval_loss}, step=step)
     if state["best_eval"] is None or eval_loss < state["best_eval"]:
         state.update(best_eval=eval_loss, best_step=step, bad_evals=0)
-        save_weights(setup.out / "checkpoints" / "best", accelerator, model, tokenizer, setup.method.peft)
+        save_weights(best_checkpoint(setup.out), accelerator, model, tokenizer, setup.method.peft)
         return False
     state["bad_evals"] += 1
     if cfg.early_stopping_patience and state["bad_evals"] >= cfg.early_stopping_patience:
@@ -748,8 +723,8 @@ def save_results(
         **table,
     }
     summary |= method.summary(accelerator.unwrap_model(model), out if setup.main else None)
-    final = out / ("adapter" if method.peft else "model")
-    best = out / "checkpoints" / "best"
+    final = weights_folder(out, method.peft)
+    best = best_checkpoint(out)
     if state["best_step"] is None:
         save_weights(final, accelerator, model, tokenizer, method.peft)
     if setup.main:
@@ -757,9 +732,7 @@ def save_results(
             with atomic_dir(final) as tmp:
                 shutil.copytree(best, tmp, dirs_exist_ok=True)
         plot_loss(out)
-        manifest = read_json(out / "manifest.json")
-        manifest.update(finished=True, summary=summary, parameters=table)
-        write_json(out / "manifest.json", manifest)
+        update_manifest(out, finished=True, summary=summary, parameters=table)
     if setup.cfg.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
