@@ -57,6 +57,7 @@ def _step(message: str) -> None:
 def pretrained_base(settings: QuickstartSettings) -> tuple[Path, list[StageResult]]:
     """A tiny base pretrained on the standard library minus the held-out package; cached."""
     from codetune.collect.config import CollectConfig
+    from codetune.artifacts.run import weights_folder
     from codetune.collect.pipeline import collect
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig
@@ -70,9 +71,10 @@ def pretrained_base(settings: QuickstartSettings) -> tuple[Path, list[StageResul
     )
     root = cache_dir() / "quickstart" / f"base-{key}"
     run = root / "run"
-    if (run / "model" / "config.json").is_file():
+    model = weights_folder(run, peft=False)
+    if (model / "config.json").is_file():
         _step(f"reusing the pretrained base in {run}")
-        return run / "model", []
+        return model, []
     _step(f"pretraining a tiny base on the standard library ({pretrain_steps} steps; cached for next time)")
     results = [
         collect(
@@ -117,7 +119,7 @@ def pretrained_base(settings: QuickstartSettings) -> tuple[Path, list[StageResul
             )
         )
     )
-    return run / "model", results
+    return model, results
 
 
 def quickstart(

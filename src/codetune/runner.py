@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from codetune import stages as registry
+from codetune.artifacts.manifest import manifest_value, update_manifest
 from codetune.config import load_recipe
 from codetune.errors import ConfigError
-from codetune.files import MANIFEST, fingerprint, read_json, write_json
+from codetune.files import fingerprint
 from codetune.stage import StageResult
 
 logger = logging.getLogger(__name__)
@@ -44,25 +45,12 @@ def source_signature(sources: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _manifest_path(out: Path) -> Path:
-    return out / MANIFEST if out.suffix == "" or out.is_dir() else out.with_name(out.name + ".manifest.json")
-
-
 def recorded_fingerprint(out: Path) -> str | None:
-    manifest = _manifest_path(out)
-    if not out.exists() or not manifest.is_file():
-        return None
-    try:
-        return read_json(manifest).get(RECIPE_KEY)
-    except (OSError, ValueError, AttributeError):
-        return None
+    return manifest_value(out, RECIPE_KEY) if out.exists() else None
 
 
 def record_fingerprint(out: Path, value: str) -> None:
-    manifest = _manifest_path(out)
-    data = read_json(manifest) if manifest.is_file() else {}
-    data[RECIPE_KEY] = value
-    write_json(manifest, data)
+    update_manifest(out, **{RECIPE_KEY: value})
 
 
 def _wire(recipe: Any) -> dict[str, Any]:

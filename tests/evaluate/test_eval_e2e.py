@@ -192,7 +192,7 @@ def test_cli_errors(workspace, tmp_path):
     missing = run_cli(
         "eval", "-m", "tiny-gpt-bigcode", "-d", str(tmp_path / "nope"), "-o", str(tmp_path / "r")
     )
-    assert missing.returncode == 2 and "not a dataset folder" in missing.stderr
+    assert missing.returncode == 2 and "dataset folder not found" in missing.stderr
     no_exec = run_cli(
         "eval", "-m", "tiny-gpt-bigcode", "--problems", str(workspace["problems"]), "-o", str(tmp_path / "r")
     )

@@ -35,7 +35,11 @@ class DatasetFolder:
 
     @property
     def kind(self) -> str:
-        return self.stats["kind"]
+        """causal or seq2seq: as stats.json says, else from the columns (seq2seq rows have labels)."""
+        if "kind" in self.stats:
+            return self.stats["kind"]
+        first = self.splits["train"] if "train" in self.splits else next(iter(self.splits.values()))
+        return "seq2seq" if "labels" in first.column_names else "causal"
 
     @property
     def tokenizer(self) -> Path | None:
@@ -45,14 +49,14 @@ class DatasetFolder:
 
     @property
     def fingerprint(self) -> str:
-        """What identifies this dataset: its manifest's fingerprint, else a hash of stats.json."""
+        """What identifies this dataset: its manifest's fingerprint, else a hash of stats.json as written."""
         recorded = (self.manifest or {}).get("fingerprint")
         return recorded or fingerprint(self.stats)
 
     @property
     def identity(self) -> dict[str, Any]:
         """What a run's fingerprint takes from its dataset: the manifest, else stats.json."""
-        return self.manifest if self.manifest is not None else self.stats
+        return self.manifest if self.manifest is not None else {**self.stats, "kind": self.kind}
 
     def split(self, name: str, *, nonempty: bool = False) -> Any:
         """One split, with a clear error when it is absent (or empty, when ``nonempty``)."""
@@ -103,10 +107,6 @@ def read_dataset(folder: str | Path) -> DatasetFolder:
         raise InputError(f"cannot read the splits of dataset {folder}: {error}") from None
     if not isinstance(splits, DatasetDict) or not splits:
         raise InputError(f"dataset {folder} has no splits; {HINT}")
-    stats = dict(stats)
-    if "kind" not in stats:
-        first = splits["train"] if "train" in splits else next(iter(splits.values()))
-        stats["kind"] = "seq2seq" if "labels" in first.column_names else "causal"
     return DatasetFolder(folder, splits, stats, manifest)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from codetune.files import MANIFEST, atomic_dir, atomic_write_text, write_json
+from codetune.artifacts import report as artifacts
+from codetune.artifacts.paths import LOSS_PLOT, METRICS_PLOT
+from codetune.artifacts.run import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +79,7 @@ def plot_losses(run_dirs: dict[str, Path], path: Path) -> bool:
     drawn = False
     for i, (name, folder) in enumerate(run_dirs.items()):
         train, evals = [], []
-        for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for row in read_metrics(folder):
             if "step" in row and isinstance(row.get("loss"), (int, float)):
                 train.append((row["step"], row["loss"]))
             if "step" in row and isinstance(row.get("eval_loss"), (int, float)):
@@ -238,27 +235,25 @@ def write_report(
     fingerprint: str | None = None,
 ) -> Path:
     """Write the whole report folder atomically."""
-    with atomic_dir(out) as tmp:
-        plots = []
-        if plot_metrics(report, tmp / "metrics.png"):
-            plots.append("metrics.png")
-        if run_dirs and plot_losses(run_dirs, tmp / "loss.png"):
-            plots.append("loss.png")
-        predictions = report.get("predictions") or []
-        report = {k: v for k, v in report.items() if k != "predictions"} | {"plots": plots}
-        if predictions:
-            lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-            atomic_write_text(tmp / "predictions.jsonl", lines)
-            report["predictions_file"] = "predictions.jsonl"
-        write_json(tmp / "report.json", report)
-        atomic_write_text(tmp / "report.md", render_markdown(report, plots, side_by_side))
-        write_json(
-            tmp / MANIFEST,
-            {
-                "stage": "eval",
-                "fingerprint": fingerprint,
-                "models": report["sources"],
-                "dataset": report["dataset"],
-            },
-        )
-    return out
+
+    def plots(folder: Path) -> list[str]:
+        drawn = []
+        if plot_metrics(report, folder / METRICS_PLOT):
+            drawn.append(METRICS_PLOT)
+        if run_dirs and plot_losses(run_dirs, folder / LOSS_PLOT):
+            drawn.append(LOSS_PLOT)
+        return drawn
+
+    manifest = {
+        "stage": "eval",
+        "fingerprint": fingerprint,
+        "models": report["sources"],
+        "dataset": report["dataset"],
+    }
+    return artifacts.write_report(
+        out,
+        report,
+        markdown=lambda written, drawn: render_markdown(written, drawn, side_by_side),
+        plots=plots,
+        manifest=manifest,
+    )

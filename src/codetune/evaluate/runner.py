@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from codetune.errors import ConfigError, InputError
+from codetune.artifacts.dataset import read_dataset
+from codetune.artifacts.run import is_run
+from codetune.errors import ConfigError
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.tasks import Task, build_tasks
-from codetune.files import fingerprint, manifest_fingerprint, read_json
+from codetune.files import fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 
@@ -35,7 +37,7 @@ class ModelSpec:
     @property
     def run_dir(self) -> Path | None:
         path = Path(self.source)
-        return path if (path / "metrics.jsonl").is_file() else None
+        return path if is_run(path) else None
 
 
 def parse_models(models: list[str]) -> list[ModelSpec]:
@@ -54,25 +56,13 @@ def parse_models(models: list[str]) -> list[ModelSpec]:
     return specs
 
 
-def read_dataset(folder: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, Any]:
+def held_out(folder: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, Any]:
     """The test split's rows, stats.json, the dataset hash, and the dataset's tokenizer folder."""
     if folder is None:
         return [], {}, None, None
-    folder = Path(folder)
-    if not (folder / "stats.json").is_file():
-        raise InputError(f"{folder} is not a dataset folder from `codetune build` (no stats.json)")
-    from datasets import load_from_disk
-
-    try:
-        data = load_from_disk(str(folder))
-    except Exception as error:
-        raise InputError(f"cannot read the dataset in {folder}: {error}") from None
-    if "test" not in data or len(data["test"]) == 0:
-        raise InputError(f"{folder} has no (or an empty) test split")
-    stats = read_json(folder / "stats.json")
-    digest = manifest_fingerprint(folder) or fingerprint(stats)
-    tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else None
-    return data["test"].to_list(), stats, digest, tokenizer_dir
+    dataset = read_dataset(folder)
+    test = dataset.split("test", nonempty=True)
+    return test.to_list(), dataset.stats, dataset.fingerprint, dataset.tokenizer
 
 
 def _language(cfg: EvalConfig, rows: list[dict[str, Any]]) -> str | None:
@@ -405,7 +395,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
 
     specs = parse_models(cfg.models)
     out = default_out(cfg.out, None, "report")
-    rows, stats, digest, tokenizer_dir = read_dataset(cfg.dataset)
+    rows, stats, digest, tokenizer_dir = held_out(cfg.dataset)
     if (
         cfg.dataset is None
         and cfg.prompts is None

@@ -365,17 +365,15 @@ def check_inputs(cfg: TrainConfig) -> Setup:
     out = default_out(cfg.out, None, "run")
     dataset = read_dataset(cfg.dataset)
     dataset.split("train")
-    data, stats = dataset.splits, dataset.stats
+    data, kind = dataset.splits, dataset.kind
     ref = resolve_model(cfg.model)
     seq2seq = is_seq2seq_config(load_config(ref.base))
-    if stats["kind"] == "seq2seq" and not seq2seq:
+    if kind == "seq2seq" and not seq2seq:
         raise InputError(
             f"dataset {cfg.dataset} is seq2seq but {cfg.model} is a causal LM; use an encoder-decoder"
         )
-    if stats["kind"] != "seq2seq" and seq2seq:
-        raise InputError(
-            f"dataset {cfg.dataset} is {stats['kind']} but {cfg.model} is encoder-decoder (seq2seq)"
-        )
+    if kind != "seq2seq" and seq2seq:
+        raise InputError(f"dataset {cfg.dataset} is {kind} but {cfg.model} is encoder-decoder (seq2seq)")
     if method.quantized:
         quantization_config()  # fails early and clearly without CUDA or bitsandbytes
     for tracker in cfg.report_to:
