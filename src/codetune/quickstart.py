@@ -56,8 +56,8 @@ def _step(message: str) -> None:
 
 def pretrained_base(settings: QuickstartSettings) -> tuple[Path, list[StageResult]]:
     """A tiny base pretrained on the standard library minus the held-out package; cached."""
-    from codetune.collect.config import CollectConfig
     from codetune.artifacts.run import weights_folder
+    from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig
