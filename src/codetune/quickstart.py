@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from codetune.artifacts.paths import REPORT_MD
 from codetune.files import fingerprint
 from codetune.modeling.presets import cache_dir, stdlib_dir
 from codetune.stage import StageResult
@@ -193,6 +194,6 @@ def quickstart(
     )
     results.append(report)
     minutes = (time.monotonic() - started) / 60
-    console.print(f"\nquickstart finished in {minutes:.1f} min. Report: {out / 'report' / 'report.md'}")
+    console.print(f"\nquickstart finished in {minutes:.1f} min. Report: {out / 'report' / REPORT_MD}")
     console.print(f"Try the tuned model:\n  codetune serve --model {out / 'run'}\n")
     return results

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.manifest import read_manifest, write_manifest
+from codetune.artifacts.manifest import manifest_value, read_manifest, write_manifest
 from codetune.artifacts.paths import ANY_PARQUET_GLOB, CORPUS_SHARD_GLOB, MANIFEST, corpus_shard_name
 from codetune.errors import InputError
 from codetune.files import atomic_dir
@@ -72,9 +72,11 @@ def write_corpus(
 
 
 def is_corpus(path: str | Path) -> bool:
-    """Whether ``path`` looks like a corpus folder (Parquet shards), as opposed to JSON/JSONL records."""
+    """Whether ``path`` is meant as a corpus folder (Parquet shards, or collect's manifest) rather than records."""
     path = Path(path)
-    return path.is_dir() and any(path.glob(ANY_PARQUET_GLOB))
+    if not path.is_dir():
+        return False
+    return any(path.glob(ANY_PARQUET_GLOB)) or manifest_value(path, "stage") == "collect"
 
 
 def corpus_shards(folder: str | Path) -> list[Path]:
