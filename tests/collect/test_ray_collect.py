@@ -50,8 +50,10 @@ def test_ray_writes_the_local_corpus(tree, tmp_path, cli, ray_head, language):
         assert dropped["near_duplicate"]["files"] >= 3 and dropped["exact_duplicate"]["files"] == 1
 
 
-def test_ray_near_duplicates_match_the_local_lsh(ray_head):
-    """Clusters found from band buckets on the cluster give near_duplicates' own answer, in order."""
+@pytest.mark.parametrize("rows_per_task", [20_000, 7])
+def test_ray_near_duplicates_match_the_local_lsh(ray_head, rows_per_task):
+    """Clusters found from band buckets on the cluster give near_duplicates' own answer, in order,
+    with one map and one reduce task and with a block per CPU shuffled over a reducer per CPU."""
     import random
 
     import ray
@@ -75,7 +77,7 @@ def test_ray_near_duplicates_match_the_local_lsh(ray_head):
     assert len(expected) >= 5  # the input has near duplicates to find
     ray.init(address=ray_head, include_dashboard=False, log_to_driver=False)
     try:
-        assert ray_near_duplicates(items, 0.6, 128, texts, 3) == expected
+        assert ray_near_duplicates(items, 0.6, 128, texts, 3, rows_per_task=rows_per_task) == expected
     finally:
         ray.shutdown()
 

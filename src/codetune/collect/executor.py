@@ -136,37 +136,63 @@ def open_executor(
     return worker_pool(workers, initializer, initargs)
 
 
-def _band_rows(row: dict[str, Any], ranges: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def _band_partition(signatures: Any, first: int, ranges: list[tuple[int, int]], reducers: int) -> Any:
+    """One block of signatures (rows ``first``...) cut into LSH bands, each band's (keys, items) split
+    over ``reducers`` by the band's first value: a band key always meets its twins in one reducer."""
     import numpy as np
 
-    values = np.frombuffer(row["signature"], dtype=np.uint32)
-    return [
-        {"band": f"{b}:{values[lo:hi].tobytes().hex()}", "item": row["item"]}
-        for b, (lo, hi) in enumerate(ranges)
-    ]
+    items = np.arange(first, first + len(signatures), dtype=np.int64)
+    parts: list[list[tuple[int, Any, Any]]] = [[] for _ in range(reducers)]
+    for band, (lo, hi) in enumerate(ranges):
+        keys = np.ascontiguousarray(signatures[:, lo:hi])
+        owner = keys[:, 0] % reducers  # min-hash values are uniform: a fair, process-independent hash
+        for r in range(reducers):
+            mask = owner == r
+            parts[r].append((band, keys[mask], items[mask]))
+    return parts[0] if reducers == 1 else tuple(parts)
 
 
-def _bucket_members(group: dict[str, Any]) -> dict[str, Any]:
+def _band_buckets(*parts: list[tuple[int, Any, Any]]) -> list[Any]:
+    """Items sharing a band key, from every block's share of this reducer: one sorted array per bucket
+    of two or more."""
     import numpy as np
 
-    members = sorted(int(i) for i in group["item"])
-    shared = [",".join(map(str, members))] if len(members) > 1 else []
-    return {"members": np.array(shared, dtype=object)}
+    by_band: dict[int, tuple[list[Any], list[Any]]] = {}
+    for part in parts:
+        for band, keys, items in part:
+            entry = by_band.setdefault(band, ([], []))
+            entry[0].append(keys)
+            entry[1].append(items)
+    buckets = []
+    for key_parts, item_parts in by_band.values():
+        keys, items = np.concatenate(key_parts), np.concatenate(item_parts)
+        if len(keys) < 2:
+            continue
+        order = np.lexsort(keys.T[::-1])
+        keys, items = keys[order], items[order]
+        starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
+        ends = np.r_[starts[1:], len(keys)]
+        buckets.extend(np.sort(items[a:b]) for a, b in zip(starts, ends, strict=True) if b - a > 1)
+    return buckets
 
 
-def _confirm_cluster(row: dict[str, Any], threshold: float, num_perm: int, ngram: int) -> dict[str, Any]:
-    import pickle
-
+def _confirm_clusters(
+    clusters: list[tuple[list[tuple[Any, bytes]], dict[Any, str]]],
+    threshold: float,
+    num_perm: int,
+    ngram: int,
+) -> dict[Any, Any]:
     from codetune.collect.dedup import near_duplicates
 
-    members, texts = pickle.loads(row["members"])
-    found = near_duplicates(members, threshold, num_perm, text_of=texts.__getitem__, ngram=ngram)
-    return {"dupes": pickle.dumps(found)}
+    found: dict[Any, Any] = {}
+    for members, texts in clusters:
+        found.update(near_duplicates(members, threshold, num_perm, text_of=texts.__getitem__, ngram=ngram))
+    return found
 
 
 def _parallelism(ray: Any, rows: int, per_task: int) -> int:
-    """Blocks or shuffle partitions: one per ``per_task`` rows, at most one per cluster CPU (Ray's
-    default of 200 would be hundreds of near-empty tasks for a small corpus)."""
+    """Tasks for ``rows``: one per ``per_task`` rows, at most one per cluster CPU (a task per few rows
+    would spend a small corpus's time on scheduling)."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     return max(1, min(cpus, -(-rows // per_task)))
 
@@ -178,32 +204,46 @@ def ray_near_duplicates(
     texts: list[str],
     ngram: int = 5,
     address: str | None = None,
+    rows_per_task: int = 20_000,
 ) -> dict[Any, Any]:
     """:func:`codetune.collect.dedup.near_duplicates` over a Ray cluster, with the same result.
 
     ``items`` are (key, signature) pairs whose keys index ``texts`` (for the exact Jaccard check).
-    Signatures (computed per file by the workers) -> one row per LSH band -> buckets of items sharing
-    a band -> clusters (connected buckets) -> ``near_duplicates`` on each cluster. An item's LSH
-    candidates all share a band with it, so they sit in its cluster, in the same order: each cluster
-    alone gives the answer the whole input would, the first item (in input order) kept.
+    Signatures (computed per file by the workers) -> LSH band keys, hash-shuffled over Ray tasks ->
+    buckets of items sharing a band -> clusters (connected buckets) -> ``near_duplicates`` on each
+    cluster, spread over tasks. An item's LSH candidates all share a band with it, so they sit in its
+    cluster, in the same order: each cluster alone gives the answer the whole input would, the first
+    item (in input order) kept.
+
+    The shuffle is Ray tasks with one return per reducer (Ray's own shuffle pattern), not Ray Data's
+    ``groupby``: its sort shuffle of one row per (file, band) took 10x the local LSH on 2 CPUs.
+    ``rows_per_task`` signatures go to one map task, and ``rows_per_task`` x bands band keys to a
+    reducer, never more tasks than the cluster has CPUs.
     """
-    import pickle
+    import numpy as np
 
     from codetune import textsim
 
     ray = connect_ray(address)
     pairs = list(items)
+    if not pairs:
+        return {}
     keys = [key for key, _ in pairs]
     signatures = [bytes(values) if isinstance(values, bytes) else values.tobytes() for _, values in pairs]
+    matrix = np.frombuffer(b"".join(signatures), dtype=np.uint32).reshape(len(pairs), num_perm)
     bands, rows_per_band = textsim.lsh_params(num_perm, threshold)  # the bands textsim's LSHIndex uses
     ranges = [(rows_per_band * b, rows_per_band * (b + 1)) for b in range(bands)]
-    rows = [{"item": i, "signature": signature} for i, signature in enumerate(signatures)]
-    buckets = (
-        ray.data.from_items(rows, override_num_blocks=_parallelism(ray, len(rows), 10_000))
-        .flat_map(_band_rows, fn_args=(ranges,))
-        .groupby("band", num_partitions=_parallelism(ray, len(rows) * len(ranges), 100_000))
-        .map_groups(_bucket_members, batch_format="numpy")
-    )
+    mappers = _parallelism(ray, len(pairs), rows_per_task)
+    reducers = _parallelism(ray, len(pairs) * bands, rows_per_task * bands)
+    partition = ray.remote(_band_partition).options(num_returns=reducers)
+    step = -(-len(pairs) // mappers)
+    shares = [
+        partition.remote(matrix[lo : lo + step], lo, ranges, reducers) for lo in range(0, len(pairs), step)
+    ]
+    if reducers == 1:
+        shares = [[share] for share in shares]
+    reduce = ray.remote(_band_buckets)
+    bucket_lists = ray.get([reduce.remote(*(share[r] for share in shares)) for r in range(reducers)])
     parent = list(range(len(pairs)))
 
     def root(i: int) -> int:
@@ -212,31 +252,30 @@ def ray_near_duplicates(
             i = parent[i]
         return i
 
-    for row in buckets.iter_rows():
-        first, *rest = (int(i) for i in row["members"].split(","))
-        for other in rest:
-            a, b = root(first), root(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    for buckets in bucket_lists:
+        for members in buckets:
+            first = int(members[0])
+            for other in members[1:]:
+                a, b = root(first), root(int(other))
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
     clusters: dict[int, list[int]] = {}
     for i in range(len(pairs)):
         clusters.setdefault(root(i), []).append(i)
-    tasks = [
-        {
-            "members": pickle.dumps(
-                ([(keys[i], signatures[i]) for i in members], {keys[i]: texts[keys[i]] for i in members})
-            )
-        }
-        for members in clusters.values()
-        if len(members) > 1
-    ]
-    if not tasks:
+    groups = [members for members in clusters.values() if len(members) > 1]
+    if not groups:
         return {}
-    blocks = _parallelism(ray, len(tasks), 1_000)
-    confirmed = ray.data.from_items(tasks, override_num_blocks=blocks).map(
-        _confirm_cluster, fn_args=(threshold, num_perm, ngram)
-    )
+    # Confirming costs about the text a cluster holds: deal clusters, largest first, to the lightest task.
+    tasks = _parallelism(ray, len(groups), 1)
+    loads, batches = [0] * tasks, [[] for _ in range(tasks)]
+    for members in sorted(groups, key=lambda m: -sum(len(texts[keys[i]]) for i in m)):
+        lightest = loads.index(min(loads))
+        batches[lightest].append(
+            ([(keys[i], signatures[i]) for i in members], {keys[i]: texts[keys[i]] for i in members})
+        )
+        loads[lightest] += sum(len(texts[keys[i]]) for i in members)
+    confirm = ray.remote(_confirm_clusters)
     dupes: dict[Any, Any] = {}
-    for row in confirmed.iter_rows():
-        dupes.update(pickle.loads(row["dupes"]))
+    for found in ray.get([confirm.remote(batch, threshold, num_perm, ngram) for batch in batches if batch]):
+        dupes.update(found)
     return dupes

@@ -204,9 +204,15 @@ def _result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]
 
 
 def _requests(
-    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]], tokenizer: Any, model: Any
+    cfg: GenerateConfig,
+    params: SamplingParams,
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    model: Any,
+    context: int | None = None,
 ) -> list[Any]:
-    """One request per row, built as the server builds them (trimming, FIM, post-processing)."""
+    """One request per row, built as the server builds them (trimming, FIM, post-processing); without
+    a loaded model (vLLM) ``context`` gives the length to trim to."""
     from codetune.generation.request import RequestError, build_request
     from codetune.generation.sequence import context_length, is_seq2seq
     from codetune.languages import language_for_path
@@ -224,7 +230,7 @@ def _requests(
                     prompt_of(row, cfg),
                     row.get(cfg.suffix_field),
                     params,
-                    context=context_length(model) if model is not None else None,
+                    context=context_length(model) if model is not None else context,
                     seq2seq=model is not None and is_seq2seq(model),
                     postprocess=cfg.postprocess,
                     language=language,
@@ -274,15 +280,17 @@ def _vllm_rows(
     """The same rows through vLLM, behind the same engine interface and request builder."""
     from codetune.generation.api import complete_requests
     from codetune.generation.engines.vllm import VllmEngine
-    from codetune.inference.vllm_checks import check_vllm_model, pin_rank_gpu
+    from codetune.inference.vllm_checks import check_vllm_model, check_vllm_params, pin_rank_gpu, vllm_context
     from codetune.modeling.loading import load_tokenizer, resolve_model
 
     ref = resolve_model(cfg.model, cfg.adapter)
     check_vllm_model(ref)
-    pin_rank_gpu()
+    check_vllm_params(params)
     tokenizer = load_tokenizer(ref)
+    requests = _requests(cfg, params, rows, tokenizer, None, vllm_context(ref))  # bad rows fail before vLLM
+    pin_rank_gpu()
     engine = VllmEngine.load(ref, tokenizer, max_batch_size=cfg.batch_size)
-    for i, completions in complete_requests(engine, _requests(cfg, params, rows, tokenizer, None)):
+    for i, completions in complete_requests(engine, requests):
         yield rows[i], completions
 
 

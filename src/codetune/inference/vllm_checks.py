@@ -1,10 +1,12 @@
-"""What the vLLM path refuses before loading anything, and which GPU each `accelerate launch` rank's
-engine gets. Kept apart from the engine so the checks run (and are tested) without vllm installed."""
+"""What the vLLM path refuses before loading anything, how it builds ``vllm.LLM``, and which GPU each
+`accelerate launch` rank's engine gets. Kept apart from the engine so all of it runs (and is tested)
+without vllm installed."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from codetune.artifacts.run import read_adapter_config
 from codetune.errors import ConfigError
@@ -12,6 +14,8 @@ from codetune.modeling.loading import ModelRef
 
 # Modules whose weights in an adapter mean rows for tokens the base vocabulary lacks.
 _EMBEDDING_MODULES = ("embed_tokens", "wte", "lm_head", "embed_out", "word_embeddings", "shared")
+# The ranks vLLM's LoRA kernels are built for (``max_lora_rank`` must be one of them).
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def check_vllm_model(ref: ModelRef) -> None:
@@ -25,7 +29,10 @@ def check_vllm_model(ref: ModelRef) -> None:
             f"({config.model_type}); use --engine hf"
         )
     if ref.adapter is not None:
-        reason = _added_token_rows(Path(ref.adapter), ref, getattr(config, "vocab_size", None))
+        adapter = Path(ref.adapter)
+        reason = _unsupported_adapter(adapter) or _added_token_rows(
+            adapter, ref, getattr(config, "vocab_size", None)
+        )
         if reason:
             raise ConfigError(
                 f"engine 'vllm' cannot apply the adapter in {ref.adapter}: {reason}, and vLLM's LoRA "
@@ -34,8 +41,32 @@ def check_vllm_model(ref: ModelRef) -> None:
             )
 
 
+def _adapter_settings(adapter: Path) -> dict[str, Any]:
+    return read_adapter_config(adapter)
+
+
+def _unsupported_adapter(adapter: Path) -> str | None:
+    """Adapters vLLM's LoRA would load wrongly or not at all: other PEFT methods, DoRA, huge ranks."""
+    settings = _adapter_settings(adapter)
+    kind = str(settings.get("peft_type", "LORA")).upper()
+    if kind != "LORA":
+        return f"it is a {kind} adapter and vLLM runs plain LoRA only"
+    if settings.get("use_dora"):
+        return "it is a DoRA adapter (use_dora), whose magnitude vectors vLLM does not apply"
+    rank = adapter_rank(settings)
+    if rank > _VLLM_LORA_RANKS[-1]:
+        return f"its rank {rank} is above vLLM's largest LoRA rank ({_VLLM_LORA_RANKS[-1]})"
+    return None
+
+
+def adapter_rank(settings: dict[str, Any]) -> int:
+    """The largest LoRA rank in an adapter_config (``r`` and any per-module ``rank_pattern``)."""
+    ranks = [int(settings.get("r") or 8), *(int(r) for r in (settings.get("rank_pattern") or {}).values())]
+    return max(ranks)
+
+
 def _added_token_rows(adapter: Path, ref: ModelRef, vocab_size: int | None) -> str | None:
-    settings = read_adapter_config(adapter)
+    settings = _adapter_settings(adapter)
     saved = [m for m in settings.get("modules_to_save") or [] if m.split(".")[-1] in _EMBEDDING_MODULES]
     if saved:
         return f"it saves whole embedding modules ({', '.join(saved)}) for added tokens"
@@ -48,6 +79,37 @@ def _added_token_rows(adapter: Path, ref: ModelRef, vocab_size: int | None) -> s
         if size > vocab_size:
             return f"its tokenizer has {size - vocab_size} token(s) beyond the base vocabulary ({vocab_size})"
     return None
+
+
+def check_vllm_params(params: Any) -> None:
+    """Refuse decoding settings vLLM would run differently (checked before a model loads)."""
+    from codetune.generation.engines.vllm import vllm_sampling_kwargs
+
+    if params.max_new_tokens > 0:  # rows of 0 tokens never reach vLLM
+        vllm_sampling_kwargs(params, 0, set())  # raises ConfigError naming the setting
+
+
+def vllm_llm_kwargs(ref: ModelRef) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for a checked model: the base, the tokenizer codetune uses, and
+    LoRA sized for the adapter (vLLM's default ``max_lora_rank`` of 16 refuses a rank-32 adapter)."""
+    kwargs: dict[str, Any] = {"model": ref.base, "tokenizer": ref.tokenizer_source}
+    if ref.adapter is not None:
+        rank = adapter_rank(_adapter_settings(Path(ref.adapter)))
+        kwargs.update(
+            enable_lora=True, max_loras=1, max_lora_rank=next(r for r in _VLLM_LORA_RANKS if r >= rank)
+        )
+    return kwargs
+
+
+def vllm_context(ref: ModelRef) -> int | None:
+    """The base model's context length, for the request builder's prompt trimming (as on HF)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    from codetune.generation.sequence import context_length
+
+    return context_length(SimpleNamespace(config=AutoConfig.from_pretrained(ref.base)))
 
 
 def pin_rank_gpu() -> None:
