@@ -100,6 +100,7 @@ class Sequence:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Sequence], None] | None = None
     copy: int = 0  # which of the request's n completions (its seed is seed + copy)
+    adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0
