@@ -213,8 +213,8 @@ class OpenAIServing:
     def _claim(self, client: str | None, seqs: list[Sequence]) -> None:
         if client is None:
             return
-        for older in self._clients.get(client, []):
-            older.cancel()
+        # Through the engine: counted, and their slots free for the newer request at once.
+        self.batcher.cancel([older for older in self._clients.get(client, []) if not older.done])
         self._clients[client] = seqs
 
     def _forget(self, client: str | None, seqs: list[Sequence]) -> None:
