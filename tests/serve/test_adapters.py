@@ -193,3 +193,56 @@ def test_adalora_and_unnamed_mixes_are_refused(runs, tmp_path):
         resolve_adapters(BASE, {"a": runs["a"], "ada": folder})
     proc = run_cli("serve", "--model", BASE, "--adapter", str(runs["a"]), "--adapter", f"b={runs['b']}")
     assert_clean_error(proc, "NAME=RUN_DIR")
+
+
+def test_micro_batching_serves_the_adapters_too(runs, alone, launch):
+    """The static engine (seq2seq models, beam search, `batching: micro`) mixes adapters in generate()."""
+    start, stop = launch
+    running = start(model=BASE, adapters={"a": runs["a"], "b": runs["b"]}, batching="micro")
+    try:
+        results = {}
+        threads = [
+            threading.Thread(target=lambda n=name: results.__setitem__(n, greedy(running.url, n)))
+            for name in ("a", "b", BASE)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert results == {"a": alone["a"]["plain"], "b": alone["b"]["plain"], BASE: alone["base"]["plain"]}
+    finally:
+        stop(running)
+
+
+def test_the_cli_serves_named_adapters(runs):
+    """`codetune serve --adapter NAME=RUN_DIR` twice, as a user starts it."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.serve.conftest import free_port
+
+    port = free_port()
+    args = [
+        "--model",
+        BASE,
+        "--adapter",
+        f"a={runs['a']}",
+        "--adapter",
+        f"b={runs['b']}",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "codetune", "serve", *args, "--set", "log_level=warning"])
+    try:
+        deadline, models = time.monotonic() + 120, None
+        while models is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert [card["id"] for card in models["data"]] == [BASE, "a", "b"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
