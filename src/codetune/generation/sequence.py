@@ -100,7 +100,6 @@ class Sequence:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Sequence], None] | None = None
     copy: int = 0  # which of the request's n completions (its seed is seed + copy)
-    adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0
@@ -109,6 +108,7 @@ class Sequence:
     token_logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[str, float]] = field(default_factory=list)
     beams: list[Completion] | None = None
+    adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _detok: Detokenizer = field(default_factory=Detokenizer)
     _matcher: StopMatcher | None = None

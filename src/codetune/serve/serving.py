@@ -141,13 +141,12 @@ class OpenAIServing:
             code="model_not_found",
         )
 
-    def sequences(self, built: Request, adapter: str | None) -> list[Sequence]:
-        """A built request's rows, each tagged with its adapter when adapters are served."""
-        seqs = built.new_sequences()
+    def use_adapter(self, seqs: list[Sequence], model: str | None) -> None:
+        """Tag rows with the adapter ``model`` names, when adapters are served (404 for an unknown one)."""
+        adapter = self.adapter_for(model)
         if self.adapters:
             for seq in seqs:
                 seq.adapter = adapter or "__base__"
-        return seqs
 
     # -- small routes ---------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
@@ -338,9 +337,9 @@ class OpenAIServing:
         self, request: CompletionRequest, disconnected: Disconnected | None = None
     ) -> dict[str, Any] | AsyncIterator[str]:
         """A completion response, or (stream) an iterator of SSE lines."""
-        adapter = self.adapter_for(request.model)
         requests = self._completion_requests(request)
-        seqs = [seq for r in requests for seq in self.sequences(r, adapter)]
+        seqs = [seq for r in requests for seq in r.new_sequences()]
+        self.use_adapter(seqs, request.model)
         texts = [r.text for r in requests for _ in r.sequences]
         model = request.model or self.name
         client = f"completions:{request.user}" if request.user else None
@@ -435,7 +434,6 @@ class OpenAIServing:
         from codetune.inference.prompts import chat_prompt
 
         self._check(request)
-        adapter = self.adapter_for(request.model)
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         try:
             prompt, stops = chat_prompt(self.tokenizer, messages)
@@ -444,7 +442,8 @@ class OpenAIServing:
         params = self._params(request, stops)
         params.logprobs = None
         built = self._request(prompt, None, params)
-        seqs = self.sequences(built, adapter)
+        seqs = built.new_sequences()
+        self.use_adapter(seqs, request.model)
         model = request.model or self.name
         client = f"chat:{request.user}" if request.user else None
         if request.stream:

@@ -122,9 +122,8 @@ class Engine:
             )
         except ValidationError as error:
             raise validation_error(error) from None
-        adapter = self.serving.adapter_for(request.model)
         [built] = self.serving._completion_requests(openai_request)
-        return self.serving.sequences(built, adapter), built.truncated, built.warning
+        return built.new_sequences(), built.truncated, built.warning
 
     async def stream(
         self, request: EditorRequest, disconnected: Disconnected | None = None
@@ -133,6 +132,7 @@ class Engine:
         from codetune.serve.serving import _chain, _first
 
         seqs, truncated, warning = self._sequences(request)
+        self.serving.use_adapter(seqs, request.model)
         [seq] = seqs
         started = time.monotonic()
         run = self.serving._run(seqs, disconnected, stream=True, client=request.client)
