@@ -446,7 +446,12 @@ def generate(
 def serve(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
     adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
+        list[str] | None,
+        typer.Option(
+            "--adapter",
+            help="NAME=RUN_DIR: a LoRA run served over --model as model NAME. Repeatable. "
+            "A lone RUN_DIR (no NAME=) applies that run's adapter to the one served model.",
+        ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
@@ -466,15 +471,35 @@ def serve(
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
+    single, named = _adapter_options(adapter or [])
     given = {
         "model": model,
-        "adapter": adapter,
+        "adapter": single,
+        "adapters": named or None,
         "host": host,
         "port": port,
         "api_key": api_key,
         "cors_origins": cors_origin or None,
     }
     _run_stage("serve", given, overrides)
+
+
+def _adapter_options(values: list[str]) -> tuple[Path | None, dict[str, Path]]:
+    """``--adapter`` values: one bare run folder, or NAME=RUN_DIR pairs (not both)."""
+    named: dict[str, Path] = {}
+    bare = [value for value in values if "=" not in value]
+    if bare and (len(values) > 1):
+        raise ConfigError(f"--adapter {bare[0]}: with several adapters name each one, --adapter NAME=RUN_DIR")
+    if bare:
+        return Path(bare[0]), {}
+    for value in values:
+        name, _, folder = value.partition("=")
+        if not name or not folder:
+            raise ConfigError(f"--adapter {value!r}: expected NAME=RUN_DIR")
+        if name in named:
+            raise ConfigError(f"--adapter: the name {name!r} is given twice")
+        named[name] = Path(folder)
+    return None, named
 
 
 @sandbox_app.command("check")

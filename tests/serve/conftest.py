@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def make_run(folder: Path, seed: int = 0, model: str = "tiny-gpt-bigcode") -> Path:
+    """A run folder as `codetune train` writes it: adapter/ (peft LoRA) + manifest.json.
+
+    B is random (not peft's zero init), drawn from ``seed``, so that each adapter changes the outputs
+    in its own way.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from codetune.modeling.loading import load_model
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=8, lora_alpha=64, target_modules=["c_attn"], init_lora_weights=False)
+    get_peft_model(load_model(model), lora).save_pretrained(str(folder / "adapter"))
+    (folder / "manifest.json").write_text(json.dumps({"model": model, "method": "lora"}))
+    return folder
 
 
 def free_port() -> int:

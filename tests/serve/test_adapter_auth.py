@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import openai
 import pytest
+from tests.serve.conftest import make_run
 
 KEY = "sekrit-key"
 PROMPT = "def add(a, b):\n    return"
-
-
-def make_run(folder):
-    """A run folder as `codetune train` writes it: adapter/ (peft) + manifest.json."""
-    from peft import LoraConfig, get_peft_model
-
-    from codetune.modeling.loading import load_model
-
-    base = load_model("tiny-gpt-bigcode")
-    # Random B (not peft's zero init) so that the adapter visibly changes the outputs.
-    lora = LoraConfig(r=8, lora_alpha=64, target_modules=["c_attn"], init_lora_weights=False)
-    model = get_peft_model(base, lora)
-    model.save_pretrained(str(folder / "adapter"))
-    (folder / "manifest.json").write_text(json.dumps({"model": "tiny-gpt-bigcode", "method": "lora"}))
-    return folder
 
 
 @pytest.fixture(scope="module")

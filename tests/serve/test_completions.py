@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -241,3 +242,81 @@ def test_client_disconnect_mid_stream_frees_its_slot(server):
     assert healthy(server)
     result = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=60)
     assert result.status_code == 200
+
+
+# -- cancellation -----------------------------------------------------------------------------------
+LONG = {"prompt": PROMPT, "max_tokens": 400, "min_tokens": 400, "temperature": 0}
+
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+def test_a_newer_request_of_the_same_user_cancels_the_older(server, stream):
+    """Editors send one completion per keystroke with the same `user`: only the newest is worth finishing."""
+    engine = server.serving.batcher
+    before = engine.stats()
+    older = {**LONG, "stream": stream, "user": "alice"}
+    result = {}
+
+    def send_older():
+        if stream:
+            with httpx.stream("POST", server.url + "/v1/completions", json=older, timeout=120) as response:
+                lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+            result["choice"] = json.loads(lines[-2][6:])["choices"][0]
+            result["last"] = lines[-1]
+        else:
+            result["choice"] = httpx.post(server.url + "/v1/completions", json=older, timeout=120).json()[
+                "choices"
+            ][0]
+
+    thread = threading.Thread(target=send_older)
+    thread.start()
+    wait_until(lambda: engine.active == 1 and engine.stats()["decode_steps"] > before["decode_steps"])
+    # Another user's request leaves alice's running.
+    other = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2, "user": "bob"})
+    assert other.status_code == 200 and engine.active == 1
+    newer = httpx.post(
+        server.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "user": "alice"}, timeout=60
+    )
+    thread.join(60)
+    assert newer.status_code == 200 and newer.json()["choices"][0]["finish_reason"] == "length"
+    assert result["choice"]["finish_reason"] == "cancelled"
+    if stream:
+        assert result["last"] == "data: [DONE]"
+    wait_until(lambda: engine.active == 0)
+    after = engine.stats()
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["tokens"] - before["tokens"] < 400
+
+
+@pytest.mark.parametrize(
+    ("path", "stream"),
+    [("/v1/completions", False), ("/v1/chat/completions", False), ("/v1/chat/completions", True)],
+    ids=["completions", "chat", "chat-stream"],
+)
+def test_a_client_that_goes_away_cancels_its_rows(server, path, stream):
+    """The connection closes mid-generation (an editor dropped the request): its rows leave the engine."""
+    import socket
+
+    engine = server.serving.batcher
+    before = engine.stats()
+    request = {**LONG, "stream": stream}
+    if path.endswith("chat/completions"):
+        request["messages"] = [{"role": "user", "content": request.pop("prompt")}]
+    body = json.dumps(request).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    wait_until(lambda: engine.active == 1 and engine.stats()["decode_steps"] > before["decode_steps"])
+    sock.close()
+    wait_until(lambda: engine.active == 0)
+    after = engine.stats()
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["tokens"] - before["tokens"] < 400
+    assert healthy(server)

@@ -14,7 +14,7 @@ from schemathesis.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-POST_ERRORS = {"400", "401", "408", "413", "415", "500", "503"}
+POST_ERRORS = {"400", "401", "404", "408", "413", "415", "500", "503"}
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,10 @@ def test_every_route_declares_its_body_and_errors(openapi):
         codes = set(op["responses"])
         assert "500" in codes, path
         if method == "post":
-            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = op["requestBody"]["content"]["application/json"]["schema"]
             assert op["requestBody"]["required"] is True
-            assert ref.rsplit("/", 1)[1] in components, ref
+            for ref in [b["$ref"] for b in body.get("anyOf", [body])]:
+                assert ref.rsplit("/", 1)[1] in components, ref
             assert codes >= POST_ERRORS, (path, codes)
             # Every POST streams (SSE; Ollama's NDJSON) except Ollama's /api/show.
             streams = {"text/event-stream", "application/x-ndjson"} & set(op["responses"]["200"]["content"])
@@ -64,6 +65,23 @@ def test_every_route_declares_its_body_and_errors(openapi):
     assert completion["seed"]["anyOf"][0]["maximum"] == 2**64 - 1
     chat = components["ChatCompletionRequest"]["properties"]
     assert {"type": "integer", "minimum": 0, "maximum": 20} in chat["top_logprobs"]["anyOf"]
+
+
+def test_tabby_body_is_declared_on_the_openai_completions_path(openapi):
+    """Tabby's plugins post `segments` to /v1/completions: the schema offers both bodies and answers."""
+    from codetune.serve.protocols.tabby import TabbyCompletionRequest, TabbySegments
+
+    components = openapi["components"]["schemas"]
+    operation = openapi["paths"]["/v1/completions"]["post"]
+    bodies = operation["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
+    names = [b["$ref"].rsplit("/", 1)[1] for b in bodies]
+    assert names == ["CompletionRequest", "TabbyCompletionRequest"]
+    tabby = components["TabbyCompletionRequest"]
+    assert set(tabby["properties"]) == set(TabbyCompletionRequest.model_fields)
+    assert tabby["additionalProperties"] is False
+    assert set(components["TabbySegments"]["properties"]) == set(TabbySegments.model_fields)
+    answers = operation["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+    assert [a["$ref"].rsplit("/", 1)[1] for a in answers] == ["CompletionResponse", "TabbyCompletionResponse"]
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,7 @@ class Sequence:
     token_logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[str, float]] = field(default_factory=list)
     beams: list[Completion] | None = None
+    adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _detok: Detokenizer = field(default_factory=Detokenizer)
     _matcher: StopMatcher | None = None

@@ -194,6 +194,102 @@ def load_adapter(model: Any, folder: Path, *, trainable: bool = False) -> Any:
     return peft_model
 
 
+def _same_base(a: str, b: str) -> bool:
+    def norm(name: str) -> str:
+        return str(Path(name).resolve()) if Path(name).exists() else name
+
+    return norm(a) == norm(b)
+
+
+def resolve_adapters(model: str, adapters: dict[str, Path]) -> tuple[ModelRef, dict[str, Path]]:
+    """The one base and each named adapter's folder, checked to share that base and its tokenizer.
+
+    A run folder names its base in its manifest, a bare adapter folder in its adapter_config.json.
+    Only LoRA adapters (and QLoRA's) are served side by side: peft runs rows of different LoRA adapters
+    in one batch (``adapter_names``), while its AdaLoRA layers ignore that argument.
+    """
+    from peft import PeftConfig
+
+    base = resolve_model(model)
+    if base.adapter is not None:
+        raise ModelLoadError(
+            f"--model {model} is a run folder with an adapter; with named adapters give the base "
+            f"model as --model (its base is {base.base}) and the run as --adapter NAME={model}"
+        )
+    folders: dict[str, Path] = {}
+    tokenizer_of: dict[str, str] = {}
+    for name, given in adapters.items():
+        path = Path(given).expanduser()
+        if _run_manifest(path) is not None:
+            ref = resolve_model(path)
+            if ref.adapter is None:
+                raise ModelLoadError(f"adapter {name!r}: {path} holds a merged model, not an adapter")
+            folder, trained_on = ref.adapter, ref.base
+            if ref.tokenizer is not None:
+                tokenizer_of[name] = ref.tokenizer
+        elif (path / "adapter_config.json").is_file():
+            folder = path
+            trained_on = resolve_model(PeftConfig.from_pretrained(str(path)).base_model_name_or_path).base
+        else:
+            raise ModelLoadError(
+                f"adapter {name!r}: no adapter found at {path} (expected a run folder or an adapter folder)"
+            )
+        if not _same_base(trained_on, base.base):
+            raise ModelLoadError(
+                f"adapter {name!r} ({path}) was trained on {trained_on}, but the served base is {base.base} "
+                f"(--model {model}): all adapters must share one base model"
+            )
+        kind = str(PeftConfig.from_pretrained(str(folder)).peft_type).rsplit(".", 1)[-1]
+        if kind != "LORA":
+            raise ModelLoadError(
+                f"adapter {name!r} ({path}) is {kind}: only LoRA adapters share batches (peft's "
+                f"adapter_names); serve it alone (--adapter {path}) or merge it (codetune merge)"
+            )
+        folders[name] = folder
+    if tokenizer_of and len(tokenizer_of) < len(folders):
+        tokenizer_of["the base"] = base.tokenizer_source  # the adapters without a tokenizer of their own
+    tokenizer = _one_tokenizer(base, tokenizer_of)
+    return ModelRef(base.base, None, tokenizer), folders
+
+
+def _one_tokenizer(base: ModelRef, tokenizer_of: dict[str, str]) -> str | None:
+    """The runs' own tokenizer (it may add FIM tokens), which every adapter must then share."""
+    if not tokenizer_of:
+        return base.tokenizer
+    vocabularies = {
+        name: load_tokenizer(ModelRef(base.base, None, source)).get_vocab()
+        for name, source in tokenizer_of.items()
+    }
+    first, vocab = next(iter(vocabularies.items()))
+    for name, other in vocabularies.items():
+        if other != vocab:
+            raise ModelLoadError(
+                f"{first!r} and {name!r} use different tokenizers "
+                f"({tokenizer_of[first]}, {tokenizer_of[name]}): they cannot share one server"
+            )
+    return tokenizer_of[first]
+
+
+def load_with_adapters(
+    base: ModelRef, adapters: dict[str, Path], *, dtype: Any = None, device: str | None = None
+) -> Any:
+    """The base model with every named LoRA adapter loaded (unmerged), in eval mode on ``device``."""
+    from peft import PeftModel
+
+    model = load_model(ModelRef(base.base), dtype=dtype)
+    tokenizer = load_tokenizer(base)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    (first, folder), *rest = adapters.items()
+    model = PeftModel.from_pretrained(model, str(folder), adapter_name=first)
+    for name, folder in rest:
+        model.load_adapter(str(folder), adapter_name=name)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model
+
+
 def default_device() -> str:
     """cuda when present, else mps, else cpu."""
     import torch

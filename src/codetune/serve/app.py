@@ -52,26 +52,33 @@ def redact_server_logs() -> None:
 
 
 def build_serving(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) -> OpenAIServing:
-    """Load the model (base + adapter, unmerged) and start its engine."""
-    from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
+    """Load the model (base + adapter, or base + named adapters, unmerged) and start its engine."""
+    from codetune.modeling import loading
     from codetune.serve.serving import start_engine
 
     if model is None or tokenizer is None:
         import torch
 
-        ref = resolve_model(cfg.model, cfg.adapter)
-        tokenizer = load_tokenizer(ref)
-        device = cfg.device or default_device()
-        model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
+        device = cfg.device or loading.default_device()
+        dtype = torch.float16 if device.startswith("cuda") else None
+        if cfg.adapters:
+            ref, folders = loading.resolve_adapters(cfg.model, cfg.adapters)
+            tokenizer = loading.load_tokenizer(ref)
+            model = loading.load_with_adapters(ref, folders, device=device, dtype=dtype)
+        else:
+            ref = loading.resolve_model(cfg.model, cfg.adapter)
+            tokenizer = loading.load_tokenizer(ref)
+            model = loading.load_model(ref, device=device, dtype=dtype)
     batcher = start_engine(cfg, model, tokenizer)
     return OpenAIServing(cfg, model, tokenizer, batcher)
 
 
-_POST_ERRORS = (400, 401, 408, 413, 415, 500, 503)
+_POST_ERRORS = (400, 401, 404, 408, 413, 415, 500, 503)
 _GET_ERRORS = (401, 500)
 _ERROR_TEXT = {
     400: "Invalid request (OpenAI error body).",
     401: "Missing or wrong API key.",
+    404: "No such model (the request's `model` names none of /v1/models).",
     408: "The request body did not arrive in time.",
     413: "Request body too large.",
     415: "Content-Type is not application/json.",
@@ -237,8 +244,9 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
 
     # Ollama, llama.cpp, TGI, Tabby, Mistral FIM and Copilot: one adapter each (serve/protocols/).
     protocol_bodies = mount_protocols(app, serving, read_body, guard, read_request)
-    bodies = {
-        "/v1/completions": CompletionRequest,
+    # Tabby's plugins post their own body (`segments`) to OpenAI's path: either one is valid there.
+    bodies: dict[str, Any] = {
+        "/v1/completions": (CompletionRequest, tabby.TabbyCompletionRequest),
         "/v1/chat/completions": ChatCompletionRequest,
         **protocol_bodies,
     }
@@ -249,15 +257,21 @@ def create_app(cfg: ServeConfig, serving: OpenAIServing | None = None) -> Any:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for path, model_cls in bodies.items():
-            body_schema = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(body_schema.pop("$defs", {}))
-            components[model_cls.__name__] = body_schema
-            ref = {"$ref": f"#/components/schemas/{model_cls.__name__}"}
+
+        def ref(model_cls: Any, mode: str = "validation") -> dict[str, str]:
+            model_schema = model_cls.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+            components.update(model_schema.pop("$defs", {}))
+            components[model_cls.__name__] = model_schema
+            return {"$ref": f"#/components/schemas/{model_cls.__name__}"}
+
+        for path, models in bodies.items():
+            refs = [ref(m) for m in (models if isinstance(models, tuple) else (models,))]
             schema["paths"][path]["post"]["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": ref}},
+                "content": {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}},
             }
+        answer = schema["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]["application/json"]
+        answer["schema"] = {"anyOf": [answer["schema"], ref(tabby.TabbyCompletionResponse, "serialization")]}
         for operations in schema["paths"].values():
             for operation in operations.values():
                 operation["responses"].pop("422", None)  # validation errors are 400s in OpenAI's shape

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from codetune.schema import StrictModel
+
+# Names clients send as `model` (Ollama's `name:tag` included); never peft's reserved `__base__`.
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class ServeConfig(StrictModel):
@@ -17,6 +21,11 @@ class ServeConfig(StrictModel):
         "tiny-gpt-bigcode", description="Hub id, local path, preset, run folder or merged model."
     )
     adapter: Path | None = Field(None, description="Run folder (or adapter folder) served unmerged.")
+    adapters: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Named LoRA adapters (NAME: run folder) served over the one base model, unmerged: a "
+        "request's `model` field picks one by NAME, the base's served name (or no name) the base alone.",
+    )
     served_name: str | None = Field(None, description="Model id reported by /v1/models (default: --model).")
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8000, ge=0, le=65535)
@@ -66,3 +75,22 @@ class ServeConfig(StrictModel):
         description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning).",
     )
     log_level: str = Field("info", description="uvicorn log level.")
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, adapters: dict[str, Path]) -> dict[str, Path]:
+        for name in adapters:
+            if not ADAPTER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"adapter name {name!r}: use letters, digits and . _ : - (at most 64 characters)"
+                )
+        return adapters
+
+    @model_validator(mode="after")
+    def _one_way_to_adapt(self) -> ServeConfig:
+        if self.adapter is not None and self.adapters:
+            raise ValueError("give either adapter (one run, served as the model) or named adapters, not both")
+        base = self.served_name or self.model
+        if base in self.adapters:
+            raise ValueError(f"adapter name {base!r} is the base model's served name; pick another")
+        return self

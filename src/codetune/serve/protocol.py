@@ -181,7 +181,7 @@ class CompletionChoice(BaseModel):
     text: str
     index: int
     logprobs: CompletionLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
 
 
 def _id(prefix: str) -> str:
@@ -205,7 +205,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
     logprobs: None = None
 
 
@@ -226,7 +226,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -243,6 +243,9 @@ class ModelCard(BaseModel):
     object: str = "model"
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "codetune"
+    # An adapter's card: its folder and the base it runs over (vLLM's LoRA cards).
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

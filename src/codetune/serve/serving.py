@@ -111,17 +111,56 @@ class OpenAIServing:
     def __init__(self, cfg: ServeConfig, model: Any, tokenizer: Any, batcher: Engine) -> None:
         self.cfg, self.model, self.tokenizer, self.batcher = cfg, model, tokenizer, batcher
         self.name = cfg.served_name or cfg.model
+        # Named adapters over the one base (vLLM's multi-LoRA convention: `model` picks one).
+        self.adapters: list[str] = list(cfg.adapters)
         self.context = cfg.context_length or context_length(model) or 2048
         self.started = time.time()
+        # A newer request from the same client cancels its older one still running (keystrokes).
+        self._clients: dict[str, list[Sequence]] = {}
+
+    # -- models ---------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """The base's served name, then each adapter's."""
+        return [self.name, *self.adapters]
+
+    def adapter_for(self, model: str | None) -> str | None:
+        """The adapter a request's ``model`` names (None: the base); 404 for a name this server lacks.
+
+        A server without named adapters answers to any name, as editors send fixed ones
+        (``codestral-latest``, Copilot's engine).
+        """
+        if not self.adapters or not model or model == self.name:
+            return None
+        if model in self.adapters:
+            return model
+        raise ServingError(
+            404,
+            f"model {model!r} does not exist; this server has: {', '.join(self.model_names())}",
+            type="not_found_error",
+            param="model",
+            code="model_not_found",
+        )
+
+    def use_adapter(self, seqs: list[Sequence], model: str | None) -> None:
+        """Tag rows with the adapter ``model`` names, when adapters are served (404 for an unknown one)."""
+        adapter = self.adapter_for(model)
+        if self.adapters:
+            for seq in seqs:
+                seq.adapter = adapter or "__base__"
 
     # -- small routes ---------------------------------------------------------------------------
     def models(self) -> dict[str, Any]:
-        return ModelList(data=[ModelCard(id=self.name)]).model_dump()
+        cards = [ModelCard(id=self.name)]
+        cards += [
+            ModelCard(id=name, root=str(self.cfg.adapters[name]), parent=self.name) for name in self.adapters
+        ]
+        return ModelList(data=cards).model_dump()
 
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
             "model": self.name,
+            **({"adapters": self.adapters} if self.adapters else {}),
             "uptime_s": round(time.time() - self.started, 1),
             **self.batcher.stats(),
         }
@@ -170,10 +209,29 @@ class OpenAIServing:
         except RequestError as error:
             raise ServingError(400, str(error), param=error.param, code=error.code) from None
 
+    def _claim(self, client: str | None, seqs: list[Sequence]) -> None:
+        if client is None:
+            return
+        # Through the engine: counted, and their slots free for the newer request at once.
+        self.batcher.cancel([older for older in self._clients.get(client, []) if not older.done])
+        self._clients[client] = seqs
+
+    def _forget(self, client: str | None, seqs: list[Sequence]) -> None:
+        if client is not None and self._clients.get(client) is seqs:
+            del self._clients[client]
+
     async def _run(
-        self, seqs: list[Sequence], disconnected: Disconnected | None, *, stream: bool = False
+        self,
+        seqs: list[Sequence],
+        disconnected: Disconnected | None,
+        *,
+        stream: bool = False,
+        client: str | None = None,
     ) -> AsyncIterator[tuple[str, int, str]]:
-        """Queue sequences and yield ("text", i, delta) and ("done", i, "") events; cancel on exit."""
+        """Queue sequences and yield ("text", i, delta) and ("done", i, "") events; cancel on exit.
+
+        ``client`` (a user, slot or client id): a newer request of the same client cancels this one.
+        """
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
         for i, seq in enumerate(seqs):
@@ -183,9 +241,11 @@ class OpenAIServing:
                     events.put_nowait, ("text", i, delta)
                 )
             seq.on_done = lambda s, i=i: loop.call_soon_threadsafe(events.put_nowait, ("done", i, ""))
+        self._claim(client, seqs)
         try:
             self.batcher.submit(seqs)
         except QueueFull as error:
+            self._forget(client, seqs)
             raise ServingError(
                 503, f"server busy: {error}; retry later", type="server_error", code="queue_full"
             ) from None
@@ -209,6 +269,7 @@ class OpenAIServing:
                         raise ServingError(500, f"generation failed: {error}", type="server_error")
                 yield event
         finally:
+            self._forget(client, seqs)
             self.batcher.cancel([s for s in seqs if not s.done] or [])
             for seq in seqs:
                 self.batcher.release(seq)
@@ -264,7 +325,8 @@ class OpenAIServing:
 
     @staticmethod
     def _reason(seq: Sequence) -> str:
-        return "length" if seq.finish_reason == "length" else "stop"
+        # "cancelled": a newer request of the same `user` took over (the text is what was ready)
+        return seq.finish_reason if seq.finish_reason in ("length", "cancelled") else "stop"
 
     def _usage(self, seqs: list[Sequence]) -> Usage:
         prompt = sum(len(s.prompt_ids) for s in seqs[:: max(seqs[0].params.n, 1)]) if seqs else 0
@@ -277,11 +339,13 @@ class OpenAIServing:
         """A completion response, or (stream) an iterator of SSE lines."""
         requests = self._completion_requests(request)
         seqs = [seq for r in requests for seq in r.new_sequences()]
+        self.use_adapter(seqs, request.model)
         texts = [r.text for r in requests for _ in r.sequences]
         model = request.model or self.name
+        client = f"completions:{request.user}" if request.user else None
         if request.stream:
-            return await self._stream_completions(request, requests, seqs, texts, model, disconnected)
-        async for _ in self._run(seqs, disconnected):
+            return await self._stream_completions(request, requests, seqs, texts, model, disconnected, client)
+        async for _ in self._run(seqs, disconnected, client=client):
             pass
         choices = []
         for i, (seq, text) in enumerate(zip(seqs, texts)):
@@ -307,9 +371,10 @@ class OpenAIServing:
         texts: list[str],
         model: str,
         disconnected: Disconnected | None,
+        client: str | None = None,
     ) -> AsyncIterator[str]:
         # Queue before the first byte goes out, so that a full queue is still a plain 503.
-        run = self._run(seqs, disconnected, stream=True)
+        run = self._run(seqs, disconnected, stream=True, client=client)
         first = await _first(run)
         response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
@@ -378,10 +443,12 @@ class OpenAIServing:
         params.logprobs = None
         built = self._request(prompt, None, params)
         seqs = built.new_sequences()
+        self.use_adapter(seqs, request.model)
         model = request.model or self.name
+        client = f"chat:{request.user}" if request.user else None
         if request.stream:
-            return await self._stream_chat(seqs, model, disconnected)
-        async for _ in self._run(seqs, disconnected):
+            return await self._stream_chat(seqs, model, disconnected, client)
+        async for _ in self._run(seqs, disconnected, client=client):
             pass
         choices = [
             ChatChoice(index=i, message=ChatMessageOut(content=s.text), finish_reason=self._reason(s))
@@ -391,9 +458,9 @@ class OpenAIServing:
         return self._annotate(body, [built])
 
     async def _stream_chat(
-        self, seqs: list[Sequence], model: str, disconnected: Disconnected | None
+        self, seqs: list[Sequence], model: str, disconnected: Disconnected | None, client: str | None = None
     ) -> AsyncIterator[str]:
-        run = self._run(seqs, disconnected, stream=True)
+        run = self._run(seqs, disconnected, stream=True, client=client)
         first = await _first(run)
         response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
 

@@ -20,6 +20,14 @@ from codetune.generation.sequence import Sequence, fail
 logger = logging.getLogger(__name__)
 
 
+def adapter_kwargs(seqs: list[Sequence]) -> dict[str, Any]:
+    """peft's mixed-adapter batch argument when rows name their adapters (serve's named adapters)."""
+    names = [seq.adapter for seq in seqs]
+    if all(name is None for name in names):
+        return {}
+    return {"adapter_names": [name or "__base__" for name in names]}
+
+
 class QueueFull(Exception):
     """More sequences are waiting or running than the server allows."""
 

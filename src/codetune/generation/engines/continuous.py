@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from codetune.generation.engines.base import Engine
+from codetune.generation.engines.base import Engine, adapter_kwargs
 from codetune.generation.engines.hf import run_batch
 from codetune.generation.sampler import choose_one, make_generator, plain
 from codetune.generation.sequence import Sequence, advance, fail, finish, stop_token_ids
@@ -219,6 +219,7 @@ class ContinuousEngine(Engine):
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: the vocabulary projection is the big one
+            **adapter_kwargs(ready),
         )
         with self._cond:
             self.batches += 1
@@ -278,6 +279,7 @@ class ContinuousEngine(Engine):
             position_ids=positions,
             past_key_values=self._cache,
             use_cache=True,
+            **adapter_kwargs([r.seq for r in self._rows]),
         )
         with self._cond:
             self.batches += 1

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from codetune.generation.engines.base import Engine
+from codetune.generation.engines.base import Engine, adapter_kwargs
 from codetune.generation.sampler import RowSampler, make_generator
 from codetune.generation.sequence import (
     Completion,
@@ -135,6 +135,7 @@ def run_batch(model: Any, tokenizer: Any, seqs: list[Sequence]) -> None:
         "top_p": None,
         "top_k": None,
         "logits_processor": LogitsProcessorList([sampler]),
+        **adapter_kwargs(live),
     }
     with torch.inference_mode():
         if beams > 1:

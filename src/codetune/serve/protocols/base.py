@@ -76,7 +76,6 @@ class Engine:
 
     def __init__(self, serving: Any) -> None:
         self.serving = serving
-        self._running: dict[str, list[Any]] = {}
 
     @property
     def name(self) -> str:
@@ -87,7 +86,12 @@ class Engine:
         return self.serving.context
 
     def model_names(self) -> list[str]:
-        return [self.serving.name]
+        """The base's served name, then each named adapter's."""
+        return self.serving.model_names()
+
+    def check_model(self, name: str | None) -> str | None:
+        """The adapter ``name`` picks (None: the base); a 404 naming the served models otherwise."""
+        return self.serving.adapter_for(name)
 
     def device(self) -> str:
         return str(getattr(self.serving.model, "device", "cpu"))
@@ -121,17 +125,6 @@ class Engine:
         [built] = self.serving._completion_requests(openai_request)
         return built.new_sequences(), built.truncated, built.warning
 
-    def _claim(self, request: EditorRequest, seqs: list[Any]) -> None:
-        if request.client is None:
-            return
-        for older in self._running.get(request.client, []):
-            older.cancel()
-        self._running[request.client] = seqs
-
-    def _forget(self, request: EditorRequest, seqs: list[Any]) -> None:
-        if request.client is not None and self._running.get(request.client) is seqs:
-            del self._running[request.client]
-
     async def stream(
         self, request: EditorRequest, disconnected: Disconnected | None = None
     ) -> AsyncIterator[str | EditorCompletion]:
@@ -139,15 +132,11 @@ class Engine:
         from codetune.serve.serving import _chain, _first
 
         seqs, truncated, warning = self._sequences(request)
+        self.serving.use_adapter(seqs, request.model)
         [seq] = seqs
-        self._claim(request, seqs)
         started = time.monotonic()
-        run = self.serving._run(seqs, disconnected, stream=True)
-        try:
-            first = await _first(run)
-        except BaseException:
-            self._forget(request, seqs)
-            raise
+        run = self.serving._run(seqs, disconnected, stream=True, client=request.client)
+        first = await _first(run)
 
         async def events() -> AsyncIterator[str | EditorCompletion]:
             first_token_at: float | None = None
@@ -189,7 +178,6 @@ class Engine:
                     warning=warning,
                 )
             finally:
-                self._forget(request, seqs)
                 await run.aclose()
 
         return events()
@@ -206,7 +194,7 @@ class Engine:
         return result
 
 
-POST_ERRORS = (400, 401, 408, 413, 415, 500, 503)
+POST_ERRORS = (400, 401, 404, 408, 413, 415, 500, 503)
 GET_ERRORS = (401, 500)
 STREAM_TYPES = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 

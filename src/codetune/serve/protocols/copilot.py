@@ -39,6 +39,7 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/v1/engines/{engine}/completions", CopilotCompletionRequest, stream="sse")
     async def engine_completions(engine: str, request: Request) -> Any:
         body = await ctx.read_request(request, CopilotCompletionRequest)
+        # The engine in the path names the model (an adapter's name picks that adapter).
         body.model = body.model or engine
         return respond(await ctx.engine.serving.completions(body, request.is_disconnected))
 

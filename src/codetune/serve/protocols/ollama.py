@@ -126,10 +126,11 @@ def _stats(result: EditorCompletion) -> dict[str, Any]:
     }
 
 
-def _details(ctx: Mount) -> dict[str, Any]:
+def _details(ctx: Mount, name: str | None = None) -> dict[str, Any]:
     config = ctx.engine.serving.model.config
+    adapter = ctx.engine.check_model(name)
     return {
-        "parent_model": "",
+        "parent_model": ctx.engine.name if adapter else "",
         "format": "safetensors",
         "family": config.model_type,
         "families": [config.model_type],
@@ -153,6 +154,7 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/api/generate", OllamaGenerateRequest, stream="ndjson")
     async def generate(request: Request) -> Any:
         body = await ctx.parse(OllamaGenerateRequest, request)
+        ctx.engine.check_model(body.model)  # a 404 before anything, as Ollama's own "model not found"
         if not body.prompt and body.suffix is None:
             # Ollama answers an empty prompt by loading the model: nothing to generate.
             return {
@@ -201,7 +203,7 @@ def mount(ctx: Mount) -> None:
                     "modified_at": modified,
                     "size": 0,
                     "digest": "",
-                    "details": _details(ctx),
+                    "details": _details(ctx, name),
                 }
                 for name in ctx.engine.model_names()
             ]
@@ -210,12 +212,13 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/api/show", OllamaShowRequest)
     async def show(request: Request) -> Any:
         body = await ctx.parse(OllamaShowRequest, request)
+        name = body.model or body.name
         config = ctx.engine.serving.model.config
         return {
-            "modelfile": f"FROM {body.model or body.name or ctx.engine.name}\n",
+            "modelfile": f"FROM {name or ctx.engine.name}\n",
             "parameters": "",
             "template": "{{ .Prompt }}",
-            "details": _details(ctx),
+            "details": _details(ctx, name),
             "model_info": {
                 "general.architecture": config.model_type,
                 f"{config.model_type}.context_length": ctx.engine.context_length,

@@ -96,6 +96,19 @@ class TabbyCompletionRequest(ProtocolModel):
         )
 
 
+class TabbyChoice(BaseModel):
+    index: int
+    text: str
+
+
+class TabbyCompletionResponse(BaseModel):
+    """Tabby's answer on /v1/completions (declared next to OpenAI's in /openapi.json)."""
+
+    id: str
+    choices: list[TabbyChoice]
+    debug_data: dict[str, Any] | None = None
+
+
 async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, Any]:
     """Answer a Tabby-shaped /v1/completions body (the OpenAI route hands it over)."""
     body = ctx.parse_body(TabbyCompletionRequest, raw_body)
