@@ -65,4 +65,21 @@ class ServeConfig(StrictModel):
         False,
         description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning).",
     )
+    repos: list[Path] = Field(
+        default_factory=list,
+        description="Repository folders indexed for context (--repo, repeatable): when a request sends no "
+        "context, the server retrieves it from the repository of the request's file, and from no other.",
+    )
+    repo_refresh_s: float = Field(
+        2.0,
+        ge=0,
+        description="Least seconds between two scans of the repositories for added, edited or deleted "
+        "files (a stat per file, when a request comes; a changed repository is indexed again).",
+    )
+    context_tokens: int = Field(
+        512,
+        ge=0,
+        description="Token budget of repository context per request: the editor's snippets first, then "
+        "what the server retrieves; 0 = none.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
