@@ -308,6 +308,9 @@ class OpenAIServing:
             ):
                 body["usage"][key] = sum(d[key] for d in details)
             body["usage"]["truncated"] = any(d["truncated"] for d in details)
+            for key in ("context_snippets_kept", "context_snippets_dropped"):
+                if any(key in d for d in details):
+                    body["usage"][key] = sum(d.get(key, 0) for d in details)
         warnings = sorted({r.warning for r in requests if r.warning})
         if warnings:
             body["warning"] = "; ".join(warnings)
