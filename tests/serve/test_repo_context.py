@@ -3,11 +3,14 @@ and Tabby's debug_data, against a real server on 127.0.0.1 over two real reposit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from codetune.serve.config import ServeConfig
 from codetune.serve.repos import ServedRepos
 
 # Both repositories define compute_total in billing.py, differently: a snippet says which one it is from.
@@ -87,6 +90,11 @@ def test_openai_route_retrieves_the_definition_from_another_file_of_the_repo(ser
     assert answer["usage"]["context_snippets_kept"] == len(snippets)
     # files under node_modules are never indexed
     assert all("dependency" not in s["body"] for s in snippets)
+    # streamed, the first chunk carries it
+    body = {"prompt": CURSOR, "max_tokens": 2, "filepath": "app.py", "stream": True, "debug_options": DEBUG}
+    with httpx.stream("POST", served.url + "/v1/completions", json=body, timeout=120) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    assert chunks[0]["debug_data"]["snippets"] == snippets and all("debug_data" not in c for c in chunks[1:])
     # without debug_options the answer has no debug_data
     plain = post(served, "/v1/completions", {"prompt": CURSOR, "max_tokens": 2, "filepath": "app.py"})
     assert "debug_data" not in plain
@@ -214,6 +222,8 @@ def test_locate_by_name_path_folder_hints_and_text(repos, tmp_path):
     assert where(None, "x") is None
     with pytest.raises(Exception, match="not a folder"):
         ServedRepos([tmp_path / "missing"])
+    with pytest.raises(ValidationError, match="not a folder"):  # before any model is loaded
+        ServeConfig(repos=[tmp_path / "missing"])
     # the scan is rate-limited: a new file is only seen once refresh_s has passed (or forced)
     (repos["beta"] / "late.py").write_text("LATE = 1\n")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from codetune.schema import StrictModel
 
@@ -83,3 +83,12 @@ class ServeConfig(StrictModel):
         "what the server retrieves; 0 = none.",
     )
     log_level: str = Field("info", description="uvicorn log level.")
+
+    @field_validator("repos")
+    @classmethod
+    def _repos_are_folders(cls, repos: list[Path]) -> list[Path]:
+        # checked before the model loads: a typo in --repo should not cost a model load
+        missing = [str(path) for path in repos if not Path(path).expanduser().is_dir()]
+        if missing:
+            raise ValueError(f"not a folder: {', '.join(missing)}")
+        return repos
