@@ -4,10 +4,23 @@ definitions and imports found, and each family's repository format."""
 from __future__ import annotations
 
 import pytest
+from tests.test_fim import tokenizers  # noqa: F401  (the per-family tokenizer fixture)
 
-from codetune.context import ContextOptions, RepoIndex, Snippet, build_context, render_context
+from codetune.context import (
+    ContextOptions,
+    RepoContext,
+    RepoIndex,
+    Snippet,
+    build_context,
+    render_context,
+    render_for,
+    render_parts,
+)
 from codetune.context.index import index_repositories
 from codetune.context.render import LAYOUTS
+from codetune.fim import FAMILIES, FimFormat
+from codetune.generation.params import SamplingParams
+from codetune.generation.request import build_request
 
 
 def words(text: str) -> int:
@@ -88,3 +101,119 @@ def test_rendering_in_each_family_format():
     plain = render_context(snippets, target_path="Main.kt", line_comment="//")
     assert plain == "// Path: util.py\n// def scale(v):\n//     return v\n// Path: Main.kt\n"
     assert render_context([], target_path="main.py") == ""
+
+
+# --- prompt assembly: the same ids in a served request and a training example -------------------------
+
+CONTEXT = RepoContext(
+    (
+        Snippet("pkg/util.py", "def scale(value, factor):\n    return value * factor\n", "definitions"),
+        Snippet("pkg/shapes.py", "class Square:\n    side = 2\n", "bm25"),
+    ),
+    target_path="pkg/main.py",
+    repo_name="acme/geometry",
+)
+PREFIX = "from pkg.util import scale\n\n\ndef area(width):\n    return "
+MIDDLE = "scale(width, width)"
+SUFFIX = "\n\n\nprint(area(3))\n"
+
+
+def test_starcoder2_puts_the_target_path_inside_the_fim_prefix():
+    parts = render_parts(
+        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=LAYOUTS["<repo_name>"]
+    )
+    assert parts.head == (
+        ("<repo_name>", True),
+        ("a", False),
+        ("<file_sep>", True),
+        ("pkg/util.py\ndef scale(value, factor):\n    return value * factor\n", False),
+        ("<file_sep>", True),
+    )
+    assert parts.lead == "main.py\n"
+    qwen = render_parts(
+        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=LAYOUTS["<|repo_name|>"]
+    )
+    assert qwen.lead == "" and qwen.head[-2:] == (("<|file_sep|>", True), ("main.py\n", False))
+    header = render_parts(CONTEXT.snippets[:1], target_path="Main.kt", line_comment="//")
+    assert header.head == () and header.lead.endswith("// Path: Main.kt\n")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_training_example_starts_with_what_a_request_sends(family, tokenizers):  # noqa: F811
+    tok = tokenizers[family]
+    fmt = FimFormat.from_tokenizer(tok)
+    request = build_request(tok, PREFIX, SUFFIX, SamplingParams(max_new_tokens=8), repo_context=CONTEXT)
+    example = fmt.example(PREFIX, MIDDLE, SUFFIX, context=render_for(tok, CONTEXT))
+    assert example[: len(request.prompt_ids)] == request.prompt_ids
+    assert example[-1] == fmt.end_id and request.context_snippets == list(CONTEXT.snippets)
+    tokens = tok.convert_ids_to_tokens(request.prompt_ids)
+    at_prefix = request.prompt_ids.index(fmt.prefix_id)
+    before, after = tok.decode(request.prompt_ids[:at_prefix]), tok.decode(request.prompt_ids[at_prefix:])
+    family_tokens = FAMILIES[family].repo
+    if fmt.repo_tokens is not None:
+        # after BOS, before the prefix sentinel, in the family's own repository tokens
+        name, sep = fmt.repo_tokens.repo_name_token, fmt.repo_tokens.file_sep_token
+        assert tokens[len(fmt.bos_ids)] == name
+        # StarCoder2 opens the prefix with the target's path; Qwen2.5-Coder ends the head with it
+        target_in_prefix = FAMILIES[family].repo_target_in_prefix
+        assert (tokens[at_prefix - 1] == sep) == target_in_prefix
+        assert after.startswith(
+            ("<fim_prefix>pkg/main.py\n" if target_in_prefix else fmt.family.prefix) + "from"
+        )
+        assert tokens.count(sep) == 3 and "def scale" in before and "def scale" not in after
+        assert (name, sep) in family_tokens
+    else:
+        # comment headers open the prefix, as Tabby's prompts do
+        assert at_prefix == len(fmt.bos_ids)
+        assert "# Path: pkg/util.py\n# def scale(value, factor):" in after
+        assert "# Path: pkg/main.py\nfrom pkg.util import scale" in after
+    assert fmt.decode(example[len(request.prompt_ids) : -1]) == MIDDLE
+    # without context, the request is the plain FIM prompt it always was
+    assert build_request(tok, PREFIX, SUFFIX).prompt_ids == fmt.prompt(PREFIX, SUFFIX)
+
+
+def test_the_exact_prompt_of_each_repository_format(tokenizers):  # noqa: F811
+    one = RepoContext(CONTEXT.snippets[:1], "main.py", "a")
+    code = "pkg/util.py\ndef scale(value, factor):\n    return value * factor\n"
+    starcoder = build_request(tokenizers["starcoder"], "x = ", "\n", repo_context=one).prompt_text
+    assert (
+        starcoder
+        == f"<repo_name>a<file_sep>{code}<file_sep><fim_prefix>main.py\nx = <fim_suffix>\n<fim_middle>"
+    )
+    qwen = build_request(tokenizers["qwen2.5-coder"], "x = ", "\n", repo_context=one).prompt_text
+    assert qwen == (
+        f"<|repo_name|>a\n<|file_sep|>{code}<|file_sep|>main.py\n<|fim_prefix|>x = <|fim_suffix|>\n<|fim_middle|>"
+    )
+
+
+def test_context_goes_first_when_the_prompt_is_too_long(tokenizers):  # noqa: F811
+    tok = tokenizers["qwen2.5-coder"]
+    params = SamplingParams(max_new_tokens=4)
+    full = build_request(tok, PREFIX, SUFFIX, params, repo_context=CONTEXT)
+    one = build_request(tok, PREFIX, SUFFIX, params, repo_context=CONTEXT.keep(1))
+    bare = build_request(tok, PREFIX, SUFFIX, params)
+    assert len(full.prompt_ids) > len(one.prompt_ids) > len(bare.prompt_ids)
+    # one token short of the whole context: the last snippet goes, the prefix stays whole
+    fits_one = build_request(
+        tok, PREFIX, SUFFIX, params, context=len(full.prompt_ids) + 3, repo_context=CONTEXT
+    )
+    assert fits_one.prompt_ids == one.prompt_ids
+    assert fits_one.context_snippets == [CONTEXT.snippets[0]] and fits_one.context_snippets_dropped == 1
+    assert not fits_one.truncated and fits_one.prompt_tokens_sent == len(full.prompt_ids)
+    # no room for any snippet: all go, then the prefix is trimmed as without context
+    tight = build_request(tok, PREFIX, SUFFIX, params, context=len(bare.prompt_ids) + 2, repo_context=CONTEXT)
+    assert tight.context_snippets == [] and tight.context_snippets_dropped == 2
+    assert tight.truncated and len(tight.prompt_ids) <= len(bare.prompt_ids) - 2
+    assert tight.usage_details()["context_snippets_dropped"] == 2
+
+
+def test_a_plain_prompt_gets_the_context_before_it(tokenizers):  # noqa: F811
+    tok = tokenizers["codellama"]  # no repository tokens: comment headers
+    request = build_request(tok, PREFIX, repo_context=CONTEXT)
+    assert request.prompt_text.startswith("# Path: pkg/util.py\n# def scale(value, factor):")
+    assert request.prompt_text.endswith("# Path: pkg/main.py\n" + PREFIX)
+    qwen = build_request(tokenizers["qwen2.5-coder"], PREFIX, repo_context=CONTEXT)
+    assert qwen.prompt_text.startswith("<|repo_name|>acme/geometry\n<|file_sep|>pkg/util.py\n")
+    assert qwen.prompt_text.endswith("<|file_sep|>pkg/main.py\n" + PREFIX)
+    with pytest.raises(Exception, match="text prompt"):
+        build_request(tok, [1, 2, 3], repo_context=CONTEXT)

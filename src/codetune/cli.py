@@ -468,6 +468,12 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="Browser origin allowed to call the API (CORS). Repeatable."),
     ] = None,
+    repo: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--repo", help="Repository folder indexed for context (refreshed as files change). Repeatable."
+        ),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
@@ -480,6 +486,7 @@ def serve(
         "port": port,
         "api_key": api_key,
         "cors_origins": cors_origin or None,
+        "repos": [str(path) for path in repo] if repo else None,
     }
     _run_stage("serve", given, overrides)
 

@@ -18,9 +18,12 @@ import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codetune.errors import CodetuneError
+
+if TYPE_CHECKING:
+    from codetune.context.render import RenderedContext
 
 # Meta's marker for encoding without the implicit leading space: ``sp_model.encode("☺" + s)[2:]``
 # (meta-llama/codellama llama/tokenizer.py, Tokenizer.encode_infilling / decode_infilling).
@@ -44,6 +47,8 @@ class FimFamily:
     repo: tuple[tuple[str, str], ...] = ()
     # Whether a newline follows the repository name (Qwen2.5-Coder's format) or not (StarCoder2's).
     repo_newline: bool = False
+    # Whether a FIM prompt's target path goes after the prefix sentinel (StarCoder2) or before it.
+    repo_target_in_prefix: bool = False
     source: str = ""
 
     @property
@@ -78,8 +83,10 @@ register_family(
         "<fim_middle>",
         pad="<fim_pad>",
         # StarCoder2 repository format: <repo_name>name<file_sep>path\ncode... (StarCoder 2 paper,
-        # arXiv 2402.19173 section 5); StarCoder 1 spells them <reponame> / <filename>.
+        # arXiv 2402.19173 section 5); StarCoder 1 spells them <reponame> / <filename>. Its repository
+        # FIM puts the target's path inside the prefix: <file_sep><fim_prefix>path\ncode_pre<fim_suffix>...
         repo=(("<repo_name>", "<file_sep>"), ("<reponame>", "<filename>")),
+        repo_target_in_prefix=True,
         source="bigcode-project/Megatron-LM megatron/data/gpt_dataset.py (permute: PSM/SPM, EOD after the "
         "middle); tokens from the bigcode/starcoder2-* tokenizer_config.json",
     )
@@ -302,31 +309,54 @@ class FimFormat:
 
     # --- layouts ------------------------------------------------------------------------------------
 
-    def prompt(self, prefix: str, suffix: str) -> list[int]:
-        """What serving sends: BOS? <prefix> PREFIX <suffix> SUFFIX <middle>."""
-        return self.prompt_ids(self.encode(prefix), self.encode_infill(suffix))
+    def prompt(self, prefix: str, suffix: str, context: RenderedContext | None = None) -> list[int]:
+        """What serving sends: BOS? CONTEXT? <prefix> LEAD? PREFIX <suffix> SUFFIX <middle>.
 
-    def prompt_ids(self, prefix: Sequence[int], suffix: Sequence[int]) -> list[int]:
-        """:meth:`prompt` from ids already encoded (prefix with :meth:`encode`, suffix with ``encode_infill``)."""
-        return [*self.bos_ids, self.prefix_id, *prefix, self.suffix_id, *suffix, self.middle_id]
+        ``context`` (``codetune.context.render_for``) puts its head before the prefix sentinel and its
+        lead (a target path, comment headers) at the start of the prefix text.
+        """
+        head, prefix = self._with_context(prefix, context)
+        return self.prompt_ids(self.encode(prefix), self.encode_infill(suffix), head)
 
-    def example(self, prefix: str, middle: str, suffix: str, spm: bool = False) -> list[int]:
+    def prompt_ids(self, prefix: Sequence[int], suffix: Sequence[int], head: Sequence[int] = ()) -> list[int]:
+        """:meth:`prompt` from ids already encoded (prefix with :meth:`encode`, suffix with ``encode_infill``,
+        ``head`` with :meth:`context_ids`)."""
+        return [*self.bos_ids, *head, self.prefix_id, *prefix, self.suffix_id, *suffix, self.middle_id]
+
+    def example(
+        self, prefix: str, middle: str, suffix: str, spm: bool = False, context: RenderedContext | None = None
+    ) -> list[int]:
         """What training learns: the prompt, the middle, then the family's end-of-middle token.
 
-        PSM starts with exactly ``prompt(prefix, suffix)``. SPM is bigcode's variant 2
+        PSM starts with exactly ``prompt(prefix, suffix, context)``. SPM is bigcode's variant 2
         (<prefix><suffix> S <middle> P M, Megatron-LM ``permute``), as Meta's ``suffix_first`` also is.
         """
+        head, prefix = self._with_context(prefix, context)
         middle_ids, suffix_ids = self.encode_many([middle, suffix], infill=True)
-        return self.example_ids(self.encode(prefix), middle_ids, suffix_ids, spm=spm)
+        return self.example_ids(self.encode(prefix), middle_ids, suffix_ids, spm=spm, head=head)
 
     def example_ids(
-        self, prefix: Sequence[int], middle: Sequence[int], suffix: Sequence[int], spm: bool = False
+        self,
+        prefix: Sequence[int],
+        middle: Sequence[int],
+        suffix: Sequence[int],
+        spm: bool = False,
+        head: Sequence[int] = (),
     ) -> list[int]:
         """:meth:`example` from ids already encoded."""
         if spm:
-            head = [*self.bos_ids, self.prefix_id, self.suffix_id, *suffix, self.middle_id, *prefix]
-            return [*head, *middle, self.end_id]
-        return [*self.prompt_ids(prefix, suffix), *middle, self.end_id]
+            start = [*self.bos_ids, *head, self.prefix_id, self.suffix_id, *suffix, self.middle_id, *prefix]
+            return [*start, *middle, self.end_id]
+        return [*self.prompt_ids(prefix, suffix, head), *middle, self.end_id]
+
+    def context_ids(self, context: RenderedContext | None) -> list[int]:
+        """Ids of a rendered context's head: repository tokens by id, its texts encoded as user text."""
+        return context_ids(self.tokenizer, context)
+
+    def _with_context(self, prefix: str, context: RenderedContext | None) -> tuple[list[int], str]:
+        if not context:
+            return [], prefix
+        return self.context_ids(context), context.lead + prefix
 
     @property
     def overhead(self) -> int:
@@ -407,6 +437,24 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     except TypeError:
         out = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return [list(ids) for ids in out]
+
+
+def context_ids(tokenizer: Any, context: RenderedContext | None) -> list[int]:
+    """Ids of a rendered context's head for any tokenizer (a plain prompt's context comes first too)."""
+    if not context or not context.head:
+        return []
+    vocab = tokenizer.get_vocab()
+    texts = [piece for piece, is_token in context.head if not is_token]
+    encoded = iter(_encode(tokenizer, texts) if texts else [])
+    ids: list[int] = []
+    for piece, is_token in context.head:
+        if is_token:
+            if piece not in vocab:
+                raise CodetuneError(f"the tokenizer has no repository token {piece}")
+            ids.append(vocab[piece])
+        else:
+            ids += next(encoded)
+    return ids
 
 
 def no_fim_error() -> CodetuneError:

@@ -188,10 +188,10 @@ def llama_vim_body(**override):
 
 
 def test_llama_vim_infill_field_for_field(server, fim_answer):
-    # top_k 1 makes llama.vim's sampler chain greedy, so the answer can be compared.
-    response = post(
-        server, "/infill", llama_vim_body(top_k=1, t_max_prompt_ms=60_000, t_max_predict_ms=60_000)
-    )
+    # top_k 1 makes llama.vim's sampler chain greedy, so the answer can be compared; input_extra would
+    # put context in the prompt (tests/serve/test_repo_context.py), so this body sends none.
+    body = llama_vim_body(top_k=1, t_max_prompt_ms=60_000, t_max_predict_ms=60_000, input_extra=[])
+    response = post(server, "/infill", body)
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["content"] == fim_answer
@@ -274,7 +274,11 @@ def tabby_body(**override):
 
 
 def test_tabby_completion_shares_the_openai_path_by_shape(server, fim_answer, client):
-    response = post(server, "/v1/completions", tabby_body())
+    body = tabby_body()
+    # the editor's declarations and snippets would be context (tests/serve/test_repo_context.py)
+    for name in ("declarations", "relevant_snippets_from_changed_files"):
+        body["segments"][name] = []
+    response = post(server, "/v1/completions", body)
     assert response.status_code == 200, response.text
     data = response.json()
     assert set(data) == {"id", "choices"}

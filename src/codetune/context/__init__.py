@@ -11,8 +11,18 @@ context the server will give it. Sources of context, in order of trust:
 The result is rendered in the model family's own repository format (see ``render``).
 """
 
-from codetune.context.builder import ContextOptions, Snippet, build_context
+from codetune.context.builder import ContextOptions, RepoContext, Snippet, build_context
 from codetune.context.index import RepoIndex
-from codetune.context.render import render_context
+from codetune.context.render import RenderedContext, render_context, render_for, render_parts
 
-__all__ = ["ContextOptions", "RepoIndex", "Snippet", "build_context", "render_context"]
+__all__ = [
+    "ContextOptions",
+    "RenderedContext",
+    "RepoContext",
+    "RepoIndex",
+    "Snippet",
+    "build_context",
+    "render_context",
+    "render_for",
+    "render_parts",
+]

@@ -20,6 +20,19 @@ class Snippet:
 
 
 @dataclass(frozen=True)
+class RepoContext:
+    """The context of one prompt: snippets of other files, the file being completed, its repository."""
+
+    snippets: tuple[Snippet, ...]
+    target_path: str = ""
+    repo_name: str = ""
+
+    def keep(self, count: int) -> RepoContext:
+        """The same context with only its first ``count`` snippets (the last ones matter least)."""
+        return RepoContext(self.snippets[:count], self.target_path, self.repo_name)
+
+
+@dataclass(frozen=True)
 class ContextOptions:
     """How much context, from where."""
 

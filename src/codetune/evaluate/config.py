@@ -20,8 +20,8 @@ class EvalConfig(StrictModel):
     out: Path | None = Field(None, description="Report folder (default: WORKDIR/report).")
     tasks: list[str] = Field(
         default_factory=lambda: ["completion", "loss"],
-        description="completion, fim, loss, prompts, benchmark, execution, humaneval-infilling "
-        "(those without inputs are skipped).",
+        description="completion, fim, loss, prompts, benchmark, execution, humaneval-infilling, editor, "
+        "safim, crosscodeeval (those without inputs are skipped).",
     )
     metrics: list[str] = Field(
         default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."
@@ -57,6 +57,17 @@ class EvalConfig(StrictModel):
     crosscodeeval: Path | None = Field(
         None,
         description="A CrossCodeEval line-completion file: scored with and without its cross-file context.",
+    )
+    context: Literal["both", "without", "with"] = Field(
+        "both",
+        description="Editor replay and CrossCodeEval: run without and/or with repository context (the "
+        "`_context` tasks; report.md and report.json give the difference per model and metric).",
+    )
+    context_tokens: int = Field(
+        512,
+        gt=0,
+        description="Token budget of the repository context (editor replay: retrieved from the other files "
+        "of the cursor's repository, as serve --repo does; CrossCodeEval: its own retrieved chunks).",
     )
     limit: int | None = Field(None, gt=0, description="Use only the first N problems of a benchmark file.")
     allow_execution: bool = Field(False, description="Run generated code (sandboxed) for pass@k.")

@@ -8,9 +8,10 @@
   passes when it equals the ground truth, or when the filled program gives the expected output on
   every unit test (stdin in, stdout compared), or, without unit tests (the API split), when it
   matches the ground truth ignoring whitespace (Python calls: same arguments by AST).
-* CrossCodeEval (Ding et al. 2023): rows ``{prompt, groundtruth, right_context, metadata,
-  crossfile_context: {text, list}}``; scored by exact match, edit similarity and identifier match
-  of the first line, with and without the cross-file context prepended to the prompt.
+* CrossCodeEval (Ding et al. 2023): rows ``{prompt, groundtruth, right_context, metadata: {task_id,
+  file, ...}, crossfile_context: {text, list: [{retrieved_chunk, filename, score}]}}``; scored by exact
+  match, edit similarity and identifier match of the first line, without and with the retrieved
+  chunks as repository context (laid out in the model's format, as serve lays out its context).
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ class CrossCodeEvalExample:
     groundtruth: str
     right_context: str
     crossfile_context: str
+    path: str = ""  # the file of the cursor (metadata.file)
+    # (file, chunk) of each retrieved chunk (crossfile_context.list), best first
+    crossfile_chunks: tuple[tuple[str, str], ...] = ()
 
 
 def read_crosscodeeval(path: str | Path) -> list[CrossCodeEvalExample]:
@@ -245,6 +249,14 @@ def read_crosscodeeval(path: str | Path) -> list[CrossCodeEvalExample]:
         context = row.get("crossfile_context") or {}
         text = context.get("text", "") if isinstance(context, dict) else str(context)
         meta = row.get("metadata") or {}
+        chunks = context.get("list") if isinstance(context, dict) else None
+        pairs = tuple(
+            (str(c.get("filename") or ""), c["retrieved_chunk"])
+            for c in chunks or []
+            if isinstance(c, dict)
+            and isinstance(c.get("retrieved_chunk"), str)
+            and c["retrieved_chunk"].strip()
+        )
         examples.append(
             CrossCodeEvalExample(
                 str(meta.get("task_id", index)),
@@ -252,6 +264,8 @@ def read_crosscodeeval(path: str | Path) -> list[CrossCodeEvalExample]:
                 row["groundtruth"],
                 row.get("right_context", ""),
                 text,
+                str(meta.get("file") or ""),
+                pairs,
             )
         )
     return examples

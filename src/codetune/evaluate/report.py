@@ -133,6 +133,35 @@ def _definitions(keys: list[str]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def _context_section(report: dict[str, Any]) -> list[str]:
+    """The same cursors without and with repository context: each metric and the difference."""
+    runs = report.get("context") or {}
+    if not runs:
+        return []
+    budget = (report["settings"].get("context") or {}).get("budget_tokens")
+    parts = [
+        "## With and without repository context",
+        "",
+        f"The same prompts, once without context and once with up to {budget} tokens of it; "
+        "delta = with - without.",
+        "",
+    ]
+    for name, info in runs.items():
+        rows = [
+            [model, metric, values["without"], values["with"], values["delta"]]
+            for model, metrics in info["models"].items()
+            for metric, values in metrics.items()
+            if not metric.startswith("latency")
+        ]
+        parts += [
+            f"`{info['without']}` -> `{name}`:",
+            "",
+            _table(["model", "metric", "without", "with", "delta"], rows),
+            "",
+        ]
+    return parts
+
+
 def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int) -> str:
     """report.md: how numbers were made, a metric table per model, per-task tables, samples."""
     s = report["settings"]
@@ -162,6 +191,7 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
         "",
     ]
     parts += _definitions(metrics)
+    parts += _context_section(report)
     for name, info in report["tasks"].items():
         parts += [f"## Task `{name}`", "", f"{info['description']}; {info['prompts']} prompts.", ""]
         keys = sorted({k for v in info["models"].values() for k in v})

@@ -115,9 +115,20 @@ def generate_for(
     context = cfg.max_prompt_tokens + params.max_new_tokens
     if ctx is not None and not seq2seq:
         context = min(context, ctx)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     requests = [
         build_request(
-            tokenizer, item.prompt, item.suffix, params, context=context, seq2seq=seq2seq, language=language
+            tokenizer,
+            item.prompt,
+            item.suffix,
+            params,
+            context=context,
+            seq2seq=seq2seq,
+            language=language,
+            repo_context=task.context(item, count) if task.context is not None else None,
         )
         for item in task.items
     ]
@@ -145,6 +156,11 @@ def generate_for(
                     "suffix": item.suffix,
                     "prediction": out[index][0] if out[index] else "",
                     "reference": item.reference,
+                    **(
+                        {"context": [s.path for s in requests[index].context_snippets]}
+                        if task.context is not None
+                        else {}
+                    ),
                 }
             )
     return out
@@ -370,6 +386,28 @@ def test_loss(
     return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "loss_tokens": count}
 
 
+def context_deltas(tasks: list[Task], per_task: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per task run with context: each model's metrics without, with, and the difference (with - without)."""
+    out: dict[str, Any] = {}
+    for task in tasks:
+        if task.baseline is None or task.baseline not in per_task or task.name not in per_task:
+            continue
+        without, with_ = per_task[task.baseline]["models"], per_task[task.name]["models"]
+        models: dict[str, Any] = {}
+        for model in with_.keys() & without.keys():
+            models[model] = {
+                metric: {
+                    "without": without[model][metric],
+                    "with": value,
+                    "delta": round(value - without[model][metric], 4),
+                }
+                for metric, value in with_[model].items()
+                if isinstance(value, (int, float)) and isinstance(without[model].get(metric), (int, float))
+            }
+        out[task.name] = {"without": task.baseline, "models": models}
+    return out
+
+
 def _settings(cfg: EvalConfig) -> dict[str, Any]:
     return {
         "decoding": "greedy" if cfg.temperature <= 0 else "sampling",
@@ -380,6 +418,7 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
         "n": cfg.n,
         "seed": cfg.seed,
         "samples": cfg.samples,
+        "context": {"runs": cfg.context, "budget_tokens": cfg.context_tokens},
         "postprocess": "FIM items get the served line/block clean-up (tree-sitter for the language); "
         "single-line tasks then show the first line of the completion; others are cut at the task's stop sequences",
         "trimming": f"prompts over {cfg.max_prompt_tokens} tokens (or the context) are trimmed as served: prefixes "
@@ -492,6 +531,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         del model
     report = {
         "models": results,
+        "context": context_deltas(tasks, per_task),
         "settings": _settings(cfg),
         "dataset": {
             "path": str(cfg.dataset) if cfg.dataset else None,

@@ -10,10 +10,11 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from codetune.context import ContextOptions, RepoContext, RepoIndex, Snippet, build_context
 from codetune.errors import ConfigError, InputError
 from codetune.evaluate.config import EvalConfig
 
@@ -26,6 +27,8 @@ class Item:
     reference: str | None = None
     suffix: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Context snippets the benchmark brings (CrossCodeEval's retrieved chunks), for the context run.
+    snippets: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -46,9 +49,12 @@ class Task:
     timed: bool = False  # one request at a time, as an editor sends them, with latency per request
     fim_optional: bool = False  # models without FIM tokens get the prefix alone, as serve answers them
     safim: Any = None  # SAFIM problems, scored by SAFIM's protocol
+    # Repository context per item, given the model's token counter: a RepoContext or None.
+    context: Callable[[Item, Callable[[str], int]], Any] | None = None
+    baseline: str | None = None  # the task this one repeats with context (the report gives the delta)
 
 
-TaskBuilder = Callable[[EvalConfig, list[dict[str, Any]], dict[str, Any]], "Task | None"]
+TaskBuilder = Callable[[EvalConfig, list[dict[str, Any]], dict[str, Any]], "Task | list[Task] | None"]
 TASKS: dict[str, TaskBuilder] = {}
 GENERATION_TASKS = ("completion", "fim", "prompts", "benchmark", "execution", "humaneval-infilling")
 
@@ -340,6 +346,7 @@ def editor(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -
     texts = [(r.get("path"), r["text"]) for r in rows if isinstance(r.get("text"), str)]
     if not texts:
         return None
+    rows_by_path = {r.get("path"): r for r in rows if isinstance(r.get("text"), str)}
     rng = random.Random(cfg.seed + 2)
     by_kind: dict[str, list[tuple[int, int, int]]] = {kind: [] for kind in CURSOR_KINDS}
     for index, (_, text) in enumerate(texts):
@@ -361,7 +368,9 @@ def editor(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -
             )
     if not items:
         return None
-    return Task(
+    for item, row in zip(items, (rows_by_path.get(i.meta["path"]) for i in items)):
+        item.meta["repo"] = str((row or {}).get("repo") or "")
+    plain = Task(
         "editor",
         items,
         f"editor replay: {len(items)} cursors in held-out files ({', '.join(CURSOR_KINDS)}), one request "
@@ -372,6 +381,54 @@ def editor(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -
         timed=True,
         fim_optional=True,
     )
+    indexes = _repository_indexes(cfg, rows) if cfg.context != "without" else {}
+    if not any(i.meta["repo"] in indexes and len(indexes[i.meta["repo"]].files) > 1 for i in items):
+        return plain  # no cursor's repository has another file: a context run would repeat this one
+    options = ContextOptions(budget_tokens=cfg.context_tokens)
+
+    def context(item: Item, count: Callable[[str], int]) -> RepoContext | None:
+        index = indexes.get(item.meta["repo"])
+        path = item.meta["path"] or ""
+        found = build_context(
+            index, path, item.prompt, item.suffix or "", count_tokens=count, options=options
+        )
+        return RepoContext(tuple(found), path, item.meta["repo"]) if found else None
+
+    with_context = replace(
+        plain,
+        name="editor_context",
+        description=plain.description + f"; with up to {cfg.context_tokens} tokens of context from the other "
+        "files of the cursor's repository (as serve --repo retrieves it)",
+        context=context,
+        baseline="editor",
+    )
+    return [plain, with_context] if cfg.context == "both" else [with_context]
+
+
+def _repository_indexes(cfg: EvalConfig, test_rows: list[dict[str, Any]]) -> dict[str, RepoIndex]:
+    """One index per repository over every split's files (what serve --repo indexes): the target file is
+    left out per cursor. A file cut into pieces at build is joined again; the test split's copy wins."""
+    files: dict[tuple[str, str], list[str]] = {}
+    splits: list[list[dict[str, Any]]] = []
+    if cfg.dataset is not None and Path(cfg.dataset).is_dir():
+        from datasets import load_from_disk
+
+        data = load_from_disk(str(cfg.dataset))
+        for name in data:
+            if name != "test" and {"path", "text"} <= set(data[name].column_names):
+                columns = [c for c in ("path", "repo", "text") if c in data[name].column_names]
+                splits.append(data[name].select_columns(columns).to_list())
+    splits.append(test_rows)
+    for rows in splits:
+        seen: dict[tuple[str, str], list[str]] = {}
+        for row in rows:
+            if isinstance(row.get("text"), str) and row.get("path"):
+                seen.setdefault((str(row.get("repo") or ""), row["path"]), []).append(row["text"])
+        files.update(seen)
+    by_repo: dict[str, dict[str, str]] = {}
+    for (repo, path), pieces in files.items():
+        by_repo.setdefault(repo, {})[path] = "".join(pieces)
+    return {repo: RepoIndex(repo, texts) for repo, texts in by_repo.items()}
 
 
 @register_task("humaneval-infilling")
@@ -414,64 +471,95 @@ def safim(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) ->
     )
 
 
-def _crosscodeeval(cfg: EvalConfig, with_context: bool) -> Task | None:
+def _crosscodeeval_snippets(example: Any) -> tuple[Snippet, ...]:
+    """CrossCodeEval's retrieved chunks as context snippets (source "crosscodeeval"), best first."""
+    return tuple(Snippet(path, text, "crosscodeeval") for path, text in example.crossfile_chunks)
+
+
+def _crosscodeeval(cfg: EvalConfig) -> list[Task]:
     from codetune.evaluate.published import read_crosscodeeval
 
     if cfg.crosscodeeval is None:
-        return None
+        return []
     examples = read_crosscodeeval(cfg.crosscodeeval)[: cfg.limit]
-    items = [
-        Item(
-            (e.crossfile_context + e.prompt) if with_context else e.prompt,
-            e.groundtruth,
-            suffix=e.right_context,
-            meta={"task_id": e.task_id},
+    file = Path(cfg.crosscodeeval).name
+    metrics = ["first_line_exact_match", "edit_sim", "identifier_em", "identifier_f1"]
+    common = {"stop": ["\n"], "single_line": True, "fim_optional": True}
+    tasks = []
+    if cfg.context != "with":
+        items = [
+            Item(e.prompt, e.groundtruth, suffix=e.right_context, meta={"task_id": e.task_id, "path": e.path})
+            for e in examples
+        ]
+        tasks.append(
+            Task(
+                "crosscodeeval",
+                items,
+                f"CrossCodeEval line completion without context ({file})",
+                metrics,
+                **common,
+            )
         )
-        for e in examples
-    ]
-    name = "crosscodeeval_context" if with_context else "crosscodeeval"
-    how = "with its cross-file context" if with_context else "without cross-file context"
-    return Task(
-        name,
-        items,
-        f"CrossCodeEval line completion {how} ({Path(cfg.crosscodeeval).name})",
-        ["first_line_exact_match", "edit_sim", "identifier_em", "identifier_f1"],
-        stop=["\n"],
-        single_line=True,
-        fim_optional=True,
-    )
+    if cfg.context != "without":
+        options = ContextOptions(budget_tokens=cfg.context_tokens)
+        items = []
+        for e in examples:
+            snippets = _crosscodeeval_snippets(e)
+            # a row with only the rendered text (no chunk list): the text goes before the prompt as it is
+            prompt = e.prompt if snippets or not e.crossfile_context else e.crossfile_context + e.prompt
+            meta = {"task_id": e.task_id, "path": e.path}
+            items.append(Item(prompt, e.groundtruth, suffix=e.right_context, meta=meta, snippets=snippets))
+
+        def context(item: Item, count: Callable[[str], int]) -> RepoContext | None:
+            path = item.meta.get("path") or ""
+            found = build_context(
+                None, path, item.prompt, item.suffix or "", count_tokens=count, options=options,
+                client_snippets=item.snippets,
+            )  # fmt: skip
+            return RepoContext(tuple(found), path) if found else None
+
+        tasks.append(
+            Task(
+                "crosscodeeval_context",
+                items,
+                f"CrossCodeEval line completion with its cross-file context, up to {cfg.context_tokens} tokens "
+                f"in the model's repository format ({file})",
+                metrics,
+                context=context,
+                baseline="crosscodeeval" if cfg.context == "both" else None,
+                **common,
+            )
+        )
+    return tasks
 
 
 @register_task("crosscodeeval")
-def crosscodeeval(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
-    """CrossCodeEval without its cross-file context."""
-    return _crosscodeeval(cfg, with_context=False)
-
-
-@register_task("crosscodeeval_context")
-def crosscodeeval_context(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Task | None:
-    """CrossCodeEval with its cross-file context prepended to the prompt."""
-    return _crosscodeeval(cfg, with_context=True)
+def crosscodeeval(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> list[Task]:
+    """CrossCodeEval without, and with, its cross-file context (``context``: both, without, with)."""
+    return _crosscodeeval(cfg)
 
 
 def build_tasks(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) -> list[Task]:
     """Every requested generation task that has inputs."""
-    unknown = [t for t in cfg.tasks if t not in TASKS and t != "loss"]
+    unknown = [t for t in cfg.tasks if t not in TASKS and t not in ("loss", "crosscodeeval_context")]
     if unknown:
         raise ConfigError(f"unknown task(s) {', '.join(unknown)}; known: loss, {', '.join(TASKS)}")
     wanted = list(cfg.tasks)
+    wanted = ["crosscodeeval" if name == "crosscodeeval_context" else name for name in wanted]
     extras = (
         ("prompts", cfg.prompts),
         ("benchmark", cfg.benchmark),
         ("execution", cfg.problems),
         ("safim", cfg.safim),
         ("crosscodeeval", cfg.crosscodeeval),
-        ("crosscodeeval_context", cfg.crosscodeeval),
     )
     for extra, given in extras:
         if extra == "execution" and "humaneval-infilling" in wanted:
             continue  # the problems file is the infilling task's
         if given is not None and extra not in wanted:
             wanted.append(extra)
-    tasks = [task for name in wanted if name in TASKS and (task := TASKS[name](cfg, rows, stats)) is not None]
+    tasks: list[Task] = []
+    for name in dict.fromkeys(wanted):
+        built = TASKS[name](cfg, rows, stats) if name in TASKS else None
+        tasks += built if isinstance(built, list) else [built] if built is not None else []
     return tasks

@@ -5,18 +5,28 @@ prompt is rendered, trimmed and post-processed the same way wherever it comes fr
 shaped like editors send them: a whole file around the cursor is trimmed to the context (the prefix
 from the left, the suffix from the right, at ``prefix_ratio``), and a suffix sent to a model without
 FIM tokens is answered as a prefix-only completion with a warning (unless ``strict_fim``).
+
+Repository context (``repo_context``) is laid out by ``codetune.context.render_for`` in the
+tokenizer's family format: before the FIM prefix sentinel for families with repository tokens, as
+comment headers opening the prefix otherwise, and before a plain prompt. ``codetune build`` lays out
+its training examples with the same function and ``FimFormat``, so a model learns the prompts it gets.
+When a prompt is over the context length, whole snippets go first (the last one first), and only
+then is the prefix or suffix trimmed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codetune.errors import CodetuneError
 from codetune.generation.params import SamplingParams
 from codetune.generation.postprocess import FimPostprocessor, fim_postprocessor
 from codetune.generation.sequence import Cutter, Sequence
+
+if TYPE_CHECKING:
+    from codetune.context import RepoContext, Snippet
 
 DEFAULT_PREFIX_RATIO = 0.75
 NO_FIM_WARNING = (
@@ -48,10 +58,23 @@ class Request:
     cutter: Cutter | None = None
     finisher: Callable[[str], str] | None = None
     sequences: list[Sequence] = field(default_factory=list)
+    # Repository context: the snippets in the prompt, and how many were dropped to fit the context.
+    context_snippets: list[Snippet] = field(default_factory=list)
+    context_snippets_dropped: int = 0
+    tokenizer: Any = field(default=None, repr=False, compare=False)
 
     @property
     def truncated(self) -> bool:
         return bool(self.prefix_tokens_dropped or self.suffix_tokens_dropped)
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as sent, sentinels and repository tokens spelled out (Tabby's ``debug_data.prompt``)."""
+        if self.tokenizer is None:
+            return self.text
+        return self.tokenizer.decode(
+            self.prompt_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
 
     def new_sequences(self) -> list[Sequence]:
         """The request's rows: ``n`` of them (one for beam search, which returns ``n`` beams)."""
@@ -71,13 +94,17 @@ class Request:
 
     def usage_details(self) -> dict[str, Any]:
         """What of the prompt was kept (added to OpenAI's ``usage``)."""
-        return {
+        details = {
             "prompt_tokens_sent": self.prompt_tokens_sent,
             "prompt_tokens_kept": len(self.prompt_ids),
             "prefix_tokens_dropped": self.prefix_tokens_dropped,
             "suffix_tokens_dropped": self.suffix_tokens_dropped,
             "truncated": self.truncated,
         }
+        if self.context_snippets or self.context_snippets_dropped:
+            details["context_snippets_kept"] = len(self.context_snippets)
+            details["context_snippets_dropped"] = self.context_snippets_dropped
+        return details
 
 
 def _text_ids(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
@@ -109,8 +136,13 @@ def build_request(
     postprocess: bool = True,
     language: str | None = None,
     min_length: int = 1,
+    repo_context: RepoContext | None = None,
 ) -> Request:
-    """Render one prompt for an engine; RequestError for what no trimming can fix."""
+    """Render one prompt for an engine; RequestError for what no trimming can fix.
+
+    ``repo_context``: snippets of other files of the repository (``codetune.context``), laid out in
+    the tokenizer's family format; snippets are dropped whole, the last first, before any trimming.
+    """
     params = params or SamplingParams()
     room = None
     if context is not None and not seq2seq:
@@ -136,15 +168,65 @@ def build_request(
         if suffix is not None and postprocess and isinstance(prompt, str)
         else None
     )
+    snippets = repo_context.snippets if repo_context is not None else ()
     if isinstance(prompt, list):
+        if snippets:
+            raise RequestError("repository context needs a text prompt, not token ids", param="prompt")
         if any(not isinstance(t, int) or t < 0 or t >= len(tokenizer) for t in prompt):
             raise RequestError("prompt token id out of the vocabulary", param="prompt")
-        return _plain(tokenizer.decode(prompt), list(prompt), params, room, post, warning, seq2seq, tokenizer)
-    if suffix is not None and warning is None:
-        return _fim(tokenizer, prompt, suffix, params, room, prefix_ratio, post)
-    return _plain(
-        prompt, _text_ids(tokenizer, prompt, special=seq2seq), params, room, post, warning, seq2seq, tokenizer
-    )
+        request = _plain(
+            tokenizer.decode(prompt), list(prompt), params, room, post, warning, seq2seq, tokenizer
+        )
+    else:
+        fim_suffix = suffix if warning is None else None
+        request = None
+        sent = 0
+        for count in range(len(snippets), 0, -1):
+            kept = repo_context.keep(count)  # type: ignore[union-attr]
+            ids = context_prompt_ids(tokenizer, prompt, fim_suffix, kept, seq2seq=seq2seq)
+            sent = sent or len(ids)
+            if room is None or len(ids) <= room:
+                request = Request(ids, prompt, params, post, warning, sent)
+                request.context_snippets = list(kept.snippets)
+                request.context_snippets_dropped = len(snippets) - count
+                break
+        if request is None:
+            # No context, or not even one snippet fits: the prompt alone, trimmed if need be.
+            if fim_suffix is not None:
+                request = _fim(tokenizer, prompt, fim_suffix, params, room, prefix_ratio, post)
+            else:
+                ids = _text_ids(tokenizer, prompt, special=seq2seq)
+                request = _plain(prompt, ids, params, room, post, warning, seq2seq, tokenizer)
+            request.context_snippets_dropped = len(snippets)
+            request.prompt_tokens_sent = max(request.prompt_tokens_sent, sent)
+    request.tokenizer = tokenizer
+    return request
+
+
+def context_prompt_ids(
+    tokenizer: Any,
+    prompt: str,
+    suffix: str | None,
+    repo_context: RepoContext | None,
+    *,
+    seq2seq: bool = False,
+) -> list[int]:
+    """A prompt's ids with its repository context, untrimmed: what ``build_request`` sends when it fits.
+
+    With a suffix, the family's FIM prompt (``FimFormat.prompt`` with the rendered context, the same
+    call a build's PSM example starts with); without, the context's ids and then the plain prompt's.
+    """
+    from codetune.context import render_for
+    from codetune.fim import FimFormat, context_ids
+
+    rendered = render_for(tokenizer, repo_context)
+    if suffix is not None:
+        try:
+            return FimFormat.require(tokenizer).prompt(prompt, suffix, rendered)
+        except CodetuneError as error:
+            raise RequestError(str(error), param="suffix", code="fim_unsupported") from None
+    text = rendered.lead + prompt
+    return [*context_ids(tokenizer, rendered), *_text_ids(tokenizer, text, special=seq2seq)]
 
 
 def _plain(

@@ -74,6 +74,23 @@ class ServeConfig(StrictModel):
         False,
         description="400 for a suffix sent to a model without FIM tokens (default: prefix only + warning).",
     )
+    repos: list[Path] = Field(
+        default_factory=list,
+        description="Repository folders indexed for context (--repo, repeatable): when a request sends no "
+        "context, the server retrieves it from the repository of the request's file, and from no other.",
+    )
+    repo_refresh_s: float = Field(
+        2.0,
+        ge=0,
+        description="Least seconds between two scans of the repositories for added, edited or deleted "
+        "files (a stat per file, when a request comes; a changed repository is indexed again).",
+    )
+    context_tokens: int = Field(
+        512,
+        ge=0,
+        description="Token budget of repository context per request: the editor's snippets first, then "
+        "what the server retrieves; 0 = none.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @field_validator("adapters")
@@ -94,3 +111,12 @@ class ServeConfig(StrictModel):
         if base in self.adapters:
             raise ValueError(f"adapter name {base!r} is the base model's served name; pick another")
         return self
+
+    @field_validator("repos")
+    @classmethod
+    def _repos_are_folders(cls, repos: list[Path]) -> list[Path]:
+        # checked before the model loads: a typo in --repo should not cost a model load
+        missing = [str(path) for path in repos if not Path(path).expanduser().is_dir()]
+        if missing:
+            raise ValueError(f"not a folder: {', '.join(missing)}")
+        return repos

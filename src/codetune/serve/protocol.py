@@ -130,6 +130,14 @@ class _Sampling(OpenAIModel):
         )
 
 
+class DebugOptions(OpenAIModel):
+    """Tabby's ``debug_options`` (also a codetune extension of /v1/completions): what to send back."""
+
+    return_snippets: bool = False
+    return_prompt: bool = False
+    disable_retrieval_augmented_code_completion: bool = False
+
+
 class CompletionRequest(_Sampling):
     """POST /v1/completions (and Copilot's /v1/engines/{engine}/completions)."""
 
@@ -139,6 +147,10 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(None, ge=0, le=5)
     best_of: int | None = Field(None, ge=1)
     postprocess: bool | None = None
+    # codetune extensions: the file being completed (context from its `--repo` repository), and
+    # Tabby's debug options (`debug_data` in the answer: the context snippets and the prompt).
+    filepath: str | None = Field(None, max_length=4096)
+    debug_options: DebugOptions | None = None
 
     def sequence_count(self) -> int:
         prompts = self.prompt

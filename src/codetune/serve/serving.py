@@ -34,6 +34,7 @@ from codetune.serve.protocol import (
     ModelList,
     Usage,
 )
+from codetune.serve.repos import EditorContext
 
 Disconnected = Callable[[], Awaitable[bool]]
 
@@ -115,6 +116,11 @@ class OpenAIServing:
         self.adapters: list[str] = list(cfg.adapters)
         self.context = cfg.context_length or context_length(model) or 2048
         self.started = time.time()
+        self.repos = None
+        if cfg.repos:
+            from codetune.serve.repos import ServedRepos
+
+            self.repos = ServedRepos(cfg.repos, refresh_s=cfg.repo_refresh_s)
         # A newer request from the same client cancels its older one still running (keystrokes).
         self._clients: dict[str, list[Sequence]] = {}
 
@@ -274,8 +280,61 @@ class OpenAIServing:
             for seq in seqs:
                 self.batcher.release(seq)
 
+    # -- repository context -----------------------------------------------------------------------
+    def _repo_context(
+        self, filepath: str | None, prefix: str, suffix: str, editor: EditorContext | None
+    ) -> Any:
+        """The context for one cursor (the editor's snippets, then the --repo index), or None."""
+        from codetune.context import ContextOptions, RepoContext, build_context
+
+        editor = editor or EditorContext()
+        if (
+            self.cfg.context_tokens == 0
+            or not editor.retrieve
+            or (self.repos is None and not editor.snippets)
+        ):
+            return None
+
+        def count(text: str) -> int:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        options = ContextOptions(budget_tokens=self.cfg.context_tokens)
+        if self.repos is None:
+            target, name = filepath or "", ""
+            snippets = build_context(
+                None,
+                target,
+                prefix,
+                suffix,
+                count_tokens=count,
+                options=options,
+                client_snippets=editor.snippets,
+            )
+        else:
+            snippets, target, name = self.repos.context(
+                filepath, prefix, suffix, count_tokens=count, options=options,
+                client_snippets=editor.snippets, repo=editor.repo, hints=editor.hints,
+            )  # fmt: skip
+        return RepoContext(tuple(snippets), target_path=target, repo_name=name) if snippets else None
+
+    def debug_data(self, built: Request, options: Any) -> dict[str, Any]:
+        """Tabby's ``debug_data``: the context snippets kept in the prompt, and the prompt the model got."""
+        data: dict[str, Any] = {}
+        if options.return_snippets:
+            kept = list(getattr(built, "context_snippets", None) or [])
+            # Tabby sorts snippets by score, best first; ours are in the builder's order of trust.
+            data["snippets"] = [
+                {"filepath": s.path, "body": s.text, "score": round(1 - i / len(kept), 4), "source": s.source}
+                for i, s in enumerate(kept)
+            ]
+        if options.return_prompt:
+            data["prompt"] = built.prompt_text
+        return data
+
     # -- completions ----------------------------------------------------------------------------
-    def _completion_requests(self, request: CompletionRequest) -> list[Request]:
+    def _completion_requests(
+        self, request: CompletionRequest, editor: EditorContext | None = None
+    ) -> list[Request]:
         self._check(request)
         params = self._params(request)
         prompts = request.prompt
@@ -285,10 +344,17 @@ class OpenAIServing:
             prompts = [""]
         postprocess = self.cfg.postprocess if request.postprocess is None else request.postprocess
         language = _language(request)
-        return [
-            self._request(prompt, request.suffix, params, postprocess=postprocess, language=language)
-            for prompt in prompts
-        ]
+        if request.debug_options and request.debug_options.disable_retrieval_augmented_code_completion:
+            editor = EditorContext(retrieve=False)
+        built = []
+        for prompt in prompts:
+            options: dict[str, Any] = {"postprocess": postprocess, "language": language}
+            if isinstance(prompt, str):
+                context = self._repo_context(request.filepath, prompt, request.suffix or "", editor)
+                if context is not None:
+                    options["repo_context"] = context
+            built.append(self._request(prompt, request.suffix, params, **options))
+        return built
 
     @staticmethod
     def _annotate(body: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
@@ -303,6 +369,9 @@ class OpenAIServing:
             ):
                 body["usage"][key] = sum(d[key] for d in details)
             body["usage"]["truncated"] = any(d["truncated"] for d in details)
+            for key in ("context_snippets_kept", "context_snippets_dropped"):
+                if any(key in d for d in details):
+                    body["usage"][key] = sum(d.get(key, 0) for d in details)
         warnings = sorted({r.warning for r in requests if r.warning})
         if warnings:
             body["warning"] = "; ".join(warnings)
@@ -361,6 +430,8 @@ class OpenAIServing:
         body = CompletionResponse(model=model, choices=choices, usage=self._usage(seqs)).model_dump(
             exclude_none=False
         )
+        if request.debug_options is not None:
+            body["debug_data"] = self.debug_data(requests[0], request.debug_options)
         return self._annotate(body, requests)
 
     async def _stream_completions(
@@ -391,6 +462,8 @@ class OpenAIServing:
             }
             if warning and not sent:
                 body["warning"] = warning
+            if request.debug_options is not None and not sent:
+                body["debug_data"] = self.debug_data(requests[0], request.debug_options)
             sent.append(1)
             return f"data: {json.dumps(body)}\n\n"
 

@@ -53,6 +53,10 @@ class EditorRequest:
     # and stop after a newline once generating took longer than that.
     max_prompt_ms: float | None = None
     max_predict_ms: float | None = None
+    # The file being completed and the context the editor sent (see serve/repos.py).
+    filepath: str | None = None
+    context: Any = None  # an EditorContext
+    debug_options: Any = None  # a protocol.DebugOptions
 
 
 @dataclass
@@ -69,6 +73,8 @@ class EditorCompletion:
     # Set when the prompt was trimmed to the context, or a suffix was dropped (a model without FIM).
     truncated: bool = False
     warning: str | None = None
+    # Tabby's debug_data (context snippets, prompt) when the request asked for it.
+    debug_data: dict[str, Any] | None = None
 
 
 class Engine:
@@ -96,8 +102,8 @@ class Engine:
     def device(self) -> str:
         return str(getattr(self.serving.model, "device", "cpu"))
 
-    def _sequences(self, request: EditorRequest) -> tuple[list[Any], bool, str | None]:
-        """The engine's sequences for a request, whether its prompt was trimmed, and any warning."""
+    def _sequences(self, request: EditorRequest) -> Any:
+        """The built request (its sequences, whether its prompt was trimmed, any warning)."""
         from pydantic import ValidationError
 
         from codetune.serve.protocol import CompletionRequest
@@ -119,11 +125,13 @@ class Engine:
                 repetition_penalty=request.repetition_penalty,
                 min_tokens=request.min_tokens,
                 **({"language": request.language} if request.language else {}),
+                filepath=request.filepath,
             )
         except ValidationError as error:
             raise validation_error(error) from None
-        [built] = self.serving._completion_requests(openai_request)
-        return built.new_sequences(), built.truncated, built.warning
+        [built] = self.serving._completion_requests(openai_request, request.context)
+        built.new_sequences()
+        return built
 
     async def stream(
         self, request: EditorRequest, disconnected: Disconnected | None = None
@@ -131,7 +139,9 @@ class Engine:
         """Text deltas, then one EditorCompletion. Queueing errors are raised before the first item."""
         from codetune.serve.serving import _chain, _first
 
-        seqs, truncated, warning = self._sequences(request)
+        built = self._sequences(request)
+        seqs, truncated, warning = built.sequences, built.truncated, built.warning
+        debug = self.serving.debug_data(built, request.debug_options) if request.debug_options else None
         self.serving.use_adapter(seqs, request.model)
         [seq] = seqs
         started = time.monotonic()
@@ -176,6 +186,7 @@ class Engine:
                     predict_ms=(finished - first_token_at) * 1000,
                     truncated=truncated,
                     warning=warning,
+                    debug_data=debug,
                 )
             finally:
                 await run.aclose()

@@ -3,7 +3,9 @@
 Fields and shapes: ggml-org/llama.cpp tools/server/README.md ("POST /completion", "POST /infill",
 "GET /health", which the server's own /health already answers); the /infill body llama.vim and llama.vscode send (ggml-org/llama.vim autoload/llama.vim).
 The infill prompt is ``input_prefix + prompt`` before the cursor and ``input_suffix`` after it:
-llama.vim sends the current line's start as ``prompt``. ``input_extra`` chunks are accepted, not used yet.
+llama.vim sends the current line's start as ``prompt``. ``input_extra`` chunks (llama.vim's ring of
+recently seen chunks) become the prompt's context, first, then what the server retrieves from the
+``--repo`` their files are in; ``filepath`` (a codetune extension) names the file being completed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from codetune.serve.protocols.base import (
     register_protocol,
     sse,
 )
+from codetune.serve.repos import EditorContext, client_snippet
 
 
 class LlamaExtraChunk(BaseModel):
@@ -126,6 +129,12 @@ class LlamaInfillRequest(LlamaCompletionRequest):
     input_prefix: str = ""
     input_suffix: str = ""
     input_extra: list[LlamaExtraChunk] | None = None
+    # codetune extension: the file being completed (llama.cpp's body has no field for it)
+    filepath: str | None = Field(None, max_length=4096)
+
+    def context(self) -> EditorContext:
+        snippets = [client_snippet(c.filename, c.text) for c in self.input_extra or [] if c.text.strip()]
+        return EditorContext(snippets, hints=[s.path for s in snippets if s.path])
 
 
 def cut_below_indent(text: str, n_indent: int) -> str:
@@ -206,6 +215,8 @@ async def answer(
     ctx: Mount, request: Request, body: LlamaCompletionRequest, prefix: str, suffix: str | None
 ) -> Any:
     editor = body.editor_request(prefix, suffix)
+    if isinstance(body, LlamaInfillRequest):
+        editor.filepath, editor.context = body.filepath, body.context()
     if not body.stream:
         result = await ctx.engine.complete(editor, request.is_disconnected)
         return final_body(body, result, cut_below_indent(result.text, body.n_indent), ctx)

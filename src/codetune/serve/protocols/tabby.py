@@ -3,7 +3,9 @@
 Fields and shapes: TabbyML/tabby crates/tabby/src/services/completion.rs (``CompletionRequest``,
 ``TabbySegments``, ``TabbyDeclaration``, ``TabbySnippet``, ``TabbyDebugOptions``, ``CompletionResponse``) and the body
 tabby-agent builds (clients/tabby-agent). Tabby's body shares its path with OpenAI's completions:
-:func:`is_tabby` tells them apart by shape. Declarations and snippets are accepted, not used yet.
+:func:`is_tabby` tells them apart by shape. ``declarations`` and the ``relevant_snippets_*`` become the
+prompt's context (first, then what the server retrieves from the ``--repo`` of ``filepath``/``git_url``);
+``debug_options`` returns ``debug_data: {snippets, prompt}`` as Tabby does.
 Without ``temperature`` the answer is greedy.
 """
 
@@ -17,6 +19,7 @@ from fastapi import Request
 from pydantic import BaseModel, Field
 
 from codetune.serve.protocols.base import EditorRequest, Mount, ProtocolModel, register_protocol
+from codetune.serve.repos import EditorContext, client_snippet
 
 # A Tabby body names its code in `segments` (or `debug_options.raw_prompt`); OpenAI's in `prompt`.
 TABBY_ONLY_FIELDS = {"segments", "language", "debug_options", "mode"}
@@ -86,13 +89,41 @@ class TabbyCompletionRequest(ProtocolModel):
         raw = self.debug_options.raw_prompt if self.debug_options else None
         if raw is None and self.segments is None:
             raise ServingError(400, "empty prompt from completion request", param="segments")
+        segments = self.segments
+        context = EditorContext(retrieve=False)  # a raw prompt is passed as it is, as Tabby does
+        if raw is None and segments is not None:
+            # Tabby's order: declarations from the editor's LSP, then snippets of changed, then of
+            # recently opened files (each list already deduplicated against the ones before it).
+            sent = [
+                *(segments.declarations or []),
+                *(segments.relevant_snippets_from_changed_files or []),
+                *(segments.relevant_snippets_from_recently_opened_files or []),
+            ]
+            snippets = [client_snippet(s.filepath, s.body) for s in sent]
+            disabled = bool(
+                self.debug_options and self.debug_options.disable_retrieval_augmented_code_completion
+            )
+            context = EditorContext(
+                snippets, repo=segments.git_url, hints=[s.path for s in snippets], retrieve=not disabled
+            )
+        debug = None
+        if self.debug_options is not None:
+            from codetune.serve.protocol import DebugOptions
+
+            debug = DebugOptions(
+                return_snippets=self.debug_options.return_snippets,
+                return_prompt=self.debug_options.return_prompt,
+            )
         return EditorRequest(
-            prompt=raw if raw is not None else self.segments.prefix,
-            suffix=None if raw is not None else self.segments.suffix or None,
+            prompt=raw if raw is not None else segments.prefix,
+            suffix=None if raw is not None else segments.suffix or None,
             temperature=self.temperature or 0.0,
             seed=self.seed,
             language=self.language,
             client=self.user,
+            filepath=None if raw is not None else segments.filepath,
+            context=context,
+            debug_options=debug,
         )
 
 
@@ -118,8 +149,8 @@ async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, A
         "id": f"cmpl-{uuid.uuid4()}",
         "choices": [{"index": 0, "text": result.text}],
     }
-    if body.debug_options and body.debug_options.return_prompt:
-        answer["debug_data"] = {"prompt": editor.prompt}
+    if result.debug_data is not None:
+        answer["debug_data"] = result.debug_data
     return answer
 
 

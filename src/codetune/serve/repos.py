@@ -1,0 +1,276 @@
+"""The repositories a server indexes (``codetune serve --repo DIR``) and the context it retrieves from them.
+
+Each ``--repo`` folder is one :class:`~codetune.context.RepoIndex`; a request's context only ever comes
+from the one repository its file belongs to. Refresh is a stat scan (mtime and size of each source
+file), at most once per ``refresh_s`` and only when a request comes: a changed repository is indexed
+again, so a file added, edited or deleted shows in the next completion without a watcher thread.
+
+Which repository and file a request is in, from what its protocol gives (in this order): a repository
+name (Tabby's ``git_url``), an absolute path under a ``--repo`` folder, a relative path that exists in
+one repository (several: the one whose copy shares most lines with the text around the cursor), a
+path starting with a repository's name, the files of the chunks the editor sent (llama.cpp's
+``input_extra``), and last the file sharing most lines with the cursor's text (a client that names
+no file). A new file not saved yet still gets its repository from its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from codetune.context import ContextOptions, RepoIndex, Snippet, build_context
+from codetune.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# Folders no editor completes in: version control, dependencies, caches and build outputs.
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "elm-stuff",
+        "dist",
+        "build",
+        "target",
+    }
+)
+MAX_FILE_BYTES = 256_000  # a larger file is generated or data, not code a completion needs
+MAX_FILES = 20_000  # per repository: a scan stays a few milliseconds
+_MIN_LINE = 6  # shorter lines (`}`, `return`) say nothing about which file a cursor is in
+
+
+def _source_files(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative POSIX path -> (mtime_ns, size) of each source file of a known language under ``root``."""
+    from codetune.languages import language_for_path
+
+    found: dict[str, tuple[int, int]] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or language_for_path(name) is None:
+                continue
+            path = Path(folder, name)
+            try:
+                info = path.stat()
+            except OSError:  # deleted between the listing and the stat
+                continue
+            if info.st_size <= MAX_FILE_BYTES:
+                found[path.relative_to(root).as_posix()] = (info.st_mtime_ns, info.st_size)
+            if len(found) >= MAX_FILES:
+                logger.warning("%s: more than %d source files; the rest are not indexed", root, MAX_FILES)
+                return found
+    return found
+
+
+def _lines(text: str) -> frozenset[str]:
+    return frozenset(s for line in text.split("\n") if len(s := line.strip()) >= _MIN_LINE)
+
+
+@dataclass
+class ServedRepo:
+    """One ``--repo`` folder: its name, what its files looked like at the last scan, and its index."""
+
+    name: str
+    root: Path
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
+    index: RepoIndex | None = None
+    lines: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def load(self, stamps: dict[str, tuple[int, int]]) -> None:
+        """Index the files in ``stamps`` again (texts read now)."""
+        files: dict[str, str] = {}
+        for path in stamps:
+            try:
+                files[path] = (self.root / path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):  # deleted meanwhile, or not text
+                continue
+        self.stamps = {path: stamps[path] for path in files}
+        self.index = RepoIndex(self.name, files)
+        self.lines = {path: _lines(text) for path, text in files.items()}
+
+
+def _names(roots: Sequence[Path]) -> list[str]:
+    """Each repository's name: its folder's name, made unique with the parent's when two share one."""
+    names = [root.name or str(root) for root in roots]
+    for i, root in enumerate(roots):
+        if names.count(names[i]) > 1:
+            names[i] = f"{root.parent.name}/{root.name}"
+    for i, name in enumerate(list(names)):
+        if names.count(name) > 1:
+            names[i] = f"{name}#{names[:i].count(name) + 1}"
+    return names
+
+
+class ServedRepos:
+    """The indexes of the served repositories, refreshed on request at most once per ``refresh_s``."""
+
+    def __init__(
+        self, roots: Sequence[Path], *, refresh_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        resolved = []
+        for root in roots:
+            path = Path(root).expanduser()
+            if not path.is_dir():
+                raise InputError(f"--repo {root}: not a folder")
+            resolved.append(path.resolve())
+        self.repos = [ServedRepo(name, root) for name, root in zip(_names(resolved), resolved)]
+        self.refresh_s, self.clock = refresh_s, clock
+        self._lock = threading.Lock()
+        self._scanned = -float("inf")
+        self.scans = 0
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> list[str]:
+        """Scan for changed files (unless the last scan is younger than ``refresh_s``); names of the
+        repositories indexed again."""
+        with self._lock:
+            now = self.clock()
+            if not force and now - self._scanned < self.refresh_s:
+                return []
+            self._scanned = now
+            self.scans += 1
+            changed = []
+            for repo in self.repos:
+                stamps = _source_files(repo.root)
+                if stamps != repo.stamps or repo.index is None:
+                    started = time.perf_counter()
+                    repo.load(stamps)
+                    changed.append(repo.name)
+                    logger.info(
+                        "indexed %s: %d files in %.0f ms",
+                        repo.name,
+                        len(repo.stamps),
+                        1000 * (time.perf_counter() - started),
+                    )
+            return changed
+
+    # -- which repository, which file ---------------------------------------------------------------
+    def _by_name(self, name: str | None) -> ServedRepo | None:
+        if not name:
+            return None
+        wanted = name.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        for repo in self.repos:
+            if wanted in (repo.name, repo.name.rsplit("/", 1)[-1], repo.root.name):
+                return repo
+        return None
+
+    def _overlap(self, repos: Sequence[ServedRepo], near: frozenset[str]) -> tuple[ServedRepo, str] | None:
+        """The file (of ``repos``) sharing most lines with the cursor's text; at least two lines."""
+        best, score = None, 1
+        for repo in repos:
+            for path, lines in repo.lines.items():
+                common = len(near & lines)
+                if common > score:
+                    best, score = (repo, path), common
+        return best
+
+    def locate(
+        self,
+        filepath: str | None,
+        prefix: str = "",
+        suffix: str = "",
+        *,
+        repo: str | None = None,
+        hints: Sequence[str] = (),
+    ) -> tuple[ServedRepo, str] | None:
+        """The repository a cursor is in and its file's path there ("" when no file is known), or None."""
+        near = _lines("\n".join(prefix.split("\n")[-30:] + suffix.split("\n")[:10]))
+        named = self._by_name(repo)
+        path = (filepath or "").removeprefix("file://")
+        if path and Path(path).is_absolute():
+            for candidate in self.repos if named is None else [named]:
+                try:
+                    return candidate, Path(path).resolve().relative_to(candidate.root).as_posix()
+                except ValueError:
+                    continue
+            return None  # a file outside every served repository (a dependency): no context
+        path = PurePosixPath(path.replace("\\", "/")).as_posix() if path else ""
+        path = path.removeprefix("./")
+        if named is not None:
+            return named, path
+        if path:
+            having = [r for r in self.repos if r.index is not None and path in r.index.files]
+            if len(having) == 1:
+                return having[0], path
+            if len(having) > 1:  # the same path in several: the copy closest to the editor's text
+                return max(
+                    having, key=lambda r: (len(near & r.lines.get(path, frozenset())), -having.index(r))
+                ), path
+            for candidate in self.repos:  # "repo/path/in/repo"
+                head = f"{candidate.name}/"
+                if path.startswith(head):
+                    return candidate, path[len(head) :]
+            folder = str(PurePosixPath(path).parent)
+            if folder != ".":  # a new file in a folder only one repository has
+                owners = [r for r in self.repos if (r.root / folder).is_dir()]
+                if len(owners) == 1:
+                    return owners[0], path
+        votes = [r for r in self.repos for hint in hints if r.index is not None and hint in r.index.files]
+        if votes:
+            chosen = max(self.repos, key=lambda r: (votes.count(r), -self.repos.index(r)))
+            found = self._overlap([chosen], near)
+            return chosen, path or (found[1] if found else "")
+        found = self._overlap(self.repos, near)
+        if found is not None:
+            return found[0], path or found[1]
+        if len(self.repos) == 1:
+            return self.repos[0], path
+        return None
+
+    def context(
+        self,
+        filepath: str | None,
+        prefix: str,
+        suffix: str,
+        *,
+        count_tokens: Callable[[str], int],
+        options: ContextOptions,
+        client_snippets: Sequence[Snippet] = (),
+        repo: str | None = None,
+        hints: Sequence[str] = (),
+    ) -> tuple[list[Snippet], str, str]:
+        """(snippets, target path, repository name) for a cursor: the editor's snippets first, then
+        what the target's repository gives, within the budget."""
+        self.refresh()
+        where = self.locate(filepath, prefix, suffix, repo=repo, hints=hints)
+        if where is None:
+            snippets = build_context(
+                None, filepath or "", prefix, suffix, count_tokens=count_tokens, options=options,
+                client_snippets=client_snippets,
+            )  # fmt: skip
+            return snippets, filepath or "", ""
+        served, target = where
+        snippets = build_context(
+            served.index, target, prefix, suffix, count_tokens=count_tokens, options=options,
+            client_snippets=client_snippets,
+        )  # fmt: skip
+        return snippets, target, served.name
+
+
+@dataclass
+class EditorContext:
+    """What an editor protocol tells of a cursor's repository, beside its prompt."""
+
+    snippets: list[Snippet] = field(default_factory=list)  # sent by the editor (source "client")
+    repo: str | None = None  # a repository name or URL (Tabby's git_url)
+    hints: list[str] = field(default_factory=list)  # files the editor's snippets come from
+    retrieve: bool = True  # False: no context at all (Tabby's disable_retrieval_augmented_code_completion)
+
+
+def client_snippet(path: str, text: str) -> Snippet:
+    """A snippet the editor sent."""
+    return Snippet(path.removeprefix("file://"), text, "client")
