@@ -53,6 +53,8 @@ class EditorRequest:
     # and stop after a newline once generating took longer than that.
     max_prompt_ms: float | None = None
     max_predict_ms: float | None = None
+    # llama.cpp's cache_prompt: false keeps this prompt out of the prefix cache (no reuse, no store).
+    cache_prompt: bool = True
 
 
 @dataclass
@@ -69,6 +71,7 @@ class EditorCompletion:
     # Set when the prompt was trimmed to the context, or a suffix was dropped (a model without FIM).
     truncated: bool = False
     warning: str | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV the prefix cache supplied
 
 
 class Engine:
@@ -119,7 +122,10 @@ class Engine:
         except ValidationError as error:
             raise validation_error(error) from None
         [built] = self.serving._completion_requests(openai_request)
-        return built.new_sequences(), built.truncated, built.warning
+        seqs = built.new_sequences()
+        for seq in seqs:
+            seq.prefix_cache = request.cache_prompt
+        return seqs, built.truncated, built.warning
 
     def _claim(self, request: EditorRequest, seqs: list[Any]) -> None:
         if request.client is None:
@@ -187,6 +193,7 @@ class Engine:
                     predict_ms=(finished - first_token_at) * 1000,
                     truncated=truncated,
                     warning=warning,
+                    cached_tokens=seq.cached_tokens,
                 )
             finally:
                 self._forget(request, seqs)
