@@ -1,16 +1,18 @@
-"""Keystroke latency: an editor typing through a real file, with and without cancelling older requests.
+"""Keystroke latency: an editor typing through a real file, with the prefix KV cache on and off.
 
-Run: python bench/editor_latency.py [--keystrokes 40] [--burst 5] [--interval-ms 40] [--model tiny-gpt-bigcode]
+Run: python bench/editor_latency.py [--keystrokes 40] [--prompt-tokens 900] [--model tiny-gpt-bigcode]
+     [--cancellation]  (also the older burst/cancel comparison, printed before the last line)
 
-A `codetune serve` subprocess on 127.0.0.1 gets llama.vim's /infill body on every keystroke: the prefix
-is ~900 tokens of a real file (this repository's serving code) up to the cursor, the suffix the rest.
-Typing comes in bursts of `--burst` keystrokes `--interval-ms` apart, faster than one answer takes;
-what the user waits for is the answer to the last keystroke of a burst. Two runs over the same
-keystrokes:
-- baseline: every request has its own slot, so older keystrokes keep generating beside the newest;
-- codetune: every request carries llama.vim's one `id_slot`, so a newer request cancels the older one.
-The last keystroke of each burst must get the same (greedy) text in both runs. Reports p50/p95 of the
-wait for that last answer; the last line is the p50 ratio.
+Two `codetune serve` subprocesses on 127.0.0.1 over the same tiny model: one as configured by default
+(prefix cache on), one with `--set prefix_cache=false`. One client types through a real file (this
+repository's serving code): on every keystroke it sends llama.vim's /infill body (the prefix up to the
+cursor, ~900 tokens, and the next 200 characters as the suffix) and waits for the answer before the
+next keystroke. The keystrokes alternate between the two servers, so that load from other work on
+the machine falls on both alike. Every keystroke must get the same (greedy) text from both. Reports
+p50/p95 of the keystroke latency; the last line is the p50 ratio.
+
+With --cancellation it also replays llama.vim's bursts (keystrokes faster than answers) against the
+cached server, with and without the one `id_slot` that lets a newer request cancel the older one.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, *settings: str) -> subprocess.Popen:
     import httpx
 
     command = [
         sys.executable, "-m", "codetune", "serve", "--model", ARGS.model, "--port", str(port),
         "--set", "device=cpu", "--set", "log_level=warning",
     ]  # fmt: skip
+    for setting in settings:
+        command += ["--set", setting]
     env = {**os.environ, "OMP_NUM_THREADS": str(ARGS.threads)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -79,11 +83,29 @@ def body(prefix: str, suffix: str, slot: int) -> dict:
         "samplers": ["top_k"],
         "stream": False,
         "cache_prompt": True,
-        "response_fields": ["content"],
+        "response_fields": ["content", "tokens_cached", "tokens_evaluated"],
     }
 
 
-async def run(url: str, strokes: list[tuple[str, str]], same_slot: bool) -> tuple[list[float], list[str]]:
+def typing(urls: dict[str, str], strokes: list[tuple[str, str]]) -> dict[str, list[dict]]:
+    """One client types; each keystroke goes to every server in turn (the order alternates)."""
+    import httpx
+
+    results: dict[str, list[dict]] = {name: [] for name in urls}
+    with httpx.Client(timeout=600) as client:
+        for url in urls.values():  # warm-up on a different part of the file
+            client.post(f"{url}/infill", json=body("import os\n", "", 0)).raise_for_status()
+        for i, stroke in enumerate(strokes):
+            order = list(urls) if i % 2 == 0 else list(urls)[::-1]
+            for name in order:
+                begin = time.perf_counter()
+                response = client.post(f"{urls[name]}/infill", json=body(*stroke, 0))
+                response.raise_for_status()
+                results[name].append({**response.json(), "wait": time.perf_counter() - begin})
+    return results
+
+
+async def bursts(url: str, strokes: list[tuple[str, str]], same_slot: bool) -> tuple[list[float], list[str]]:
     """Type in bursts; returns the wait for each burst's last answer, and that answer."""
     import httpx
 
@@ -96,7 +118,6 @@ async def run(url: str, strokes: list[tuple[str, str]], same_slot: bool) -> tupl
             response.raise_for_status()
             return time.perf_counter() - begin, response.json()["content"]
 
-        await one(0)  # warm-up
         for start in range(0, len(strokes), ARGS.burst):
             tasks = []
             for i in range(start, min(start + ARGS.burst, len(strokes))):
@@ -116,32 +137,57 @@ def p95(values: list[float]) -> float:
 
 def main() -> None:
     strokes = keystrokes(ARGS.prompt_tokens)
-    port = free_port()
-    server = start_server(port)
+    ports = {"cache off": free_port(), "cache on": free_port()}
+    servers = {}
     try:
-        url = f"http://127.0.0.1:{port}"
-        baseline, base_answers = asyncio.run(run(url, strokes, same_slot=False))
-        codetune, answers = asyncio.run(run(url, strokes, same_slot=True))
+        servers["cache off"] = start_server(ports["cache off"], "prefix_cache=false")
+        servers["cache on"] = start_server(ports["cache on"])
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        results = typing(urls, strokes)
+        cancel = None
+        if ARGS.cancellation:
+            baseline, base_answers = asyncio.run(bursts(urls["cache on"], strokes, same_slot=False))
+            cancelled, answers = asyncio.run(bursts(urls["cache on"], strokes, same_slot=True))
+            if answers != base_answers:
+                raise SystemExit("error: the last keystroke of a burst got different text with cancellation")
+            cancel = (baseline, cancelled)
     finally:
-        server.terminate()
-        server.wait(30)
-    if answers != base_answers:
-        raise SystemExit("error: the last keystroke of a burst got different text with cancellation")
-    print(f"{len(strokes)} keystrokes over ~{ARGS.prompt_tokens} prompt tokens, bursts of {ARGS.burst}")
-    for name, waits in (("baseline (no cancel)", baseline), ("codetune (cancel)", codetune)):
-        print(f"{name:22s} p50 {statistics.median(waits) * 1000:7.1f} ms   p95 {p95(waits) * 1000:7.1f} ms")
-    ratio = statistics.median(baseline) / statistics.median(codetune)
-    print(f"ratio: {ratio:.2f}x lower p50 wait for the last keystroke's answer with cancellation")
+        for server in servers.values():
+            server.terminate()
+            server.wait(30)
+    off, on = results["cache off"], results["cache on"]
+    differ = [i for i, (a, b) in enumerate(zip(off, on)) if a["content"] != b["content"]]
+    if differ:
+        raise SystemExit(f"error: keystrokes {differ} got different text with the prefix cache")
+    prompt = statistics.median(r["tokens_evaluated"] for r in on)
+    reused = statistics.median(r["tokens_cached"] for r in on[1:])
+    print(
+        f"{len(strokes)} keystrokes, one client, prompts of ~{prompt:.0f} tokens "
+        f"(median {reused:.0f} reused from the cache), {ARGS.max_tokens} new tokens each; answers identical"
+    )
+    waits = {name: [r["wait"] for r in rs] for name, rs in results.items()}
+    for name, values in waits.items():
+        print(f"{name:10s} p50 {statistics.median(values) * 1000:7.1f} ms   p95 {p95(values) * 1000:7.1f} ms")
+    if cancel is not None:
+        baseline, cancelled = cancel
+        print(
+            f"bursts of {ARGS.burst}: last answer p50 {statistics.median(baseline) * 1000:.1f} ms without "
+            f"cancel, {statistics.median(cancelled) * 1000:.1f} ms with cancel "
+            f"({statistics.median(baseline) / statistics.median(cancelled):.2f}x)"
+        )
+    ratio = statistics.median(waits["cache off"]) / statistics.median(waits["cache on"])
+    print(f"ratio: {ratio:.2f}x p50 keystroke latency, prefix cache off vs on")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-gpt-bigcode")
     parser.add_argument("--keystrokes", type=int, default=40)
-    parser.add_argument("--burst", type=int, default=5)
-    parser.add_argument("--interval-ms", type=float, default=40)
     parser.add_argument("--prompt-tokens", type=int, default=900)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cancellation", action="store_true", help="also the burst/cancel comparison")
+    parser.add_argument("--burst", type=int, default=5)
+    parser.add_argument("--interval-ms", type=float, default=40)
     ARGS = parser.parse_args()
     main()

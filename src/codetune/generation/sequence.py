@@ -100,6 +100,8 @@ class Sequence:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Sequence], None] | None = None
     copy: int = 0  # which of the request's n completions (its seed is seed + copy)
+    prefix_cache: bool = True  # may reuse and store prompt KV (llama.cpp's cache_prompt: false says no)
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     sent: int = 0

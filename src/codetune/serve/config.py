@@ -67,6 +67,14 @@ class ServeConfig(StrictModel):
     kv_token_budget: int = Field(
         65536, gt=0, description="Most KV-cache tokens (rows x padded width) continuous batching admits."
     )
+    prefix_cache: bool = Field(
+        True,
+        description="Reuse the KV of the longest cached token prefix of earlier prompts (an editor re-sends "
+        "nearly the same prefix on every keystroke); continuous batching only.",
+    )
+    prefix_cache_mb: float = Field(
+        512.0, ge=0, description="Memory the prefix cache may hold (least recently used entries go first)."
+    )
     fim_prefix_ratio: float = Field(
         0.75, gt=0, lt=1, description="Share of a trimmed FIM prompt kept for the prefix (the rest: suffix)."
     )

@@ -11,6 +11,12 @@ Sliding-window layers (StarCoder2, Mistral) keep only the last ``window - 1`` co
 columns they have seen in ``cumulative_length``, which sizes their attention mask: every join and
 leave sets it to the new width and keeps the stored columns that the window still covers.
 
+With a prefix cache (``generation.prefix_cache``, serving turns it on) a row whose prompt shares a
+long token prefix with an earlier one is prefilled alone on top of that prefix's cached columns, so
+a keystroke costs only its new tokens; every prefilled prompt's columns are stored for the next. The
+prefill caches record sliding layers' whole past, so that entries are complete, and trim them to
+the window before the rows join the running batch.
+
 Each row samples with its own settings and generator (``generation.sampler``), so greedy and
 sampled requests share forward passes. A row whose sampling or post-processing fails is failed
 alone; a failed prefill fails only the rows it admitted. Beam search rows run as a static batch
@@ -28,6 +34,7 @@ from typing import Any
 
 from codetune.generation.engines.base import Engine, adapter_kwargs
 from codetune.generation.engines.hf import run_batch
+from codetune.generation.prefix_cache import Hit, PrefixCache
 from codetune.generation.sampler import choose_one, make_generator, plain
 from codetune.generation.sequence import Sequence, advance, fail, finish, stop_token_ids
 
@@ -62,6 +69,11 @@ def _set_width(layer: Any, width: int) -> None:
         layer.cumulative_length = width
 
 
+def _namespace(seq: Sequence) -> Any:
+    """What besides the prompt decides a row's KV: its adapter, when rows carry one."""
+    return getattr(seq, "adapter", None)
+
+
 class ContinuousEngine(Engine):
     """Token-level continuous batching over a causal LM."""
 
@@ -74,6 +86,8 @@ class ContinuousEngine(Engine):
         *,
         kv_token_budget: int = DEFAULT_KV_TOKEN_BUDGET,
         join_wait_s: float = 0.002,
+        prefix_cache: bool = False,
+        prefix_cache_mb: float = 512.0,
         **options: Any,
     ) -> None:
         options.pop("wait_s", None)
@@ -92,12 +106,17 @@ class ContinuousEngine(Engine):
         self._pad_id = pad if pad is not None else tokenizer.eos_token_id
         self.decode_steps = 0
         self.decode_rows = 0
+        self.prefix_cache = (
+            PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache and prefix_cache_mb > 0 else None
+        )
 
     def stats(self) -> dict[str, int]:
         """The engine's counters (``batches`` counts forward passes) plus decode occupancy."""
         stats = super().stats()
         with self._cond:
             stats.update(decode_steps=self.decode_steps, decode_rows=self.decode_rows)
+            if self.prefix_cache is not None:
+                stats.update(self.prefix_cache.stats())
         return stats
 
     # -- the loop -------------------------------------------------------------------------------
@@ -187,8 +206,6 @@ class ContinuousEngine(Engine):
     # -- admitting ------------------------------------------------------------------------------
     def _admit(self, seqs: list[Sequence]) -> None:
         """Prefill new rows together, stack their cache under the running one, take their first tokens."""
-        import torch
-        from transformers import DynamicCache
 
         ready, beams = [], []
         for seq in seqs:
@@ -206,12 +223,49 @@ class ContinuousEngine(Engine):
                 self._fail(group, error)
         if not ready:
             return
+        rest = []
+        for seq in ready:
+            hit = self._lookup(seq)
+            if hit is None:
+                rest.append(seq)
+            else:
+                self._prefill([seq], hit)
+        if rest:
+            self._prefill(rest)
+
+    def _lookup(self, seq: Sequence) -> Hit | None:
+        if self.prefix_cache is None or not seq.prefix_cache or not seq.prompt_ids:
+            return None
+        with self._cond:  # stats() reads the cache's counters from the HTTP thread
+            return self.prefix_cache.lookup(seq.prompt_ids, _namespace(seq))
+
+    def _prefill(self, ready: list[Sequence], hit: Hit | None = None) -> None:
+        """Prefill rows together (or one row after its cached prefix), store their KV, join the batch."""
+        import torch
+        from transformers import DynamicCache
+
         prompts = [s.prompt_ids or [self.tokenizer.eos_token_id] for s in ready]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self._pad_id] * (width - len(p)) + p for p in prompts], device=self._device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self._device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
+        if self.prefix_cache is not None:
+            for layer in cache.layers:
+                if getattr(layer, "is_sliding", False) and hasattr(layer, "record_past"):
+                    layer.record_past = True  # keep every column until stored (trimmed below)
+        if hit is not None:
+            [prompt] = prompts
+            done = hit.tokens
+            for layer, (keys, values) in zip(cache.layers, hit.layers, strict=True):
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys, values
+                _set_width(layer, done)
+            ids = torch.tensor([prompt[done:]], device=self._device)
+            mask = torch.ones((1, len(prompt)), dtype=torch.long, device=self._device)
+            positions = torch.arange(done, len(prompt), device=self._device)[None]
+            ready[0].cached_tokens = done
+        else:
+            width = max(len(p) for p in prompts)
+            ids = torch.tensor([[self._pad_id] * (width - len(p)) + p for p in prompts], device=self._device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self._device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -223,11 +277,34 @@ class ContinuousEngine(Engine):
         )
         with self._cond:
             self.batches += 1
+        cache = out.past_key_values
+        if self.prefix_cache is not None:
+            self._store(ready, prompts, cache)
+            for layer in cache.layers:
+                if getattr(layer, "record_past", False):
+                    layer.record_past = False
+                    layer.keys = layer.keys[:, :, -layer.sliding_window + 1 :]
+                    layer.values = layer.values[:, :, -layer.sliding_window + 1 :]
         rows = [
             _Row(s, len(p), make_generator(s.params, s.copy, self._device)) for s, p in zip(ready, prompts)
         ]
-        self._stack(out.past_key_values, mask, rows)
+        self._stack(cache, mask, rows)
         self._take(rows, out.logits[:, -1, :], offset=len(self._rows) - len(rows))
+
+    def _store(self, seqs: list[Sequence], prompts: list[list[int]], cache: Any) -> None:
+        """Copy each row's prompt columns (its cache row without the left padding) into the prefix cache."""
+        for i, (seq, prompt) in enumerate(zip(seqs, prompts)):
+            if not seq.prefix_cache or not seq.prompt_ids:
+                continue
+            layers = [
+                (
+                    layer.keys[i : i + 1, :, layer.keys.shape[-2] - len(prompt) :].clone(),
+                    layer.values[i : i + 1, :, layer.values.shape[-2] - len(prompt) :].clone(),
+                )
+                for layer in cache.layers
+            ]
+            with self._cond:
+                self.prefix_cache.store(prompt, layers, _namespace(seq))
 
     def _stack(self, cache: Any, mask: Any, rows: list[_Row]) -> None:
         """Append rows (their cache and mask) to the running batch, left-padding the narrower side."""

@@ -57,6 +57,8 @@ class EditorRequest:
     filepath: str | None = None
     context: Any = None  # an EditorContext
     debug_options: Any = None  # a protocol.DebugOptions
+    # llama.cpp's cache_prompt: false keeps this prompt out of the prefix cache (no reuse, no store).
+    cache_prompt: bool = True
 
 
 @dataclass
@@ -75,6 +77,7 @@ class EditorCompletion:
     warning: str | None = None
     # Tabby's debug_data (context snippets, prompt) when the request asked for it.
     debug_data: dict[str, Any] | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV the prefix cache supplied
 
 
 class Engine:
@@ -143,6 +146,8 @@ class Engine:
         seqs, truncated, warning = built.sequences, built.truncated, built.warning
         debug = self.serving.debug_data(built, request.debug_options) if request.debug_options else None
         self.serving.use_adapter(seqs, request.model)
+        for seq in seqs:
+            seq.prefix_cache = request.cache_prompt
         [seq] = seqs
         started = time.monotonic()
         run = self.serving._run(seqs, disconnected, stream=True, client=request.client)
@@ -187,6 +192,7 @@ class Engine:
                     truncated=truncated,
                     warning=warning,
                     debug_data=debug,
+                    cached_tokens=seq.cached_tokens,
                 )
             finally:
                 await run.aclose()

@@ -122,6 +122,7 @@ class LlamaCompletionRequest(ProtocolModel):
             client=None if self.id_slot is None or self.id_slot < 0 else f"llama.cpp-slot-{self.id_slot}",
             max_prompt_ms=self.t_max_prompt_ms or None,
             max_predict_ms=self.t_max_predict_ms or None,
+            cache_prompt=self.cache_prompt is not False,
         )
 
 
@@ -189,7 +190,7 @@ def final_body(
         "truncated": result.truncated,
         "stop_type": stop_type,
         "stopping_word": "",
-        "tokens_cached": 0,
+        "tokens_cached": result.cached_tokens,
         "timings": _timings(result),
     }
     return select_fields(full, body.response_fields)
