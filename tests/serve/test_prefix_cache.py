@@ -45,7 +45,7 @@ def keystrokes(tokenizer, start_tokens: int = 90, count: int = 4) -> list[str]:
     cursor = len(tokenizer.decode(ids[:start_tokens]))
     typed = [text[: cursor + 3 * i] for i in range(count)]
     # then the user deletes back to the middle of the prompt, and types on again
-    return typed + [text[: cursor // 2], text[: cursor + 4]]
+    return [*typed, text[: cursor // 2], text[: cursor + 4]]
 
 
 def complete(engine: ContinuousEngine, tokenizer, prompts: list[str], **params) -> list[Sequence]:

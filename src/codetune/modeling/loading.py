@@ -220,7 +220,7 @@ def resolve_adapters(model: str, adapters: dict[str, Path]) -> tuple[ModelRef, d
     tokenizer_of: dict[str, str] = {}
     for name, given in adapters.items():
         path = Path(given).expanduser()
-        if _run_manifest(path) is not None:
+        if is_run(path):
             ref = resolve_model(path)
             if ref.adapter is None:
                 raise ModelLoadError(f"adapter {name!r}: {path} holds a merged model, not an adapter")
