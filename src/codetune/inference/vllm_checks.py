@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.run import read_adapter_config
-from codetune.errors import ConfigError
+from codetune.errors import ConfigError, InputError
 from codetune.modeling.loading import ModelRef
 
 # Modules whose weights in an adapter mean rows for tokens the base vocabulary lacks.
@@ -42,7 +42,10 @@ def check_vllm_model(ref: ModelRef) -> None:
 
 
 def _adapter_settings(adapter: Path) -> dict[str, Any]:
-    return read_adapter_config(adapter)
+    try:
+        return read_adapter_config(adapter)
+    except InputError as error:
+        raise ConfigError(f"engine 'vllm': {error}") from None
 
 
 def _unsupported_adapter(adapter: Path) -> str | None:

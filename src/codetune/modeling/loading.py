@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from codetune.artifacts.paths import ADAPTER_CONFIG
 from codetune.artifacts.run import adapter_folder, is_run, read_run
 from codetune.errors import InputError, ModelLoadError
 from codetune.modeling.presets import PRESETS, is_preset, preset_dir
@@ -227,7 +228,7 @@ def resolve_adapters(model: str, adapters: dict[str, Path]) -> tuple[ModelRef, d
             folder, trained_on = ref.adapter, ref.base
             if ref.tokenizer is not None:
                 tokenizer_of[name] = ref.tokenizer
-        elif (path / "adapter_config.json").is_file():
+        elif (path / ADAPTER_CONFIG).is_file():
             folder = path
             trained_on = resolve_model(PeftConfig.from_pretrained(str(path)).base_model_name_or_path).base
         else:
