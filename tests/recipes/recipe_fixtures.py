@@ -220,15 +220,20 @@ def conala_curated(path: Path, count: int = 24) -> Path:
 
 
 def conala_mined(path: Path, count: int = 6) -> Path:
-    """Mined rows as CoNaLa ships them: {question_id, intent, snippet}."""
+    """Mined rows as CoNaLa ships them: {question_id, parent_answer_post_id, prob, snippet, intent, id};
+    a question has several answers' snippets, so only ``id`` is unique."""
     rows = []
     for i in range(count):
         a, b = _names(i + 5000, 2)
+        question, answer = 9000 + i // 2, 7000 + i
         rows.append(
             {
-                "question_id": 9000 + i,
-                "intent": f"sort {a} by {b}",
+                "question_id": question,
+                "parent_answer_post_id": answer,
+                "prob": round(0.9 - i / 50, 3),
                 "snippet": f"sorted({a}, key=lambda x: x.{b})",
+                "intent": f"sort {a} by {b}",
+                "id": f"{question}_{answer}_{i}",
             }
         )
     return write_jsonl(path, rows)

@@ -19,10 +19,20 @@ FAMILY_PRESETS = {
 }
 
 
+# How much a CPU test may shrink: how long a recipe runs and how much data it reads, never how it runs.
+# The recipes are sized for a GPU and a real corpus (Elm: 3000 steps; 200 or 500 eval samples); here
+# the fixtures are a dozen files and each recipe test has about 40 s of a shared 2-core machine, so a
+# run stops after CPU_STEPS optimizer steps and eval reads CPU_SAMPLES completion samples and loss rows.
+# Schedules (warmup, cosine, AdaLoRA's tinit/tfinal) are fractions of the run and shrink with it.
+CPU_STEPS = 2
+CPU_SAMPLES = 4
+
+
 def on_cpu(recipe: str) -> list[str]:
-    """The only changes a recipe needs here (a CPU, no hub): each real model becomes the preset of its
-    family (read from the model's real config), and a 4-bit method (CUDA only) its 16-bit twin, LoRA.
-    Every other setting is the recipe's own; tests keep runtime down with small inputs."""
+    """The only changes a recipe gets here (a CPU, no hub): each real model becomes the tiny preset of
+    its family (read from the model's real config: GPTBigCode MQA, StarCoder2's sliding window, Phi's
+    partial rotary, CodeGen, T5), a 4-bit method (CUDA only) its 16-bit twin LoRA, and the run's
+    length and eval's sample counts are capped. Every other setting is the recipe's own."""
     from codetune.config import load_recipe
     from codetune.train.dryrun import bundled_config
     from codetune.train.methods import get_method
@@ -34,31 +44,14 @@ def on_cpu(recipe: str) -> list[str]:
         if section is not None:
             family = bundled_config(section.model)["model_type"]
             overrides.append(f"{stage}.model={FAMILY_PRESETS[family]}")
-    if written.train is not None and get_method(written.train.method).quantized:
-        overrides.append("train.method=lora")
+    if written.train is not None:
+        if get_method(written.train.method).quantized:
+            overrides.append("train.method=lora")
+        overrides.append(f"train.max_steps={min(written.train.max_steps or CPU_STEPS, CPU_STEPS)}")
+    if written.eval is not None:
+        overrides.append(f"eval.samples={min(written.eval.samples, CPU_SAMPLES)}")
+        overrides.append(f"eval.loss_examples={min(written.eval.loss_examples, CPU_SAMPLES)}")
     return overrides
-
-
-# Still used by the Elm and CoNaLa tests: their recipes fix max_steps (3000 and 1000), which small
-# inputs cannot shorten, so these two override the run's length and eval sizes as before.
-TINY_TRAIN = [
-    "train.max_steps=3",
-    "train.batch_tokens=256",
-    "train.batch_size=4",
-    "train.eval_every=3",
-    "train.save_every=3",
-    "train.eval_max_batches=2",
-    "train.precision=fp32",
-]
-TINY_EVAL = [
-    "eval.samples=3",
-    "eval.max_new_tokens=6",
-    "eval.max_prompt_tokens=96",
-    "eval.loss_examples=4",
-    "eval.batch_size=4",
-    "eval.device=cpu",
-    "eval.side_by_side=1",
-]
 
 
 def run(recipe: str, workdir: Path, *overrides: str, stages: list[str] | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recipe_fixtures import doccano_export, javascript_file
-from recipe_helpers import EXAMPLES, TINY_EVAL, TINY_TRAIN, check_report, check_run_folder, read_json, run
+from recipe_helpers import EXAMPLES, check_report, check_run_folder, on_cpu, read_json, run
 
 
 def test_airscript_recipe_end_to_end(tmp_path):
@@ -19,15 +19,7 @@ def test_airscript_recipe_end_to_end(tmp_path):
         work,
         f"collect.sources=[{scripts}]",
         f"build.mix=[{{format: instruct, corpus: {export}}}]",
-        "collect.workers=1",
-        "build.model=tiny-gpt-bigcode",
-        "build.max_length=96",
-        "build.valid_fraction=0.2",
-        "build.test_fraction=0.2",
-        "build.num_proc=1",
-        "train.model=tiny-gpt-bigcode",
-        *TINY_TRAIN,
-        *TINY_EVAL,
+        *on_cpu("airscript-assistant.yaml"),  # tiny-gpt-bigcode (MQA), fewer steps and samples
     )
     assert list(results) == ["collect", "build", "train", "eval"]
     corpus = read_json(work / "corpus" / "manifest.json")
@@ -66,12 +58,7 @@ def test_airscript_doccano_export_builds_instruction_pairs(tmp_path):
         f"build.corpus={export}",
         "build.format=instruct",
         "build.mix=[]",
-        "build.fim_rate=0",
-        "build.model=tiny-gpt-bigcode",
-        "build.max_length=160",
-        "build.num_proc=1",
-        "build.valid_fraction=0.2",
-        "build.test_fraction=0.2",
+        *on_cpu("airscript-assistant.yaml"),
         stages=["build"],
     )
     stats = read_json(work / "dataset" / "stats.json")

@@ -351,14 +351,16 @@ def test_loss(
     max_length: int,
 ) -> dict[str, float]:
     """Mean loss per token and perplexity on the test split (the dataset's ids and loss mask when the
-    model shares the dataset's tokenizer, else the rows' text re-tokenized)."""
+    model shares the dataset's tokenizer, else the rows' text re-tokenized; seq2seq: target tokens)."""
     import torch
 
     from codetune.generation.sequence import context_length, is_seq2seq
 
-    if is_seq2seq(model) or not rows:
+    if not rows:
         return {}
     same_vocab = dataset_tokenizer is not None and dataset_tokenizer.get_vocab() == tokenizer.get_vocab()
+    if is_seq2seq(model):
+        return _seq2seq_loss(model, tokenizer, rows[: cfg.loss_examples], same_vocab, max_length)
     limit = min(max_length, context_length(model) or max_length)
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -406,6 +408,34 @@ def context_deltas(tasks: list[Task], per_task: dict[str, dict[str, Any]]) -> di
             }
         out[task.name] = {"without": task.baseline, "models": models}
     return out
+
+
+def _seq2seq_loss(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], same_vocab: bool, max_length: int
+) -> dict[str, float]:
+    """Mean loss per target token of an encoder-decoder model (the decoder is fed the labels shifted)."""
+    import torch
+
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            if same_vocab and "input_ids" in row and "labels" in row:
+                ids, labels = list(row["input_ids"])[:max_length], list(row["labels"])
+            else:
+                ids = tokenizer(row.get("source", ""), truncation=True, max_length=max_length)["input_ids"]
+                labels = tokenizer(row.get("target", ""))["input_ids"]
+            if not ids or not labels:
+                continue
+            out = model(
+                input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device)
+            )
+            total += float(out.loss) * len(labels)
+            count += len(labels)
+    if count == 0:
+        return {}
+    loss = total / count
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "loss_tokens": count}
 
 
 def _settings(cfg: EvalConfig) -> dict[str, Any]:
