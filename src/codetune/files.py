@@ -40,6 +40,20 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_object(path: str | Path, hint: str = "") -> dict[str, Any]:
+    """A JSON file holding one object; InputError ``PATH is corrupt (...)`` (then ``hint``) otherwise."""
+    from codetune.errors import InputError
+
+    suffix = f"; {hint}" if hint else ""
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is corrupt (not valid JSON: {error}){suffix}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is corrupt (expected a JSON object, got {type(data).__name__}){suffix}")
+    return data
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``path``, on failure it is removed."""

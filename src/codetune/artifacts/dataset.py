@@ -7,7 +7,6 @@ tokenizer the examples were made with (tokenizer/), lengths.png and a manifest.j
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from codetune.artifacts.manifest import manifest_path, read_manifest, write_manifest
 from codetune.artifacts.paths import DATASET_DICT, STATS, TOKENIZER
 from codetune.errors import InputError
-from codetune.files import atomic_dir, fingerprint, write_json
+from codetune.files import atomic_dir, fingerprint, read_json_object, write_json
 
 SPLITS = ("train", "valid", "test")
 HINT = "run `codetune build` first"
@@ -79,13 +78,7 @@ def read_stats(folder: str | Path) -> dict[str, Any]:
     path = folder / STATS
     if not path.is_file():
         raise InputError(f"{folder} is not a dataset folder from `codetune build` (no {STATS}); {HINT}")
-    try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is corrupt (not valid JSON: {error}); build the dataset again") from None
-    if not isinstance(stats, dict):
-        raise InputError(f"{path} is corrupt (expected a JSON object); build the dataset again")
-    return stats
+    return read_json_object(path, "build the dataset again")
 
 
 def read_dataset(folder: str | Path) -> DatasetFolder:

@@ -6,13 +6,12 @@ A folder output keeps it inside (``OUT/manifest.json``); a file output beside it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.paths import MANIFEST, SIDECAR_MANIFEST_SUFFIX
 from codetune.errors import InputError
-from codetune.files import write_json
+from codetune.files import read_json_object, write_json
 
 
 def manifest_path(out: str | Path) -> Path:
@@ -33,13 +32,7 @@ def read_manifest(out: str | Path, what: str = "stage output", hint: str = "") -
     suffix = f"; {hint}" if hint else ""
     if not path.is_file():
         raise InputError(f"{out} is not a {what} (no {path.name}){suffix}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is corrupt (not valid JSON: {error}){suffix}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is corrupt (expected a JSON object, got {type(data).__name__}){suffix}")
-    return data
+    return read_json_object(path, hint)
 
 
 def manifest_value(out: str | Path, key: str = "fingerprint") -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from codetune.artifacts.manifest import write_manifest
 from codetune.artifacts.paths import PREDICTIONS, REPORT_JSON, REPORT_MD
 from codetune.errors import InputError
-from codetune.files import atomic_dir, atomic_write_text, write_json
+from codetune.files import atomic_dir, atomic_write_text, read_json_object, write_json
 
 # Keys every report.json has.
 REQUIRED = ("models", "settings")
@@ -51,11 +51,8 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     path = folder / REPORT_JSON
     if not path.is_file():
         raise InputError(f"{folder} is not a report folder from `codetune eval` (no {REPORT_JSON})")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is corrupt (not valid JSON: {error})") from None
-    if not isinstance(report, dict) or any(key not in report for key in REQUIRED):
+    report = read_json_object(path)
+    if any(key not in report for key in REQUIRED):
         raise InputError(f"{path} is not a codetune report (needs {', '.join(REQUIRED)})")
     predictions: list[dict[str, Any]] = []
     if name := report.get("predictions_file"):
