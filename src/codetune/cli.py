@@ -630,12 +630,21 @@ def quickstart(
     pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 500,
     adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
     samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
+    repo_context: Annotated[
+        bool,
+        typer.Option(
+            "--repo-context",
+            help="Adapt on examples carrying context from the project's other files (build repo_context).",
+        ),
+    ] = False,
 ) -> None:
     """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""
     from codetune.quickstart import QuickstartSettings
     from codetune.quickstart import quickstart as run_quickstart
 
-    settings = QuickstartSettings(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples)
+    settings = QuickstartSettings(
+        pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples, repo_context=repo_context
+    )
     print_result(run_quickstart(source=source, out=out, settings=settings))
 
 
