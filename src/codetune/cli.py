@@ -185,6 +185,14 @@ def build(
         float | None, typer.Option("--fim-spm-rate", help="Share of FIM examples in SPM order (default 0.5).")
     ] = None,
     split_by: Annotated[str | None, typer.Option("--split-by", help="auto (default), repo or file.")] = None,
+    repo_context: Annotated[
+        bool,
+        typer.Option(
+            "--repo-context",
+            help="Give examples context from other train files of their repository, laid out as serve "
+            "lays it out (repo_context_budget tokens, see --set repo_context_options.*).",
+        ),
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Turn a corpus into a tokenized dataset with leak-free splits."""
@@ -197,6 +205,7 @@ def build(
         "fim_rate": fim_rate,
         "fim_spm_rate": fim_spm_rate,
         "split_by": split_by,
+        "repo_context": repo_context or None,
     }
     print_result(_run_stage("build", given, overrides))
 
@@ -653,12 +662,21 @@ def quickstart(
     pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 500,
     adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
     samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
+    repo_context: Annotated[
+        bool,
+        typer.Option(
+            "--repo-context",
+            help="Adapt on examples carrying context from the project's other files (build repo_context).",
+        ),
+    ] = False,
 ) -> None:
     """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""
     from codetune.quickstart import QuickstartSettings
     from codetune.quickstart import quickstart as run_quickstart
 
-    settings = QuickstartSettings(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples)
+    settings = QuickstartSettings(
+        pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples, repo_context=repo_context
+    )
     print_result(run_quickstart(source=source, out=out, settings=settings))
 
 

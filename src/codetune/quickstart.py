@@ -49,6 +49,10 @@ class QuickstartSettings:
     samples: int = 150
     max_length: int = 256
     pretrain_source: Path | None = None  # default: the standard library minus the held-out package
+    # Adapt on examples that carry context from the project's other train files (build repo_context),
+    # laid out as `codetune serve` lays out the context it retrieves.
+    repo_context: bool = False
+    repo_context_budget: int = 128
 
 
 def _step(message: str) -> None:
@@ -143,7 +147,8 @@ def quickstart(
     base, results = pretrained_base(settings)
 
     project = Path(source) if source is not None else stdlib_dir() / HELD_OUT_PACKAGE
-    _step(f"adapting the base to {project} with LoRA ({adapt_steps} steps)")
+    with_context = " on examples with repository context" if settings.repo_context else ""
+    _step(f"adapting the base to {project} with LoRA ({adapt_steps} steps){with_context}")
     results.append(collect(CollectConfig(sources=[str(project)], language="python", out=out / "corpus")))
     results.append(
         build(
@@ -157,6 +162,8 @@ def quickstart(
                 test_fraction=0.2,
                 seed=0,
                 fim_rate=0.0,
+                repo_context=settings.repo_context,
+                repo_context_budget=settings.repo_context_budget,
             )
         )
     )

@@ -25,7 +25,9 @@ from codetune.files import fingerprint
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
-INTERNAL = ["_fim", "_trimmed", "_keep", "_fallback"]
+INTERNAL = ["_fim", "_trimmed", "_keep", "_fallback", "_context"]
+# Formats whose rows are not files of a repository: repository context does not apply to them.
+NO_CONTEXT_FORMATS = ("instruct", "seq2seq")
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------
@@ -96,21 +98,35 @@ def encode_causal(
     batch: dict[str, list[Any]], indices: list[int], *, tokenizer: Any, opts: dict[str, Any]
 ) -> dict:
     """input_ids (EOS appended) and loss_mask per row; text rows may become FIM examples."""
+    from codetune.dataset.context import fit
     from codetune.dataset.fim import SPLITS as FIM_SPLITS
     from codetune.dataset.fim import choose, cut, token_starts
     from codetune.fim import FimFormat
 
     eos, limit = tokenizer.eos_token_id, opts["max_length"]
     out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
+    chooser = opts.get("context")
     if opts["prompted"]:
         prompts = tokenize(tokenizer, batch["prompt"])["input_ids"]
         completions = tokenize(tokenizer, batch["completion"])["input_ids"]
-        for p, c in zip(prompts, completions, strict=True):
+        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
             trimmed = len(p) + len(c) + 1 > limit
             if trimmed:
                 p, c = _trim_pair(p, c, limit - 1)
-            out["input_ids"].append([*p, *c, eos])
-            out["loss_mask"].append([0] * len(p) + [1] * (len(c) + 1))
+            ids, mask = [*p, *c, eos], [0] * len(p) + [1] * (len(c) + 1)
+            added = 0
+            if chooser is not None and not trimmed:
+                prompt = batch["prompt"][row]
+                found = chooser.choose(batch["repo"][row], batch["path"][row], prompt, "", limit - len(ids))
+                fitted = found and fit(
+                    found, limit, chooser.budget, len(ids), chooser.prompted, prompt, c, eos
+                )
+                if fitted:
+                    added = len(fitted[0]) - len(ids)
+                    ids, mask = fitted[0], fitted[1]
+            out["input_ids"].append(ids)
+            out["loss_mask"].append(mask)
+            out["_context"].append(added)
             out["_fim"].append("")
             out["_trimmed"].append(trimmed)
             out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
@@ -192,8 +208,36 @@ def encode_causal(
         trimmed = len(ids) + 1 > limit or row in cut_short
         if trimmed:
             ids = ids[: limit - 1]
-        out["input_ids"].append([*ids, end])
-        out["loss_mask"].append([1] * (len(ids) + 1))
+        row_ids, mask = [*ids, end], [1] * (len(ids) + 1)
+        added = 0
+        if chooser is not None and not trimmed:
+            repo, path = batch["repo"][row], batch["path"][row]
+            room = limit - len(row_ids)
+            if plan is None:
+                found = chooser.choose(repo, path, texts[row], "", room, whole=True)
+                fitted = found and fit(
+                    found, limit, chooser.budget, len(row_ids), chooser.plain, texts[row], ids, eos
+                )
+            else:
+                layout, pieces = plan
+                found = chooser.choose(repo, path, pieces.prefix, pieces.suffix, room)
+                fitted = found and fit(
+                    found,
+                    limit,
+                    chooser.budget,
+                    len(row_ids),
+                    chooser.fim,
+                    fim,
+                    pieces.prefix,
+                    (p, m, s),
+                    layout == "spm",
+                )
+            if fitted:
+                added = len(fitted[0]) - len(row_ids)
+                row_ids, mask = fitted[0], fitted[1]
+        out["input_ids"].append(row_ids)
+        out["loss_mask"].append(mask)
+        out["_context"].append(added)
         out["_fim"].append("" if plan is None else plan[0])
         out["_trimmed"].append(trimmed)
         out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
@@ -212,6 +256,7 @@ def encode_seq2seq(batch: dict[str, list[Any]], *, tokenizer: Any, opts: dict[st
         trimmed = len(s) + 1 > limit or len(t) + 1 > target_limit
         out["input_ids"].append([*s[: limit - 1], eos])
         out["labels"].append([*t[: target_limit - 1], eos])
+        out["_context"].append(0)
         out["_fim"].append("")
         out["_trimmed"].append(trimmed)
         out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
@@ -341,6 +386,18 @@ def build(cfg: BuildConfig) -> StageResult:
             "added": added,
         }
 
+    context_info: dict[str, Any] = {"enabled": cfg.repo_context}
+    if cfg.repo_context:
+        if fmt.name in NO_CONTEXT_FORMATS or fmt.kind == "seq2seq":
+            raise ConfigError(
+                f"repo_context needs rows that are files of a repository (files, windows, units, "
+                f"code_json), not the {fmt.name} format; set repo_context=false"
+            )
+        # File blocks leave room for context, or long files would never get any.
+        reserve = min(cfg.repo_context_budget, cfg.max_length // 2)
+        fmt.reserve_tokens += reserve
+        context_info |= {"budget_tokens": cfg.repo_context_budget, "block_reserve_tokens": reserve}
+
     docs = fmt.load(corpus)
     fmt.check(docs)
     plan = plan_splits(
@@ -354,6 +411,21 @@ def build(cfg: BuildConfig) -> StageResult:
     if getattr(fmt, "skipped", 0):
         dropped["no_target"] += fmt.skipped
     decontam = _decontaminate(cfg, parts, dropped)
+    choosers: dict[str, Any] = {}
+    if cfg.repo_context:
+        from codetune.context import ContextOptions
+        from codetune.dataset.context import split_contexts
+
+        ctx = cfg.repo_context_options
+        options = ContextOptions(
+            budget_tokens=cfg.repo_context_budget,
+            strategies=tuple(ctx.strategies),
+            query_lines=ctx.query_lines,
+            max_file_tokens=ctx.max_file_tokens,
+            bm25_chunks=ctx.bm25_chunks,
+        )
+        choosers = split_contexts(tokenizer, parts, options)
+    context_counts: dict[str, list[int]] = {}
 
     # Batched tokenization already uses the tokenizer's threads; worker processes only pay off with
     # many cores (and then mostly for the Python-heavy builders: units, windows, FIM).
@@ -397,7 +469,7 @@ def build(cfg: BuildConfig) -> StageResult:
             new_fingerprint=f"{tag}-examples",
             desc=f"{fmt.name} {split}",
         )
-        opts = {**encode_opts, "split": split}
+        opts = {**encode_opts, "split": split, "context": choosers.get(split)}
         if fmt.kind == "seq2seq":
             encoder = partial(encode_seq2seq, tokenizer=tokenizer, opts=opts)
             encoded = examples.map(
@@ -427,6 +499,7 @@ def build(cfg: BuildConfig) -> StageResult:
         fim_counts["psm"] += flags["_fim"].count("psm")
         fim_counts["spm"] += flags["_fim"].count("spm")
         fim_counts["syntax_fallback_random"] += sum(flags["_fallback"])
+        context_counts[split] = [n for n, k in zip(flags["_context"], keep, strict=True) if k]
         if not any(keep):
             encoded = Dataset.from_dict({name: [] for name in features}, features=features)
         else:
@@ -452,6 +525,8 @@ def build(cfg: BuildConfig) -> StageResult:
             "syntax_fallback_random": fim_counts["syntax_fallback_random"],
             "applies_to": "text rows (prompt/completion rows stay left to right)",
         }
+    if cfg.repo_context:
+        context_info |= _context_stats(context_counts)
     mixed = _add_mix(cfg, splits, stats_splits, lengths)
     split_warnings = _check_splits(cfg, plan, stats_splits)
     stats = {
@@ -466,6 +541,7 @@ def build(cfg: BuildConfig) -> StageResult:
         "dropped": dict(dropped),
         "trimmed": trimmed_total,
         "fim": fim_info,
+        "repo_context": context_info,
         "decontamination": decontam,
         "mix": mixed,
     }
@@ -496,9 +572,26 @@ def build(cfg: BuildConfig) -> StageResult:
     }
     if fim_rate > 0:
         summary["fim rate"] = fim_info["realised_rate"]
+    if cfg.repo_context:
+        summary["with context"] = context_info["examples_with_context"]
     if split_warnings:
         summary["warnings"] = f"{len(split_warnings)} (see {STATS})"
     return StageResult("build", out, summary)
+
+
+def _context_stats(counts: dict[str, list[int]]) -> dict[str, Any]:
+    """How many examples carry context and how many tokens it adds, overall and per split."""
+
+    def summary(values: list[int]) -> dict[str, Any]:
+        carrying = [v for v in values if v > 0]
+        return {
+            "examples": len(values),
+            "examples_with_context": len(carrying),
+            "mean_context_tokens": round(sum(carrying) / len(carrying), 2) if carrying else 0.0,
+        }
+
+    every = [v for values in counts.values() for v in values]
+    return {**summary(every), "splits": {split: summary(values) for split, values in counts.items()}}
 
 
 def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> list[str]:
@@ -547,6 +640,7 @@ def _add_mix(
                     "corpus": source.corpus,
                     "mix": [],
                     "out": Path(tmp) / "dataset",
+                    "repo_context": cfg.repo_context and source.format not in NO_CONTEXT_FORMATS,
                 }
             )
             build(sub)

@@ -107,6 +107,21 @@ class DecontamOptions(StrictModel):
     )
 
 
+class RepoContextOptions(StrictModel):
+    """Where ``repo_context`` takes its snippets from (codetune.context, the builder serve uses too)."""
+
+    strategies: list[Literal["imports", "definitions", "bm25"]] = Field(
+        ["imports", "definitions", "bm25"],
+        description="In order: files the target imports, definitions of names used near the cursor, "
+        "BM25 chunks most like the text around it.",
+    )
+    query_lines: int = Field(12, ge=1, description="Lines around the cursor that make the query.")
+    max_file_tokens: int = Field(
+        256, ge=1, description="An imported file longer than this gives only its definitions."
+    )
+    bm25_chunks: int = Field(8, ge=0, description="BM25 chunks considered per example.")
+
+
 class MixSource(StrictModel):
     """Another input built with its own format and added to the main dataset's train and valid splits."""
 
@@ -157,6 +172,19 @@ class BuildConfig(StrictModel):
         "random", description="random: uniform token-level split points; syntax: the middle is one node."
     )
     fim_syntax: FimSyntaxOptions = Field(default_factory=FimSyntaxOptions)
+    repo_context: bool = Field(
+        False,
+        description="Give each example (files, FIM, windows, units) context from other files of its "
+        "repository, laid out as serve lays it out; only train files (and, for a held-out split, its "
+        "own files) are ever used, so no held-out file reaches a training example.",
+    )
+    repo_context_budget: int = Field(
+        256,
+        gt=0,
+        description="Most tokens of context per example; the example still fits max_length, the "
+        "context is cut first (and file blocks leave up to half of max_length for it).",
+    )
+    repo_context_options: RepoContextOptions = Field(default_factory=RepoContextOptions)
     seed: int = 0
     num_proc: int | None = Field(
         None, ge=1, description="Worker processes for datasets.map (default: auto by size)."

@@ -1,0 +1,264 @@
+"""Repository context: the same tiny base trained with and without `repo_context`, both evaluated with it.
+
+    python bench/repo_context.py [--steps 200] [--repos 24] [--eval-repos 8] [--budget 192]
+
+Corpus: generated repositories. Each has a ``helpers.py`` whose function names are made of random
+syllables drawn for that repository, and client modules that ``import helpers`` and call them as
+``helpers.NAME(...)``. A name can only be known from the repository's other files, which is what
+context gives. Held-out: whole repositories never built or trained on (so no name can be
+memorised); each call site in their client modules is one completion, its prefix ending at
+``helpers.``, its target the function name.
+
+Both runs train the same randomly initialised tiny preset (tiny-gpt-bigcode, whose tokenizer has
+StarCoder2's ``<repo_name>``/``<file_sep>`` tokens) with the same steps, seed and learning rate on
+the same corpus; only ``repo_context`` differs. Both are then evaluated WITH context, retrieved as
+the server does (``codetune.context.build_context`` over the held-out file's repository, rendered
+by ``build_request(repo_context=...)``), greedy, 8 new tokens. Reported per model: identifier exact
+match (the first identifier of the completion is the target) and edit similarity of the completed
+line (difflib ratio against the true rest of the line). The last line compares identifier EM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import random
+import re
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "tiny-gpt-bigcode"
+SYLLABLES = [
+    "ka",
+    "zo",
+    "mir",
+    "tel",
+    "vu",
+    "pra",
+    "nex",
+    "lo",
+    "dri",
+    "quo",
+    "sa",
+    "bel",
+    "ty",
+    "gor",
+    "fen",
+    "xi",
+]
+OPS = ["+", "-", "*"]
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _name(rng: random.Random) -> str:
+    return (
+        "".join(rng.choice(SYLLABLES) for _ in range(2))
+        + "_"
+        + "".join(rng.choice(SYLLABLES) for _ in range(2))
+    )
+
+
+def make_repo(seed: int, modules: int = 5) -> dict[str, str]:
+    """One repository: helpers.py with random-named functions, modules calling them through the module."""
+    rng = random.Random(seed)
+    names = list(dict.fromkeys(_name(rng) for _ in range(6)))[:4]
+    helpers = "".join(
+        f"def {name}(value):\n    return value {rng.choice(OPS)} {rng.randint(2, 9)}\n\n\n" for name in names
+    )
+    files = {"helpers.py": helpers}
+    for m in range(modules):
+        a, b = rng.sample(names, 2)
+        files[f"task{m}.py"] = (
+            "import helpers\n\n\n"
+            f"def run_{m}(items):\n"
+            "    total = 0\n"
+            "    for item in items:\n"
+            f"        total += helpers.{a}(item)\n"
+            f"    return helpers.{b}(total)\n"
+        )
+    return files
+
+
+def write_corpus(repos: dict[str, dict[str, str]], folder: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [(repo, path, text) for repo, files in repos.items() for path, text in files.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "path": [r[1] for r in rows],
+            "repo": [r[0] for r in rows],
+            "language": ["python"] * len(rows),
+            "content": [r[2] for r in rows],
+            "bytes": [len(r[2].encode()) for r in rows],
+            "lines": [r[2].count("\n") + 1 for r in rows],
+            "sha256": [hashlib.sha256(r[2].encode()).hexdigest() for r in rows],
+        }
+    )
+    pq.write_table(table, folder / "data-00000.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"sources": ["bench"], "totals": {"files": len(rows)}}))
+    return folder
+
+
+def cases(repos: dict[str, dict[str, str]]) -> list[tuple[str, str, str, str, str]]:
+    """(repo, path, prefix, target name, true rest of the line) at every ``helpers.NAME`` call."""
+    out = []
+    for repo, files in repos.items():
+        for path, text in files.items():
+            if path == "helpers.py":
+                continue
+            for match in re.finditer(r"helpers\.(\w+)", text):
+                start = match.start(1)
+                line_end = text.find("\n", start)
+                out.append((repo, path, text[:start], match.group(1), text[start:line_end]))
+    return out
+
+
+def train_run(
+    corpus: Path, out: Path, *, repo_context: bool, steps: int, budget: int, max_length: int
+) -> dict:
+    from codetune.dataset.builder import build
+    from codetune.dataset.config import BuildConfig
+    from codetune.train.config import TrainConfig
+    from codetune.train.recipe import train
+
+    dataset = out / "dataset"
+    build(
+        BuildConfig(
+            corpus=corpus,
+            format="files",
+            model=MODEL,
+            out=dataset,
+            max_length=max_length,
+            valid_fraction=0.05,
+            test_fraction=0.0,
+            fim_rate=0.0,
+            repo_context=repo_context,
+            repo_context_budget=budget,
+        )
+    )
+    stats = json.loads((dataset / "stats.json").read_text())
+    started = time.monotonic()
+    train(
+        TrainConfig(
+            model=MODEL,
+            dataset=dataset,
+            method="full",
+            out=out / "run",
+            max_steps=steps,
+            lr=3e-3,
+            warmup_ratio=0.05,
+            batch_tokens=1024,
+            pack_length=max_length,
+            eval_every=steps,
+            eval_max_batches=2,
+            save_every=steps,
+            seed=0,
+        )
+    )
+    return {
+        "stats": stats["repo_context"],
+        "train_s": time.monotonic() - started,
+        "model": out / "run" / "model",
+    }
+
+
+def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) -> dict[str, float]:
+    from codetune.context import ContextOptions, RepoContext, RepoIndex, build_context
+    from codetune.generation.api import complete_requests
+    from codetune.generation.engines import engine_for
+    from codetune.generation.params import SamplingParams
+    from codetune.generation.request import build_request
+    from codetune.generation.sequence import context_length
+    from codetune.modeling.loading import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_model(str(model_dir), device="cpu")
+    indexes = {repo: RepoIndex(repo, files) for repo, files in held_out.items()}
+    options = ContextOptions(budget_tokens=budget)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    requests, targets, with_context = [], [], 0
+    for repo, path, prefix, name, rest in cases(held_out):
+        snippets = build_context(indexes[repo], path, prefix, count_tokens=count, options=options)
+        with_context += any(name in s.text for s in snippets)
+        request = build_request(
+            tokenizer,
+            prefix,
+            None,
+            params,
+            context=context_length(model),
+            postprocess=False,
+            repo_context=RepoContext(tuple(snippets), path, repo),
+        )
+        requests.append(request)
+        targets.append((name, rest))
+    texts = [""] * len(requests)
+    for i, completions in complete_requests(engine_for(model, tokenizer, max_batch_size=16), requests):
+        texts[i] = completions[0].text
+    exact, similarity = 0, 0.0
+    for text, (name, rest) in zip(texts, targets, strict=True):
+        first = IDENT.match(text)
+        exact += bool(first and first.group(0) == name)
+        similarity += difflib.SequenceMatcher(None, text.split("\n")[0], rest).ratio()
+    n = max(len(targets), 1)
+    return {
+        "cases": len(targets),
+        "context_has_target": with_context / n,
+        "em": exact / n,
+        "es": similarity / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repos", type=int, default=24)
+    parser.add_argument("--eval-repos", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=192)
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    train_repos = {f"train{r:03d}": make_repo(r) for r in range(args.repos)}
+    held_out = {f"held{r:03d}": make_repo(10_000 + r) for r in range(args.eval_repos)}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="codetune-bench-repo-context-") as tmp:
+        corpus = write_corpus(train_repos, Path(tmp) / "corpus")
+        for label, flag in (("with", True), ("without", False)):
+            run = train_run(
+                corpus,
+                Path(tmp) / label,
+                repo_context=flag,
+                steps=args.steps,
+                budget=args.budget,
+                max_length=args.max_length,
+            )
+            scores = evaluate(run["model"], held_out, args.budget)
+            results[label] = scores
+            ctx = run["stats"]
+            carrying = f"{ctx.get('examples_with_context', 0)}/{ctx.get('examples', '-')}" if flag else "-"
+            print(
+                f"trained {label:>7} context: identifier EM {scores['em']:.3f}, edit similarity "
+                f"{scores['es']:.3f} ({scores['cases']} held-out completions, target in the context "
+                f"{scores['context_has_target']:.0%}; train examples with context {carrying}, mean "
+                f"{ctx.get('mean_context_tokens', 0)} tokens; {run['train_s']:.0f}s training)",
+                flush=True,
+            )
+    with_em, without_em = results["with"]["em"], results["without"]["em"]
+    ratio = with_em / without_em if without_em else float("inf") if with_em else 1.0
+    print(f"ratio: {ratio:.2f}x identifier EM, trained with context vs without")
+
+
+if __name__ == "__main__":
+    main()

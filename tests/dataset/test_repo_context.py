@@ -1,0 +1,183 @@
+"""`codetune build --repo-context` through the CLI: context from the example's own repository only,
+never from a held-out file, within the token budget and max_length, and counted in stats.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from tests.conftest import run_cli
+
+from .conftest import write_corpus
+
+REPOS = ("alpha", "beta", "gamma")
+MARK = re.compile(r"MARK_(\w+?)_(\w+?)_END")
+
+
+def repo_rows() -> list[dict]:
+    """Three repositories; each module calls helpers defined in two helper files of its repository.
+
+    Every file carries a unique marker ``MARK_<repo>_<stem>_END``, so where any text of an example
+    came from can be read off it."""
+    rows = []
+    for repo in REPOS:
+        files = {}
+        for half in ("a", "b"):
+            files[f"helpers_{half}.py"] = "".join(
+                f"def {repo}_{half}{k}(value):\n    return value * {k + 2}  # MARK_{repo}_helpers_{half}_END\n\n\n"
+                for k in range(3)
+            )
+        for i in range(6):
+            files[f"mod{i}.py"] = (
+                f"from helpers_a import {repo}_a{i % 3}\nfrom helpers_b import {repo}_b{i % 3}\n\n\n"
+                f"# MARK_{repo}_mod{i}_END\ndef compute_{i}(items):\n    total = 0\n    for item in items:\n"
+                f"        total += {repo}_a{i % 3}(item) - {repo}_b{i % 3}(item)\n    return total\n"
+            )
+        for path, content in files.items():
+            rows.append(
+                {
+                    "path": path,
+                    "repo": repo,
+                    "language": "python",
+                    "content": content,
+                    "bytes": len(content.encode()),
+                    "lines": content.count("\n") + 1,
+                    "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                }
+            )
+    return rows
+
+
+def build(tmp_path: Path, model: str, *extra: str) -> tuple[dict, dict, object]:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    corpus = write_corpus(tmp_path / "corpus", repo_rows())
+    result = run_cli(
+        "build",
+        str(corpus),
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "ds"),
+        "--split-by",
+        "file",
+        "--repo-context",
+        "--set",
+        "valid_fraction=0.2",
+        "--set",
+        "test_fraction=0.2",
+        *extra,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    return (
+        stats,
+        load_from_disk(str(tmp_path / "ds")),
+        AutoTokenizer.from_pretrained(str(tmp_path / "ds" / "tokenizer")),
+    )
+
+
+def marks(text: str) -> set[tuple[str, str]]:
+    return set(MARK.findall(text))
+
+
+def check_sources(data, tokenizer) -> None:
+    """Every marker in an example is its own file's or a train file's of its own repository."""
+    held_out = {(r["repo"], Path(r["path"]).stem) for split in ("valid", "test") for r in data[split]}
+    train = {(r["repo"], Path(r["path"]).stem) for r in data["train"]}
+    assert held_out and not held_out & train
+    for split in ("train", "valid", "test"):
+        own_split = {(r["repo"], Path(r["path"]).stem) for r in data[split]}
+        for row in data[split]:
+            own = (row["repo"], Path(row["path"]).stem)
+            for repo, stem in marks(tokenizer.decode(row["input_ids"])):
+                assert repo == row["repo"], f"{split} {own}: context from repository {repo}"
+                allowed = train | ({own} if split == "train" else own_split)
+                assert (repo, stem) in allowed, f"{split} {own}: context from held-out {repo}/{stem}"
+
+
+def test_fim_and_file_rows_carry_context_from_their_own_repository_only(tmp_path):
+    budget, max_length = 64, 200
+    stats, data, tok = build(
+        tmp_path,
+        "tiny-qwen2.5-coder",
+        "--max-length",
+        str(max_length),
+        "--set",
+        f"repo_context_budget={budget}",
+    )
+    check_sources(data, tok)
+    info = stats["repo_context"]
+    assert info["enabled"] and info["budget_tokens"] == budget
+    repo_name = tok.convert_tokens_to_ids("<|repo_name|>")
+    for split in ("train", "valid", "test"):
+        rows = data[split]
+        # a files row trains on everything but its context: the masked tokens are the context
+        masked = [mask.count(0) for mask in rows["loss_mask"]]
+        carrying = [n for n in masked if n]
+        assert all(len(ids) <= max_length for ids in rows["input_ids"])
+        assert all(n <= budget for n in masked), f"{split}: over the budget {budget}: {max(masked)}"
+        # Qwen2.5-Coder's layout: the repository token opens every row that has context, right away
+        assert [bool(n) for n in masked] == [ids[0] == repo_name for ids in rows["input_ids"]]
+        counted = info["splits"][split]
+        assert counted["examples"] == len(rows) and counted["examples_with_context"] == len(carrying)
+        mean = round(sum(carrying) / len(carrying), 2) if carrying else 0.0
+        assert counted["mean_context_tokens"] == pytest.approx(mean)
+    train_rows = data["train"]
+    assert info["splits"]["train"]["examples_with_context"] >= 3
+    # FIM rows got context too, and a training row names the definition its middle may call
+    fim_prefix = tok.convert_tokens_to_ids("<|fim_prefix|>")
+    with_context = [ids for ids in train_rows["input_ids"] if ids[0] == repo_name]
+    assert any(fim_prefix in ids for ids in with_context)
+    assert any(fim_prefix not in ids for ids in with_context)
+    assert all("<|file_sep|>" in tok.decode(ids) for ids in with_context)
+    assert info["examples_with_context"] == sum(
+        info["splits"][s]["examples_with_context"] for s in info["splits"]
+    )
+
+
+def test_prompt_rows_get_comment_headers_without_repository_tokens(tmp_path):
+    stats, data, tok = build(
+        tmp_path,
+        "tiny-codellama",
+        "--format",
+        "windows",
+        "--max-length",
+        "256",
+        "--set",
+        "repo_context_budget=96",
+    )
+    check_sources(data, tok)
+    train = data["train"]
+    texts = [tok.decode(ids) for ids in train["input_ids"]]
+    headed = [t for t in texts if "# Path: " in t]
+    assert headed and stats["repo_context"]["splits"]["train"]["examples_with_context"] == len(headed)
+    for text, row in zip(texts, train, strict=True):
+        if "# Path: " in text:
+            # the context comes first, then the target's own header, then its prompt
+            assert f"# Path: {row['path']}\n" + row["prompt"][:20] in text
+            assert text.index("# Path: ") < text.index(row["prompt"][:20])
+    # the completion alone carries the loss, as without context
+    for ids, mask, completion in zip(
+        train["input_ids"], train["loss_mask"], train["completion"], strict=True
+    ):
+        assert (
+            tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
+            .strip()
+            .startswith(completion.strip()[:10])
+        )
+
+
+def test_repo_context_on_a_format_without_repository_files_is_a_clear_error(tmp_path):
+    from codetune.dataset.builder import build as build_dataset
+    from codetune.dataset.config import BuildConfig
+    from codetune.errors import ConfigError
+
+    corpus = write_corpus(tmp_path / "corpus", repo_rows())
+    with pytest.raises(ConfigError, match="repo_context needs rows that are files"):
+        build_dataset(BuildConfig(corpus=corpus, format="seq2seq", repo_context=True, out=tmp_path / "ds"))
