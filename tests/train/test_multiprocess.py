@@ -1,4 +1,5 @@
-"""`accelerate launch --cpu --num_processes 2 -m codetune train ...` works unchanged (DDP over gloo)."""
+"""`accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m codetune train ...` runs two
+processes (DDP over gloo) and works unchanged."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def test_two_cpu_processes(causal_dataset: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     manifest = read_json(run / "manifest.json")
     assert manifest["finished"] and manifest["summary"]["steps"] == 6
+    assert manifest["summary"]["processes"] == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 7))  # one writer: no duplicated rows
     evals = [r["eval_loss"] for r in rows if "eval_loss" in r]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -382,6 +383,7 @@ def check_inputs(cfg: TrainConfig) -> Setup:
     precision = mixed_precision(cfg, method)
     run_print = run_fingerprint(cfg, dataset.identity)
     accelerator = Accelerator(
+        cpu=launched_without_gpu(),
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=cfg.report_to or None,
@@ -402,6 +404,17 @@ def check_inputs(cfg: TrainConfig) -> Setup:
         )
     accelerator.wait_for_everyone()  # every process has looked at the folder before the first one writes
     return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status)
+
+
+def launched_without_gpu() -> bool:
+    """A multi-process launch (torchrun's WORLD_SIZE) on a machine without CUDA: train on CPU over gloo.
+
+    `accelerate launch --cpu` starts one process only (its multi-CPU path needs mpirun), so the
+    two-process CPU config launches as multi-GPU and relies on this to pick the CPU.
+    """
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def sharded_state(accelerator: Any) -> str | None:
@@ -718,6 +731,7 @@ def save_results(
         "best_eval_loss": round(state["best_eval"], 4) if state["best_eval"] is not None else None,
         "best_step": state["best_step"],
         "tokens_per_s": round((state["tokens"] - start_tokens) / max(elapsed, 1e-9), 1),
+        "processes": accelerator.num_processes,
         **table,
     }
     summary |= method.summary(accelerator.unwrap_model(model), out if setup.main else None)
