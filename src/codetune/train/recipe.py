@@ -29,14 +29,16 @@ from codetune.artifacts.run import (
     checkpoint_folder,
     checkpoints,
     clear_metrics,
+    read_checkpoint,
     read_metrics,
     read_run_manifest,
     truncate_metrics,
     weights_folder,
+    write_checkpoint,
     write_run_manifest,
 )
 from codetune.errors import ConfigError, InputError
-from codetune.files import atomic_dir, fingerprint, read_json, write_json
+from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import TrainConfig
@@ -206,17 +208,18 @@ def save_checkpoint(
     import numpy as np
     import torch
 
-    with atomic_dir(folder) as tmp:
-        torch.save(trainable_state(model), tmp / "weights.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / "rng.pt")
-        if (extra := method.checkpoint_state(model)) is not None:
-            torch.save(extra, tmp / "method.pt")
-        write_json(tmp / "state.json", state)
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    parts = {
+        "weights": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+    }
+    if (extra := method.checkpoint_state(model)) is not None:
+        parts["method"] = extra
+    write_checkpoint(folder, parts, state)
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -231,20 +234,21 @@ def load_checkpoint(
     import numpy as np
     import torch
 
-    _, unexpected = model.load_state_dict(torch.load(folder / "weights.pt", weights_only=False), strict=False)
+    parts, state = read_checkpoint(folder)
+    _, unexpected = model.load_state_dict(parts["weights"], strict=False)
     if unexpected:
         raise InputError(f"checkpoint {folder} does not match this model ({len(unexpected)} unknown tensors)")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-    rng = torch.load(folder / "rng.pt", weights_only=False)
+    optimizer.load_state_dict(parts["optimizer"])
+    scheduler.load_state_dict(parts["scheduler"])
+    rng = parts["rng"]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    if (folder / "method.pt").is_file():
-        method.restore_state(model, torch.load(folder / "method.pt", weights_only=False))
-    return read_json(folder / "state.json")
+    if "method" in parts:
+        method.restore_state(model, parts["method"])
+    return state
 
 
 def prune_checkpoints(run: Path) -> None:
