@@ -168,10 +168,10 @@ def test_tabby_declarations_and_snippets_are_in_the_prompt(served):
     assert {s["source"] for s in data["snippets"][:2]} == {"client"}
     assert any(repo_of(s) == "alpha" for s in data["snippets"][2:])
     assert "lsp_declared_name" in data["prompt"] and "RECENT_CONSTANT = 99" in data["prompt"]
-    # each snippet's score is what its source measured: none for a declaration, the editor's own score
+    # each snippet's score is what its source measured: 0 (a float, as Tabby types it) for a declaration, the editor's own score
     # for its snippet, the BM25 score for a retrieved chunk; rank is the position in the prompt
     assert [s["rank"] for s in data["snippets"]] == list(range(len(data["snippets"])))
-    assert [s["score"] for s in data["snippets"][:2]] == [None, 0.7]
+    assert [s["score"] for s in data["snippets"][:2]] == [0.0, 0.7]
     # Tabby's switch turns all context off; return_snippets alone leaves the prompt out
     body = {
         "language": "python",
@@ -259,7 +259,7 @@ def test_debug_data_scores_are_the_bm25_scores_of_the_chunks(served, repos):
     for snippet in chunks:
         assert snippet["score"] == round(best[snippet["body"]], 4) > 0
     assert [s["score"] for s in chunks] == sorted((s["score"] for s in chunks), reverse=True)
-    assert all(s["score"] is None for s in snippets if s["source"] in ("imports", "definitions"))
+    assert all(s["score"] == 0.0 for s in snippets if s["source"] in ("imports", "definitions"))
 
 
 def test_indexing_runs_off_the_event_loop_and_the_old_index_serves_meanwhile(served, repos, monkeypatch):

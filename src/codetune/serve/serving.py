@@ -344,13 +344,14 @@ class OpenAIServing:
             # Tabby's {filepath, body, score}, in prompt order (the builder's order of trust: the editor's
             # snippets, imports, definitions, then BM25 chunks best first), `rank` being that position.
             # `score` is what the snippet's source measured: the BM25 score of a retrieved chunk, the
-            # editor's own score of a snippet it sent; null for imports and definitions, which are
-            # found by name, not ranked. Scores of different sources are not comparable.
+            # editor's own score of a snippet it sent; 0 for imports and definitions, which are found
+            # by name, not ranked (Tabby types score as a float, so no null). Scores of different
+            # sources are not comparable: `source` says which one a snippet has.
             data["snippets"] = [
                 {
                     "filepath": s.path,
                     "body": s.text,
-                    "score": None if s.score is None else round(s.score, 4),
+                    "score": 0.0 if s.score is None else round(s.score, 4),
                     "rank": i,
                     "source": s.source,
                 }
