@@ -69,6 +69,15 @@ def _set_width(layer: Any, width: int) -> None:
         layer.cumulative_length = width
 
 
+def cache_argument(model: Any) -> str:
+    """The forward argument (and output field) of the KV cache: transformers 5.2x renamed
+    ``past_key_values`` to ``cache`` and warns on the old name; 4.56 knows only the old one."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _namespace(seq: Sequence) -> Any:
     """What besides the prompt decides a row's KV: its adapter, when rows carry one."""
     return getattr(seq, "adapter", None)
@@ -101,6 +110,7 @@ class ContinuousEngine(Engine):
         self._cache: Any = None
         self._mask: Any = None
         self._device = next(model.parameters()).device
+        self._cache_name = cache_argument(model)
         self._stop_ids = stop_token_ids(tokenizer)
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else tokenizer.eos_token_id
@@ -270,14 +280,14 @@ class ContinuousEngine(Engine):
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            **{self._cache_name: cache},
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: the vocabulary projection is the big one
             **adapter_kwargs(ready),
         )
         with self._cond:
             self.batches += 1
-        cache = out.past_key_values
+        cache = getattr(out, self._cache_name)
         if self.prefix_cache is not None:
             self._store(ready, prompts, cache)
             for layer in cache.layers:
@@ -354,7 +364,7 @@ class ContinuousEngine(Engine):
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            **{self._cache_name: self._cache},
             use_cache=True,
             **adapter_kwargs([r.seq for r in self._rows]),
         )
