@@ -22,7 +22,9 @@ FAMILY_PRESETS = {
 # How much a CPU test may shrink: how long a recipe runs and how much data it reads, never how it runs.
 # The recipes are sized for a GPU and a real corpus (Elm: 3000 steps; 200 or 500 eval samples); here
 # the fixtures are a dozen files and each recipe test has about 40 s of a shared 2-core machine, so a
-# run stops after CPU_STEPS optimizer steps and eval reads CPU_SAMPLES completion samples and loss rows.
+# recipe that trains for max_steps stops after CPU_STEPS optimizer steps (one that trains by epochs
+# runs them all: a few steps on the fixtures), and eval reads CPU_SAMPLES completion samples and loss
+# rows (the AirScript recipe's 200 FIM samples alone take minutes through its unmerged AdaLoRA adapter).
 # Schedules (warmup, cosine, AdaLoRA's tinit/tfinal) are fractions of the run and shrink with it.
 CPU_STEPS = 2
 CPU_SAMPLES = 4
@@ -31,7 +33,7 @@ CPU_SAMPLES = 4
 def on_cpu(recipe: str) -> list[str]:
     """The only changes a recipe gets here (a CPU, no hub): each real model becomes the tiny preset of
     its family (read from the model's real config: GPTBigCode MQA, StarCoder2's sliding window, Phi's
-    partial rotary, CodeGen, T5), a 4-bit method (CUDA only) its 16-bit twin LoRA, and the run's
+    partial rotary, CodeGen, T5), a 4-bit method (CUDA only) its 16-bit twin LoRA, a max_steps run's
     length and eval's sample counts are capped. Every other setting is the recipe's own."""
     from codetune.config import load_recipe
     from codetune.train.dryrun import bundled_config
@@ -47,7 +49,8 @@ def on_cpu(recipe: str) -> list[str]:
     if written.train is not None:
         if get_method(written.train.method).quantized:
             overrides.append("train.method=lora")
-        overrides.append(f"train.max_steps={min(written.train.max_steps or CPU_STEPS, CPU_STEPS)}")
+        if written.train.max_steps:  # a recipe that trains by epochs runs its own epochs on the fixtures
+            overrides.append(f"train.max_steps={min(written.train.max_steps, CPU_STEPS)}")
     if written.eval is not None:
         overrides.append(f"eval.samples={min(written.eval.samples, CPU_SAMPLES)}")
         overrides.append(f"eval.loss_examples={min(written.eval.loss_examples, CPU_SAMPLES)}")

@@ -19,7 +19,7 @@ def test_airscript_recipe_end_to_end(tmp_path):
         work,
         f"collect.sources=[{scripts}]",
         f"build.mix=[{{format: instruct, corpus: {export}}}]",
-        *on_cpu("airscript-assistant.yaml"),  # tiny-gpt-bigcode (MQA), fewer steps and samples
+        *on_cpu("airscript-assistant.yaml"),  # tiny-gpt-bigcode (MQA), its own 3 epochs, fewer eval samples
     )
     assert list(results) == ["collect", "build", "train", "eval"]
     corpus = read_json(work / "corpus" / "manifest.json")

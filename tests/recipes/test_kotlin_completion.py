@@ -18,7 +18,7 @@ def test_kotlin_recipe_end_to_end(tmp_path):
         f"collect.sources=[file://{repo}]",
         f"collect.cache_dir={tmp_path / 'cache'}",
         f"eval.benchmark={benchmark}",
-        *on_cpu("kotlin-completion.yaml"),  # tiny-phi, LoRA for QLoRA, fewer steps and samples
+        *on_cpu("kotlin-completion.yaml"),  # tiny-phi, LoRA for QLoRA, its own epoch, fewer eval samples
     )
     assert list(results) == ["collect", "build", "train", "merge", "eval"]
 
