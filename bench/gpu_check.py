@@ -335,9 +335,11 @@ def vllm_vs_hf(model: Path, args: argparse.Namespace) -> str:
     except subprocess.TimeoutExpired:
         return "vllm: failed (no result in 360 s)"
     if done.returncode != 0 or not out.is_file():
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        last = next((line for line in reversed(lines) if "Error" in line), lines[-1])  # the cause
         return f"vllm: failed (exit {done.returncode}): {last[:300]}"
-    return summary_line(json.loads(out.read_text()))
+    result = json.loads(out.read_text())
+    return f"vllm: {result['skipped']}" if "skipped" in result else summary_line(result)
 
 
 # -------------------------------------------------------------------------------------------- main
