@@ -68,6 +68,47 @@ def test_imports_and_definitions_are_found():
     assert ranked and ranked[0][1].path == "pkg/util.py"
 
 
+def test_bm25_chunks_carry_their_okapi_bm25_score():
+    import math
+    from collections import Counter
+
+    from codetune.context.index import identifier_tokens
+
+    files = {  # one chunk each (shorter than a chunk's stride)
+        "geo.py": "def scale(width, factor):\n    return width * factor\n",
+        "units.py": "FACTOR = 2\nwidth = 3\n",
+        "noise.py": "def unrelated():\n    return None\n",
+    }
+    index = RepoIndex("a", files)
+    query = "total = scale(width, FACTOR)"
+    only_bm25 = ContextOptions(strategies=("bm25",))
+    snippets = build_context(index, "main.py", query, count_tokens=words, options=only_bm25)
+
+    # Okapi BM25 (k1=1.2, b=0.75) over identifier tokens, written out here independently of the index
+    docs = {path: Counter(identifier_tokens(text)) for path, text in files.items()}
+    mean = sum(sum(d.values()) for d in docs.values()) / len(docs)
+
+    def bm25(doc: Counter) -> float:
+        total = 0.0
+        for term in set(identifier_tokens(query)) & doc.keys():
+            df = sum(term in d for d in docs.values())
+            idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+            tf = doc[term]
+            total += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * sum(doc.values()) / mean))
+        return total
+
+    expected = {path: bm25(doc) for path, doc in docs.items() if bm25(doc) > 0}
+    assert {s.path for s in snippets} == set(expected) == {"geo.py", "units.py"}
+    for snippet in snippets:
+        assert snippet.source == "bm25" and snippet.score == pytest.approx(expected[snippet.path])
+    assert [s.score for s in snippets] == sorted(expected.values(), reverse=True)
+    # found by name, not ranked: no score
+    only_defs = ContextOptions(strategies=("definitions",))
+    assert [
+        s.score for s in build_context(index, "main.py", query, count_tokens=words, options=only_defs)
+    ] == [None]
+
+
 @pytest.mark.parametrize("budget", [5, 12, 40, 400])
 def test_the_token_budget_is_respected(budget):
     files = {

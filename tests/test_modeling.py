@@ -51,6 +51,23 @@ def test_presets_are_real_architectures_with_their_familys_tokens(name):
     assert tokenizer.decode(tokenizer(code)["input_ids"], skip_special_tokens=True) == code
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_start_near_a_uniform_guess(name):
+    """A random preset's first loss is near ln(vocab), as a real model's random init would give;
+    a head drawn too wide (the untied T5 head at std 1.0 gave ~130) leaves a few CPU steps of
+    LoRA generating nothing, so the recipe tests could not see their models learn."""
+    import math
+
+    import torch
+
+    model, tokenizer = load_model(name), load_tokenizer(name)
+    code = tokenizer(["def add(a, b):\n    return a + b\n"], return_tensors="pt")
+    inputs = {"input_ids": code.input_ids, "attention_mask": code.attention_mask, "labels": code.input_ids}
+    with torch.no_grad():
+        loss = model(**inputs).loss.item()
+    assert abs(loss - math.log(len(tokenizer))) < 2.0, (loss, math.log(len(tokenizer)))
+
+
 def test_fim_families_detected_from_vocabulary():
     class Vocab:
         eos_token_id, bos_token_id = 0, None

@@ -52,7 +52,14 @@ def crosscodeeval_file(path: Path) -> Path:
             "prompt": f"from util import scale_{i}\n\nvalue = ",
             "groundtruth": f"scale_{i}(3)",
             "right_context": "\nprint(value)\n",
-            "metadata": {"task_id": f"project_cc_python/{i}", "repository": "r", "file": "main.py"},
+            "metadata": {
+                "task_id": f"project_cc_python/{i}",
+                "repository": "r",
+                "file": "main.py",
+                "context_start_lineno": 0,
+                "groundtruth_start_lineno": 2,
+                "right_context_start_lineno": 3,
+            },
             "crossfile_context": {
                 "text": f"# the below code fragment can be found in:\n# util.py\n# def scale_{i}(x):\n",
                 "list": [

@@ -92,21 +92,74 @@ def test_safim_protocol_exact_then_unit_tests_then_syntax_match(tmp_path):
     assert executed["pass@1"] == pytest.approx(33.33)
 
 
+def cceval_row(i: int, context: object) -> dict:
+    """A row as amazon-science/cceval's line_completion*.jsonl has it (prompt_builder/augment_with_cfc.py
+    writes crossfile_context; scripts/eval.py and eval_metric.py read the rest)."""
+    return {
+        "prompt": f"from util import scale_{i}\n\nvalue = ",
+        "groundtruth": f"scale_{i}(3)",
+        "right_context": "\nprint(value)\n",
+        "metadata": {
+            "task_id": f"project_cc_python/{i}",
+            "repository": "acme-geometry-0a1b2c3",
+            "file": "geometry/main.py",
+            "context_start_lineno": 0,
+            "groundtruth_start_lineno": 2,
+            "right_context_start_lineno": 3,
+        },
+        "crossfile_context": context,
+    }
+
+
+def cceval_context(i: int, score: float | None) -> dict:
+    chunk = f"def scale_{i}(x):\n    return x * {i}"
+    return {
+        "text": "# Here are some relevant code fragments from other files of the repo:\n\n"
+        "# the below code fragment can be found in:\n# geometry/util.py\n"
+        + "\n".join(f"# {line}" for line in chunk.splitlines())
+        + "\n\n",
+        "list": [
+            {"retrieved_chunk": chunk, "filename": "geometry/util.py", "score": score},
+            {"retrieved_chunk": "\n", "filename": "geometry/blank.py", "score": score},
+        ],
+    }
+
+
 def test_crosscodeeval_reader_and_both_ways_in_eval(tmp_path):
-    rows = [
-        {
-            "prompt": f"from util import scale_{i}\n\nvalue = ",
-            "groundtruth": f"scale_{i}(3)",
-            "right_context": "\nprint(value)\n",
-            "metadata": {"task_id": f"project_cc_python/{i}", "repository": "r", "file": "main.py"},
-            "crossfile_context": {"text": f"# util.py\ndef scale_{i}(x):\n    return x * {i}\n", "list": []},
-        }
-        for i in range(3)
-    ]
+    # a reranked row (scores), a row whose chunks were not reranked (score null), and the two shapes
+    # cceval writes when it found nothing: "" (project not found) and {} (no chunk)
+    rows = [cceval_row(0, cceval_context(0, 0.93)), cceval_row(1, cceval_context(1, None))]
+    rows += [cceval_row(2, ""), cceval_row(3, {})]
+    rows += [cceval_row(4, {"text": cceval_context(4, None)["text"], "list": []})]  # the text alone
     path = _write(tmp_path / "line_completion_rg1_bm25.jsonl", rows)
     examples = read_crosscodeeval(path)
-    assert [e.task_id for e in examples] == [f"project_cc_python/{i}" for i in range(3)]
-    assert examples[0].crossfile_context.startswith("# util.py")
+    assert [e.task_id for e in examples] == [f"project_cc_python/{i}" for i in range(5)]
+    assert all(e.path == "geometry/main.py" and e.repository == "acme-geometry-0a1b2c3" for e in examples)
+    assert examples[0].crossfile_context.startswith("# Here are some relevant code fragments")
+    # blank chunks dropped; the score as given, null where the file has none
+    assert examples[0].crossfile_chunks == (("geometry/util.py", "def scale_0(x):\n    return x * 0", 0.93),)
+    assert examples[1].crossfile_chunks[0][2] is None
+    assert [(e.crossfile_context, e.crossfile_chunks) for e in examples[2:4]] == [("", ()), ("", ())]
+
+    # with context, the model gets the chunks and the repository's name, in its repository format
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.tasks import crosscodeeval
+    from codetune.generation.request import build_request
+    from codetune.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    [task] = crosscodeeval(EvalConfig(models=["m"], crosscodeeval=path, context="with"), [], {})
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    item = task.items[0]
+    prompt = build_request(
+        tokenizer, item.prompt, item.suffix, repo_context=task.context(item, count)
+    ).prompt_text
+    assert "<repo_name>acme-geometry-0a1b2c3" in prompt
+    assert prompt.index("def scale_0(x)") < prompt.index("from util import scale_0")
+    assert task.context(task.items[2], count) is None  # nothing retrieved: no context at all
 
     from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.runner import evaluate
@@ -120,4 +173,6 @@ def test_crosscodeeval_reader_and_both_ways_in_eval(tmp_path):
         scores = report["tasks"][task]["models"]["tiny-gpt-bigcode"]
         assert {"first_line_exact_match", "edit_sim", "identifier_em", "identifier_f1"} <= set(scores)
     with_context = [r for r in report["rows"] if r["task"] == "crosscodeeval_context"]
-    assert all("def scale_" in r["prompt_tail"] or len(r["prompt_tail"]) == 300 for r in with_context)
+    # a row with only the rendered text: it goes before the prompt as it is
+    [text_only] = [r for r in with_context if r["task_id"] == "project_cc_python/4"]
+    assert "# def scale_4(x):" in text_only["prompt_tail"]

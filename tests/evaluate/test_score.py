@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -45,6 +46,15 @@ def test_bleu_hand_values():
     # smoothed precisions all 1; brevity penalty exp(1 - 4/3)
     assert corpus_bleu([["a", "b", "c", "d"]], [["a", "b", "c"]]) == pytest.approx(0.716531, abs=1e-6)
     assert corpus_bleu([["a"]], [[]]) == 0.0
+
+
+def test_bleu_on_corpora_shorter_than_the_max_order():
+    # add-one smoothed precisions: 1-grams (0+1)/(1+1), 2..4-grams (0+1)/(0+1); no brevity penalty
+    assert corpus_bleu([["a"]], [["b"]]) == pytest.approx(0.5**0.25)
+    assert corpus_bleu([["a", "b"]], [["a"]]) == pytest.approx(math.exp(1 - 2 / 1))  # brevity only
+    # two samples, one of one token: 1-grams 4 of 5 match, longer orders all match
+    two = corpus_bleu([["a", "b", "c", "d"], ["x"]], [["a", "b", "c", "d"], ["y"]])
+    assert two == pytest.approx((5 / 6) ** 0.25)
 
 
 def test_score_method_style(tmp_path):

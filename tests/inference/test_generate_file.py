@@ -175,3 +175,16 @@ def test_cli_reports_a_missing_input_in_one_line(tmp_path):
     )
     assert done.returncode == 2
     assert "input file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_model_that_does_not_load_leaves_no_output_file(tmp_path):
+    write_prompts(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "codetune", "generate", "--model", str(tmp_path / "no-such-model"),
+               "--input", str(tmp_path / "in.jsonl"), "--out", str(out)]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert done.returncode == 2
+    assert "model path not found" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()  # an empty file would read as "nothing generated yet" and hide the failure

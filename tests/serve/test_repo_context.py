@@ -4,14 +4,17 @@ and Tabby's debug_data, against a real server on 127.0.0.1 over two real reposit
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
+import codetune.serve.repos as served_repos
+from codetune.context import RepoIndex
 from codetune.serve.config import ServeConfig
-from codetune.serve.repos import ServedRepos
+from codetune.serve.repos import ServedRepos, git_remotes, owner_name
 
 # Both repositories define compute_total in billing.py, differently: a snippet says which one it is from.
 BILLING = "def compute_total(items, rate):\n    # {repo} billing\n    return sum(items) * rate + {bonus}\n"
@@ -19,8 +22,14 @@ CURSOR = "def invoice(items):\n    value = compute_total("
 DEBUG = {"return_snippets": True, "return_prompt": True}
 
 
-def make_repo(folder: Path, name: str, bonus: int, target: str) -> Path:
+def make_repo(folder: Path, name: str, bonus: int, target: str, remote: str | None = None) -> Path:
     (folder / "lib").mkdir(parents=True)
+    if remote is not None:  # a clone: its git config names the remote (the folder's name differs)
+        (folder / ".git").mkdir()
+        (folder / ".git" / "config").write_text(
+            f'[core]\n\tbare = false\n[remote "origin"]\n\turl = {remote}\n'
+            "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+        )
     (folder / "lib" / "billing.py").write_text(BILLING.format(repo=name, bonus=bonus))
     (folder / "lib" / "colors.py").write_text(
         "PALETTE = ['red', 'green']\n\n\ndef shade(color):\n    return color\n"
@@ -36,7 +45,9 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("repos")
     return {
         "alpha": make_repo(root / "alpha", "alpha", 1, "app.py"),
-        "beta": make_repo(root / "beta", "beta", 2, "tool.py"),
+        "beta": make_repo(
+            root / "beta", "beta", 2, "tool.py", remote="git@github.com:Team/beta-upstream.git"
+        ),
     }
 
 
@@ -157,8 +168,10 @@ def test_tabby_declarations_and_snippets_are_in_the_prompt(served):
     assert {s["source"] for s in data["snippets"][:2]} == {"client"}
     assert any(repo_of(s) == "alpha" for s in data["snippets"][2:])
     assert "lsp_declared_name" in data["prompt"] and "RECENT_CONSTANT = 99" in data["prompt"]
-    scores = [s["score"] for s in data["snippets"]]
-    assert scores == sorted(scores, reverse=True)
+    # each snippet's score is what its source measured: 0 (a float, as Tabby types it) for a declaration, the editor's own score
+    # for its snippet, the BM25 score for a retrieved chunk; rank is the position in the prompt
+    assert [s["rank"] for s in data["snippets"]] == list(range(len(data["snippets"])))
+    assert [s["score"] for s in data["snippets"][:2]] == [0.0, 0.7]
     # Tabby's switch turns all context off; return_snippets alone leaves the prompt out
     body = {
         "language": "python",
@@ -232,3 +245,108 @@ def test_locate_by_name_path_folder_hints_and_text(repos, tmp_path):
         assert "late.py" in served.repos[1].index.files
     finally:
         (repos["beta"] / "late.py").unlink()
+
+
+def test_debug_data_scores_are_the_bm25_scores_of_the_chunks(served, repos):
+    cursor = "def tint(color):\n    return shade(PALETTE"
+    snippets = openai_debug(served, "app.py", cursor)["debug_data"]["snippets"]
+    chunks = [s for s in snippets if s["source"] == "bm25"]
+    assert chunks, snippets
+    # the same search over the same files, through the index's own API
+    paths = ("app.py", "lib/billing.py", "lib/colors.py")  # alpha's sources (node_modules is skipped)
+    index = RepoIndex("alpha", {path: (repos["alpha"] / path).read_text() for path in paths})
+    best = {chunk.text: score for score, chunk in index.search(cursor, exclude={"app.py"})}
+    for snippet in chunks:
+        assert snippet["score"] == round(best[snippet["body"]], 4) > 0
+    assert [s["score"] for s in chunks] == sorted((s["score"] for s in chunks), reverse=True)
+    assert all(s["score"] == 0.0 for s in snippets if s["source"] in ("imports", "definitions"))
+
+
+def test_indexing_runs_off_the_event_loop_and_the_old_index_serves_meanwhile(served, repos, monkeypatch):
+    served.serving.repos.refresh(force=True)  # every index current: the next change is the only one
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    built: list[str] = []
+
+    def held_index(name, files, *args, **kwargs):  # indexing a large repository, held until released
+        built.append(name)
+        started.set()
+        release.wait(timeout=20)
+        order.append("indexed")
+        return RepoIndex(name, files, *args, **kwargs)
+
+    monkeypatch.setattr(served_repos, "RepoIndex", held_index)
+    cursor = "def report():\n    return slow_refresh_helper("
+    added = repos["alpha"] / "lib" / "slow.py"
+    added.write_text("def slow_refresh_helper(value):\n    return value * 7\n")
+    first: dict = {}
+    request = threading.Thread(target=lambda: first.update(openai_debug(served, "app.py", cursor)))
+    try:
+        request.start()
+        assert started.wait(timeout=60)
+        # while alpha is indexed again, the server answers other requests
+        health = httpx.get(served.url + "/health", timeout=120)
+        order.append("health")
+        meanwhile = openai_debug(served, "app.py", cursor)
+        order.append("completion")
+    finally:
+        release.set()
+        request.join(timeout=120)
+        added.unlink()
+    assert health.status_code == 200
+    assert order == ["health", "completion", "indexed"]
+    # the completion during the refresh had the old index; the one that found the change waited for it
+    assert not any(s["filepath"] == "lib/slow.py" for s in meanwhile["debug_data"]["snippets"])
+    assert any(s["filepath"] == "lib/slow.py" for s in first["debug_data"]["snippets"])
+    # alpha was indexed once, though both requests found it changed
+    assert built == ["alpha"]
+
+
+def test_copilot_nwo_picks_the_repository(served):
+    def copilot(nwo: str | None) -> list[dict]:
+        # Copilot's body: a prompt without a file path, `nwo` and `extra` beside it
+        body = {
+            "prompt": "# Path: lib/invoices.py\n" + CURSOR,
+            "suffix": "",
+            "max_tokens": 2,
+            "temperature": 0,
+            "top_p": 1,
+            "n": 1,
+            "stop": ["\n"],
+            "stream": False,
+            "extra": {"language": "python", "next_indent": 0, "trim_by_indentation": True,
+                      "prompt_tokens": 12, "suffix_tokens": 0},
+            "debug_options": DEBUG,
+        }  # fmt: skip
+        if nwo is not None:
+            body["nwo"] = nwo
+        return post(served, "/v1/engines/copilot-codex/completions", body)["debug_data"]["snippets"]
+
+    # both repositories define compute_total: the text alone does not tell which one the cursor is in
+    assert {repo_of(s) for s in copilot(None)} <= {None}
+    # the folder's name, or the owner/name of its git remote (case as GitHub: insensitive)
+    assert "alpha" in {repo_of(s) for s in copilot("someone/alpha")} <= {"alpha", None}
+    assert "beta" in {repo_of(s) for s in copilot("team/Beta-Upstream")} <= {"beta", None}
+    # a repository not served: as without nwo
+    assert copilot("team/unknown") == copilot(None)
+
+
+def test_owner_name_of_urls_and_of_a_worktree_git_file(tmp_path):
+    for url in (
+        "https://github.com/Team/Beta.git",
+        "git@github.com:team/beta.git",
+        "ssh://git@example.com:22/team/beta",
+        "https://example.com/team/beta/",
+    ):
+        assert owner_name(url) == "team/beta", url
+    assert owner_name("beta") is None
+    # a worktree's .git is a file pointing at its git folder, whose commondir holds the config
+    common = tmp_path / "main" / ".git"
+    (common / "worktrees" / "wt").mkdir(parents=True)
+    (common / "config").write_text('[remote "upstream"]\n\turl = https://github.com/acme/tool.git\n')
+    (common / "worktrees" / "wt" / "commondir").write_text("../..\n")
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / ".git").write_text(f"gitdir: {common / 'worktrees' / 'wt'}\n")
+    assert git_remotes(worktree) == {"acme/tool"}
+    assert git_remotes(tmp_path) == frozenset()

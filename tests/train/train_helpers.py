@@ -87,21 +87,24 @@ def dataset_for(preset: str, causal_dataset: Path, seq2seq_dataset: Path) -> Pat
     return seq2seq_dataset if preset == "tiny-t5" else causal_dataset
 
 
-def launch_two_cpu_processes(
-    args: list[str], timeout: int = 420, config_file: Path | None = None
-) -> subprocess.CompletedProcess:
-    """`accelerate launch` of `codetune ARGS` on 2 CPU processes over gloo; skips without accelerate.
-
-    `--multi_gpu` with ACCELERATE_USE_CPU starts two processes where `--cpu` starts only one; with
-    ``config_file`` (examples/accelerate/cpu-2proc.yaml) the file says the same.
-    """
+def launch_two_cpu_processes(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file examples/accelerate/cpu-2proc.yaml -m codetune ARGS`: the
+    two-CPU-process config users are pointed to, with no GPU visible; skips without accelerate."""
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not on PATH")
-    launch = ["--config_file", str(config_file)] if config_file else [
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no"]  # fmt: skip
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "codetune", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    config = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "cpu-2proc.yaml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "-m",
+        "codetune",
+        *args,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env |= {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

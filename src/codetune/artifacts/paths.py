@@ -4,7 +4,10 @@ A corpus folder (`codetune collect`):  manifest.json, data-00000-of-00001.parque
 A dataset folder (`codetune build`):   dataset_dict.json + one folder per split (datasets.save_to_disk),
                                        stats.json, manifest.json, tokenizer/, lengths.png
 A run folder (`codetune train`):       manifest.json, adapter/ (peft) or model/ (full), tokenizer/,
-                                       metrics.jsonl, loss.png, checkpoints/step-N/, checkpoints/best/
+                                       metrics.jsonl, loss.png, adalora_ranks.json (AdaLoRA),
+                                       checkpoints/step-N/ and checkpoints/best/, each holding
+                                       weights.pt, optimizer.pt, scheduler.pt, rng.pt, method.pt
+                                       (when the method keeps state) and state.json
 A report folder (`codetune eval`):     report.json, report.md, predictions.jsonl, metrics.png, loss.png,
                                        manifest.json
 A file output (`codetune generate`):   OUT.jsonl with its manifest beside it, OUT.jsonl.manifest.json
@@ -35,6 +38,14 @@ BEST_CHECKPOINT = "best"
 CHECKPOINT_GLOB = "step-*"
 METRICS = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
+ADALORA_RANKS = "adalora_ranks.json"
+# inside a resumable checkpoint (checkpoints/step-N/)
+CHECKPOINT_WEIGHTS = "weights.pt"
+CHECKPOINT_OPTIMIZER = "optimizer.pt"
+CHECKPOINT_SCHEDULER = "scheduler.pt"
+CHECKPOINT_RNG = "rng.pt"
+CHECKPOINT_METHOD = "method.pt"
+CHECKPOINT_STATE = "state.json"
 
 # report
 REPORT_JSON = "report.json"

@@ -18,10 +18,17 @@ from typing import Any
 
 from codetune.artifacts.manifest import has_manifest, read_manifest, write_manifest
 from codetune.artifacts.paths import (
+    ADALORA_RANKS,
     ADAPTER,
     ADAPTER_CONFIG,
     BEST_CHECKPOINT,
     CHECKPOINT_GLOB,
+    CHECKPOINT_METHOD,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_RNG,
+    CHECKPOINT_SCHEDULER,
+    CHECKPOINT_STATE,
+    CHECKPOINT_WEIGHTS,
     CHECKPOINTS,
     METRICS,
     MODEL,
@@ -29,7 +36,7 @@ from codetune.artifacts.paths import (
     checkpoint_name,
 )
 from codetune.errors import InputError
-from codetune.files import atomic_write_text
+from codetune.files import atomic_dir, atomic_write_text, read_json, write_json
 
 logger = logging.getLogger(__name__)
 HINT = "unfinished run? resume it with `codetune train --resume`"
@@ -198,3 +205,47 @@ def checkpoint_folder(run: str | Path, step: int) -> Path:
 def best_checkpoint(run: str | Path) -> Path:
     """Where the best weights so far are kept (by eval loss) while training."""
     return Path(run) / CHECKPOINTS / BEST_CHECKPOINT
+
+
+# A checkpoint's parts, each a torch.save'd object; "method" only for methods that keep state.
+_CHECKPOINT_PARTS = {
+    "weights": CHECKPOINT_WEIGHTS,
+    "optimizer": CHECKPOINT_OPTIMIZER,
+    "scheduler": CHECKPOINT_SCHEDULER,
+    "rng": CHECKPOINT_RNG,
+    "method": CHECKPOINT_METHOD,
+}
+
+
+def write_checkpoint(folder: str | Path, parts: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write a resumable checkpoint atomically (a kill leaves the previous one): the torch
+    objects in ``parts`` (weights, optimizer, scheduler, rng, optionally method) and ``state``."""
+    import torch
+
+    if unknown := set(parts) - set(_CHECKPOINT_PARTS):
+        raise ValueError(f"unknown checkpoint parts: {sorted(unknown)}")
+    with atomic_dir(Path(folder)) as tmp:
+        for part, value in parts.items():
+            torch.save(value, tmp / _CHECKPOINT_PARTS[part])
+        write_json(tmp / CHECKPOINT_STATE, state)
+
+
+def read_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What write_checkpoint wrote: (parts, state); a part that was not written is absent."""
+    import torch
+
+    folder = Path(folder)
+    if not (folder / CHECKPOINT_STATE).is_file():
+        raise InputError(f"{folder} is not a complete checkpoint ({CHECKPOINT_STATE} missing)")
+    parts = {
+        part: torch.load(
+            folder / name, weights_only=False
+        )  # our own files: optimizer state holds non-tensors
+        for part, name in _CHECKPOINT_PARTS.items()
+        if (folder / name).is_file()
+    }
+    return parts, read_json(folder / CHECKPOINT_STATE)
+
+
+def write_adalora_ranks(run: str | Path, ranks: dict[str, int]) -> None:
+    write_json(Path(run) / ADALORA_RANKS, ranks)

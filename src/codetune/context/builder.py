@@ -17,6 +17,9 @@ class Snippet:
     path: str
     text: str
     source: str  # client, imports, definitions, bm25
+    # how well it matched, where its source scores: the Okapi BM25 score of a bm25 chunk, the score an
+    # editor or a benchmark sent with its snippet; None for imports and definitions (found, not ranked)
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,8 @@ def build_context(
                         candidates.append(Snippet(path, source, "definitions"))
         if "bm25" in options.strategies:
             query = _query(prefix, suffix, options.query_lines)
-            for _, chunk in index.search(query, k=options.bm25_chunks, exclude=banned):
-                candidates.append(Snippet(chunk.path, chunk.text, "bm25"))
+            for score, chunk in index.search(query, k=options.bm25_chunks, exclude=banned):
+                candidates.append(Snippet(chunk.path, chunk.text, "bm25", score))
     chosen: list[Snippet] = []
     used, seen = 0, set()
     for snippet in candidates:

@@ -106,8 +106,8 @@ def _clipped_matches(references: Sequence[list[str]], translations: Sequence[lis
     for k in range(1, max_order + 1):
         if k > 1:
             ext = np.zeros_like(gram)
-            ext[: len(ids) - k + 1] = ids[k - 1 :]
-            if (int(gram.max()) + 1) * base * max(n, 1) >= 2**62:
+            ext[: max(len(ids) - k + 1, 0)] = ids[k - 1 :]  # corpora shorter than k tokens too
+            if len(gram) and (int(gram.max()) + 1) * base * max(n, 1) >= 2**62:
                 # keep ids small enough for exact int64 keys: relabel to dense ids first
                 gram = np.unique(gram, return_inverse=True)[1].astype(np.int64).reshape(-1)
             gram = gram * base + ext

@@ -236,22 +236,30 @@ class CrossCodeEvalExample:
     right_context: str
     crossfile_context: str
     path: str = ""  # the file of the cursor (metadata.file)
-    # (file, chunk) of each retrieved chunk (crossfile_context.list), best first
-    crossfile_chunks: tuple[tuple[str, str], ...] = ()
+    # (file, chunk, score) of each retrieved chunk (crossfile_context.list), best first; the score is
+    # null in the files whose chunks were not reranked
+    crossfile_chunks: tuple[tuple[str, str, float | None], ...] = ()
+    repository: str = ""  # metadata.repository, e.g. "owner-name-commit"
 
 
 def read_crosscodeeval(path: str | Path) -> list[CrossCodeEvalExample]:
-    """Read a CrossCodeEval file (``line_completion*.jsonl``; the cross-file context is optional)."""
+    """Read a CrossCodeEval file (``line_completion*.jsonl``; the cross-file context is optional).
+
+    The fields are those amazon-science/cceval writes (prompt_builder/augment_with_cfc.py) and reads
+    (scripts/eval.py, eval_metric.py): ``prompt``, ``groundtruth``, ``right_context``, ``metadata``
+    (``task_id``, ``repository``, ``file``, ``*_start_lineno``) and ``crossfile_context``: ``{text,
+    list: [{retrieved_chunk, filename, score}]}``, or ``""``/``{}`` when no context was found.
+    """
     path = Path(path)
     examples = []
     for index, row in enumerate(read_jsonl(path)):
         _need(row, ("prompt", "groundtruth"), path, index)
         context = row.get("crossfile_context") or {}
         text = context.get("text", "") if isinstance(context, dict) else str(context)
-        meta = row.get("metadata") or {}
+        meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
         chunks = context.get("list") if isinstance(context, dict) else None
-        pairs = tuple(
-            (str(c.get("filename") or ""), c["retrieved_chunk"])
+        triples = tuple(
+            (str(c.get("filename") or ""), c["retrieved_chunk"], _score(c.get("score")))
             for c in chunks or []
             if isinstance(c, dict)
             and isinstance(c.get("retrieved_chunk"), str)
@@ -263,9 +271,14 @@ def read_crosscodeeval(path: str | Path) -> list[CrossCodeEvalExample]:
                 row["prompt"],
                 row["groundtruth"],
                 row.get("right_context", ""),
-                text,
+                text or "",
                 str(meta.get("file") or ""),
-                pairs,
+                triples,
+                str(meta.get("repository") or ""),
             )
         )
     return examples
+
+
+def _score(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -473,7 +473,9 @@ def safim(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, Any]) ->
 
 def _crosscodeeval_snippets(example: Any) -> tuple[Snippet, ...]:
     """CrossCodeEval's retrieved chunks as context snippets (source "crosscodeeval"), best first."""
-    return tuple(Snippet(path, text, "crosscodeeval") for path, text in example.crossfile_chunks)
+    return tuple(
+        Snippet(path, text, "crosscodeeval", score) for path, text, score in example.crossfile_chunks
+    )
 
 
 def _crosscodeeval(cfg: EvalConfig) -> list[Task]:
@@ -507,7 +509,7 @@ def _crosscodeeval(cfg: EvalConfig) -> list[Task]:
             snippets = _crosscodeeval_snippets(e)
             # a row with only the rendered text (no chunk list): the text goes before the prompt as it is
             prompt = e.prompt if snippets or not e.crossfile_context else e.crossfile_context + e.prompt
-            meta = {"task_id": e.task_id, "path": e.path}
+            meta = {"task_id": e.task_id, "path": e.path, "repository": e.repository}
             items.append(Item(prompt, e.groundtruth, suffix=e.right_context, meta=meta, snippets=snippets))
 
         def context(item: Item, count: Callable[[str], int]) -> RepoContext | None:
@@ -516,7 +518,9 @@ def _crosscodeeval(cfg: EvalConfig) -> list[Task]:
                 None, path, item.prompt, item.suffix or "", count_tokens=count, options=options,
                 client_snippets=item.snippets,
             )  # fmt: skip
-            return RepoContext(tuple(found), path) if found else None
+            # the repository's name too, as serve --repo and build's repo_context give it to the model
+            repository = item.meta.get("repository") or ""
+            return RepoContext(tuple(found), path, repository) if found else None
 
         tasks.append(
             Task(

@@ -91,14 +91,18 @@ def done_ids(path: Path, id_field: str) -> set[str]:
 
 
 class _Appender:
-    """Appends whole lines, flushed at once; fsync at most every second."""
+    """Appends whole lines, flushed at once; fsync at most every second. The file is opened at the
+    first row, so a run that fails before any result (a model that does not load) leaves no file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = path.open("a", encoding="utf-8")
+        self.path = path
+        self.handle: Any = None
         self.synced = time.monotonic()
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = self.path.open("a", encoding="utf-8")
         self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.handle.flush()
         if time.monotonic() - self.synced > 1.0:
@@ -106,6 +110,8 @@ class _Appender:
             self.synced = time.monotonic()
 
     def close(self) -> None:
+        if self.handle is None:
+            return
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()

@@ -29,7 +29,8 @@ PRESET_SLIDING_WINDOW = 256
 TOKENIZER_SAMPLE_BYTES = 4_000_000
 # Bump when a preset or tokenizer changes: caches live under a folder of this version, so an older
 # checkout sharing the cache keeps its own presets.
-PRESETS_VERSION = 2
+PRESETS_VERSION = 3  # weights; bump when a preset's config or initialisation changes
+TOKENIZERS_VERSION = 2  # bump when a tokenizer spec or its training text changes
 
 
 def cache_dir() -> Path:
@@ -157,7 +158,7 @@ def _train_base(kind: str) -> Path:
     """Train (once) the vocabulary every tokenizer of a kind shares; returns its tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    path = cache_dir() / "tokenizers" / f"v{PRESETS_VERSION}-{kind}-{PRESET_VOCAB}" / "tokenizer.json"
+    path = cache_dir() / "tokenizers" / f"v{TOKENIZERS_VERSION}-{kind}-{PRESET_VOCAB}" / "tokenizer.json"
     if path.is_file():
         return path
     if kind == "byte-level":
@@ -391,6 +392,20 @@ def _t5(tok: Any) -> Any:
     )
 
 
+def _t5_output_scale(model: Any) -> None:
+    """Scale the untied LM head as a tied T5 scales its output (d_model ** -0.5).
+
+    transformers draws an untied T5 head with std 1.0 (T5 v1.1 / Flan-T5 are pretrained from
+    there with Adafactor), which gives the tiny random model logits of std ~16 and a first loss
+    ~130: a few CPU steps at a LoRA learning rate then generate nothing. The untied head, the
+    code path of Flan-T5 that matters, is kept.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight.mul_(model.config.d_model**-0.5)
+
+
 @dataclass(frozen=True)
 class Preset:
     """A tiny model: which tokenizer, which config, and the real family it stands for."""
@@ -400,6 +415,7 @@ class Preset:
     config: Callable[[Any], Any]
     family: str
     seq2seq: bool = False
+    initialise: Callable[[Any], None] | None = None  # after transformers' own random init
 
 
 PRESETS: dict[str, Preset] = {}
@@ -418,7 +434,7 @@ register_preset(Preset("tiny-llama", "llama", _llama, "Llama 2"))
 register_preset(Preset("tiny-codellama", "codellama", _codellama, "Code Llama"))
 register_preset(Preset("tiny-deepseek-coder", "deepseek-coder", _deepseek_coder, "DeepSeek-Coder"))
 register_preset(Preset("tiny-qwen2.5-coder", "qwen2.5-coder", _qwen2, "Qwen2.5-Coder"))
-register_preset(Preset("tiny-t5", "t5", _t5, "CodeT5 (T5)", seq2seq=True))
+register_preset(Preset("tiny-t5", "t5", _t5, "CodeT5 (T5)", seq2seq=True, initialise=_t5_output_scale))
 SEQ2SEQ_PRESETS = frozenset(name for name, preset in PRESETS.items() if preset.seq2seq)
 
 
@@ -428,7 +444,7 @@ def is_preset(name: str) -> bool:
 
 def preset_tokenizer_dir(tokenizer: str) -> Path:
     """Build (once) and return the folder of one family's preset tokenizer."""
-    folder = cache_dir() / "tokenizers" / f"v{PRESETS_VERSION}-{tokenizer}"
+    folder = cache_dir() / "tokenizers" / f"v{TOKENIZERS_VERSION}-{tokenizer}"
     if not (folder / "tokenizer.json").is_file():
         with atomic_dir(folder) as tmp:
             build_tokenizer(TOKENIZERS[tokenizer], tmp)
@@ -449,6 +465,8 @@ def preset_dir(name: str) -> Path:
     torch.manual_seed(0)
     auto = AutoModelForSeq2SeqLM if preset.seq2seq else AutoModelForCausalLM
     model = auto.from_config(config)
+    if preset.initialise is not None:
+        preset.initialise(model)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

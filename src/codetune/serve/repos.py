@@ -4,9 +4,14 @@ Each ``--repo`` folder is one :class:`~codetune.context.RepoIndex`; a request's 
 from the one repository its file belongs to. Refresh is a stat scan (mtime and size of each source
 file), at most once per ``refresh_s`` and only when a request comes: a changed repository is indexed
 again, so a file added, edited or deleted shows in the next completion without a watcher thread.
+The server runs the scan and the indexing in a worker thread (:meth:`ServedRepos.refreshed`): indexing
+a large repository takes seconds, and on the event loop it would stall every other request. Meanwhile
+other requests get the old index, swapped for the new one in one assignment when it is ready, and a
+repository being indexed is not indexed a second time at once.
 
 Which repository and file a request is in, from what its protocol gives (in this order): a repository
-name (Tabby's ``git_url``), an absolute path under a ``--repo`` folder, a relative path that exists in
+name (Tabby's ``git_url``, Copilot's ``nwo``: matched to a folder's git remotes first, then to its
+name), an absolute path under a ``--repo`` folder, a relative path that exists in
 one repository (several: the one whose copy shares most lines with the text around the cursor), a
 path starting with a repository's name, the files of the chunks the editor sent (llama.cpp's
 ``input_extra``), and last the file sharing most lines with the cursor's text (a client that names
@@ -15,8 +20,11 @@ no file). A new file not saved yet still gets its repository from its folder.
 
 from __future__ import annotations
 
+import asyncio
+import configparser
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -80,27 +88,83 @@ def _lines(text: str) -> frozenset[str]:
     return frozenset(s for line in text.split("\n") if len(s := line.strip()) >= _MIN_LINE)
 
 
-@dataclass
-class ServedRepo:
-    """One ``--repo`` folder: its name, what its files looked like at the last scan, and its index."""
+@dataclass(frozen=True)
+class RepoSnapshot:
+    """What one repository's files looked like at a scan, and their index: replaced whole, never edited,
+    so a request reading it while a new one is built sees one consistent state."""
 
-    name: str
-    root: Path
     stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
     index: RepoIndex | None = None
     lines: dict[str, frozenset[str]] = field(default_factory=dict)
 
+
+@dataclass
+class ServedRepo:
+    """One ``--repo`` folder: its name, its git remotes (owner/name) and its latest snapshot."""
+
+    name: str
+    root: Path
+    snapshot: RepoSnapshot = field(default_factory=RepoSnapshot)
+    remotes: frozenset[str] = frozenset()
+    # held while this repository is scanned and indexed: a second refresh skips it meanwhile
+    building: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def stamps(self) -> dict[str, tuple[int, int]]:
+        return self.snapshot.stamps
+
+    @property
+    def index(self) -> RepoIndex | None:
+        return self.snapshot.index
+
+    @property
+    def lines(self) -> dict[str, frozenset[str]]:
+        return self.snapshot.lines
+
     def load(self, stamps: dict[str, tuple[int, int]]) -> None:
-        """Index the files in ``stamps`` again (texts read now)."""
+        """Index the files in ``stamps`` again (texts read now); the old snapshot serves until then."""
         files: dict[str, str] = {}
         for path in stamps:
             try:
                 files[path] = (self.root / path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):  # deleted meanwhile, or not text
                 continue
-        self.stamps = {path: stamps[path] for path in files}
-        self.index = RepoIndex(self.name, files)
-        self.lines = {path: _lines(text) for path, text in files.items()}
+        self.snapshot = RepoSnapshot(
+            {path: stamps[path] for path in files},
+            RepoIndex(self.name, files),
+            {path: _lines(text) for path, text in files.items()},
+        )
+
+
+_OWNER_NAME = re.compile(r"[:/]([^/:]+)/([^/]+?)(?:\.git)?/*$")
+
+
+def owner_name(url: str) -> str | None:
+    """``owner/name`` of a repository URL (https, ssh, ``git@host:owner/name.git``), lower case."""
+    match = _OWNER_NAME.search(url.strip())
+    return f"{match[1]}/{match[2]}".lower() if match else None
+
+
+def git_remotes(root: Path) -> frozenset[str]:
+    """``owner/name`` of each remote in the git config of ``root`` (none when it is not a clone).
+
+    Read from ``.git/config`` rather than by running git: no subprocess per folder, and no git needed.
+    A worktree's or submodule's ``.git`` file points at its git folder, whose ``commondir`` holds the config.
+    """
+    git = root / ".git"
+    try:
+        if git.is_file():
+            pointed = git.read_text(encoding="utf-8").strip().removeprefix("gitdir:").strip()
+            git = (root / pointed).resolve()
+            common = git / "commondir"
+            if common.is_file():
+                git = (git / common.read_text(encoding="utf-8").strip()).resolve()
+        config = configparser.ConfigParser(strict=False, interpolation=None)
+        config.read(git / "config", encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return frozenset()
+    urls = [config[s].get("url", "") for s in config.sections() if s.startswith("remote ")]
+    return frozenset(name for url in urls if (name := owner_name(url)))
 
 
 def _names(roots: Sequence[Path]) -> list[str]:
@@ -127,24 +191,35 @@ class ServedRepos:
             if not path.is_dir():
                 raise InputError(f"--repo {root}: not a folder")
             resolved.append(path.resolve())
-        self.repos = [ServedRepo(name, root) for name, root in zip(_names(resolved), resolved)]
+        self.repos = [
+            ServedRepo(name, root, remotes=git_remotes(root))
+            for name, root in zip(_names(resolved), resolved)
+        ]
         self.refresh_s, self.clock = refresh_s, clock
         self._lock = threading.Lock()
         self._scanned = -float("inf")
         self.scans = 0
         self.refresh(force=True)
 
+    def due(self) -> bool:
+        """Whether the last scan is older than ``refresh_s``."""
+        return self.clock() - self._scanned >= self.refresh_s
+
     def refresh(self, *, force: bool = False) -> list[str]:
         """Scan for changed files (unless the last scan is younger than ``refresh_s``); names of the
-        repositories indexed again."""
-        with self._lock:
+        repositories indexed again. A repository another thread is indexing now is skipped: its old
+        index serves until that refresh is done."""
+        with self._lock:  # only the rate limit: indexing happens outside it
             now = self.clock()
             if not force and now - self._scanned < self.refresh_s:
                 return []
             self._scanned = now
             self.scans += 1
-            changed = []
-            for repo in self.repos:
+        changed = []
+        for repo in self.repos:
+            if not repo.building.acquire(blocking=False):
+                continue
+            try:
                 stamps = _source_files(repo.root)
                 if stamps != repo.stamps or repo.index is None:
                     started = time.perf_counter()
@@ -156,12 +231,27 @@ class ServedRepos:
                         len(repo.stamps),
                         1000 * (time.perf_counter() - started),
                     )
-            return changed
+            finally:
+                repo.building.release()
+        return changed
+
+    async def refreshed(self) -> list[str]:
+        """:meth:`refresh` in a worker thread, so that the event loop keeps answering other requests."""
+        if not self.due():
+            return []
+        return await asyncio.to_thread(self.refresh)
 
     # -- which repository, which file ---------------------------------------------------------------
     def _by_name(self, name: str | None) -> ServedRepo | None:
+        """The repository a name or URL stands for: a git remote's owner/name, else the folder's name."""
         if not name:
             return None
+        full = owner_name(name) or owner_name(f"/{name.strip()}")
+        if full is not None:
+            matching = [repo for repo in self.repos if full in repo.remotes]
+            matching = matching or [repo for repo in self.repos if repo.name.lower() == full]
+            if len(matching) == 1:
+                return matching[0]
         wanted = name.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         for repo in self.repos:
             if wanted in (repo.name, repo.name.rsplit("/", 1)[-1], repo.root.name):
@@ -244,8 +334,8 @@ class ServedRepos:
         hints: Sequence[str] = (),
     ) -> tuple[list[Snippet], str, str]:
         """(snippets, target path, repository name) for a cursor: the editor's snippets first, then
-        what the target's repository gives, within the budget."""
-        self.refresh()
+        what the target's repository gives, within the budget. The server calls :meth:`refreshed`
+        before; this reads the indexes as they are."""
         where = self.locate(filepath, prefix, suffix, repo=repo, hints=hints)
         if where is None:
             snippets = build_context(
@@ -266,11 +356,11 @@ class EditorContext:
     """What an editor protocol tells of a cursor's repository, beside its prompt."""
 
     snippets: list[Snippet] = field(default_factory=list)  # sent by the editor (source "client")
-    repo: str | None = None  # a repository name or URL (Tabby's git_url)
+    repo: str | None = None  # a repository name or URL (Tabby's git_url, Copilot's nwo)
     hints: list[str] = field(default_factory=list)  # files the editor's snippets come from
     retrieve: bool = True  # False: no context at all (Tabby's disable_retrieval_augmented_code_completion)
 
 
-def client_snippet(path: str, text: str) -> Snippet:
-    """A snippet the editor sent."""
-    return Snippet(path.removeprefix("file://"), text, "client")
+def client_snippet(path: str, text: str, score: float | None = None) -> Snippet:
+    """A snippet the editor sent (with the editor's score of it, when it gives one)."""
+    return Snippet(path.removeprefix("file://"), text, "client", score)

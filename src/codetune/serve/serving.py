@@ -108,6 +108,17 @@ def _language(request: Any) -> str | None:
     return value if isinstance(value, str) and len(value) < 40 else None
 
 
+def _nwo(request: Any) -> str | None:
+    """The repository Copilot names, ``nwo`` ("name with owner": ``owner/name``), if any.
+
+    Copilot-compatible completion APIs carry it beside ``extra`` (e.g. KittyCAD/kittycad.py,
+    kittycad/models/kcl_code_completion_request.py: ``nwo``, ``extra: {language, next_indent,
+    trim_by_indentation, prompt_tokens, suffix_tokens}``, ``prompt``, ``suffix``).
+    """
+    value = getattr(request, "nwo", None)
+    return value if isinstance(value, str) and 0 < len(value) < 300 else None
+
+
 class OpenAIServing:
     """Completions, chat, models and health over one model and its engine."""
 
@@ -283,6 +294,12 @@ class OpenAIServing:
                 self.batcher.release(seq)
 
     # -- repository context -----------------------------------------------------------------------
+    async def refresh_repos(self) -> None:
+        """Pick up changed files of the ``--repo`` repositories, indexing in a worker thread: the event
+        loop keeps answering other requests, which get the old index until the new one is ready."""
+        if self.repos is not None:
+            await self.repos.refreshed()
+
     def _repo_context(
         self, filepath: str | None, prefix: str, suffix: str, editor: EditorContext | None
     ) -> Any:
@@ -324,9 +341,20 @@ class OpenAIServing:
         data: dict[str, Any] = {}
         if options.return_snippets:
             kept = list(getattr(built, "context_snippets", None) or [])
-            # Tabby sorts snippets by score, best first; ours are in the builder's order of trust.
+            # Tabby's {filepath, body, score}, in prompt order (the builder's order of trust: the editor's
+            # snippets, imports, definitions, then BM25 chunks best first), `rank` being that position.
+            # `score` is what the snippet's source measured: the BM25 score of a retrieved chunk, the
+            # editor's own score of a snippet it sent; 0 for imports and definitions, which are found
+            # by name, not ranked (Tabby types score as a float, so no null). Scores of different
+            # sources are not comparable: `source` says which one a snippet has.
             data["snippets"] = [
-                {"filepath": s.path, "body": s.text, "score": round(1 - i / len(kept), 4), "source": s.source}
+                {
+                    "filepath": s.path,
+                    "body": s.text,
+                    "score": 0.0 if s.score is None else round(s.score, 4),
+                    "rank": i,
+                    "source": s.source,
+                }
                 for i, s in enumerate(kept)
             ]
         if options.return_prompt:
@@ -346,6 +374,8 @@ class OpenAIServing:
             prompts = [""]
         postprocess = self.cfg.postprocess if request.postprocess is None else request.postprocess
         language = _language(request)
+        if editor is None and _nwo(request):
+            editor = EditorContext(repo=_nwo(request))
         if request.debug_options and request.debug_options.disable_retrieval_augmented_code_completion:
             editor = EditorContext(retrieve=False)
         built = []
@@ -408,6 +438,7 @@ class OpenAIServing:
         self, request: CompletionRequest, disconnected: Disconnected | None = None
     ) -> dict[str, Any] | AsyncIterator[str]:
         """A completion response, or (stream) an iterator of SSE lines."""
+        await self.refresh_repos()
         requests = self._completion_requests(request)
         seqs = [seq for r in requests for seq in r.new_sequences()]
         self.use_adapter(seqs, request.model)

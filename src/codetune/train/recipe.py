@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -28,14 +29,16 @@ from codetune.artifacts.run import (
     checkpoint_folder,
     checkpoints,
     clear_metrics,
+    read_checkpoint,
     read_metrics,
     read_run_manifest,
     truncate_metrics,
     weights_folder,
+    write_checkpoint,
     write_run_manifest,
 )
 from codetune.errors import ConfigError, InputError
-from codetune.files import atomic_dir, fingerprint, read_json, write_json
+from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import TrainConfig
@@ -205,17 +208,18 @@ def save_checkpoint(
     import numpy as np
     import torch
 
-    with atomic_dir(folder) as tmp:
-        torch.save(trainable_state(model), tmp / "weights.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / "rng.pt")
-        if (extra := method.checkpoint_state(model)) is not None:
-            torch.save(extra, tmp / "method.pt")
-        write_json(tmp / "state.json", state)
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    parts = {
+        "weights": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+    }
+    if (extra := method.checkpoint_state(model)) is not None:
+        parts["method"] = extra
+    write_checkpoint(folder, parts, state)
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -230,20 +234,21 @@ def load_checkpoint(
     import numpy as np
     import torch
 
-    _, unexpected = model.load_state_dict(torch.load(folder / "weights.pt", weights_only=False), strict=False)
+    parts, state = read_checkpoint(folder)
+    _, unexpected = model.load_state_dict(parts["weights"], strict=False)
     if unexpected:
         raise InputError(f"checkpoint {folder} does not match this model ({len(unexpected)} unknown tensors)")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-    rng = torch.load(folder / "rng.pt", weights_only=False)
+    optimizer.load_state_dict(parts["optimizer"])
+    scheduler.load_state_dict(parts["scheduler"])
+    rng = parts["rng"]
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    if (folder / "method.pt").is_file():
-        method.restore_state(model, torch.load(folder / "method.pt", weights_only=False))
-    return read_json(folder / "state.json")
+    if "method" in parts:
+        method.restore_state(model, parts["method"])
+    return state
 
 
 def prune_checkpoints(run: Path) -> None:
@@ -382,6 +387,7 @@ def check_inputs(cfg: TrainConfig) -> Setup:
     precision = mixed_precision(cfg, method)
     run_print = run_fingerprint(cfg, dataset.identity)
     accelerator = Accelerator(
+        cpu=launched_without_gpu(),
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=cfg.report_to or None,
@@ -402,6 +408,17 @@ def check_inputs(cfg: TrainConfig) -> Setup:
         )
     accelerator.wait_for_everyone()  # every process has looked at the folder before the first one writes
     return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status)
+
+
+def launched_without_gpu() -> bool:
+    """A multi-process launch (torchrun's WORLD_SIZE) on a machine without CUDA: train on CPU over gloo.
+
+    `accelerate launch --cpu` starts one process only (its multi-CPU path needs mpirun), so the
+    two-process CPU config launches as multi-GPU and relies on this to pick the CPU.
+    """
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def sharded_state(accelerator: Any) -> str | None:
@@ -718,6 +735,7 @@ def save_results(
         "best_eval_loss": round(state["best_eval"], 4) if state["best_eval"] is not None else None,
         "best_step": state["best_step"],
         "tokens_per_s": round((state["tokens"] - start_tokens) / max(elapsed, 1e-9), 1),
+        "processes": accelerator.num_processes,
         **table,
     }
     summary |= method.summary(accelerator.unwrap_model(model), out if setup.main else None)

@@ -142,6 +142,7 @@ class Engine:
         """Text deltas, then one EditorCompletion. Queueing errors are raised before the first item."""
         from codetune.serve.serving import _chain, _first
 
+        await self.serving.refresh_repos()
         built = self._sequences(request)
         seqs, truncated, warning = built.sequences, built.truncated, built.warning
         debug = self.serving.debug_data(built, request.debug_options) if request.debug_options else None

@@ -99,7 +99,7 @@ class TabbyCompletionRequest(ProtocolModel):
                 *(segments.relevant_snippets_from_changed_files or []),
                 *(segments.relevant_snippets_from_recently_opened_files or []),
             ]
-            snippets = [client_snippet(s.filepath, s.body) for s in sent]
+            snippets = [client_snippet(s.filepath, s.body, getattr(s, "score", None)) for s in sent]
             disabled = bool(
                 self.debug_options and self.debug_options.disable_retrieval_augmented_code_completion
             )

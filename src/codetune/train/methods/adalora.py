@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.run import write_adalora_ranks
 from codetune.errors import ConfigError
-from codetune.files import write_json
 from codetune.train.methods import Method, new_token_modules, register_method, task_type
 from codetune.train.targets import target_modules
 
@@ -54,7 +54,7 @@ class AdaLora(Method):
     def summary(self, model: Any, run: Path | None) -> dict[str, Any]:
         final = ranks(model)
         if run is not None:
-            write_json(run / "adalora_ranks.json", final)
+            write_adalora_ranks(run, final)
         return {
             "adalora_rank_mean": round(sum(final.values()) / max(len(final), 1), 2),
             "adalora_rank_min": min(final.values(), default=0),
