@@ -10,8 +10,10 @@ weights (bf16), random token documents of varied length, then
 
 each for the same steps and token budget, reporting non-pad tokens/s and peak GPU memory; then it
 merges codetune's LoRA run (the fp32 merge check) and serves the merged model, timing a few
-completion requests through ``codetune serve``. It prints a table and the ratios; the last line is
-codetune (sdpa) vs HF Trainer padded.
+greedy completion requests (plain and FIM) through ``codetune serve``; when ``vllm`` imports it runs
+the same kind of greedy prompts through codetune's vLLM engine and its HF engine on the merged model
+(``bench/vllm_engine.py``, in a child process) and reports identical texts and tokens/s. It prints a
+table and the ratios; the last line is codetune (sdpa) vs HF Trainer padded.
 
     python bench/gpu_check.py                       # on the GPU machine
     python bench/gpu_check.py --tiny --device cpu   # a tiny shape end to end (what CI could run)
@@ -74,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq", type=int, default=None, help="longest document / packed row length")
     parser.add_argument("--rows", type=int, default=None, help="rows of --seq tokens per micro-batch")
     parser.add_argument("--requests", type=int, default=4, help="completion requests to the served model")
+    parser.add_argument("--vllm-prompts", type=int, default=16, help="greedy prompts for vLLM vs HF engine")
+    parser.add_argument("--vllm-tokens", type=int, default=32, help="new tokens per vLLM/HF engine prompt")
     parser.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
     args = parser.parse_args()
     args.steps = args.steps or (3 if args.tiny else 12)
@@ -260,8 +264,11 @@ def free_port() -> int:
 
 
 def serve_requests(model: Path, args: argparse.Namespace) -> dict:
-    """Start `codetune serve` on the merged model and time --requests completions (16 new tokens each)."""
+    """Start `codetune serve` on the merged model and time --requests greedy completions (16 new tokens
+    each), plain and FIM, the first of the prompts the vLLM comparison uses."""
     import httpx
+
+    from vllm_engine import greedy_prompts
 
     port = free_port()
     env = {**os.environ}
@@ -283,13 +290,10 @@ def serve_requests(model: Path, args: argparse.Namespace) -> dict:
                 raise RuntimeError("codetune serve did not come up in 300 s")
             time.sleep(1)
         latencies, tokens = [], 0
-        for index in range(args.requests):
-            body = {
-                "model": "merged",
-                "prompt": f"def function_{index}(x):\n",
-                "max_tokens": 16,
-                "temperature": 0,
-            }
+        for prefix, suffix in greedy_prompts(args.requests):
+            body = {"model": "merged", "prompt": prefix, "max_tokens": 16, "temperature": 0}
+            if suffix is not None:
+                body["suffix"] = suffix
             started = time.perf_counter()
             reply = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
             latencies.append(time.perf_counter() - started)
@@ -306,6 +310,36 @@ def serve_requests(model: Path, args: argparse.Namespace) -> dict:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def vllm_vs_hf(model: Path, args: argparse.Namespace) -> str:
+    """One line: the merged model through codetune's vLLM and HF engines (bench/vllm_engine.py, in a
+    child process so that vLLM gets the GPU this process trained on), or why it was skipped."""
+    import gc
+
+    import torch
+
+    from vllm_engine import skip_reason, summary_line
+
+    reason = skip_reason()  # --device cpu has hidden CUDA from this process and its children
+    if reason is not None:
+        return f"vllm: {reason}"
+    gc.collect()
+    torch.cuda.empty_cache()
+    out = model.parent / "vllm.json"
+    script = Path(__file__).with_name("vllm_engine.py")
+    cmd = [sys.executable, str(script), str(model), "--json", str(out)]
+    cmd += ["--prompts", str(args.vllm_prompts), "--max-tokens", str(args.vllm_tokens)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=360)
+    except subprocess.TimeoutExpired:
+        return "vllm: failed (no result in 360 s)"
+    if done.returncode != 0 or not out.is_file():
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        last = next((line for line in reversed(lines) if "Error" in line), lines[-1])  # the cause
+        return f"vllm: failed (exit {done.returncode}): {last[:300]}"
+    result = json.loads(out.read_text())
+    return f"vllm: {result['skipped']}" if "skipped" in result else summary_line(result)
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -360,6 +394,7 @@ def main() -> None:
 
         merged = merge(MergeConfig(run=results["codetune LoRA packed (sdpa)"]["run"], out=work / "merged"))
         served = serve_requests(work / "merged", args)
+        engines = vllm_vs_hf(work / "merged", args)
 
         print()
         print(f"{'run':46} {'non-pad tokens/s':>17} {'peak GiB':>9}")
@@ -373,6 +408,7 @@ def main() -> None:
             f"serve: {served['requests']} requests, {served['tokens']} tokens, "
             f"mean latency {served['mean_latency_s']:.2f} s"
         )
+        print(engines)
         ours = results["codetune LoRA packed (sdpa)"]["tokens_per_s"]
         padded = results[f"HF Trainer + peft, padded to {args.seq}"]["tokens_per_s"]
         for name, row in results.items():
