@@ -152,3 +152,56 @@ def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch):
         assert stats["decode_rows"] > stats["decode_steps"]  # rows shared decode steps
     finally:
         stop(running)
+
+
+def test_lookup_finds_the_longest_shared_prefix_among_many_entries():
+    """The block index answers as a scan over every entry would: the longest common prefix (never
+    the last token), nothing under min_reuse, per adapter namespace; entries a newer prompt extends
+    are dropped."""
+    import random
+
+    import torch
+
+    from codetune.generation.prefix_cache import PrefixCache
+
+    rng = random.Random(7)
+    cache = PrefixCache(max_bytes=2**30, min_reuse=4)
+    stems = [[rng.randrange(50) for _ in range(rng.randrange(5, 40))] for _ in range(30)]
+    stored: list[tuple[list[int], str | None]] = []
+    prompt_of: dict[int, list[int]] = {}  # the value an entry's KV is filled with -> its prompt
+    for i in range(300):  # prompts branching off shared stems, as an editor session leaves them
+        ids = rng.choice(stems)[: rng.randrange(1, 40)] + [
+            rng.randrange(50) for _ in range(rng.randrange(0, 12))
+        ]
+        namespace = rng.choice([None, "kotlin"])
+        layer = torch.full((1, 1, len(ids), 2), float(i))
+        cache.store(ids, [(layer, layer)], namespace)
+        prompt_of[i] = ids
+        if len(ids) > cache.min_reuse:
+            stored = [(old, ns) for old, ns in stored if not (ns == namespace and ids[: len(old)] == old)]
+            stored.append((ids, namespace))
+    assert len(cache) == len(stored)
+
+    def scan(query: list[int], namespace: str | None) -> int:
+        shared = [
+            next((k for k, (a, b) in enumerate(zip(query, ids)) if a != b), min(len(query), len(ids)))
+            for ids, ns in stored
+            if ns == namespace
+        ]
+        best = min(max(shared, default=0), len(query) - 1)
+        return best if best >= cache.min_reuse else 0
+
+    hits = 0
+    for _ in range(400):
+        query = rng.choice(stems)[: rng.randrange(1, 40)] + [
+            rng.randrange(50) for _ in range(rng.randrange(0, 8))
+        ]
+        namespace = rng.choice([None, "kotlin"])
+        hit = cache.lookup(query, namespace)
+        assert (hit.tokens if hit else 0) == scan(query, namespace), query
+        if hit is not None:  # the columns are the first hit.tokens of an entry that shares them
+            keys = hit.layers[0][0]
+            source = prompt_of[int(keys[0, 0, 0, 0])]
+            assert keys.shape[-2] == hit.tokens and source[: hit.tokens] == query[: hit.tokens]
+        hits += hit is not None
+    assert 50 < hits < 400  # both outcomes were exercised

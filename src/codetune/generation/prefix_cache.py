@@ -27,6 +27,7 @@ class Entry:
     layers: list[tuple[Any, Any]]  # per layer: keys and values [1, kv heads, prompt tokens, head dim]
     namespace: Any
     nbytes: int
+    blocks: list[int]  # chained hashes of the prompt's whole blocks of ``block`` ids (see _block_hashes)
 
 
 @dataclass
@@ -37,12 +38,31 @@ class Hit:
     layers: list[tuple[Any, Any]]
 
 
+def _block_hashes(ids: list[int], block: int) -> list[int]:
+    """Hash j-1 covers ids[: j * block]: equal hashes at j mean (up to a collision) equal first blocks."""
+    hashes, running = [], 0
+    for start in range(0, len(ids) - block + 1, block):
+        running = hash((running, tuple(ids[start : start + block])))
+        hashes.append(running)
+    return hashes
+
+
 class PrefixCache:
-    """Prompt KV by token ids, LRU-bounded by bytes."""
+    """Prompt KV by token ids, LRU-bounded by bytes.
+
+    Entries are indexed by the chained hashes of their whole blocks of ``min_reuse`` ids, so a lookup
+    compares ids only with the entries that share the most whole blocks with the query, not with
+    every entry: an editor session leaves thousands, and a scan over them cost more than the prefill
+    it saved. A usable hit shares at least ``min_reuse`` ids, so it always shares the first block.
+    """
 
     def __init__(self, max_bytes: int, min_reuse: int = MIN_REUSE) -> None:
-        self.max_bytes, self.min_reuse = max_bytes, min_reuse
+        self.max_bytes, self.min_reuse = max_bytes, max(1, min_reuse)
         self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._sharing: dict[tuple[Any, int], set[int]] = {}  # (namespace, hash j): entries with >= j+1 blocks
+        self._ending: dict[
+            tuple[Any, int], set[int]
+        ] = {}  # (namespace, hash j): entries of exactly j+1 blocks
         self._next = 0
         self.bytes = 0
         self.hits = 0
@@ -79,13 +99,18 @@ class PrefixCache:
         self.lookups += 1
         if len(ids) <= self.min_reuse or not self._entries:
             return None
+        hashes = _block_hashes(ids, self.min_reuse)
+        deepest = next(
+            (j for j in range(len(hashes) - 1, -1, -1) if (namespace, hashes[j]) in self._sharing), None
+        )
+        if deepest is None:
+            return None
         query = torch.tensor(ids, dtype=torch.long)
         best, best_key, best_n = None, None, 0
-        for key, entry in self._entries.items():
-            if entry.namespace != namespace:
-                continue
+        for key in self._sharing[(namespace, hashes[deepest])]:
+            entry = self._entries[key]
             n = min(self._common(query, entry.ids), len(ids) - 1)
-            if n > best_n:
+            if n > best_n or (n == best_n and best_key is not None and key > best_key):
                 best, best_key, best_n = entry, key, n
         if best is None or best_n < self.min_reuse:
             return None
@@ -104,16 +129,20 @@ class PrefixCache:
         if nbytes > self.max_bytes:
             return
         key_ids = torch.tensor(ids, dtype=torch.long)
-        for key, entry in list(self._entries.items()):
-            # An older prompt that this one extends answers no lookup better than this one will.
-            if (
-                entry.namespace == namespace
-                and len(entry.ids) <= len(key_ids)
-                and self._common(key_ids, entry.ids) == len(entry.ids)
-            ):
-                self._drop(key)
-        self._entries[self._next] = Entry(key_ids, layers, namespace, nbytes)
+        hashes = _block_hashes(ids, self.min_reuse)
+        # An older prompt that this one extends answers no lookup better than this one will; it has
+        # as many whole blocks as some j here, all equal to this prompt's.
+        for value in hashes:
+            for key in list(self._ending.get((namespace, value), ())):
+                entry = self._entries[key]
+                if len(entry.ids) <= len(key_ids) and self._common(key_ids, entry.ids) == len(entry.ids):
+                    self._drop(key)
+        key = self._next
         self._next += 1
+        self._entries[key] = Entry(key_ids, layers, namespace, nbytes, hashes)
+        for value in hashes:
+            self._sharing.setdefault((namespace, value), set()).add(key)
+        self._ending.setdefault((namespace, hashes[-1]), set()).add(key)
         self.bytes += nbytes
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
@@ -122,7 +151,18 @@ class PrefixCache:
     def _drop(self, key: int) -> None:
         entry = self._entries.pop(key)
         self.bytes -= entry.nbytes
+        for value in entry.blocks:
+            bucket = self._sharing[(entry.namespace, value)]
+            bucket.discard(key)
+            if not bucket:
+                del self._sharing[(entry.namespace, value)]
+        ending = self._ending[(entry.namespace, entry.blocks[-1])]
+        ending.discard(key)
+        if not ending:
+            del self._ending[(entry.namespace, entry.blocks[-1])]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._sharing.clear()
+        self._ending.clear()
         self.bytes = 0
