@@ -49,35 +49,42 @@ SYLLABLES = [
     "fen",
     "xi",
 ]
-OPS = ["+", "-", "*"]
+# What a helper does (its name's first word) and how a caller names the result; the rest of the
+# name is random syllables drawn per repository, knowable only from that repository's helpers.py.
+ROLES = {
+    "scale": ("scaled", "*"),
+    "shift": ("shifted", "+"),
+    "trim": ("trimmed", "-"),
+    "mix": ("mixed", "^"),
+    "pack": ("packed", "|"),
+    "mask": ("masked", "&"),
+}
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _name(rng: random.Random) -> str:
-    return (
-        "".join(rng.choice(SYLLABLES) for _ in range(2))
-        + "_"
-        + "".join(rng.choice(SYLLABLES) for _ in range(2))
-    )
-
-
 def make_repo(seed: int, modules: int = 5) -> dict[str, str]:
-    """One repository: helpers.py with random-named functions, modules calling them through the module."""
+    """One repository: helpers.py with one function per role, modules calling them through the module."""
     rng = random.Random(seed)
-    names = list(dict.fromkeys(_name(rng) for _ in range(6)))[:4]
-    helpers = "".join(
-        f"def {name}(value):\n    return value {rng.choice(OPS)} {rng.randint(2, 9)}\n\n\n" for name in names
+    roles = rng.sample(sorted(ROLES), 4)
+    names = {role: f"{role}_{rng.choice(SYLLABLES)}{rng.choice(SYLLABLES)}" for role in roles}
+    # __all__ spells each name as the caller's attribute does (no leading space, so the same tokens)
+    helpers = "__all__ = [" + ", ".join(f'"{names[role]}"' for role in roles) + "]\n\n\n"
+    helpers += "".join(
+        f"def {names[role]}(value):\n    return value {ROLES[role][1]} {rng.randint(2, 9)}\n\n\n"
+        for role in roles
     )
     files = {"helpers.py": helpers}
     for m in range(modules):
-        a, b = rng.sample(names, 2)
+        a, b = rng.sample(roles, 2)
         files[f"task{m}.py"] = (
             "import helpers\n\n\n"
             f"def run_{m}(items):\n"
             "    total = 0\n"
             "    for item in items:\n"
-            f"        total += helpers.{a}(item)\n"
-            f"    return helpers.{b}(total)\n"
+            f"        {ROLES[a][0]} = helpers.{names[a]}(item)\n"
+            f"        total += {ROLES[a][0]}\n"
+            f"    {ROLES[b][0]} = helpers.{names[b]}(total)\n"
+            f"    return {ROLES[b][0]}\n"
         )
     return files
 
@@ -118,8 +125,25 @@ def cases(repos: dict[str, dict[str, str]]) -> list[tuple[str, str, str, str, st
     return out
 
 
+def pretrained_base(max_length: int) -> str:
+    """The quickstart's tiny base, pretrained on the standard library (cached; shared with the quickstart)."""
+    from codetune.quickstart import QuickstartSettings
+    from codetune.quickstart import pretrained_base as quickstart_base
+
+    model, _ = quickstart_base(QuickstartSettings(max_length=max_length))
+    return str(model)
+
+
 def train_run(
-    corpus: Path, out: Path, *, repo_context: bool, steps: int, budget: int, max_length: int
+    corpus: Path,
+    out: Path,
+    *,
+    base: str,
+    repo_context: bool,
+    steps: int,
+    budget: int,
+    max_length: int,
+    lr: float,
 ) -> dict:
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig
@@ -131,7 +155,7 @@ def train_run(
         BuildConfig(
             corpus=corpus,
             format="files",
-            model=MODEL,
+            model=base,
             out=dataset,
             max_length=max_length,
             valid_fraction=0.05,
@@ -145,12 +169,12 @@ def train_run(
     started = time.monotonic()
     train(
         TrainConfig(
-            model=MODEL,
+            model=base,
             dataset=dataset,
             method="full",
             out=out / "run",
             max_steps=steps,
-            lr=3e-3,
+            lr=lr,
             warmup_ratio=0.05,
             batch_tokens=1024,
             pack_length=max_length,
@@ -184,7 +208,7 @@ def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    params = SamplingParams(max_new_tokens=8, temperature=0.0)
+    params = SamplingParams(max_new_tokens=16, temperature=0.0)
     requests, targets, with_context = [], [], 0
     for repo, path, prefix, name, rest in cases(held_out):
         snippets = build_context(indexes[repo], path, prefix, count_tokens=count, options=options)
@@ -219,17 +243,22 @@ def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repos", type=int, default=24)
-    parser.add_argument("--eval-repos", type=int, default=8)
-    parser.add_argument("--budget", type=int, default=192)
-    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--base", choices=["scratch", "quickstart"], default="scratch")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repos", type=int, default=200)
+    parser.add_argument("--eval-repos", type=int, default=12)
+    parser.add_argument("--budget", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    base = pretrained_base(args.max_length) if args.base == "quickstart" else MODEL
+    print(f"base: {base} ({time.monotonic() - started:.0f}s to get it)", flush=True)
     train_repos = {f"train{r:03d}": make_repo(r) for r in range(args.repos)}
     held_out = {f"held{r:03d}": make_repo(10_000 + r) for r in range(args.eval_repos)}
     results = {}
@@ -239,10 +268,12 @@ def main() -> None:
             run = train_run(
                 corpus,
                 Path(tmp) / label,
+                base=base,
                 repo_context=flag,
                 steps=args.steps,
                 budget=args.budget,
                 max_length=args.max_length,
+                lr=args.lr,
             )
             scores = evaluate(run["model"], held_out, args.budget)
             results[label] = scores
@@ -256,8 +287,13 @@ def main() -> None:
                 flush=True,
             )
     with_em, without_em = results["with"]["em"], results["without"]["em"]
-    ratio = with_em / without_em if without_em else float("inf") if with_em else 1.0
-    print(f"ratio: {ratio:.2f}x identifier EM, trained with context vs without")
+    cases = results["without"]["cases"]
+    # No hit at all without context is the expected outcome (a name it cannot know); one hit is then
+    # assumed, so the ratio is a lower bound rather than infinite.
+    floor = 1 / max(cases, 1)
+    note = f" (without: 0 of {cases} right, counted as 1)" if without_em == 0 else ""
+    ratio = with_em / max(without_em, floor)
+    print(f"ratio: {ratio:.2f}x identifier EM, trained with context vs without{note}")
 
 
 if __name__ == "__main__":
