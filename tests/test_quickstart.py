@@ -26,7 +26,7 @@ def test_quickstart_path_writes_a_base_vs_tuned_report_and_reuses_the_base(tmp_p
     assert all("edit_sim" in scores for scores in report["models"].values())
     assert "codetune serve --model" in capsys.readouterr().err
     # without --repo-context no example carries context (the contrast for the test below)
-    assert read_dataset(tmp_path / "out" / "dataset").stats["repo_context"]["examples_with_context"] == 0
+    assert read_dataset(tmp_path / "out" / "dataset").stats["repo_context"] == {"enabled": False}
 
     again = quickstart(source=project, out=tmp_path / "out2", settings=settings)
     assert [r.stage for r in again] == ["collect", "build", "train", "eval"]  # the pretrained base is reused
