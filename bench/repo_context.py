@@ -254,6 +254,27 @@ def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) 
     }
 
 
+def train_and_evaluate(label: str, tmp: str, base: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """One of the two runs (its own process with ``--jobs 2``): build, train, evaluate with context."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    train_repos = {f"train{r:03d}": make_repo(r) for r in range(args.repos)}
+    held_out = {f"held{r:03d}": make_repo(10_000 + r) for r in range(args.eval_repos)}
+    corpus = write_corpus(train_repos, Path(tmp) / label / "corpus")
+    run = train_run(
+        corpus,
+        Path(tmp) / label,
+        base=base,
+        repo_context=label == "with",
+        steps=args.steps,
+        budget=args.budget,
+        max_length=args.max_length,
+        lr=args.lr,
+    )
+    return evaluate(run["model"], held_out, args.budget), {"stats": run["stats"], "train_s": run["train_s"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", choices=["scratch", "quickstart"], default="scratch")
@@ -263,49 +284,45 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, choices=[1, 2], default=1, help="2: both runs at once")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     started = time.monotonic()
     base = pretrained_base(args.max_length) if args.base == "quickstart" else MODEL
     print(f"base: {base} ({time.monotonic() - started:.0f}s to get it)", flush=True)
-    train_repos = {f"train{r:03d}": make_repo(r) for r in range(args.repos)}
-    held_out = {f"held{r:03d}": make_repo(10_000 + r) for r in range(args.eval_repos)}
-    results = {}
+    labels = ("with", "without")
     with tempfile.TemporaryDirectory(prefix="codetune-bench-repo-context-") as tmp:
-        corpus = write_corpus(train_repos, Path(tmp) / "corpus")
-        for label, flag in (("with", True), ("without", False)):
-            run = train_run(
-                corpus,
-                Path(tmp) / label,
-                base=base,
-                repo_context=flag,
-                steps=args.steps,
-                budget=args.budget,
-                max_length=args.max_length,
-                lr=args.lr,
-            )
-            scores = evaluate(run["model"], held_out, args.budget)
-            results[label] = scores
-            ctx = run["stats"]
-            carrying = f"{ctx.get('examples_with_context', 0)}/{ctx.get('examples', '-')}" if flag else "-"
-            print(
-                f"trained {label:>7} context: identifier EM {scores['em']:.3f}, edit similarity "
-                f"{scores['es']:.3f} ({scores['cases']} held-out completions, target in the context "
-                f"{scores['context_has_target']:.0%}; train examples with context {carrying}, mean "
-                f"{ctx.get('mean_context_tokens', 0)} tokens; {run['train_s']:.0f}s training)",
-                flush=True,
-            )
+        if args.jobs == 2:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(train_and_evaluate, label, tmp, base, args) for label in labels]
+                outcomes = [future.result() for future in futures]
+        else:
+            outcomes = [train_and_evaluate(label, tmp, base, args) for label in labels]
+    results = {}
+    for label, (scores, run) in zip(labels, outcomes, strict=True):
+        results[label] = scores
+        ctx = run["stats"]
+        carrying = (
+            f"{ctx.get('examples_with_context', 0)}/{ctx.get('examples', '-')}" if label == "with" else "-"
+        )
+        print(
+            f"trained {label:>7} context: identifier EM {scores['em']:.3f}, edit similarity "
+            f"{scores['es']:.3f} ({scores['cases']} held-out completions, target in the context "
+            f"{scores['context_has_target']:.0%}; train examples with context {carrying}, mean "
+            f"{ctx.get('mean_context_tokens', 0)} tokens; {run['train_s']:.0f}s training)",
+            flush=True,
+        )
     with_em, without_em = results["with"]["em"], results["without"]["em"]
     cases = results["without"]["cases"]
     # No hit at all without context is the expected outcome (a name it cannot know); one hit is then
     # assumed, so the ratio is a lower bound rather than infinite.
     floor = 1 / max(cases, 1)
-    note = f" (without: 0 of {cases} right, counted as 1)" if without_em == 0 else ""
-    ratio = with_em / max(without_em, floor)
+    note = f" (without: 0 of {cases} right, counted as 1)" if without_em == 0 < with_em else ""
+    ratio = with_em / max(without_em, floor) if with_em or without_em else 1.0
     print(f"ratio: {ratio:.2f}x identifier EM, trained with context vs without{note}")
 
 
