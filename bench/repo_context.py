@@ -251,6 +251,7 @@ def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) 
         "context_has_target": with_context / n,
         "em": exact / n,
         "es": similarity / n,
+        "samples": [f"{name!r} -> {text.split(chr(10))[0]!r}" for text, (name, _) in zip(texts, targets)][:4],
     }
 
 
@@ -286,6 +287,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--jobs", type=int, choices=[1, 2], default=1, help="2: both runs at once")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--show", action="store_true", help="print a few completions per run")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -316,6 +318,8 @@ def main() -> None:
             f"{ctx.get('mean_context_tokens', 0)} tokens; {run['train_s']:.0f}s training)",
             flush=True,
         )
+        if args.show:
+            print("  " + "\n  ".join(scores["samples"]), flush=True)
     with_em, without_em = results["with"]["em"], results["without"]["em"]
     cases = results["without"]["cases"]
     # No hit at all without context is the expected outcome (a name it cannot know); one hit is then
