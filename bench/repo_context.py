@@ -240,16 +240,22 @@ def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) 
     texts = [""] * len(requests)
     for i, completions in complete_requests(engine_for(model, tokenizer, max_batch_size=16), requests):
         texts[i] = completions[0].text
-    exact, similarity = 0, 0.0
-    for text, (name, rest) in zip(texts, targets, strict=True):
+    # a repository's names, to tell a name copied from the context (maybe the wrong one) from a guess
+    defined = {
+        repo: set(re.findall(r"^def (\w+)", files["helpers.py"], re.M)) for repo, files in held_out.items()
+    }
+    exact, copied, similarity = 0, 0, 0.0
+    for text, (name, rest), (repo, *_) in zip(texts, targets, cases(held_out), strict=True):
         first = IDENT.match(text)
         exact += bool(first and first.group(0) == name)
+        copied += bool(first and first.group(0) in defined[repo])
         similarity += difflib.SequenceMatcher(None, text.split("\n")[0], rest).ratio()
     n = max(len(targets), 1)
     return {
         "cases": len(targets),
         "context_has_target": with_context / n,
         "em": exact / n,
+        "copied": copied / n,
         "es": similarity / n,
         "samples": [f"{name!r} -> {text.split(chr(10))[0]!r}" for text, (name, _) in zip(texts, targets)][:4],
     }
@@ -279,8 +285,8 @@ def train_and_evaluate(label: str, tmp: str, base: str, args: argparse.Namespace
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", choices=["scratch", "quickstart"], default="scratch")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--repos", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--repos", type=int, default=400)
     parser.add_argument("--eval-repos", type=int, default=12)
     parser.add_argument("--budget", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=256)
@@ -313,7 +319,8 @@ def main() -> None:
         )
         print(
             f"trained {label:>7} context: identifier EM {scores['em']:.3f}, edit similarity "
-            f"{scores['es']:.3f} ({scores['cases']} held-out completions, target in the context "
+            f"{scores['es']:.3f}, a name of the repository {scores['copied']:.3f} "
+            f"({scores['cases']} held-out completions, target in the context "
             f"{scores['context_has_target']:.0%}; train examples with context {carrying}, mean "
             f"{ctx.get('mean_context_tokens', 0)} tokens; {run['train_s']:.0f}s training)",
             flush=True,
