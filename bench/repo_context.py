@@ -28,7 +28,19 @@ distribution, never a held-out name; one trained with context can learn to copy 
 context, which is the mechanism repo_context trains. With random names only and no role (the first
 version of this bench), even a perfect copier could only guess which of a repository's names a call
 wants, and 200 steps from scratch learnt no copying at all (1.00x, EM 0.000 both).
-MEASURED_NOTE
+Measured (December 2026, 2 shared CPU cores, about 9 minutes a run), ``python bench/repo_context.py --jobs 2 --threads 1 --show``::
+
+    trained    with context: identifier EM 0.025, edit similarity 0.786, a name of the repository 0.025 (120 held-out completions, target in the context 100%; train examples with context 2400/2400, mean 110.17 tokens; 638s training)
+    trained without context: identifier EM 0.000, edit similarity 0.523, a name of the repository 0.000 (120 held-out completions, target in the context 100%; train examples with context -, mean 0 tokens; 651s training)
+    ratio: 3.00x identifier EM, trained with context vs without (without: 0 of 120 right, counted as 1)
+
+Trained with context 3 of 120 names come out exactly right, none without (ratio 3.00x, a lower
+bound); edit similarity 0.786 vs 0.523. Small and noisy: the same command before gave 0 of
+120 (1.00x; edit similarity 0.795 vs 0.523). A wrong completion such as ``mask_kadri`` for
+``mask_sapra`` splices in part of another name in the context (``pack_kadri``): the model learns
+some copying from the context but mostly not the name the role asks for. Shorter runs gave the same picture: 400 steps, 200
+repositories: EM 0.000 both, edit similarity 0.747 vs 0.416;
+800 steps: EM 0.000 both, 0.782 vs 0.429.
 """
 
 from __future__ import annotations
