@@ -254,7 +254,7 @@ def test_a_plain_prompt_gets_the_context_before_it(tokenizers):  # noqa: F811
     assert request.prompt_text.startswith("# Path: pkg/util.py\n# def scale(value, factor):")
     assert request.prompt_text.endswith("# Path: pkg/main.py\n" + PREFIX)
     qwen = build_request(tokenizers["qwen2.5-coder"], PREFIX, repo_context=CONTEXT)
-    assert qwen.prompt_text.startswith("<|repo_name|>acme/geometry\n<|file_sep|>pkg/util.py\n")
+    assert qwen.prompt_text.startswith("<|repo_name|>geometry\n<|file_sep|>pkg/util.py\n")
     assert qwen.prompt_text.endswith("<|file_sep|>pkg/main.py\n" + PREFIX)
     with pytest.raises(Exception, match="text prompt"):
         build_request(tok, [1, 2, 3], repo_context=CONTEXT)

@@ -51,11 +51,13 @@ def repo_rows() -> list[dict]:
     return rows
 
 
-def build(tmp_path: Path, model: str, *extra: str) -> tuple[dict, dict, object]:
+def build(
+    tmp_path: Path, model: str, *extra: str, rows: list[dict] | None = None
+) -> tuple[dict, dict, object]:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    corpus = write_corpus(tmp_path / "corpus", repo_rows())
+    corpus = write_corpus(tmp_path / "corpus", rows or repo_rows())
     result = run_cli(
         "build",
         str(corpus),
@@ -181,3 +183,17 @@ def test_repo_context_on_a_format_without_repository_files_is_a_clear_error(tmp_
     corpus = write_corpus(tmp_path / "corpus", repo_rows())
     with pytest.raises(ConfigError, match="repo_context needs rows that are files"):
         build_dataset(BuildConfig(corpus=corpus, format="seq2seq", repo_context=True, out=tmp_path / "ds"))
+
+
+def test_the_repository_line_is_the_name_serve_gives_a_folder_not_the_corpus_id(tmp_path):
+    """A corpus keys a local folder by its absolute path and a URL by host/owner/name; the context
+    line is the bare name, as `serve --repo DIR` renders it (tests/serve: `<repo_name>alpha`)."""
+    ids = {"alpha": "/home/dev/projects/alpha", "beta": "github.com/org/beta", "gamma": "gamma"}
+    rows = [{**row, "repo": ids[row["repo"]]} for row in repo_rows()]
+    _, data, tok = build(tmp_path, "tiny-starcoder2", rows=rows)
+    texts = [tok.decode(row) for split in data.values() for row in split["input_ids"]]
+    lines = {
+        text.split("<repo_name>", 1)[1].split("<file_sep>", 1)[0] for text in texts if "<repo_name>" in text
+    }
+    assert lines == set(REPOS), lines
+    assert not any("/home/dev" in text or "github.com" in text for text in texts)

@@ -80,6 +80,16 @@ class RenderedContext:
         return bool(self.head or self.lead)
 
 
+def display_name(repo: str) -> str:
+    """The repository's name as the context spells it: its last path component.
+
+    A corpus keys a repository by a unique id (the absolute path of a local folder, ``host/owner/name``
+    of a URL) and ``serve --repo DIR`` knows a folder; both render the same ``name``, so that a
+    model is served the repository line it was trained on, and a long path does not eat the budget.
+    """
+    return repo.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
 def render_parts(
     snippets: Sequence[Snippet],
     *,
@@ -95,7 +105,7 @@ def render_parts(
         repo, sep = (layout.repo_token, True), (layout.file_token, True)
         head: list[tuple[str, bool]] = [
             repo,
-            (repo_name + ("\n" if layout.newline_after_repo else ""), False),
+            (display_name(repo_name) + ("\n" if layout.newline_after_repo else ""), False),
         ]
         for snippet in snippets:
             head += [sep, (f"{snippet.path}\n{snippet.text.rstrip(chr(10))}\n", False)]
