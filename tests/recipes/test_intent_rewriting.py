@@ -49,6 +49,9 @@ def test_intent_rewriting_recipe_end_to_end(tmp_path):
     assert sorted(r["id"] for r in out) == sorted(r["id"] for r in mined_rows)
     assert sorted(r["question_id"] for r in out) == [9000, 9000, 9001, 9001, 9002, 9002]
     assert all(isinstance(r["rewritten_intent"], str) and r["intent"] and r["snippet"] for r in out), out[:2]
+    # the tiny T5 starts near a uniform guess, so two LoRA steps already generate text (with the
+    # untied head drawn at std 1.0 the first loss was ~130 and every rewrite came out empty)
+    assert sum(bool(r["rewritten_intent"].strip()) for r in out) >= len(out) // 2, out[:2]
 
     # Resumable: running the recipe again skips every unchanged stage.
     again = run("intent-rewriting.yaml", work, *overrides)
