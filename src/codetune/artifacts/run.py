@@ -237,10 +237,9 @@ def read_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     folder = Path(folder)
     if not (folder / CHECKPOINT_STATE).is_file():
         raise InputError(f"{folder} is not a complete checkpoint ({CHECKPOINT_STATE} missing)")
+    # our own files, so weights_only=False: the optimizer and RNG states hold non-tensors
     parts = {
-        part: torch.load(
-            folder / name, weights_only=False
-        )  # our own files: optimizer state holds non-tensors
+        part: torch.load(folder / name, weights_only=False)
         for part, name in _CHECKPOINT_PARTS.items()
         if (folder / name).is_file()
     }

@@ -27,7 +27,7 @@ class Entry:
     layers: list[tuple[Any, Any]]  # per layer: keys and values [1, kv heads, prompt tokens, head dim]
     namespace: Any
     nbytes: int
-    blocks: list[int]  # chained hashes of the prompt's whole blocks of ``block`` ids (see _block_hashes)
+    blocks: list[int]  # chained hashes of the prompt's whole blocks of min_reuse ids (_block_hashes)
 
 
 @dataclass
@@ -59,10 +59,9 @@ class PrefixCache:
     def __init__(self, max_bytes: int, min_reuse: int = MIN_REUSE) -> None:
         self.max_bytes, self.min_reuse = max_bytes, max(1, min_reuse)
         self._entries: OrderedDict[int, Entry] = OrderedDict()
-        self._sharing: dict[tuple[Any, int], set[int]] = {}  # (namespace, hash j): entries with >= j+1 blocks
-        self._ending: dict[
-            tuple[Any, int], set[int]
-        ] = {}  # (namespace, hash j): entries of exactly j+1 blocks
+        # (namespace, hash of the first j blocks) -> the entries that have them all, and those that end there
+        self._sharing: dict[tuple[Any, int], set[int]] = {}
+        self._ending: dict[tuple[Any, int], set[int]] = {}
         self._next = 0
         self.bytes = 0
         self.hits = 0

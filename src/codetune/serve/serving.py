@@ -374,8 +374,8 @@ class OpenAIServing:
             prompts = [""]
         postprocess = self.cfg.postprocess if request.postprocess is None else request.postprocess
         language = _language(request)
-        if editor is None and _nwo(request):
-            editor = EditorContext(repo=_nwo(request))
+        if editor is None and (nwo := _nwo(request)):
+            editor = EditorContext(repo=nwo)
         if request.debug_options and request.debug_options.disable_retrieval_augmented_code_completion:
             editor = EditorContext(retrieve=False)
         built = []
