@@ -205,3 +205,27 @@ def test_lookup_finds_the_longest_shared_prefix_among_many_entries():
             assert keys.shape[-2] == hit.tokens and source[: hit.tokens] == query[: hit.tokens]
         hits += hit is not None
     assert 50 < hits < 400  # both outcomes were exercised
+
+
+def test_the_engine_passes_the_cache_by_the_name_the_installed_transformers_takes():
+    """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache`` and warns once per
+    process on the old name; the engine asks the model's signature (4.56 knows only the old one).
+    A fresh process, since the warning is printed once per process."""
+    import subprocess
+    import sys
+
+    script = (
+        "from codetune.generation.engines.continuous import ContinuousEngine\n"
+        "from codetune.generation.params import SamplingParams\n"
+        "from codetune.generation.sequence import Sequence\n"
+        "from codetune.modeling.loading import load_model, load_tokenizer\n"
+        "model, tok = load_model('tiny-llama'), load_tokenizer('tiny-llama')\n"
+        "engine = ContinuousEngine(model, tok, prefix_cache=True)\n"
+        "ids = tok('def add(a, b):\\n    return', add_special_tokens=False)['input_ids']\n"
+        "[seq] = engine.run([Sequence(ids, SamplingParams(max_new_tokens=4))])\n"
+        "print('TOKENS', len(seq.tokens))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "TOKENS 4" in done.stdout
+    assert "are deprecated" not in done.stderr, done.stderr[-2000:]
