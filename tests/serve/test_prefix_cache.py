@@ -76,6 +76,41 @@ def test_keystrokes_reuse_the_cached_prefix_and_get_the_same_text(name, tmp_path
     assert stats["prefix_cache_tokens_reused"] == sum(s.cached_tokens for s in cached)
 
 
+@pytest.mark.parametrize("name", ["tiny-gpt-bigcode", "tiny-llama", "tiny-qwen2.5-coder"])
+def test_keystrokes_joining_a_running_batch_are_prefilled_in_its_decode_step_on_their_cached_prefix(name):
+    """A cache hit that joins running rows rides along with their decode step: same text as alone."""
+    import threading
+
+    model, tokenizer = load(name)
+    typed = keystrokes(tokenizer, start_tokens=60, count=3)[:3]
+    long_row = "def add(a, b):\n    return"
+    plain = complete(ContinuousEngine(model, tokenizer), tokenizer, [*typed, long_row], max_new_tokens=8)
+    engine = ContinuousEngine(model, tokenizer, prefix_cache=True, max_batch_size=8)
+    engine.start()
+    try:
+        [first] = complete(engine, tokenizer, typed[:1], max_new_tokens=8)  # its KV is stored
+        running = Sequence(
+            tokenizer(long_row, add_special_tokens=False)["input_ids"], SamplingParams(max_new_tokens=40)
+        )
+        finished = threading.Event()
+        running.on_done = lambda s: finished.set()
+        engine.submit([running])
+        deadline = time.monotonic() + 60
+        while len(running.tokens) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        joined = complete(engine, tokenizer, typed[1:], max_new_tokens=8)
+        assert finished.wait(60)
+    finally:
+        engine.stop()
+    assert [first.text] + [s.text for s in joined] == [s.text for s in plain[:3]]
+    assert running.text.startswith(plain[3].text)
+    assert all(0 < s.cached_tokens < len(s.prompt_ids) for s in joined)
+    stats = engine.stats()
+    assert stats["fused_joins"] == len(joined)  # each joined inside one of the long row's decode steps
+    assert stats["batches"] == stats["decode_steps"] + 2  # passes of their own: the first prompt, the long row
+
+
 def test_the_cache_stays_within_its_byte_bound_and_evicts_the_oldest(tmp_path):
     model, tokenizer = load("tiny-gpt-bigcode")
     text = SOURCE.read_text()
@@ -150,6 +185,7 @@ def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch):
         stats = httpx.get(running.url + "/health", timeout=30).json()
         assert stats["prefix_cache_hits"] >= 5 and stats["prefix_cache_tokens_reused"] > 5 * 100
         assert stats["decode_rows"] > stats["decode_steps"]  # rows shared decode steps
+        assert stats["fused_joins"] >= 1  # some joined inside a decode step, on top of their cached prefix
     finally:
         stop(running)
 

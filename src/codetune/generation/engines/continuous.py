@@ -41,6 +41,9 @@ from codetune.generation.sequence import Sequence, advance, fail, finish, stop_t
 logger = logging.getLogger(__name__)
 
 DEFAULT_KV_TOKEN_BUDGET = 65536
+# Joiners ride along with a decode step when the fused step's input (every row, padded to the longest
+# joiner's new tokens) stays within this many tokens; longer prompts are prefilled in their own pass.
+DEFAULT_FUSED_PREFILL_TOKENS = 512
 
 
 @dataclass(eq=False)
@@ -97,6 +100,7 @@ class ContinuousEngine(Engine):
         join_wait_s: float = 0.002,
         prefix_cache: bool = False,
         prefix_cache_mb: float = 512.0,
+        fused_prefill_tokens: int = DEFAULT_FUSED_PREFILL_TOKENS,
         **options: Any,
     ) -> None:
         options.pop("wait_s", None)
@@ -104,6 +108,7 @@ class ContinuousEngine(Engine):
         options.pop("token_budget", None)
         super().__init__(model, tokenizer, **options)
         self.kv_token_budget = kv_token_budget
+        self.fused_prefill_tokens = fused_prefill_tokens
         self.join_wait_s = join_wait_s
         self._recent_rows = 0.0
         self._rows: list[_Row] = []
@@ -116,6 +121,7 @@ class ContinuousEngine(Engine):
         self._pad_id = pad if pad is not None else tokenizer.eos_token_id
         self.decode_steps = 0
         self.decode_rows = 0
+        self.fused_joins = 0
         self.prefix_cache = (
             PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache and prefix_cache_mb > 0 else None
         )
@@ -124,7 +130,9 @@ class ContinuousEngine(Engine):
         """The engine's counters (``batches`` counts forward passes) plus decode occupancy."""
         stats = super().stats()
         with self._cond:
-            stats.update(decode_steps=self.decode_steps, decode_rows=self.decode_rows)
+            stats.update(
+                decode_steps=self.decode_steps, decode_rows=self.decode_rows, fused_joins=self.fused_joins
+            )
             if self.prefix_cache is not None:
                 stats.update(self.prefix_cache.stats())
         return stats
@@ -176,18 +184,19 @@ class ContinuousEngine(Engine):
                     yield finished.pop(0)
 
     def _tick(self, new: list[Sequence]) -> None:
+        joiners: list[tuple[Sequence, Hit | None]] = []
         if new:
             try:
-                self._admit(new)
+                joiners = self._admit(new)
             except Exception as error:  # only the rows being admitted fail
                 logger.exception("prefill failed")
                 self._fail(new, error)
-        if self._rows:
+        if self._rows or joiners:
             try:
-                self._step()
+                self._step(joiners)
             except Exception as error:  # a failed forward pass fails the rows in it, the loop goes on
                 logger.exception("decoding step failed")
-                self._fail([r.seq for r in self._rows], error)
+                self._fail([r.seq for r in self._rows] + [s for s, _ in joiners], error)
                 self._rows, self._cache, self._mask = [], None, None
 
     def _cost(self, rows: int, width: int, remaining: int) -> int:
@@ -214,8 +223,12 @@ class ContinuousEngine(Engine):
         return new
 
     # -- admitting ------------------------------------------------------------------------------
-    def _admit(self, seqs: list[Sequence]) -> None:
-        """Prefill new rows together, stack their cache under the running one, take their first tokens."""
+    def _admit(self, seqs: list[Sequence]) -> list[tuple[Sequence, Hit | None]]:
+        """Start new rows: beam search apart, the rest prefilled now or returned to join the next step.
+
+        Rows prefilled now are stacked under the running batch and take their first tokens; the
+        returned ones (with their prefix-cache hits) are prefilled by ``_step`` alongside the decode.
+        """
 
         ready, beams = [], []
         for seq in seqs:
@@ -231,17 +244,36 @@ class ContinuousEngine(Engine):
                 run_batch(self.model, self.tokenizer, group)
             except Exception as error:
                 self._fail(group, error)
-        if not ready:
-            return
+        joiners = [(seq, self._lookup(seq)) for seq in ready]
+        if self._fusable(joiners):
+            return joiners  # prefilled by the next decode step, in the same forward pass
+        self._prefill_apart(joiners)
+        return []
+
+    def _prefill_apart(self, joiners: list[tuple[Sequence, Hit | None]]) -> None:
+        """Prefill in passes of their own: each cache hit alone on its prefix, the rest together."""
         rest = []
-        for seq in ready:
-            hit = self._lookup(seq)
+        for seq, hit in joiners:
             if hit is None:
                 rest.append(seq)
             else:
                 self._prefill([seq], hit)
         if rest:
             self._prefill(rest)
+
+    def _fusable(self, joiners: list[tuple[Sequence, Hit | None]]) -> bool:
+        """Whether these rows can be prefilled inside the next decode step.
+
+        Only beside running rows, on caches without sliding-window layers (their stored columns and
+        ``cumulative_length`` follow the width of the whole batch), and while the fused input, every
+        row padded to the longest joiner's new tokens, stays within ``fused_prefill_tokens``.
+        """
+        if not joiners or not self._rows or self.fused_prefill_tokens <= 0:
+            return False
+        if any(getattr(layer, "is_sliding", False) for layer in self._cache.layers):
+            return False
+        longest = max(len(s.prompt_ids or [0]) - (h.tokens if h else 0) for s, h in joiners)
+        return (len(self._rows) + len(joiners)) * longest <= self.fused_prefill_tokens
 
     def _lookup(self, seq: Sequence) -> Hit | None:
         if self.prefix_cache is None or not seq.prefix_cache or not seq.prompt_ids:
@@ -301,9 +333,9 @@ class ContinuousEngine(Engine):
         self._stack(cache, mask, rows)
         self._take(rows, out.logits[:, -1, :], offset=len(self._rows) - len(rows))
 
-    def _store(self, seqs: list[Sequence], prompts: list[list[int]], cache: Any) -> None:
+    def _store(self, seqs: list[Sequence], prompts: list[list[int]], cache: Any, first_row: int = 0) -> None:
         """Copy each row's prompt columns (its cache row without the left padding) into the prefix cache."""
-        for i, (seq, prompt) in enumerate(zip(seqs, prompts)):
+        for i, (seq, prompt) in enumerate(zip(seqs, prompts), start=first_row):
             if not seq.prefix_cache or not seq.prompt_ids:
                 continue
             layers = [
@@ -345,8 +377,8 @@ class ContinuousEngine(Engine):
         self._rows = self._rows + rows
 
     # -- decoding -------------------------------------------------------------------------------
-    def _step(self) -> None:
-        """Drop cancelled rows, feed every row its last token, take the next ones."""
+    def _step(self, joiners: list[tuple[Sequence, Hit | None]] = ()) -> None:
+        """Drop cancelled rows, feed every row its last token (and joiners their prompts), take the next ones."""
         import torch
 
         gone = [i for i, r in enumerate(self._rows) if r.seq.cancelled or r.seq.done]
@@ -354,8 +386,20 @@ class ContinuousEngine(Engine):
             finish(self._rows[i].seq, "cancelled")
         if gone:
             self._keep([i for i in range(len(self._rows)) if i not in set(gone)])
-            if not self._rows:
-                return
+        if joiners:
+            if self._rows and self._fusable(joiners):
+                try:
+                    return self._fused_step(joiners)
+                except Exception:  # nothing has changed yet: decode and prefill apart, as without fusion
+                    logger.exception("fused prefill failed; prefilling the joining rows apart")
+            try:
+                self._prefill_apart(joiners)
+            except Exception as error:  # only the joining rows fail
+                logger.exception("prefill failed")
+                self._fail([s for s, _ in joiners], error)
+                self._keep([i for i, r in enumerate(self._rows) if r.seq not in {s for s, _ in joiners}])
+        if not self._rows:
+            return
         ids = torch.tensor([[r.pending] for r in self._rows], device=self._device)
         positions = torch.tensor([[r.position] for r in self._rows], device=self._device)
         ones = torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=self._device)
@@ -374,6 +418,91 @@ class ContinuousEngine(Engine):
             self.decode_rows += len(self._rows)
         for row in self._rows:
             row.position += 1
+        self._take(self._rows, out.logits[:, -1, :], offset=0)
+
+    def _fused_step(self, joiners: list[tuple[Sequence, Hit | None]]) -> None:
+        """One forward pass that decodes the running rows and prefills the joiners.
+
+        The joiners' rows are added to the cache (their cached prefix, or nothing, right-aligned in
+        the current width), and every row feeds the same number of new tokens: a running row its
+        pending token after padding, a joiner the prompt tokens its prefix does not cover. The
+        padding this leaves inside the running rows is squeezed out afterwards, so that each row's
+        columns are right-aligned again. The running cache is replaced only once the pass succeeded.
+        """
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        seqs = [s for s, _ in joiners]
+        prompts = [s.prompt_ids or [self.tokenizer.eos_token_id] for s in seqs]
+        done = [h.tokens if h is not None else 0 for _, h in joiners]
+        width = self._mask.shape[1]
+        past = max([width, *done])
+        fed = [1] * len(self._rows) + [len(p) - d for p, d in zip(prompts, done)]
+        steps = max(fed)
+
+        cache = DynamicCache(config=self.model.config)
+        for index, (layer, running) in enumerate(zip(cache.layers, self._cache.layers, strict=True)):
+            tensors = []
+            for which, mine in enumerate((running.keys, running.values)):
+                heads, dim = mine.shape[1], mine.shape[-1]
+                parts = [F.pad(mine, (0, 0, past - mine.shape[-2], 0))]
+                for _, hit in joiners:
+                    if hit is None:
+                        parts.append(mine.new_zeros((1, heads, past, dim)))
+                    else:
+                        cached = hit.layers[index][which]
+                        parts.append(F.pad(cached, (0, 0, past - cached.shape[-2], 0)))
+                tensors.append(torch.cat(parts))
+            layer.lazy_initialization(*tensors)
+            layer.keys, layer.values = tensors
+
+        old_mask = F.pad(self._mask, (past - width, 0))
+        joiner_mask = torch.tensor([[0] * (past - d) + [1] * d for d in done], dtype=old_mask.dtype)
+        new_mask = torch.tensor([[0] * (steps - n) + [1] * n for n in fed], dtype=old_mask.dtype)
+        mask = torch.cat([torch.cat([old_mask, joiner_mask.to(self._device)]), new_mask.to(self._device)], 1)
+        tails = [[r.pending] for r in self._rows] + [p[d:] for p, d in zip(prompts, done)]
+        ids = torch.tensor([[self._pad_id] * (steps - len(t)) + t for t in tails], device=self._device)
+        starts = torch.tensor([r.position for r in self._rows] + done, device=self._device)
+        shift = (
+            torch.arange(steps, device=self._device)[None]
+            - (steps - torch.tensor(fed, device=self._device))[:, None]
+        )
+        positions = (starts[:, None] + shift).clamp(min=0)
+        rows = self._rows
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            **{self._cache_name: cache},
+            use_cache=True,
+            logits_to_keep=1,
+            **adapter_kwargs([r.seq for r in rows] + seqs),
+        )
+        cache = getattr(out, self._cache_name)
+
+        # Squeeze out the padding: a stable sort puts each row's padding columns first, in order.
+        kept = int(mask.sum(1).max())
+        order = torch.argsort(mask, dim=1, stable=True)[:, mask.shape[1] - kept :]
+        for layer in cache.layers:
+            heads, dim = layer.keys.shape[1], layer.keys.shape[-1]
+            index = order[:, None, :, None].expand(-1, heads, -1, dim)
+            layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
+        self._cache, self._mask = cache, mask.gather(1, order)
+        with self._cond:
+            self.batches += 1
+            self.decode_steps += 1
+            self.decode_rows += len(rows)
+            self.fused_joins += len(seqs)
+        for row in rows:
+            row.position += 1
+        for seq, d in zip(seqs, done):
+            seq.cached_tokens = d
+        if self.prefix_cache is not None:
+            self._store(seqs, prompts, cache, first_row=len(rows))
+        self._rows = rows + [
+            _Row(s, len(p), make_generator(s.params, s.copy, self._device)) for s, p in zip(seqs, prompts)
+        ]
         self._take(self._rows, out.logits[:, -1, :], offset=0)
 
     def _take(self, rows: list[_Row], logits: Any, offset: int) -> None:
