@@ -108,7 +108,9 @@ def test_keystrokes_joining_a_running_batch_are_prefilled_in_its_decode_step_on_
     assert all(0 < s.cached_tokens < len(s.prompt_ids) for s in joined)
     stats = engine.stats()
     assert stats["fused_joins"] == len(joined)  # each joined inside one of the long row's decode steps
-    assert stats["batches"] == stats["decode_steps"] + 2  # passes of their own: the first prompt, the long row
+    assert (
+        stats["batches"] == stats["decode_steps"] + 2
+    )  # passes of their own: the first prompt, the long row
 
 
 def test_the_cache_stays_within_its_byte_bound_and_evicts_the_oldest(tmp_path):
