@@ -19,7 +19,7 @@ SETUP :=
 endif
 PIP := $(PY) -m pip
 
-.PHONY: install quickstart test lint bench
+.PHONY: install quickstart test test-slow lint bench
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv --system-site-packages $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
@@ -42,6 +42,11 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -q -m "not slow and not gpu" --timeout 900
+
+# The long tests: every recipe with its own steps and eval samples, every family end to end,
+# 2-process training, resume after SIGKILL. CI runs them after `make test`.
+test-slow: install
+	$(PY) -m pytest -q -m "slow and not gpu" --timeout 3600
 
 lint:
 	$(PY) -m ruff check src tests bench

@@ -168,7 +168,8 @@ def main() -> None:
     occupancy = stats.get("decode_rows", 0) / max(stats.get("decode_steps", 0), 1)
     print(
         f"codetune batcher: {stats['sequences']} sequences in {stats['batches']} forward passes, "
-        f"{occupancy:.1f} rows per decode step on average"
+        f"{occupancy:.1f} rows per decode step on average, "
+        f"{stats.get('fused_joins', 0)} joining rows prefilled inside a decode step"
     )
     for clients, values in occupancy_by_clients.items():
         print(

@@ -15,3 +15,9 @@ def _two_threads() -> None:
     import torch
 
     torch.set_num_threads(2)
+
+
+@pytest.fixture(params=["cpu", pytest.param("own", marks=pytest.mark.slow)])
+def settings(request) -> str:
+    """Each recipe test runs with the CPU caps (default suite) and with the recipe's own settings (slow)."""
+    return request.param

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from recipe_fixtures import doccano_export, javascript_file
-from recipe_helpers import EXAMPLES, check_report, check_run_folder, on_cpu, read_json, run
+from recipe_helpers import EXAMPLES, check_report, check_run_folder, check_settings, on_cpu, read_json, run
 
 
-def test_airscript_recipe_end_to_end(tmp_path):
+def test_airscript_recipe_end_to_end(tmp_path, settings):
     scripts = tmp_path / "airscript" / "scripts"
     scripts.mkdir(parents=True)
     for i in range(12):
@@ -19,9 +19,10 @@ def test_airscript_recipe_end_to_end(tmp_path):
         work,
         f"collect.sources=[{scripts}]",
         f"build.mix=[{{format: instruct, corpus: {export}}}]",
-        *on_cpu("airscript-assistant.yaml"),  # tiny-gpt-bigcode (MQA), its own 3 epochs, fewer eval samples
+        *on_cpu("airscript-assistant.yaml", settings),  # tiny-gpt-bigcode (MQA), its own 3 epochs
     )
     assert list(results) == ["collect", "build", "train", "eval"]
+    check_settings(results, work, "airscript-assistant.yaml", settings)
     corpus = read_json(work / "corpus" / "manifest.json")
     assert corpus["totals"]["files_kept"] == 12 and corpus["language"] == "javascript", corpus["totals"]
 

@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 from recipe_fixtures import code_json
-from recipe_helpers import EXAMPLES, check_run_folder, on_cpu, read_json, run
+from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
 def free_port() -> int:
@@ -28,12 +28,13 @@ def request(url: str, body: dict | None = None, timeout: float = 60) -> dict:
         return json.loads(response.read())
 
 
-def test_copilot_server_recipe_end_to_end(tmp_path):
+def test_copilot_server_recipe_end_to_end(tmp_path, settings):
     train_file = code_json(tmp_path / "data" / "train.json", count=12)
     work = tmp_path / "work"
-    shared = [f"build.corpus={train_file}", *on_cpu("copilot-server.yaml")]  # tiny-codegen, full fine-tune
+    shared = [f"build.corpus={train_file}", *on_cpu("copilot-server.yaml", settings)]  # tiny-codegen, full FT
     results = run("copilot-server.yaml", work, *shared)
     assert list(results) == ["build", "train", "eval"]  # serve only starts when asked for
+    check_settings(results, work, "copilot-server.yaml", settings)
     stats = read_json(work / "dataset" / "stats.json")
     assert stats["format"] == "code_json" and stats["max_length"] == 1024
     assert sum(s["examples"] for s in stats["splits"].values()) >= 12, stats

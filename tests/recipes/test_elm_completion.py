@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from recipe_fixtures import FakeGitHub, elm_file, fake_github, make_git_repo
-from recipe_helpers import EXAMPLES, check_run_folder, on_cpu, read_json, run
+from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
-def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
+def test_elm_recipe_end_to_end(tmp_path, monkeypatch, settings):
     repos = []
     for r in range(2):
         files = {f"src/Page{r}{i}.elm": elm_file(r * 10 + i) for i in range(5)}
@@ -18,10 +18,12 @@ def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
     server, api = fake_github(repos)
     monkeypatch.delenv("GITHUB_API_URL", raising=False)
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    # Two of the recipe's seven prompts (less data, as on_cpu's caps): n=3 generations of up to 96
-    # tokens each, as the recipe says, are the slowest part of this test.
+    # With the CPU caps, two of the recipe's seven prompts: n=3 generations of up to 96 tokens each, as
+    # the recipe says, are the slowest part of this test. With its own settings, all seven.
+    written = json.loads((EXAMPLES / "elm-prompts.json").read_text())
+    chosen = written if settings == "own" else written[2:4]
     prompts = tmp_path / "elm-prompts.json"
-    prompts.write_text(json.dumps(json.loads((EXAMPLES / "elm-prompts.json").read_text())[2:4]))
+    prompts.write_text(json.dumps(chosen))
     work = tmp_path / "work"
     try:
         results = run(
@@ -30,11 +32,12 @@ def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
             f"collect.github_api={api}",
             f"collect.cache_dir={tmp_path / 'cache'}",
             f"eval.prompts={prompts}",
-            *on_cpu("elm-completion.yaml"),  # tiny-starcoder2 (sliding window), LoRA for QLoRA
+            *on_cpu("elm-completion.yaml", settings),  # tiny-starcoder2 (sliding window), LoRA for QLoRA
         )
     finally:
         server.shutdown()
     assert list(results) == ["collect", "build", "train", "merge", "eval"]
+    check_settings(results, work, "elm-completion.yaml", settings)
     assert any("language%3Aelm" in call or "language:elm" in call for call in FakeGitHub.calls), (
         FakeGitHub.calls
     )
@@ -66,11 +69,13 @@ def test_elm_recipe_end_to_end(tmp_path, monkeypatch):
     report = read_json(work / "report" / "report.json")
     assert set(report["models"]) == {"base", "tuned"}
     task = report["tasks"]["prompts"]
-    assert task["n"] == 3 and task["prompts"] == 2
+    assert task["n"] == 3 and task["prompts"] == len(chosen)
     for name in ("base", "tuned"):
-        assert task["models"][name]["generations"] == 6
+        assert task["models"][name]["generations"] == 3 * len(chosen)
         assert 0.0 <= report["models"][name]["prompts_syntax_valid"] <= 1.0
         per_prompt = [r for r in report["rows"] if r["task"] == "prompts" and r["model"] == name]
-        assert len(per_prompt) == 2 and all(r["successes"] + r["fails"] == 3 for r in per_prompt), per_prompt
+        assert len(per_prompt) == len(chosen) and all(r["successes"] + r["fails"] == 3 for r in per_prompt), (
+            per_prompt
+        )
     assert "Per prompt" in (work / "report" / "report.md").read_text()  # the write-up's success table
     print({k: v for k, v in report.items() if k != "rows"})

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 
 from recipe_fixtures import conala_curated, conala_mined
-from recipe_helpers import EXAMPLES, check_run_folder, on_cpu, read_json, run
+from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
-def test_intent_rewriting_recipe_end_to_end(tmp_path):
+def test_intent_rewriting_recipe_end_to_end(tmp_path, settings):
     curated = conala_curated(tmp_path / "data" / "conala-train.json", count=24)
     mined = conala_mined(tmp_path / "data" / "conala-mined.jsonl", count=6)
     work = tmp_path / "work"
     overrides = [
         f"build.corpus={curated}",
         f"generate.input={mined}",
-        *on_cpu("intent-rewriting.yaml"),  # tiny-t5 for flan-t5-large, fewer steps and samples
+        *on_cpu("intent-rewriting.yaml", settings),  # tiny-t5 for flan-t5-large
     ]
     results = run("intent-rewriting.yaml", work, *overrides)
     assert list(results) == ["build", "train", "merge", "eval", "generate"]
+    check_settings(results, work, "intent-rewriting.yaml", settings)
 
     stats = read_json(work / "dataset" / "stats.json")
     assert stats["kind"] == "seq2seq" and stats["format"] == "seq2seq", stats

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from recipe_fixtures import codexglue_method, kotlin_repo
-from recipe_helpers import EXAMPLES, check_report, check_run_folder, on_cpu, read_json, run
+from recipe_helpers import EXAMPLES, check_report, check_run_folder, check_settings, on_cpu, read_json, run
 
 
-def test_kotlin_recipe_end_to_end(tmp_path):
+def test_kotlin_recipe_end_to_end(tmp_path, settings):
     repo = kotlin_repo(tmp_path / "kotlin-repo", count=6)  # 6 files: one optimizer step of 8192 tokens
     benchmark = codexglue_method(tmp_path / "codexglue-method-test.jsonl", count=2)
     work = tmp_path / "work"
@@ -18,9 +18,10 @@ def test_kotlin_recipe_end_to_end(tmp_path):
         f"collect.sources=[file://{repo}]",
         f"collect.cache_dir={tmp_path / 'cache'}",
         f"eval.benchmark={benchmark}",
-        *on_cpu("kotlin-completion.yaml"),  # tiny-phi, LoRA for QLoRA, its own epoch, fewer eval samples
+        *on_cpu("kotlin-completion.yaml", settings),  # tiny-phi, LoRA for QLoRA, its own epoch
     )
     assert list(results) == ["collect", "build", "train", "merge", "eval"]
+    check_settings(results, work, "kotlin-completion.yaml", settings)
 
     corpus = read_json(work / "corpus" / "manifest.json")
     assert corpus["totals"]["files_kept"] == 6 and corpus["licence_stripped"] == 1, corpus

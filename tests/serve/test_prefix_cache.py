@@ -151,10 +151,12 @@ def test_serve_prefix_cache_false_turns_it_off():
             engine.stop()
 
 
-def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch):
-    """llama.cpp clients on a real server: cache_prompt false answers alone; hits joining a batch agree."""
+@pytest.mark.parametrize("fused_prefill_tokens", [512, 0])
+def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch, fused_prefill_tokens):
+    """llama.cpp clients on a real server: cache_prompt false answers alone; hits joining a batch agree,
+    prefilled inside a decode step or (serve's fused_prefill_tokens=0) in a pass of their own."""
     start, stop = launch
-    running = start(model="tiny-gpt-bigcode", max_batch_size=8)
+    running = start(model="tiny-gpt-bigcode", max_batch_size=8, fused_prefill_tokens=fused_prefill_tokens)
     try:
         tokenizer = running.serving.tokenizer
         typed = keystrokes(tokenizer, start_tokens=120, count=5)[:5]
@@ -187,7 +189,10 @@ def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch):
         stats = httpx.get(running.url + "/health", timeout=30).json()
         assert stats["prefix_cache_hits"] >= 5 and stats["prefix_cache_tokens_reused"] > 5 * 100
         assert stats["decode_rows"] > stats["decode_steps"]  # rows shared decode steps
-        assert stats["fused_joins"] >= 1  # some joined inside a decode step, on top of their cached prefix
+        if fused_prefill_tokens:  # some joined inside a decode step, on top of their cached prefix
+            assert stats["fused_joins"] >= 1, stats
+        else:
+            assert stats["fused_joins"] == 0, stats
     finally:
         stop(running)
 

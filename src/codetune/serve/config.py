@@ -67,6 +67,12 @@ class ServeConfig(StrictModel):
     kv_token_budget: int = Field(
         65536, gt=0, description="Most KV-cache tokens (rows x padded width) continuous batching admits."
     )
+    fused_prefill_tokens: int = Field(
+        512,
+        ge=0,
+        description="Rows joining a running batch are prefilled inside its next decode step while "
+        "(running + joining rows) x the longest joiner's new tokens stays within this (0: apart).",
+    )
     prefix_cache: bool = Field(
         True,
         description="Reuse the KV of the longest cached token prefix of earlier prompts (an editor re-sends "

@@ -94,6 +94,7 @@ def start_engine(cfg: ServeConfig, model: Any, tokenizer: Any) -> Engine:
         regroup_s=cfg.batch_regroup_ms / 1000,
         max_queue=cfg.max_queue,
         kv_token_budget=cfg.kv_token_budget,
+        fused_prefill_tokens=cfg.fused_prefill_tokens,
         prefix_cache=cfg.prefix_cache,
         prefix_cache_mb=cfg.prefix_cache_mb,
     )

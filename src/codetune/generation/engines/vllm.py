@@ -104,7 +104,7 @@ class VllmEngine(Engine):
     def __init__(
         self, model: Any, tokenizer: Any, *, llm: Any = None, lora: Any = None, **options: Any
     ) -> None:
-        for name in ("wait_s", "regroup_s", "token_budget", "kv_token_budget"):
+        for name in ("wait_s", "regroup_s", "token_budget", "kv_token_budget", "fused_prefill_tokens"):
             options.pop(name, None)
         super().__init__(model, tokenizer, **options)
         self.llm, self.lora = llm, lora
