@@ -76,7 +76,7 @@ def test_keystrokes_reuse_the_cached_prefix_and_get_the_same_text(name, tmp_path
     assert stats["prefix_cache_tokens_reused"] == sum(s.cached_tokens for s in cached)
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt-bigcode", "tiny-llama", "tiny-qwen2.5-coder"])
+@pytest.mark.parametrize("name", ["tiny-gpt-bigcode", "tiny-llama", "tiny-qwen2.5-coder", "tiny-starcoder2"])
 def test_keystrokes_joining_a_running_batch_are_prefilled_in_its_decode_step_on_their_cached_prefix(name):
     """A cache hit that joins running rows rides along with their decode step: same text as alone."""
     import threading

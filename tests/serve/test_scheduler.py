@@ -80,9 +80,9 @@ def batcher_for():
         batcher.stop()
 
 
-# tiny-starcoder2 carries StarCoder2's sliding window, so its row checks that joining rows mend the
-# window's cache layers (issue 11 item 3); they are prefilled in a pass of their own. The others are
-# prefilled inside a decode step (fused), or apart when fusion is turned off.
+# Every family's joining rows are prefilled inside a decode step (fused), or apart when fusion is
+# turned off. tiny-starcoder2 carries StarCoder2's sliding window (256 here, wider than these rows),
+# so its rows also check that the window's cache layers are mended when rows join (issue 11 item 3).
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "apart"])
 @pytest.mark.parametrize("name", CAUSAL)
 def test_rows_joining_mid_flight_get_their_greedy_text_alone(name, fused, batcher_for):
@@ -100,8 +100,35 @@ def test_rows_joining_mid_flight_get_their_greedy_text_alone(name, fused, batche
     stats = batcher.stats()
     assert stats["decode_rows"] > stats["decode_steps"]  # some steps decoded several rows at once
     assert stats["sequences"] == 4 and stats["active"] == 0
-    sliding = getattr(model.config, "sliding_window", None) is not None
-    assert stats["fused_joins"] == (3 if fused and not sliding else 0)
+    assert stats["fused_joins"] == (3 if fused else 0)
+
+
+def test_sliding_window_rows_fuse_while_the_window_covers_the_batch_then_decode_past_it(
+    tmp_path, batcher_for, caplog
+):
+    """Rows join fused while the batch fits in the window, a wider joiner apart; all decode past it."""
+    model, tokenizer = load(str(sliding_window_model(tmp_path / "sw", window=64)))
+    assert model.config.sliding_window == 64
+    wide = PROMPTS[1] * 3  # 69 tokens: it cannot fit in the window beside the running rows
+    prompts = [*PROMPTS, wide]
+    params = {"max_new_tokens": 64, "min_new_tokens": 64}
+    expected = [alone(model, tokenizer, p, **params).text for p in prompts]
+    batcher = batcher_for(model, tokenizer, fused_prefill_tokens=512)
+    first, first_done = sequence(tokenizer, PROMPTS[0], **params)
+    batcher.submit([first])
+    wait_for(lambda: len(first.tokens) >= 3)
+    others = [sequence(tokenizer, p, **params) for p in PROMPTS[1:]]
+    batcher.submit([s for s, _ in others])
+    wait_for(lambda: all(len(s.tokens) >= 2 for s, _ in others))
+    last, last_done = sequence(tokenizer, wide, **params)
+    batcher.submit([last])
+    for event in [first_done, *(e for _, e in others), last_done]:
+        assert event.wait(120)
+    # Each row ends well past the window: prompt plus 64 new tokens is over 64 columns.
+    assert [first.text, *(s.text for s, _ in others), last.text] == expected
+    stats = batcher.stats()
+    assert stats["fused_joins"] == 3 and stats["decode_rows"] > stats["decode_steps"]
+    assert not [r for r in caplog.records if "fused prefill failed" in r.getMessage()]
 
 
 def test_a_cancelled_row_leaves_and_the_others_finish_unchanged(bigcode, batcher_for):
@@ -317,6 +344,7 @@ def test_sliding_window_rows_joining_a_running_batch_get_their_text_alone(launch
         assert [r.json()["choices"][0]["text"] for r in responses] == alone
         stats = serving.batcher.stats()
         assert stats["decode_rows"] > stats["decode_steps"]  # rows really shared steps
+        assert stats["fused_joins"] == 0  # every batch is wider than the window: prefilled apart
     finally:
         stop(running)
 

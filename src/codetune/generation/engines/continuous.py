@@ -11,6 +11,10 @@ Sliding-window layers (StarCoder2, Mistral) keep only the last ``window - 1`` co
 columns they have seen in ``cumulative_length``, which sizes their attention mask: every join and
 leave sets it to the new width and keeps the stored columns that the window still covers.
 
+Rows joining a running batch are prefilled inside its next decode step (one forward pass for every
+row) while that input stays within ``fused_prefill_tokens``, and, on sliding-window caches, while
+the whole fused width fits inside the window; otherwise they are prefilled in a pass of their own.
+
 With a prefix cache (``generation.prefix_cache``, serving turns it on) a row whose prompt shares a
 long token prefix with an earlier one is prefilled alone on top of that prefix's cached columns, so
 a keystroke costs only its new tokens; every prefilled prompt's columns are stored for the next. The
@@ -264,16 +268,23 @@ class ContinuousEngine(Engine):
     def _fusable(self, joiners: list[tuple[Sequence, Hit | None]]) -> bool:
         """Whether these rows can be prefilled inside the next decode step.
 
-        Only beside running rows, on caches without sliding-window layers (their stored columns and
-        ``cumulative_length`` follow the width of the whole batch), and while the fused input, every
-        row padded to the longest joiner's new tokens, stays within ``fused_prefill_tokens``.
+        Only beside running rows, and while the fused input, every row padded to the longest
+        joiner's new tokens, stays within ``fused_prefill_tokens``. A sliding-window layer masks by
+        column, and the fused step puts padding between a running row's past and its new token, so
+        it is fused only while the whole fused width fits inside the window: there the window masks
+        nothing and keeps every column, and the layer is exactly a full one.
         """
         if not joiners or not self._rows or self.fused_prefill_tokens <= 0:
             return False
-        if any(getattr(layer, "is_sliding", False) for layer in self._cache.layers):
-            return False
         longest = max(len(s.prompt_ids or [0]) - (h.tokens if h else 0) for s, h in joiners)
-        return (len(self._rows) + len(joiners)) * longest <= self.fused_prefill_tokens
+        if (len(self._rows) + len(joiners)) * longest > self.fused_prefill_tokens:
+            return False
+        past = max([self._mask.shape[1], *(h.tokens for _, h in joiners if h is not None)])
+        return all(
+            past + longest <= layer.sliding_window - 1
+            for layer in self._cache.layers
+            if getattr(layer, "is_sliding", False)
+        )
 
     def _lookup(self, seq: Sequence) -> Hit | None:
         if self.prefix_cache is None or not seq.prefix_cache or not seq.prompt_ids:
@@ -456,6 +467,7 @@ class ContinuousEngine(Engine):
                 tensors.append(torch.cat(parts))
             layer.lazy_initialization(*tensors)
             layer.keys, layer.values = tensors
+            _set_width(layer, past)
 
         old_mask = F.pad(self._mask, (past - width, 0))
         joiner_mask = torch.tensor([[0] * (past - d) + [1] * d for d in done], dtype=old_mask.dtype)
@@ -488,6 +500,7 @@ class ContinuousEngine(Engine):
             heads, dim = layer.keys.shape[1], layer.keys.shape[-1]
             index = order[:, None, :, None].expand(-1, heads, -1, dim)
             layer.keys, layer.values = layer.keys.gather(2, index), layer.values.gather(2, index)
+            _set_width(layer, kept)
         self._cache, self._mask = cache, mask.gather(1, order)
         with self._cond:
             self.batches += 1
