@@ -380,6 +380,99 @@ def test_report_round_trip_and_its_broken_forms(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------- manifests
 
 
+# ------------------------------------------------------------------------------ output folders
+
+
+def users_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A project folder with the user's own file in it, and a plain file: neither is codetune's."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.md").write_text("my notes\n")
+    single = tmp_path / "notes.txt"
+    single.write_text("keep me\n")
+    return project, single
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["collect", "{src}", "--language", "python"],
+        ["collect", "{src}", "--language", "python", "--out", "{tmp}/corpus", "--rejected"],
+        ["build", "{corpus}"],
+        ["tokenizer", "train", "{corpus}"],
+        ["merge", "{tmp}/no-run"],
+        ["eval", "--dataset", "{tmp}/no-dataset", "--model", "tiny-llama"],
+    ],
+    ids=["collect", "collect-rejected", "build", "tokenizer", "merge", "eval"],
+)
+@pytest.mark.parametrize("target", ["folder", "file", "run"])
+def test_an_output_that_holds_the_users_files_is_refused_and_kept(
+    command, target, corpus, tmp_path, capsys, monkeypatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("def f(x):\n    return x + 1\n\n\ndef g(y):\n    return y * 2\n")
+    project, single = users_files(tmp_path)
+    run = tmp_path / "run"  # a training run's shape: its manifest names no stage
+    (run / paths.ADAPTER).mkdir(parents=True)
+    write_manifest(run, {"model": "tiny-llama", "method": "lora", "finished": True})
+    out = {"folder": project, "file": single, "run": run}[target]
+    args = [a.format(src=src, corpus=corpus, tmp=tmp_path) for a in command]
+    args += [str(out)] if args[-1] == "--rejected" else ["--out", str(out)]
+    code, err = run_main(args, capsys, monkeypatch)
+    flag = "--rejected" if "--rejected" in args else "--out"
+    needle = {
+        "folder": "is a folder codetune did not write (it holds notes.md)",
+        "file": "is a file",
+        "run": "holds a codetune training run",
+    }[target]
+    assert_one_error_line(code, err, f"{flag} {out}", needle)
+    assert (project / "notes.md").read_text() == "my notes\n" and single.read_text() == "keep me\n"
+    assert sorted(p.name for p in run.iterdir()) == [paths.ADAPTER, paths.MANIFEST]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .old, no .partial
+
+
+def test_a_stage_refuses_its_own_input_as_its_output(corpus, capsys, monkeypatch) -> None:
+    before = read_corpus(corpus)
+    code, err = run_main(["build", corpus, "--out", corpus], capsys, monkeypatch)
+    assert_one_error_line(code, err, f"--out {corpus} holds the output of codetune collect")
+    assert read_corpus(corpus) == before
+
+
+def test_an_unreadable_input_file_is_one_error_line_with_exit_2(tmp_path, capsys, monkeypatch) -> None:
+    garbage = tmp_path / "export.jsonl"
+    garbage.write_bytes(bytes(range(128, 256)) * 8)  # not UTF-8
+    code, err = run_main(
+        ["doccano", "import", garbage, "--out", tmp_path / "pairs.jsonl"], capsys, monkeypatch
+    )
+    assert_one_error_line(code, err, "not UTF-8 text")
+
+
+def test_the_writers_refuse_a_folder_of_the_users_files_too(tmp_path: Path) -> None:
+    """The Python API's writers refuse it, and check again at the rename: a folder filled meanwhile is kept."""
+    project, _ = users_files(tmp_path)
+    with pytest.raises(InputError, match="did not write"):
+        write_corpus(project, corpus_rows(2), {"stage": "collect"}, 2)
+    assert [p.name for p in project.iterdir()] == ["notes.md"]
+    later = tmp_path / "later"
+    later.mkdir()  # empty when the report starts
+
+    def plots(folder: Path) -> list[str]:
+        (later / "draft.md").write_text("written while eval ran\n")
+        return []
+
+    with pytest.raises(InputError, match=r"it holds draft\.md"):
+        write_report(later, {"models": []}, markdown=lambda r, p: "", plots=plots, manifest={})
+    assert [p.name for p in later.iterdir()] == ["draft.md"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the partial folder is gone
+    # An earlier output of codetune, and an empty folder, are replaced as before.
+    again = write_corpus(tmp_path / "corpus", corpus_rows(2), {"stage": "collect"}, 2)
+    write_corpus(again, corpus_rows(3), {"stage": "collect"}, 2)
+    assert len(read_corpus(again)) == 3
+    (tmp_path / "empty").mkdir()
+    assert len(read_corpus(write_corpus(tmp_path / "empty", corpus_rows(1), {"stage": "collect"}, 2))) == 1
+
+
 def test_a_file_output_keeps_its_manifest_beside_it(tmp_path: Path) -> None:
     out = tmp_path / "completions.jsonl"
     assert manifest_path(out) == tmp_path / "completions.jsonl.manifest.json"

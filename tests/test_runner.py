@@ -98,6 +98,23 @@ def test_run_chains_stages_and_skips_unchanged(tmp_path):
     assert [(r.stage, r.skipped) for r in only_eval] == [("eval", False)]
 
 
+def test_a_stage_run_alone_reruns_when_its_input_was_remade_or_removed(tmp_path):
+    """`--stages train` after `--stages build` remade the dataset with other settings trains again."""
+    from codetune.artifacts import manifest_path
+
+    recipe = write_recipe(tmp_path, make_project(tmp_path))
+    run_recipe(recipe, stages=["collect", "build", "train"])
+    assert [r.skipped for r in run_recipe(recipe, stages=["train"])] == [True]
+    remade = ["build.max_length=48"]
+    assert [r.skipped for r in run_recipe(recipe, overrides=remade, stages=["build"])] == [False]
+    [train] = run_recipe(recipe, overrides=remade, stages=["train"])
+    assert not train.skipped
+    assert [r.skipped for r in run_recipe(recipe, overrides=remade, stages=["train"])] == [True]
+    manifest_path(tmp_path / "work" / "dataset").unlink()  # no record of what made the input
+    [train] = run_recipe(recipe, overrides=remade, stages=["train"])
+    assert not train.skipped
+
+
 def test_source_change_reruns_everything(tmp_path):
     src = make_project(tmp_path, files=12)
     recipe = write_recipe(tmp_path, src)

@@ -693,6 +693,17 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except (OSError, UnicodeDecodeError) as error:  # a path or file the user gave: not a bug to trace
+        if os.environ.get("CODETUNE_DEBUG"):
+            raise
+        if isinstance(error, UnicodeDecodeError):
+            message = f"a file given is not UTF-8 text ({error})"
+        else:
+            message = (
+                f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+            )
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as error:
         if os.environ.get("CODETUNE_DEBUG"):
             raise

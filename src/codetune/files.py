@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,17 @@ def read_json_object(path: str | Path, hint: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``path``, on failure it is removed."""
+def atomic_dir(
+    path: str | Path, *, overwrite: bool = True, check: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path``, on failure it is removed.
+
+    ``check(path)`` runs before the folder is made and again before it replaces ``path``: it raises
+    when ``path`` holds something that must not be replaced (a user's own files).
+    """
     path = Path(path)
+    if check is not None:
+        check(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
@@ -65,6 +73,12 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if check is not None:
+        try:
+            check(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     if path.exists():
         if not overwrite:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 A stage is skipped when its output exists and carries the same recipe fingerprint: a hash of the
 stage's config and of the fingerprints of everything upstream (for local sources: file names,
-sizes and modification times). Change one field and that stage and the ones after it rerun.
+sizes and modification times). Change one field and that stage and the ones after it rerun. A stage
+left out by ``--stages`` passes on the fingerprint its output records (or that it has none), so
+the stages after it rerun when that output was remade with other settings, or removed.
 """
 
 from __future__ import annotations
@@ -137,11 +139,17 @@ def run_recipe(
     results: list[StageResult] = []
     for stage in registry.STAGES:
         name = stage.name
-        if name not in wired or (stages and name not in stages):
+        if name not in wired:
             continue
-        if stage.blocking and not stages:
-            continue  # serving blocks; `codetune run R --stages serve` starts it
         cfg = wired[name]
+        if (stages and name not in stages) or (stage.blocking and not stages):
+            # Not run now (serving blocks; `codetune run R --stages serve` starts it): the stages
+            # after it chain on what its output really holds, so a rebuilt, edited or deleted
+            # input makes them rerun instead of being skipped as unchanged.
+            out = _stage_out(name, cfg)
+            if out is not None:
+                upstream = recorded_fingerprint(out) or fingerprint(upstream, name, "absent")
+            continue
         extra = source_signature(cfg.sources) if name == "collect" else None
         upstream = fingerprint(upstream, name, cfg.model_dump(mode="json"), extra)
         out = _stage_out(name, cfg)

@@ -76,6 +76,11 @@ def test_out_dir_holding_another_run_or_other_files(causal_dataset: Path, tmp_pa
     (other / "notes.txt").write_text("mine")
     with pytest.raises(CodetuneError, match="holds no codetune run"):
         train(TrainConfig(model="tiny-llama", **{**common, "out": other}))
+    single = tmp_path / "notes.txt"
+    single.write_text("mine")
+    with pytest.raises(CodetuneError, match="is a file, not a folder"):
+        train(TrainConfig(model="tiny-llama", **{**common, "out": single}))
+    assert single.read_text() == "mine"
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("wandb") is not None, reason="wandb is installed")

@@ -8,6 +8,7 @@ this package spells these file names or parses these formats.
 from codetune.artifacts.corpus import is_corpus, read_corpus, write_corpus
 from codetune.artifacts.dataset import DatasetFolder, read_dataset, read_stats, write_dataset
 from codetune.artifacts.manifest import (
+    check_output_folder,
     manifest_fingerprint,
     manifest_path,
     read_manifest,
@@ -21,6 +22,7 @@ __all__ = [
     "DatasetFolder",
     "RunFolder",
     "adapter_folder",
+    "check_output_folder",
     "is_corpus",
     "is_run",
     "manifest_fingerprint",

@@ -7,10 +7,11 @@ listing the shards, the sources, the counts per drop reason and the config that 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.manifest import manifest_value, read_manifest, write_manifest
+from codetune.artifacts.manifest import check_output_folder, manifest_value, read_manifest, write_manifest
 from codetune.artifacts.paths import ANY_PARQUET_GLOB, CORPUS_SHARD_GLOB, MANIFEST, corpus_shard_name
 from codetune.errors import InputError
 from codetune.files import atomic_dir
@@ -59,7 +60,7 @@ def write_corpus(
 
     arrow_schema = schema()
     count = shard_count(len(rows), shard_rows)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, check=partial(check_output_folder, stage="collect")) as tmp:
         names = []
         for index in range(count):
             chunk = rows[index * shard_rows : (index + 1) * shard_rows]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.manifest import manifest_path, read_manifest, write_manifest
+from codetune.artifacts.manifest import check_output_folder, manifest_path, read_manifest, write_manifest
 from codetune.artifacts.paths import DATASET_DICT, STATS, TOKENIZER
 from codetune.errors import InputError
 from codetune.files import atomic_dir, fingerprint, read_json_object, write_json
@@ -118,7 +119,7 @@ def write_dataset(
     """
     from datasets import DatasetDict
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, check=partial(check_output_folder, stage="build")) as tmp:
         # An empty split needs an explicit shard count, or load_from_disk cannot read it back.
         shards = {name: int(ds.data.nbytes // SHARD_BYTES) + 1 for name, ds in splits.items()}
         DatasetDict(splits).save_to_disk(str(tmp), num_shards=shards)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.paths import MANIFEST, SIDECAR_MANIFEST_SUFFIX
+from codetune.artifacts.paths import MANIFEST, SIDECAR_MANIFEST_SUFFIX, TOKENIZER_RECORD
 from codetune.errors import InputError
 from codetune.files import read_json_object, write_json
 
@@ -59,3 +59,39 @@ def update_manifest(out: str | Path, **changes: Any) -> dict[str, Any]:
     data.update(changes)
     write_manifest(out, data)
     return data
+
+
+def check_output_folder(out: str | Path, flag: str = "--out", stage: str | None = None) -> None:
+    """Refuse an output folder whose replacement would destroy what this stage did not write.
+
+    A stage replaces its output folder whole. That is safe for a missing or empty folder (hidden
+    files aside) and for an earlier output of the same stage (its manifest.json names the stage;
+    a tokenizer folder holds its record instead), but not for a file, a folder of the user's own
+    files (a project given as --out), or another stage's output, such as the stage's own input.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{flag} {out} is a file, not a folder; give a new or empty folder")
+    if (out / MANIFEST).is_file():
+        try:
+            made_by = read_json_object(out / MANIFEST).get("stage")
+        except InputError:
+            made_by = None
+        if stage is None or made_by == stage:
+            return
+        kind = f"the output of codetune {made_by}" if made_by else "a codetune training run"
+        raise InputError(
+            f"{flag} {out} holds {kind}, which writing the {stage} output there would replace; "
+            "give a new or empty folder"
+        )
+    if (out / TOKENIZER_RECORD).is_file() and stage in (None, "tokenizer"):
+        return
+    own = sorted(p.name for p in out.iterdir() if p.is_dir() or not p.name.startswith("."))
+    if own:
+        listed = ", ".join(own[:3]) + (f" and {len(own) - 3} more" if len(own) > 3 else "")
+        raise InputError(
+            f"{flag} {out} is a folder codetune did not write (it holds {listed}), and writing there "
+            "would replace it; give a new or empty folder"
+        )

@@ -11,12 +11,16 @@ A run folder (`codetune train`):       manifest.json, adapter/ (peft) or model/ 
 A report folder (`codetune eval`):     report.json, report.md, predictions.jsonl, metrics.png, loss.png,
                                        manifest.json
 A file output (`codetune generate`):   OUT.jsonl with its manifest beside it, OUT.jsonl.manifest.json
+A tokenizer folder (`codetune tokenizer train`): transformers' tokenizer files, codetune_tokenizer.json
 """
 
 from __future__ import annotations
 
 MANIFEST = "manifest.json"
 SIDECAR_MANIFEST_SUFFIX = ".manifest.json"
+
+# tokenizer (`codetune tokenizer train`): what it was trained on
+TOKENIZER_RECORD = "codetune_tokenizer.json"
 
 # corpus
 CORPUS_SHARD_GLOB = "data-*.parquet"

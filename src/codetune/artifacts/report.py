@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.manifest import write_manifest
+from codetune.artifacts.manifest import check_output_folder, write_manifest
 from codetune.artifacts.paths import PREDICTIONS, REPORT_JSON, REPORT_MD
 from codetune.errors import InputError
 from codetune.files import atomic_dir, atomic_write_text, read_json_object, write_json
@@ -31,7 +32,7 @@ def write_report(
     ``plots(folder)`` draws into the folder and names the files it drew; ``markdown(report,
     plots)`` renders report.md from what report.json holds.
     """
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, check=partial(check_output_folder, stage="eval")) as tmp:
         drawn = plots(tmp)
         predictions = report.get("predictions") or []
         report = {k: v for k, v in report.items() if k != "predictions"} | {"plots": drawn}

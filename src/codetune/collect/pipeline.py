@@ -18,11 +18,17 @@ import pickle
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from codetune.artifacts import corpus as corpus_artifact
-from codetune.artifacts.manifest import manifest_fingerprint, read_manifest, write_manifest
+from codetune.artifacts.manifest import (
+    check_output_folder,
+    manifest_fingerprint,
+    read_manifest,
+    write_manifest,
+)
 from codetune.artifacts.paths import REJECTED_INDEX
 from codetune.collect.config import CollectConfig
 from codetune.collect.executor import open_executor
@@ -217,6 +223,9 @@ def _listing_signature(files: list[tuple[str, str]], commit: str | None = None) 
 def collect(cfg: CollectConfig) -> StageResult:
     """Run the collect stage and write the corpus folder; see the module docstring."""
     out = Path(cfg.out) if cfg.out is not None else Path("corpus")
+    check_output_folder(out, stage="collect")  # before hours of work, not when the corpus is written
+    if cfg.rejected is not None:
+        check_output_folder(cfg.rejected, "--rejected", "collect --rejected")
     work = out.parent / f".{out.name}.work"
     try:
         return _collect(cfg, out, work)
@@ -555,7 +564,9 @@ def _write_rejected(folder: Path, dropped: list[dict[str, Any]], fp: str) -> Non
     """Every dropped file as it was read, one folder per reason, indexed by rejected.jsonl."""
     import json
 
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(
+        folder, check=partial(check_output_folder, flag="--rejected", stage="collect --rejected")
+    ) as tmp:
         lines = []
         for record in dropped:
             entry = {k: record.get(k) for k in ("repo", "path", "status", "bytes", "duplicate_of", "source")}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.dataset import read_dataset, write_dataset
+from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import LENGTHS_PLOT, STATS, TOKENIZER
 from codetune.dataset.config import BuildConfig
 from codetune.dataset.formats import Format, get_format, tokenize
@@ -352,6 +353,7 @@ def build(cfg: BuildConfig) -> StageResult:
         )
     fmt = get_format(cfg)
     out = default_out(cfg.out, None, "dataset")
+    check_output_folder(out, stage="build")
     corpus = Path(cfg.corpus)
     if not corpus.exists():
         raise InputError(f"corpus not found: {corpus}")

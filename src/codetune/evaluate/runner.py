@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.dataset import read_dataset
+from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.run import is_run
 from codetune.errors import ConfigError
 from codetune.evaluate.config import EvalConfig
@@ -464,6 +465,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
 
     specs = parse_models(cfg.models)
     out = default_out(cfg.out, None, "report")
+    check_output_folder(out, stage="eval")
     rows, stats, digest, tokenizer_dir = held_out(cfg.dataset)
     if (
         cfg.dataset is None

@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from codetune.artifacts.corpus import is_corpus, read_corpus
+from codetune.artifacts.manifest import check_output_folder
+from codetune.artifacts.paths import TOKENIZER_RECORD
 from codetune.errors import InputError
 from codetune.files import atomic_dir, write_json
 from codetune.stage import StageResult
@@ -81,9 +83,10 @@ def train_tokenizer(corpus: str | Path, vocab_size: int = 4096, out: str | Path 
     """CLI entry: train on a corpus folder or a folder of files and report what was written."""
     if vocab_size < 300:
         raise InputError(f"--vocab-size must be at least 300 (256 bytes + special tokens), got {vocab_size}")
+    check_output_folder(out, stage="tokenizer")
     seen = train_tokenizer_from_texts(iter_texts(corpus), vocab_size, out)
     write_json(
-        Path(out) / "codetune_tokenizer.json",
+        Path(out) / TOKENIZER_RECORD,
         {"corpus": str(corpus), "vocab_size": vocab_size, "texts": seen},
     )
     return StageResult("tokenizer", Path(out), {"texts": seen, "vocab_size": vocab_size})

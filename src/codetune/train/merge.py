@@ -10,11 +10,12 @@ are then saved in the base checkpoint's own dtype (bf16 for a QLoRA run merged w
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from codetune.artifacts.dataset import read_dataset
-from codetune.artifacts.manifest import write_manifest
+from codetune.artifacts.manifest import check_output_folder, write_manifest
 from codetune.artifacts.run import read_run
 from codetune.errors import CodetuneError, ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
@@ -55,6 +56,7 @@ def merge(cfg: MergeConfig) -> StageResult:
         raise ConfigError("merge needs a run folder")
     run = Path(cfg.run)
     out = default_out(cfg.out, None, "merged")
+    check_output_folder(out, stage="merge")
     folder = read_run(run)
     manifest = folder.manifest
     if folder.model is not None:
@@ -88,7 +90,7 @@ def merge(cfg: MergeConfig) -> StageResult:
             rounding = largest_difference(before, [logits_of(merged, ids) for ids in samples])
             logger.info("saved in %s: max |logit difference| to fp32 = %.3g", saved_dtype, rounding)
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, check=partial(check_output_folder, stage="merge")) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if getattr(merged, "generation_config", None) is not None:

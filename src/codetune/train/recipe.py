@@ -56,6 +56,8 @@ KEEP_CHECKPOINTS = 2
 
 def check_out(out: Path, print_: str, resume: bool) -> str:
     """'fresh', 'resume' or 'done'; errors when the folder holds something else."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; give a new or empty folder")
     if not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(".")):
         if resume:
             logger.warning("--resume: %s holds no run yet, starting fresh", out)
