@@ -133,6 +133,21 @@ CASES = {
     "tokenizer missing corpus": lambda t: ["tokenizer", "train", str(t / "nope"), "--out", str(t / "out")],
     "run missing recipe": lambda t: ["run", str(t / "nope.yaml")],
     "run malformed yaml": lambda t: ["run", str(t / "bad.yaml")],
+    "train infinite learning rate": lambda t: [
+        "train", "--model", "tiny-llama", "--dataset", str(t), "--set", "lr=.inf", "--out", str(t / "out"),
+    ],
+    "tokenizer absurd vocab size": lambda t: [
+        "tokenizer", "train", str(t / "corpus"), "--vocab-size", "10000000000", "--out", str(t / "out"),
+    ],
+    "score unknown style": lambda t: [
+        "score", "--references", str(t / "bad.yaml"), "--predictions", str(t / "bad.yaml"), "--style", "bleu",
+    ],
+}  # fmt: skip
+# What the line must say, where the case was once answered by a crash or a misleading list.
+NEEDLES = {
+    "train infinite learning rate": "lr: Input should be a finite number",
+    "tokenizer absurd vocab size": "--vocab-size must be at most 1,048,576",
+    "score unknown style": "codexglue-method, codexglue-line, humaneval-infilling",
 }
 
 
@@ -147,6 +162,7 @@ def test_bad_input_is_one_clear_line(case, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in text
     assert "error" in text.lower(), text
     assert not (tmp_path / "out").exists(), f"{case} left output behind"
+    assert NEEDLES.get(case, "") in text, text
 
 
 def test_help_lists_the_contract(monkeypatch, capsys):

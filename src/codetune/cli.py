@@ -385,6 +385,12 @@ def score(
     """Score predictions exactly as CodeXGLUE's evaluators or the HumanEval infilling harness do."""
     import json
 
+    from codetune.evaluate.codexglue import STYLES
+
+    if style not in (*STYLES, "humaneval-infilling"):
+        raise InputError(
+            f"unknown --style {style!r}; choose one of: {', '.join(STYLES)}, humaneval-infilling"
+        )
     if style == "humaneval-infilling":
         from codetune.evaluate.infilling import score_files as score_infilling
 

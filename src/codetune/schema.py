@@ -10,9 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, assignments are validated."""
+    """Base for every config: unknown keys are errors, assignments are validated, and numbers are
+    finite (``lr: .inf`` would train to NaN and still exit 0)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 class LanguageSpec(StrictModel):

@@ -15,6 +15,7 @@ from codetune.stage import StageResult
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
 MAX_FILE_BYTES = 200_000
+MAX_VOCAB_SIZE = 1_048_576
 
 
 def iter_texts(source: str | Path) -> Iterator[str]:
@@ -83,6 +84,8 @@ def train_tokenizer(corpus: str | Path, vocab_size: int = 4096, out: str | Path 
     """CLI entry: train on a corpus folder or a folder of files and report what was written."""
     if vocab_size < 300:
         raise InputError(f"--vocab-size must be at least 300 (256 bytes + special tokens), got {vocab_size}")
+    if vocab_size > MAX_VOCAB_SIZE:  # the tokenizers library aborts the process allocating for more
+        raise InputError(f"--vocab-size must be at most {MAX_VOCAB_SIZE:,} (real code models use 32k-256k)")
     check_output_folder(out, stage="tokenizer")
     seen = train_tokenizer_from_texts(iter_texts(corpus), vocab_size, out)
     write_json(
