@@ -12,6 +12,8 @@ A report folder (`codetune eval`):     report.json, report.md, predictions.jsonl
                                        manifest.json
 A file output (`codetune generate`):   OUT.jsonl with its manifest beside it, OUT.jsonl.manifest.json
 A tokenizer folder (`codetune tokenizer train`): transformers' tokenizer files, codetune_tokenizer.json
+A records folder (`codetune serve --record`, `codetune records import-continue`):
+                                       records-YYYY-MM-DD.jsonl, one per day (UTC)
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ CHECKPOINT_RNG = "rng.pt"
 CHECKPOINT_METHOD = "method.pt"
 CHECKPOINT_STATE = "state.json"
 
+# records (what editors were suggested and what developers kept)
+RECORDS_GLOB = "records-*.jsonl"
+
 # report
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -65,3 +70,8 @@ def corpus_shard_name(index: int, count: int) -> str:
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
+
+
+def records_file_name(day: str) -> str:
+    """The records file of one UTC day (``YYYY-MM-DD``)."""
+    return f"records-{day}.jsonl"
