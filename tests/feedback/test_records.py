@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -182,8 +181,12 @@ def test_bad_rows_are_counted_never_fatal(tmp_path):
         json.dumps({"type": "completion", "id": "x", "time": stamp(0), "prefix": "a"}),  # no text
         json.dumps({"type": "completion", "id": "y", "time": "yesterday", "prefix": "a", "text": "b"}),
         json.dumps({"type": "completion", "id": "z", "time": stamp(0), "prefix": 1, "text": "b"}),
-        json.dumps({"type": "completion", "id": "i", "index": True, "time": stamp(0), "prefix": "", "text": ""}),
-        json.dumps({"type": "feedback", "id": "good", "time": stamp(2), "event": "select", "accepted": "yes"}),
+        json.dumps(
+            {"type": "completion", "id": "i", "index": True, "time": stamp(0), "prefix": "", "text": ""}
+        ),
+        json.dumps(
+            {"type": "feedback", "id": "good", "time": stamp(2), "event": "select", "accepted": "yes"}
+        ),
         json.dumps({"type": "surprise", "id": "good"}),
         json.dumps(completion("good", 5, text="again").row()),  # duplicate id: the first is kept
         json.dumps(verdict("never-served", True).row()),
