@@ -164,12 +164,15 @@ def build(
         Path,
         typer.Argument(
             help="Corpus folder written by `codetune collect`; for instruct, seq2seq and code_json also "
-            "a JSON/JSONL file or folder (doccano exports and CoNaLa files included)."
+            "a JSON/JSONL file or folder (doccano exports and CoNaLa files included); for feedback a "
+            "records folder (`codetune serve --record`, `codetune records import-continue`)."
         ),
     ],
     format: Annotated[
         str,
-        typer.Option("--format", "-f", help="files, windows, units, instruct, seq2seq or code_json."),
+        typer.Option(
+            "--format", "-f", help="files, windows, units, instruct, seq2seq, code_json or feedback."
+        ),
     ] = "files",
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")

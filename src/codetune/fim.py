@@ -433,7 +433,10 @@ def _size(tokenizer: Any) -> int | None:
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     try:
-        out = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        # verbose=False: texts longer than the model are expected here (they are trimmed afterwards).
+        out = tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)[
+            "input_ids"
+        ]
     except TypeError:
         out = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return [list(ids) for ids in out]

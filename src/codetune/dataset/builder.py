@@ -351,6 +351,10 @@ def build(cfg: BuildConfig) -> StageResult:
         raise InputError(
             "no corpus given: pass CORPUS_DIR (or a JSON/JSONL file for instruct/seq2seq/code_json)"
         )
+    if cfg.format == "feedback":  # records in, rows of several objectives out: its own pipeline
+        from codetune.dataset.feedback import build_feedback
+
+        return build_feedback(cfg)
     fmt = get_format(cfg)
     out = default_out(cfg.out, None, "dataset")
     check_output_folder(out, stage="build")

@@ -84,6 +84,28 @@ class CodeJsonOptions(StrictModel):
     field: str = Field("code", description="JSON field holding the code.")
 
 
+class FeedbackOptions(StrictModel):
+    """Editor records (``codetune serve --record``, Continue's dev data) -> preference and FIM rows."""
+
+    objectives: list[Literal["sft", "kto", "dpo"]] = Field(
+        ["sft", "kto", "dpo"],
+        description="Rows to write: sft (accepted text as a plain FIM target), kto (accepted and "
+        "rejected, labelled), dpo (accepted vs rejected on the same or nearly the same prompt).",
+    )
+    pair_max_chars: int = Field(
+        64,
+        ge=0,
+        description="Two prompts are nearly the same when they share the suffix and one prefix extends "
+        "the other by at most this many characters (the developer typed on); pairs and splits use it.",
+    )
+    max_pairs_per_accepted: int = Field(
+        4, ge=1, description="DPO pairs per accepted completion, nearest first."
+    )
+    prefix_ratio: float = Field(
+        0.75, gt=0, lt=1, description="A prompt over max_length keeps this share of its room for the prefix."
+    )
+
+
 class FimSyntaxOptions(StrictModel):
     """What a syntax-aware FIM middle may be (``fim_split: syntax``): a statement, block or expression."""
 
@@ -135,10 +157,10 @@ class BuildConfig(StrictModel):
     corpus: Path | None = Field(
         None,
         description="Corpus folder (default: the collect stage's output), or a JSON/JSONL file or "
-        "folder for instruct, seq2seq and code_json.",
+        "folder for instruct, seq2seq and code_json, or a records folder (or file) for feedback.",
     )
     format: str = Field(
-        "files", description="Dataset format: files, windows, units, instruct, seq2seq, code_json."
+        "files", description="Dataset format: files, windows, units, instruct, seq2seq, code_json, feedback."
     )
     model: str = Field("tiny-gpt-bigcode", description="Model or tokenizer whose tokenizer is used.")
     out: Path | None = Field(None, description="Dataset folder (default: WORKDIR/dataset).")
@@ -194,6 +216,7 @@ class BuildConfig(StrictModel):
     instruct: InstructOptions = Field(default_factory=InstructOptions)
     seq2seq: Seq2SeqOptions = Field(default_factory=Seq2SeqOptions)
     code_json: CodeJsonOptions = Field(default_factory=CodeJsonOptions)
+    feedback: FeedbackOptions = Field(default_factory=FeedbackOptions)
     decontam: DecontamOptions = Field(default_factory=DecontamOptions)
     mix: list[MixSource] = Field(
         default_factory=list,

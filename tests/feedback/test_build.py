@@ -1,0 +1,223 @@
+"""`codetune build RECORDS --format feedback`: sft, kto and dpo rows from editor records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from codetune.artifacts.dataset import read_dataset
+from codetune.dataset.builder import build
+from codetune.dataset.config import BuildConfig
+from codetune.errors import InputError
+from codetune.fim import FimFormat
+from codetune.modeling.loading import load_tokenizer
+
+from .helpers import completion, verdict, write
+
+ADD = "def add(a, b):\n    return "
+
+
+def records(folder, long_text: str = "y" * 3000):
+    rows = [
+        completion("c1", 0, prefix=ADD, suffix="\n", text="a + b", path="calc.py", client="alice"),
+        completion("c2", 5, prefix=ADD + "a", suffix="\n", text=" - b", path="calc.py", client="alice"),
+        completion("c3", 9, prefix=ADD, suffix="\n", text="a * b", path="calc.py", client="alice"),
+        completion(
+            "c4", 12, prefix=ADD, suffix="\n", text="a + b", path="calc.py", client="alice"
+        ),  # duplicate of c1
+        completion("c5", 13, prefix="z = ", suffix="", text="1", path="z.py"),  # never answered
+        completion("c6", 14, prefix="w = ", suffix="", text="2", path="w.py"),  # only viewed
+        completion("c7", 20, prefix="import os\n", suffix=None, text="import sys\n", path="imports.py"),
+        completion("c8", 21, prefix="import os\n", suffix=None, text="print(1)\n", path="imports.py"),
+        completion("c9", 30, prefix="x = ", suffix="", text="compute()\nmore()\n", path="x.py"),
+        completion("c10", 40, prefix="long = ", suffix="", text=long_text, path="long.py"),
+        completion(
+            "c11",
+            50,
+            prefix="# " + "filler line\n# " * 400 + "end\nv = ",
+            suffix="\n# tail " * 300,
+            text="42",
+            path="v.py",
+        ),
+        verdict("c1", True, 1),
+        verdict("c2", False, 6),
+        verdict("c3", False, 10),
+        verdict("c4", True, 13),
+        verdict("c6", None, 15),
+        verdict("c7", True, 22),
+        verdict("c8", False, 23),
+        verdict("c9", True, 31, kept_text="compute()\n"),
+        verdict("c10", True, 41),
+        verdict("c11", True, 51),
+    ]
+    return write(folder, rows)
+
+
+def rows_of(dataset, objective):
+    return [row for split in dataset.splits.values() for row in split if row["objective"] == objective]
+
+
+def test_records_become_sft_kto_and_dpo_rows(tmp_path):
+    out = tmp_path / "ds"
+    cfg = BuildConfig(
+        corpus=records(tmp_path / "records"),
+        format="feedback",
+        out=out,
+        max_length=256,
+        valid_fraction=0,
+        test_fraction=0,
+    )
+    build(cfg)
+    dataset = read_dataset(out)
+    stats = dataset.stats
+    assert stats["objectives"] == {"sft": 4, "kto": 7, "dpo": 3, "kto_desirable": 4, "kto_undesirable": 3}
+    assert stats["dropped"] == {
+        "no_feedback": 2,
+        "empty_target": 0,
+        "duplicate": 1,
+        "too_long": 1,
+        "identical_pair": 0,
+    }
+    assert stats["fim"]["family"] == "starcoder" and dataset.kind == "causal"
+    tokenizer = load_tokenizer(str(out / "tokenizer"))
+    fim = FimFormat.require(tokenizer)
+
+    sft = {row["completion"]: row for row in rows_of(dataset, "sft")}
+    row = sft["a + b"]
+    assert row["input_ids"] == fim.example(ADD, "a + b", "\n")
+    prompt = len(fim.prompt(ADD, "\n"))
+    assert row["loss_mask"] == [0] * prompt + [1] * (len(row["input_ids"]) - prompt)
+    # What the developer kept is the target, not the whole suggestion.
+    assert sft["compute()\n"]["input_ids"] == fim.example("x = ", "compute()\n", "")
+    # No suffix sent: a plain prompt, then the completion and EOS (what serve sends without a suffix).
+    plain = sft["import sys\n"]
+    ids = tokenizer("import os\n", add_special_tokens=False)["input_ids"]
+    assert plain["input_ids"] == [
+        *ids,
+        *tokenizer("import sys\n", add_special_tokens=False)["input_ids"],
+        tokenizer.eos_token_id,
+    ]
+    assert plain["loss_mask"][: len(ids)] == [0] * len(ids) and all(plain["loss_mask"][len(ids) :])
+    # A prompt over max_length loses the prefix's start and the suffix's end, never the completion.
+    long_prompt = sft["42"]
+    assert len(long_prompt["input_ids"]) <= 256
+    assert tokenizer.decode(long_prompt["input_ids"]).split("<fim_suffix>")[0].endswith("end\nv = ")
+    assert tokenizer.decode(
+        [t for t, m in zip(long_prompt["input_ids"], long_prompt["loss_mask"]) if m]
+    ).startswith("42")
+
+    kto = {(row["prompt"], row["completion"]): row["label"] for row in rows_of(dataset, "kto")}
+    assert kto[ADD, "a * b"] == 0 and kto[ADD + "a", " - b"] == 0 and kto[ADD, "a + b"] == 1
+
+    # Pairs share their prompt exactly: c2 was asked one typed character later, so its suggestion is
+    # rewritten as a completion of c1's prompt ("a" + " - b").
+    pairs = {
+        (row["prompt"], row["completion"], tokenizer.decode(row["rejected_input_ids"][prompt:])): row
+        for row in rows_of(dataset, "dpo")
+        if row["prompt"] == ADD
+    }
+    assert set(pairs) == {(ADD, "a + b", "a - b<|endoftext|>"), (ADD, "a + b", "a * b<|endoftext|>")}
+    for (_, chosen, rejected), pair in pairs.items():
+        assert pair["input_ids"] == fim.example(ADD, chosen, "\n")
+        assert pair["rejected_input_ids"] == fim.example(ADD, rejected.removesuffix("<|endoftext|>"), "\n")
+        assert sum(pair["rejected_loss_mask"]) == len(pair["rejected_input_ids"]) - prompt
+
+
+def test_nearly_same_prompts_share_a_split_and_test_holds_accepted_rows_only(tmp_path):
+    rows = []
+    for n in range(40):
+        prefix = f"def f{n}(x):\n    return "
+        rows += [
+            completion(f"a{n}", n, prefix=prefix, suffix="\n", text="x + 1", path=f"m{n}.py"),
+            completion(f"b{n}", n + 0.1, prefix=prefix + "x", suffix="\n", text=" - 1", path=f"m{n}.py"),
+            verdict(f"a{n}", True, n + 0.2),
+            verdict(f"b{n}", False, n + 0.3),
+        ]
+    build(
+        BuildConfig(
+            corpus=write(tmp_path / "records", rows),
+            format="feedback",
+            out=tmp_path / "ds",
+            valid_fraction=0.2,
+            test_fraction=0.2,
+        )
+    )
+    dataset = read_dataset(tmp_path / "ds")
+    where = {}
+    for name, split in dataset.splits.items():
+        for row in split:
+            where.setdefault(row["path"], set()).add(name)
+    assert all(len(names) == 1 for names in where.values())
+    assert {row["objective"] for row in dataset.splits["test"]} == {"sft"} and len(dataset.splits["test"]) > 0
+    assert {row["objective"] for row in dataset.splits["valid"]} == {"sft", "kto", "dpo"}
+    assert dataset.stats["splits"]["test"]["kto"] == 0
+
+
+def test_build_feedback_bad_input(tmp_path, cli):
+    from tests.conftest import assert_clean_error
+
+    only_served = write(tmp_path / "quiet", [completion("a", 0), completion("b", 1), verdict("a", None, 2)])
+    with (only_served / "records-2026-07-01.jsonl").open("a") as handle:
+        handle.write("{not json\n")
+    done = cli("build", str(only_served), "--format", "feedback", "--out", str(tmp_path / "ds"))
+    assert_clean_error(done, "no feedback", "2 completion(s)")
+    assert done.returncode == 2 and not (tmp_path / "ds").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for corpus, message in ((empty, "no completion records"), (tmp_path / "nope", "not found")):
+        with pytest.raises(InputError, match=message):
+            build(BuildConfig(corpus=corpus, format="feedback", out=tmp_path / "ds"))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_malformed_rows_and_unknown_ids_are_counted_in_stats(tmp_path):
+    folder = records(tmp_path / "records")
+    with (folder / "records-2026-07-01.jsonl").open("a") as handle:
+        handle.write("garbage\n" + json.dumps(verdict("ghost", True).row()) + "\n")
+    build(BuildConfig(corpus=folder, format="feedback", out=tmp_path / "ds", max_length=256))
+    problems = read_dataset(tmp_path / "ds").stats["records"]["problems"]
+    assert problems == {"feedback_for_unknown_id": 1, "malformed_row": 1}
+
+
+@pytest.mark.parametrize("objectives", [["sft"], ["kto", "dpo"]])
+def test_objectives_can_be_chosen(tmp_path, objectives):
+    build(
+        BuildConfig(
+            corpus=records(tmp_path / "records"),
+            format="feedback",
+            out=tmp_path / "ds",
+            max_length=256,
+            feedback={"objectives": objectives},
+            valid_fraction=0,
+            test_fraction=0,
+        )
+    )
+    found = {row["objective"] for split in read_dataset(tmp_path / "ds").splits.values() for row in split}
+    assert found == set(objectives)
+
+
+def test_cli_builds_feedback(tmp_path):
+    folder = records(tmp_path / "records")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codetune",
+            "build",
+            str(folder),
+            "--format",
+            "feedback",
+            "--max-length",
+            "256",
+            "--out",
+            str(tmp_path / "ds"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dpo rows" in done.stderr and (tmp_path / "ds" / "stats.json").is_file()
