@@ -15,7 +15,10 @@ class TrainConfig(StrictModel):
 
     model: str = Field("tiny-gpt-bigcode", description="Hub id, local path or tiny preset name.")
     dataset: Path | None = Field(None, description="Dataset folder (default: the build stage's output).")
-    method: str = Field("lora", description="lora, adalora, qlora or full.")
+    method: str = Field(
+        "lora",
+        description="lora, adalora, qlora or full; kto or dpo (LoRA on a `build --format feedback` dataset).",
+    )
     out: Path | None = Field(None, description="Run folder (default: WORKDIR/run).")
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
@@ -56,6 +59,11 @@ class TrainConfig(StrictModel):
     adalora_tinit: float = Field(0.1, ge=0, lt=1, description="AdaLoRA: fraction of steps before pruning.")
     adalora_tfinal: float = Field(0.2, ge=0, lt=1, description="AdaLoRA: fraction of steps at final rank.")
     adalora_delta_t: int = Field(1, ge=1, description="AdaLoRA: steps between two budget allocations.")
+    preference_beta: float = Field(
+        0.1, gt=0, description="kto/dpo: how far from the reference (the base, adapter off) a step may move."
+    )
+    kto_desirable_weight: float = Field(1.0, gt=0, description="kto: weight of accepted completions.")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of rejected completions.")
     eval_every: int = Field(50, gt=0, description="Eval loss on the valid split every N optimizer steps.")
     eval_max_batches: int | None = Field(None, gt=0, description="Cap on eval micro-batches (None: all).")
     early_stopping_patience: int | None = Field(

@@ -12,7 +12,7 @@ preset architecture (GPTBigCode, Starcoder2, Phi, CodeGen, Llama) goes through
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 IGNORE = -100
@@ -163,10 +163,13 @@ class Batches:
         seed: int,
         completion_only: bool = True,
         pack_length: int | None = None,
+        collate: Callable[[Sequence[dict[str, Any]], int], dict] | None = None,
     ) -> None:
         self.rows = rows
         self.kind = kind
-        self.mode = "pad" if kind == "seq2seq" else mode
+        # A method's own collate (preference pairs) takes batch_size rows, like pad mode.
+        self.custom_collate = collate
+        self.mode = "pad" if kind == "seq2seq" or collate is not None else mode
         self.batch_tokens = batch_tokens
         self.batch_size = batch_size
         self.pad_id = pad_id
@@ -195,6 +198,8 @@ class Batches:
 
     def collate(self, indices: Sequence[Any]) -> dict:
         """Tensors for one micro-batch."""
+        if self.custom_collate is not None:
+            return self.custom_collate([self.rows[i] for i in indices], self.pad_id)
         if self.mode == "packed" and self.pack_length and self.kind != "seq2seq":
             docs = [[self.rows[i] for i in row] for row in indices]
             return collate_packed_rows(docs, self.pack_length, self.pad_id, self.completion_only)

@@ -42,7 +42,7 @@ from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import TrainConfig
-from codetune.train.methods import Method, get_method, quantization_config
+from codetune.train.methods import Method, get_method, method_rows, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table
 
@@ -134,6 +134,18 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
     return loss, int((targets != IGNORE).sum())
 
 
+def micro_loss(setup: Setup, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """A micro-batch's summed loss: the method's own objective (DPO, KTO), else cross-entropy."""
+    found = setup.method.loss(model, batch, setup.cfg)
+    return found if found is not None else forward_loss(model, batch, setup.seq2seq)
+
+
+def loss_units(setup: Setup, batch: dict[str, Any]) -> int:
+    """What a micro-batch's loss sums over: the method's units (pairs, examples), else target tokens."""
+    found = setup.method.units(batch)
+    return found if found is not None else target_count(batch, setup.seq2seq)
+
+
 def _uses_flash(model: Any) -> bool:
     return str(getattr(model.config, "_attn_implementation", "")).startswith("flash")
 
@@ -177,8 +189,8 @@ def shard_evenly(plan: list[Any], rank: int, world: int) -> list[tuple[Any, bool
     return mine + [(plan[rank % len(plan)], False)] * (per_process - len(mine))
 
 
-def evaluate(model: Any, batches: Batches, accelerator: Any, seq2seq: bool, max_batches: int | None) -> float:
-    """Mean loss per target token over the valid split (all processes together)."""
+def evaluate(model: Any, batches: Batches, accelerator: Any, setup: Setup, max_batches: int | None) -> float:
+    """Mean loss per target token (or the method's unit) over the valid split (all processes together)."""
     import torch
 
     model.eval()
@@ -188,7 +200,7 @@ def evaluate(model: Any, batches: Batches, accelerator: Any, seq2seq: bool, max_
         for indices, counted in shard_evenly(plan, accelerator.process_index, accelerator.num_processes):
             batch = {k: v.to(accelerator.device) for k, v in batches.collate(indices).items()}
             with accelerator.autocast():
-                loss, count = forward_loss(model, batch, seq2seq)
+                loss, count = micro_loss(setup, model, batch)
             if counted:
                 total += torch.tensor([float(loss), count], device=accelerator.device, dtype=torch.float64)
     total = accelerator.reduce(total, reduction="sum")
@@ -367,12 +379,18 @@ def check_inputs(cfg: TrainConfig) -> Setup:
     from codetune.modeling.loading import is_seq2seq_config, load_config, resolve_model
 
     method = get_method(cfg.method)
+    method.check(cfg)
     if cfg.dataset is None:
         raise ConfigError("train needs --dataset (a folder from `codetune build`)")
     out = default_out(cfg.out, None, "run")
     dataset = read_dataset(cfg.dataset)
     dataset.split("train")
-    data, kind = dataset.splits, dataset.kind
+    data = {
+        name: method_rows(method, split, f"dataset {cfg.dataset}") for name, split in dataset.splits.items()
+    }
+    if not len(data["train"]):
+        raise InputError(f"dataset {cfg.dataset} has no {method.objective} rows in its train split")
+    kind = dataset.kind
     ref = resolve_model(cfg.model)
     seq2seq = is_seq2seq_config(load_config(ref.base))
     if kind == "seq2seq" and not seq2seq:
@@ -471,7 +489,7 @@ def make_batches(setup: Setup, tokenizer: Any) -> tuple[Batches, Batches | None]
     """Packed or padded micro-batches of the train and valid splits."""
     cfg, data = setup.cfg, setup.data
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    columns = ["input_ids", "labels"] if setup.seq2seq else ["input_ids", "loss_mask"]
+    columns = ["input_ids", "labels"] if setup.seq2seq else ["input_ids", "loss_mask", *setup.method.columns]
     columns = [c for c in columns if c in data["train"].column_names]
     batch_args = {
         "kind": setup.kind,
@@ -482,6 +500,7 @@ def make_batches(setup: Setup, tokenizer: Any) -> tuple[Batches, Batches | None]
         "seed": cfg.seed,
         "completion_only": cfg.completion_only,
         "pack_length": cfg.pack_length,
+        "collate": setup.method.collate,
     }
     train_batches = Batches(data["train"].select_columns(columns).to_list(), **batch_args)
     valid_batches = None
@@ -590,7 +609,7 @@ def train_step(
 
     accelerator, method = setup.accelerator, setup.method
     inner = accelerator.unwrap_model(model)
-    targets = sum(target_count(b, setup.seq2seq) for b in window)
+    targets = sum(loss_units(setup, b) for b in window)
     counts = accelerator.reduce(
         torch.tensor([targets, window_tokens], device=accelerator.device), reduction="sum"
     )
@@ -602,7 +621,7 @@ def train_step(
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                loss_sum, _ = forward_loss(model, batch, setup.seq2seq)
+                loss_sum, _ = micro_loss(setup, model, batch)
             loss = loss_sum * scale
             if (extra := method.extra_loss(inner)) is not None:
                 loss = loss + extra * accelerator.gradient_accumulation_steps / len(window)
@@ -637,7 +656,7 @@ def train_loop(
     main = setup.main
     # A fresh run first measures the untrained model on valid: the curve's start.
     if valid_batches is not None and state["step"] == 0:
-        eval_loss = evaluate(model, valid_batches, accelerator, setup.seq2seq, cfg.eval_max_batches)
+        eval_loss = evaluate(model, valid_batches, accelerator, setup, cfg.eval_max_batches)
         if main:
             append_metrics(out, {"step": 0, "eval_loss": round(eval_loss, 6)})
     model.train()
@@ -701,7 +720,7 @@ def eval_and_keep_best(
 ) -> bool:
     """Eval loss on valid; the best weights so far go to checkpoints/best. True: stop early."""
     cfg, accelerator, step = setup.cfg, setup.accelerator, state["step"]
-    eval_loss = evaluate(model, valid_batches, accelerator, setup.seq2seq, cfg.eval_max_batches)
+    eval_loss = evaluate(model, valid_batches, accelerator, setup, cfg.eval_max_batches)
     if setup.main:
         append_metrics(setup.out, {"step": step, "eval_loss": round(eval_loss, 6)})
         if cfg.report_to:

@@ -1,6 +1,7 @@
 """Fine-tuning methods: one file per method, one registry. A method wraps the loaded base model and
 may hook into the loop (an extra loss term, work after each optimizer step, its own summary, state to
-checkpoint); the recipe calls the hooks and knows no method by name.
+checkpoint, its own objective: the rows it trains on, how they are batched and what loss they give);
+the recipe calls the hooks and knows no method by name.
 
 Adding a method: a module here with a ``Method`` subclass and one ``@register_method`` line.
 """
@@ -11,15 +12,31 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codetune.errors import ConfigError
+from codetune.errors import ConfigError, InputError
+
+# A dataset with rows for several objectives (``build --format feedback``) names each row's here.
+OBJECTIVE_COLUMN = "objective"
 
 
 class Method:
-    """How a method wraps the base model; ``quantized`` methods load the base in 4 bits (CUDA only)."""
+    """How a method wraps the base model; ``quantized`` methods load the base in 4 bits (CUDA only).
+
+    ``objective``: the rows of a dataset's ``objective`` column it trains on (``sft``: next-token
+    cross-entropy on ``loss_mask``, the recipe's own loss); ``columns``: what its batches need besides
+    ``input_ids`` and ``loss_mask``.
+    """
 
     name: str = ""
     peft: bool = True
     quantized: bool = False
+    objective: str = "sft"
+    columns: tuple[str, ...] = ()
+    # collate(rows, pad_id) -> the tensors of one micro-batch of batch_size rows; None: the recipe
+    # packs or pads them itself.
+    collate: Callable[[Sequence[dict[str, Any]], int], dict[str, Any]] | None = None
+
+    def check(self, cfg: Any) -> None:
+        """Refuse settings the method cannot train with, before any weights load."""
 
     def wrap(self, model: Any, cfg: Any, total_steps: int, new_tokens: Sequence[int] = ()) -> Any:
         """The trainable model; ``new_tokens`` are token ids the dataset added to the tokenizer."""
@@ -31,6 +48,14 @@ class Method:
 
     def after_step(self, model: Any, step: int) -> None:
         """Called after each optimizer step."""
+
+    def units(self, batch: dict[str, Any]) -> int | None:
+        """What the loss of a micro-batch is a sum over (pairs, examples); None: target tokens."""
+        return None
+
+    def loss(self, model: Any, batch: dict[str, Any], cfg: Any) -> tuple[Any, int] | None:
+        """The summed loss of a micro-batch and its ``units``; None: the recipe's cross-entropy."""
+        return None
 
     def summary(self, model: Any, run: Path | None) -> dict[str, Any]:
         """Extra fields for the run summary (and files of the method's own in ``run``, on the main process)."""
@@ -71,6 +96,21 @@ def _load_builtin() -> None:
     # Import order is the order the error message lists them in.
     from codetune.train.methods import full, lora  # noqa: F401, I001  (registration)
     from codetune.train.methods import adalora, qlora  # noqa: F401
+    from codetune.train.methods import kto, dpo  # noqa: F401
+
+
+def method_rows(method: Method, split: Any, where: str = "the dataset") -> Any:
+    """The rows of a dataset split ``method`` trains on: all of them, or its objective's when the
+    dataset holds several (a column ``objective``)."""
+    if OBJECTIVE_COLUMN not in split.column_names:
+        if method.objective != "sft":
+            raise InputError(
+                f"--method {method.name} trains on {method.objective} rows, which {where} has none of; "
+                "build one from editor records: codetune build RECORDS --format feedback"
+            )
+        return split
+    keep = [i for i, objective in enumerate(split[OBJECTIVE_COLUMN]) if objective == method.objective]
+    return split.select(keep)
 
 
 def task_type(model: Any) -> str:
@@ -118,9 +158,11 @@ def quantization_config() -> Any:
 
 __all__ = [
     "METHODS",
+    "OBJECTIVE_COLUMN",
     "Method",
     "adalora_ranks",
     "get_method",
+    "method_rows",
     "new_token_modules",
     "quantization_config",
     "register_method",
