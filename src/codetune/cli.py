@@ -60,6 +60,12 @@ doccano_app = typer.Typer(
 app.add_typer(doccano_app, name="doccano")
 sandbox_app = typer.Typer(help="Inspect and use the sandbox that runs generated code.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+records_app = typer.Typer(
+    cls=CodetuneGroup,
+    help="Editor records: what was suggested, what developers kept (build --format feedback learns from them).",
+    no_args_is_help=True,
+)
+app.add_typer(records_app, name="records")
 
 console = Console(stderr=True)
 SetOption = Annotated[
@@ -105,10 +111,15 @@ def print_result(result: Any) -> None:
         if not isinstance(item, StageResult):
             continue
         title = f"{item.stage}: {'unchanged, skipped' if item.skipped else 'done'} -> {item.out}"
-        table = Table(title=title, show_header=False, title_justify="left")
-        for key, value in item.summary.items():
-            table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
-        console.print(table)
+        _print_counts(title, item.summary)
+
+
+def _print_counts(title: str, counts: dict[str, Any]) -> None:
+    """A titled two-column table of names and values on stderr."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in counts.items():
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
 
 
 @app.command()
@@ -244,7 +255,9 @@ def train(
     dataset: Annotated[
         Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="lora, adalora, qlora or full.")] = "lora",
+    method: Annotated[
+        str, typer.Option("--method", help="lora, adalora, qlora, full; kto or dpo on a feedback dataset.")
+    ] = "lora",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
@@ -632,6 +645,56 @@ def doccano_import(
 
     count = import_doccano(export, out)
     console.print(f"instruction pairs: {count} -> {out}")
+
+
+@records_app.command("import-continue")
+def records_import_continue(
+    source: Annotated[
+        Path, typer.Argument(help="Continue's ~/.continue/dev_data/0.2.0/autocomplete.jsonl (or 0.1.0/).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Records folder to append to.")],
+) -> None:
+    """Import Continue's autocomplete dev data (suggestions and accepts) into a records folder."""
+    from codetune.feedback.continue_dev import import_continue
+
+    _print_counts(f"continue import -> {out}", import_continue(source, out))
+
+
+@records_app.command("stats")
+def records_stats(
+    records: Annotated[Path, typer.Argument(help="Records folder (or one records JSONL file).")],
+    keep_accepted: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-accepted",
+            help="Also fit a confidence threshold keeping this share of accepted suggestions (e.g. 0.95) and "
+            "report what it would remove.",
+        ),
+    ] = None,
+    signal: Annotated[str, typer.Option("--signal", help="mean_logprob or logistic.")] = "mean_logprob",
+    holdout: Annotated[
+        float, typer.Option("--holdout", help="Newest share of records the threshold is reported on.")
+    ] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Counts of a records folder (acceptance rate, problems met); with --keep-accepted, suggest less."""
+    import json
+
+    from codetune.artifacts.records import read_records
+
+    report: dict[str, Any] = read_records(records).summary()
+    if keep_accepted is not None:
+        from codetune.feedback.confidence import suggest_less
+
+        gate, found = suggest_less(records, keep_accepted, signal, holdout)
+        report["confidence"] = {"gate": gate.to_dict(), **found}
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    _print_counts(f"records {records}", {k: v for k, v in report.items() if k != "confidence"})
+    for name, part in report.get("confidence", {}).items():
+        if name != "gate":
+            _print_counts(f"confidence threshold ({name.replace('_', '-')})", part)
 
 
 @app.command()

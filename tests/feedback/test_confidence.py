@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -117,3 +118,20 @@ def test_a_gate_needs_both_verdicts():
     with pytest.raises(InputError, match="unknown confidence signal"):
         fit_gate(graded_records(), signal="vibes")
     assert math.isinf(ConfidenceGate("mean_logprob", -math.inf).threshold)
+
+
+def test_records_stats_reports_what_a_threshold_would_remove(tmp_path, cli):
+    rows = []
+    for k in range(80):
+        rows += [
+            completion(f"c{k}", k, mean_logprob=-k / 20),
+            verdict(f"c{k}", k < 40 and k % 5 != 0, k + 0.5),
+        ]
+    write(tmp_path, rows)
+    done = cli("records", "stats", str(tmp_path), "--keep-accepted", "0.9", "--holdout", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    fit = json.loads(done.stdout)["confidence"]["fit"]
+    accepted = [k for k in range(80) if k < 40 and k % 5 != 0]  # 32 accepted, kept: the 29 best
+    threshold = -sorted(accepted)[28] / 20
+    assert fit["threshold"] == threshold
+    assert fit["removed"] == sum(1 for k in range(80) if -k / 20 < threshold) and fit["accepted_lost"] == 3

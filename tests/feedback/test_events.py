@@ -259,3 +259,24 @@ def test_import_continue_refuses_what_is_not_dev_data(tmp_path):
     assert not (tmp_path / "records").exists()  # nothing half-written
     with pytest.raises(InputError, match="not found"):
         import_continue(tmp_path / "missing.jsonl", tmp_path / "records")
+
+
+def test_records_cli_imports_continue_and_reports(tmp_path, cli):
+    source = tmp_path / "autocomplete.jsonl"
+    source.write_text(json.dumps(CONTINUE_0_2_0) + "\n" + json.dumps(CONTINUE_0_1_0) + "\n", encoding="utf-8")
+    done = cli("records", "import-continue", str(source), "--out", str(tmp_path / "records"))
+    assert done.returncode == 0, done.stderr
+    assert "imported" in done.stderr
+    stats = cli("records", "stats", str(tmp_path / "records"), "--json")
+    assert stats.returncode == 0, stats.stderr
+    report = json.loads(stats.stdout)
+    assert (report["completions"], report["accepted"], report["rejected"], report["acceptance_rate"]) == (
+        2,
+        1,
+        1,
+        0.5,
+    )
+    # Continue logs no log-probabilities: a threshold cannot be fitted, and says so in one line.
+    from tests.conftest import assert_clean_error
+
+    assert_clean_error(cli("records", "stats", str(tmp_path / "records"), "--keep-accepted", "0.9"), "have 0")
