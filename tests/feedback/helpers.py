@@ -29,3 +29,19 @@ def write(folder: Path, rows) -> Path:
         for row in rows:
             assert writer.append(row)
     return folder
+
+
+def typed_on(count: int, files: int) -> list:
+    """``count`` prompts, each with an accepted suggestion and, one typed character later, a rejected
+    one (a DPO pair of nearly the same prompt), spread over ``files`` files."""
+    rows = []
+    for n in range(count):
+        prefix = f"def f{n}(x):\n    return "
+        path = f"m{n % files}.py"
+        rows += [
+            completion(f"a{n}", n, prefix=prefix, suffix="\n", text="x + 1", path=path),
+            completion(f"b{n}", n + 0.1, prefix=prefix + "x", suffix="\n", text=" * 2 - 1", path=path),
+            verdict(f"a{n}", True, n + 0.2),
+            verdict(f"b{n}", False, n + 0.3),
+        ]
+    return rows

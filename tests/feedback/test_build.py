@@ -15,7 +15,7 @@ from codetune.errors import InputError
 from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
 
-from .helpers import completion, verdict, write
+from .helpers import completion, typed_on, verdict, write
 
 ADD = "def add(a, b):\n    return "
 
@@ -127,15 +127,7 @@ def test_records_become_sft_kto_and_dpo_rows(tmp_path):
 
 
 def test_nearly_same_prompts_share_a_split_and_test_holds_accepted_rows_only(tmp_path):
-    rows = []
-    for n in range(40):
-        prefix = f"def f{n}(x):\n    return "
-        rows += [
-            completion(f"a{n}", n, prefix=prefix, suffix="\n", text="x + 1", path=f"m{n}.py"),
-            completion(f"b{n}", n + 0.1, prefix=prefix + "x", suffix="\n", text=" - 1", path=f"m{n}.py"),
-            verdict(f"a{n}", True, n + 0.2),
-            verdict(f"b{n}", False, n + 0.3),
-        ]
+    rows = typed_on(40, files=40)
     build(
         BuildConfig(
             corpus=write(tmp_path / "records", rows),

@@ -98,8 +98,10 @@ def test_suggest_less_reports_on_held_out_newer_records(tmp_path):
 def test_min_confidence_specs(tmp_path):
     assert min_confidence(None) is None and min_confidence("") is None
     fixed = min_confidence("-1.5")
-    assert fixed.allows("p", None, "t", -1.0) and not fixed.allows("p", None, "t", -2.0)
-    assert fixed.allows("p", None, "t", None)  # no log-probability: shown
+    assert fixed.allows(completion("a", mean_logprob=-1.0)) and not fixed.allows(
+        completion("b", mean_logprob=-2.0)
+    )
+    assert fixed.allows(completion("c"))  # no log-probability: shown
     for bad in ("abc", "0.5", "nan", "-inf"):
         with pytest.raises(InputError, match="min-confidence"):
             min_confidence(bad)

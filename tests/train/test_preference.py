@@ -51,51 +51,42 @@ def tokenizer():
     return tok
 
 
-def test_dpo_loss_matches_trl_on_the_same_batch(trl, tokenizer, tmp_path):
+def trl_batch(trainer_class, config, columns, tokenizer):
+    """A TRL trainer of ``config`` on PROMPTS + ``columns`` (a new LoRA adapter, moved off the
+    identity) and its collated batch of all four rows."""
     from datasets import Dataset
     from peft import LoraConfig
 
     from codetune.modeling.loading import load_model
 
-    data = Dataset.from_dict(
-        {
-            "prompt": PROMPTS,
-            "chosen": [" x + 1\n", "import sys\n", "1, 2]\n", " range(3):\n"],
-            "rejected": [" None\n", "print(1)\n", "]\n", " x:\n"],
-        }
-    )
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True, beta=0.3
-    )
-    trainer = trl.DPOTrainer(
+    trainer = trainer_class(
         model=load_model("tiny-gpt-bigcode"),
-        args=args,
-        train_dataset=data,
+        args=config,
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS, **columns}),
         processing_class=tokenizer,
         peft_config=LoraConfig(**LORA),
     )
     model = perturbed(trainer.model)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    theirs = trainer._compute_loss(model, batch, False)
+    return trainer, model, trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+
+
+def test_dpo_loss_matches_trl_on_the_same_batch(trl, tokenizer, tmp_path):
+    config = trl.DPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[], use_cpu=True, beta=0.3
+    )
+    columns = {
+        "chosen": [" x + 1\n", "import sys\n", "1, 2]\n", " range(3):\n"],
+        "rejected": [" None\n", "print(1)\n", "]\n", " x:\n"],
+    }
+    trainer, model, batch = trl_batch(trl.DPOTrainer, config, columns, tokenizer)
+    theirs = float(trainer._compute_loss(model, batch, False).detach())
     total, pairs = get_method("dpo").loss(model, batch, SETTINGS)
-    assert pairs == 4 and float(theirs.detach()) > math.log(2) + 0.01  # the perturbation made it non-trivial
-    assert float(total / pairs) == pytest.approx(float(theirs.detach()), abs=1e-5)
+    assert pairs == 4 and theirs > math.log(2) + 0.01  # the perturbation made it non-trivial
+    assert float(total / pairs) == pytest.approx(theirs, abs=1e-5)
 
 
 def test_kto_loss_and_its_kl_rows_match_trl_on_the_same_batch(trl, tokenizer, tmp_path):
-    from datasets import Dataset
-    from peft import LoraConfig
-
-    from codetune.modeling.loading import load_model
-
-    data = Dataset.from_dict(
-        {
-            "prompt": PROMPTS,
-            "completion": [" x + 1\n", "import sys\n", "]\n", " x:\n"],
-            "label": [True, True, False, False],
-        }
-    )
-    args = trl.KTOConfig(
+    config = trl.KTOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
         report_to=[],
@@ -104,15 +95,11 @@ def test_kto_loss_and_its_kl_rows_match_trl_on_the_same_batch(trl, tokenizer, tm
         desirable_weight=1.0,
         undesirable_weight=1.5,
     )
-    trainer = trl.KTOTrainer(
-        model=load_model("tiny-gpt-bigcode"),
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=LoraConfig(**LORA),
-    )
-    model = perturbed(trainer.model)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    columns = {
+        "completion": [" x + 1\n", "import sys\n", "]\n", " x:\n"],
+        "label": [True, True, False, False],
+    }
+    trainer, model, batch = trl_batch(trl.KTOTrainer, config, columns, tokenizer)
     # Our KL rows, built from the rows alone, are TRL's: each prompt with the previous row's completion.
     rows = [
         {"input_ids": ids[keep == 1].tolist(), "loss_mask": mask[keep == 1].tolist()}
@@ -122,11 +109,11 @@ def test_kto_loss_and_its_kl_rows_match_trl_on_the_same_batch(trl, tokenizer, tm
     for i, (ids, keep) in enumerate(zip(batch["KL_input_ids"], batch["KL_attention_mask"])):
         assert sequences[i] == ids[keep == 1].tolist()
         assert masks[i] == batch["KL_completion_mask"][i][keep == 1].tolist()
-    theirs = trainer._compute_loss(model, batch, False)
+    theirs = float(trainer._compute_loss(model, batch, False).detach())
     ours = {key.replace("KL_", "kl_"): value for key, value in batch.items()}
     total, count = get_method("kto").loss(model, ours, SETTINGS)
-    assert count == 4 and abs(float(theirs) - 0.5) > 0.01
-    assert float(total / count) == pytest.approx(float(theirs), abs=1e-5)
+    assert count == 4 and abs(theirs - 0.5) > 0.01
+    assert float(total / count) == pytest.approx(theirs, abs=1e-5)
 
 
 def test_losses_by_hand():
@@ -191,22 +178,13 @@ def test_the_reference_is_the_base_model_with_the_adapter_off(tokenizer):
 
 @pytest.fixture(scope="module")
 def feedback_dataset(tmp_path_factory):
-    from tests.feedback.helpers import completion, verdict, write
+    from tests.feedback.helpers import typed_on, write
 
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig
 
     root = tmp_path_factory.mktemp("feedback")
-    rows = []
-    for n in range(24):
-        prefix = f"def f{n}(x):\n    return "
-        path = f"m{n % 6}.py"
-        rows += [
-            completion(f"a{n}", n, prefix=prefix, suffix="\n", text="x + 1", path=path),
-            completion(f"b{n}", n + 0.1, prefix=prefix + "x", suffix="\n", text=" * 2 - 1", path=path),
-            verdict(f"a{n}", True, n + 0.2),
-            verdict(f"b{n}", False, n + 0.3),
-        ]
+    rows = typed_on(24, files=6)
     build(
         BuildConfig(
             corpus=write(root / "records", rows),

@@ -61,9 +61,20 @@ def parse_time(text: str) -> float:
     return stamp.timestamp()
 
 
+class _Row:
+    """A record as the row written to disk: its fields under its ``type``."""
+
+    TYPE = ""
+
+    def row(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **asdict(self)}  # type: ignore[call-overload]
+
+
 @dataclass
-class CompletionRecord:
+class CompletionRecord(_Row):
     """One suggestion shown (or sent) to an editor."""
+
+    TYPE = COMPLETION
 
     id: str
     prefix: str
@@ -81,13 +92,12 @@ class CompletionRecord:
     mean_logprob: float | None = None
     source: str = "serve"
 
-    def row(self) -> dict[str, Any]:
-        return {"type": COMPLETION, **asdict(self)}
-
 
 @dataclass
-class FeedbackRecord:
+class FeedbackRecord(_Row):
     """What the developer did with a suggestion (one editor event)."""
+
+    TYPE = FEEDBACK
 
     id: str
     event: str
@@ -97,9 +107,6 @@ class FeedbackRecord:
     select_kind: str | None = None
     time: str = field(default_factory=utc_now)
     source: str = "generic"
-
-    def row(self) -> dict[str, Any]:
-        return {"type": FEEDBACK, **asdict(self)}
 
 
 @dataclass

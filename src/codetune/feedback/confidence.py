@@ -8,7 +8,7 @@ highest that keeps at least ``keep_accepted`` of the accepted completions it was
 everything below it would not be shown.
 
 ``serve --min-confidence auto|X`` (phase 2) calls :func:`min_confidence` once and
-:meth:`ConfidenceGate.allows` for every completion.
+:meth:`ConfidenceGate.allows` with every completion's record.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.records import Labeled, read_records
+from codetune.artifacts.records import CompletionRecord, Labeled, read_records
 from codetune.errors import InputError
 
 SIGNALS = ("mean_logprob", "logistic")
@@ -69,40 +69,23 @@ class ConfidenceGate:
     means: list[float] = field(default_factory=list)
     scales: list[float] = field(default_factory=list)
 
-    def score(
-        self,
-        prefix: str,
-        suffix: str | None,
-        text: str,
-        mean_logprob: float | None,
-        finish_reason: str | None = None,
-    ) -> float | None:
+    def score(self, completion: CompletionRecord) -> float | None:
         """The signal for one completion: its mean log-probability, or its logistic P(accepted)."""
-        if mean_logprob is None or not math.isfinite(mean_logprob):
+        c = completion
+        if c.mean_logprob is None or not math.isfinite(c.mean_logprob):
             return None
         if self.signal == "mean_logprob":
-            return float(mean_logprob)
-        x = features(prefix, suffix, text, mean_logprob, finish_reason)
+            return float(c.mean_logprob)
+        x = features(c.prefix, c.suffix, c.text, c.mean_logprob, c.finish_reason)
         z = self.weights[0] + sum(
             w * (v - m) / s for w, v, m, s in zip(self.weights[1:], x, self.means, self.scales, strict=True)
         )
         return _sigmoid(z)
 
-    def allows(
-        self,
-        prefix: str,
-        suffix: str | None,
-        text: str,
-        mean_logprob: float | None,
-        finish_reason: str | None = None,
-    ) -> bool:
+    def allows(self, completion: CompletionRecord) -> bool:
         """Whether to show the completion; one without a score (no log-probability) is shown."""
-        value = self.score(prefix, suffix, text, mean_logprob, finish_reason)
+        value = self.score(completion)
         return value is None or value >= self.threshold
-
-    def allows_record(self, item: Labeled) -> bool:
-        c = item.completion
-        return self.allows(c.prefix, c.suffix, c.text, c.mean_logprob, c.finish_reason)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,10 +156,7 @@ def fit_gate(
             for c in (item.completion for item in decided)
         ]
         gate.weights, gate.means, gate.scales = _fit_logistic(rows, [int(bool(i.accepted)) for i in decided])
-    scores = sorted(
-        gate.score(c.prefix, c.suffix, c.text, c.mean_logprob, c.finish_reason)  # type: ignore[misc]
-        for c in (item.completion for item in decided if item.accepted)
-    )
+    scores = sorted(gate.score(item.completion) for item in decided if item.accepted)  # type: ignore[type-var]
     keep = math.ceil(keep_accepted * len(scores) - 1e-9)
     gate.threshold = float(scores[len(scores) - keep])
     return gate
@@ -187,7 +167,7 @@ def gate_report(gate: ConfidenceGate, items: Sequence[Labeled]) -> dict[str, Any
     decided = _decided(items)
     shown = len(decided)
     accepted = sum(1 for item in decided if item.accepted)
-    kept = [item for item in decided if gate.allows_record(item)]
+    kept = [item for item in decided if gate.allows(item.completion)]
     kept_accepted = sum(1 for item in kept if item.accepted)
     removed = shown - len(kept)
     lost = accepted - kept_accepted
