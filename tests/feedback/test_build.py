@@ -11,7 +11,7 @@ import pytest
 from codetune.artifacts.dataset import read_dataset
 from codetune.dataset.builder import build
 from codetune.dataset.config import BuildConfig
-from codetune.errors import InputError
+from codetune.errors import ConfigError, InputError
 from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
 
@@ -162,6 +162,8 @@ def test_build_feedback_bad_input(tmp_path, cli):
     for corpus, message in ((empty, "no completion records"), (tmp_path / "nope", "not found")):
         with pytest.raises(InputError, match=message):
             build(BuildConfig(corpus=corpus, format="feedback", out=tmp_path / "ds"))
+    with pytest.raises(ConfigError, match="repo_context and mix do not apply"):
+        build(BuildConfig(corpus=only_served, format="feedback", out=tmp_path / "ds", repo_context=True))
     assert not (tmp_path / "ds").exists()
 
 

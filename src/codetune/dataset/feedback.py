@@ -224,6 +224,11 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
     from codetune.dataset.builder import check_tokenizer, load_build_tokenizer
 
     opts = cfg.feedback
+    if cfg.repo_context or cfg.mix:
+        raise ConfigError(
+            "the feedback format builds its rows from the records as served (prompt, suffix, suggestion): "
+            "repo_context and mix do not apply; remove them"
+        )
     out = default_out(cfg.out, None, "dataset")
     check_output_folder(out, stage="build")
     source = Path(cfg.corpus)  # type: ignore[arg-type]
