@@ -19,6 +19,9 @@ from codetune.errors import InputError
 from codetune.files import atomic_dir, fingerprint, read_json_object, write_json
 
 SPLITS = ("train", "valid", "test")
+# A dataset with rows for several training objectives (`build --format feedback`: sft, kto, dpo)
+# names each row's in this column; a method trains on its objective's rows (codetune.train.methods).
+OBJECTIVE_COLUMN = "objective"
 HINT = "run `codetune build` first"
 # One Arrow shard per this many bytes of a split.
 SHARD_BYTES = 500_000_000

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codetune.artifacts.dataset import write_dataset
+from codetune.artifacts.dataset import OBJECTIVE_COLUMN, write_dataset
 from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import TOKENIZER
 from codetune.artifacts.records import Labeled, read_records
@@ -161,7 +161,7 @@ def _features() -> Any:
     spec = {
         "input_ids": Sequence(Value("int32")),
         "loss_mask": Sequence(Value("int8")),
-        "objective": Value("string"),
+        OBJECTIVE_COLUMN: Value("string"),
         "label": Value("int8"),
         "rejected_input_ids": Sequence(Value("int32")),
         "rejected_loss_mask": Sequence(Value("int8")),
@@ -179,7 +179,7 @@ def _row(
     return {
         "input_ids": encoded[0][0],
         "loss_mask": encoded[0][1],
-        "objective": objective,
+        OBJECTIVE_COLUMN: objective,
         "label": label,
         "rejected_input_ids": rejected[0],
         "rejected_loss_mask": rejected[1],
@@ -319,8 +319,10 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
             f"no rows could be built from {source}: {dict(dropped)} (raise --max-length, or give records "
             "with feedback)"
         )
-    counts = {split: Counter(row["objective"] for row in rows[split]) for split in SPLITS}
-    labels = Counter(row["label"] for split in SPLITS for row in rows[split] if row["objective"] == "kto")
+    counts = {split: Counter(row[OBJECTIVE_COLUMN] for row in rows[split]) for split in SPLITS}
+    labels = Counter(
+        row["label"] for split in SPLITS for row in rows[split] if row[OBJECTIVE_COLUMN] == "kto"
+    )
     stats_splits = {
         split: {
             "examples": len(rows[split]),

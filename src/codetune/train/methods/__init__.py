@@ -12,10 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.dataset import OBJECTIVE_COLUMN
 from codetune.errors import ConfigError, InputError
-
-# A dataset with rows for several objectives (``build --format feedback``) names each row's here.
-OBJECTIVE_COLUMN = "objective"
 
 
 class Method:
@@ -158,7 +156,6 @@ def quantization_config() -> Any:
 
 __all__ = [
     "METHODS",
-    "OBJECTIVE_COLUMN",
     "Method",
     "adalora_ranks",
     "get_method",
