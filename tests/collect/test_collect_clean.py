@@ -62,7 +62,7 @@ VERSIONS = """package build
 // The image pins OpenJDK-Corretto-11.0.14.1.1; see sections 2.3.3.1 of the spec.
 const val JDK = "Corretto-11.0.14.1"
 const val RELEASE = "v1.2.3.4"
-const val RESOLVER = "8.8.4.4"
+const val RESOLVER = "81.2.69.160"
 
 fun describe(): String = "$JDK at $RELEASE via $RESOLVER"
 """
@@ -243,7 +243,7 @@ def test_versions_and_sections_are_not_addresses(kotlin):
         '"v1.2.3.4"',
     ):
         assert kept_text in text
-    assert "8.8.4.4" not in text and "192.0.2.1" in text
+    assert "81.2.69.160" not in text and "192.0.2.1" in text
 
 
 def test_delegation_is_kotlin_and_prose_is_not(kotlin):

@@ -149,7 +149,7 @@ def test_licence_strip_leaves_ordinary_comments():
         ),
         ('db_password = "Xk9#mQ2$vL7p"', "password", "Xk9#mQ2$vL7p", "<PASSWORD>"),
         ("contact: jane.doe@corp-mail.io", "email", "jane.doe", "user@example.com"),
-        ("server = '8.8.4.4'", "ip_address", "8.8.4.4", "192.0.2.1"),
+        ("server = '81.2.69.160'", "ip_address", "81.2.69.160", "192.0.2.1"),
     ],
 )
 def test_redaction_matrix(text, kind, gone, placeholder):
