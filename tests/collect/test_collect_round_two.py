@@ -520,3 +520,29 @@ def test_docs_list_every_drop_reason():
     reasons |= set(re.findall(r'_drop\([^)]*"(\w+)"', source))
     missing = sorted(reason for reason in reasons if f"`{reason}`" not in doc)
     assert not missing, f"docs/collect.md does not name: {missing}"
+
+
+GO_BANNER = "// Copyright 2019 The Go Authors. All rights reserved.\n// Use of this source code is governed by a BSD-style\n// license that can be found in the LICENSE file.\n\n"
+
+
+def go_file(name: str) -> str:
+    return f'package {name}\n\nimport "strings"\n\nfunc {name.title()}(words []string) string {{\n\treturn strings.Join(words, "{name}")\n}}\n'
+
+
+def test_a_banner_most_of_a_repository_carries_is_its_own(tmp_path):
+    """The Go Authors' banner on every file of golang.org/x/tools-like `tools` is that repository's
+    own; on one file among an application's it marks a copy of the standard library."""
+    kept, dropped, manifest = run(
+        tmp_path,
+        "go",
+        {
+            "tools": {f"{name}/{name}.go": GO_BANNER + go_file(name) for name in ("alpha", "beta", "gamma")},
+            "app": {
+                **{f"{name}/{name}.go": go_file(name) for name in ("delta", "epsilon", "zeta")},
+                "internal/singleflight/singleflight.go": GO_BANNER + go_file("singleflight"),
+            },
+        },
+    )
+    assert {"alpha/alpha.go", "beta/beta.go", "gamma/gamma.go", "delta/delta.go"} <= set(kept)
+    assert dropped["internal/singleflight/singleflight.go"] == "vendored"
+    assert manifest["counts"]["dropped"]["vendored"]["files"] == 1

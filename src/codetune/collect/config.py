@@ -121,7 +121,7 @@ class CollectConfig(StrictModel):
         "more than max_literal_fraction of it.",
     )
     max_literal_fraction: float = Field(
-        0.4, ge=0, le=1, description="Share of the file string literals may cover (see max_literal_chars)."
+        0.5, ge=0, le=1, description="Share of the file string literals may cover (see max_literal_chars)."
     )
     max_numeric_fraction: float = Field(
         0.5, ge=0, le=1, description="Drop files of 500+ words where numbers are more of the words."

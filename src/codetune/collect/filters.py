@@ -202,9 +202,10 @@ def _first_comment(text: str, language: Language) -> str:
     return ""
 
 
-# Header lines of well-known projects whose sources get copied into others (merlin carries five
-# copies of the OCaml compiler's typer under upstream/ocaml_5xx/): project -> banner. A file with
-# one is vendored unless the repository's own name contains the project's (collecting OCaml itself).
+# Header lines of well-known projects whose files get copied verbatim into others (merlin carries
+# six copies of the OCaml compiler's typer under upstream/ocaml_5xx/): project -> banner. The
+# pipeline drops such copies as vendored unless the repository is named after the project or most of
+# its files carry the banner (the project itself, or another repository of its organisation).
 PROJECT_BANNERS: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern)
     for name, pattern in {
@@ -224,13 +225,13 @@ PROJECT_BANNERS: dict[str, re.Pattern[str]] = {
         "scala": r"Scala \(https://www\.scala-lang\.org\)",
         "nim": r"Nim's Runtime Library",
         "openzeppelin": r"OpenZeppelin Contracts\b",
-        "android": r"Copyright \(C\) \d{4} The Android Open Source Project",
     }.items()
 }
 
 
 def copied_project(repo: str, original: str, language: Language) -> str | None:
-    """The well-known project a file is a copy of, by the banner in its header (see PROJECT_BANNERS)."""
+    """The well-known project whose banner a file's header carries (see PROJECT_BANNERS), unless the
+    repository is named after it."""
     lines = original[:8000].splitlines(keepends=True)
     header = "".join(lines[: header_end(lines, language)])
     own = repo.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
@@ -240,10 +241,9 @@ def copied_project(repo: str, original: str, language: Language) -> str | None:
     return None
 
 
-def vendored_reason(path: str, original: str, language: Language, repo: str = "") -> str | None:
+def vendored_reason(path: str, original: str, language: Language) -> str | None:
     """``vendored``, ``minified`` or ``bundle`` when a file is a copy of someone else's code or a build
-    output (by its path, its name, its banner, its build markers or a well-known project's header);
-    None for the project's own code."""
+    output (by its path, its name, its banner or its build markers); None for the project's own code."""
     parts = path.replace("\\", "/").lower().split("/")
     if any(part in VENDORED_DIRS or part.startswith("vendor") for part in parts[:-1]):
         return "vendored"
@@ -260,20 +260,29 @@ def vendored_reason(path: str, original: str, language: Language, repo: str = ""
         return "bundle"
     if _LIBRARY_BANNER.search(_first_comment(original, language)[:2000]):
         return "vendored"
-    if copied_project(repo, original, language) is not None:
-        return "vendored"
     return None
 
 
 @register_filter("vendored")
 def _vendored(doc: Doc, th: Thresholds) -> Verdict:
-    reason = vendored_reason(doc.path, doc.meta.get("original", doc.text), doc.language, doc.repo)
+    reason = vendored_reason(doc.path, doc.meta.get("original", doc.text), doc.language)
     return reason is None or (False, reason)
 
 
 # Test fixtures holding a code generator's expected output: an output folder below a test folder
 # (SQLDelight's src/test/*-fixtures/NAME/output/...). A package named `expected` in main code is not.
-_TEST_PARTS = re.compile(r"tests?|testdata|test[-_]data|fixtures?|.*[-_]fixtures|__fixtures__|testfixtures")
+_TEST_PARTS = re.compile(
+    r"tests?|spec|specs|__tests__|testdata|test[-_]data|fixtures?|.*[-_]fixtures|__fixtures__|testfixtures"
+)
+_TEST_NAME = re.compile(r"(?i)(?:^test_.*|.*(?:_test|_spec|\.test|\.spec|tests?|spec)\.\w+)$")
+
+
+def is_test_path(path: str) -> bool:
+    """Whether a file is a test or test fixture (by a test folder or a test file name)."""
+    parts = path.replace("\\", "/").lower().split("/")
+    return any(_TEST_PARTS.fullmatch(part) for part in parts[:-1]) or bool(_TEST_NAME.match(parts[-1]))
+
+
 _OUTPUT_PARTS = frozenset(
     {"output", "outputs", "expected", "expected-output", "expected_output", "golden", "goldens", "snapshots"}
 )

@@ -33,7 +33,7 @@ from codetune.artifacts.paths import REJECTED_INDEX
 from codetune.collect.config import CollectConfig
 from codetune.collect.encoding import decode_source
 from codetune.collect.executor import open_executor
-from codetune.collect.filters import FILTERS, Doc, Thresholds, run_filters, strip_licence
+from codetune.collect.filters import FILTERS, Doc, Thresholds, copied_project, run_filters, strip_licence
 from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
@@ -123,6 +123,7 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "licence_stripped": stripped,
         "redactions": redactions,
+        "copied_from": copied_project(repo, original, ctx.language) if "vendored" in ctx.filters else None,
     }
     if ctx.exact_dedup:
         from codetune.collect.dedup import exact_key
@@ -248,6 +249,7 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
             summary["rejected"] = f"{cfg.rejected} (unchanged)"
         return StageResult("collect", out, summary=summary, skipped=True)
     processed = process_sources(cfg, ctx, listed, identity, work)
+    _drop_copies(processed)
     kept, dropped = _dedup(cfg, processed)
     counts, skipped = _count(dropped, processed)
     redactions = _redactions(kept)
@@ -475,6 +477,29 @@ def _progress(iterable: Any, total: int, what: str) -> Any:
         for item in iterable:
             progress.advance(task)
             yield item
+
+
+# A repository where at least this share of the kept files carries a project's banner is that project
+# (or its organisation's): its banner files are its own, not copies.
+COPY_MAJORITY = 0.8
+
+
+def _drop_copies(processed: list[Processed]) -> None:
+    """Mark kept files carrying a well-known project's banner (``copied_from``) as ``vendored``, unless
+    most of their repository carries it; cross-file, so after every file is judged."""
+    by_repo: dict[str, list[dict[str, Any]]] = {}
+    for item in processed:
+        for record in item.records:
+            if record["status"] is None:
+                by_repo.setdefault(record["repo"], []).append(record)
+    for records in by_repo.values():
+        projects = Counter(r["copied_from"] for r in records if r.get("copied_from"))
+        for project, n in projects.items():
+            if n >= COPY_MAJORITY * len(records):
+                continue
+            for record in records:
+                if record.get("copied_from") == project:
+                    record.update(status="vendored", bytes=record["orig_bytes"])
 
 
 def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -10,11 +10,14 @@ Detection knows code:
   a call, or an SCM address (``git@github.com:owner/repo``, ``ssh://git@host/...``);
 - an IP is exactly four octets <= 255, not part of a longer dotted run (``Corretto-11.0.14.1.1``) nor
   a version or section number (``v1.2.3.4``, ``sections 2.3.3.1``, ``process 1.6.20.0+``) nor
-  version-shaped (``"1.27.1.2"``, ``1.2.3.4``: small numbers); private, loopback, documentation and
-  multicast addresses, networks (``52.95.110.0/24``) and public DNS resolvers are kept;
+  version-shaped (``"1.27.1.2"``, ``1.2.3.4``: small numbers) nor a made-up test value (``50.50.50.50``,
+  ``12.34.56.78``); private, loopback, documentation and multicast addresses, networks
+  (``52.95.110.0/24``, ``81.2.69.0``) and public DNS resolvers are kept;
+- an e-mail is not a made-up one (``test@test.com``, ``someone@somedomain.com``, ``a@thing.com``);
 - a password is a value of 8+ characters with some entropy assigned to a secret-sounding name, and
-  not a name (``REFRESH_TOKEN = "refresh_token"``, ``"x-auth-token"``) nor a reference to where the
-  secret lives (``"{vault://env/pg_password}"``, ``"${DB_PASSWORD}"``);
+  not a name (``REFRESH_TOKEN = "refresh_token"``, ``"x-auth-token"``), a reference to where the
+  secret lives (``"{vault://env/pg_password}"``, ``"${DB_PASSWORD}"``), one lowercase word
+  (``"wrongpassword"``) nor a value naming itself (``"password123"``, ``"secret_4232"``);
 - a private key needs a base64 body between its armour lines (two armour string constants with
   code between them are not a key).
 
@@ -24,6 +27,7 @@ Detection knows code:
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
 import re
 from collections import Counter
@@ -73,13 +77,19 @@ _HINTS: dict[str, tuple[str, ...]] = {
 }
 _PASSWORD = re.compile(
     r"(?i)\b(?P<name>[a-z_]*(?:password|passwd|pwd|secret|api_?key|access_?token|auth_?token|secret_?key|token))"
-    r"(?P<sep>\s*[:=]\s*|\s*=>\s*)(?P<q>[\"'])(?P<value>[^\"'\s]{8,})(?P=q)"
+    r"[\"']?(?P<sep>\s*[:=]\s*|\s*=>\s*)(?P<q>[\"'])(?P<value>[^\"'\s]{8,})(?P=q)"
 )
 _PASSWORD_WORDS = ("passw", "pwd", "secret", "apikey", "api_key", "token")
 # Where a secret lives, not the secret: ${ENV}, $(cmd), {{ template }}, {vault://...}, #{...},
 # %(name)s, env:NAME, arn:aws:..., op://vault/item (1Password).
 _REFERENCE = re.compile(
     r"(?i)^(?:\$|\{|#\{|%\(|@\{|env:|vault:|ref\+|arn:aws:|op://|secret(?:s)?://)|\$\{|\{\{"
+)
+# A value spelling out what it stands for is a test's or a doc's, not a real secret.
+_MADE_UP_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key", "credential", "changeme")
+# Keyboard and alphabet runs in a value mark a made-up one.
+_SEQUENCE = re.compile(
+    r"qwerty|asdfgh|123456|" + "|".join("abcdefghijklmnopqrstuvwxyz"[i : i + 6] for i in range(21))
 )
 # A field name, header or key rather than a value: words joined by _ - . or camelCase, no digits.
 _NAME_SHAPED = re.compile(r"[A-Za-z]+(?:[-_.:/][A-Za-z]+)+|[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z][a-z]+){2,}")
@@ -94,8 +104,15 @@ def is_secret_value(name: str, value: str) -> bool:
     """Whether ``value`` assigned to the secret-sounding ``name`` looks like a secret itself."""
     if value.startswith("<") or shannon_entropy(value) < 3.0:
         return False  # placeholders and plain words
-    if _REFERENCE.search(value) or _URL_OR_PATH.match(value):
-        return False
+    if _REFERENCE.search(value) or _URL_OR_PATH.match(value) or "\\(" in value:
+        return False  # Swift's interpolation: "a\\(count)"
+    letters = re.sub(r"\d", "", value)
+    if letters.isalpha() and letters.islower() and len(value) - len(letters) <= 2:
+        return False  # one word, maybe a digit or two: "wrongpassword", "credentials", "hard2guess"
+    if _SEQUENCE.search(value.lower()):
+        return False  # "abcdefgh", "qwerty123", "!abCDefGHijKL4#1"
+    if any(word in value.lower() for word in _MADE_UP_WORDS):
+        return False  # a test's value: "password123", "secret_4232", "mytoken01"
     own = _alnum(value)
     if own and (own == _alnum(name) or _alnum(name).endswith(own)):
         return False  # REFRESH_TOKEN = "refresh_token"
@@ -106,6 +123,20 @@ _EMAIL = re.compile(
     r"\b[A-Za-z0-9._%+-]+@(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?P<tld>[A-Za-z]{2,}))\b"
 )
 _KEEP_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+# Made-up addresses of tests and docs (test@test.com, someone@somedomain.com, a@thing.com,
+# user@project.org): a placeholder local part or domain, or a one-letter local part.
+_FAKE_LOCAL = frozenset(
+    {
+        *("test", "tester", "testing", "user", "username", "someone", "somebody", "nobody", "anyone"),
+        *("foo", "bar", "baz", "qux", "me", "you", "name", "email", "mail", "address", "your.name"),
+        *("first.last", "firstname.lastname", "abc", "xyz", "xxx", "noreply", "no-reply"),
+    }
+)
+_FAKE_DOMAIN = re.compile(
+    r"(?i)^(?:[\w-]+\.)*(?:test|tests|testing|example|exmaple|invalid|localhost|domain|somedomain|"
+    r"yourdomain|mydomain|anydomain|email|foo|bar|baz|foobar|thing|here|there|company|yourcompany|"
+    r"mycompany|acme|host|server|site)\.[a-z]{2,}$"
+)
 # Kotlin's labelled this/super/return/break/continue: `this@Buffer.write(data)` is code.
 _LABEL_KEYWORDS = frozenset({"this", "super", "return", "break", "continue"})
 # Top-level domains an address can end in: common generic ones and the two-letter country codes.
@@ -178,6 +209,23 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values()) if n else 0.0
 
 
+def _whole_literal(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] (an address, maybe followed by :port) is all of a string literal."""
+    port = re.match(r":\d{1,5}", text[end : end + 6])
+    end += port.end() if port else 0
+    quote = text[start - 1 : start]
+    return quote in ("'", '"', "`") and text[end : end + 1] == quote
+
+
+def _made_up_address(octets: list[int]) -> bool:
+    """Test values and networks rather than a host: equal steps (50.50.50.50, 10.20.30.40),
+    ascending digits (12.34.56.78, 123.45.67.89), a network or broadcast address (x.y.z.0, x.y.z.255)."""
+    steps = {b - a for a, b in itertools.pairwise(octets)}
+    digits = "".join(map(str, octets))
+    ascending = all(int(b) == int(a) + 1 for a, b in itertools.pairwise(digits))
+    return len(steps) == 1 or ascending or octets[3] in (0, 255)
+
+
 def _public_ip(text: str) -> bool:
     try:
         address = ipaddress.ip_address(text)
@@ -226,6 +274,8 @@ def is_email(text: str, match: re.Match[str]) -> bool:
         return False
     if local in _LABEL_KEYWORDS or local == "git":
         return False
+    if len(local) == 1 or local.lower() in _FAKE_LOCAL or _FAKE_DOMAIN.match(match.group("domain")):
+        return False
     if text.startswith("://", max(start - 3, 0)) and start >= 3:
         return False  # user@host in a URL (ssh://git@github.com/...)
     following, after = text[end : end + 1], text[end + 1 : end + 2]
@@ -242,7 +292,10 @@ def _email_redactions(text: str) -> Iterator[Redaction]:
                 yield Redaction(offset + match.start(), offset + match.end(), EMAIL_PLACEHOLDER, "email")
 
 
-def _ip_redactions(text: str) -> Iterator[Redaction]:
+def _ip_redactions(text: str, test: bool = False) -> Iterator[Redaction]:
+    """Public host addresses; in a test file (``test``) an address that is a whole string literal
+    (``{ ip = "172.168.0.1" }``, ``"120.0.9.32:90"``) is a test value and stays, one inside
+    longer text (a log line, a comment) does not."""
     # Only run the pattern when some run of digits and dots has three dots (cheap, in C).
     if not any(
         run.count(b".") >= 3 for run in text.encode("utf-8", "replace").translate(_DIGITS_DOTS).split()
@@ -259,6 +312,8 @@ def _ip_redactions(text: str) -> Iterator[Redaction]:
             continue  # a network, not a host
         if octets[0] < _VERSION_FIRST_MAX and max(octets[1:]) < _VERSION_REST_MAX:
             continue
+        if _made_up_address(octets) or (test and _whole_literal(text, match.start(), match.end())):
+            continue
         if address in PUBLIC_RESOLVERS or _VERSION_CONTEXT.search(
             text, max(match.start() - 24, 0), match.start()
         ):
@@ -267,13 +322,17 @@ def _ip_redactions(text: str) -> Iterator[Redaction]:
             yield Redaction(match.start(), match.start() + len(address), IP_PLACEHOLDER, "ip_address")
 
 
-def find_redactions(text: str) -> list[Redaction]:
-    """Every redaction for ``text``, non-overlapping (keys first, then passwords, e-mails, IPs)."""
+def find_redactions(text: str, path: str | None = None) -> list[Redaction]:
+    """Every redaction for ``text`` (of the file at ``path``, when known), non-overlapping (keys
+    first, then passwords, e-mails, IPs)."""
+    from codetune.collect.filters import is_test_path
+
+    test = path is not None and is_test_path(path)
     chosen: list[Redaction] = []
-    for finder in (_key_redactions, _password_redactions, _email_redactions, _ip_redactions):
-        for item in finder(text):
-            if all(item.end <= other.start or item.start >= other.end for other in chosen):
-                chosen.append(item)
+    found = (*_key_redactions(text), *_password_redactions(text), *_email_redactions(text))
+    for item in (*found, *_ip_redactions(text, test)):
+        if all(item.end <= other.start or item.start >= other.end for other in chosen):
+            chosen.append(item)
     return sorted(chosen, key=lambda item: item.start)
 
 
@@ -344,7 +403,7 @@ def redact_code(text: str, language: Any, path: str | None = None) -> tuple[str,
     breaks the parse, return the original text with ``broke=True`` (the caller drops the file with
     reason ``redaction_broke_syntax``). Returns (text, counts, broke).
     """
-    redactions = find_redactions(text)
+    redactions = find_redactions(text, path)
     if not redactions:
         return text, {}, False
     redacted, counts = apply_redactions(text, redactions)
