@@ -7,7 +7,8 @@
    hit a planted secret.
 2. Real repositories (optional, folders given on the command line): every redaction codetune makes
    in their source files, with its line, written to ``--review`` for a person to label; with
-   ``--labels`` (a TSV of ``value<TAB>real|not``, from such a review) the precision on them.
+   ``--labels`` (a TSV of ``value<TAB>real|not``, from such a review; ``kind:private_key<TAB>real``
+   labels a whole kind) the precision on them.
 
     python bench/redaction.py --files 400
     python bench/redaction.py --files 400 /tmp/repos/kong /tmp/repos/coil --review /tmp/review.tsv
@@ -190,9 +191,13 @@ def review_repositories(folders: list[str], review: Path | None, labels: Path | 
             "".join("\t".join(re.sub(r"\s+", " ", c) for c in row) + "\n" for row in rows), encoding="utf-8"
         )
         print(f"review file: {review} ({len(rows)} rows: repo, kind, value, path, line)")
-    labelled = [row for row in rows if row[2] in known]
+
+    def verdict(row: tuple[str, ...]) -> bool | None:
+        return known.get(row[2], known.get(f"kind:{row[1]}"))
+
+    labelled = [row for row in rows if verdict(row) is not None]
     if labelled:
-        real = sum(1 for row in labelled if known[row[2]])
+        real = sum(1 for row in labelled if verdict(row))
         print(
             f"real repositories: {real}/{len(labelled)} labelled redactions are real = {real / len(labelled):.1%}"
         )
@@ -204,7 +209,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=400, help="Planted files.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--review", type=Path, help="Write the real redactions here (TSV) for labelling.")
-    parser.add_argument("--labels", type=Path, help="TSV value<TAB>real|not from a review.")
+    parser.add_argument(
+        "--labels", type=Path, help="TSV value<TAB>real|not from a review (kind:KIND labels a whole kind)."
+    )
     args = parser.parse_args()
     files = planted_files(args.files, args.seed)
     ours = score(files, codetune_spans)
