@@ -109,6 +109,25 @@ end
 return _M
 """
 
+LDOC_TAGS = """---
+-- Helpers shared by the proxy and the admin API: table copies, deep merges and
+-- string checks that several modules use.
+--
+-- @copyright Copyright 2016-2022 Example Inc. All rights reserved.
+-- @license [Apache 2.0](https://opensource.org/licenses/Apache-2.0)
+-- @module example.tools.helpers
+
+local _M = {}
+
+function _M.shallow_copy(t)
+  local copy = {}
+  for k, v in pairs(t) do copy[k] = v end
+  return copy
+end
+
+return _M
+"""
+
 SOLHINT = """// SPDX-License-Identifier: BSD-3-Clause
 // solhint-disable private-vars-leading-underscore
 pragma solidity ^0.8.20;
@@ -324,6 +343,7 @@ def lua(tmp_path_factory):
             "kong": {
                 "kong/constants.lua": LUA_CONSTANTS,
                 "kong/plugins/metrics/metrics.lua": LDOC,
+                "kong/tools/helpers.lua": LDOC_TAGS,
                 "kong/templates/cache_config.lua": LUA_TEMPLATE,
                 "kong/tools/gamma.lua": LUA_TABLE,
                 "kong/i18n/names.lua": latin.encode("latin-1"),
@@ -438,6 +458,9 @@ def test_licence_paragraphs_go_module_docs_stay(haskell, lua, solidity):
     assert metrics.startswith("--- @module Metrics\n--\n-- This module keeps every metric")
     assert "flushes them\n-- regularly, so counting needs no lock.\n\nlocal _M" in metrics
     assert "MIT" not in metrics
+    helpers = lua[0]["kong/tools/helpers.lua"]  # LDoc tags: @copyright and @license go, @module stays
+    assert helpers.startswith("---\n-- Helpers shared by the proxy")
+    assert "several modules use.\n--\n-- @module example.tools.helpers\n\nlocal _M" in helpers
     timelock = solidity[0]["mocks/Timelock.sol"]
     assert timelock.startswith("// solhint-disable private-vars-leading-underscore\npragma solidity")
 

@@ -639,15 +639,20 @@ def header_end(lines: list[str], language: Language, limit: int = 400) -> int:
     return index
 
 
+_DOC_TAG = re.compile(r"\s*[^\w\s@]*\s*@\w")
+
+
 def _paragraphs(lines: list[str], start: int, end: int) -> list[tuple[int, int]]:
     """[start, end) line ranges of the paragraphs inside a comment block: runs of lines with words,
-    split at lines holding only comment markers and decoration, and around directive lines."""
+    split at lines holding only comment markers and decoration, around directive lines and before
+    each doc tag (``@module``, ``@license``: one tag is one paragraph)."""
     found: list[tuple[int, int]] = []
     run = None
     for index in range(start, end):
         words = re.search(r"\w", lines[index]) is not None
         directive = bool(_DIRECTIVE.match(lines[index]))
-        if run is not None and (not words or directive):
+        tag = _DOC_TAG.match(lines[index]) is not None
+        if run is not None and (not words or directive or tag):
             found.append((run, index))
             run = None
         if directive:
@@ -718,10 +723,11 @@ def _without_paragraphs(
         removed_since_blank = False
         blank_run.append(len(kept))
         kept.append(line)
-    if markers is None:
-        while kept and not re.search(r"\w", kept[-1]):
+    if markers is None:  # a line-comment block: no blank comment line where a paragraph went
+        content = [index for index in range(start, end) if re.search(r"\w", lines[index])]
+        while content[-1] in gone and kept and not re.search(r"\w", kept[-1]):
             kept.pop()
-        while kept and not re.search(r"\w", kept[0]):
+        while content[0] in gone and kept and not re.search(r"\w", kept[0]):
             kept.pop(0)
     return kept
 
