@@ -274,13 +274,16 @@ def _vendored(doc: Doc, th: Thresholds) -> Verdict:
 _TEST_PARTS = re.compile(
     r"tests?|spec|specs|__tests__|testdata|test[-_]data|fixtures?|.*[-_]fixtures|__fixtures__|testfixtures"
 )
-_TEST_NAME = re.compile(r"(?i)(?:^test_.*|.*(?:_test|_spec|\.test|\.spec|tests?|spec)\.\w+)$")
+# test_x.py, x_test.go, x_spec.lua, x.test.ts, XTest.kt, XTests.swift, XSpec.scala (not latest.kt).
+_TEST_NAME = re.compile(r"^test_|(?:_test|_spec|\.test|\.spec|Tests?|Spec)\.\w+$")
 
 
 def is_test_path(path: str) -> bool:
     """Whether a file is a test or test fixture (by a test folder or a test file name)."""
-    parts = path.replace("\\", "/").lower().split("/")
-    return any(_TEST_PARTS.fullmatch(part) for part in parts[:-1]) or bool(_TEST_NAME.match(parts[-1]))
+    parts = path.replace("\\", "/").split("/")
+    return any(_TEST_PARTS.fullmatch(part.lower()) for part in parts[:-1]) or bool(
+        _TEST_NAME.search(parts[-1])
+    )
 
 
 _OUTPUT_PARTS = frozenset(
