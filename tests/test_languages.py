@@ -60,6 +60,20 @@ def test_grammar_loads_and_unit_types_exist(name):
         assert ts_language.id_for_node_kind(unit, True) is not None, (name, unit)
 
 
+@pytest.mark.parametrize("name", language_names())
+def test_extension_grammars_load_and_suspects_exist(name):
+    """Every per-extension grammar loads for one of the language's extensions; suspect and evidence
+    node types exist in the grammar."""
+    language = get_language(name)
+    for extension, grammar in language.extension_grammars:
+        assert extension in language.extensions and language.grammar_for(f"a{extension}") == grammar
+        get_parser(grammar)
+    ts_language = get_parser(language.grammar).language if language.suspect_types else None
+    for suspect, evidence in language.suspect_types:
+        for node_type in (suspect, *evidence):
+            assert ts_language.id_for_node_kind(node_type, True) is not None, (name, node_type)
+
+
 def test_lookup_by_alias_and_path():
     assert get_language("C#").name == "c_sharp"
     assert get_language("Kotlin").name == "kotlin"

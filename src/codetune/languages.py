@@ -7,6 +7,7 @@ wheel; 1.x downloads them at run time and fails offline).
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,25 @@ class Language:
     # empty: anything. Files with a script extension (.kts) may hold statements too.
     top_level_types: tuple[str, ...] = field(default_factory=tuple)
     script_extensions: tuple[str, ...] = field(default_factory=tuple)
+    # (extension, grammar) where one language needs several grammars: OCaml's .mli interfaces parse
+    # with ``ocaml_interface`` (the implementation grammar errors on most of them).
+    extension_grammars: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # Regexes of syntax the grammar does not know yet (Kotlin 2.1's multi-dollar strings ``$$"a$b"``):
+    # their matches are blanked, length kept, before a file is judged, so a gap cannot drop valid code.
+    grammar_gaps: tuple[str, ...] = field(default_factory=tuple)
+    # (node type, evidence types): top-level nodes the grammar accepts from foreign text, counted as
+    # unparsed unless they hold an evidence node (a shell line `exec runghc Setup.hs "$@"` is a
+    # Haskell top-level splice; a real Template Haskell splice quotes a name: ``makeLenses ''User``).
+    suspect_types: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
+
+    def grammar_for(self, path: str | Path | None = None) -> str | None:
+        """The grammar for a file of this language (by its extension), or the language's grammar."""
+        if path is not None and self.extension_grammars:
+            suffix = Path(path).suffix.lower()
+            for extension, grammar in self.extension_grammars:
+                if suffix == extension:
+                    return grammar
+        return self.grammar
 
 
 _REGISTRY: dict[str, Language] = {}
@@ -102,6 +122,7 @@ register_language(
             "type_alias",
         ],
         script_extensions=(".kts",),
+        grammar_gaps=(r"\$\$+(?=\")",),
     )
 )
 _builtin(
@@ -115,16 +136,27 @@ _builtin(
 _builtin(
     "elm", ".elm", "elm", "--", ("{-", "-}"), "value_declaration type_declaration type_alias_declaration"
 )
-_builtin(
-    "haskell",
-    ".hs .lhs",
-    "haskell",
-    "--",
-    ("{-", "-}"),
-    "function signature data_type newtype class instance",
+register_language(
+    Language(
+        "haskell",
+        (".hs", ".lhs"),
+        "haskell",
+        "--",
+        ("{-", "-}"),
+        ("function", "signature", "data_type", "newtype", "class", "instance"),
+        suspect_types=(("top_splice", ("th_quoted_name", "quasiquote", "splice", "quote")),),
+    )
 )
-_builtin(
-    "ocaml", ".ml .mli", "ocaml", None, ("(*", "*)"), "value_definition type_definition module_definition"
+register_language(
+    Language(
+        "ocaml",
+        (".ml", ".mli"),
+        "ocaml",
+        None,
+        ("(*", "*)"),
+        ("value_definition", "type_definition", "module_definition"),
+        extension_grammars=((".mli", "ocaml_interface"),),
+    )
 )
 _builtin("lua", ".lua", "lua", "--", ("--[[", "]]"), "function_declaration")
 _builtin("r", ".r", "r", "#", None, "function_definition")
@@ -249,12 +281,27 @@ def get_parser(grammar: str) -> Any:
         raise InputError(f"no tree-sitter grammar named {grammar!r}: {error}") from None
 
 
-def parse(language: Language, source: str | bytes) -> Any:
-    """Parse source text and return the tree-sitter tree."""
-    if language.grammar is None:
+def parse(language: Language, source: str | bytes, path: str | Path | None = None) -> Any:
+    """Parse source text and return the tree-sitter tree (with the grammar for ``path``'s extension)."""
+    grammar = language.grammar_for(path)
+    if grammar is None:
         raise InputError(f"language {language.name!r} has no tree-sitter grammar")
     data = source.encode("utf-8") if isinstance(source, str) else source
-    return get_parser(language.grammar).parse(data)
+    return get_parser(grammar).parse(data)
+
+
+def mask_gaps(language: Language, source: str | bytes) -> bytes:
+    """``source`` as bytes with the grammar's known gaps blanked (same length, so offsets hold)."""
+    data = source.encode("utf-8") if isinstance(source, str) else source
+    for gap in language.grammar_gaps:
+        data = re.sub(gap.encode(), lambda match: b" " * len(match.group(0)), data)
+    return data
+
+
+def parse_lenient(language: Language, source: str | bytes, path: str | Path | None = None) -> Any:
+    """Parse for judging how well a file parses: the grammar's known gaps are blanked first. Node
+    offsets match ``source``; node text may not, so never cut units from this tree."""
+    return parse(language, mask_gaps(language, source), path)
 
 
 def error_fraction(tree: Any) -> float:
@@ -310,10 +357,29 @@ def _outside_declarations(node: Any, declarations: set[str], bad: list[tuple[int
             stack.extend(current.children)
 
 
+def _suspect_spans(language: Language, root: Any, bad: list[tuple[int, int]]) -> None:
+    """Add the spans of top-level suspect nodes that hold no evidence (see ``Language.suspect_types``)."""
+    suspects = dict(language.suspect_types)
+    for top in root.children:
+        for node in (top, *top.children):  # Haskell's splices sit in the root's `declarations`
+            evidence = suspects.get(node.type)
+            if evidence is None:
+                continue
+            stack, found = [node], False
+            while stack and not found:
+                current = stack.pop()
+                found = current.type in evidence
+                stack.extend(current.children)
+            if not found:
+                bad.append((node.start_byte, node.end_byte))
+
+
 def _unparsed_spans(language: Language, tree: Any, script: bool) -> list[tuple[int, int]]:
     """Byte spans the grammar could not make sense of (see :func:`unparsed_fraction`)."""
     root = tree.root_node
     bad: list[tuple[int, int]] = []
+    if language.suspect_types:
+        _suspect_spans(language, root, bad)
     stack = [(root, root.is_error)]
     if language.top_level_types and not script and not root.is_error:
         allowed = set(language.top_level_types)
@@ -344,36 +410,60 @@ def _unparsed_spans(language: Language, tree: Any, script: bool) -> list[tuple[i
     return bad
 
 
-def _damage(language: Language, data: bytes, script: bool, tree: Any = None) -> tuple[int, list[int]]:
-    """Unparsed bytes of ``data`` and the line ends after each damaged line (cut candidates)."""
-    spans = _unparsed_spans(language, tree if tree is not None else parse(language, data), script)
-    cuts: dict[int, None] = {}
-    for start, _ in sorted(spans):
-        cut = data.find(b"\n", start) + 1
-        if 0 < cut < len(data):
-            cuts[cut] = None
-    return sum(end - start for start, end in spans), list(cuts)
+@dataclass(frozen=True)
+class _Judge:
+    """What judging one file needs: its language, grammar (by extension) and whether it is a script."""
+
+    language: Language
+    grammar: str
+    script: bool
+
+    def damage(self, data: bytes, tree: Any = None) -> tuple[int, list[int]]:
+        """Unparsed bytes of ``data`` and the line ends after each damaged line (cut candidates)."""
+        if tree is None:
+            tree = get_parser(self.grammar).parse(data)
+        spans = _unparsed_spans(self.language, tree, self.script)
+        cuts: dict[int, None] = {}
+        for start, _ in sorted(spans):
+            cut = data.find(b"\n", start) + 1
+            if 0 < cut < len(data):
+                cuts[cut] = None
+        return sum(end - start for start, end in _merged(spans)), list(cuts)
+
+    def unparsed_bytes(self, data: bytes, depth: int, tree: Any = None) -> int:
+        whole, cuts = self.damage(data, tree)
+        if not whole or depth <= 0 or len(data) > _REPARSE_MAX_BYTES:
+            return whole
+        # Re-parse around the errors: one broken construct can throw the grammar off for the rest of
+        # the file, so also try cutting after a damaged line and parsing both parts alone.
+        best, best_cut = whole, None
+        for cut in cuts[:_REPARSE_CUTS]:
+            split = self.damage(data[:cut])[0] + self.damage(data[cut:])[0]
+            if split < best:
+                best, best_cut = split, cut
+        if best_cut is None:
+            return whole
+        head = self.damage(data[:best_cut])[0]
+        return min(best, head + self.unparsed_bytes(data[best_cut:], depth - 1))
 
 
-def _unparsed_bytes(language: Language, data: bytes, script: bool, depth: int, tree: Any = None) -> int:
-    whole, cuts = _damage(language, data, script, tree)
-    if not whole or depth <= 0 or len(data) > _REPARSE_MAX_BYTES:
-        return whole
-    # Re-parse around the errors: one broken construct can throw the grammar off for the rest of
-    # the file, so also try cutting after a damaged line and parsing both parts alone.
-    best, best_cut = whole, None
-    for cut in cuts[:_REPARSE_CUTS]:
-        split = _damage(language, data[:cut], script)[0] + _damage(language, data[cut:], script)[0]
-        if split < best:
-            best, best_cut = split, cut
-    if best_cut is None:
-        return whole
-    head = _damage(language, data[:best_cut], script)[0]
-    return min(best, head + _unparsed_bytes(language, data[best_cut:], script, depth - 1))
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping spans as one (a suspect node can hold an error span)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def unparsed_fraction(
-    language: Language, source: str | bytes, script: bool = False, tree: Any = None
+    language: Language,
+    source: str | bytes,
+    script: bool = False,
+    tree: Any = None,
+    path: str | Path | None = None,
 ) -> float:
     """Fraction of the source bytes the grammar could not make sense of: the measure of "is this
     file in this language" (unlike :func:`error_fraction`, which is all-or-nothing per ERROR node).
@@ -384,10 +474,17 @@ def unparsed_fraction(
       the smaller damage: one construct the grammar misreads must not condemn what follows.
     - Where ``top_level_types`` is set (and not a script), another node at the top counts as
       unparsed: tree-sitter-kotlin parses a run of words as infix calls, so prose saved as .kt parses.
+    - Suspect nodes without evidence count as unparsed (``Language.suspect_types``), and the
+      grammar's known gaps are blanked first (``Language.grammar_gaps``).
 
-    ``tree`` is the parse of ``source`` when the caller has it already.
+    ``tree`` is :func:`parse_lenient`'s tree of ``source`` when the caller has it already; ``path``
+    chooses the grammar by extension.
     """
-    data = source.encode("utf-8") if isinstance(source, str) else source
+    data = mask_gaps(language, source)
     if not data.strip():
         return 0.0
-    return min(_unparsed_bytes(language, data, script, _REPARSE_DEPTH, tree) / len(data), 1.0)
+    grammar = language.grammar_for(path)
+    if grammar is None:
+        raise InputError(f"language {language.name!r} has no tree-sitter grammar")
+    judge = _Judge(language, grammar, script)
+    return min(judge.unparsed_bytes(data, _REPARSE_DEPTH, tree) / len(data), 1.0)

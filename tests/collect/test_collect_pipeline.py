@@ -119,7 +119,9 @@ def test_robust_to_loops_binary_invalid_utf8_huge_and_empty_folders(tmp_path):
     src = tmp_path / "src"
     write(src, "ok.py", distinct_module(1))
     write(src, "bin.py", b"\x7fELF\x00\x00\x01\x02" * 100)
-    write(src, "latin1.py", "# caf\xe9\nx = 'd\xe9j\xe0 vu'\nprint(x)\n".encode("latin-1"))
+    # GBK bytes are not UTF-8 and read as Latin-1 they are mojibake: undecodable (Latin-1 itself is
+    # converted: test_encodings_are_converted_and_counted).
+    write(src, "gbk.py", "# 这是一个测试文件\nx = '你好世界'\nprint(x)\n".encode("gbk"))
     huge = src / "huge.py"
     with huge.open("wb") as handle:  # a sparse 100 MB file: never read whole
         handle.truncate(100 * 1024 * 1024)
@@ -159,7 +161,7 @@ def test_skip_dirs_gitignore_include_exclude(tmp_path):
     for rel in (
         "app/main.py",
         "node_modules/x.py",
-        "build/y.py",
+        "build/lib.linux-x86_64-cpython-311/y.py",  # setuptools' output (hand-written build/: issue 29)
         ".git/z.py",
         "gen/out.py",
         "tests/test_a.py",

@@ -412,7 +412,7 @@ def test_git_work_tree_collects_tracked_ignored_files_and_counts_skips(tmp_path)
     write(plain, "a.py", distinct_module(6))
     write(plain, "gen/b.py", distinct_module(7))
     write(plain, "gen/c.py", distinct_module(8))
-    write(plain, "build/d.py", distinct_module(9))
+    write(plain, "build/classes/d.py", distinct_module(9))  # Gradle-style output: skipped
     walked = collect(CollectConfig(sources=[str(plain)], out=tmp_path / "c2"))
     assert [r["path"] for r in read_corpus(walked.out)] == ["a.py"]
     assert manifest_of(walked)["counts"]["skipped"] == {"gitignored": 2, "skip_dirs": 1}

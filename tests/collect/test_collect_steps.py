@@ -149,7 +149,7 @@ def test_licence_strip_leaves_ordinary_comments():
         ),
         ('db_password = "Xk9#mQ2$vL7p"', "password", "Xk9#mQ2$vL7p", "<PASSWORD>"),
         ("contact: jane.doe@corp-mail.io", "email", "jane.doe", "user@example.com"),
-        ("server = '8.8.4.4'", "ip_address", "8.8.4.4", "192.0.2.1"),
+        ("server = '81.2.69.160'", "ip_address", "81.2.69.160", "192.0.2.1"),
     ],
 )
 def test_redaction_matrix(text, kind, gone, placeholder):
@@ -163,6 +163,36 @@ def test_redaction_keeps_harmless_values():
         'host = "127.0.0.1"\nlan = "10.0.0.7"\npassword = "changeme"\nmail = "user@example.com"\nv = "1.2"\n'
     )
     assert redact(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'account_email = "test@test.com"',  # made-up addresses of tests (Kong's specs)
+        'local db_entity = { email = "b@thing.com" }',
+        'let parameters = ["email": "user@alamofire.org"]',
+        'password = "wrongpassword"',  # one word
+        'password = "hard2guess"',
+        'client_secret = "secret_4232"',  # a value naming itself
+        'pg_password = "!abCDefGHijKL4#1MN2OP3"',  # an alphabet run
+        'refreshToken: "a\\(refreshCount)"',  # Swift interpolation
+        '{ target = "50.50.50.50", port = 80 }',  # equal steps
+        'assert.equals("12.34.56.78", ip)',  # ascending digits
+        'local TEST_NS = "192.51.100.0"',  # a network address
+    ],
+)
+def test_made_up_test_values_are_not_redacted(text):
+    assert redact(text) == (text, {})
+
+
+def test_whole_literal_addresses_in_tests_are_test_values():
+    from codetune.collect.secrets import find_redactions
+
+    host = '{ ip = "172.168.0.1" }, snis = { "120.0.9.32:90" }'
+    assert find_redactions(host, "spec/01-unit/ip_spec.lua") == []
+    assert len(find_redactions(host, "kong/conf.lua")) == 2  # outside tests they are hosts
+    log = "-- tcp ESTAB 0 216 172.23.0.4:35578 35.169.37.138:61830"  # a real one in a log line
+    assert [r.kind for r in find_redactions(log, "spec/02-integration/proxy_spec.lua")] == ["ip_address"]
 
 
 def test_exact_key_ignores_whitespace():

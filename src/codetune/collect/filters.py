@@ -6,12 +6,13 @@ fraction 0.25, encoded runs of 64+ characters) and can be overridden per languag
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from codetune.languages import Language, parse, unparsed_fraction
+from codetune.languages import Language, parse_lenient, unparsed_fraction
 
 Verdict = bool | tuple[bool, str]
 
@@ -43,6 +44,8 @@ class Thresholds:
     encoded_max_match: int
     encoded_max_fraction: float
     max_literal_chars: int
+    max_literal_fraction: float
+    max_numeric_fraction: float
 
     @classmethod
     def from_config(cls, cfg: Any, language: str) -> Thresholds:
@@ -88,10 +91,15 @@ def run_filters(doc: Doc, names: list[str], th: Thresholds) -> str | None:
 def syntax_tree(doc: Doc) -> Any:
     """The document's tree-sitter tree, parsed once and shared by the filters (None: no grammar)."""
     if "tree" not in doc.meta:
-        # A stray NUL (seen in real doc comments) stops tree-sitter; a space keeps every offset.
-        text = doc.text.replace("\0", " ")
-        doc.meta["tree"] = parse(doc.language, text) if doc.language.grammar else None
+        doc.meta["tree"] = _tree_of(doc.text, doc)
     return doc.meta["tree"]
+
+
+def _tree_of(text: str, doc: Doc) -> Any:
+    # A stray NUL (seen in real doc comments) stops tree-sitter; a space keeps every offset.
+    if doc.language.grammar_for(doc.path) is None:
+        return None
+    return parse_lenient(doc.language, text.replace("\0", " "), doc.path)
 
 
 def _is_comment_node(node: Any) -> bool:
@@ -194,6 +202,45 @@ def _first_comment(text: str, language: Language) -> str:
     return ""
 
 
+# Header lines of well-known projects whose files get copied verbatim into others (merlin carries
+# six copies of the OCaml compiler's typer under upstream/ocaml_5xx/): project -> banner. The
+# pipeline drops such copies as vendored unless the repository is named after the project or most of
+# its files carry the banner (the project itself, or another repository of its organisation).
+PROJECT_BANNERS: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "ocaml": r"\(\*\s{3,}OCaml\s{3,}\*\)",
+        "go": r"Copyright \d{4} The Go Authors",
+        "llvm": r"Part of the LLVM Project",
+        "chromium": r"Copyright \d{4} The Chromium Authors",
+        "rust": r"The Rust Project Developers",
+        "kotlin": r"JetBrains s\.r\.o\. and Kotlin Programming Language contributors",
+        "swift": r"This source file is part of the Swift\.org open source project",
+        "ghc": r"\(c\) The University of Glasgow",
+        "lua": r"Lua\.org, PUC-Rio",
+        "sqlite": r"The author disclaims copyright to this source code",
+        "node": r"Joyent, Inc\. and other Node contributors",
+        "jdk": r"Oracle and/or its affiliates\. All rights reserved\.\s*\S*\s*DO NOT ALTER OR REMOVE",
+        "julia": r"This file is a part of Julia\. License is MIT",
+        "scala": r"Scala \(https://www\.scala-lang\.org\)",
+        "nim": r"Nim's Runtime Library",
+        "openzeppelin": r"OpenZeppelin Contracts\b",
+    }.items()
+}
+
+
+def copied_project(repo: str, original: str, language: Language) -> str | None:
+    """The well-known project whose banner a file's header carries (see PROJECT_BANNERS), unless the
+    repository is named after it."""
+    lines = original[:8000].splitlines(keepends=True)
+    header = "".join(lines[: header_end(lines, language)])
+    own = repo.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+    for name, banner in PROJECT_BANNERS.items():
+        if name not in own and banner.search(header):
+            return name
+    return None
+
+
 def vendored_reason(path: str, original: str, language: Language) -> str | None:
     """``vendored``, ``minified`` or ``bundle`` when a file is a copy of someone else's code or a build
     output (by its path, its name, its banner or its build markers); None for the project's own code."""
@@ -220,6 +267,37 @@ def vendored_reason(path: str, original: str, language: Language) -> str | None:
 def _vendored(doc: Doc, th: Thresholds) -> Verdict:
     reason = vendored_reason(doc.path, doc.meta.get("original", doc.text), doc.language)
     return reason is None or (False, reason)
+
+
+# Test fixtures holding a code generator's expected output: an output folder below a test folder
+# (SQLDelight's src/test/*-fixtures/NAME/output/...). A package named `expected` in main code is not.
+_TEST_PARTS = re.compile(
+    r"tests?|spec|specs|__tests__|testdata|test[-_]data|fixtures?|.*[-_]fixtures|__fixtures__|testfixtures"
+)
+# test_x.py, x_test.go, x_spec.lua, x.test.ts, XTest.kt, XTests.swift, XSpec.scala (not latest.kt).
+_TEST_NAME = re.compile(r"^test_|(?:_test|_spec|\.test|\.spec|Tests?|Spec)\.\w+$")
+
+
+def is_test_path(path: str) -> bool:
+    """Whether a file is a test or test fixture (by a test folder or a test file name)."""
+    parts = path.replace("\\", "/").split("/")
+    return any(_TEST_PARTS.fullmatch(part.lower()) for part in parts[:-1]) or bool(
+        _TEST_NAME.search(parts[-1])
+    )
+
+
+_OUTPUT_PARTS = frozenset(
+    {"output", "outputs", "expected", "expected-output", "expected_output", "golden", "goldens", "snapshots"}
+)
+
+
+@register_filter("expected_output")
+def _expected_output(doc: Doc, th: Thresholds) -> Verdict:
+    parts = doc.path.replace("\\", "/").lower().split("/")[:-1]
+    for index, part in enumerate(parts):
+        if _TEST_PARTS.fullmatch(part) and any(later in _OUTPUT_PARTS for later in parts[index + 1 :]):
+            return False, "expected_output"
+    return "__snapshots__" not in parts or (False, "expected_output")
 
 
 @register_filter("too_few_lines")
@@ -314,10 +392,63 @@ _NON_ALNUM = re.compile(r"[\W_]+")
 _NON_ALNUM_BYTES = bytes(c for c in range(128) if not chr(c).isalnum())
 
 
+@functools.lru_cache(maxsize=8)
+def _marker_pattern(markers: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(marker) for marker in markers) or "(?!)", re.I)
+
+
+def _is_docstring(node: Any) -> bool:
+    """A string literal standing as a statement of its own (a Python docstring), which is prose."""
+    parent = node.parent
+    if parent is None or parent.parent is None or parent.type in ("block", "module"):
+        return True
+    return parent.type == "expression_statement" and parent.named_child_count == 1
+
+
+def _in_string(tree: Any, offset: int) -> bool:
+    """Whether byte ``offset`` lies in a string literal that is not a docstring."""
+    node = tree.root_node.descendant_for_byte_range(offset, offset + 1)
+    while node is not None:
+        if "comment" in node.type:
+            return False
+        if "string" in node.type.lower():
+            while node.parent is not None and "string" in node.parent.type.lower():
+                node = node.parent  # the whole literal, not its content node
+            return not _is_docstring(node)
+        node = node.parent
+    return False
+
+
+# A marker leads its line: at most a few words after the comment's punctuation ("// Code generated
+# by", " * This file was procedurally generated", "{-| _NOTE_ this is auto-generated!"), one before
+# a bare "generated by" ("Generated by Wire"). "Build artifacts generated by the makefile" is prose.
+_MARKER_LEAD = re.compile(r"[ \t]*[^\w\s]*[ \t]*(?:[\w'.,:!-]+[ \t]+){0,4}")
+_BARE_MARKER_LEAD = re.compile(r"[ \t]*[^\w\s]*[ \t]*(?:[\w'.,:!-]+[ \t]+)?")
+
+
 @register_filter("generated")
 def _generated(doc: Doc, th: Thresholds) -> Verdict:
-    head = "\n".join(doc.text.splitlines()[: th.generated_lines]).lower()
-    return not any(marker in head for marker in th.generated_markers) or (False, "generated")
+    """Generation markers leading a comment line in the file's header comments (however long: Wire
+    and OpenZeppelin write theirs inside the licence block, so the original text is read) or in the
+    ``generated_lines`` lines after them. A marker inside prose ("files generated by dune can ...")
+    or inside a string literal (a template writing "DO NOT EDIT" into the file it makes) is not one."""
+    original = doc.meta.get("original", doc.text)
+    lines = original.splitlines(keepends=True)
+    end = header_end(lines, doc.language) + th.generated_lines
+    head = "".join(lines[:end])
+    hits = []
+    for match in _marker_pattern(th.generated_markers).finditer(head):
+        lead = _BARE_MARKER_LEAD if match.group(0).lower().startswith("generated") else _MARKER_LEAD
+        if lead.fullmatch(head, head.rfind("\n", 0, match.start()) + 1, match.start()):
+            hits.append(match.start())
+    if not hits:
+        return True
+    tree = _tree_of(original, doc)
+    if tree is None:
+        return False, "generated"
+    if all(_in_string(tree, len(head[:start].encode("utf-8"))) for start in hits):
+        return True
+    return False, "generated"
 
 
 _B64_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -350,52 +481,107 @@ def _encoded_data(doc: Doc, th: Thresholds) -> Verdict:
     return sum(sizes) <= th.encoded_max_fraction * max(len(doc.text), 1) or (False, "encoded_data")
 
 
-# String literals: triple-quoted (Python, Kotlin, Scala, Swift, Julia), "..." and '...' with escapes,
-# and JS template literals. A literal over the limit is test data or an embedded blob.
+# String literals for files without a grammar: triple-quoted (Python, Kotlin, Scala, Swift, Julia),
+# "..." and '...' with escapes, and JS template literals.
 _LITERAL = re.compile(r'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
 _LITERAL_BACKTICK = re.compile(_LITERAL.pattern + r"|`[^`]*`")
 _BACKTICK_LANGUAGES = {"javascript", "typescript", "go"}  # template literals / raw strings
 _DOCSTRING_PREFIX = re.compile(r"\s*[rRuUbBfF]{0,2}")
 
 
+def _is_literal(node: Any) -> bool:
+    kind = node.type.lower()
+    return node.is_named and ("string" in kind or "heredoc" in kind or kind in ("regex", "char_literal"))
+
+
+def _literal_spans(doc: Doc) -> list[tuple[int, int]]:
+    """Byte spans of the file's string literals (outermost ones; docstrings are prose, left out)."""
+    tree = syntax_tree(doc)
+    if tree is None:
+        text = doc.text
+        pattern = _LITERAL_BACKTICK if doc.language.name in _BACKTICK_LANGUAGES else _LITERAL
+        spans = []
+        for match in pattern.finditer(text):
+            start = match.start()
+            line_start = text.rfind("\n", 0, start) + 1
+            if text.startswith(('"""', "'''"), start) and _DOCSTRING_PREFIX.fullmatch(
+                text, line_start, start
+            ):
+                continue  # a triple-quoted string standing alone on its line is a docstring
+            spans.append((len(text[:start].encode()), len(text[: match.end()].encode())))
+        return spans
+    spans, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if _is_literal(node) and not node.is_error:
+            if not _is_docstring(node):
+                spans.append((node.start_byte, node.end_byte))
+        elif "comment" not in node.type:
+            stack.extend(node.children)
+    return spans
+
+
 @register_filter("long_literal")
 def _long_literal(doc: Doc, th: Thresholds) -> Verdict:
+    """Embedded data (icons, SVG paths, fixtures): a string literal over ``max_literal_chars`` and
+    literals covering more than ``max_literal_fraction`` of the file. One long literal in a
+    hand-written component or test is not enough."""
     if len(doc.text) <= th.max_literal_chars:
         return True
-    text = doc.text
-    pattern = _LITERAL_BACKTICK if doc.language.name in _BACKTICK_LANGUAGES else _LITERAL
-    for match in pattern.finditer(text):
-        start = match.start()
-        if match.end() - start <= th.max_literal_chars:
-            continue
-        # A triple-quoted string standing alone on its line is a docstring, not data.
-        line_start = text.rfind("\n", 0, start) + 1
-        if text.startswith(('"""', "'''"), start) and _DOCSTRING_PREFIX.fullmatch(text, line_start, start):
-            continue
-        return False, "long_literal"
-    return True
+    spans = _literal_spans(doc)
+    if not any(end - start > th.max_literal_chars for start, end in spans):
+        return True
+    covered = sum(end - start for start, end in spans)
+    share = covered / max(len(doc.text.encode("utf-8")), 1)
+    return share <= th.max_literal_fraction or (False, "long_literal")
+
+
+_WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"(?:0[xXbBoO][0-9a-fA-F_]+|\d[\d_]*(?:\.\d+)?(?:[eE][+-]?\d+)?)[uUlLfFiI]*\d*")
+NUMERIC_MIN_WORDS = 500
+
+
+@register_filter("numeric_data")
+def _numeric_data(doc: Doc, th: Thresholds) -> Verdict:
+    """Tables of numbers (lookup tables, weights, test vectors dumped as code): more than
+    ``max_numeric_fraction`` of the file's words are numbers, in a file of 500 words or more."""
+    words = _WORD.findall(doc.text)
+    if len(words) < NUMERIC_MIN_WORDS:
+        return True
+    numbers = sum(1 for word in words if _NUMBER.fullmatch(word))
+    return numbers <= th.max_numeric_fraction * len(words) or (False, "numeric_data")
 
 
 @register_filter("not_language")
 def _not_language(doc: Doc, th: Thresholds) -> Verdict:
-    if doc.language.grammar is None:
+    if doc.language.grammar_for(doc.path) is None:
         return True
     script = (
         doc.path.lower().endswith(doc.language.script_extensions) if doc.language.script_extensions else False
     )
-    fraction = unparsed_fraction(doc.language, doc.text.replace("\0", " "), script, syntax_tree(doc))
+    text = doc.text.replace("\0", " ")
+    fraction = unparsed_fraction(doc.language, text, script, syntax_tree(doc), doc.path)
     doc.meta["error_fraction"] = round(fraction, 4)
     return fraction <= th.max_error_fraction or (False, "not_language")
 
 
-_LICENCE = re.compile(r"copyright|licen[cs]e|spdx-license-identifier|\(c\)\s*\d{4}|all rights reserved", re.I)
+_LICENCE = re.compile(
+    r"copyright|licen[cs]e|spdx-license-identifier|\(c\)\s*\d{4}|\u00a9|all rights reserved", re.I
+)
+# Licence boilerplate that need not name the licence: MIT's permission and warranty paragraphs, the
+# GPL's "free software" and "distributed in the hope" ones.
+_LICENCE_TEXT = re.compile(
+    r"permission is hereby granted|without (?:any )?warrant|merchantability|redistribut|free software|"
+    r"you may not use this file|this file is part of|released under|distributed under",
+    re.I,
+)
 
-
-# Tool directives that may sit above a licence header and must stay (they configure linters).
+# Tool directives: they configure linters and stay even inside a licence block.
 _DIRECTIVE = re.compile(
-    r"\s*(?://|/\*|#|--|\{-)\s*(?:ktlint-disable|ktlint:|eslint-disable|eslint-env|jshint|jscs:|"
+    r"\s*(?://|/\*|#|--|\{-|\(\*)\s*(?:ktlint-disable|ktlint:|eslint-disable|eslint-env|jshint|jscs:|"
     r"prettier-ignore|tslint:disable|@flow|@ts-nocheck|@jsx|noinspection|@formatter|-\*-|vim:|pylint:|"
-    r"type:\s*ignore|nolint|swiftlint:)",
+    r"type:\s*ignore|nolint|swiftlint:|solhint-|slither-disable|luacheck:|hlint|ocamlformat|swiftformat:|"
+    r"phpcs:|@phpstan|@psalm|clang-format|rubocop:|noqa|fmt:|detekt|istanbul ignore|c8 ignore)",
     re.I,
 )
 
@@ -409,7 +595,20 @@ def _comment_block_end(lines: list[str], start: int, language: Language) -> int 
     if block and first.startswith(block[0]):
         rest = "".join(lines[start:])
         offset = rest.find(block[1], rest.find(block[0]) + len(block[0]))
-        return None if offset < 0 else start + rest[:offset].count("\n") + 1
+        if offset < 0:
+            return None
+        end = start + rest[:offset].count("\n") + 1
+        if end == start + 1 and not re.search(r"\w", first):
+            # A banner: a rule line, then one-line comments up to the same rule line again (OCaml's
+            # `(*****)` / `(*  OCaml  *)` / ... / `(*****)`), read as one block.
+            while end < len(lines) and lines[end].lstrip().startswith(block[0]):
+                line = lines[end].rstrip()
+                if not line.endswith(block[1]):
+                    break
+                end += 1
+                if line.strip() == first.strip():
+                    break
+        return end
     if language.line_comment and first.startswith(language.line_comment):
         end = start
         while end < len(lines) and lines[end].lstrip().startswith(language.line_comment):
@@ -422,26 +621,161 @@ def _comment_block_end(lines: list[str], start: int, language: Language) -> int 
     return None
 
 
+def _skippable(lines: list[str], index: int) -> bool:
+    """A blank line, a shebang or a tool directive above or between the header's comment blocks."""
+    line = lines[index]
+    return not line.strip() or (index == 0 and line.startswith("#!")) or bool(_DIRECTIVE.match(line))
+
+
+def header_end(lines: list[str], language: Language, limit: int = 400) -> int:
+    """Index of the first line after the file's leading comment blocks (``lines`` keep their ends)."""
+    index = 0
+    while index < min(len(lines), limit):
+        if _skippable(lines, index):
+            index += 1
+            continue
+        end = _comment_block_end(lines, index, language)
+        if end is None:
+            break
+        index = end
+    return index
+
+
+_DOC_TAG = re.compile(r"\s*[^\w\s@]*\s*@\w")
+
+
+def _paragraphs(lines: list[str], start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) line ranges of the paragraphs inside a comment block: runs of lines with words,
+    split at lines holding only comment markers and decoration, around directive lines and before
+    each doc tag (``@module``, ``@license``: one tag is one paragraph)."""
+    found: list[tuple[int, int]] = []
+    run = None
+    for index in range(start, end):
+        words = re.search(r"\w", lines[index]) is not None
+        directive = bool(_DIRECTIVE.match(lines[index]))
+        tag = _DOC_TAG.match(lines[index]) is not None
+        if run is not None and (not words or directive or tag):
+            found.append((run, index))
+            run = None
+        if directive:
+            found.append((index, index + 1))
+        elif words and run is None:
+            run = index
+    if run is not None:
+        found.append((run, end))
+    return found
+
+
+# Text beside the licence paragraphs that is documentation (kept) rather than a banner's title and
+# authors (stripped with the licence): this many lines or words.
+_DOC_MIN_LINES = 3
+_DOC_MIN_WORDS = 12
+
+
+def _is_licence(text: str) -> bool:
+    return bool(_LICENCE.search(text) or _LICENCE_TEXT.search(text))
+
+
+def _without_paragraphs(
+    lines: list[str], start: int, end: int, drop: list[tuple[int, int]], language: Language
+) -> list[str]:
+    """The block's lines minus the ``drop`` paragraphs. Blank lines that a removed paragraph separated
+    become one run (the later one), none at the edges of a line-comment block; an opening or closing
+    marker on a removed line stays on a line of its own."""
+    gone = {index for low, high in drop for index in range(low, high)}
+    first = lines[start].lstrip()
+    block = language.block_comment
+    markers = (
+        block
+        if block and first.startswith(block[0])
+        else (first[:3], first[:3])
+        if language.name == "python" and first.startswith(('"""', "'''"))
+        else None
+    )
+    kept: list[str] = []
+    blank_run: list[int] = []  # positions in ``kept`` of the blank lines since the last text
+    removed_since_blank = text_seen = False
+    for index in range(start, end):
+        line = lines[index]
+        indent = line[: len(line) - len(line.lstrip())]
+        if index in gone:
+            removed_since_blank = True
+            if markers is None:
+                continue
+            if index == start and line.lstrip().startswith(markers[0]):
+                opener = re.match(r"\S*", line.lstrip()).group(0)  # `/**`, `{-|`, `(*` ...
+                kept.append(indent + (opener if markers[1] not in opener else markers[0]) + "\n")
+            elif index == end - 1 and markers[1] in line:
+                while blank_run:
+                    del kept[blank_run.pop()]
+                kept.append(indent + markers[1] + line[line.rindex(markers[1]) + len(markers[1]) :])
+            continue
+        edge = markers is not None and index in (start, end - 1)
+        if re.search(r"\w", line) or edge:
+            kept.append(line)
+            blank_run, removed_since_blank = [], False
+            text_seen = text_seen or not edge
+            continue
+        if removed_since_blank and not text_seen:
+            continue  # no blank line between the opening marker and the first kept paragraph
+        if removed_since_blank and blank_run:  # two runs met where a paragraph was: keep the later
+            for position in reversed(blank_run):
+                del kept[position]
+            blank_run = []
+        removed_since_blank = False
+        blank_run.append(len(kept))
+        kept.append(line)
+    if markers is None:  # a line-comment block: no blank comment line where a paragraph went
+        content = [index for index in range(start, end) if re.search(r"\w", lines[index])]
+        while content[-1] in gone and kept and not re.search(r"\w", kept[-1]):
+            kept.pop()
+        while content[0] in gone and kept and not re.search(r"\w", kept[0]):
+            kept.pop(0)
+    return kept
+
+
 def strip_licence(text: str, language: Language) -> tuple[str, bool]:
-    """Remove leading comment blocks that mention copyright/licence/SPDX (stacked ones too); keep a
-    shebang and tool directives above them (``// ktlint-disable``, ``/* eslint-disable */``).
-    Return (text, stripped)."""
+    """Remove the licence paragraphs of the leading comment blocks (stacked ones too): a block that
+    is all licence goes whole; in a block that also documents the module (Haddock, LDoc, a Javadoc
+    header) only the paragraphs naming the copyright or licence go. Shebangs and tool directives
+    (``// ktlint-disable``, ``// solhint-disable``) always stay. Return (text, stripped)."""
     lines = text.splitlines(keepends=True)
     kept: list[str] = []
     index, stripped = 0, False
     while True:
-        while index < len(lines) and (
-            not lines[index].strip()
-            or (index == 0 and lines[index].startswith("#!"))
-            or _DIRECTIVE.match(lines[index])
-        ):
+        while index < len(lines) and _skippable(lines, index):
             if lines[index].strip():
                 kept.append(lines[index])
             index += 1
         end = _comment_block_end(lines, index, language)
-        if end is None or not _LICENCE.search("".join(lines[index:end])):
+        if end is None:
             break
-        index, stripped = end, True
+        paragraphs = _paragraphs(lines, index, end)
+        licence = [
+            (low, high)
+            for low, high in paragraphs
+            if not _DIRECTIVE.match(lines[low]) and _is_licence("".join(lines[low:high]))
+        ]
+        if not licence:
+            break
+        stripped = True
+        rest = [(low, high) for low, high in paragraphs if (low, high) not in licence]
+        docs = [(low, high) for low, high in rest if not _DIRECTIVE.match(lines[low])]
+        doc_lines = sum(high - low for low, high in docs)
+        doc_words = sum(len(re.findall(r"\w+", "".join(lines[low:high]))) for low, high in docs)
+        banner = (
+            end - index > 1
+            and not re.search(r"\w", lines[index])
+            and lines[index].strip() == lines[end - 1].strip()
+        )
+        if banner or (doc_lines < _DOC_MIN_LINES and doc_words < _DOC_MIN_WORDS):
+            # All licence, or a banner's title and authors around it: the block goes.
+            kept.extend(lines[low] for low, high in rest if (low, high) not in docs)
+            index = end
+            continue
+        kept.extend(_without_paragraphs(lines, index, end, licence, language))
+        index = end
+        break  # a block documenting the module ends the header
     if not stripped:
         return text, False
     return "".join(kept) + "".join(lines[index:]), True

@@ -31,8 +31,9 @@ from codetune.artifacts.manifest import (
 )
 from codetune.artifacts.paths import REJECTED_INDEX
 from codetune.collect.config import CollectConfig
+from codetune.collect.encoding import decode_source
 from codetune.collect.executor import open_executor
-from codetune.collect.filters import FILTERS, Doc, Thresholds, is_binary, run_filters, strip_licence
+from codetune.collect.filters import FILTERS, Doc, Thresholds, copied_project, run_filters, strip_licence
 from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
@@ -40,8 +41,6 @@ from codetune.languages import Language, get_language, register_spec
 from codetune.stage import StageResult
 
 log = logging.getLogger(__name__)
-
-BINARY_SNIFF = 8192
 
 
 @dataclass
@@ -81,13 +80,12 @@ def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, 
     if len(data) > ctx.max_bytes:
         return _drop(rel, repo, "too_large", len(data))
     capture = data if ctx.capture_rejected else None
-    if is_binary(data[:BINARY_SNIFF]):
-        return _drop(rel, repo, "binary", len(data), capture)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return _drop(rel, repo, "undecodable", len(data), capture)
+    text, encoding = decode_source(data)
+    if text is None:
+        return _drop(rel, repo, encoding, len(data), capture)
     record = process_text(text, rel, repo, ctx, len(data))
+    if encoding != "utf-8":
+        record["encoding"] = encoding
     if ctx.capture_rejected:  # --rejected copies hold the file as it was, not the cleaned text
         record["content" if record["status"] is not None else "original"] = data
     return record
@@ -96,7 +94,8 @@ def process_file(path: str, rel: str, repo: str, ctx: FileContext) -> dict[str, 
 def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | None = None) -> dict[str, Any]:
     """The text half of :func:`process_file` (also used for docs records and the benchmark baseline)."""
     size = len(text.encode("utf-8")) if size is None else size
-    text = original = text.replace("\r\n", "\n")
+    # Windows and classic Mac line ends both become \n.
+    text = original = text.replace("\r\n", "\n").replace("\r", "\n")
     stripped = False
     if ctx.strip_licence:
         text, stripped = strip_licence(text, ctx.language)
@@ -108,7 +107,7 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
     if ctx.redact:
         from codetune.collect.secrets import redact_code
 
-        text, redactions, broke = redact_code(text, ctx.language)
+        text, redactions, broke = redact_code(text, ctx.language, rel)
         if broke:
             return _drop(
                 rel, repo, "redaction_broke_syntax", size, text.encode() if ctx.capture_rejected else None
@@ -124,6 +123,7 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "licence_stripped": stripped,
         "redactions": redactions,
+        "copied_from": copied_project(repo, original, ctx.language) if "vendored" in ctx.filters else None,
     }
     if ctx.exact_dedup:
         from codetune.collect.dedup import exact_key
@@ -205,6 +205,7 @@ def _config_identity(cfg: CollectConfig, language: Language) -> dict[str, Any]:
         list(language.extensions),
         language.grammar,
         list(language.unit_types),
+        [list(pair) for pair in language.extension_grammars],
     ]
     return data
 
@@ -248,6 +249,7 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
             summary["rejected"] = f"{cfg.rejected} (unchanged)"
         return StageResult("collect", out, summary=summary, skipped=True)
     processed = process_sources(cfg, ctx, listed, identity, work)
+    _drop_copies(processed)
     kept, dropped = _dedup(cfg, processed)
     counts, skipped = _count(dropped, processed)
     redactions = _redactions(kept)
@@ -389,6 +391,11 @@ def _redactions(kept: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def _conversions(kept: list[dict[str, Any]]) -> dict[str, int]:
+    """Kept files per encoding they were converted from to UTF-8 (UTF-16, Latin-1)."""
+    return dict(sorted(Counter(r["encoding"] for r in kept if r.get("encoding")).items()))
+
+
 def _summary(
     language: Language,
     kept: list[dict[str, Any]],
@@ -408,6 +415,8 @@ def _summary(
         summary[f"skipped: {reason}"] = f"{n} files"
     for kind, n in sorted(redactions.items()):
         summary[f"redacted: {kind}"] = n
+    for encoding, n in _conversions(kept).items():
+        summary[f"converted from {encoding}"] = f"{n} files"
     summary["licence headers stripped"] = sum(1 for r in kept if r["licence_stripped"])
     return summary
 
@@ -449,6 +458,7 @@ def _write_corpus(
             "bytes_dropped": sum(e["bytes"] for e in counts.values()),
         },
         "redactions": redactions,
+        "converted": _conversions(kept),
         "licence_stripped": summary["licence headers stripped"],
         "summary": summary,
     }
@@ -467,6 +477,29 @@ def _progress(iterable: Any, total: int, what: str) -> Any:
         for item in iterable:
             progress.advance(task)
             yield item
+
+
+# A repository where at least this share of the kept files carries a project's banner is that project
+# (or its organisation's): its banner files are its own, not copies.
+COPY_MAJORITY = 0.8
+
+
+def _drop_copies(processed: list[Processed]) -> None:
+    """Mark kept files carrying a well-known project's banner (``copied_from``) as ``vendored``, unless
+    most of their repository carries it; cross-file, so after every file is judged."""
+    by_repo: dict[str, list[dict[str, Any]]] = {}
+    for item in processed:
+        for record in item.records:
+            if record["status"] is None:
+                by_repo.setdefault(record["repo"], []).append(record)
+    for records in by_repo.values():
+        projects = Counter(r["copied_from"] for r in records if r.get("copied_from"))
+        for project, n in projects.items():
+            if n >= COPY_MAJORITY * len(records):
+                continue
+            for record in records:
+                if record.get("copied_from") == project:
+                    record.update(status="vendored", bytes=record["orig_bytes"])
 
 
 def _dedup(cfg: CollectConfig, results: list[Processed]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -82,6 +82,60 @@ def _skipped_dir(rel: str, skip: set[str]) -> bool:
     return any(part in skip for part in rel.split("/")[:-1])
 
 
+# What a build tool leaves in its output folder (Gradle, Maven, CMake, Bazel, setuptools, Elm,
+# create-react-app, tsc): one of these makes a `build` folder output rather than sources.
+BUILD_OUTPUT_MARKERS = frozenset(
+    {
+        "tmp",
+        "classes",
+        "intermediates",
+        "generated",
+        "libs",
+        "reports",
+        "kotlin",
+        "outputs",
+        "test-results",
+        "CMakeFiles",
+        "CMakeCache.txt",
+        "build.ninja",
+        ".ninja_log",
+        "compile_commands.json",
+        "asset-manifest.json",
+        "tsconfig.tsbuildinfo",
+        "bdist",
+    }
+)
+
+
+def is_build_output(folder: str | Path) -> bool:
+    """Whether a folder holds a build tool's output (see BUILD_OUTPUT_MARKERS), not sources."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return any(name in BUILD_OUTPUT_MARKERS or name.startswith(("lib.", "bdist.")) for name in names)
+
+
+class OutputDirs:
+    """Which folders named in ``output_dirs`` hold build output (each folder looked at once)."""
+
+    def __init__(self, root: Path, names: list[str]) -> None:
+        self.root, self.names = root, set(names)
+        self.seen: dict[str, bool] = {}
+
+    def skipped(self, rel: str) -> bool:
+        """Whether a file at ``rel`` lies in a build output folder."""
+        parts = rel.split("/")[:-1]
+        for depth, part in enumerate(parts):
+            if part in self.names:
+                folder = "/".join(parts[: depth + 1])
+                if folder not in self.seen:
+                    self.seen[folder] = is_build_output(self.root / folder)
+                if self.seen[folder]:
+                    return True
+        return False
+
+
 # ---- git work trees -------------------------------------------------------------------------------
 
 
@@ -131,11 +185,12 @@ def _from_git(
     root: Path, listing: GitListing, wanted: Candidates, cfg: Any
 ) -> tuple[list[tuple[str, str]], Counter[str]]:
     skip = set(cfg.skip_dirs)
+    output = OutputDirs(root, cfg.output_dirs)
     problems: Counter[str] = Counter()
     found: list[tuple[str, str]] = []
     for rel in listing.files:
         path = str(root / rel)
-        if _skipped_dir(rel, skip):
+        if _skipped_dir(rel, skip) or output.skipped(rel):
             if wanted(rel):
                 problems["skip_dirs"] += 1
             continue
@@ -191,6 +246,7 @@ def _count_wanted(folder: str, rel: str, wanted: Candidates) -> int:
 def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tuple[str, str]], Counter[str]]:
     """Walk ``root/start``; survive link loops and unreadable folders (counted, not fatal)."""
     skip = set(cfg.skip_dirs)
+    outputs = set(cfg.output_dirs)
     problems: Counter[str] = Counter()
     found: list[tuple[str, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
@@ -239,7 +295,7 @@ def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tu
             if is_dir:
                 reason = (
                     "skip_dirs"
-                    if entry.name in skip
+                    if entry.name in skip or (entry.name in outputs and is_build_output(entry.path))
                     else "gitignored"
                     if _ignored(child_rel, True, ignores)
                     else None
