@@ -29,7 +29,7 @@ from codetune.artifacts.run import (
     checkpoint_folder,
     checkpoints,
     clear_metrics,
-    read_checkpoint,
+    newest_intact_checkpoint,
     read_metrics,
     read_run_manifest,
     truncate_metrics,
@@ -210,7 +210,10 @@ def save_checkpoint(
     import numpy as np
     import torch
 
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # numpy's key as a list of ints: a checkpoint holds tensors, numbers and strings only (weights_only)
+    numpy_state = [kind, keys.tolist(), int(position), int(has_gauss), float(gauss)]
+    rng = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     parts = {
@@ -224,33 +227,32 @@ def save_checkpoint(
     write_checkpoint(folder, parts, state)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    steps = checkpoints(run)
-    return steps[-1] if steps else None
-
-
 def load_checkpoint(
-    folder: Path, model: Any, optimizer: Any, scheduler: Any, method: Method
-) -> dict[str, Any]:
-    """Restore what save_checkpoint wrote; returns the training state (step, epoch, batch, ...)."""
+    folder: Path, parts: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, method: Method
+) -> None:
+    """Restore what save_checkpoint wrote (``parts``, read back by ``newest_intact_checkpoint``)."""
     import numpy as np
     import torch
 
-    parts, state = read_checkpoint(folder)
-    _, unexpected = model.load_state_dict(parts["weights"], strict=False)
-    if unexpected:
-        raise InputError(f"checkpoint {folder} does not match this model ({len(unexpected)} unknown tensors)")
-    optimizer.load_state_dict(parts["optimizer"])
-    scheduler.load_state_dict(parts["scheduler"])
-    rng = parts["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "method" in parts:
-        method.restore_state(model, parts["method"])
-    return state
+    try:
+        _, unexpected = model.load_state_dict(parts["weights"], strict=False)
+        if unexpected:
+            raise ValueError(f"{len(unexpected)} unknown tensors")
+        optimizer.load_state_dict(parts["optimizer"])
+        scheduler.load_state_dict(parts["scheduler"])
+        rng = parts["rng"]
+        random.setstate(rng["python"])
+        kind, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if "method" in parts:
+            method.restore_state(model, parts["method"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        raise InputError(
+            f"checkpoint {folder} does not fit this run ({error}); start again in a new --out"
+        ) from None
 
 
 def prune_checkpoints(run: Path) -> None:
@@ -534,10 +536,12 @@ def start_or_resume(
         "best_step": None,
         "bad_evals": 0,
     }
-    checkpoint = latest_checkpoint(out) if setup.status == "resume" else None
-    if checkpoint is not None:
-        inner = accelerator.unwrap_model(model)
-        state = load_checkpoint(checkpoint, inner, optimizer, scheduler, setup.method)
+    found = newest_intact_checkpoint(out) if setup.status == "resume" else None
+    if found is not None:
+        checkpoint, parts, state = found
+        load_checkpoint(
+            checkpoint, parts, accelerator.unwrap_model(model), optimizer, scheduler, setup.method
+        )
         if setup.main:
             truncate_metrics(out, state["step"])
         logger.info("resumed from %s (step %d)", checkpoint, state["step"])
