@@ -41,7 +41,7 @@ from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
-from codetune.train.config import TrainConfig
+from codetune.train.config import MAX_STEPS, TrainConfig
 from codetune.train.methods import Method, get_method, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table
@@ -320,6 +320,7 @@ class Setup:
     run_print: str
     accelerator: Any
     status: str
+    built_for: str | None = None  # the model whose tokenizer `codetune build` used (stats.json)
 
     @property
     def main(self) -> bool:
@@ -383,6 +384,7 @@ def check_inputs(cfg: TrainConfig) -> Setup:
         )
     if kind != "seq2seq" and seq2seq:
         raise InputError(f"dataset {cfg.dataset} is {kind} but {cfg.model} is encoder-decoder (seq2seq)")
+    check_packing(cfg, data["train"], seq2seq)
     if method.quantized:
         quantization_config()  # fails early and clearly without CUDA or bitsandbytes
     for tracker in cfg.report_to:
@@ -411,7 +413,26 @@ def check_inputs(cfg: TrainConfig) -> Setup:
             "only; start the run again in a new --out (or train without sharding)"
         )
     accelerator.wait_for_everyone()  # every process has looked at the folder before the first one writes
-    return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status)
+    built_for = dataset.stats.get("model") if isinstance(dataset.stats.get("model"), str) else None
+    return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status, built_for)
+
+
+def check_packing(cfg: TrainConfig, train: Any, seq2seq: bool) -> None:
+    """Refuse a packed row shorter than the longest example: packing would cut every longer one
+    (``batch_tokens=1`` would train on nothing but first tokens, which are never targets)."""
+    import pyarrow.compute as pc
+
+    if seq2seq or cfg.packing != "packed" or len(train) == 0:
+        return
+    row, name = cfg.batch_tokens, "batch_tokens"
+    if cfg.pack_length and cfg.pack_length < cfg.batch_tokens:
+        row, name = cfg.pack_length, "pack_length"
+    longest = pc.max(pc.list_value_length(train.data.column("input_ids"))).as_py()
+    if row < longest:
+        raise ConfigError(
+            f"{name} {row} is shorter than the dataset's longest example ({longest} tokens): packing would "
+            f"cut examples to {row} tokens; set {name} to at least {longest} (the dataset's max_length)"
+        )
 
 
 def launched_without_gpu() -> bool:
@@ -450,9 +471,9 @@ def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
     set_seed(cfg.seed)
     tok_dir = Path(cfg.dataset) / TOKENIZER
     base_tokenizer = load_tokenizer(setup.ref)
-    tokenizer = (
-        load_tokenizer(str(tok_dir)) if (tok_dir / "tokenizer_config.json").is_file() else base_tokenizer
-    )
+    saved = (tok_dir / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(tok_dir)) if saved else base_tokenizer
+    check_dataset_tokenizer(setup, base_tokenizer, tokenizer if saved else None)
     # Tokens the build added (FIM sentinels): their embedding and head rows start untrained.
     base_vocab = base_tokenizer.get_vocab()
     new_tokens = sorted(i for token, i in tokenizer.get_vocab().items() if token not in base_vocab)
@@ -467,6 +488,45 @@ def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
         if setup.method.peft:
             model.enable_input_require_grads()
     return tokenizer, model, new_tokens
+
+
+def check_dataset_tokenizer(setup: Setup, base: Any, saved: Any | None) -> None:
+    """Refuse a dataset made with another model's tokenizer: its token ids would stand for other
+    tokens in this model. ``saved`` is the dataset's own tokenizer/ (None when it was removed)."""
+    cfg = setup.cfg
+    made = f" (built for {setup.built_for})" if setup.built_for else ""
+    rebuild = f"build the dataset again with --model {cfg.model}"
+    base_vocab = base.get_vocab()
+    if saved is not None:
+        vocab = saved.get_vocab()
+        moved = sum(1 for token, i in base_vocab.items() if vocab.get(token) != i)
+        if moved:
+            raise InputError(
+                f"dataset {cfg.dataset}{made} was made with another tokenizer: {moved:,} of the "
+                f"{len(base_vocab):,} tokens of {cfg.model} have other ids in it; {rebuild}"
+            )
+        return
+    import pyarrow.compute as pc
+
+    train = setup.data["train"]
+    columns = [c for c in ("input_ids", "labels") if c in train.column_names]
+    largest = max((pc.max(pc.list_flatten(train.data.column(c))).as_py() or 0 for c in columns), default=0)
+    if largest >= len(base):
+        raise InputError(
+            f"dataset {cfg.dataset}{made} holds token ids up to {largest:,} but {cfg.model} has "
+            f"{len(base):,} tokens, and the dataset's {TOKENIZER}/ folder is missing: it was made with "
+            f"another tokenizer; {rebuild}"
+        )
+    if setup.built_for and setup.built_for != cfg.model:
+        logger.warning(
+            "dataset %s was built for %s and its %s/ folder is missing: nothing shows its token ids mean "
+            "the same in %s; if the two tokenizers differ, %s",
+            cfg.dataset,
+            setup.built_for,
+            TOKENIZER,
+            cfg.model,
+            rebuild,
+        )
 
 
 def make_batches(setup: Setup, tokenizer: Any) -> tuple[Batches, Batches | None]:
@@ -502,7 +562,13 @@ def plan_steps(setup: Setup, train_batches: Batches) -> tuple[int, int]:
             f"dataset {cfg.dataset} has too few examples for one optimizer step of {cfg.grad_accum} "
             f"micro-batch(es) on each of {processes} process(es)"
         )
-    return steps_per_epoch, cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if total > MAX_STEPS:
+        raise ConfigError(
+            f"epochs {cfg.epochs:g} over {steps_per_epoch:,} steps an epoch make {total:,} optimizer steps, "
+            f"more than {MAX_STEPS:,}; lower epochs or set max_steps"
+        )
+    return steps_per_epoch, total
 
 
 def make_optimizer(cfg: TrainConfig, model: Any, total_steps: int) -> tuple[Any, Any]:
