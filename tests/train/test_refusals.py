@@ -96,46 +96,16 @@ def test_without_its_tokenizer_a_dataset_built_for_another_model_warns(
         ("pack_length=16", ("pack_length 16 is shorter", "at least 48")),
         ("max_steps=100000000000000000000000000000", ("max_steps", "less than or equal to 100000000")),
         ("max_steps=" + "9" * 5000, ("a number with 5,000 digits is too long",)),
+        ("epochs=1e12", ("optimizer steps, more than 100,000,000",)),
     ],
-    ids=["batch_tokens=1", "pack_length=16", "max_steps=1e29", "max_steps=5000 digits"],
+    ids=["batch_tokens=1", "pack_length=16", "max_steps=1e29", "max_steps=5000 digits", "epochs=1e12"],
 )
 def test_settings_that_cannot_train_are_refused(
     causal_dataset, tmp_path, monkeypatch, capsys, setting, needles
 ):
     out = tmp_path / "run"
-    code, err = cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "-m",
-        "tiny-llama",
-        "-d",
-        str(causal_dataset),
-        "-o",
-        str(out),
-        "--set",
-        setting,
-    )
-    assert_one_error(code, err, *needles)
-    assert not out.exists()
-
-
-def test_epochs_that_make_too_many_steps_are_refused(causal_dataset, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    code, err = cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "-m",
-        "tiny-llama",
-        "-d",
-        str(causal_dataset),
-        "-o",
-        str(out),
-        "--set",
-        "epochs=1e12",
-    )
-    assert_one_error(code, err, "optimizer steps, more than 100,000,000")
+    args = ["train", "-m", "tiny-llama", "-d", str(causal_dataset), "-o", str(out), "--set", setting]
+    assert_one_error(*cli(monkeypatch, capsys, *args), *needles)
     assert not out.exists()
 
 
