@@ -34,13 +34,14 @@ $(VENV)/bin/python:
 	@echo "created $(VENV) (the system Python refuses pip); codetune is installed there: $(VENV)/bin/codetune"
 
 # constraints.txt pins every package to the versions `make lock` last resolved and tested. A torch
-# that is already there (a GPU user's CUDA build) is kept: the torch pin is left out for it.
+# that is already there (a GPU user's CUDA build) is kept: the pins of torch and of what it requires
+# are left out for it.
 # Otherwise the pin brings the CPU build, so that pip does not pull gigabytes of CUDA packages.
 define INSTALL
 	@mkdir -p $(STAMPS)
 	@if $(PY) -c "import importlib.metadata as m; m.version('torch')" >/dev/null 2>&1; then \
 		echo "keeping installed torch $$($(PY) -c "import importlib.metadata as m; print(m.version('torch'))")"; \
-		grep -v '^torch==' constraints.txt > $(STAMPS)/constraints-keep-torch.txt; \
+		$(PY) .ci/lock.py --keep-torch constraints.txt $(STAMPS)/constraints-keep-torch.txt; \
 		$(PIP) install -q -c $(STAMPS)/constraints-keep-torch.txt -e ".[dev]"; \
 	else \
 		$(PIP) install -q -c constraints.txt -e ".[dev]"; \

@@ -1,9 +1,14 @@
-"""Rewrite constraints.txt from the packages installed in this Python (run by `make lock`, in a fresh
-virtualenv holding `pip install -e ".[dev]"` and nothing else).
+"""constraints.txt, the lock every `make` install uses.
 
-Each pin carries a marker for this Python version and platform: pip applies it only where the lock
-was resolved, and resolves freely elsewhere. Pins of other Pythons (`make lock PYTHON=python3.12`) and
-the torch pin (the CPU build the project's machines carry) are kept as they are.
+`lock.py constraints.txt` (run by `make lock`, in a fresh virtualenv holding `pip install -e ".[dev]"`
+and nothing else) rewrites it from the packages installed in this Python. Each pin carries a marker
+for this Python version and platform: pip applies it only where the lock was resolved, and resolves
+freely elsewhere. Pins of other Pythons (`make lock PYTHON=python3.12`) and the torch pin (the CPU
+build the project's machines carry) are kept as they are.
+
+`lock.py --keep-torch constraints.txt OUT` writes the lock as it applies where a torch is already
+installed (a GPU user's CUDA build, kept): without the torch pin and without the pins of the packages
+that torch itself requires (a torch release may pin, say, sympy exactly).
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ UNPINNED = {"codetune", "pip", "setuptools", "wheel", "torch"}  # torch keeps it
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def keep_torch(path: Path, out: Path) -> None:
+    try:
+        required = metadata.requires("torch") or []
+    except metadata.PackageNotFoundError:
+        required = []
+    held = {"torch"} | {canonical(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in required}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if canonical(re.split(r"[\s=<>!~;\[]", line, maxsplit=1)[0]) not in held]
+    out.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
 def main(path: Path) -> None:
@@ -54,4 +70,7 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "--keep-torch":
+        keep_torch(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]))
