@@ -13,13 +13,19 @@ print("yes" if os.path.isfile(marker) and not inside else "")' 2>/dev/null)
 ifeq ($(EXTERNALLY_MANAGED),yes)
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/bin/python
+STAMPS := $(VENV)
 else
 PY := $(PYTHON)
 SETUP :=
+# one stamp folder per Python environment (its sys.prefix), so switching PYTHON= installs again
+STAMPS := .make/$(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])' 2>/dev/null)
 endif
 PIP := $(PY) -m pip
+# Written after a successful install; test, test-slow and quickstart install again only when
+# pyproject.toml or constraints.txt changed since (`make install` always installs).
+STAMP := $(STAMPS)/.codetune-installed
 
-.PHONY: install quickstart test test-slow lint bench
+.PHONY: install quickstart test test-slow lint bench lock
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv --system-site-packages $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
@@ -27,30 +33,54 @@ $(VENV)/bin/python:
 		exit 1; }
 	@echo "created $(VENV) (the system Python refuses pip); codetune is installed there: $(VENV)/bin/codetune"
 
-# Keep a torch that is already there (a GPU user's CUDA build); otherwise pin the CPU build
-# so that pip does not pull gigabytes of CUDA packages.
-install: $(SETUP)
-	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
-		echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
-		$(PIP) install -q -e ".[dev]"; \
+# constraints.txt pins every package to the versions `make lock` last resolved and tested. A torch
+# that is already there (a GPU user's CUDA build) is kept: the pins of torch and of what it requires
+# are left out for it.
+# Otherwise the pin brings the CPU build, so that pip does not pull gigabytes of CUDA packages.
+define INSTALL
+	@mkdir -p $(STAMPS)
+	@if $(PY) -c "import importlib.metadata as m; m.version('torch')" >/dev/null 2>&1; then \
+		echo "keeping installed torch $$($(PY) -c "import importlib.metadata as m; print(m.version('torch'))")"; \
+		$(PY) .ci/lock.py --keep-torch constraints.txt $(STAMPS)/constraints-keep-torch.txt; \
+		$(PIP) install -q -c $(STAMPS)/constraints-keep-torch.txt -e ".[dev]"; \
 	else \
 		$(PIP) install -q -c constraints.txt -e ".[dev]"; \
 	fi
+	@touch $(STAMP)
+endef
 
-quickstart: install
+install: $(SETUP)
+	$(INSTALL)
+
+$(STAMP): pyproject.toml constraints.txt | $(SETUP)
+	$(INSTALL)
+
+quickstart: $(STAMP)
 	$(PY) -m codetune quickstart
 
-test: install
+test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not gpu" --timeout 900
 
 # The long tests: every recipe with its own steps and eval samples, every family end to end,
 # 2-process training, resume after SIGKILL. CI runs them after `make test`.
-test-slow: install
+test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow and not gpu" --timeout 3600
 
 lint:
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 
-bench: install
+bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# Refresh constraints.txt on purpose: resolve ".[dev]" afresh (only torch pinned) in a new virtualenv
+# of $(PYTHON), with an empty pip cache, and pin what pip chose for this Python and platform. Then run
+# `make test` and commit constraints.txt.
+LOCK_VENV := .make/lock-venv
+lock:
+	@rm -rf $(LOCK_VENV) && mkdir -p .make
+	$(PYTHON) -m venv $(LOCK_VENV)
+	grep '^torch==' constraints.txt > .make/torch-pin.txt
+	$(LOCK_VENV)/bin/python -m pip install -q --no-cache-dir -c .make/torch-pin.txt -e ".[dev]"
+	$(LOCK_VENV)/bin/python .ci/lock.py constraints.txt
+	@rm -rf $(LOCK_VENV)

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Ray Data logs at DEBUG to loggers that pytest (9.2 on) captures too, and its usage statistics ask a
+# Prometheus nobody runs here, logging a traceback each time: a failure's report drowned in them.
+os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -58,6 +58,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
+    except ValueError:  # an integer longer than Python converts (4,300 digits)
+        raise ConfigError(
+            f"override {key.strip()}: a number with {len(raw.strip()):,} digits is too long"
+        ) from None
     return key.strip().split("."), value
 
 
@@ -118,6 +122,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"malformed YAML in {path}: nested too deeply") from None
+    except ValueError as error:  # int() refuses a literal of more than 4,300 digits
+        raise ConfigError(f"{path} holds a number too long to read ({str(error).split(':')[0]})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -612,28 +612,31 @@ def test_zip_bomb_is_refused_and_leaves_nothing_behind(tmp_path):
     assert_clean_error(proc, "refused", "max_unpack_bytes")
 
 
-def zeros_zip(path: Path, entries: dict[str, bytes], zeros_name: str, gib: int = 1) -> None:
-    """A zip holding ``entries`` and one member of ``gib`` GiB of zeros, written in a second: the
-    deflate stream of 16 MiB of zeros is made once and repeated (full flushes make it byte-aligned)."""
+def zeros_zip(
+    path: Path, entries: dict[str, bytes], zeros_name: str, size: int = 1 << 30, zeros_mode: int = 0
+) -> None:
+    """A zip holding ``entries`` and one member of ``size`` bytes of zeros (a multiple of 16 MiB; its
+    mode ``zeros_mode``, e.g. a symlink's), written in a second: the deflate stream of 16 MiB of zeros
+    is made once and repeated (full flushes make it byte-aligned)."""
     import struct
     import zlib
 
     block = bytes(1 << 24)
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
     chunk = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
-    repeats = gib * 64
+    repeats = size >> 24
     crc = 0
     for _ in range(repeats):
         crc = zlib.crc32(block, crc)
-    members = [(name, 0, zlib.crc32(data), len(data), [data]) for name, data in entries.items()]
-    members.append((zeros_name, 8, crc, (1 << 24) * repeats, [chunk] * repeats + [b"\x03\x00"]))
+    members = [(name, 0, zlib.crc32(data), len(data), [data], 0) for name, data in entries.items()]
+    members.append((zeros_name, 8, crc, (1 << 24) * repeats, [chunk] * repeats + [b"\x03\x00"], zeros_mode))
     central, offset = b"", 0
     with path.open("wb") as handle:
-        for name, method, crc32, size, parts in members:
+        for name, method, crc32, unpacked, parts, mode in members:
             raw = name.encode()
             packed = sum(len(p) for p in parts)
             header = struct.pack(
-                "<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, packed, size, len(raw), 0
+                "<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, packed, unpacked, len(raw), 0
             )
             handle.write(header + raw)
             for part in parts:
@@ -642,7 +645,7 @@ def zeros_zip(path: Path, entries: dict[str, bytes], zeros_name: str, gib: int =
                 struct.pack(
                     "<IHHHHHHIIIHHHHHII",
                     0x02014B50,
-                    20,
+                    0x0314 if mode else 20,  # made on Unix, where the high attribute bits are a mode
                     20,
                     0,
                     method,
@@ -650,13 +653,13 @@ def zeros_zip(path: Path, entries: dict[str, bytes], zeros_name: str, gib: int =
                     0x21,
                     crc32,
                     packed,
-                    size,
+                    unpacked,
                     len(raw),
                     0,
                     0,
                     0,
                     0,
-                    0,
+                    mode << 16,
                     offset,
                 )
                 + raw

@@ -111,7 +111,7 @@ def test_ollama_rejects_an_unknown_option(server):
 
 
 # -- TGI (huggingface_hub, llm-ls) ------------------------------------------------------------------
-def test_huggingface_hub_text_generation_and_stream(server, plain_answer):
+def test_huggingface_hub_text_generation_and_stream(server, plain_answer, hub_client_online):
     from huggingface_hub import InferenceClient
 
     for route in ("/generate", ""):

@@ -11,12 +11,12 @@ from codetune.train.config import TrainConfig
 from codetune.train.recipe import train
 
 
-def test_adalora_ranks_come_back_exactly(causal_dataset: Path, tmp_path: Path) -> None:
+def test_adalora_ranks_come_back_exactly(dataset_of, tmp_path: Path) -> None:
     from peft.tuners.adalora import AdaLoraLayer
 
     cfg = TrainConfig(
         model="tiny-gpt-bigcode",
-        dataset=causal_dataset,
+        dataset=dataset_of("tiny-gpt-bigcode"),
         method="adalora",
         out=tmp_path / "run",
         max_steps=8,

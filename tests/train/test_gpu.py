@@ -36,9 +36,9 @@ def run(preset: str, method: str, precision: str, dataset: Path, out: Path):
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gpt-bigcode"])
-def test_qlora_trains_and_merges_dequantized(preset: str, causal_dataset: Path, tmp_path: Path) -> None:
+def test_qlora_trains_and_merges_dequantized(preset: str, dataset_of, tmp_path: Path) -> None:
     pytest.importorskip("bitsandbytes")
-    result = run(preset, "qlora", "bf16", causal_dataset, tmp_path / "run")
+    result = run(preset, "qlora", "bf16", dataset_of(preset), tmp_path / "run")
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     first_eval = read_json_line(rows[0])["eval_loss"]
     assert result.summary["best_eval_loss"] < first_eval
@@ -50,8 +50,8 @@ def test_qlora_trains_and_merges_dequantized(preset: str, causal_dataset: Path, 
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-gpt-bigcode"])
-def test_bf16_lora(preset: str, causal_dataset: Path, tmp_path: Path) -> None:
-    result = run(preset, "lora", "bf16", causal_dataset, tmp_path / "run")
+def test_bf16_lora(preset: str, dataset_of, tmp_path: Path) -> None:
+    result = run(preset, "lora", "bf16", dataset_of(preset), tmp_path / "run")
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert result.summary["best_eval_loss"] < read_json_line(rows[0])["eval_loss"]
 

@@ -77,18 +77,18 @@ def test_merge_refuses_a_4bit_run_unless_dequantized(causal_dataset: Path, tmp_p
     assert not (tmp_path / "m").exists()
 
 
-def test_merge_cli_prints_the_difference(causal_dataset: Path, tmp_path: Path) -> None:
+def test_merge_cli_prints_the_difference(dataset_of, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from codetune.cli import app
 
-    run = quick_run("tiny-gpt-bigcode", "lora", causal_dataset, tmp_path / "run")
+    run = quick_run("tiny-gpt-bigcode", "lora", dataset_of("tiny-gpt-bigcode"), tmp_path / "run")
     done = CliRunner().invoke(app, ["merge", str(run), "--out", str(tmp_path / "merged")])
     assert done.exit_code == 0, done.output
     assert "max_logit_diff" in done.output
 
 
-def test_kotlin_qlora_merge_passes_its_check_in_bf16(causal_dataset: Path, tmp_path: Path) -> None:
+def test_kotlin_qlora_merge_passes_its_check_in_bf16(dataset_of, tmp_path: Path) -> None:
     """The Kotlin recipe's merge step (QLoRA, dequantize into bf16) on CPU: its base family, its LoRA
     settings, swapping only QLoRA for LoRA; the run is then marked as the QLoRA run it stands for."""
     import json
@@ -100,7 +100,7 @@ def test_kotlin_qlora_merge_passes_its_check_in_bf16(causal_dataset: Path, tmp_p
     assert recipe["train"]["method"] == "qlora" and recipe["merge"] == {"dequantize": True}
     cfg = TrainConfig(
         model="tiny-phi",
-        dataset=causal_dataset,
+        dataset=dataset_of("tiny-phi"),
         method="lora",
         out=tmp_path / "run",
         max_steps=4,

@@ -38,10 +38,10 @@ def test_early_stopping_keeps_the_best_checkpoint(causal_dataset: Path, tmp_path
     assert (result.out / "model" / "model.safetensors").is_file()
 
 
-def test_pad_mode_gradient_checkpointing_and_accumulation(causal_dataset: Path, tmp_path: Path) -> None:
+def test_pad_mode_gradient_checkpointing_and_accumulation(dataset_of, tmp_path: Path) -> None:
     cfg = TrainConfig(
         model="tiny-gpt-bigcode",
-        dataset=causal_dataset,
+        dataset=dataset_of("tiny-gpt-bigcode"),
         out=tmp_path / "run",
         packing="pad",
         batch_size=4,

@@ -7,7 +7,8 @@ A run folder (`codetune train`):       manifest.json, adapter/ (peft) or model/ 
                                        metrics.jsonl, loss.png, adalora_ranks.json (AdaLoRA),
                                        checkpoints/step-N/ and checkpoints/best/, each holding
                                        weights.pt, optimizer.pt, scheduler.pt, rng.pt, method.pt
-                                       (when the method keeps state) and state.json
+                                       (when the method keeps state), state.json and, written
+                                       last, checksums.json
 A report folder (`codetune eval`):     report.json, report.md, predictions.jsonl, metrics.png, loss.png,
                                        manifest.json
 A file output (`codetune generate`):   OUT.jsonl with its manifest beside it, OUT.jsonl.manifest.json
@@ -52,6 +53,7 @@ CHECKPOINT_SCHEDULER = "scheduler.pt"
 CHECKPOINT_RNG = "rng.pt"
 CHECKPOINT_METHOD = "method.pt"
 CHECKPOINT_STATE = "state.json"
+CHECKPOINT_CHECKSUMS = "checksums.json"  # written last: the size and sha256 of every other file
 
 # records (what editors were suggested and what developers kept)
 RECORDS_GLOB = "records-*.jsonl"

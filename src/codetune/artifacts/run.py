@@ -9,6 +9,7 @@ checkpoints/step-N/ + checkpoints/best/ while training.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from codetune.artifacts.paths import (
     ADAPTER,
     ADAPTER_CONFIG,
     BEST_CHECKPOINT,
+    CHECKPOINT_CHECKSUMS,
     CHECKPOINT_GLOB,
     CHECKPOINT_METHOD,
     CHECKPOINT_OPTIMIZER,
@@ -194,8 +196,10 @@ def clear_metrics(run: str | Path) -> None:
 
 def checkpoints(run: str | Path) -> list[Path]:
     """The resumable checkpoints (checkpoints/step-N/) of a run, oldest first."""
-    found = (Path(run) / CHECKPOINTS).glob(CHECKPOINT_GLOB)
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    found = [
+        p for p in (Path(run) / CHECKPOINTS).glob(CHECKPOINT_GLOB) if p.name[5:].isdigit() and p.is_dir()
+    ]
+    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def checkpoint_folder(run: str | Path, step: int) -> Path:
@@ -208,6 +212,8 @@ def best_checkpoint(run: str | Path) -> Path:
 
 
 # A checkpoint's parts, each a torch.save'd object; "method" only for methods that keep state.
+# Every part loads with torch.load(weights_only=True): tensors, numbers, strings and containers of them
+# only, so a planted file can never run code (a pickle's __reduce__) when a run resumes.
 _CHECKPOINT_PARTS = {
     "weights": CHECKPOINT_WEIGHTS,
     "optimizer": CHECKPOINT_OPTIMIZER,
@@ -215,11 +221,27 @@ _CHECKPOINT_PARTS = {
     "rng": CHECKPOINT_RNG,
     "method": CHECKPOINT_METHOD,
 }
+_REQUIRED_PARTS = ("weights", "optimizer", "scheduler", "rng")
+# The training state (state.json) a resumed loop needs, with the types it must have.
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,),
+    "epoch": (int,),
+    "batch": (int,),
+    "tokens": (int,),
+    "best_eval": (float, int, type(None)),
+    "best_step": (int, type(None)),
+    "bad_evals": (int,),
+}
+
+
+class DamagedCheckpoint(InputError):
+    """A checkpoint that cannot be trusted: a file missing, truncated, changed or not loadable."""
 
 
 def write_checkpoint(folder: str | Path, parts: dict[str, Any], state: dict[str, Any]) -> None:
     """Write a resumable checkpoint atomically (a kill leaves the previous one): the torch
-    objects in ``parts`` (weights, optimizer, scheduler, rng, optionally method) and ``state``."""
+    objects in ``parts`` (weights, optimizer, scheduler, rng, optionally method) and ``state``,
+    then, last, the size and sha256 of each file (``read_checkpoint`` checks them)."""
     import torch
 
     if unknown := set(parts) - set(_CHECKPOINT_PARTS):
@@ -228,22 +250,94 @@ def write_checkpoint(folder: str | Path, parts: dict[str, Any], state: dict[str,
         for part, value in parts.items():
             torch.save(value, tmp / _CHECKPOINT_PARTS[part])
         write_json(tmp / CHECKPOINT_STATE, state)
+        write_json(tmp / CHECKPOINT_CHECKSUMS, {path.name: _checksum(path) for path in sorted(tmp.iterdir())})
+
+
+def _checksum(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def verify_checkpoint(folder: str | Path) -> None:
+    """Raise DamagedCheckpoint unless every file checksums.json lists is there, whole and unchanged."""
+    folder = Path(folder)
+    try:
+        listed = read_json(folder / CHECKPOINT_CHECKSUMS)
+    except FileNotFoundError:
+        raise DamagedCheckpoint(
+            f"no {CHECKPOINT_CHECKSUMS} (unfinished, or written by an older codetune)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedCheckpoint(f"{CHECKPOINT_CHECKSUMS} is not valid JSON ({error})") from None
+    if not isinstance(listed, dict) or not all(isinstance(entry, dict) for entry in listed.values()):
+        raise DamagedCheckpoint(f"{CHECKPOINT_CHECKSUMS} is not a checksum list")
+    for name in (CHECKPOINT_STATE, *(_CHECKPOINT_PARTS[part] for part in _REQUIRED_PARTS)):
+        if name not in listed:
+            raise DamagedCheckpoint(f"{CHECKPOINT_CHECKSUMS} does not list {name}")
+    for name, expected in listed.items():
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            raise DamagedCheckpoint(f"{name} is missing")
+        if path.stat().st_size != expected.get("bytes"):
+            raise DamagedCheckpoint(
+                f"{name} has {path.stat().st_size} bytes, {expected.get('bytes')} written"
+            )
+        if _checksum(path)["sha256"] != expected.get("sha256"):
+            raise DamagedCheckpoint(f"{name} changed since it was written (sha256 differs)")
 
 
 def read_checkpoint(folder: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What write_checkpoint wrote: (parts, state); a part that was not written is absent."""
+    """What write_checkpoint wrote: (parts, state), verified and loaded without running any code;
+    DamagedCheckpoint (saying what is wrong) otherwise. A part that was not written is absent."""
+    import pickle
+
     import torch
 
     folder = Path(folder)
-    if not (folder / CHECKPOINT_STATE).is_file():
-        raise InputError(f"{folder} is not a complete checkpoint ({CHECKPOINT_STATE} missing)")
-    # our own files, so weights_only=False: the optimizer and RNG states hold non-tensors
-    parts = {
-        part: torch.load(folder / name, weights_only=False)
-        for part, name in _CHECKPOINT_PARTS.items()
-        if (folder / name).is_file()
-    }
-    return parts, read_json(folder / CHECKPOINT_STATE)
+    verify_checkpoint(folder)
+    parts = {}
+    for part, name in _CHECKPOINT_PARTS.items():
+        if not (folder / name).is_file():
+            continue
+        try:
+            parts[part] = torch.load(folder / name, weights_only=True, map_location="cpu")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, OSError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DamagedCheckpoint(f"{name} does not load as tensors and numbers ({reason})") from None
+    try:
+        state = read_json(folder / CHECKPOINT_STATE)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedCheckpoint(f"{CHECKPOINT_STATE} is not valid JSON ({error})") from None
+    if not isinstance(state, dict):
+        raise DamagedCheckpoint(f"{CHECKPOINT_STATE} is not a JSON object")
+    for key, types in _STATE_TYPES.items():
+        value = state.get(key)
+        if not isinstance(value, types) or isinstance(value, bool) or (value is not None and value != value):
+            raise DamagedCheckpoint(f"{CHECKPOINT_STATE}: {key} is {value!r}, not a {types[0].__name__}")
+    return parts, state
+
+
+def newest_intact_checkpoint(run: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(folder, parts, state) of the newest checkpoint that reads back whole; a warning names each
+    newer one skipped and why. None when the run has no checkpoint; InputError when none is intact."""
+    skipped = []
+    for folder in reversed(checkpoints(run)):
+        try:
+            parts, state = read_checkpoint(folder)
+        except DamagedCheckpoint as error:
+            logger.warning("checkpoint %s skipped: %s", folder, error)
+            skipped.append(f"{folder.name}: {error}")
+            continue
+        return folder, parts, state
+    if skipped:
+        raise InputError(
+            f"no intact checkpoint to resume in {Path(run) / CHECKPOINTS} ({'; '.join(skipped)}); "
+            "start the run again in a new --out"
+        )
+    return None
 
 
 def write_adalora_ranks(run: str | Path, ranks: dict[str, int]) -> None:

@@ -3,13 +3,19 @@ before it (``docs`` records), and round-trip them through doccano's JSONL for hu
 
 from __future__ import annotations
 
+import codecs
+import functools
+import http.client
+import io
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import urllib.robotparser
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -115,14 +121,103 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+# However slowly a server sends, one page (headers, body and redirects) gets this long in all; each
+# read also waits at most READ_TIMEOUT_S.
+PAGE_DEADLINE_S = 60.0
+READ_TIMEOUT_S = 30.0
+MAX_PAGE_BYTES = 5_000_000
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket reader whose every read waits only for what is left of the page's time."""
+
+    def __init__(self, raw: Any, sock: Any, deadline: float) -> None:
+        super().__init__()
+        self.raw, self.sock, self.deadline = raw, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            self.sock.settimeout(min(left, READ_TIMEOUT_S))
+            try:
+                return self.raw.readinto(buffer)
+            except TimeoutError:
+                if time.monotonic() < self.deadline:
+                    raise
+        raise TimeoutError(f"the page took more than {PAGE_DEADLINE_S:g} s in all")
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: Any, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
+
+
+def _deadline_handlers(deadline: float) -> list[Any]:
+    """urllib's HTTP and HTTPS handlers, with each response read under ``deadline`` (a monotonic time)."""
+
+    def connection(kind: type[http.client.HTTPConnection]) -> Callable[..., Any]:
+        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            made = kind(host, **kwargs)
+            made.response_class = functools.partial(_DeadlineResponse, deadline=deadline)  # type: ignore[assignment]
+            return made
+
+        return make
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(connection(http.client.HTTPConnection), req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(connection(http.client.HTTPSConnection), req, context=self._context)
+
+    return [Http(), Https()]
+
+
+def decode_page(body: bytes, declared: str | None) -> str:
+    """A page's text: by its byte-order mark, else the charset the server declares, else a ``<meta>``
+    charset, when Python knows them; else UTF-8 when the bytes are UTF-8, else windows-1252 (what
+    browsers assume). A bogus charset (``x-bogus-charset``) is never fatal."""
+    for mark, codec in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if body.startswith(mark):
+            return body.decode(codec, errors="replace")
+    meta = re.search(rb"""<meta[^>]*charset\s*=\s*["']?([\w.:-]+)""", body[:4096], re.IGNORECASE)
+    for label in (declared, meta.group(1).decode("ascii") if meta else None):
+        if label:
+            try:
+                return body.decode(label, errors="replace")
+            except LookupError:  # unknown, or not a text encoding (rot13, zlib)
+                continue
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
 def _fetch(url: str, host: str | None = None) -> tuple[str, str]:
-    """(content type, text) of ``url``; redirects are followed only while they stay on ``host``."""
-    opener = urllib.request.build_opener(_SameHostRedirects(host or urllib.parse.urlparse(url).netloc))
+    """(content type, text) of ``url``, within PAGE_DEADLINE_S however slowly the server sends;
+    redirects are followed only while they stay on ``host``."""
+    deadline = time.monotonic() + PAGE_DEADLINE_S
+    opener = urllib.request.build_opener(
+        _SameHostRedirects(host or urllib.parse.urlparse(url).netloc), *_deadline_handlers(deadline)
+    )
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with opener.open(request, timeout=30) as response:
+    with opener.open(request, timeout=min(READ_TIMEOUT_S, PAGE_DEADLINE_S)) as response:
         kind = response.headers.get("Content-Type", "")
-        charset = response.headers.get_content_charset() or "utf-8"
-        return kind, response.read(5_000_000).decode(charset, errors="replace")
+        body = response.read(MAX_PAGE_BYTES)
+        return kind, decode_page(body, response.headers.get_content_charset())
 
 
 def _robots(start: str) -> urllib.robotparser.RobotFileParser:
@@ -131,7 +226,7 @@ def _robots(start: str) -> urllib.robotparser.RobotFileParser:
     try:
         _, text = _fetch(robots.url)
         robots.parse(text.splitlines())
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         robots.parse([])  # no robots.txt: everything allowed
     return robots
 
@@ -162,7 +257,7 @@ def crawl(start: str, cfg: Any, state_path: Path) -> list[dict[str, Any]]:
             time.sleep(cfg.docs_delay)
         try:
             kind, html = _fetch(url, host)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
             log.warning("skipping %s: %s", url, error)
             continue
         pages_ok += 1

@@ -69,8 +69,24 @@ def walk_files(
         found, problems = _walk(root, "", wanted, cfg)
     else:
         found, problems = _from_git(root, listing, wanted, cfg)
+    found = _utf8_names(found, problems)
     found.sort(key=lambda item: item[1])
     return found, problems
+
+
+def _utf8_names(found: list[tuple[str, str]], problems: Counter[str]) -> list[tuple[str, str]]:
+    """Leave out (counted as ``name_not_utf8``) files whose path is not UTF-8: a corpus stores paths
+    as text, and such a name (held as lone surrogates) cannot be written there."""
+    kept = []
+    for path, rel in found:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            problems["name_not_utf8"] += 1
+            log.info("file name not UTF-8, skipped: %r", rel)
+            continue
+        kept.append((path, rel))
+    return kept
 
 
 def _inside(path: str, root: Path) -> bool:

@@ -416,6 +416,7 @@ def build(cfg: BuildConfig) -> StageResult:
     dropped: Counter = Counter()
     if getattr(fmt, "skipped", 0):
         dropped["no_target"] += fmt.skipped
+    dropped.update(getattr(fmt, "dropped", {}))
     decontam = _decontaminate(cfg, parts, dropped)
     choosers: dict[str, Any] = {}
     if cfg.repo_context:

@@ -7,7 +7,9 @@ documents into a batch of examples (``datasets.map(batched=True)`` calls it, pos
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -327,6 +329,18 @@ def doccano_pair(record: dict[str, Any], opts: Any) -> tuple[str, str] | None:
     return instruction.strip(), response
 
 
+def _field_text(value: Any) -> str | None:
+    """A record field as text: a string as it is, a number as the file wrote it, null as empty;
+    None for a list, an object or a boolean (their Python repr is not the text anyone meant)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
+    return None
+
+
 @register_format("instruct")
 class Instruct(Format):
     """Instruction/response pairs from JSONL, a doccano export, or docstring -> function pairs."""
@@ -336,6 +350,7 @@ class Instruct(Format):
 
     def load(self, path: Path) -> list[dict[str, Any]]:
         opts = self.cfg.instruct
+        self.dropped: Counter[str] = Counter()  # records left out, by reason (stats.json counts them)
         source = opts.source
         if source == "auto" and is_corpus(path):
             source = "docstrings"
@@ -361,12 +376,16 @@ class Instruct(Format):
                         f"(has {', '.join(k for k in record if k != '_where')}); set instruct.instruction_field "
                         "and instruct.response_field"
                     )
-                extra = record.get(opts.input_field) if opts.input_field else None
-                instruction = str(record[opts.instruction_field] or "")
-                if extra:
-                    instruction = f"{instruction}\n\n{extra}"
-                pair = (instruction, str(record[opts.response_field] or ""))
+                fields = [opts.instruction_field, opts.response_field]
+                fields += [opts.input_field] if opts.input_field and record.get(opts.input_field) else []
+                texts = [_field_text(record[field]) for field in fields]
+                if None in texts:  # a list, an object or a boolean: no text to train on
+                    self.dropped["not_text"] += 1
+                    continue
+                instruction = "\n\n".join(texts[:1] + texts[2:])
+                pair = (instruction, texts[1])
             if pair is None or not pair[0].strip() or not pair[1].strip():
+                self.dropped["empty_pair"] += 1
                 continue
             docs.append(self._doc(pair, record["_where"], record["_where"].rsplit(":", 1)[0], ""))
         if not docs:

@@ -9,6 +9,9 @@ from pydantic import Field
 
 from codetune.schema import StrictModel
 
+# More optimizer steps than any run does (a 1e29 is a typo, and a schedule over it is flat at 0)
+MAX_STEPS = 100_000_000
+
 
 class TrainConfig(StrictModel):
     """Fine-tune a model on a built dataset."""
@@ -21,7 +24,9 @@ class TrainConfig(StrictModel):
     )
     out: Path | None = Field(None, description="Run folder (default: WORKDIR/run).")
     epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(
+        None, gt=0, le=MAX_STEPS, description="Stop after this many optimizer steps."
+    )
     lr: float = Field(2e-4, gt=0)
     packing: Literal["packed", "pad"] = Field(
         "packed",

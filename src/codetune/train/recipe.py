@@ -29,7 +29,7 @@ from codetune.artifacts.run import (
     checkpoint_folder,
     checkpoints,
     clear_metrics,
-    read_checkpoint,
+    newest_intact_checkpoint,
     read_metrics,
     read_run_manifest,
     truncate_metrics,
@@ -41,7 +41,7 @@ from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
-from codetune.train.config import TrainConfig
+from codetune.train.config import MAX_STEPS, TrainConfig
 from codetune.train.methods import Method, get_method, method_rows, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table
@@ -222,7 +222,10 @@ def save_checkpoint(
     import numpy as np
     import torch
 
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # numpy's key as a list of ints: a checkpoint holds tensors, numbers and strings only (weights_only)
+    numpy_state = [kind, keys.tolist(), int(position), int(has_gauss), float(gauss)]
+    rng = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     parts = {
@@ -236,33 +239,32 @@ def save_checkpoint(
     write_checkpoint(folder, parts, state)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    steps = checkpoints(run)
-    return steps[-1] if steps else None
-
-
 def load_checkpoint(
-    folder: Path, model: Any, optimizer: Any, scheduler: Any, method: Method
-) -> dict[str, Any]:
-    """Restore what save_checkpoint wrote; returns the training state (step, epoch, batch, ...)."""
+    folder: Path, parts: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, method: Method
+) -> None:
+    """Restore what save_checkpoint wrote (``parts``, read back by ``newest_intact_checkpoint``)."""
     import numpy as np
     import torch
 
-    parts, state = read_checkpoint(folder)
-    _, unexpected = model.load_state_dict(parts["weights"], strict=False)
-    if unexpected:
-        raise InputError(f"checkpoint {folder} does not match this model ({len(unexpected)} unknown tensors)")
-    optimizer.load_state_dict(parts["optimizer"])
-    scheduler.load_state_dict(parts["scheduler"])
-    rng = parts["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    if "method" in parts:
-        method.restore_state(model, parts["method"])
-    return state
+    try:
+        _, unexpected = model.load_state_dict(parts["weights"], strict=False)
+        if unexpected:
+            raise ValueError(f"{len(unexpected)} unknown tensors")
+        optimizer.load_state_dict(parts["optimizer"])
+        scheduler.load_state_dict(parts["scheduler"])
+        rng = parts["rng"]
+        random.setstate(rng["python"])
+        kind, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if "method" in parts:
+            method.restore_state(model, parts["method"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        raise InputError(
+            f"checkpoint {folder} does not fit this run ({error}); start again in a new --out"
+        ) from None
 
 
 def prune_checkpoints(run: Path) -> None:
@@ -330,6 +332,7 @@ class Setup:
     run_print: str
     accelerator: Any
     status: str
+    built_for: str | None = None  # the model whose tokenizer `codetune build` used (stats.json)
 
     @property
     def main(self) -> bool:
@@ -399,6 +402,7 @@ def check_inputs(cfg: TrainConfig) -> Setup:
         )
     if kind != "seq2seq" and seq2seq:
         raise InputError(f"dataset {cfg.dataset} is {kind} but {cfg.model} is encoder-decoder (seq2seq)")
+    check_packing(cfg, data["train"], seq2seq)
     if method.quantized:
         quantization_config()  # fails early and clearly without CUDA or bitsandbytes
     for tracker in cfg.report_to:
@@ -427,7 +431,26 @@ def check_inputs(cfg: TrainConfig) -> Setup:
             "only; start the run again in a new --out (or train without sharding)"
         )
     accelerator.wait_for_everyone()  # every process has looked at the folder before the first one writes
-    return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status)
+    built_for = dataset.stats.get("model") if isinstance(dataset.stats.get("model"), str) else None
+    return Setup(cfg, method, out, data, seq2seq, ref, precision, run_print, accelerator, status, built_for)
+
+
+def check_packing(cfg: TrainConfig, train: Any, seq2seq: bool) -> None:
+    """Refuse a packed row shorter than the longest example: packing would cut every longer one
+    (``batch_tokens=1`` would train on nothing but first tokens, which are never targets)."""
+    import pyarrow.compute as pc
+
+    if seq2seq or cfg.packing != "packed" or len(train) == 0:
+        return
+    row, name = cfg.batch_tokens, "batch_tokens"
+    if cfg.pack_length and cfg.pack_length < cfg.batch_tokens:
+        row, name = cfg.pack_length, "pack_length"
+    longest = pc.max(pc.list_value_length(train.data.column("input_ids"))).as_py()
+    if row < longest:
+        raise ConfigError(
+            f"{name} {row} is shorter than the dataset's longest example ({longest} tokens): packing would "
+            f"cut examples to {row} tokens; set {name} to at least {longest} (the dataset's max_length)"
+        )
 
 
 def launched_without_gpu() -> bool:
@@ -466,9 +489,9 @@ def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
     set_seed(cfg.seed)
     tok_dir = Path(cfg.dataset) / TOKENIZER
     base_tokenizer = load_tokenizer(setup.ref)
-    tokenizer = (
-        load_tokenizer(str(tok_dir)) if (tok_dir / "tokenizer_config.json").is_file() else base_tokenizer
-    )
+    saved = (tok_dir / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(tok_dir)) if saved else base_tokenizer
+    check_dataset_tokenizer(setup, base_tokenizer, tokenizer if saved else None)
     # Tokens the build added (FIM sentinels): their embedding and head rows start untrained.
     base_vocab = base_tokenizer.get_vocab()
     new_tokens = sorted(i for token, i in tokenizer.get_vocab().items() if token not in base_vocab)
@@ -483,6 +506,45 @@ def load_base(setup: Setup) -> tuple[Any, Any, list[int]]:
         if setup.method.peft:
             model.enable_input_require_grads()
     return tokenizer, model, new_tokens
+
+
+def check_dataset_tokenizer(setup: Setup, base: Any, saved: Any | None) -> None:
+    """Refuse a dataset made with another model's tokenizer: its token ids would stand for other
+    tokens in this model. ``saved`` is the dataset's own tokenizer/ (None when it was removed)."""
+    cfg = setup.cfg
+    made = f" (built for {setup.built_for})" if setup.built_for else ""
+    rebuild = f"build the dataset again with --model {cfg.model}"
+    base_vocab = base.get_vocab()
+    if saved is not None:
+        vocab = saved.get_vocab()
+        moved = sum(1 for token, i in base_vocab.items() if vocab.get(token) != i)
+        if moved:
+            raise InputError(
+                f"dataset {cfg.dataset}{made} was made with another tokenizer: {moved:,} of the "
+                f"{len(base_vocab):,} tokens of {cfg.model} have other ids in it; {rebuild}"
+            )
+        return
+    import pyarrow.compute as pc
+
+    train = setup.data["train"]
+    columns = [c for c in ("input_ids", "labels") if c in train.column_names]
+    largest = max((pc.max(pc.list_flatten(train.data.column(c))).as_py() or 0 for c in columns), default=0)
+    if largest >= len(base):
+        raise InputError(
+            f"dataset {cfg.dataset}{made} holds token ids up to {largest:,} but {cfg.model} has "
+            f"{len(base):,} tokens, and the dataset's {TOKENIZER}/ folder is missing: it was made with "
+            f"another tokenizer; {rebuild}"
+        )
+    if setup.built_for and setup.built_for != cfg.model:
+        logger.warning(
+            "dataset %s was built for %s and its %s/ folder is missing: nothing shows its token ids mean "
+            "the same in %s; if the two tokenizers differ, %s",
+            cfg.dataset,
+            setup.built_for,
+            TOKENIZER,
+            cfg.model,
+            rebuild,
+        )
 
 
 def make_batches(setup: Setup, tokenizer: Any) -> tuple[Batches, Batches | None]:
@@ -519,7 +581,13 @@ def plan_steps(setup: Setup, train_batches: Batches) -> tuple[int, int]:
             f"dataset {cfg.dataset} has too few examples for one optimizer step of {cfg.grad_accum} "
             f"micro-batch(es) on each of {processes} process(es)"
         )
-    return steps_per_epoch, cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if total > MAX_STEPS:
+        raise ConfigError(
+            f"epochs {cfg.epochs:g} over {steps_per_epoch:,} steps an epoch make {total:,} optimizer steps, "
+            f"more than {MAX_STEPS:,}; lower epochs or set max_steps"
+        )
+    return steps_per_epoch, total
 
 
 def make_optimizer(cfg: TrainConfig, model: Any, total_steps: int) -> tuple[Any, Any]:
@@ -553,10 +621,12 @@ def start_or_resume(
         "best_step": None,
         "bad_evals": 0,
     }
-    checkpoint = latest_checkpoint(out) if setup.status == "resume" else None
-    if checkpoint is not None:
-        inner = accelerator.unwrap_model(model)
-        state = load_checkpoint(checkpoint, inner, optimizer, scheduler, setup.method)
+    found = newest_intact_checkpoint(out) if setup.status == "resume" else None
+    if found is not None:
+        checkpoint, parts, state = found
+        load_checkpoint(
+            checkpoint, parts, accelerator.unwrap_model(model), optimizer, scheduler, setup.method
+        )
         if setup.main:
             truncate_metrics(out, state["step"])
         logger.info("resumed from %s (step %d)", checkpoint, state["step"])

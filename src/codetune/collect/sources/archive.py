@@ -5,6 +5,12 @@ is skipped and counted, and so is a member the filesystem refuses (a 300-charact
 a folder should be). Members larger than ``max_bytes`` are never written (they would be dropped as
 ``too_large``). The whole archive is refused, leaving nothing in the cache, when it unpacks to more
 than ``max_unpack_bytes`` or ``max_unpack_files``.
+
+Memory stays bounded whatever a member declares: names and link targets longer than
+``MAX_NAME_BYTES`` and tar's extended headers (pax, GNU long names, GNU sparse maps) larger than
+``MAX_HEADER_BYTES`` are skipped unread, file members are copied in blocks, and links are checked
+again once the whole archive is unpacked, on the paths they really resolve to (a link through a
+folder that a later member turns into a link is only seen then).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 MARKER = ".codetune-skipped.json"
 # Errors that concern one member's name or place, not the disk: skip that member and go on.
 _MEMBER_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EINVAL, errno.EILSEQ}
+MAX_NAME_BYTES = 4096  # PATH_MAX: a longer name or link target is never a real one
+MAX_HEADER_BYTES = 1 << 20  # a pax header holds a path, times and ids: real ones are under a few KiB
 
 
 class UnpackLimitError(Exception):
@@ -56,10 +65,17 @@ class Unpacker:
 
     def place(self, name: str) -> Path | None:
         """The path for the next member, or None (counted) when its name would leave the folder."""
+        self.count()
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            self.skipped["bad_member"] += 1
+            return None
+        return self.inside(name)
+
+    def count(self) -> None:
+        """One more member read, bounded by ``max_unpack_files``."""
         self.members += 1
         if self.members > self.max_files:
             raise UnpackLimitError(f"more than {self.max_files} members (max_unpack_files)")
-        return self.inside(name)
 
     def inside(self, name: str) -> Path | None:
         """``dest/name``, or None (counted) when the name would leave the folder."""
@@ -112,25 +128,32 @@ class Unpacker:
             raise
 
     def link(self, path: Path, target: str) -> None:
-        if os.path.isabs(target):
+        if len(target.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES or "\0" in target:
+            self.skipped["bad_member"] += 1
+        elif os.path.isabs(target):
             self.skipped["link_outside"] += 1
-            return
-        self.links.append((path.relative_to(self.dest).as_posix(), target))
+        else:
+            self.links.append((path.relative_to(self.dest).as_posix(), target))
 
     def finish_links(self) -> None:
         """Create symlinks last, so no member is ever written through one; keep only those that
-        resolve inside the folder (the walker checks again when it reads)."""
+        resolve inside the folder, then check every link again on the path it resolves to now that
+        all exist (``x -> a/../..`` passes alone, and leaves the folder once ``a`` is a link too)."""
+        root = os.path.realpath(self.dest)
         for rel, target in self.links:
             path = self.dest / rel
             parent = os.path.realpath(path.parent)
             resolved = os.path.realpath(os.path.join(parent, target))
-            root = os.path.realpath(self.dest)
-            if not (parent + os.sep).startswith(root + os.sep) or not (
-                resolved == root or resolved.startswith(root + os.sep)
-            ):
+            if not _within(parent, root) or not _within(resolved, root):
                 self.skipped["link_outside"] += 1
                 continue
             self._guard(path, lambda path=path, target=target: _symlink(target, path))
+        while escaping := [
+            path for path in _links_under(self.dest) if not _within(os.path.realpath(path), root)
+        ]:
+            for path in escaping:  # removing one can change where others resolve: check again
+                os.unlink(path)
+                self.skipped["link_outside"] += 1
 
     def _guard(self, path: Path, action: Callable[[], Any]) -> None:
         try:
@@ -146,6 +169,19 @@ class _TooLarge(Exception):
     pass
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _links_under(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # links to folders are listed, never entered
+        found += [
+            os.path.join(dirpath, n) for n in dirnames + filenames if os.path.islink(os.path.join(dirpath, n))
+        ]
+    return found
+
+
 def _symlink(target: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, path)
@@ -159,16 +195,76 @@ def _unpack_zip(path: Path, unpacker: Unpacker) -> None:
                 continue
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
-                unpacker.link(place, archive.read(info).decode("utf-8", errors="replace"))
+                if info.file_size > MAX_NAME_BYTES:  # a link's target is its data: never read a huge one
+                    unpacker.skipped["bad_member"] += 1
+                    continue
+                with archive.open(info) as member:
+                    target = member.read(MAX_NAME_BYTES + 1)
+                unpacker.link(place, target.decode("utf-8", errors="replace"))
             elif info.is_dir():
                 unpacker.directory(place)
             else:
                 unpacker.file(place, info.file_size, lambda info=info: archive.open(info))
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's member, with each extended header checked against a bound before it is read.
+
+    ``_proc_gnulong``, ``_proc_pax`` and ``_proc_sparse`` are tarfile's hooks for those header types
+    (the same since Python 3.0); tarfile itself reads such a header whole, whatever size it declares.
+    """
+
+    refused = False
+
+    def _proc_gnulong(self, tarfile_: Any) -> Any:
+        if self.size > MAX_NAME_BYTES:
+            return self._skip_header(tarfile_)
+        return super()._proc_gnulong(tarfile_)
+
+    def _proc_pax(self, tarfile_: Any) -> Any:
+        if self.size > MAX_HEADER_BYTES:
+            return self._skip_header(tarfile_)
+        return super()._proc_pax(tarfile_)
+
+    def _proc_sparse(self, tarfile_: Any) -> Any:
+        """A sparse file is never source code, and its map grows by one block after another without
+        bound: pass over the map unread and refuse the member (what tarfile does, minus the map)."""
+        _, extended, size = self._sparse_structs
+        del self._sparse_structs
+        while extended:
+            block = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+            extended = len(block) == tarfile.BLOCKSIZE and bool(block[504])
+        self.sparse, self.refused = [], True
+        self.offset_data = tarfile_.fileobj.tell()
+        tarfile_.offset = self.offset_data + self._block(self.size)
+        self.size = size
+        return self
+
+    def _skip_header(self, tarfile_: Any) -> Any:
+        """Pass over this header's data unread (a seek streams through a compressed archive) and
+        return the member it describes, refused."""
+        left = self._block(self.size)
+        if isinstance(tarfile_.fileobj, io.BufferedReader):  # a plain .tar: seek past it
+            tarfile_.fileobj.seek(left, os.SEEK_CUR)
+        else:  # compressed: read through it a block at a time (a seek there reads 8 KiB at a time)
+            while left and (block := tarfile_.fileobj.read(min(left, 1 << 20))):
+                left -= len(block)
+        try:
+            member = self.fromtarfile(tarfile_)
+        except tarfile.HeaderError as error:
+            raise tarfile.SubsequentHeaderError(str(error)) from None
+        member.offset, member.refused = self.offset, True
+        return member
+
+
 def _unpack_tar(path: Path, unpacker: Unpacker) -> None:
-    with tarfile.open(path) as archive:
-        for member in archive:  # streamed: a huge member list is never held at once
+    with tarfile.open(path, tarinfo=_BoundedTarInfo) as archive:
+        while (member := archive.next()) is not None:
+            archive.members.clear()  # tarfile keeps every member read: streamed, none is held
+            if member.refused:
+                unpacker.count()
+                unpacker.skipped["bad_member"] += 1
+                continue
             place = unpacker.place(member.name)
             if place is None:
                 continue
