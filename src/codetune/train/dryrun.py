@@ -213,7 +213,7 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
     ``max_length`` is the dataset's longest example (the build stage's ``max_length``), used for
     padded batches; ``num_processes`` multiplies the tokens of an optimizer step.
     """
-    from codetune.train.methods import METHODS, get_method
+    from codetune.train.methods import METHODS, get_method, method_names
     from codetune.train.targets import parameter_table, target_modules
 
     get_method(cfg.method)
@@ -251,7 +251,7 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
     memory = []
     table: dict[str, Any] = {}
     # The configured method first, then the others for comparison.
-    for name in [cfg.method, *[m for m in METHODS if m != cfg.method]]:
+    for name in [cfg.method, *[m for m in method_names() if m != cfg.method]]:
         model = _wrap(copy.deepcopy(base), cfg, name, total_steps)
         counted = parameter_table(model)
         if name == cfg.method:

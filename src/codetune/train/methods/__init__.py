@@ -86,15 +86,22 @@ def get_method(name: str) -> Method:
     """The registered method, or a one-line error listing the known ones."""
     _load_builtin()
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
     return METHODS[name]
 
 
+# The order messages list the built-in methods in (registration order depends on who imports first).
+_LISTED = ("lora", "adalora", "qlora", "full", "kto", "dpo")
+
+
+def method_names() -> list[str]:
+    """Every registered method: the built-in ones in their listed order, then any others."""
+    _load_builtin()
+    return [n for n in _LISTED if n in METHODS] + [n for n in METHODS if n not in _LISTED]
+
+
 def _load_builtin() -> None:
-    # Import order is the order the error message lists them in.
-    from codetune.train.methods import full, lora  # noqa: F401, I001  (registration)
-    from codetune.train.methods import adalora, qlora  # noqa: F401
-    from codetune.train.methods import kto, dpo  # noqa: F401
+    from codetune.train.methods import adalora, dpo, full, kto, lora, qlora  # noqa: F401  (registration)
 
 
 def method_rows(method: Method, split: Any, where: str = "the dataset") -> Any:
