@@ -17,8 +17,7 @@ from codetune.context import (
     render_parts,
 )
 from codetune.context.index import index_repositories
-from codetune.context.render import LAYOUTS
-from codetune.fim import FAMILIES, FimFormat
+from codetune.fim import FAMILIES, FimFormat, repo_layouts
 from codetune.generation.params import SamplingParams
 from codetune.generation.request import build_request
 
@@ -135,9 +134,13 @@ def test_client_snippets_come_first_and_count_against_the_budget():
 
 def test_rendering_in_each_family_format():
     snippets = [Snippet("util.py", "def scale(v):\n    return v\n", "definitions")]
-    starcoder2 = render_context(snippets, target_path="main.py", repo_name="a", layout=LAYOUTS["<repo_name>"])
+    starcoder2 = render_context(
+        snippets, target_path="main.py", repo_name="a", layout=repo_layouts()["<repo_name>"]
+    )
     assert starcoder2 == "<repo_name>a<file_sep>util.py\ndef scale(v):\n    return v\n<file_sep>main.py\n"
-    qwen = render_context(snippets, target_path="main.py", repo_name="a", layout=LAYOUTS["<|repo_name|>"])
+    qwen = render_context(
+        snippets, target_path="main.py", repo_name="a", layout=repo_layouts()["<|repo_name|>"]
+    )
     assert qwen == "<|repo_name|>a\n<|file_sep|>util.py\ndef scale(v):\n    return v\n<|file_sep|>main.py\n"
     plain = render_context(snippets, target_path="Main.kt", line_comment="//")
     assert plain == "// Path: util.py\n// def scale(v):\n//     return v\n// Path: Main.kt\n"
@@ -161,7 +164,7 @@ SUFFIX = "\n\n\nprint(area(3))\n"
 
 def test_starcoder2_puts_the_target_path_inside_the_fim_prefix():
     parts = render_parts(
-        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=LAYOUTS["<repo_name>"]
+        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=repo_layouts()["<repo_name>"]
     )
     assert parts.head == (
         ("<repo_name>", True),
@@ -172,7 +175,7 @@ def test_starcoder2_puts_the_target_path_inside_the_fim_prefix():
     )
     assert parts.lead == "main.py\n"
     qwen = render_parts(
-        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=LAYOUTS["<|repo_name|>"]
+        CONTEXT.snippets[:1], target_path="main.py", repo_name="a", layout=repo_layouts()["<|repo_name|>"]
     )
     assert qwen.lead == "" and qwen.head[-2:] == (("<|file_sep|>", True), ("main.py\n", False))
     header = render_parts(CONTEXT.snippets[:1], target_path="Main.kt", line_comment="//")

@@ -6,10 +6,9 @@ import pytest
 from tests.conftest import assert_clean_error
 
 from codetune.errors import ModelLoadError
-from codetune.fim import FimFormat
+from codetune.fim import FAMILIES, FimFormat
 from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
 from codetune.modeling.presets import PRESETS
-from codetune.modeling.special_tokens import FAMILIES, ensure_fim_tokens, fim_tokens
 
 EXPECTED_TYPES = {
     "tiny-gpt-bigcode": "GPTBigCodeForCausalLM",
@@ -78,9 +77,9 @@ def test_fim_families_detected_from_vocabulary():
         def get_vocab(self):
             return {t: i for i, t in enumerate(self.tokens)}
 
-    for family in FAMILIES:
-        assert fim_tokens(Vocab(["a", *family.all])).family == family.family
-    assert fim_tokens(Vocab(["a", "b"])) is None
+    for family in FAMILIES.values():
+        assert FimFormat.from_tokenizer(Vocab(["a", *family.sentinels])).family.name == family.name
+    assert FimFormat.from_tokenizer(Vocab(["a", "b"])) is None
 
 
 def test_ensure_fim_tokens_adds_when_missing():
@@ -88,13 +87,13 @@ def test_ensure_fim_tokens_adds_when_missing():
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = load_tokenizer("tiny-gpt-bigcode")
-    assert ensure_fim_tokens(tokenizer)[1] == 0
+    assert FimFormat.ensure(tokenizer)[1] == 0
     plain = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel({"x": 0, "</s>": 1}, unk_token="x")), eos_token="</s>"
     )
-    family, added = ensure_fim_tokens(plain)
-    assert (family.family, added) == ("starcoder", 4)
-    assert fim_tokens(plain).prefix == "<fim_prefix>"
+    fmt, added = FimFormat.ensure(plain)
+    assert (fmt.family.name, added) == ("starcoder", 4)
+    assert FimFormat.from_tokenizer(plain).family.prefix == "<fim_prefix>"
 
 
 def test_unknown_model_fails_fast_with_one_line(cli, tmp_path):
@@ -115,7 +114,7 @@ def test_tokenizer_train_cli(cli, tmp_path):
     proc = cli("tokenizer", "train", str(src), "--vocab-size", "400", "--out", str(tmp_path / "tok"))
     assert proc.returncode == 0, proc.stderr
     tokenizer = load_tokenizer(str(tmp_path / "tok"))
-    assert len(tokenizer) <= 400 and fim_tokens(tokenizer) is not None
+    assert len(tokenizer) <= 400 and FimFormat.from_tokenizer(tokenizer) is not None
     assert json.loads((tmp_path / "tok" / "codetune_tokenizer.json").read_text())["texts"] == 20
     bad = cli("tokenizer", "train", str(tmp_path / "missing"), "--out", str(tmp_path / "tok2"))
     assert_clean_error(bad, "not found")

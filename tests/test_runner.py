@@ -182,7 +182,7 @@ def test_stage_configs_do_not_import_the_recipe_module():
     code = (
         "import sys\n"
         "import codetune.collect.config, codetune.dataset.config, codetune.train.config\n"
-        "import codetune.evaluate.config, codetune.inference.config, codetune.serve.config\n"
+        "import codetune.evaluate.config, codetune.generation.config, codetune.serve.config\n"
         "print('codetune.config' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -446,15 +446,11 @@ def generate(
         "max_new_tokens": max_new_tokens,
         "prompt_field": prompt_field,
         "engine": engine,
+        "executor": executor,
+        "address": address,
+        "engines": engines,
     }
-    if executor not in (None, "local", "ray"):
-        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
-    if executor == "ray":
-        from codetune.inference.ray_executor import generate_file_ray
-
-        print_result(generate_file_ray(_stage_config("generate", given, overrides), address, engines))
-    else:
-        print_result(_run_stage("generate", given, overrides))
+    print_result(_run_stage("generate", given, overrides))
 
 
 @app.command()

@@ -25,7 +25,8 @@ def server(run_dir, launch):
 
 
 def greedy(model, tokenizer, prompt):
-    from codetune.inference.engine import SamplingParams, generate
+    from codetune.generation.api import generate
+    from codetune.generation.params import SamplingParams
 
     return generate(model, tokenizer, [prompt], SamplingParams(max_new_tokens=6))[0]
 

@@ -21,7 +21,8 @@ def client(server):
 
 def direct(server, prompt, max_new_tokens=6, **kw):
     """Greedy text straight from the engine, for comparison with what the server answers."""
-    from codetune.inference.engine import SamplingParams, generate_completions
+    from codetune.generation.api import generate_completions
+    from codetune.generation.params import SamplingParams
 
     serving = server.serving
     params = SamplingParams(max_new_tokens=max_new_tokens, **kw)
@@ -69,8 +70,6 @@ def test_engines_route_as_copilot_and_fauxpilot_call_it(server):
 
 
 def test_fim_through_suffix_uses_the_family_prompt(server, client):
-    from codetune.inference.prompts import fim_prompt
-
     prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
     result = client.completions.create(
         model="tiny",
@@ -80,7 +79,20 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
         temperature=0,
         extra_body={"postprocess": False},
     )
-    ids = fim_prompt(server.serving.tokenizer, prefix, suffix)
+    # StarCoder's PSM layout, spelled out: <fim_prefix> PREFIX <fim_suffix> SUFFIX <fim_middle>
+    tokenizer = server.serving.tokenizer
+    sentinel = tokenizer.convert_tokens_to_ids
+
+    def text(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
+
+    ids = [
+        sentinel("<fim_prefix>"),
+        *text(prefix),
+        sentinel("<fim_suffix>"),
+        *text(suffix),
+        sentinel("<fim_middle>"),
+    ]
     assert result.choices[0].text == direct(server, ids).text
     assert result.usage.prompt_tokens == len(ids)
     # Post-processing is on by default for FIM: a single-line request never spans lines.

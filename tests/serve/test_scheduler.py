@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from codetune.inference.engine import Completion, SamplingParams, Sequence, generate_completions
+from codetune.generation.api import generate_completions
+from codetune.generation.params import SamplingParams
+from codetune.generation.sequence import Completion, Sequence
 
 PROMPTS = [
     "def add(a, b):\n    return",
@@ -65,7 +67,7 @@ def wait_for(condition, timeout=60.0):
 
 @pytest.fixture
 def batcher_for():
-    from codetune.serve.scheduler import ContinuousBatcher
+    from codetune.generation.engines.continuous import ContinuousEngine as ContinuousBatcher
 
     started = []
 

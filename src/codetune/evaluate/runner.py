@@ -106,42 +106,33 @@ def generate_for(
     right); FIM items get the server's post-processing, so eval scores what the editor receives.
     Each item's first completion is appended to ``predictions`` when given.
     """
-    from codetune.generation.api import complete_requests
     from codetune.generation.engines import engine_for
-    from codetune.generation.request import build_request
-    from codetune.generation.sequence import context_length, is_seq2seq
+    from codetune.generation.generator import Generator
+    from codetune.generation.request import GenerationRequest
 
-    seq2seq = is_seq2seq(model)
-    ctx = context_length(model)
-    context = cfg.max_prompt_tokens + params.max_new_tokens
-    if ctx is not None and not seq2seq:
-        context = min(context, ctx)
+    engine = engine_for(model, tokenizer, max_batch_size=cfg.batch_size)
+    generator = Generator(engine, context=engine.context_length, max_prompt_tokens=cfg.max_prompt_tokens)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     requests = [
-        build_request(
-            tokenizer,
-            item.prompt,
-            item.suffix,
-            params,
-            context=context,
-            seq2seq=seq2seq,
-            language=language,
-            repo_context=task.context(item, count) if task.context is not None else None,
+        generator.prepare(
+            GenerationRequest(
+                item.prompt,
+                item.suffix,
+                params=params,
+                language=language,
+                repo_context=task.context(item, count) if task.context is not None else None,
+            )
         )
         for item in task.items
     ]
-    if seq2seq:
-        for request in requests:  # the encoder's own limit: cut the prompt on the left
-            request.prompt_ids = request.prompt_ids[-cfg.max_prompt_tokens :]
-    engine = engine_for(model, tokenizer, max_batch_size=cfg.batch_size)
     out: list[list[str]] = [[] for _ in requests]
     generated = 0
     bar = StepProgress(f"eval {task.name}", len(requests), unit="prompt") if show_progress else None
     with bar if bar is not None else contextlib.nullcontext() as progress:
-        for done, (index, completions) in enumerate(complete_requests(engine, requests), 1):
+        for done, (index, completions) in enumerate(generator.run(requests), 1):
             texts = [c.text for c in completions]
             out[index] = [t.split("\n", 1)[0] for t in texts] if task.single_line else texts
             generated += sum(len(c.token_ids) for c in completions)
@@ -460,8 +451,8 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
 def evaluate(cfg: EvalConfig) -> StageResult:
     """Evaluate every model on every task; write report.md, report.json and plots to ``cfg.out``."""
     from codetune.evaluate.report import write_report
+    from codetune.fim import FimFormat
     from codetune.modeling.loading import default_device, load_model, load_tokenizer
-    from codetune.modeling.special_tokens import fim_tokens
 
     specs = parse_models(cfg.models)
     out = default_out(cfg.out, None, "report")
@@ -506,7 +497,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         tokenizer = load_tokenizer(spec.source)
         scores: dict[str, Any] = {}
         for task in tasks:
-            if any(i.suffix is not None for i in task.items) and fim_tokens(tokenizer) is None:
+            if any(i.suffix is not None for i in task.items) and FimFormat.from_tokenizer(tokenizer) is None:
                 if not task.fim_optional:
                     logger.warning("%s: no fill-in-the-middle tokens, task %s skipped", spec.name, task.name)
                     continue

@@ -538,7 +538,7 @@ class OpenAIServing:
         self, request: ChatCompletionRequest, disconnected: Disconnected | None = None
     ) -> dict[str, Any] | AsyncIterator[str]:
         """A chat completion (chat template, else a plain one), or an SSE iterator."""
-        from codetune.inference.prompts import chat_prompt
+        from codetune.generation.request import chat_prompt
 
         self._check(request)
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]

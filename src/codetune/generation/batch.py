@@ -4,6 +4,10 @@ Each output line is the input row plus the completion, appended (and flushed) as
 finishes; a killed job leaves at most one partial last line, which the next run drops before
 skipping the ids already written. Under `accelerate launch` each process takes every k-th row into
 its own part file, and the main process merges the parts when all are done.
+
+``complete_rows`` runs rows through any registered engine (``codetune.generation.engines``) with
+prompts built as the server builds them; the local runner here and the Ray runner
+(``codetune.generation.ray``) both call it (``codetune.generation.runners`` picks one).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError, InputError
-from codetune.generation.params import InvalidParams, SamplingParams
-from codetune.inference.config import GenerateConfig
+from codetune.generation.config import GenerateConfig
+from codetune.generation.params import SamplingParams, params_from
 from codetune.stage import StageResult
 
 logger = logging.getLogger(__name__)
@@ -90,7 +94,7 @@ def done_ids(path: Path, id_field: str) -> set[str]:
     return ids
 
 
-class _Appender:
+class Appender:
     """Appends whole lines, flushed at once; fsync at most every second. The file is opened at the
     first row, so a run that fails before any result (a model that does not load) leaves no file."""
 
@@ -119,24 +123,7 @@ class _Appender:
 
 def sampling_params(cfg: GenerateConfig) -> SamplingParams:
     """The decoding settings of a generate config."""
-    params = SamplingParams(
-        max_new_tokens=cfg.max_new_tokens,
-        min_new_tokens=cfg.min_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        repetition_penalty=cfg.repetition_penalty,
-        num_beams=cfg.num_beams,
-        n=cfg.n,
-        stop=list(cfg.stop),
-        truncate_before_pattern=list(cfg.truncate_before_pattern),
-        seed=cfg.seed,
-    )
-    try:
-        params.check()
-    except InvalidParams as error:
-        raise ConfigError(f"invalid generate options: {error}") from None
-    return params
+    return params_from(cfg, "generate")
 
 
 def _shard() -> tuple[int, int]:
@@ -150,7 +137,8 @@ def _part(out: Path, rank: int) -> Path:
 
 
 def generate_file(cfg: GenerateConfig) -> StageResult:
-    """Complete each row of ``cfg.input`` into ``cfg.out``, skipping ids already there."""
+    """Complete each row of ``cfg.input`` into ``cfg.out`` in this process (one part per
+    `accelerate launch` rank), skipping ids already there."""
     if cfg.input is None or cfg.out is None:
         raise ConfigError("generate needs an input file and an output file")
     params = sampling_params(cfg)
@@ -163,12 +151,11 @@ def generate_file(cfg: GenerateConfig) -> StageResult:
     start = time.monotonic()
     tokens = 0
     if todo:
-        run = _vllm_rows if cfg.engine == "vllm" else _hf_rows
-        appender = _Appender(target)
+        appender = Appender(target)
         try:
-            with _progress(len(todo)) as advance:
-                for row, completions in run(cfg, params, [row for _, row in todo]):
-                    appender.write(_result_row(cfg, row, completions))
+            with progress(len(todo)) as advance:
+                for row, completions in complete_rows(cfg, params, [row for _, row in todo]):
+                    appender.write(result_row(cfg, row, completions))
                     new = sum(len(c.token_ids) for c in completions)
                     tokens += new
                     advance(new)
@@ -197,7 +184,7 @@ def generate_result(
     )
 
 
-def _result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]) -> dict[str, Any]:
+def result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]) -> dict[str, Any]:
     result = dict(row)
     if cfg.n == 1:
         result[cfg.output_field] = completions[0].text
@@ -209,94 +196,46 @@ def _result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]
     return result
 
 
-def _requests(
-    cfg: GenerateConfig,
-    params: SamplingParams,
-    rows: list[dict[str, Any]],
-    tokenizer: Any,
-    model: Any,
-    context: int | None = None,
-) -> list[Any]:
-    """One request per row, built as the server builds them (trimming, FIM, post-processing); without
-    a loaded model (vLLM) ``context`` gives the length to trim to."""
-    from codetune.generation.request import RequestError, build_request
-    from codetune.generation.sequence import context_length, is_seq2seq
+def complete_rows(
+    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """Each row with its completions, as they finish, through the configured engine: prompts are built
+    as the server builds them (trimming, FIM, post-processing), and a bad row is refused before any
+    decoding (before vLLM starts); what an engine refuses, before its model loads."""
+    from codetune.generation.engines import engine_class
+    from codetune.generation.generator import Generator
+    from codetune.generation.request import GenerationRequest, RequestError
     from codetune.languages import language_for_path
+    from codetune.modeling.loading import load_tokenizer, resolve_model
 
+    ref = resolve_model(cfg.model, cfg.adapter)
+    engine_cls = engine_class(cfg.engine)
+    engine_cls.check(ref, params)
+    tokenizer = load_tokenizer(ref)
+    engine = engine_cls.load(
+        ref,
+        tokenizer,
+        device=cfg.device,
+        max_batch_size=cfg.batch_size,
+        kv_token_budget=cfg.token_budget,
+        token_budget=cfg.token_budget,
+    )
+    generator = Generator(engine, context=engine.context_length)
     requests = []
     for row in rows:
         language = row.get("language") if isinstance(row.get("language"), str) else None
         if language is None and isinstance(row.get("path"), str):
             found = language_for_path(row["path"])
             language = found.name if found else None
+        suffix = row.get(cfg.suffix_field)
+        ask = GenerationRequest(
+            prompt_of(row, cfg), suffix, params=params, postprocess=cfg.postprocess, language=language
+        )
         try:
-            requests.append(
-                build_request(
-                    tokenizer,
-                    prompt_of(row, cfg),
-                    row.get(cfg.suffix_field),
-                    params,
-                    context=context_length(model) if model is not None else context,
-                    seq2seq=model is not None and is_seq2seq(model),
-                    postprocess=cfg.postprocess,
-                    language=language,
-                )
-            )
+            requests.append(generator.prepare(ask))
         except RequestError as error:
             raise InputError(f"row {row.get(cfg.id_field)!r}: {error}") from None
-    return requests
-
-
-def _hf_rows(
-    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
-) -> Iterator[tuple[dict[str, Any], list[Any]]]:
-    import torch
-
-    from codetune.generation.api import complete_requests
-    from codetune.generation.engines import engine_for
-    from codetune.modeling.loading import default_device, load_model, load_tokenizer, resolve_model
-
-    ref = resolve_model(cfg.model, cfg.adapter)
-    tokenizer = load_tokenizer(ref)
-    device = cfg.device or _accelerate_device() or default_device()
-    model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
-    requests = _requests(cfg, params, rows, tokenizer, model)
-    engine = engine_for(
-        model,
-        tokenizer,
-        max_batch_size=cfg.batch_size,
-        kv_token_budget=cfg.token_budget,
-        token_budget=cfg.token_budget,
-    )
-    for i, completions in complete_requests(engine, requests):
-        yield rows[i], completions
-
-
-def _accelerate_device() -> str | None:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    return str(PartialState().device)
-
-
-def _vllm_rows(
-    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
-) -> Iterator[tuple[dict[str, Any], list[Any]]]:
-    """The same rows through vLLM, behind the same engine interface and request builder."""
-    from codetune.generation.api import complete_requests
-    from codetune.generation.engines.vllm import VllmEngine
-    from codetune.inference.vllm_checks import check_vllm_model, check_vllm_params, pin_rank_gpu, vllm_context
-    from codetune.modeling.loading import load_tokenizer, resolve_model
-
-    ref = resolve_model(cfg.model, cfg.adapter)
-    check_vllm_model(ref)
-    check_vllm_params(params)
-    tokenizer = load_tokenizer(ref)
-    requests = _requests(cfg, params, rows, tokenizer, None, vllm_context(ref))  # bad rows fail before vLLM
-    pin_rank_gpu()
-    engine = VllmEngine.load(ref, tokenizer, max_batch_size=cfg.batch_size)
-    for i, completions in complete_requests(engine, requests):
+    for i, completions in generator.run(requests):
         yield rows[i], completions
 
 
@@ -320,7 +259,7 @@ def _merge_parts(out: Path, world: int, id_field: str) -> None:
     state.wait_for_everyone()
 
 
-class _progress:
+class progress:
     """Rich progress bar over rows, showing new tokens per second."""
 
     def __init__(self, total: int) -> None:

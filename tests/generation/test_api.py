@@ -14,7 +14,8 @@ def code_model():
 
 
 def test_complete_matches_the_engine(code_model, tiny):
-    from codetune.inference.engine import SamplingParams, generate
+    from codetune.generation.api import generate
+    from codetune.generation.params import SamplingParams
 
     model, tok = tiny
     expected = generate(model, tok, ["def add(a, b):\n"], SamplingParams(max_new_tokens=5))[0]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from codetune.inference.engine import (
-    SamplingParams,
-    Sequence,
-    generate,
-    generate_completions,
-    plan_batches,
-    run_batch,
-)
+from codetune.generation.api import generate, generate_completions
+from codetune.generation.engines.hf import plan_batches, run_batch
+from codetune.generation.params import SamplingParams
+from codetune.generation.sequence import Sequence
 
 PROMPTS = [
     "def add(a, b):\n    return",

@@ -11,11 +11,16 @@ import pytest
 from tests.conftest import assert_clean_error
 
 from codetune.errors import ConfigError
-from codetune.generation.engines.vllm import complete_row, vllm_sampling_kwargs
+from codetune.fim import decode_continuation
+from codetune.generation.engines.vllm import (
+    check_vllm_model,
+    complete_row,
+    vllm_llm_kwargs,
+    vllm_sampling_kwargs,
+)
 from codetune.generation.params import PARAM_NAMES, SamplingParams
 from codetune.generation.request import build_request
-from codetune.generation.sequence import decode_generated, stop_token_ids
-from codetune.inference.vllm_checks import check_vllm_model, vllm_llm_kwargs
+from codetune.generation.sequence import stop_token_ids
 from codetune.modeling.loading import ModelRef, resolve_model
 
 # codetune's name -> vLLM's, for the settings vLLM applies while decoding
@@ -84,7 +89,7 @@ def _vllm_output(tokenizer, raw: list[int], stop_ids: set[int], stops: list[str]
     """What vLLM returns for a greedy row whose tokens would be ``raw``: up to and with the first stop
     id, or the token that completes a stop string, else ``limit`` tokens."""
     for k in range(1, min(len(raw), limit) + 1):
-        if raw[k - 1] in stop_ids or any(s in decode_generated(tokenizer, raw[:k]) for s in stops):
+        if raw[k - 1] in stop_ids or any(s in decode_continuation(tokenizer, raw[:k]) for s in stops):
             return raw[:k], "stop"
     return raw[:limit], "length"
 
@@ -99,8 +104,8 @@ PROMPTS = [
 def test_rows_finish_as_on_the_hf_engine(tiny):
     """vLLM's tokens for a row, finished by the engine, give the HF engine's text, tokens and reason
     for the same request: stop strings, stop ids, token limits, client patterns and FIM."""
-    from codetune.generation.api import complete_requests
     from codetune.generation.engines import engine_for
+    from codetune.generation.generator import complete_requests
 
     model, tok = tiny
     stop_ids = stop_token_ids(tok)

@@ -44,5 +44,16 @@ class GenerateConfig(StrictModel):
     seed: int | None = Field(None, description="Seed for sampling.")
     batch_size: int = Field(64, gt=0, description="Most rows per batch.")
     token_budget: int = Field(32768, gt=0, description="Most padded tokens (prompt + new) per batch.")
-    engine: Literal["hf", "vllm"] = Field("hf", description="hf (transformers) or vllm when installed.")
+    engine: Literal["hf", "vllm", "continuous", "static"] = Field(
+        "hf",
+        description="hf (transformers, continuous batching; static batches for seq2seq) or vllm when "
+        "installed; continuous and static name the HF engines themselves.",
+    )
     device: str | None = Field(None, description="cuda, mps or cpu (default: the best available).")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local, or ray: the rows over a Ray cluster, one engine per task (see address)."
+    )
+    address: str | None = Field(None, description="Ray cluster address (default: start a local one).")
+    engines: int | None = Field(
+        None, ge=1, description="With executor ray: engines to run (default: one per GPU, or 1)."
+    )

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from codetune.errors import CodetuneError
-from codetune.inference.postprocess import fim_postprocessor
-from codetune.inference.prompts import chat_prompt, fim_prompt
+from codetune.fim import FimFormat
+from codetune.generation.postprocess import fim_postprocessor
+from codetune.generation.request import chat_prompt
+
+
+def fim_prompt(tokenizer, prefix: str, suffix: str) -> list[int]:
+    """The family's FIM prompt, as every request builds it."""
+    return FimFormat.require(tokenizer).prompt(prefix, suffix)
 
 
 def test_sentinels_come_from_the_tokenizer_not_the_model_name(tiny):

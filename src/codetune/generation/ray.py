@@ -1,10 +1,10 @@
 """`codetune generate --executor ray`: the prompt file over a Ray cluster with Ray Data.
 
-A thin layer over the local path: the rows to do are chosen (and the output resumed) exactly as
-:func:`codetune.inference.batch.generate_file` does, then split into one shard per engine; each Ray task
-runs the same per-shard generation function on its shard (one engine per task, one GPU each for vLLM)
-and streams result rows back, which this process appends to the one output file as they arrive. A
-killed run resumes from the ids already written, as today.
+A runner over the same engines as the local path: the rows to do are chosen (and the output resumed)
+exactly as :func:`codetune.generation.batch.generate_file` does, then split into one shard per engine;
+each Ray task runs :func:`~codetune.generation.batch.complete_rows` on its shard (one engine per task,
+one GPU each for vLLM) and streams result rows back, which this process appends to the one output file
+as they arrive. A killed run resumes from the ids already written.
 """
 
 from __future__ import annotations
@@ -16,25 +16,34 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError
-from codetune.inference.config import GenerateConfig
+from codetune.generation.batch import (
+    Appender,
+    complete_rows,
+    done_ids,
+    generate_result,
+    progress,
+    read_rows,
+    result_row,
+    sampling_params,
+)
+from codetune.generation.config import GenerateConfig
 from codetune.stage import StageResult
 
 
 def _generate_shard(batch: dict[str, Any], cfg: GenerateConfig, params: Any) -> Iterator[dict[str, Any]]:
     """Run one engine over each shard of ``batch``, yielding each result row as it is done."""
-    from codetune.inference.batch import _hf_rows, _result_row, _vllm_rows
-
-    run = _vllm_rows if cfg.engine == "vllm" else _hf_rows
     for shard in batch["rows"]:
-        for row, completions in run(cfg, params, json.loads(shard)):
+        for row, completions in complete_rows(cfg, params, json.loads(shard)):
             yield {
-                "line": [json.dumps(_result_row(cfg, row, completions), ensure_ascii=False)],
+                "line": [json.dumps(result_row(cfg, row, completions), ensure_ascii=False)],
                 "tokens": [sum(len(c.token_ids) for c in completions)],
             }
 
 
 def _uses_gpus(cfg: GenerateConfig) -> bool:
-    return cfg.engine == "vllm" or (cfg.device or "").startswith("cuda")
+    from codetune.generation.engines import engine_class
+
+    return engine_class(cfg.engine).gpu_only or (cfg.device or "").startswith("cuda")
 
 
 def _engine_count(ray: Any, cfg: GenerateConfig, engines: int | None, todo: int) -> int:
@@ -50,19 +59,10 @@ def _engine_count(ray: Any, cfg: GenerateConfig, engines: int | None, todo: int)
     return max(1, min(engines or 1, todo))
 
 
-def generate_file_ray(
-    cfg: GenerateConfig, address: str | None = None, engines: int | None = None
-) -> StageResult:
-    """Complete each row of ``cfg.input`` into ``cfg.out`` on a Ray cluster, skipping ids already there."""
+def generate_file_ray(cfg: GenerateConfig) -> StageResult:
+    """Complete each row of ``cfg.input`` into ``cfg.out`` on the Ray cluster at ``cfg.address`` with
+    ``cfg.engines`` engines, skipping ids already there."""
     from codetune.collect.executor import connect_ray
-    from codetune.inference.batch import (
-        _Appender,
-        _progress,
-        done_ids,
-        generate_result,
-        read_rows,
-        sampling_params,
-    )
 
     if cfg.input is None or cfg.out is None:
         raise ConfigError("generate needs an input file and an output file")
@@ -74,8 +74,8 @@ def generate_file_ray(
     start = time.monotonic()
     tokens = 0
     if todo:
-        ray = connect_ray(address)
-        count = _engine_count(ray, cfg, engines, len(todo))
+        ray = connect_ray(cfg.address)
+        count = _engine_count(ray, cfg, cfg.engines, len(todo))
         shards = [{"rows": json.dumps(todo[k::count], ensure_ascii=False)} for k in range(count)]
         results = ray.data.from_items(shards, override_num_blocks=count).map_batches(
             _generate_shard,
@@ -85,9 +85,9 @@ def generate_file_ray(
             num_cpus=1,
             num_gpus=1 if _uses_gpus(cfg) else 0,
         )
-        appender = _Appender(out)
+        appender = Appender(out)
         try:
-            with _progress(len(todo)) as advance:
+            with progress(len(todo)) as advance:
                 for row in results.iter_rows():
                     appender.write(json.loads(row["line"]))
                     tokens += int(row["tokens"])

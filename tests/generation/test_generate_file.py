@@ -12,8 +12,8 @@ import time
 import pytest
 
 from codetune.errors import InputError
-from codetune.inference.batch import generate_file
-from codetune.inference.config import GenerateConfig
+from codetune.generation.batch import generate_file
+from codetune.generation.config import GenerateConfig
 
 
 def write_prompts(path, count):

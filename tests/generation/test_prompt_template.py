@@ -7,9 +7,10 @@ import json
 import pytest
 
 from codetune.errors import InputError
-from codetune.inference.batch import generate_file, prompt_of
-from codetune.inference.config import GenerateConfig
-from codetune.inference.engine import SamplingParams, generate
+from codetune.generation.api import generate
+from codetune.generation.batch import generate_file, prompt_of
+from codetune.generation.config import GenerateConfig
+from codetune.generation.params import SamplingParams
 from codetune.modeling.loading import load_model, load_tokenizer
 
 

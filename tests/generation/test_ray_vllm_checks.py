@@ -7,7 +7,7 @@ import json
 import pytest
 
 from codetune.errors import ConfigError
-from codetune.inference.vllm_checks import check_vllm_model, pin_rank_gpu
+from codetune.generation.engines.vllm import check_vllm_model, pin_rank_gpu
 from codetune.modeling.loading import ModelRef, resolve_model
 
 
