@@ -42,8 +42,8 @@ class RunningServer:
         self.url, self.server, self.thread, self.app = url, server, thread, app
 
     @property
-    def serving(self) -> Any:
-        return self.app.state.serving
+    def service(self) -> Any:
+        return self.app.state.service
 
 
 def start_server(**options: Any) -> RunningServer:

@@ -38,7 +38,7 @@ def test_adapter_is_served_unmerged_and_changes_outputs(server, run_dir):
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
     text = client.completions.create(model="run", prompt=PROMPT, max_tokens=6, temperature=0).choices[0].text
-    served = server.serving.model
+    served = server.service.model
     assert isinstance(served, PeftModel)
     assert any("lora_A" in name for name, _ in served.named_parameters())
     tokenizer = load_tokenizer("tiny-gpt-bigcode")

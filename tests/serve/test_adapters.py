@@ -70,7 +70,7 @@ def test_each_adapter_answers_as_it_does_alone(server, alone):
 
 def test_concurrent_requests_of_different_adapters_share_a_batch(server, alone):
     """A long stream of `a` is running while `b` and the base join its batch: all three stay exact."""
-    engine = server.serving.batcher
+    engine = server.service.engine
     before = engine.stats()
     long_body = {"model": "a", "prompt": PROMPT, "max_tokens": 60, "temperature": 0, "stream": True}
     streamed, started = [], threading.Event()
