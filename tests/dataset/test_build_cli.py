@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import corpus_rows, make_tokenizer, write_corpus
+from tests.helpers.dataset import corpus_rows, make_tokenizer, write_corpus
 
 
 def codetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:

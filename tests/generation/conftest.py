@@ -1,4 +1,4 @@
-"""Tiny models shared by the inference tests (loaded once per session)."""
+"""Tiny models shared by the generation tests (loaded once per session)."""
 
 from __future__ import annotations
 

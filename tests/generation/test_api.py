@@ -30,10 +30,24 @@ def test_complete_with_suffix_fills_the_middle_on_one_line(code_model):
 
 
 def test_codegen_style_parameters_and_unknown_ones(code_model):
+    import re
+
+    import torch
+
+    prompt, pattern = "# hello\n", r"\n\n^#"
     text = code_model.complete(
-        "# hello\n", max_length=6, decode_strategy="greedy_search", truncate_before_pattern=[r"\n\n^#"]
+        prompt, max_length=6, decode_strategy="greedy_search", truncate_before_pattern=[pattern]
     )
-    assert isinstance(text, str)
+    # CodeGen's meaning, spelled out: 6 greedy tokens, cut before the pattern's first (multi-line) match.
+    tokenizer = code_model.tokenizer
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = code_model.model.generate(
+            **ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    greedy = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    found = re.search(pattern, greedy, re.MULTILINE)
+    assert text == (greedy[: found.start()] if found else greedy)
     with pytest.raises(ConfigError, match="unknown generation parameter"):
         code_model.complete("x", temprature=0.3)
 

@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.helpers.cli import assert_error_line
 
 from codetune.errors import ConfigError
 from codetune.generation.engines.vllm import check_vllm_model, pin_rank_gpu
 from codetune.modeling.loading import ModelRef, resolve_model
 
 
-def assert_clean_error(proc, *needles: str) -> None:
-    """One `error:` line naming the problem, exit code 2, no traceback."""
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 2, text
-    assert "error:" in text and "Traceback" not in text, text
-    for needle in needles:
-        assert needle in text, (needle, text)
-
-
 def test_seq2seq_is_refused_clearly(tmp_path, cli):
     (tmp_path / "in.jsonl").write_text('{"prompt": "sort a list"}\n')
     proc = cli("generate", "--model", "tiny-t5", "--input", str(tmp_path / "in.jsonl"),
                "--out", str(tmp_path / "out.jsonl"), "--engine", "vllm")  # fmt: skip
-    assert_clean_error(proc, "seq2seq", "--engine hf")
+    assert_error_line(proc, "seq2seq", "--engine hf")
     out = tmp_path / "out.jsonl"
     assert not out.exists() or not out.read_text()
 

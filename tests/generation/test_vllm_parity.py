@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from tests.conftest import assert_clean_error
+from tests.helpers.cli import assert_clean_error
 
 from codetune.errors import ConfigError
 from codetune.fim import decode_continuation
@@ -70,7 +70,10 @@ def test_every_sampling_setting_reaches_vllm_or_is_applied_by_codetune():
 def test_vllm_accepts_the_kwargs():
     vllm = pytest.importorskip("vllm")
     params = SamplingParams(max_new_tokens=4, temperature=0.7, stop=["\n"], seed=1, logprobs=1)
-    vllm.SamplingParams(**vllm_sampling_kwargs(params, 0, {0, 2}))
+    taken = vllm.SamplingParams(**vllm_sampling_kwargs(params, 0, {0, 2}))
+    # vLLM keeps each setting as given (it would silently clamp or rename one it does not take)
+    assert (taken.max_tokens, taken.temperature, taken.stop, taken.seed) == (4, 0.7, ["\n"], 1)
+    assert taken.n == 1 and taken.logprobs == 1 and set(taken.stop_token_ids) == {0, 2} and taken.ignore_eos
 
 
 def test_beam_search_is_refused_clearly(tmp_path, cli):

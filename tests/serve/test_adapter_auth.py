@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from tests.serve.conftest import make_run
+from tests.helpers.server import make_run
 
 KEY = "sekrit-key"
 PROMPT = "def add(a, b):\n    return"

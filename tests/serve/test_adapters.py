@@ -12,8 +12,8 @@ import threading
 import httpx
 import openai
 import pytest
-from tests.conftest import assert_clean_error, run_cli
-from tests.serve.conftest import make_run
+from tests.helpers.cli import assert_clean_error, run_cli
+from tests.helpers.server import make_run
 
 BASE = "tiny-gpt-bigcode"
 PROMPT = "def add(a, b):\n    return"
@@ -220,7 +220,7 @@ def test_the_cli_serves_named_adapters(runs):
     import sys
     import time
 
-    from tests.serve.conftest import free_port
+    from tests.helpers.cli import free_port
 
     port = free_port()
     args = [

@@ -67,6 +67,12 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def all_methods() -> dict[str, Method]:
+    """Every registered method by name, the built-in ones loaded."""
+    _load_builtin()
+    return dict(METHODS)
+
+
 def _load_builtin() -> None:
     # Import order is the order the error message lists them in.
     from codetune.train.methods import full, lora  # noqa: F401, I001  (registration)
@@ -102,13 +108,6 @@ def new_token_modules(model: Any, new_tokens: Sequence[int]) -> dict[str, Any]:
     return settings
 
 
-def adalora_ranks(model: Any) -> dict[str, int]:
-    """Current rank of every AdaLoRA module (non-zero entries of its singular-value vector)."""
-    from codetune.train.methods.adalora import ranks
-
-    return ranks(model)
-
-
 def quantization_config() -> Any:
     """bitsandbytes NF4 with double quantization and bf16 compute (CUDA only)."""
     from codetune.train.methods.lora import quantization_config as nf4
@@ -119,7 +118,7 @@ def quantization_config() -> Any:
 __all__ = [
     "METHODS",
     "Method",
-    "adalora_ranks",
+    "all_methods",
     "get_method",
     "new_token_modules",
     "quantization_config",

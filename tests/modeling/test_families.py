@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.test_fim import NO_PRESET
+from tests.helpers.fim import NO_PRESET
 
 from codetune.fim import ADDED_FAMILY, FAMILIES, FimFormat
 from codetune.modeling.loading import load_model, load_tokenizer
@@ -142,7 +142,7 @@ def write_corpus(path: Path) -> Path:
 @pytest.mark.parametrize(("family", "name"), _params())
 def test_family_end_to_end(family, name, tmp_path):
     import openai
-    from tests.serve.conftest import start_server, stop_server
+    from tests.helpers.server import start_server, stop_server
 
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig

@@ -4,7 +4,6 @@ definitions and imports found, and each family's repository format."""
 from __future__ import annotations
 
 import pytest
-from tests.test_fim import tokenizers  # noqa: F401  (the per-family tokenizer fixture)
 
 from codetune.context import (
     ContextOptions,
@@ -183,7 +182,7 @@ def test_starcoder2_puts_the_target_path_inside_the_fim_prefix():
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_training_example_starts_with_what_a_request_sends(family, tokenizers):  # noqa: F811
+def test_a_training_example_starts_with_what_a_request_sends(family, tokenizers):
     tok = tokenizers[family]
     fmt = FimFormat.from_tokenizer(tok)
     request = build_request(tok, PREFIX, SUFFIX, SamplingParams(max_new_tokens=8), repo_context=CONTEXT)
@@ -216,7 +215,7 @@ def test_a_training_example_starts_with_what_a_request_sends(family, tokenizers)
     assert build_request(tok, PREFIX, SUFFIX).prompt_ids == fmt.prompt(PREFIX, SUFFIX)
 
 
-def test_the_exact_prompt_of_each_repository_format(tokenizers):  # noqa: F811
+def test_the_exact_prompt_of_each_repository_format(tokenizers):
     one = RepoContext(CONTEXT.snippets[:1], "main.py", "a")
     code = "pkg/util.py\ndef scale(value, factor):\n    return value * factor\n"
     starcoder = build_request(tokenizers["starcoder"], "x = ", "\n", repo_context=one).prompt_text
@@ -230,7 +229,7 @@ def test_the_exact_prompt_of_each_repository_format(tokenizers):  # noqa: F811
     )
 
 
-def test_context_goes_first_when_the_prompt_is_too_long(tokenizers):  # noqa: F811
+def test_context_goes_first_when_the_prompt_is_too_long(tokenizers):
     tok = tokenizers["qwen2.5-coder"]
     params = SamplingParams(max_new_tokens=4)
     full = build_request(tok, PREFIX, SUFFIX, params, repo_context=CONTEXT)
@@ -251,7 +250,7 @@ def test_context_goes_first_when_the_prompt_is_too_long(tokenizers):  # noqa: F8
     assert tight.usage_details()["context_snippets_dropped"] == 2
 
 
-def test_a_plain_prompt_gets_the_context_before_it(tokenizers):  # noqa: F811
+def test_a_plain_prompt_gets_the_context_before_it(tokenizers):
     tok = tokenizers["codellama"]  # no repository tokens: comment headers
     request = build_request(tok, PREFIX, repo_context=CONTEXT)
     assert request.prompt_text.startswith("# Path: pkg/util.py\n# def scale(value, factor):")

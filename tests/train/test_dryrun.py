@@ -44,7 +44,7 @@ def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 def test_airscript_adalora_table_offline_as_the_write_up_reports(tmp_path):
     """The acceptance command, as a user runs it: offline, an empty hub cache, nothing downloaded."""
-    from tests.conftest import run_cli
+    from tests.helpers.cli import run_cli
 
     home = tmp_path / "hf-home"
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub")}

@@ -6,6 +6,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+# A small recipe, for tests of recipe loading.
+RECIPE = """\
+# codetune run recipe.yaml
+name: demo
+workdir: out/demo
+collect:
+  sources: [src]
+  language: python
+build:
+  format: files
+  model: tiny-gpt-bigcode
+  max_length: 256
+train:
+  model: tiny-gpt-bigcode
+  method: lora
+  lr: 0.001
+"""
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # The tiny preset of each real model family: it keeps the family's code paths (codetune.modeling.presets).

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import assert_clean_error
+from tests.helpers.cli import assert_clean_error
 
 from codetune.errors import ModelLoadError
 from codetune.fim import FAMILIES, FimFormat
