@@ -5,10 +5,10 @@ Every path (the Python API, generate, eval, every serving protocol) asks with a
 :class:`GenerationRequest`, which a ``Generator`` turns into a :class:`Request` through
 ``build_request``, so a prompt is rendered, trimmed and post-processed the same way wherever it
 comes from. Chat messages are rendered by the tokenizer's chat template (or a plain one), FIM
-prompts by the family's ``codetune.fim.FimFormat``. Inputs come
-shaped like editors send them: a whole file around the cursor is trimmed to the context (the prefix
-from the left, the suffix from the right, at ``prefix_ratio``), and a suffix sent to a model without
-FIM tokens is answered as a prefix-only completion with a warning (unless ``strict_fim``).
+prompts by the family's ``codetune.fim.FimFormat``. Inputs come shaped like editors send them: a
+whole file around the cursor is trimmed to the context (the prefix from the left, the suffix from
+the right, at ``prefix_ratio``), and a suffix sent to a model without FIM tokens is answered as a
+prefix-only completion with a warning (unless ``strict_fim``).
 
 Repository context (``repo_context``) is laid out by ``codetune.context.render_for`` in the
 tokenizer's family format: before the FIM prefix sentinel for families with repository tokens, as
