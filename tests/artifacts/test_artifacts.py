@@ -34,7 +34,7 @@ from codetune.artifacts import corpus as corpus_artifact
 from codetune.artifacts.run import append_metrics, truncate_metrics
 from codetune.errors import CodetuneError, InputError
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "codetune"
+SRC = Path(__file__).resolve().parents[2] / "src" / "codetune"
 
 
 def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
