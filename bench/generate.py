@@ -66,7 +66,8 @@ def main() -> None:
 
     import torch
 
-    from codetune.inference.engine import SamplingParams, generate_completions
+    from codetune.generation.api import generate_completions
+    from codetune.generation.params import SamplingParams
     from codetune.modeling.loading import load_model, load_tokenizer
 
     torch.set_num_threads(args.threads)

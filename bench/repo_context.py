@@ -218,8 +218,8 @@ def train_run(
 
 def evaluate(model_dir: Path, held_out: dict[str, dict[str, str]], budget: int) -> dict[str, float]:
     from codetune.context import ContextOptions, RepoContext, RepoIndex, build_context
-    from codetune.generation.api import complete_requests
     from codetune.generation.engines import engine_for
+    from codetune.generation.generator import complete_requests
     from codetune.generation.params import SamplingParams
     from codetune.generation.request import build_request
     from codetune.generation.sequence import context_length

@@ -65,7 +65,7 @@ def build_requests(
 
 def timed(engine: Any, tokenizer: Any, prompts: list, params: Any, context: int | None) -> dict:
     """Texts (in prompt order), new tokens and seconds of one pass, after a one-prompt warm-up."""
-    from codetune.generation.api import complete_requests
+    from codetune.generation.generator import complete_requests
 
     list(complete_requests(engine, build_requests(tokenizer, prompts[:1], params, context)))
     requests = build_requests(tokenizer, prompts, params, context)
@@ -83,10 +83,9 @@ def compare(model: str, prompt_count: int, max_tokens: int) -> dict:
     """Run the prompts greedily through the HF engine, free the GPU, then through the vLLM engine."""
     import torch
 
-    from codetune.generation.engines import engine_for
-    from codetune.generation.engines.vllm import VllmEngine
+    from codetune.generation.engines import engine_for, load_engine
+    from codetune.generation.engines.vllm import check_vllm_model, check_vllm_params, vllm_context
     from codetune.generation.params import SamplingParams
-    from codetune.inference.vllm_checks import check_vllm_model, check_vllm_params, vllm_context
     from codetune.modeling.loading import load_model, load_tokenizer, resolve_model
     from codetune.train.merge import checkpoint_dtype
 
@@ -108,7 +107,8 @@ def compare(model: str, prompt_count: int, max_tokens: int) -> dict:
     torch.cuda.empty_cache()
 
     started = time.perf_counter()
-    engine = VllmEngine.load(ref, tokenizer, max_batch_size=prompt_count)
+    engine = load_engine("vllm", ref, tokenizer, max_batch_size=prompt_count)
+    engine.start()
     load_s = time.perf_counter() - started
     model_config = getattr(getattr(engine.llm, "llm_engine", None), "model_config", None)
     vllm_dtype = str(getattr(model_config, "dtype", "?")).removeprefix("torch.")

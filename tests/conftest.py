@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers.cli import free_port, run_cli
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -37,40 +38,9 @@ def _restore_language_registry():
     languages._REGISTRY.update(saved)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
-    """Run `python -m codetune ARGS` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "codetune", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
-
-
-def assert_clean_error(proc, *needles: str) -> None:
-    """A user error: non-zero exit, an `error:` line naming the problem, no traceback."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    text = proc.stdout + proc.stderr
-    assert "Traceback" not in text, text
-    assert "error" in text.lower(), text
-    for needle in needles:
-        assert needle.lower() in text.lower(), (needle, text)
-
-
 @pytest.fixture
 def cli():
     return run_cli
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -87,12 +57,12 @@ def ray_head():
     import time
 
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
+    port = free_port()
     ports = {
-        "--dashboard-agent-listen-port": _free_port(),
-        "--dashboard-agent-grpc-port": _free_port(),
-        "--metrics-export-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
     }
     log = open(os.path.join(temp, "start.log"), "wb")  # noqa: SIM115  (a file, not a pipe nobody reads; open while the head runs)
     env = {**os.environ, "RAY_agent_register_timeout_ms": "300000", "RAY_AUTH_MODE": "disabled"}
@@ -132,3 +102,11 @@ def ray_head():
         head.wait()
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    """One tokenizer per registered FIM family (tests/helpers/fim.py)."""
+    from tests.helpers.fim import family_tokenizers
+
+    return family_tokenizers(tmp_path_factory)

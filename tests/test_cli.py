@@ -182,3 +182,52 @@ def test_help_lists_the_contract(monkeypatch, capsys):
         "tokenizer",
     ):
         assert command in text
+
+
+def _help_text(*command: str) -> str:
+    """A command's help as a user's terminal shows it, wide enough that no line is wrapped or cut."""
+    from tests.helpers.cli import run_cli
+
+    proc = run_cli(*command, "--help", env={"COLUMNS": "1000"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_eval_help_lists_exactly_the_tasks_the_config_accepts():
+    import re
+
+    from codetune.errors import ConfigError
+    from codetune.evaluate.config import EvalConfig
+    from codetune.evaluate.tasks import TASKS
+    from codetune.evaluate.tasks.build import build_tasks
+
+    text = _help_text("eval")
+    listed = re.search(r"--task\s.*?Tasks to run, of: ([^(]*) \(", text).group(1).split(", ")
+    assert set(listed) == set(TASKS) and len(listed) == len(TASKS)
+    for name in listed:  # each one listed is accepted (tasks without inputs build to nothing)
+        build_tasks(EvalConfig(tasks=[name], allow_execution=True), [], {})
+    with pytest.raises(ConfigError, match="unknown task"):
+        build_tasks(EvalConfig(tasks=["not-" + listed[0]]), [], {})
+
+
+@pytest.mark.parametrize("stage", ["collect", "build", "train", "merge", "eval", "generate", "serve"])
+def test_every_simple_config_field_is_an_option_of_its_command(stage):
+    """The options are the config's fields: a field added to a config shows in the help, with its words."""
+    from codetune.cli_options import option_type
+    from codetune.stages import get_stage
+
+    text = _help_text(stage)
+    renamed = {"models": "model", "tasks": "task", "repos": "repo", "cors_origins": "cors-origin"}
+    positional = {"sources", "corpus", "run"}
+    for name, info in get_stage(stage).config_class.model_fields.items():
+        if (
+            option_type(info.annotation) is None
+            or name in positional
+            or (stage, name) in {("serve", "adapter")}
+        ):
+            continue
+        flag = "--" + renamed.get(name, name).replace("_", "-")
+        line = next((line for line in text.splitlines() if f" {flag} " in line), None)
+        assert line is not None, (stage, flag)
+        words = (info.description or "").split()[:3]
+        assert all(word in line for word in words), (stage, flag, line)

@@ -3,27 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import assert_clean_error, run_cli
+from tests.helpers.cli import assert_clean_error, run_cli
+from tests.helpers.recipes import RECIPE
 
 from codetune.config import load_recipe
 from codetune.errors import ConfigError, InputError
-
-RECIPE = """\
-# codetune run recipe.yaml
-name: demo
-workdir: out/demo
-collect:
-  sources: [src]
-  language: python
-build:
-  format: files
-  model: tiny-gpt-bigcode
-  max_length: 256
-train:
-  model: tiny-gpt-bigcode
-  method: lora
-  lr: 0.001
-"""
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -8,7 +8,6 @@ import pytest
 
 from codetune.fim import ADDED_FAMILY, FAMILIES, FimFormat
 from codetune.modeling.loading import load_tokenizer
-from codetune.modeling.presets import PRESETS, TokenizerSpec, build_tokenizer
 
 # The facts each family entry must match, copied from the sources (see codetune/fim.py):
 # (prefix, suffix, middle, end-of-middle token or None for the tokenizer's EOS, BOS first).
@@ -24,41 +23,9 @@ REAL = {
     # QwenLM/Qwen2.5-Coder README: no BOS; <|endoftext|> ends a base-model completion.
     "qwen2.5-coder": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>", False),
 }
-# Families without a tiny preset get a byte-level tokenizer carrying their tokens.
-NO_PRESET = {"santacoder"}
-
 PREFIX = "def area(width, height):\n    "
 MIDDLE = "result = width * height"
 SUFFIX = "\n    return result\n"
-
-
-def preset_of(family: str) -> str | None:
-    for name in PRESETS:
-        if name not in {"tiny-t5"}:
-            fmt = FimFormat.from_tokenizer(load_tokenizer(name))
-            if fmt is not None and fmt.family.name == family:
-                return name
-    return None
-
-
-@pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory):
-    out = {}
-    for family in FAMILIES:
-        if family in NO_PRESET:
-            folder = tmp_path_factory.mktemp(family)
-            spec = TokenizerSpec(
-                "byte-level", eos="<|endoftext|>", extra=lambda f=family: FAMILIES[f].sentinels
-            )
-            build_tokenizer(spec, folder)
-            out[family] = load_tokenizer(str(folder))
-        else:
-            name = preset_of(family)
-            assert name is not None, (
-                f"no preset carries the {family} family: add one (or list it in NO_PRESET)"
-            )
-            out[family] = load_tokenizer(name)
-    return out
 
 
 def test_every_family_has_its_facts_checked():

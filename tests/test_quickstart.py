@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_runner import make_project
+from tests.helpers.projects import make_project
 
 from codetune.artifacts.dataset import read_dataset
 from codetune.quickstart import QuickstartSettings, quickstart

@@ -6,8 +6,8 @@ Each is one `error:` line naming the problem, exit code 2, through `codetune run
 from __future__ import annotations
 
 import pytest
-from tests.conftest import run_cli
-from tests.test_config import RECIPE as BASE_RECIPE
+from tests.helpers.cli import run_cli
+from tests.helpers.recipes import RECIPE as BASE_RECIPE
 
 from codetune.config import load_recipe, load_yaml
 from codetune.errors import ConfigError

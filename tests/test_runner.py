@@ -7,41 +7,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.helpers.projects import make_project
 
 from codetune.errors import ConfigError
 from codetune.runner import run_recipe
 from codetune.schema import StrictModel
 from codetune.stage import StageResult
-
-
-def make_project(root: Path, files: int = 14) -> Path:
-    src = root / "src"
-    src.mkdir(parents=True)
-    for i in range(files):
-        (src / f"module_{i}.py").write_text(
-            textwrap.dedent(
-                f'''\
-                """Module {i}: small helpers."""
-
-
-                def scale_{i}(values, factor={i + 1}):
-                    result = []
-                    for value in values:
-                        result.append(value * factor + {i})
-                    return result
-
-
-                class Counter{i}:
-                    def __init__(self):
-                        self.count = {i}
-
-                    def bump(self, step=1):
-                        self.count += step
-                        return self.count
-                '''
-            )
-        )
-    return src
 
 
 def write_recipe(root: Path, src: Path) -> Path:
@@ -182,7 +153,7 @@ def test_stage_configs_do_not_import_the_recipe_module():
     code = (
         "import sys\n"
         "import codetune.collect.config, codetune.dataset.config, codetune.train.config\n"
-        "import codetune.evaluate.config, codetune.inference.config, codetune.serve.config\n"
+        "import codetune.evaluate.config, codetune.generation.config, codetune.serve.config\n"
         "print('codetune.config' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

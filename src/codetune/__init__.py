@@ -8,14 +8,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from codetune.fim import FimFormat
-    from codetune.inference.api import CodeModel
+    from codetune.generation.api import CodeModel
     from codetune.modeling.loading import load_tokenizer
 
 
 def __getattr__(name: str) -> Any:
     # Importing torch and transformers takes seconds; only pay for it when the API is used.
     if name == "CodeModel":
-        from codetune.inference.api import CodeModel
+        from codetune.generation.api import CodeModel
 
         return CodeModel
     if name == "load_tokenizer":
@@ -27,7 +27,7 @@ def __getattr__(name: str) -> Any:
 
         return FimFormat
     if name == "pipeline":
-        from codetune.inference.api import pipeline
+        from codetune.generation.api import pipeline
 
         return pipeline
     raise AttributeError(f"module 'codetune' has no attribute {name!r}")

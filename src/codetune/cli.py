@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from codetune.cli_options import Spelling
 from codetune.errors import CodetuneError, ConfigError, InputError
+from codetune.evaluate.tasks import STYLES as SCORE_STYLES
 from codetune.stages import STAGE_NAMES
 
 try:  # typer >= 0.26 carries its own copy of click
@@ -73,12 +76,14 @@ SetOption = Annotated[
     typer.Option("--set", help="Override any config field: KEY=VALUE (value read as YAML). Repeatable."),
 ]
 
-ExecutorOption = Annotated[
-    str | None, typer.Option("--executor", help="local (default) or ray (a Ray cluster, see --address).")
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan the run without weights or network: parameters, memory per method, tokens per step.",
+    ),
 ]
-AddressOption = Annotated[
-    str | None, typer.Option("--address", help="Ray cluster address (default: start a local one).")
-]
+JsonOption = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
 
 
 def _config(model_cls: type, given: dict[str, Any], overrides: list[str] | None) -> Any:
@@ -122,116 +127,16 @@ def _print_counts(title: str, counts: dict[str, Any]) -> None:
     console.print(table)
 
 
-@app.command()
-def collect(
-    sources: Annotated[
-        list[str],
-        typer.Argument(help="Local folders, git URLs or paths, archives, github:QUERY, docs:URL."),
-    ],
-    language: Annotated[str, typer.Option("--language", "-l", help="Language name, e.g. python, elm.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Corpus folder to write.")],
-    rejected: Annotated[
-        Path | None, typer.Option("--rejected", help="Write dropped files here, one folder per reason.")
-    ] = None,
-    include: Annotated[
-        list[str] | None, typer.Option("--include", help="Glob files must match. Repeatable.")
-    ] = None,
-    exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Glob of files to skip. Repeatable.")
-    ] = None,
-    branch: Annotated[str | None, typer.Option("--branch", help="Git branch or tag to clone.")] = None,
-    max_repos: Annotated[
-        int | None, typer.Option("--max-repos", help="At most this many GitHub repos.")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Worker processes (default 2).")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rewrite even when nothing changed.")] = False,
-    executor: ExecutorOption = None,
-    address: AddressOption = None,
-    overrides: SetOption = None,
-) -> None:
-    """Gather and clean source files into a corpus (Parquet + manifest.json)."""
-    given = {
-        "sources": sources,
-        "language": language,
-        "out": out,
-        "rejected": rejected,
-        "include": include,
-        "exclude": exclude,
-        "branch": branch,
-        "max_repos": max_repos,
-        "workers": workers,
-        "force": force or None,
-        "executor": executor,
-        "address": address,
-    }
-    print_result(_run_stage("collect", given, overrides))
+def option(name: str, kind: Any, *decls: str, help: str, default: Any = None) -> inspect.Parameter:
+    """A command-line parameter that is not a config field."""
+    declared = typer.Option(*decls, help=help)
+    annotation = Annotated[kind, declared]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@app.command()
-def build(
-    corpus: Annotated[
-        Path,
-        typer.Argument(
-            help="Corpus folder written by `codetune collect`; for instruct, seq2seq and code_json also "
-            "a JSON/JSONL file or folder (doccano exports and CoNaLa files included); for feedback a "
-            "records folder (`codetune serve --record`, `codetune records import-continue`)."
-        ),
-    ],
-    format: Annotated[
-        str,
-        typer.Option(
-            "--format", "-f", help="files, windows, units, instruct, seq2seq, code_json or feedback."
-        ),
-    ] = "files",
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model or tokenizer (hub id, path, preset).")
-    ] = ("tiny-gpt-bigcode"),
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Dataset folder to write.")] = None,
-    max_length: Annotated[
-        int | None, typer.Option("--max-length", help="Maximum tokens per example (default 512).")
-    ] = None,
-    fim_rate: Annotated[
-        float | None, typer.Option("--fim-rate", help="Share of text examples made FIM (default 0.5).")
-    ] = None,
-    fim_spm_rate: Annotated[
-        float | None, typer.Option("--fim-spm-rate", help="Share of FIM examples in SPM order (default 0.5).")
-    ] = None,
-    split_by: Annotated[str | None, typer.Option("--split-by", help="auto (default), repo or file.")] = None,
-    repo_context: Annotated[
-        bool,
-        typer.Option(
-            "--repo-context",
-            help="Give examples context from other train files of their repository, laid out as serve "
-            "lays it out (repo_context_budget tokens, see --set repo_context_options.*).",
-        ),
-    ] = False,
-    overrides: SetOption = None,
-) -> None:
-    """Turn a corpus into a tokenized dataset with leak-free splits."""
-    given = {
-        "corpus": corpus,
-        "format": format,
-        "model": model,
-        "out": out or Path("dataset"),
-        "max_length": max_length,
-        "fim_rate": fim_rate,
-        "fim_spm_rate": fim_spm_rate,
-        "split_by": split_by,
-        "repo_context": repo_context or None,
-    }
-    print_result(_run_stage("build", given, overrides))
-
-
-DryRunOption = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Plan the run without weights or network: parameters, memory per method, tokens per step.",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")]
+OVERRIDES = inspect.Parameter("overrides", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOption)
+DRY_RUN = inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DryRunOption)
+AS_JSON = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption)
 
 
 def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
@@ -249,127 +154,106 @@ def _print_plans(plans: dict[str, Any], as_json: bool) -> None:
     )
 
 
-@app.command()
-def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path or tiny preset.")],
-    dataset: Annotated[
-        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
-    ] = None,
-    method: Annotated[
-        str, typer.Option("--method", help="lora, adalora, qlora, full; kto or dpo on a feedback dataset.")
-    ] = "lora",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-    ] = False,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
-    dry_run: DryRunOption = False,
-    as_json: JsonOption = False,
-    overrides: SetOption = None,
-) -> None:
-    """Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset."""
-    given = {
-        "model": model,
-        "dataset": dataset,
-        "method": method,
-        "out": out or Path("run"),
-        "resume": resume,
-        "max_steps": max_steps,
-    }
+def stage_command(name: str, spelling: Spelling, doc: str, run: Any = None, extra: tuple = ()) -> None:
+    """Add the command that runs stage ``name``: its config's fields as options (``cli_options``),
+    ``--set`` for any other field, and ``extra`` parameters handled by ``run(given, overrides, ...)``."""
+    from codetune.cli_options import config_command
+    from codetune.stages import get_stage
+
+    def default_run(given: dict[str, Any], overrides: list[str] | None) -> None:
+        print_result(_run_stage(name, given, overrides))
+
+    command = config_command(
+        get_stage(name).config_class, spelling, run or default_run, extra=[*extra, OVERRIDES], doc=doc
+    )
+    app.command(name)(command)
+
+
+def _train(given: dict[str, Any], overrides: list[str] | None, dry_run: bool, as_json: bool) -> None:
     if dry_run:
         from codetune.train.dryrun import plan
 
         _print_plans({"train": plan(_stage_config("train", given, overrides))}, as_json)
         return
-    if dataset is None:
+    if "dataset" not in given:
         raise ConfigError("--dataset is required (only --dry-run plans a run without one)")
     print_result(_run_stage("train", given, overrides))
 
 
-@app.command()
-def merge(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `codetune train`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged model.")],
-    overrides: SetOption = None,
-) -> None:
-    """Merge a run's adapter into its base model (plain Hugging Face format)."""
-    print_result(_run_stage("merge", {"run": run, "out": out}, overrides))
+def _serve(given: dict[str, Any], overrides: list[str] | None, adapter: list[str] | None) -> None:
+    single, named = _adapter_options(adapter or [])
+    given = {**given, "adapter": single, "adapters": named or None}
+    _run_stage("serve", {k: v for k, v in given.items() if v is not None}, overrides)
 
 
-@app.command("eval")
-def eval_(
-    model: Annotated[
-        list[str], typer.Option("--model", "-m", help="Model, run folder or NAME=PATH; repeat.")
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
-    dataset: Annotated[
-        Path | None, typer.Option("--dataset", "-d", help="Dataset folder from `codetune build`.")
-    ] = None,
-    task: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--task",
-            help="completion, fim, loss, prompts, benchmark, execution; repeat (default: completion + loss).",
-        ),
-    ] = None,
-    prompts: Annotated[
-        Path | None, typer.Option("--prompts", help='Prompt file ([{"prompt": ...}] or JSONL).')
-    ] = None,
-    benchmark: Annotated[
-        Path | None, typer.Option("--benchmark", help="CodeXGLUE method/line JSONL file.")
-    ] = None,
-    problems: Annotated[
-        Path | None, typer.Option("--problems", help="HumanEval/MultiPL-E JSONL for pass@k.")
-    ] = None,
-    language: Annotated[
-        str | None, typer.Option("--language", "-l", help="Language for syntax checks.")
-    ] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Generations per prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy.")] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", help="Prompts per task.")] = None,
-    sweep_temperature: Annotated[
-        list[float] | None, typer.Option("--sweep-temperature", help="Repeat.")
-    ] = None,
-    sweep_top_p: Annotated[list[float] | None, typer.Option("--sweep-top-p", help="Repeat.")] = None,
-    allow_execution: Annotated[
-        bool, typer.Option("--allow-execution", help="Run generated code (sandboxed).")
-    ] = False,
-    unsafe_network: Annotated[
-        bool, typer.Option("--unsafe-network", help="Run code even without a network namespace.")
-    ] = False,
-    unsafe_mount: Annotated[
-        bool, typer.Option("--unsafe-mount", help="Run code even where the host filesystem shows.")
-    ] = False,
-    unsafe_pid: Annotated[
-        bool, typer.Option("--unsafe-pid", help="Run code even without a pid namespace.")
-    ] = False,
-    overrides: SetOption = None,
-) -> None:
-    """Evaluate models side by side on held-out data; writes report.md/json and plots."""
-    given = {
-        "models": model,
-        "dataset": dataset,
-        "out": out,
-        "tasks": task or None,
-        "prompts": prompts,
-        "benchmark": benchmark,
-        "problems": problems,
-        "language": language,
-        "n": n,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
-        "samples": samples,
-        "sweep_temperature": sweep_temperature or None,
-        "sweep_top_p": sweep_top_p or None,
-        "allow_execution": allow_execution or None,
-        "unsafe_network": unsafe_network or None,
-        "unsafe_mount": unsafe_mount or None,
-        "unsafe_pid": unsafe_pid or None,
-    }
-    print_result(_run_stage("eval", given, overrides))
+ADAPTER = option(
+    "adapter",
+    list[str] | None,
+    "--adapter",
+    help="NAME=RUN_DIR: a LoRA run served over --model as model NAME. Repeatable. "
+    "A lone RUN_DIR (no NAME=) applies that run's adapter to the one served model.",
+)
+
+stage_command(
+    "collect",
+    Spelling(
+        arguments=("sources",),
+        short={"language": "-l", "out": "-o", "workers": "-j"},
+        required=("language", "out"),
+    ),
+    "Gather and clean source files into a corpus (Parquet + manifest.json).",
+)
+stage_command(
+    "build",
+    Spelling(
+        arguments=("corpus",),
+        short={"format": "-f", "model": "-m", "out": "-o"},
+        defaults={"out": Path("dataset")},
+    ),
+    "Turn a corpus into a tokenized dataset with leak-free splits.",
+)
+stage_command(
+    "train",
+    Spelling(
+        short={"model": "-m", "dataset": "-d", "out": "-o"},
+        required=("model",),
+        defaults={"out": Path("run")},
+    ),
+    "Fine-tune a model (LoRA, AdaLoRA, QLoRA or full) on a dataset.",
+    _train,
+    (DRY_RUN, AS_JSON),
+)
+stage_command(
+    "merge",
+    Spelling(arguments=("run",), short={"out": "-o"}, required=("out",)),
+    "Merge a run's adapter into its base model (plain Hugging Face format).",
+)
+stage_command(
+    "eval",
+    Spelling(
+        rename={"models": "model", "tasks": "task"},
+        short={"models": "-m", "out": "-o", "dataset": "-d", "language": "-l"},
+        required=("models", "out"),
+    ),
+    "Evaluate models side by side on held-out data; writes report.md/json and plots.",
+)
+stage_command(
+    "generate",
+    Spelling(short={"model": "-m", "input": "-i", "out": "-o"}, required=("model", "input", "out")),
+    "Generate completions for a file of prompts, in length-sorted batches; resumable.",
+)
+stage_command(
+    "serve",
+    Spelling(
+        rename={"repos": "repo", "cors_origins": "cors_origin"},
+        short={"model": "-m"},
+        required=("model",),
+        skip=("adapter", "adapters"),
+    ),
+    "Serve an OpenAI-compatible completions API (with FIM, Copilot and editor routes).",
+    _serve,
+    (ADAPTER,),
+)
 
 
 @app.command()
@@ -382,7 +266,7 @@ def score(
         Path | None, typer.Option("--references", "-r", help="One reference per line (CodeXGLUE styles).")
     ] = None,
     style: Annotated[
-        str, typer.Option("--style", help="codexglue-method, codexglue-line or humaneval-infilling.")
+        str, typer.Option("--style", help=f"One of: {', '.join(SCORE_STYLES)}.")
     ] = "codexglue-method",
     problems: Annotated[
         Path | None,
@@ -398,27 +282,15 @@ def score(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Score predictions exactly as CodeXGLUE's evaluators or the HumanEval infilling harness do."""
+    """Score predictions files as the eval tasks that have each style do (CodeXGLUE's evaluators, the
+    HumanEval infilling harness)."""
     import json
 
-    from codetune.evaluate.codexglue import STYLES
+    from codetune.evaluate.tasks.base import ScoreFiles
+    from codetune.evaluate.tasks.build import score_files
 
-    if style not in (*STYLES, "humaneval-infilling"):
-        raise InputError(
-            f"unknown --style {style!r}; choose one of: {', '.join(STYLES)}, humaneval-infilling"
-        )
-    if style == "humaneval-infilling":
-        from codetune.evaluate.infilling import score_files as score_infilling
-
-        scores = score_infilling(
-            predictions, problems, allow_execution=allow_execution, unsafe_network=unsafe_network
-        )
-    else:
-        from codetune.evaluate.score import score_files
-
-        if references is None:
-            raise InputError(f"--style {style} needs --references")
-        scores = score_files(references, predictions, style=style)
+    files = ScoreFiles(predictions, references, problems, allow_execution, unsafe_network)
+    scores = score_files(style, files)
     if as_json:
         typer.echo(json.dumps(scores))
         return
@@ -426,100 +298,6 @@ def score(
     for key, value in scores.items():
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
     Console().print(table)
-
-
-@app.command()
-def generate(
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of prompts ({'prompt': ...}).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file of results (resumed if present).")],
-    adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="Run folder whose adapter to apply.")
-    ] = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", help="Tokens per completion.")
-    ] = None,
-    prompt_field: Annotated[
-        str | None, typer.Option("--prompt-field", help="Input field with the prompt (default: prompt).")
-    ] = None,
-    engine: Annotated[str | None, typer.Option("--engine", help="hf (default) or vllm.")] = None,
-    executor: ExecutorOption = None,
-    address: AddressOption = None,
-    engines: Annotated[
-        int | None,
-        typer.Option(
-            "--engines", help="With --executor ray: engines to run (default: one per GPU, or 1).", min=1
-        ),
-    ] = None,
-    overrides: SetOption = None,
-) -> None:
-    """Generate completions for a file of prompts, in length-sorted batches; resumable."""
-    given = {
-        "model": model,
-        "adapter": adapter,
-        "input": input,
-        "out": out,
-        "max_new_tokens": max_new_tokens,
-        "prompt_field": prompt_field,
-        "engine": engine,
-    }
-    if executor not in (None, "local", "ray"):
-        raise ConfigError(f"--executor must be local or ray, not {executor!r}")
-    if executor == "ray":
-        from codetune.inference.ray_executor import generate_file_ray
-
-        print_result(generate_file_ray(_stage_config("generate", given, overrides), address, engines))
-    else:
-        print_result(_run_stage("generate", given, overrides))
-
-
-@app.command()
-def serve(
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local path, preset or merged model.")],
-    adapter: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--adapter",
-            help="NAME=RUN_DIR: a LoRA run served over --model as model NAME. Repeatable. "
-            "A lone RUN_DIR (no NAME=) applies that run's adapter to the one served model.",
-        ),
-    ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            envvar="CODETUNE_API_KEY",
-            show_envvar=True,
-            help="Key clients must send; prefer the CODETUNE_API_KEY variable (an argument shows in ps).",
-        ),
-    ] = None,
-    cors_origin: Annotated[
-        list[str] | None,
-        typer.Option("--cors-origin", help="Browser origin allowed to call the API (CORS). Repeatable."),
-    ] = None,
-    repo: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--repo", help="Repository folder indexed for context (refreshed as files change). Repeatable."
-        ),
-    ] = None,
-    overrides: SetOption = None,
-) -> None:
-    """Serve an OpenAI-compatible completions API (with FIM and Copilot routes)."""
-    single, named = _adapter_options(adapter or [])
-    given = {
-        "model": model,
-        "adapter": single,
-        "adapters": named or None,
-        "host": host,
-        "port": port,
-        "api_key": api_key,
-        "cors_origins": cors_origin or None,
-        "repos": [str(path) for path in repo] if repo else None,
-    }
-    _run_stage("serve", given, overrides)
 
 
 def _adapter_options(values: list[str]) -> tuple[Path | None, dict[str, Path]]:
@@ -582,7 +360,6 @@ def sandbox_run(
     import dataclasses
     import json
 
-    from codetune.errors import InputError
     from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.sandbox import eval_limits, run_sandboxed
 

@@ -18,16 +18,14 @@ import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from codetune.errors import CodetuneError
 
-if TYPE_CHECKING:
-    from codetune.context.render import RenderedContext
-
 # Meta's marker for encoding without the implicit leading space: ``sp_model.encode("☺" + s)[2:]``
-# (meta-llama/codellama llama/tokenizer.py, Tokenizer.encode_infilling / decode_infilling).
-_PROBE = "☺"
+# (meta-llama/codellama llama/tokenizer.py, Tokenizer.encode_infilling / decode_infilling). No
+# tokenizer merges it with what follows, so it is also what generated ids are decoded behind.
+PROBE = "☺"
 
 
 @dataclass(frozen=True)
@@ -55,15 +53,6 @@ class FimFamily:
     def sentinels(self) -> tuple[str, ...]:
         """The family's FIM tokens (prefix, suffix, middle, then pad and eot when it has them)."""
         return tuple(t for t in (self.prefix, self.suffix, self.middle, self.pad, self.eot) if t)
-
-    # Old name, kept for callers of codetune.modeling.special_tokens.
-    @property
-    def all(self) -> list[str]:
-        return list(self.sentinels)
-
-    @property
-    def family(self) -> str:
-        return self.name
 
 
 FAMILIES: dict[str, FimFamily] = {}
@@ -147,6 +136,57 @@ register_family(
 # A tokenizer without FIM tokens gets this family's tokens added by `codetune build`; the run folder
 # keeps that tokenizer, so train, eval and serve all find the same family in it.
 ADDED_FAMILY = "starcoder"
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    """A family's repository format: its two tokens, whether a newline ends the repository name, and
+    whether the target's path goes inside the FIM prefix (StarCoder2) or before it (Qwen2.5-Coder)."""
+
+    repo_token: str
+    file_token: str
+    newline_after_repo: bool
+    target_in_prefix: bool = False
+
+
+def repo_layouts() -> dict[str, RepoLayout]:
+    """Every registered family's repository layouts, keyed by the repo-name token."""
+    return {
+        name: RepoLayout(name, sep, family.repo_newline, family.repo_target_in_prefix)
+        for family in FAMILIES.values()
+        for name, sep in family.repo
+    }
+
+
+def repo_layout(tokenizer: Any | None) -> RepoLayout | None:
+    """The repository layout whose tokens this tokenizer has, if any."""
+    if tokenizer is None:
+        return None
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    for token, layout in repo_layouts().items():
+        if token in vocab and layout.file_token in vocab:
+            return layout
+    return None
+
+
+@dataclass(frozen=True)
+class RenderedContext:
+    """Repository context laid out for one prompt (``codetune.context.render_for`` makes it).
+
+    ``head``: (text, is_token) pieces that go before the FIM prefix sentinel (after BOS);
+    ``lead``: text the prefix (or a plain prompt) starts with.
+    """
+
+    head: tuple[tuple[str, bool], ...] = ()
+    lead: str = ""
+
+    @property
+    def text(self) -> str:
+        """The context as one text, as it reads before a plain prompt (or in a debug view)."""
+        return "".join(piece for piece, _ in self.head) + self.lead
+
+    def __bool__(self) -> bool:
+        return bool(self.head or self.lead)
 
 
 @dataclass(frozen=True)
@@ -271,7 +311,7 @@ class FimFormat:
             return [ids if text else [] for text, ids in zip(texts, _encode(self.tokenizer, list(texts)))]
         probe = self._probe_ids
         out = []
-        for text, ids in zip(texts, _encode(self.tokenizer, [_PROBE + t for t in texts]), strict=True):
+        for text, ids in zip(texts, _encode(self.tokenizer, [PROBE + t for t in texts]), strict=True):
             if not text:
                 out.append([])
             elif ids[: len(probe)] == probe:
@@ -285,27 +325,20 @@ class FimFormat:
         """Whether the tokenizer prepends a space to a text (SentencePiece's dummy prefix, Metaspace)."""
         if self._dummy_prefix is None:
             probe = self._probe_ids
-            bare = _encode(self.tokenizer, [_PROBE + "a"])[0]
+            bare = _encode(self.tokenizer, [PROBE + "a"])[0]
             self._dummy_prefix = bare[: len(probe)] == probe and bare[len(probe) :] != self.encode("a")
         return self._dummy_prefix
 
     @functools.cached_property
     def _probe_ids(self) -> list[int]:
-        return _encode(self.tokenizer, [_PROBE])[0]
+        return _encode(self.tokenizer, [PROBE])[0]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of a generated middle: special tokens dropped, no leading space lost (``decode_infilling``)."""
         ids = list(ids)
         if not self.adds_leading_space:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
-        probe = self._probe_ids
-        text = self.tokenizer.decode(probe + ids, skip_special_tokens=True)
-        head = self.tokenizer.decode(probe, skip_special_tokens=True)
-        return (
-            text[len(head) :]
-            if text.startswith(head)
-            else self.tokenizer.decode(ids, skip_special_tokens=True)
-        )
+        return decode_continuation(self.tokenizer, ids)
 
     # --- layouts ------------------------------------------------------------------------------------
 
@@ -460,6 +493,33 @@ def context_ids(tokenizer: Any, context: RenderedContext | None) -> list[int]:
     return ids
 
 
+def _probe_ids(tokenizer: Any) -> list[int]:
+    """Ids of :data:`PROBE`, cached on the tokenizer."""
+    cached = getattr(tokenizer, "_codetune_probe_ids", None)
+    if cached is None:
+        cached = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
+        with contextlib.suppress(AttributeError):
+            tokenizer._codetune_probe_ids = cached
+    return cached
+
+
+def decode_continuation(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Text of ids that continue a text (a completion, a middle), special tokens dropped.
+
+    SentencePiece-style decoders (Llama, CodeLlama, DeepSeek) drop the leading space of the first
+    token of a decoded string, which is right for a whole text and wrong for a continuation: decoding
+    behind the probe character keeps it (Meta's ``decode_infilling``).
+    """
+    if not ids:
+        return ""
+    probe = _probe_ids(tokenizer)
+    head = tokenizer.decode(probe, skip_special_tokens=True)
+    text = tokenizer.decode(probe + list(ids), skip_special_tokens=True)
+    return (
+        text[len(head) :] if text.startswith(head) else tokenizer.decode(list(ids), skip_special_tokens=True)
+    )
+
+
 def no_fim_error() -> CodetuneError:
     """The error for a suffix sent to a model whose tokenizer has no FIM tokens."""
     names = ", ".join(FAMILIES)
@@ -467,8 +527,3 @@ def no_fim_error() -> CodetuneError:
         f"this model's tokenizer has no fill-in-the-middle tokens (families: {names}, or tokens added by "
         "a codetune run), so a suffix cannot be used"
     )
-
-
-def fim_format(tokenizer: Any) -> FimFormat | None:
-    """Shorthand for :meth:`FimFormat.from_tokenizer`."""
-    return FimFormat.from_tokenizer(tokenizer)

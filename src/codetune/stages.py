@@ -93,8 +93,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "generate",
-        "codetune.inference.config:GenerateConfig",
-        "codetune.inference.batch:generate_file",
+        "codetune.generation.config:GenerateConfig",
+        "codetune.generation.runners:generate",
         reads=(Input("model", ("merged", "run")),),
         writes="generations",
         out_name="generations.jsonl",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 from codetune.artifacts import read_corpus
 

@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 from codetune import textsim
 from codetune.artifacts import read_corpus

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import assert_clean_error
+from tests.helpers.cli import assert_clean_error
+from tests.helpers.collect import distinct_module, write
 
 from codetune.artifacts import read_corpus
 from codetune.collect.config import CollectConfig
@@ -32,26 +33,6 @@ class Greeter:
     def greet(self):
         return "hello " + self.name + str({i})
 '''
-
-
-def write(root: Path, rel: str, text: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def distinct_module(i: int) -> str:
-    """A small Python module whose identifiers differ per ``i`` (no near-duplicates among them)."""
-    names = [f"alpha{i}", f"beta{i}_{i * 7}", f"gamma_{i}x", f"delta{i}y{i}"]
-    body = "\n".join(
-        f"def {name}_{j}(value_{i}_{j}, other{j}_{i}):\n    return value_{i}_{j} * {j} + other{j}_{i} - {i}\n"
-        for j, name in enumerate(names)
-    )
-    return f"import math{i % 3}\n\n{body}"
 
 
 def cfg(tmp_path: Path, *sources: Path | str, **kw) -> CollectConfig:

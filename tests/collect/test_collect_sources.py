@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_collect_pipeline import distinct_module, write
-from tests.conftest import assert_clean_error, run_cli
+from tests.helpers.cli import assert_clean_error, run_cli
+from tests.helpers.collect import distinct_module, write
 
 from codetune.artifacts import read_corpus
 from codetune.collect.config import CollectConfig

@@ -23,9 +23,8 @@ def verdict(text: str, language: str = "python", **overrides) -> str | None:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "language", "reason"),
-    [
+# One row per outcome; every registered filter must have a row that trips it (checked below).
+FILTER_CASES = [
         (PY_OK, "python", None),
         (KOTLIN_OK, "kotlin", None),
         ("   \n\n", "python", "empty"),
@@ -65,10 +64,17 @@ def verdict(text: str, language: str = "python", **overrides) -> str | None:
             "python",
             "only_comments",
         ),
-    ],
-)
+        ("/*! jQuery v3.6.0 | (c) OpenJS Foundation and other contributors */\nvar a = 1;\nvar b = 2;\n" * 3, "javascript", "vendored"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "language", "reason"), FILTER_CASES)
 def test_filter_matrix(text, language, reason):
     assert verdict(text, language) == reason
+
+
+def test_every_registered_filter_has_a_row_in_the_matrix():
+    assert set(FILTERS) <= {reason for _, _, reason in FILTER_CASES}
 
 
 def test_docstrings_are_not_long_literals():

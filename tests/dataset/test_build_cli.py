@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import corpus_rows, make_tokenizer, write_corpus
+from tests.helpers.dataset import corpus_rows, make_tokenizer, write_corpus
 
 
 def codetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -60,7 +60,11 @@ def test_build_flags_and_a_clean_stdout(tmp_path: Path) -> None:
 def test_an_unknown_option_points_to_set(tmp_path: Path) -> None:
     for args, key in (
         (["build", "corpus", "--windows-stride", "4"], "--set windows_stride=VALUE"),
-        (["train", "--model", "tiny-gpt-bigcode", "--dataset", "ds", "--lora-r", "8"], "--set lora_r=VALUE"),
+        # (every top-level config field is an option: --lora-r is one; a misspelt one is not)
+        (
+            ["train", "--model", "tiny-gpt-bigcode", "--dataset", "ds", "--lora-rank", "8"],
+            "--set lora_rank=VALUE",
+        ),
     ):
         result = codetune(*args, cwd=tmp_path)
         assert result.returncode == 2

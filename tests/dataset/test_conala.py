@@ -10,7 +10,7 @@ import pytest
 
 from codetune.config import load_recipe
 from codetune.errors import InputError
-from codetune.inference.batch import generate_file
+from codetune.generation.batch import generate_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

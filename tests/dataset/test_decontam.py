@@ -6,11 +6,10 @@ import json
 import random
 from pathlib import Path
 
+from tests.helpers.dataset import all_rows, run_build, write_corpus
+
 from codetune.dataset.decontam import BenchmarkFilter, near_duplicates
 from codetune.textsim import text_jaccard
-
-from .conftest import write_corpus
-from .helpers import all_rows, run_build
 
 SHARED = "\n".join(f"def shared_helper_{i}(value):\n    return value * {i} + offset_{i}\n" for i in range(30))
 

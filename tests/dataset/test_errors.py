@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers.dataset import corpus_rows, make_tokenizer, write_corpus
 
 from codetune import cli
 from codetune.languages import Language, register_language
-
-from .conftest import corpus_rows, make_tokenizer, write_corpus
 
 
 def run_main(

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.helpers.dataset import corpus_rows, run_build, write_corpus
 
 from codetune.modeling.loading import load_tokenizer
-
-from .conftest import corpus_rows, write_corpus
-from .helpers import run_build
 
 
 @pytest.fixture(scope="module")

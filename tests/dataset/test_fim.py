@@ -8,14 +8,21 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.helpers.dataset import (
+    ELM_FILE,
+    KOTLIN_FILE,
+    PYTHON_FILE,
+    all_rows,
+    corpus_rows,
+    make_tokenizer,
+    run_build,
+    write_corpus,
+)
 
 from codetune.dataset.fim import LAYOUTS, SPLITS, cut, token_starts
 from codetune.dataset.syntax import middle_nodes
 from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
-
-from .conftest import ELM_FILE, KOTLIN_FILE, PYTHON_FILE, corpus_rows, make_tokenizer, write_corpus
-from .helpers import all_rows, run_build
 
 SAMPLES = [
     ("python", PYTHON_FILE),

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.helpers.dataset import all_rows, run_build
 
 from codetune.modeling.loading import load_tokenizer
-
-from .helpers import all_rows, run_build
 
 NO_DEDUP = {"minhash": False}
 
@@ -144,7 +143,7 @@ def test_instruct_jsonl_with_field_names(tmp_path: Path) -> None:
 
 
 def test_instruct_uses_the_chat_template_when_there_is_one(tmp_path: Path) -> None:
-    from .conftest import make_tokenizer
+    from tests.helpers.dataset import make_tokenizer
 
     folder = make_tokenizer(tmp_path / "tok")
     config = json.loads((folder / "tokenizer_config.json").read_text())

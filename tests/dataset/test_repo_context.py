@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli
-
-from .conftest import write_corpus
+from tests.helpers.cli import run_cli
+from tests.helpers.dataset import write_corpus
 
 REPOS = ("alpha", "beta", "gamma")
 MARK = re.compile(r"MARK_(\w+?)_(\w+?)_END")

@@ -8,11 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
+from tests.helpers.dataset import corpus_rows, run_build, write_corpus
 
 from codetune.dataset.splits import plan_splits, resolve_split_by
-
-from .conftest import corpus_rows, write_corpus
-from .helpers import run_build
 
 
 def skewed_rows(sizes: tuple[int, ...]) -> list[dict]:

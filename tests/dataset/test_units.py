@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import write_corpus
-from .helpers import run_build
+from tests.helpers.dataset import run_build, write_corpus
 
 ELM_WITH_LET = """module Stats exposing (mean, spread)
 

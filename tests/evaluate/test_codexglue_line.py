@@ -10,8 +10,7 @@ import pytest
 
 from codetune.evaluate.codexglue import tokenize_line
 from codetune.evaluate.config import EvalConfig
-from codetune.evaluate.runner import score_task
-from codetune.evaluate.tasks import build_tasks
+from codetune.evaluate.tasks.build import build_tasks
 
 # (reference as CodeXGLUE writes it, what a model generates, language)
 SAME = [
@@ -61,6 +60,6 @@ def test_benchmark_exact_match_counts_equal_code(tmp_path: Path) -> None:
         ['return os.path.join(root, "config.yaml")'],
         ["y = x + 2"],  # a different number: not a match
     ]
-    scores, _ = score_task(task, generations, cfg, "python")
+    scores, _ = task.score(generations, cfg, "python")
     assert scores["exact_match"] == pytest.approx(66.67)
     assert scores["edit_sim"] > 90

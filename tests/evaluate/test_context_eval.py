@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.evaluate.test_eval_e2e import run_cli
+from tests.helpers.cli import run_cli
 
 BILLING = "def compute_total(items, rate):\n    subtotal = sum(items)\n    return subtotal * rate\n"
 APP = (
@@ -127,7 +127,7 @@ def test_eval_runs_editor_and_crosscodeeval_without_and_with_context(tmp_path: P
 
 def test_context_without_runs_only_the_plain_tasks(tmp_path: Path):
     from codetune.evaluate.config import EvalConfig
-    from codetune.evaluate.tasks import build_tasks
+    from codetune.evaluate.tasks.build import build_tasks
 
     cce = crosscodeeval_file(tmp_path / "cce.jsonl")
     rows = [{"repo": "shop", "path": "pkg/app.py", "text": APP}]

@@ -16,7 +16,7 @@ from codetune.evaluate.metrics import (
     identifier_f1,
     identifiers,
 )
-from codetune.evaluate.tasks import cursor_positions
+from codetune.evaluate.tasks.editor import cursor_positions
 
 SOURCE = "def area(width, height):\n    size = width * height\n    return size\n"
 
@@ -60,7 +60,7 @@ def test_acceptance_proxy_and_empty_rate():
 
 
 def test_editor_task_end_to_end(tmp_path: Path):
-    from tests.evaluate.test_eval_e2e import make_dataset
+    from tests.helpers.evaluate import make_dataset
 
     from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.runner import evaluate

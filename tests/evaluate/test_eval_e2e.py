@@ -4,68 +4,14 @@ then `evaluate` writes a report with base and tuned columns, per-prompt rows, a 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers.cli import run_cli
+from tests.helpers.evaluate import make_dataset
 
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.runner import evaluate
-
-PY_FILES = [
-    "\n".join(
-        [
-            f"def add_{i}(a, b):",
-            "    total = a + b",
-            f"    print('value {i}', total)",
-            "    return total",
-            "",
-            f"x_{i} = add_{i}({i}, 2)",
-            "",
-        ]
-    )
-    for i in range(8)
-]
-
-
-def make_dataset(folder: Path) -> Path:
-    """A `files`-format dataset folder as `codetune build` writes it (splits, stats, manifest, tokenizer)."""
-    from datasets import Dataset, DatasetDict
-
-    from codetune.modeling.loading import load_tokenizer
-
-    tokenizer = load_tokenizer("tiny-gpt-bigcode")
-
-    def rows(texts: list[str]) -> Dataset:
-        out = []
-        for i, text in enumerate(texts):
-            ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-            out.append(
-                {
-                    "path": f"pkg/m{i}.py",
-                    "repo": "r",
-                    "text": text,
-                    "input_ids": ids,
-                    "loss_mask": [1] * len(ids),
-                }
-            )
-        return Dataset.from_list(out)
-
-    DatasetDict(
-        {"train": rows(PY_FILES[:6]), "valid": rows(PY_FILES[6:7]), "test": rows(PY_FILES[6:])}
-    ).save_to_disk(str(folder))
-    stats = {
-        "format": "files",
-        "kind": "causal",
-        "model": "tiny-gpt-bigcode",
-        "max_length": 256,
-        "splits": {"test": {"examples": 2, "tokens": 0}},
-    }
-    (folder / "stats.json").write_text(json.dumps(stats))
-    (folder / "manifest.json").write_text(json.dumps({"fingerprint": "test-dataset-hash"}))
-    tokenizer.save_pretrained(str(folder / "tokenizer"))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +128,6 @@ def test_report_base_vs_tuned(workspace):
     assert "| metric | base | tuned |" in md and "greedy decoding" in md and "## Sampling sweep" in md
     assert "### Sample 0" in md and "**tuned**" in md
     assert json.loads((out / "manifest.json").read_text())["fingerprint"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codetune", *args], capture_output=True, text=True)
 
 
 def test_cli_errors(workspace, tmp_path):

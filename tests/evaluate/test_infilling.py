@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 from codetune.evaluate.infilling import bundled_path
 

@@ -21,7 +21,13 @@ def test_registry_matrix():
     assert scores["fim_exact_match"] == 50.0
     assert scores["line_exact_match"] == 50.0
     assert scores["edit_sim"] == round((100 + 92) / 2, 2)  # 'é' vs 'e' in a 13-char line: 24/26 -> 92
-    assert 0 < scores["bleu"] < 100 and 0 < scores["sacrebleu_bleu"] <= 100 and 0 < scores["chrf"] < 100
+    # CodeXGLUE's smoothed BLEU-4 by hand: 1..4-gram matches 7/8, 4/6, 2/4, 1/2, each taken as
+    # (matches + 1) / (n-grams + 1); the lengths are equal, so no brevity penalty.
+    assert scores["bleu"] == round(100 * (8 / 9 * 5 / 7 * 3 / 5 * 2 / 3) ** 0.25, 2)
+    import sacrebleu
+
+    assert scores["sacrebleu_bleu"] == round(sacrebleu.corpus_bleu(preds, [refs]).score, 2) == 61.8
+    assert scores["chrf"] == round(sacrebleu.corpus_chrf(preds, [refs]).score, 2)
     with pytest.raises(ConfigError, match="unknown metric"):
         get_metric("rouge")
 

@@ -143,7 +143,7 @@ def test_crosscodeeval_reader_and_both_ways_in_eval(tmp_path):
 
     # with context, the model gets the chunks and the repository's name, in its repository format
     from codetune.evaluate.config import EvalConfig
-    from codetune.evaluate.tasks import crosscodeeval
+    from codetune.evaluate.tasks.crosscodeeval import build as crosscodeeval
     from codetune.generation.request import build_request
     from codetune.modeling.loading import load_tokenizer
 

@@ -11,7 +11,7 @@ import pytest
 
 from codetune.errors import InputError
 from codetune.evaluate.codexglue import corpus_bleu, fuzz_ratio, post_process_line, post_process_method
-from codetune.evaluate.score import score_files
+from codetune.evaluate.tasks.benchmark import score_files
 
 # (prediction, reference, hand-computed fuzz.ratio after Method-Generation post-processing)
 METHOD_PAIRS = [

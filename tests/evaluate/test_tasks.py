@@ -10,7 +10,9 @@ from codetune.errors import ConfigError, InputError
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.runner import parse_models
 from codetune.evaluate.syntax import is_valid
-from codetune.evaluate.tasks import build_tasks, decode_codexglue, read_prompt_file
+from codetune.evaluate.tasks.benchmark import decode_codexglue
+from codetune.evaluate.tasks.build import build_tasks
+from codetune.evaluate.tasks.prompts import read_prompt_file
 
 TEXT = "import os\n\n\ndef f(x):\n    y = x + 1\n    return y\n"
 

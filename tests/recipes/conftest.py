@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # recipe_helpers, recipe_fixtures
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from recipe_fixtures import doccano_export, javascript_file
-from recipe_helpers import EXAMPLES, check_report, check_run_folder, check_settings, on_cpu, read_json, run
+from tests.helpers.recipe_files import doccano_export, javascript_file
+from tests.helpers.recipes import (
+    EXAMPLES,
+    check_report,
+    check_run_folder,
+    check_settings,
+    on_cpu,
+    read_json,
+    run,
+)
 
 
 def test_airscript_recipe_end_to_end(tmp_path, settings):

@@ -11,8 +11,8 @@ import sys
 import time
 import urllib.request
 
-from recipe_fixtures import code_json
-from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
+from tests.helpers.recipe_files import code_json
+from tests.helpers.recipes import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
 def free_port() -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from recipe_fixtures import FakeGitHub, elm_file, fake_github, make_git_repo
-from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
+from tests.helpers.recipe_files import FakeGitHub, elm_file, fake_github, make_git_repo
+from tests.helpers.recipes import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
 def test_elm_recipe_end_to_end(tmp_path, monkeypatch, settings):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from recipe_fixtures import conala_curated, conala_mined
-from recipe_helpers import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
+from tests.helpers.recipe_files import conala_curated, conala_mined
+from tests.helpers.recipes import EXAMPLES, check_run_folder, check_settings, on_cpu, read_json, run
 
 
 def test_intent_rewriting_recipe_end_to_end(tmp_path, settings):

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 
-from recipe_fixtures import codexglue_method, kotlin_repo
-from recipe_helpers import EXAMPLES, check_report, check_run_folder, check_settings, on_cpu, read_json, run
+from tests.helpers.recipe_files import codexglue_method, kotlin_repo
+from tests.helpers.recipes import (
+    EXAMPLES,
+    check_report,
+    check_run_folder,
+    check_settings,
+    on_cpu,
+    read_json,
+    run,
+)
 
 
 def test_kotlin_recipe_end_to_end(tmp_path, settings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from tests.serve.conftest import make_run
+from tests.helpers.server import make_run
 
 KEY = "sekrit-key"
 PROMPT = "def add(a, b):\n    return"
@@ -25,7 +25,8 @@ def server(run_dir, launch):
 
 
 def greedy(model, tokenizer, prompt):
-    from codetune.inference.engine import SamplingParams, generate
+    from codetune.generation.api import generate
+    from codetune.generation.params import SamplingParams
 
     return generate(model, tokenizer, [prompt], SamplingParams(max_new_tokens=6))[0]
 
@@ -37,7 +38,7 @@ def test_adapter_is_served_unmerged_and_changes_outputs(server, run_dir):
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
     text = client.completions.create(model="run", prompt=PROMPT, max_tokens=6, temperature=0).choices[0].text
-    served = server.serving.model
+    served = server.service.model
     assert isinstance(served, PeftModel)
     assert any("lora_A" in name for name, _ in served.named_parameters())
     tokenizer = load_tokenizer("tiny-gpt-bigcode")

@@ -12,8 +12,8 @@ import threading
 import httpx
 import openai
 import pytest
-from tests.conftest import assert_clean_error, run_cli
-from tests.serve.conftest import make_run
+from tests.helpers.cli import assert_clean_error, run_cli
+from tests.helpers.server import make_run
 
 BASE = "tiny-gpt-bigcode"
 PROMPT = "def add(a, b):\n    return"
@@ -70,7 +70,7 @@ def test_each_adapter_answers_as_it_does_alone(server, alone):
 
 def test_concurrent_requests_of_different_adapters_share_a_batch(server, alone):
     """A long stream of `a` is running while `b` and the base join its batch: all three stay exact."""
-    engine = server.serving.batcher
+    engine = server.service.engine
     before = engine.stats()
     long_body = {"model": "a", "prompt": PROMPT, "max_tokens": 60, "temperature": 0, "stream": True}
     streamed, started = [], threading.Event()
@@ -220,7 +220,7 @@ def test_the_cli_serves_named_adapters(runs):
     import sys
     import time
 
-    from tests.serve.conftest import free_port
+    from tests.helpers.cli import free_port
 
     port = free_port()
     args = [

@@ -21,9 +21,10 @@ def client(server):
 
 def direct(server, prompt, max_new_tokens=6, **kw):
     """Greedy text straight from the engine, for comparison with what the server answers."""
-    from codetune.inference.engine import SamplingParams, generate_completions
+    from codetune.generation.api import generate_completions
+    from codetune.generation.params import SamplingParams
 
-    serving = server.serving
+    serving = server.service
     params = SamplingParams(max_new_tokens=max_new_tokens, **kw)
     [(_, [completion])] = list(generate_completions(serving.model, serving.tokenizer, [prompt], params))
     return completion
@@ -69,8 +70,6 @@ def test_engines_route_as_copilot_and_fauxpilot_call_it(server):
 
 
 def test_fim_through_suffix_uses_the_family_prompt(server, client):
-    from codetune.inference.prompts import fim_prompt
-
     prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
     result = client.completions.create(
         model="tiny",
@@ -80,7 +79,20 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
         temperature=0,
         extra_body={"postprocess": False},
     )
-    ids = fim_prompt(server.serving.tokenizer, prefix, suffix)
+    # StarCoder's PSM layout, spelled out: <fim_prefix> PREFIX <fim_suffix> SUFFIX <fim_middle>
+    tokenizer = server.service.tokenizer
+    sentinel = tokenizer.convert_tokens_to_ids
+
+    def text(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False)["input_ids"]
+
+    ids = [
+        sentinel("<fim_prefix>"),
+        *text(prefix),
+        sentinel("<fim_suffix>"),
+        *text(suffix),
+        sentinel("<fim_middle>"),
+    ]
     assert result.choices[0].text == direct(server, ids).text
     assert result.usage.prompt_tokens == len(ids)
     # Post-processing is on by default for FIM: a single-line request never spans lines.
@@ -168,7 +180,7 @@ def test_chat_completion_and_stream(server, client):
 
 
 def test_sixteen_concurrent_clients_share_batches(server, client):
-    before = server.serving.batcher.stats()
+    before = server.service.engine.stats()
     prompts = [f"def f{i}(x):\n    return x" + " + 1" * (i % 4) for i in range(16)]
 
     def call(prompt):
@@ -178,7 +190,7 @@ def test_sixteen_concurrent_clients_share_batches(server, client):
         results = list(pool.map(call, prompts))
     assert all(r.choices[0].text for r in results)
     assert [r.choices[0].text for r in results] == [direct(server, p, 4).text for p in prompts]
-    after = server.serving.batcher.stats()
+    after = server.service.engine.stats()
     assert after["sequences"] - before["sequences"] >= 16
     # Forward passes were shared: on average at least two rows per pass (alone: one pass per token).
     tokens = after["tokens"] - before["tokens"]
@@ -220,20 +232,20 @@ def test_max_tokens_filling_the_context_through_the_client(server, client):
 
 
 def test_client_disconnect_mid_stream_frees_its_slot(server):
-    before = server.serving.batcher.stats()
+    before = server.service.engine.stats()
     body = {"prompt": PROMPT, "max_tokens": 400, "temperature": 0, "stream": True}
     with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as response:
         lines = response.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))
-        assert server.serving.batcher.active == 1
+        assert server.service.engine.active == 1
     # Leaving the block closes the connection mid-stream.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        stats = server.serving.batcher.stats()
+        stats = server.service.engine.stats()
         if stats["active"] == 0 and stats["sequences"] > before["sequences"]:
             break
         time.sleep(0.05)
-    after = server.serving.batcher.stats()
+    after = server.service.engine.stats()
     assert after["active"] == 0
     assert after["cancelled"] == before["cancelled"] + 1
     # The generation itself stopped early instead of running to 400 tokens.
@@ -258,7 +270,7 @@ def wait_until(predicate, timeout=60.0):
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
 def test_a_newer_request_of_the_same_user_cancels_the_older(server, stream):
     """Editors send one completion per keystroke with the same `user`: only the newest is worth finishing."""
-    engine = server.serving.batcher
+    engine = server.service.engine
     before = engine.stats()
     older = {**LONG, "stream": stream, "user": "alice"}
     result = {}
@@ -303,7 +315,7 @@ def test_a_client_that_goes_away_cancels_its_rows(server, path, stream):
     """The connection closes mid-generation (an editor dropped the request): its rows leave the engine."""
     import socket
 
-    engine = server.serving.batcher
+    engine = server.service.engine
     before = engine.stats()
     request = {**LONG, "stream": stream}
     if path.endswith("chat/completions"):

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from codetune.serve.protocol import MAX_STOPS
+from codetune.generation.params import MAX_STOPS
 
 PROMPT = "def add(a, b):\n    return"
 ORIGIN = "http://allowed.example"
@@ -239,19 +239,19 @@ def test_api_key_comes_from_the_environment(tmp_path):
 
 STUCK_SERVER = """
 import sys, time
-from codetune.serve.app import build_serving, create_app, serve
+from codetune.serve.app import build_service, create_app, serve
 from codetune.serve.config import ServeConfig
 
 cfg = ServeConfig(port=int(sys.argv[1]), device="cpu", log_level="warning", shutdown_timeout_s=2)
-serving = build_serving(cfg)
-forward = serving.model.forward
+service = build_service(cfg)
+forward = service.model.forward
 
 def stuck_forward(*args, **kwargs):  # a generation that never finishes
     time.sleep(3600)
     return forward(*args, **kwargs)
 
-serving.model.forward = stuck_forward
-serve(cfg, create_app(cfg, serving))
+service.model.forward = stuck_forward
+serve(cfg, create_app(cfg, service))
 """
 
 

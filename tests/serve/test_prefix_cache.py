@@ -136,7 +136,7 @@ def test_the_cache_stays_within_its_byte_bound_and_evicts_the_oldest(tmp_path):
 
 def test_serve_prefix_cache_false_turns_it_off():
     from codetune.serve.config import ServeConfig
-    from codetune.serve.serving import start_engine
+    from codetune.serve.service import start_engine
 
     model, tokenizer = load("tiny-gpt-bigcode")
     engines = [
@@ -158,7 +158,7 @@ def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch, fu
     start, stop = launch
     running = start(model="tiny-gpt-bigcode", max_batch_size=8, fused_prefill_tokens=fused_prefill_tokens)
     try:
-        tokenizer = running.serving.tokenizer
+        tokenizer = running.service.tokenizer
         typed = keystrokes(tokenizer, start_tokens=120, count=5)[:5]
         others = ["def add(a, b):\n    return", "for i in range(10):\n    print("]
         prompts = typed + others
@@ -171,7 +171,7 @@ def test_rows_joining_mid_flight_with_cache_hits_get_their_text_alone(launch, fu
 
         alone = [ask(p, cache=False) for p in prompts]
         assert all(a["tokens_cached"] == 0 for a in alone)
-        assert running.serving.batcher.stats()["prefix_cache_entries"] == 0  # nothing was stored
+        assert running.service.engine.stats()["prefix_cache_entries"] == 0  # nothing was stored
 
         ask(typed[0][:-20], cache=True)  # an earlier keystroke: its KV is cached
 

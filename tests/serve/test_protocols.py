@@ -55,7 +55,34 @@ def post(server, path, body, **kw):
 
 
 def test_every_protocol_is_registered():
-    assert set(PROTOCOLS) == {"fim", "ollama", "llamacpp", "tgi", "tabby", "copilot"}
+    assert set(PROTOCOLS) == {"openai", "fim", "ollama", "llamacpp", "tgi", "tabby", "copilot"}
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_each_protocol_answers_its_example_through_the_one_service_call(server, name):
+    """A registry row's example request reaches the model through CompletionService.generate, once,
+    as typed requests, and is answered."""
+    from codetune.generation.request import GenerationRequest
+
+    service = server.service
+    calls = []
+    generate = service.generate
+
+    async def counted(requests, **options):
+        calls.append(list(requests))
+        return await generate(requests, **options)
+
+    service.generate = counted
+    try:
+        path, body = PROTOCOLS[name].example
+        response = post(server, path, body)
+    finally:
+        del service.generate
+    assert response.status_code == 200, response.text
+    assert len(calls) == 1, calls
+    [requests] = calls
+    assert requests and all(isinstance(r, GenerationRequest) for r in requests)
+    assert "def add(a, b):" in requests[0].prompt
 
 
 def test_openai_sdk_streams_the_same_fim_text(client, fim_answer):
@@ -130,7 +157,7 @@ def test_llm_ls_sends_the_fim_prompt_rendered_with_sentinels(server, client):
     """llm-vscode / llm.nvim render `<fim_prefix>...<fim_suffix>...<fim_middle>` into `inputs`."""
     from codetune.fim import FimFormat
 
-    tokenizer = server.serving.tokenizer
+    tokenizer = server.service.tokenizer
     rendered = tokenizer.decode(FimFormat.from_tokenizer(tokenizer).prompt(PREFIX, SUFFIX))
     assert "<fim_suffix>" in rendered
     body = {
@@ -448,7 +475,7 @@ def test_llamacpp_prompt_budget_stops_generation(server):
 
 def test_a_file_longer_than_the_context_is_trimmed_and_says_so(server):
     """Editors send whole files: llama.vim's body with a prefix of 3x the context still gets an answer."""
-    long_prefix = "value = compute(value)\n" * (3 * server.serving.context // 4)
+    long_prefix = "value = compute(value)\n" * (3 * server.service.context // 4)
     body = llama_vim_body(input_prefix=long_prefix, top_k=1, response_fields=None)
     response = post(server, "/infill", body)
     assert response.status_code == 200, response.text

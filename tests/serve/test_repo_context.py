@@ -182,12 +182,12 @@ def test_tabby_declarations_and_snippets_are_in_the_prompt(served):
 
 
 def test_llamacpp_input_extra_is_in_the_engine_prompt(served):
-    batcher = served.serving.batcher
+    batcher = served.service.engine
     seen: list[str] = []
     submit = batcher.submit
 
     def record(seqs):
-        seen.extend(served.serving.tokenizer.decode(s.prompt_ids) for s in seqs)
+        seen.extend(served.service.tokenizer.decode(s.prompt_ids) for s in seqs)
         return submit(seqs)
 
     batcher.submit = record
@@ -263,7 +263,7 @@ def test_debug_data_scores_are_the_bm25_scores_of_the_chunks(served, repos):
 
 
 def test_indexing_runs_off_the_event_loop_and_the_old_index_serves_meanwhile(served, repos, monkeypatch):
-    served.serving.repos.refresh(force=True)  # every index current: the next change is the only one
+    served.service.repos.refresh(force=True)  # every index current: the next change is the only one
     started, release = threading.Event(), threading.Event()
     order: list[str] = []
     built: list[str] = []

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from codetune.inference.engine import Completion, SamplingParams, Sequence, generate_completions
+from codetune.generation.api import generate_completions
+from codetune.generation.params import SamplingParams
+from codetune.generation.sequence import Completion, Sequence
 
 PROMPTS = [
     "def add(a, b):\n    return",
@@ -65,7 +67,7 @@ def wait_for(condition, timeout=60.0):
 
 @pytest.fixture
 def batcher_for():
-    from codetune.serve.scheduler import ContinuousBatcher
+    from codetune.generation.engines.continuous import ContinuousEngine as ContinuousBatcher
 
     started = []
 
@@ -231,8 +233,8 @@ def test_server_can_still_micro_batch(launch):
     start, stop = launch
     running = start(batching="micro")
     try:
-        assert type(running.serving.batcher).__name__ == "StaticEngine"
-        model, tokenizer = running.serving.model, running.serving.tokenizer
+        assert type(running.service.engine).__name__ == "StaticEngine"
+        model, tokenizer = running.service.model, running.service.tokenizer
 
         def call(prompt):
             body = {"prompt": prompt, "max_tokens": 6, "temperature": 0}
@@ -253,7 +255,7 @@ def test_seq2seq_models_are_served_by_the_micro_batcher(launch):
     start, stop = launch
     running = start(model="tiny-t5")
     try:
-        assert type(running.serving.batcher).__name__ == "StaticEngine"
+        assert type(running.service.engine).__name__ == "StaticEngine"
         body = {"prompt": "sort a list", "max_tokens": 5, "temperature": 0}
         response = httpx.post(running.url + "/v1/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
@@ -317,7 +319,7 @@ def test_sliding_window_rows_joining_a_running_batch_get_their_text_alone(launch
     start, stop = launch
     running = start(model=str(sliding_window_model(tmp_path / "sw")))
     try:
-        serving = running.serving
+        serving = running.service
         assert serving.model.config.sliding_window == 8
         body = {"max_tokens": 16, "temperature": 0}
         alone = []
@@ -342,7 +344,7 @@ def test_sliding_window_rows_joining_a_running_batch_get_their_text_alone(launch
             responses = list(pool.map(staggered, range(8)))
         assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
         assert [r.json()["choices"][0]["text"] for r in responses] == alone
-        stats = serving.batcher.stats()
+        stats = serving.engine.stats()
         assert stats["decode_rows"] > stats["decode_steps"]  # rows really shared steps
         assert stats["fused_joins"] == 0  # every batch is wider than the window: prefilled apart
     finally:
@@ -381,8 +383,8 @@ def test_copilot_suffix_to_a_model_without_fim_tokens_is_answered_with_a_warning
 
 def test_a_prompt_three_times_the_context_is_trimmed_and_usage_says_so(server_for_trim):
     running = server_for_trim
-    tokenizer = running.serving.tokenizer
-    context = running.serving.context
+    tokenizer = running.service.tokenizer
+    context = running.service.context
     line = "value = compute(value, 1)\n"
     per_line = len(tokenizer(line, add_special_tokens=False)["input_ids"])
     long_text = line * (3 * context // per_line)

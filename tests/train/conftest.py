@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import make_dataset
+from tests.helpers.train import make_dataset
 
 
 def pytest_collection_modifyitems(items) -> None:

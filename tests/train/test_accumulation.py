@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import launch_two_cpu_processes
+from tests.helpers.train import launch_two_cpu_processes
 
 from codetune.train.config import TrainConfig
 from codetune.train.recipe import train

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import ALL_PRESETS
+from tests.helpers.train import ALL_PRESETS
 
 from codetune.files import read_json
 from codetune.modeling.loading import load_model
 from codetune.train.config import TrainConfig
+from codetune.train.methods import all_methods
 from codetune.train.packing import Batches
 from codetune.train.recipe import forward_loss, train
 
@@ -41,7 +42,17 @@ def valid_loss(model, dataset: Path, seq2seq: bool) -> float:
     return total / count
 
 
-@pytest.mark.parametrize("method", ["lora", "adalora", "full"])
+# Every registered method that trains on plain next-token rows, but those that need a quantized base on
+# CUDA (QLoRA: tests/train/test_gpu.py). The preference methods train on feedback rows:
+# tests/train/test_preference.py runs each of them.
+CPU_METHODS = [
+    name
+    for name, method in all_methods().items()
+    if not getattr(method, "quantized", False) and method.objective == "sft"
+]
+
+
+@pytest.mark.parametrize("method", CPU_METHODS)
 @pytest.mark.parametrize("preset", ALL_PRESETS)
 def test_train_matrix(preset: str, method: str, dataset_of, seq2seq_dataset: Path, tmp_path: Path) -> None:
     seq2seq = preset == "tiny-t5"
@@ -54,7 +65,7 @@ def test_train_matrix(preset: str, method: str, dataset_of, seq2seq_dataset: Pat
         max_steps=STEPS,
         batch_tokens=192,
         batch_size=4,
-        lr={"full": 1e-3, "lora": 5e-3, "adalora": 2e-2}[method],
+        lr={"full": 1e-3, "adalora": 2e-2}.get(method, 5e-3),
         warmup_ratio=0.0,
         eval_every=STEPS,
         adalora_init_r=6,

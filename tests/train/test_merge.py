@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import ALL_PRESETS
+from tests.helpers.train import ALL_PRESETS
 
 from codetune.errors import CodetuneError
 from codetune.files import read_json

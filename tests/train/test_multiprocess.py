@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from train_helpers import launch_two_cpu_processes
+from tests.helpers.train import launch_two_cpu_processes
 
 from codetune.files import read_json
 

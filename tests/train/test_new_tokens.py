@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import stdlib_chunks
+from tests.helpers.train import stdlib_chunks
 
 from codetune.modeling.loading import load_model, load_tokenizer
 from codetune.train.config import MergeConfig, TrainConfig

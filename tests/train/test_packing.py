@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import CAUSAL_PRESETS, stdlib_chunks
+from tests.helpers.train import CAUSAL_PRESETS, stdlib_chunks
 
 from codetune.modeling.loading import load_model, load_tokenizer
 from codetune.train.packing import IGNORE, collate_packed, collate_packed_rows, collate_padded, plan_packed

@@ -48,7 +48,7 @@ def worker_pool(
 ) -> ProcessPoolExecutor:
     """A process pool whose workers run ``initializer(*initargs)`` and die with this process.
 
-    Workers are forked, so modules imported here (datasketch, tree-sitter grammars) are shared.
+    Workers are forked, so modules imported here (tree-sitter grammars) are shared.
     """
     return ProcessPoolExecutor(
         workers,

@@ -335,8 +335,6 @@ def process_sources(
                 chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
                 if cfg.executor == "ray" or (cfg.workers > 1 and len(chunks) > 1):
                     if pool is None:
-                        if cfg.near_dedup:
-                            import datasketch  # noqa: F401  (imported once here, inherited by forked workers)
                         pool = open_executor(
                             cfg.executor, cfg.workers, cfg.address, _init_worker, (ctx, specs)
                         )

@@ -9,8 +9,8 @@
 * Any other model: a comment header per file, as Tabby builds its prompts (``# Path: util.py``),
   in the target language's line comment, put at the start of the prefix (or of the plain prompt).
 
-The repository tokens come from ``codetune.fim`` when a family has them; this module only lays out.
-A rendered context has two parts (:class:`RenderedContext`): ``head`` goes before the FIM prefix
+The repository tokens and layouts are the FIM registry's (``codetune.fim``); this module only lays out.
+A rendered context has two parts (:class:`~codetune.fim.RenderedContext`): ``head`` goes before the FIM prefix
 sentinel, made of text and repository tokens kept apart (so a token is inserted by id and user text
 spelling one stays text); ``lead`` is text that opens the prefix.
 """
@@ -18,66 +18,10 @@ spelling one stays text); ``lead`` is text that opens the prefix.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from codetune.context.builder import RepoContext, Snippet
-
-
-@dataclass(frozen=True)
-class RepoLayout:
-    """A family's repository format: its two tokens, whether a newline ends the repository name, and
-    whether the target's path goes inside the FIM prefix (StarCoder2) or before it (Qwen2.5-Coder)."""
-
-    repo_token: str
-    file_token: str
-    newline_after_repo: bool
-    target_in_prefix: bool = False
-
-
-def _layouts() -> dict[str, RepoLayout]:
-    from codetune.fim import FAMILIES
-
-    return {
-        name: RepoLayout(name, sep, family.repo_newline, family.repo_target_in_prefix)
-        for family in FAMILIES.values()
-        for name, sep in family.repo
-    }
-
-
-# keyed by the family's repo-name token; the tokens are the FIM registry's (codetune.fim)
-LAYOUTS = _layouts()
-
-
-def layout_for(tokenizer: object | None) -> RepoLayout | None:
-    """The repository layout whose tokens this tokenizer has, if any."""
-    if tokenizer is None:
-        return None
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    for token, layout in LAYOUTS.items():
-        if token in vocab and layout.file_token in vocab:
-            return layout
-    return None
-
-
-@dataclass(frozen=True)
-class RenderedContext:
-    """A context laid out for one prompt.
-
-    ``head``: (text, is_token) pieces that go before the FIM prefix sentinel (after BOS);
-    ``lead``: text the prefix (or a plain prompt) starts with.
-    """
-
-    head: tuple[tuple[str, bool], ...] = ()
-    lead: str = ""
-
-    @property
-    def text(self) -> str:
-        """The context as one text, as it reads before a plain prompt (or in a debug view)."""
-        return "".join(piece for piece, _ in self.head) + self.lead
-
-    def __bool__(self) -> bool:
-        return bool(self.head or self.lead)
+from codetune.fim import RenderedContext, RepoLayout, repo_layout
 
 
 def display_name(repo: str) -> str:
@@ -153,6 +97,6 @@ def render_for(tokenizer: Any, context: RepoContext | None) -> RenderedContext:
         context.snippets,
         target_path=context.target_path,
         repo_name=context.repo_name,
-        layout=layout_for(tokenizer),
+        layout=repo_layout(tokenizer),
         line_comment=(language.line_comment if language else None) or "#",
     )

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from codetune.evaluate.tasks import TASKS
 from codetune.schema import StrictModel
 
 DEFAULT_METRICS = ["exact_match", "edit_sim", "bleu", "sacrebleu_bleu", "chrf"]
@@ -20,8 +21,7 @@ class EvalConfig(StrictModel):
     out: Path | None = Field(None, description="Report folder (default: WORKDIR/report).")
     tasks: list[str] = Field(
         default_factory=lambda: ["completion", "loss"],
-        description="completion, fim, loss, prompts, benchmark, execution, humaneval-infilling, editor, "
-        "safim, crosscodeeval (those without inputs are skipped).",
+        description=f"Tasks to run, of: {', '.join(TASKS)} (those without inputs are skipped).",
     )
     metrics: list[str] = Field(
         default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."

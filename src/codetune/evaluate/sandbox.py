@@ -50,7 +50,6 @@ from codetune.errors import CodetuneError
 log = logging.getLogger(__name__)
 
 REQUIRED_LAYERS = ("network", "mount", "pid")
-LAYERS = ("network", "mount", "pid", "user", "cgroups", "seccomp", "limits")
 # System directories bound read-only (links such as /lib -> usr/lib are recreated as links).
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The /etc entries (globs) the dynamic linker, libc and interpreters read; nothing with secrets.

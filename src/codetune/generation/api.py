@@ -1,9 +1,8 @@
-"""The Python API (``CodeModel``, ``pipeline``) and the offline driver every batch job uses.
+"""The Python API: ``CodeModel``, ``pipeline`` and the ``generate`` helpers over raw prompts.
 
-``complete_requests`` runs built requests through an engine and yields each prompt's completions
-as they finish: ``CodeModel``, ``codetune generate`` and ``codetune eval`` all call it, over the
-same engine the server runs (continuous batching for causal models), so a greedy request gives the
-same text on every path.
+Each runs through a :class:`~codetune.generation.generator.Generator` over the same engine the
+server runs (continuous batching for causal models), so a greedy request gives the same text on
+every path.
 """
 
 from __future__ import annotations
@@ -13,26 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from codetune.errors import ConfigError
-from codetune.generation.engines import Engine, engine_for
+from codetune.generation.engines import engine_for
+from codetune.generation.generator import Generator
 from codetune.generation.params import SamplingParams, sampling_params
-from codetune.generation.request import Request, build_request
-from codetune.generation.sequence import Completion, Cutter, Sequence, context_length, is_seq2seq
-
-
-def complete_requests(engine: Engine, requests: list[Request]) -> Iterator[tuple[int, list[Completion]]]:
-    """Yield ``(request index, its completions)`` as each request's rows all finish."""
-    owner: dict[int, int] = {}
-    seqs: list[Sequence] = []
-    for i, request in enumerate(requests):
-        for seq in request.new_sequences():
-            owner[id(seq)] = i
-            seqs.append(seq)
-    remaining = {i: len(r.sequences) for i, r in enumerate(requests)}
-    for seq in engine.run(seqs):
-        i = owner[id(seq)]
-        remaining[i] -= 1
-        if remaining[i] == 0:
-            yield i, [c for s in requests[i].sequences for c in s.completions()]
+from codetune.generation.request import GenerationRequest
+from codetune.generation.sequence import Completion, Cutter
 
 
 def generate_completions(
@@ -51,17 +35,15 @@ def generate_completions(
         params = [params or SamplingParams()] * len(prompts)
     for p in {id(p): p for p in params}.values():
         p.check()
-    seq2seq = is_seq2seq(model)
-    requests = [
-        build_request(tokenizer, prompt, None, p, seq2seq=seq2seq) for prompt, p in zip(prompts, params)
-    ]
-    for i, request in enumerate(requests):
-        request.cutter = cutters[i] if cutters else None
-        request.finisher = finishers[i] if finishers else None
     options: dict[str, Any] = {"max_batch_size": batch_size}
     if token_budget:
         options.update(kv_token_budget=token_budget, token_budget=token_budget)
-    yield from complete_requests(engine_for(model, tokenizer, **options), requests)
+    generator = Generator(engine_for(model, tokenizer, **options))  # raw prompts: no trimming
+    requests = [generator.prepare(GenerationRequest(prompt, params=p)) for prompt, p in zip(prompts, params)]
+    for i, request in enumerate(requests):
+        request.cutter = cutters[i] if cutters else None
+        request.finisher = finishers[i] if finishers else None
+    yield from generator.run(requests)
 
 
 def generate(
@@ -129,27 +111,22 @@ class CodeModel:
         strict_fim = params.pop("strict_fim", False)
         settings = sampling_params(**params)
         suffixes = suffixes or [None] * len(prefixes)
+        engine = engine_for(self.model, self.tokenizer, self.engine_name, max_batch_size=batch_size)
+        generator = Generator(engine, context=engine.context_length, strict_fim=strict_fim)
         try:
             requests = [
-                build_request(
-                    self.tokenizer,
-                    prefix,
-                    suffix,
-                    settings,
-                    context=context_length(self.model),
-                    seq2seq=is_seq2seq(self.model),
-                    postprocess=postprocess,
-                    strict_fim=strict_fim,
-                    language=language,
+                generator.prepare(
+                    GenerationRequest(
+                        prefix, suffix, params=settings, postprocess=postprocess, language=language
+                    )
                 )
                 for prefix, suffix in zip(prefixes, suffixes)
             ]
         except RequestError as error:
             raise InputError(str(error)) from None
         self.last_warnings = sorted({r.warning for r in requests if r.warning})
-        engine = engine_for(self.model, self.tokenizer, self.engine_name, max_batch_size=batch_size)
         out: list[list[str]] = [[] for _ in prefixes]
-        for i, completions in complete_requests(engine, requests):
+        for i, completions in generator.run(requests):
             failed = next((s.error for s in requests[i].sequences if s.error), None)
             if failed:
                 raise InputError(f"generation failed: {failed}")

@@ -1,19 +1,25 @@
-"""The one set of decoding settings (``SamplingParams``), validated once for every path.
+"""The one set of decoding settings (``SamplingParams``), its one set of limits, validated once for
+every path.
 
-The Python API, ``generate``, ``eval`` and every serving route build one of these; engines trust it.
-Bounds exist because one request's settings must never poison a batch: a temperature or penalty
-near zero turns logits into inf/NaN, a seed past 2**64 overflows the generator, and thousands of
-long stop strings or a catastrophic regex would stall every neighbour.
+The Python API (``sampling_params``), the stage configs (``params_from``: generate, eval) and every
+serving protocol build one of these and ``check`` it; engines trust it. The serving protocols' request
+models take their field bounds from the constants here. Bounds exist because one request's settings
+must never poison a batch: a temperature or penalty near zero turns logits into inf/NaN, a seed past
+2**64 overflows the generator, and thousands of long stop strings or a catastrophic regex would stall
+every neighbour. Client patterns compile in one regex engine, ``regex`` (``compile_pattern``), which
+can also search under a timeout.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 MIN_TEMPERATURE = 1e-2  # below this logits/T overflows float16/float32; 0 means greedy
-MAX_TEMPERATURE = 100.0
+MAX_TEMPERATURE = 2.0  # OpenAI's bound too: above it sampling is noise
+MAX_TOP_K = 100_000
 MIN_REPETITION_PENALTY = 0.05
 MAX_REPETITION_PENALTY = 20.0
 MAX_SEED = 2**64 - 1
@@ -22,6 +28,8 @@ MAX_STOP_CHARS = 256
 MAX_PATTERNS = 8
 MAX_PATTERN_CHARS = 256
 MAX_N = 64
+MAX_LOGPROBS = 20
+MAX_PENALTY = 2.0  # presence and frequency penalties lie within [-MAX_PENALTY, MAX_PENALTY]
 
 
 class InvalidParams(ValueError):
@@ -95,15 +103,15 @@ class SamplingParams:
             raise InvalidParams("temperature", f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
         if not 0 < self.top_p <= 1:
             raise InvalidParams("top_p", "must be in (0, 1]")
-        if self.top_k < 0:
-            raise InvalidParams("top_k", "must be >= 0")
+        if not 0 <= self.top_k <= MAX_TOP_K:
+            raise InvalidParams("top_k", f"must be between 0 and {MAX_TOP_K}")
         if not MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
             raise InvalidParams(
                 "repetition_penalty", f"must be between {MIN_REPETITION_PENALTY} and {MAX_REPETITION_PENALTY}"
             )
         for name in ("presence_penalty", "frequency_penalty"):
-            if not -2 <= getattr(self, name) <= 2:
-                raise InvalidParams(name, "must be between -2 and 2")
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:
+                raise InvalidParams(name, f"must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g}")
         if self.n < 1 or self.n > MAX_N:
             raise InvalidParams("n", f"must be between 1 and {MAX_N}")
         if self.num_beams < 1 or self.num_beams > MAX_N:
@@ -114,14 +122,12 @@ class SamplingParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED
         ):
             raise InvalidParams("seed", f"must be an integer between 0 and {MAX_SEED}")
-        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            raise InvalidParams("logprobs", "must be between 0 and 20")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise InvalidParams("logprobs", f"must be between 0 and {MAX_LOGPROBS}")
         _check_strings("stop", self.stop, MAX_STOPS, MAX_STOP_CHARS)
         _check_strings(
             "truncate_before_pattern", self.truncate_before_pattern, MAX_PATTERNS, MAX_PATTERN_CHARS
         )
-        from codetune.generation.stops import compile_pattern
-
         for pattern in self.truncate_before_pattern:
             compile_pattern(pattern)
 
@@ -137,6 +143,18 @@ def _check_strings(name: str, values: Any, most: int, longest: int) -> None:
         raise InvalidParams(name, f"at most {most} allowed, got {len(values)}")
     if any(len(v) > longest for v in values):
         raise InvalidParams(name, f"each must be at most {longest} characters")
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> Any:
+    """A client pattern compiled in the one regex engine (``regex``: multi-line, searchable under a
+    timeout); InvalidParams when it does not compile."""
+    import regex
+
+    try:
+        return regex.compile(pattern, flags=regex.MULTILINE)
+    except (regex.error, OverflowError, RecursionError) as error:
+        raise InvalidParams("truncate_before_pattern", f"bad pattern {pattern!r}: {error}") from None
 
 
 PARAM_NAMES = frozenset(f.name for f in fields(SamplingParams))
@@ -162,9 +180,25 @@ def sampling_params(**options: Any) -> SamplingParams:
         values["temperature"] = 0.0
     elif decode_strategy == "beam_search":
         values.setdefault("num_beams", 4)
-    result = SamplingParams(**values)
+    return _checked(SamplingParams(**values), "")
+
+
+def params_from(config: Any, where: str, **overrides: Any) -> SamplingParams:
+    """The decoding settings a stage config names (its fields that are SamplingParams fields: generate's,
+    eval's), with ``overrides``; ConfigError ``invalid WHERE options: FIELD: ...`` for one out of range."""
+    values = {name: getattr(config, name) for name in PARAM_NAMES if hasattr(config, name)}
+    values.update(overrides)
+    for name in ("stop", "truncate_before_pattern"):
+        if name in values:
+            values[name] = list(values[name])
+    return _checked(SamplingParams(**values), f"invalid {where} options: ")
+
+
+def _checked(params: SamplingParams, lead: str) -> SamplingParams:
+    from codetune.errors import ConfigError
+
     try:
-        result.check()
+        params.check()
     except InvalidParams as error:
-        raise ConfigError(str(error)) from None
-    return result
+        raise ConfigError(f"{lead}{error}") from None
+    return params

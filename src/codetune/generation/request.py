@@ -1,10 +1,14 @@
-"""The one request builder: prefix (+ suffix) and settings -> prompt ids, post-processor, sequences.
+"""The one typed request and its builder: prompt (+ suffix, or chat messages) and settings -> prompt
+ids, post-processor, sequences.
 
-Every path (the Python API, generate, eval, every serving route) calls ``build_request``, so a
-prompt is rendered, trimmed and post-processed the same way wherever it comes from. Inputs come
-shaped like editors send them: a whole file around the cursor is trimmed to the context (the prefix
-from the left, the suffix from the right, at ``prefix_ratio``), and a suffix sent to a model without
-FIM tokens is answered as a prefix-only completion with a warning (unless ``strict_fim``).
+Every path (the Python API, generate, eval, every serving protocol) asks with a
+:class:`GenerationRequest`, which a ``Generator`` turns into a :class:`Request` through
+``build_request``, so a prompt is rendered, trimmed and post-processed the same way wherever it
+comes from. Chat messages are rendered by the tokenizer's chat template (or a plain one), FIM
+prompts by the family's ``codetune.fim.FimFormat``. Inputs come shaped like editors send them: a
+whole file around the cursor is trimmed to the context (the prefix from the left, the suffix from
+the right, at ``prefix_ratio``), and a suffix sent to a model without FIM tokens is answered as a
+prefix-only completion with a warning (unless ``strict_fim``).
 
 Repository context (``repo_context``) is laid out by ``codetune.context.render_for`` in the
 tokenizer's family format: before the FIM prefix sentinel for families with repository tokens, as
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from codetune.errors import CodetuneError
+from codetune.fim import FimFormat, RenderedContext, context_ids
 from codetune.generation.params import SamplingParams
 from codetune.generation.postprocess import FimPostprocessor, fim_postprocessor
 from codetune.generation.sequence import Cutter, Sequence
@@ -32,6 +37,26 @@ DEFAULT_PREFIX_RATIO = 0.75
 NO_FIM_WARNING = (
     "this model has no fill-in-the-middle tokens: the suffix was ignored and the prefix completed alone"
 )
+
+
+@dataclass
+class GenerationRequest:
+    """What a caller asks for: a prompt (text or token ids), with a suffix for fill-in-the-middle, or
+    chat messages (``{"role", "content"}``), and the settings to decode it with."""
+
+    prompt: str | list[int] = ""
+    suffix: str | None = None
+    messages: list[dict[str, str]] | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    # The language the code is in (post-processing parses a FIM completion in it).
+    language: str | None = None
+    postprocess: bool = True
+    # Snippets of other files of the repository, laid out in the model family's format.
+    repo_context: RepoContext | None = None
+    # The peft adapter the rows run with ("__base__": none; None: as loaded), and whether the prompt
+    # may reuse and fill the prefix cache (llama.cpp's cache_prompt).
+    adapter: str | None = None
+    cache_prompt: bool = True
 
 
 class RequestError(CodetuneError):
@@ -58,6 +83,8 @@ class Request:
     cutter: Cutter | None = None
     finisher: Callable[[str], str] | None = None
     sequences: list[Sequence] = field(default_factory=list)
+    adapter: str | None = None
+    cache_prompt: bool = True
     # Repository context: the snippets in the prompt, and how many were dropped to fit the context.
     context_snippets: list[Snippet] = field(default_factory=list)
     context_snippets_dropped: int = 0
@@ -87,6 +114,8 @@ class Request:
                 post.cut if post else self.cutter,
                 post.finish if post else self.finisher,
                 copy=k,
+                prefix_cache=self.cache_prompt,
+                adapter=self.adapter,
             )
             for k in range(copies)
         ]
@@ -112,15 +141,29 @@ def _text_ids(tokenizer: Any, text: str, *, special: bool = False) -> list[int]:
 
 
 def has_fim(tokenizer: Any) -> bool:
-    from codetune.fim import FimFormat
-
     return FimFormat.from_tokenizer(tokenizer) is not None
 
 
-def _fim_ids(tokenizer: Any, prefix: str, suffix: str) -> list[int]:
-    from codetune.inference.prompts import fim_prompt
+def _fim_ids(tokenizer: Any, prefix: str, suffix: str, context: RenderedContext | None = None) -> list[int]:
+    """The family's FIM prompt; RequestError when the tokenizer has no FIM tokens."""
+    try:
+        return FimFormat.require(tokenizer).prompt(prefix, suffix, context)
+    except CodetuneError as error:
+        raise RequestError(str(error), param="suffix", code="fim_unsupported") from None
 
-    return fim_prompt(tokenizer, prefix, suffix)
+
+PLAIN_CHAT_TEMPLATE = "### {role}:\n{content}\n\n"
+
+
+def chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+    """Render chat messages with the tokenizer's chat template, or a plain one; returns (prompt, stops)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text, []
+    text = "".join(
+        PLAIN_CHAT_TEMPLATE.format(role=m["role"].capitalize(), content=m["content"]) for m in messages
+    )
+    return text + "### Assistant:\n", ["\n### "]
 
 
 def build_request(
@@ -217,14 +260,10 @@ def context_prompt_ids(
     call a build's PSM example starts with); without, the context's ids and then the plain prompt's.
     """
     from codetune.context import render_for
-    from codetune.fim import FimFormat, context_ids
 
     rendered = render_for(tokenizer, repo_context)
     if suffix is not None:
-        try:
-            return FimFormat.require(tokenizer).prompt(prompt, suffix, rendered)
-        except CodetuneError as error:
-            raise RequestError(str(error), param="suffix", code="fim_unsupported") from None
+        return _fim_ids(tokenizer, prompt, suffix, rendered)
     text = rendered.lead + prompt
     return [*context_ids(tokenizer, rendered), *_text_ids(tokenizer, text, special=seq2seq)]
 
@@ -256,10 +295,7 @@ def _fim(
     prefix_ratio: float,
     post: FimPostprocessor | None,
 ) -> Request:
-    try:
-        ids = _fim_ids(tokenizer, prefix, suffix)
-    except CodetuneError as error:
-        raise RequestError(str(error), param="suffix", code="fim_unsupported") from None
+    ids = _fim_ids(tokenizer, prefix, suffix)
     sent = len(ids)
     if room is None or sent <= room:
         return Request(ids, prefix, params, post, None, sent)

@@ -8,18 +8,15 @@ back, and finishes the row on EOS, a stop, a cut or its token limit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from codetune.fim import decode_continuation
 from codetune.generation.params import SamplingParams
 from codetune.generation.stops import StopMatcher
-
-# a character no tokenizer merges with what follows it (the same probe as codetune.fim's)
-PROBE = "☺"
 
 logger = logging.getLogger(__name__)
 
@@ -38,31 +35,6 @@ class Completion:
     top_logprobs: list[dict[str, float]] | None = None
 
 
-def _probe_ids(tokenizer: Any) -> list[int]:
-    """Ids of a plain character to decode generated ids behind, cached on the tokenizer."""
-    cached = getattr(tokenizer, "_codetune_probe_ids", None)
-    if cached is None:
-        cached = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
-        with contextlib.suppress(AttributeError):
-            tokenizer._codetune_probe_ids = cached
-    return cached
-
-
-def decode_generated(tokenizer: Any, ids: list[int]) -> str:
-    """Text of generated ids as they continue a prompt.
-
-    SentencePiece-style decoders (Llama, CodeLlama, DeepSeek) drop the leading space of the first
-    token of a decoded string, which is right for a whole text and wrong for a continuation: decoding
-    behind a probe character keeps it (as CodeLlama's ``decode_infilling`` does).
-    """
-    if not ids:
-        return ""
-    probe = _probe_ids(tokenizer)
-    head = tokenizer.decode(probe, skip_special_tokens=True)
-    text = tokenizer.decode(probe + list(ids), skip_special_tokens=True)
-    return text[len(head) :] if text.startswith(head) else tokenizer.decode(ids, skip_special_tokens=True)
-
-
 class Detokenizer:
     """Incremental decoding: each step decodes only the tokens since the last complete character."""
 
@@ -75,8 +47,8 @@ class Detokenizer:
         if self.read_offset >= len(tokens):
             return ""
         if self.prefix_offset == 0:  # the first window: its first token's leading space counts
-            prefix = decode_generated(tokenizer, tokens[: self.read_offset])
-            full = decode_generated(tokenizer, tokens)
+            prefix = decode_continuation(tokenizer, tokens[: self.read_offset])
+            full = decode_continuation(tokenizer, tokens)
         else:
             prefix = tokenizer.decode(tokens[self.prefix_offset : self.read_offset], skip_special_tokens=True)
             full = tokenizer.decode(tokens[self.prefix_offset :], skip_special_tokens=True)

@@ -8,9 +8,9 @@ total budget for them: a row that spends it fails alone, its neighbours go on.
 
 from __future__ import annotations
 
-import functools
 import time
-from typing import Any
+
+from codetune.generation.params import compile_pattern
 
 PATTERN_TIMEOUT_S = 0.05
 ROW_PATTERN_BUDGET_S = 0.5
@@ -18,19 +18,6 @@ ROW_PATTERN_BUDGET_S = 0.5
 
 class PatternTimeout(RuntimeError):
     """A client pattern spent its row's regex budget."""
-
-
-@functools.lru_cache(maxsize=256)
-def compile_pattern(pattern: str) -> Any:
-    """The compiled multi-line pattern; InvalidParams when it does not compile."""
-    import regex
-
-    from codetune.generation.params import InvalidParams
-
-    try:
-        return regex.compile(pattern, flags=regex.MULTILINE)
-    except (regex.error, OverflowError, RecursionError) as error:
-        raise InvalidParams("truncate_before_pattern", f"bad pattern {pattern!r}: {error}") from None
 
 
 class StopMatcher:

@@ -435,7 +435,6 @@ register_preset(Preset("tiny-codellama", "codellama", _codellama, "Code Llama"))
 register_preset(Preset("tiny-deepseek-coder", "deepseek-coder", _deepseek_coder, "DeepSeek-Coder"))
 register_preset(Preset("tiny-qwen2.5-coder", "qwen2.5-coder", _qwen2, "Qwen2.5-Coder"))
 register_preset(Preset("tiny-t5", "t5", _t5, "CodeT5 (T5)", seq2seq=True, initialise=_t5_output_scale))
-SEQ2SEQ_PRESETS = frozenset(name for name, preset in PRESETS.items() if preset.seq2seq)
 
 
 def is_preset(name: str) -> bool:

@@ -33,6 +33,7 @@ class ServeConfig(StrictModel):
         None,
         description="When set, requests need `Authorization: Bearer KEY` (or `X-Api-Key: KEY`). Give it "
         "in the CODETUNE_API_KEY environment variable: an --api-key argument shows in `ps`.",
+        json_schema_extra={"env": "CODETUNE_API_KEY"},
     )
     cors_origins: list[str] = Field(
         default_factory=list,

@@ -353,9 +353,10 @@ class ServedRepos:
 
 @dataclass
 class EditorContext:
-    """What an editor protocol tells of a cursor's repository, beside its prompt."""
+    """What an editor protocol tells of a cursor's file and repository, beside its prompt."""
 
     snippets: list[Snippet] = field(default_factory=list)  # sent by the editor (source "client")
+    filepath: str | None = None  # the file being completed
     repo: str | None = None  # a repository name or URL (Tabby's git_url, Copilot's nwo)
     hints: list[str] = field(default_factory=list)  # files the editor's snippets come from
     retrieve: bool = True  # False: no context at all (Tabby's disable_retrieval_augmented_code_completion)

@@ -4,18 +4,23 @@ An engine owns the model in one worker thread (``start``/``stop``). ``submit`` q
 (bounded: QueueFull past ``max_queue``), each streams through its own callbacks and can be cancelled
 at any step. ``run`` completes sequences in the caller's thread when no worker runs (generate, eval,
 the Python API), yielding each as it finishes.
+
+An engine is made over a loaded model (``over``) or loads its own (``load``, from a resolved model
+reference); ``check`` refuses, before anything loads, what the engine would run differently.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from codetune.generation.sequence import Sequence, fail
+from codetune.generation.params import SamplingParams
+from codetune.generation.sequence import Sequence, context_length, fail, is_seq2seq
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,14 @@ def adapter_kwargs(seqs: list[Sequence]) -> dict[str, Any]:
     return {"adapter_names": [name or "__base__" for name in names]}
 
 
+def _rank_device() -> str | None:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return str(PartialState().device)
+
+
 class QueueFull(Exception):
     """More sequences are waiting or running than the server allows."""
 
@@ -36,6 +49,7 @@ class Engine:
     """The shared queue, slots, worker thread and counters; subclasses decode."""
 
     name = "base"
+    gpu_only = False  # runs on a GPU whatever the device setting (vLLM)
 
     def __init__(
         self,
@@ -57,6 +71,38 @@ class Engine:
         self.sequences = 0
         self.tokens = 0
         self.cancelled = 0
+
+    # -- making one -------------------------------------------------------------------------------
+    @classmethod
+    def over(cls, model: Any, tokenizer: Any, **options: Any) -> Engine:
+        """An engine of this kind over a loaded model."""
+        return cls(model, tokenizer, **options)
+
+    @classmethod
+    def check(cls, ref: Any, params: SamplingParams) -> None:
+        """Refuse (ConfigError) a model or settings this engine would run wrongly, before any load."""
+
+    @classmethod
+    def load(cls, ref: Any, tokenizer: Any, *, device: str | None = None, **options: Any) -> Engine:
+        """Load the model ``ref`` names (float16 on CUDA) and make an engine over it; under
+        `accelerate launch` each rank's model goes to that rank's device."""
+        import torch
+
+        from codetune.modeling.loading import default_device, load_model
+
+        device = device or _rank_device() or default_device()
+        model = load_model(ref, device=device, dtype=torch.float16 if device.startswith("cuda") else None)
+        return cls.over(model, tokenizer, **options)
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's maximum positions (prompt + completion), when its config says."""
+        return context_length(self.model)
+
+    @property
+    def seq2seq(self) -> bool:
+        """Whether the model is an encoder-decoder (its prompt is the encoder's input, never trimmed)."""
+        return is_seq2seq(self.model)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from codetune.generation.engines.base import Engine, adapter_kwargs
-from codetune.generation.engines.hf import run_batch
+from codetune.generation.engines.hf import StaticEngine, run_batch
 from codetune.generation.prefix_cache import Hit, PrefixCache
 from codetune.generation.sampler import choose_one, make_generator, plain
-from codetune.generation.sequence import Sequence, advance, fail, finish, stop_token_ids
+from codetune.generation.sequence import Sequence, advance, fail, finish, is_seq2seq, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,16 @@ class ContinuousEngine(Engine):
     """Token-level continuous batching over a causal LM."""
 
     name = "continuous"
+
+    @classmethod
+    def over(cls, model: Any, tokenizer: Any, **options: Any) -> Engine:
+        """Continuous batching over a causal model; a seq2seq model gets static batches.
+
+        (Its decoder cache also holds the encoder's outputs, which this loop does not stack.)
+        """
+        if is_seq2seq(model):
+            return StaticEngine(model, tokenizer, **options)
+        return cls(model, tokenizer, **options)
 
     def __init__(
         self,

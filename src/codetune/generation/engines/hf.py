@@ -15,13 +15,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from codetune.fim import decode_continuation
 from codetune.generation.engines.base import Engine, adapter_kwargs
 from codetune.generation.sampler import RowSampler, make_generator
 from codetune.generation.sequence import (
     Completion,
     Sequence,
     advance,
-    decode_generated,
     fail,
     final_text,
     finish,
@@ -162,7 +162,7 @@ def _take_beams(tokenizer: Any, seqs: list[Sequence], new: Any, stop_ids: set[in
                 if token in stop_ids or token == pad_id:
                     break
                 tokens.append(token)
-            text, cut = final_text(seq, decode_generated(tokenizer, tokens))
+            text, cut = final_text(seq, decode_continuation(tokenizer, tokens))
             reason = "stop" if cut or len(tokens) < seq.params.max_new_tokens else "length"
             if seq.finisher is not None:
                 text = seq.finisher(text)

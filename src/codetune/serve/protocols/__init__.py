@@ -1,10 +1,10 @@
-"""Editor protocols, one thin adapter each: request -> the one engine -> response in that protocol's shape.
+"""Protocols, one module each: its request body -> typed requests -> the one completion service -> its answer.
 
-Adding a protocol: a module here with a ``@register_protocol(name, clients=...)`` mount function, one
-import line below, and one row in tests/serve/test_protocols.py.
+Adding a protocol: a module here with a ``@register_protocol(name, clients=..., example=...)`` mount
+function and one import line below; the test matrix in tests/serve/test_protocols.py sends its example.
 """
 
-from codetune.serve.protocols import copilot, fim, llamacpp, ollama, tabby, tgi  # noqa: F401
-from codetune.serve.protocols.base import PROTOCOLS, EditorRequest, Engine, mount_protocols, register_protocol
+from codetune.serve.protocols import copilot, fim, llamacpp, ollama, openai, tabby, tgi  # noqa: F401
+from codetune.serve.protocols.base import PROTOCOLS, Mount, register_protocol
 
-__all__ = ["PROTOCOLS", "EditorRequest", "Engine", "mount_protocols", "register_protocol"]
+__all__ = ["PROTOCOLS", "Mount", "register_protocol"]

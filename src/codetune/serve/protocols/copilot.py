@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
-from codetune.serve.protocol import CompletionRequest
-from codetune.serve.protocols.base import Mount, register_protocol, respond
+from codetune.serve.protocols.base import Mount, register_protocol
+from codetune.serve.protocols.openai import CompletionRequest, CompletionResponse, complete
 
 
 class CopilotExtra(BaseModel):
@@ -34,17 +34,29 @@ class CopilotCompletionRequest(CompletionRequest):
     extra: CopilotExtra | None = None
 
 
-@register_protocol("copilot", clients="GitHub Copilot (debug.overrideProxyUrl), FauxPilot extension")
+@register_protocol(
+    "copilot",
+    clients="GitHub Copilot (debug.overrideProxyUrl), FauxPilot extension",
+    example=(
+        "/v1/engines/codegen/completions",
+        {
+            "prompt": "def add(a, b):\n    return",
+            "max_tokens": 4,
+            "temperature": 0,
+            "extra": {"language": "python"},
+        },
+    ),
+)
 def mount(ctx: Mount) -> None:
-    @ctx.post("/v1/engines/{engine}/completions", CopilotCompletionRequest, stream="sse")
-    async def engine_completions(engine: str, request: Request) -> Any:
-        body = await ctx.read_request(request, CopilotCompletionRequest)
+    @ctx.post(
+        "/v1/engines/{engine}/completions", CopilotCompletionRequest, stream="sse", answer=CompletionResponse
+    )
+    async def engine_completions(request: Request, body: CopilotCompletionRequest) -> Any:
         # The engine in the path names the model (an adapter's name picks that adapter).
-        body.model = body.model or engine
-        return respond(await ctx.engine.serving.completions(body, request.is_disconnected))
+        body.model = body.model or request.path_params["engine"]
+        return await complete(ctx, request, body)
 
     @ctx.get("/copilot_internal/v2/token")
     async def copilot_token(request: Request) -> Any:
-        ctx.guard(request)
         now = int(time.time())
         return {"token": f"codetune-{uuid.uuid4().hex[:16]}", "expires_at": now + 3600, "refresh_in": 1500}

@@ -16,15 +16,10 @@ from typing import Any
 from fastapi import Request
 from pydantic import Field
 
-from codetune.serve.protocols.base import (
-    EditorCompletion,
-    EditorRequest,
-    Mount,
-    ProtocolModel,
-    one_of,
-    register_protocol,
-    sse,
-)
+from codetune.generation.request import GenerationRequest
+from codetune.serve.protocols.base import Mount, ProtocolModel, one_of, register_protocol
+from codetune.serve.responses import sse
+from codetune.serve.service import CompletionService, Outcome
 
 
 class FimRequest(ProtocolModel):
@@ -44,24 +39,22 @@ class FimRequest(ProtocolModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
 
-    def editor_request(self) -> EditorRequest:
-        return EditorRequest(
-            prompt=self.prompt,
-            suffix=self.suffix,
+    def request(self, service: CompletionService) -> GenerationRequest:
+        params = service.sampling(
             max_tokens=self.max_tokens if self.max_tokens is not None else self.max_completion_tokens,
             # Mistral's API picks a per-model default; a code completion is best greedy.
             temperature=self.temperature or 0.0,
             top_p=self.top_p or 1.0,
             stop=one_of(self.stop),
             seed=self.random_seed,
-            min_tokens=self.min_tokens or 0,
+            min_new_tokens=self.min_tokens or 0,
             frequency_penalty=self.frequency_penalty or 0.0,
             presence_penalty=self.presence_penalty or 0.0,
-            model=self.model,
         )
+        return GenerationRequest(self.prompt, self.suffix, params=params, postprocess=service.cfg.postprocess)
 
 
-def _usage(result: EditorCompletion) -> dict[str, int]:
+def _usage(result: Outcome) -> dict[str, int]:
     return {
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
@@ -69,20 +62,28 @@ def _usage(result: EditorCompletion) -> dict[str, int]:
     }
 
 
-def _reason(result: EditorCompletion) -> str:
+def _reason(result: Outcome) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-@register_protocol("fim", clients="mistralai fim.complete/fim.stream, Continue (fimStream)")
+@register_protocol(
+    "fim",
+    clients="mistralai fim.complete/fim.stream, Continue (fimStream)",
+    example=(
+        "/v1/fim/completions",
+        {"prompt": "def add(a, b):\n    return ", "suffix": "\n", "max_tokens": 4},
+    ),
+)
 def mount(ctx: Mount) -> None:
     @ctx.post("/v1/fim/completions", FimRequest, stream="sse")
-    async def fim_completions(request: Request) -> Any:
-        body = await ctx.parse(FimRequest, request)
-        editor = body.editor_request()
+    async def fim_completions(request: Request, body: FimRequest) -> Any:
+        generation = await ctx.service.generate(
+            [body.request(ctx.service)], model=body.model, disconnected=request.is_disconnected, stream=True
+        )
         response_id = f"fim-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if not body.stream:
-            result = await ctx.engine.complete(editor, request.is_disconnected)
+            result = (await generation.wait()).outcome()
             warning = {"warning": result.warning} if result.warning else {}
             return {
                 **warning,
@@ -99,8 +100,6 @@ def mount(ctx: Mount) -> None:
                     }
                 ],
             }
-        stream = await ctx.engine.stream(editor, request.is_disconnected)
-        model = editor.model or ctx.engine.name
 
         def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "finish_reason": reason}
@@ -108,17 +107,17 @@ def mount(ctx: Mount) -> None:
                 "id": response_id,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": model,
+                "model": generation.model,
                 "choices": [choice],
                 **extra,
             }
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             yield chunk({"role": "assistant", "content": ""})
-            async for item in stream:
-                if isinstance(item, EditorCompletion):
-                    yield chunk({"content": ""}, _reason(item), usage=_usage(item))
-                else:
-                    yield chunk({"content": item})
+            async for _, delta in generation.events():
+                if delta:
+                    yield chunk({"content": delta})
+            result = generation.outcome()
+            yield chunk({"content": ""}, _reason(result), usage=_usage(result))
 
         return sse(events(), done=True)

@@ -10,22 +10,18 @@ recently seen chunks) become the prompt's context, first, then what the server r
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from codetune.serve.protocols.base import (
-    EditorCompletion,
-    EditorRequest,
-    Mount,
-    ProtocolModel,
-    one_of,
-    register_protocol,
-    sse,
-)
+from codetune.generation.request import GenerationRequest
+from codetune.serve.protocols.base import Mount, ProtocolModel, one_of, register_protocol
 from codetune.serve.repos import EditorContext, client_snippet
+from codetune.serve.responses import ServingError, sse
+from codetune.serve.service import CompletionService, Generation, Outcome
 
 
 class LlamaExtraChunk(BaseModel):
@@ -92,11 +88,9 @@ class LlamaCompletionRequest(ProtocolModel):
             return self.prompt
         if all(isinstance(part, str) for part in self.prompt):
             return "".join(self.prompt)
-        from codetune.serve.serving import ServingError
-
         raise ServingError(400, "token-id prompts are not supported on this route", param="prompt")
 
-    def editor_request(self, prefix: str, suffix: str | None) -> EditorRequest:
+    def request(self, service: CompletionService, prefix: str, suffix: str | None) -> GenerationRequest:
         samplers = set(self.samplers) if self.samplers is not None else None
 
         def sampler(name: str, value: Any, default: Any, neutral: Any) -> Any:
@@ -106,9 +100,7 @@ class LlamaCompletionRequest(ProtocolModel):
             return default if value is None else value
 
         predict = self.n_predict
-        return EditorRequest(
-            prompt=prefix,
-            suffix=suffix,
+        params = service.sampling(
             max_tokens=predict if predict is not None and predict >= 0 else None,
             temperature=max(0.0, sampler("temperature", self.temperature, 0.8, 1.0)),
             top_k=sampler("top_k", self.top_k, 40, 0),
@@ -118,12 +110,20 @@ class LlamaCompletionRequest(ProtocolModel):
             repetition_penalty=self.repeat_penalty or 1.0,
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
-            model=self.model,
-            client=None if self.id_slot is None or self.id_slot < 0 else f"llama.cpp-slot-{self.id_slot}",
-            max_prompt_ms=self.t_max_prompt_ms or None,
-            max_predict_ms=self.t_max_predict_ms or None,
+        )
+        return GenerationRequest(
+            prefix,
+            suffix,
+            params=params,
+            postprocess=service.cfg.postprocess,
+            # cache_prompt: false keeps this prompt out of the prefix cache (no reuse, no store)
             cache_prompt=self.cache_prompt is not False,
         )
+
+    @property
+    def client(self) -> str | None:
+        """A slot: a newer request on the same slot cancels the older one (llama.vim's keystrokes)."""
+        return None if self.id_slot is None or self.id_slot < 0 else f"llama.cpp-slot-{self.id_slot}"
 
 
 class LlamaInfillRequest(LlamaCompletionRequest):
@@ -135,7 +135,7 @@ class LlamaInfillRequest(LlamaCompletionRequest):
 
     def context(self) -> EditorContext:
         snippets = [client_snippet(c.filename, c.text) for c in self.input_extra or [] if c.text.strip()]
-        return EditorContext(snippets, hints=[s.path for s in snippets if s.path])
+        return EditorContext(snippets, filepath=self.filepath, hints=[s.path for s in snippets if s.path])
 
 
 def cut_below_indent(text: str, n_indent: int) -> str:
@@ -149,7 +149,7 @@ def cut_below_indent(text: str, n_indent: int) -> str:
     return text
 
 
-def _timings(result: EditorCompletion) -> dict[str, float]:
+def _timings(result: Outcome) -> dict[str, float]:
     prompt_n, predicted_n = result.prompt_tokens, result.completion_tokens
     return {
         "prompt_n": prompt_n,
@@ -163,9 +163,7 @@ def _timings(result: EditorCompletion) -> dict[str, float]:
     }
 
 
-def final_body(
-    body: LlamaCompletionRequest, result: EditorCompletion, text: str, ctx: Mount
-) -> dict[str, Any]:
+def final_body(body: LlamaCompletionRequest, result: Outcome, text: str, ctx: Mount) -> dict[str, Any]:
     stop_type = {"length": "limit", "stop": "eos"}.get(result.finish_reason, "limit")
     full = {
         "index": 0,
@@ -177,7 +175,7 @@ def final_body(
         "tokens_predicted": result.completion_tokens,
         "tokens_evaluated": result.prompt_tokens,
         "generation_settings": {
-            "n_ctx": ctx.engine.context_length,
+            "n_ctx": ctx.service.context,
             "n_predict": body.n_predict if body.n_predict is not None else -1,
             "temperature": body.temperature,
             "top_k": body.top_k,
@@ -212,45 +210,83 @@ def select_fields(full: dict[str, Any], fields: list[str] | None) -> dict[str, A
     return kept
 
 
+async def _texts(generation: Generation, body: LlamaCompletionRequest) -> AsyncIterator[str]:
+    """The row's text deltas under llama.cpp's time budgets: ``t_max_prompt_ms`` (once prompt processing
+    took longer, the first token is the last) and ``t_max_predict_ms`` (once generating took longer,
+    stop after a newline)."""
+    text = ""
+    async for _, delta in generation.events():
+        if delta is None:
+            return
+        first = generation.first_token_at or generation.started
+        if (
+            body.t_max_prompt_ms
+            and len(text) == 0
+            and (first - generation.started) * 1000 > body.t_max_prompt_ms
+        ):
+            generation.cancel()
+        text += delta
+        if delta:
+            yield delta
+        if (
+            body.t_max_predict_ms
+            and "\n" in text
+            and (time.monotonic() - first) * 1000 > body.t_max_predict_ms
+        ):
+            generation.cancel()
+            return
+
+
 async def answer(
     ctx: Mount, request: Request, body: LlamaCompletionRequest, prefix: str, suffix: str | None
 ) -> Any:
-    editor = body.editor_request(prefix, suffix)
-    if isinstance(body, LlamaInfillRequest):
-        editor.filepath, editor.context = body.filepath, body.context()
+    editor = body.context() if isinstance(body, LlamaInfillRequest) else None
+    generation = await ctx.service.generate(
+        [body.request(ctx.service, prefix, suffix)],
+        model=body.model,
+        client=body.client,
+        editor=editor,
+        disconnected=request.is_disconnected,
+        stream=True,
+    )
     if not body.stream:
-        result = await ctx.engine.complete(editor, request.is_disconnected)
-        return final_body(body, result, cut_below_indent(result.text, body.n_indent), ctx)
-    stream = await ctx.engine.stream(editor, request.is_disconnected)
+        text = "".join([delta async for delta in _texts(generation, body)])
+        generation.close()
+        return final_body(body, generation.outcome(), cut_below_indent(text, body.n_indent), ctx)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         sent = ""
-        async for item in stream:
-            if isinstance(item, EditorCompletion):
-                yield final_body(body, item, "", ctx)
-                return
-            text = cut_below_indent(sent + item, body.n_indent)
-            if text != sent + item:
-                # The indentation limit was reached: send what fits, then end like a stop.
-                if len(text) > len(sent):
-                    yield {"index": 0, "content": text[len(sent) :], "tokens": [], "stop": False}
-                await stream.aclose()
-                yield {"index": 0, "content": "", "stop": True, "stop_type": "eos"}
-                return
-            sent = text
-            yield {"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": body.id_slot or 0}
+        try:
+            async for item in _texts(generation, body):
+                text = cut_below_indent(sent + item, body.n_indent)
+                if text != sent + item:
+                    # The indentation limit was reached: send what fits, then end like a stop.
+                    if len(text) > len(sent):
+                        yield {"index": 0, "content": text[len(sent) :], "tokens": [], "stop": False}
+                    yield {"index": 0, "content": "", "stop": True, "stop_type": "eos"}
+                    return
+                sent = text
+                yield {"index": 0, "content": item, "tokens": [], "stop": False, "id_slot": body.id_slot or 0}
+        finally:
+            generation.close()
+        yield final_body(body, generation.outcome(), "", ctx)
 
     return sse(events())
 
 
-@register_protocol("llamacpp", clients="llama.vim, llama.vscode, llama.cpp's /completion clients")
+@register_protocol(
+    "llamacpp",
+    clients="llama.vim, llama.vscode, llama.cpp's /completion clients",
+    example=(
+        "/infill",
+        {"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n", "n_predict": 4},
+    ),
+)
 def mount(ctx: Mount) -> None:
     @ctx.post("/infill", LlamaInfillRequest, stream="sse")
-    async def infill(request: Request) -> Any:
-        body = await ctx.parse(LlamaInfillRequest, request)
+    async def infill(request: Request, body: LlamaInfillRequest) -> Any:
         return await answer(ctx, request, body, body.input_prefix + body.text_prompt(), body.input_suffix)
 
     @ctx.post("/completion", LlamaCompletionRequest, stream="sse")
-    async def completion(request: Request) -> Any:
-        body = await ctx.parse(LlamaCompletionRequest, request)
+    async def completion(request: Request, body: LlamaCompletionRequest) -> Any:
         return await answer(ctx, request, body, body.text_prompt(), None)

@@ -15,15 +15,10 @@ from typing import Any
 from fastapi import Request
 from pydantic import Field
 
-from codetune.serve.protocols.base import (
-    EditorCompletion,
-    EditorRequest,
-    Mount,
-    ProtocolModel,
-    ndjson,
-    one_of,
-    register_protocol,
-)
+from codetune.generation.request import GenerationRequest
+from codetune.serve.protocols.base import Mount, ProtocolModel, one_of, register_protocol
+from codetune.serve.responses import ndjson
+from codetune.serve.service import CompletionService, Outcome
 
 VERSION = "0.6.0"  # the Ollama API level these routes follow
 
@@ -81,13 +76,10 @@ class OllamaGenerateRequest(ProtocolModel):
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
-    def editor_request(self, client: str | None) -> EditorRequest:
+    def request(self, service: CompletionService) -> GenerationRequest:
         options = self.options or OllamaOptions()
         predict = options.num_predict
-        return EditorRequest(
-            # A code model has no chat template: prompt and suffix are always used raw.
-            prompt=self.prompt or "",
-            suffix=self.suffix,
+        params = service.sampling(
             # -1 (no limit) and -2 (fill the context) fall back to the server's default length.
             max_tokens=predict if predict is not None and predict >= 0 else None,
             temperature=0.8 if options.temperature is None else options.temperature,
@@ -98,8 +90,10 @@ class OllamaGenerateRequest(ProtocolModel):
             repetition_penalty=options.repeat_penalty or 1.0,
             presence_penalty=options.presence_penalty or 0.0,
             frequency_penalty=options.frequency_penalty or 0.0,
-            model=self.model,
-            client=client,
+        )
+        # A code model has no chat template: prompt and suffix are always used raw.
+        return GenerationRequest(
+            self.prompt or "", self.suffix, params=params, postprocess=service.cfg.postprocess
         )
 
 
@@ -113,7 +107,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _stats(result: EditorCompletion) -> dict[str, Any]:
+def _stats(result: Outcome) -> dict[str, Any]:
     ns = 1_000_000
     return {
         "done_reason": "length" if result.finish_reason == "length" else "stop",
@@ -126,16 +120,16 @@ def _stats(result: EditorCompletion) -> dict[str, Any]:
     }
 
 
-def _details(ctx: Mount, name: str | None = None) -> dict[str, Any]:
-    config = ctx.engine.serving.model.config
-    adapter = ctx.engine.check_model(name)
+def _details(service: CompletionService, name: str | None = None) -> dict[str, Any]:
+    config = service.model.config
+    adapter = service.adapter_for(name)
     return {
-        "parent_model": ctx.engine.name if adapter else "",
+        "parent_model": service.name if adapter else "",
         "format": "safetensors",
         "family": config.model_type,
         "families": [config.model_type],
-        "parameter_size": _parameter_size(ctx.engine.serving.model),
-        "quantization_level": str(getattr(ctx.engine.serving.model, "dtype", "")).replace("torch.", ""),
+        "parameter_size": _parameter_size(service.model),
+        "quantization_level": str(getattr(service.model, "dtype", "")).replace("torch.", ""),
     }
 
 
@@ -148,13 +142,19 @@ def _parameter_size(model: Any) -> str:
 
 
 @register_protocol(
-    "ollama", clients="ollama Python/JS clients, Continue (ollama provider), Vim/Emacs plugins"
+    "ollama",
+    clients="ollama Python/JS clients, Continue (ollama provider), Vim/Emacs plugins",
+    example=(
+        "/api/generate",
+        {"model": "m", "prompt": "def add(a, b):\n    return", "options": {"num_predict": 4}},
+    ),
 )
 def mount(ctx: Mount) -> None:
+    service = ctx.service
+
     @ctx.post("/api/generate", OllamaGenerateRequest, stream="ndjson")
-    async def generate(request: Request) -> Any:
-        body = await ctx.parse(OllamaGenerateRequest, request)
-        ctx.engine.check_model(body.model)  # a 404 before anything, as Ollama's own "model not found"
+    async def generate(request: Request, body: OllamaGenerateRequest) -> Any:
+        service.adapter_for(body.model)  # a 404 before anything, as Ollama's own "model not found"
         if not body.prompt and body.suffix is None:
             # Ollama answers an empty prompt by loading the model: nothing to generate.
             return {
@@ -164,9 +164,15 @@ def mount(ctx: Mount) -> None:
                 "done": True,
                 "done_reason": "load",
             }
-        editor = body.editor_request(request.headers.get("x-client-id"))
+        generation = await service.generate(
+            [body.request(service)],
+            model=body.model,
+            client=request.headers.get("x-client-id"),
+            disconnected=request.is_disconnected,
+            stream=True,
+        )
         if not body.stream:
-            result = await ctx.engine.complete(editor, request.is_disconnected)
+            result = (await generation.wait()).outcome()
             return {
                 "model": body.model,
                 "created_at": _now(),
@@ -174,27 +180,24 @@ def mount(ctx: Mount) -> None:
                 "done": True,
                 **_stats(result),
             }
-        stream = await ctx.engine.stream(editor, request.is_disconnected)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            async for item in stream:
-                if isinstance(item, EditorCompletion):
-                    yield {
-                        "model": body.model,
-                        "created_at": _now(),
-                        "response": "",
-                        "done": True,
-                        **_stats(item),
-                    }
-                else:
-                    yield {"model": body.model, "created_at": _now(), "response": item, "done": False}
+            async for _, delta in generation.events():
+                if delta:
+                    yield {"model": body.model, "created_at": _now(), "response": delta, "done": False}
+            yield {
+                "model": body.model,
+                "created_at": _now(),
+                "response": "",
+                "done": True,
+                **_stats(generation.outcome()),
+            }
 
         return ndjson(events())
 
     @ctx.get("/api/tags")
     async def tags(request: Request) -> Any:
-        ctx.guard(request)
-        modified = datetime.fromtimestamp(ctx.engine.serving.started, timezone.utc).isoformat()
+        modified = datetime.fromtimestamp(service.started, timezone.utc).isoformat()
         return {
             "models": [
                 {
@@ -203,30 +206,29 @@ def mount(ctx: Mount) -> None:
                     "modified_at": modified,
                     "size": 0,
                     "digest": "",
-                    "details": _details(ctx, name),
+                    "details": _details(service, name),
                 }
-                for name in ctx.engine.model_names()
+                for name in service.model_names()
             ]
         }
 
     @ctx.post("/api/show", OllamaShowRequest)
-    async def show(request: Request) -> Any:
-        body = await ctx.parse(OllamaShowRequest, request)
+    async def show(request: Request, body: OllamaShowRequest) -> Any:
         name = body.model or body.name
-        config = ctx.engine.serving.model.config
+        config = service.model.config
         return {
-            "modelfile": f"FROM {name or ctx.engine.name}\n",
+            "modelfile": f"FROM {name or service.name}\n",
             "parameters": "",
             "template": "{{ .Prompt }}",
-            "details": _details(ctx, name),
+            "details": _details(service, name),
             "model_info": {
                 "general.architecture": config.model_type,
-                f"{config.model_type}.context_length": ctx.engine.context_length,
+                f"{config.model_type}.context_length": service.context,
             },
             "capabilities": ["completion", "insert"],
             "modified_at": datetime.fromtimestamp(time.time(), timezone.utc).isoformat(),
         }
 
-    @ctx.get("/api/version")
-    async def version() -> Any:
+    @ctx.get("/api/version", guarded=False)
+    async def version(request: Request) -> Any:
         return {"version": VERSION}

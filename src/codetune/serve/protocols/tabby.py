@@ -18,8 +18,11 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from codetune.serve.protocols.base import EditorRequest, Mount, ProtocolModel, register_protocol
+from codetune.generation.request import GenerationRequest
+from codetune.serve.protocols.base import Mount, ProtocolModel, register_protocol
 from codetune.serve.repos import EditorContext, client_snippet
+from codetune.serve.responses import ServingError
+from codetune.serve.service import CompletionService
 
 # A Tabby body names its code in `segments` (or `debug_options.raw_prompt`); OpenAI's in `prompt`.
 TABBY_ONLY_FIELDS = {"segments", "language", "debug_options", "mode"}
@@ -81,9 +84,8 @@ class TabbyCompletionRequest(ProtocolModel):
     seed: int | None = Field(None, ge=0)
     mode: str = "standard"
 
-    def editor_request(self) -> EditorRequest:
-        from codetune.serve.serving import ServingError
-
+    def request(self, service: CompletionService) -> tuple[GenerationRequest, EditorContext]:
+        """The typed request, and what the editor says of the cursor's file and repository."""
         if self.mode != "standard":
             raise ServingError(400, f"mode {self.mode!r} is not supported (only 'standard')", param="mode")
         raw = self.debug_options.raw_prompt if self.debug_options else None
@@ -104,27 +106,21 @@ class TabbyCompletionRequest(ProtocolModel):
                 self.debug_options and self.debug_options.disable_retrieval_augmented_code_completion
             )
             context = EditorContext(
-                snippets, repo=segments.git_url, hints=[s.path for s in snippets], retrieve=not disabled
+                snippets,
+                filepath=segments.filepath,
+                repo=segments.git_url,
+                hints=[s.path for s in snippets],
+                retrieve=not disabled,
             )
-        debug = None
-        if self.debug_options is not None:
-            from codetune.serve.protocol import DebugOptions
-
-            debug = DebugOptions(
-                return_snippets=self.debug_options.return_snippets,
-                return_prompt=self.debug_options.return_prompt,
-            )
-        return EditorRequest(
-            prompt=raw if raw is not None else segments.prefix,
-            suffix=None if raw is not None else segments.suffix or None,
-            temperature=self.temperature or 0.0,
-            seed=self.seed,
+        params = service.sampling(temperature=self.temperature or 0.0, seed=self.seed)
+        request = GenerationRequest(
+            raw if raw is not None else segments.prefix,
+            None if raw is not None else segments.suffix or None,
+            params=params,
             language=self.language,
-            client=self.user,
-            filepath=None if raw is not None else segments.filepath,
-            context=context,
-            debug_options=debug,
+            postprocess=service.cfg.postprocess,
         )
+        return request, context
 
 
 class TabbyChoice(BaseModel):
@@ -140,34 +136,43 @@ class TabbyCompletionResponse(BaseModel):
     debug_data: dict[str, Any] | None = None
 
 
-async def complete(ctx: Mount, request: Request, raw_body: bytes) -> dict[str, Any]:
-    """Answer a Tabby-shaped /v1/completions body (the OpenAI route hands it over)."""
-    body = ctx.parse_body(TabbyCompletionRequest, raw_body)
-    editor = body.editor_request()
-    result = await ctx.engine.complete(editor, request.is_disconnected)
-    answer: dict[str, Any] = {
-        "id": f"cmpl-{uuid.uuid4()}",
-        "choices": [{"index": 0, "text": result.text}],
-    }
-    if result.debug_data is not None:
-        answer["debug_data"] = result.debug_data
-    return answer
-
-
-@register_protocol("tabby", clients="Tabby's VS Code, IntelliJ and Vim plugins (tabby-agent)")
+@register_protocol(
+    "tabby",
+    clients="Tabby's VS Code, IntelliJ and Vim plugins (tabby-agent)",
+    example=(
+        "/v1/completions",
+        {"language": "python", "segments": {"prefix": "def add(a, b):\n    return ", "suffix": "\n"}},
+    ),
+)
 def mount(ctx: Mount) -> None:
     from codetune import __version__
 
-    ctx.app.state.tabby = ctx
+    # Tabby's plugins post their own body (`segments`) to OpenAI's path: this protocol takes those.
+    @ctx.post("/v1/completions", TabbyCompletionRequest, answer=TabbyCompletionResponse, accepts=is_tabby)
+    async def complete(request: Request, body: TabbyCompletionRequest) -> Any:
+        ask, editor = body.request(ctx.service)
+        generation = await ctx.service.generate(
+            [ask], client=body.user, editor=editor, disconnected=request.is_disconnected, stream=True
+        )
+        result = (await generation.wait()).outcome()
+        answer: dict[str, Any] = {
+            "id": f"cmpl-{uuid.uuid4()}",
+            "choices": [{"index": 0, "text": result.text}],
+        }
+        if body.debug_options is not None:
+            debug = body.debug_options
+            answer["debug_data"] = generation.debug_data(
+                snippets=debug.return_snippets, prompt=debug.return_prompt
+            )
+        return answer
 
     @ctx.get("/v1/health")
     async def health(request: Request) -> Any:
-        ctx.guard(request)
-        device = ctx.engine.device()
+        device = ctx.service.device
         return {
             # llama.cpp's clients read `status` from /v1/health too.
             "status": "ok",
-            "model": ctx.engine.name,
+            "model": ctx.service.name,
             "chat_model": None,
             "chat_device": None,
             "device": "cuda" if device.startswith("cuda") else device,
@@ -186,7 +191,6 @@ def mount(ctx: Mount) -> None:
 
     @ctx.get("/v1beta/server_setting")
     async def server_setting(request: Request) -> Any:
-        ctx.guard(request)
         return {"disable_client_side_telemetry": True}
 
 

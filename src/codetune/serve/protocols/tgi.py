@@ -16,14 +16,10 @@ from typing import Any
 from fastapi import Request
 from pydantic import Field
 
-from codetune.serve.protocols.base import (
-    EditorCompletion,
-    EditorRequest,
-    Mount,
-    ProtocolModel,
-    register_protocol,
-    sse,
-)
+from codetune.generation.request import GenerationRequest
+from codetune.serve.protocols.base import Mount, ProtocolModel, register_protocol
+from codetune.serve.responses import sse
+from codetune.serve.service import CompletionService, Generation, Outcome
 
 
 class TgiParameters(ProtocolModel):
@@ -53,13 +49,12 @@ class TgiGenerateRequest(ProtocolModel):
     parameters: TgiParameters = Field(default_factory=TgiParameters)
     stream: bool = False
 
-    def editor_request(self) -> EditorRequest:
+    def request(self, service: CompletionService) -> GenerationRequest:
         p = self.parameters
         sampling = (
             p.do_sample or (p.temperature is not None and p.temperature != 1.0) or bool(p.top_k or p.top_p)
         )
-        return EditorRequest(
-            prompt=self.inputs,
+        params = service.sampling(
             max_tokens=p.max_new_tokens,
             temperature=(p.temperature or 1.0) if sampling else 0.0,
             top_k=p.top_k or 0,
@@ -68,15 +63,15 @@ class TgiGenerateRequest(ProtocolModel):
             seed=p.seed,
             repetition_penalty=p.repetition_penalty or 1.0,
             frequency_penalty=p.frequency_penalty or 0.0,
-            model=p.adapter_id,
         )
+        return GenerationRequest(self.inputs, params=params, postprocess=service.cfg.postprocess)
 
 
-def _finish(result: EditorCompletion) -> str:
+def _finish(result: Outcome) -> str:
     return "length" if result.finish_reason == "length" else "eos_token"
 
 
-def _details(result: EditorCompletion, seed: int | None) -> dict[str, Any]:
+def _details(result: Outcome, seed: int | None) -> dict[str, Any]:
     return {
         "finish_reason": _finish(result),
         "generated_tokens": result.completion_tokens,
@@ -86,11 +81,22 @@ def _details(result: EditorCompletion, seed: int | None) -> dict[str, Any]:
     }
 
 
-@register_protocol("tgi", clients="huggingface_hub InferenceClient, llm-vscode / llm.nvim (llm-ls)")
+@register_protocol(
+    "tgi",
+    clients="huggingface_hub InferenceClient, llm-vscode / llm.nvim (llm-ls)",
+    example=("/generate", {"inputs": "def add(a, b):\n    return", "parameters": {"max_new_tokens": 4}}),
+)
 def mount(ctx: Mount) -> None:
+    async def start(request: Request, body: TgiGenerateRequest) -> Generation:
+        return await ctx.service.generate(
+            [body.request(ctx.service)],
+            model=body.parameters.adapter_id,
+            disconnected=request.is_disconnected,
+            stream=True,
+        )
 
     async def generate_once(request: Request, body: TgiGenerateRequest) -> dict[str, Any]:
-        result = await ctx.engine.complete(body.editor_request(), request.is_disconnected)
+        result = (await (await start(request, body)).wait()).outcome()
         text = body.inputs + result.text if body.parameters.return_full_text else result.text
         answer: dict[str, Any] = {"generated_text": text}
         if body.parameters.details:
@@ -98,50 +104,48 @@ def mount(ctx: Mount) -> None:
         return answer
 
     async def generate_stream(request: Request, body: TgiGenerateRequest) -> Any:
-        stream = await ctx.engine.stream(body.editor_request(), request.is_disconnected)
+        generation = await start(request, body)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             index, text = 0, body.inputs if body.parameters.return_full_text else ""
-            async for item in stream:
+            async for _, delta in generation.events():
+                if not delta:
+                    continue
                 index += 1
-                if isinstance(item, EditorCompletion):
-                    # The last event carries the whole text and the details, with an empty token.
-                    token = {"id": 0, "text": "", "logprob": 0.0, "special": True}
-                    yield {
-                        "index": index,
-                        "token": token,
-                        "top_tokens": None,
-                        "generated_text": text,
-                        "details": _details(item, body.parameters.seed),
-                    }
-                else:
-                    text += item
-                    token = {"id": 0, "text": item, "logprob": 0.0, "special": False}
-                    yield {
-                        "index": index,
-                        "token": token,
-                        "top_tokens": None,
-                        "generated_text": None,
-                        "details": None,
-                    }
+                text += delta
+                token = {"id": 0, "text": delta, "logprob": 0.0, "special": False}
+                yield {
+                    "index": index,
+                    "token": token,
+                    "top_tokens": None,
+                    "generated_text": None,
+                    "details": None,
+                }
+            # The last event carries the whole text and the details, with an empty token.
+            token = {"id": 0, "text": "", "logprob": 0.0, "special": True}
+            yield {
+                "index": index + 1,
+                "token": token,
+                "top_tokens": None,
+                "generated_text": text,
+                "details": _details(generation.outcome(), body.parameters.seed),
+            }
 
         return sse(events())
 
     @ctx.post("/generate", TgiGenerateRequest, stream="sse")
-    async def generate(request: Request) -> Any:
-        body = await ctx.parse(TgiGenerateRequest, request)
+    async def generate(request: Request, body: TgiGenerateRequest) -> Any:
         if body.stream:
             return await generate_stream(request, body)
         return await generate_once(request, body)
 
     @ctx.post("/generate_stream", TgiGenerateRequest, stream="sse")
-    async def generate_stream_route(request: Request) -> Any:
-        return await generate_stream(request, await ctx.parse(TgiGenerateRequest, request))
+    async def generate_stream_route(request: Request, body: TgiGenerateRequest) -> Any:
+        return await generate_stream(request, body)
 
     @ctx.post("/", TgiGenerateRequest, stream="sse", answer={"type": "array", "items": {"type": "object"}})
-    async def compat_generate(request: Request) -> Any:
+    async def compat_generate(request: Request, body: TgiGenerateRequest) -> Any:
         """TGI's root route: a stream when asked, else a one-element list."""
-        body = await ctx.parse(TgiGenerateRequest, request)
         if body.stream:
             return await generate_stream(request, body)
         return [await generate_once(request, body)]

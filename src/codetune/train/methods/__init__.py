@@ -100,6 +100,11 @@ def method_names() -> list[str]:
     return [n for n in _LISTED if n in METHODS] + [n for n in METHODS if n not in _LISTED]
 
 
+def all_methods() -> dict[str, Method]:
+    """Every registered method by name, in the listed order, the built-in ones loaded."""
+    return {name: METHODS[name] for name in method_names()}
+
+
 def _load_builtin() -> None:
     from codetune.train.methods import adalora, dpo, full, kto, lora, qlora  # noqa: F401  (registration)
 
@@ -147,13 +152,6 @@ def new_token_modules(model: Any, new_tokens: Sequence[int]) -> dict[str, Any]:
     return settings
 
 
-def adalora_ranks(model: Any) -> dict[str, int]:
-    """Current rank of every AdaLoRA module (non-zero entries of its singular-value vector)."""
-    from codetune.train.methods.adalora import ranks
-
-    return ranks(model)
-
-
 def quantization_config() -> Any:
     """bitsandbytes NF4 with double quantization and bf16 compute (CUDA only)."""
     from codetune.train.methods.lora import quantization_config as nf4
@@ -164,8 +162,9 @@ def quantization_config() -> Any:
 __all__ = [
     "METHODS",
     "Method",
-    "adalora_ranks",
+    "all_methods",
     "get_method",
+    "method_names",
     "method_rows",
     "new_token_modules",
     "quantization_config",

@@ -1,0 +1,291 @@
+"""`codetune generate`: complete every prompt of a JSONL file, resumably.
+
+Each output line is the input row plus the completion, appended (and flushed) as soon as its batch
+finishes; a killed job leaves at most one partial last line, which the next run drops before
+skipping the ids already written. Under `accelerate launch` each process takes every k-th row into
+its own part file, and the main process merges the parts when all are done.
+
+``complete_rows`` runs rows through any registered engine (``codetune.generation.engines``) with
+prompts built as the server builds them; the local runner here and the Ray runner
+(``codetune.generation.ray``) both call it (``codetune.generation.runners`` picks one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from codetune.errors import ConfigError, InputError
+from codetune.generation.config import GenerateConfig
+from codetune.generation.params import SamplingParams, params_from
+from codetune.stage import StageResult
+
+logger = logging.getLogger(__name__)
+
+
+def read_rows(path: Path, cfg: GenerateConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(id key, row) per input line; InputError naming the line for anything malformed."""
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            if cfg.prompt_template is not None:
+                try:
+                    prompt_of(row, cfg)
+                except KeyError as error:
+                    raise InputError(
+                        f"{path}:{number}: no field {error.args[0]!r} for prompt_template"
+                    ) from None
+            elif not isinstance(row.get(cfg.prompt_field), str):
+                raise InputError(f"{path}:{number}: no string field {cfg.prompt_field!r}")
+            suffix = row.get(cfg.suffix_field)
+            if suffix is not None and not isinstance(suffix, str):
+                raise InputError(f"{path}:{number}: field {cfg.suffix_field!r} must be a string")
+            row.setdefault(cfg.id_field, len(rows))
+            key = json.dumps(row[cfg.id_field])
+            if key in seen:
+                raise InputError(f"{path}:{number}: duplicate {cfg.id_field} {row[cfg.id_field]!r}")
+            seen.add(key)
+            rows.append((key, row))
+    return rows
+
+
+def prompt_of(row: dict[str, Any], cfg: GenerateConfig) -> str:
+    """The row's prompt: ``prompt_template`` filled from its fields, else its ``prompt_field``."""
+    if cfg.prompt_template is not None:
+        return cfg.prompt_template.format_map(row)
+    return row[cfg.prompt_field]
+
+
+def done_ids(path: Path, id_field: str) -> set[str]:
+    """Ids already written to ``path``; a partial last line (a killed run) is cut off first."""
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+        logger.warning("dropped a partial last line in %s", path)
+    ids = set()
+    for line in data[:end].decode("utf-8").splitlines():
+        if line.strip():
+            try:
+                ids.add(json.dumps(json.loads(line)[id_field]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(
+                    f"{path} has a line that is not a result row; remove it or pick another --out"
+                ) from None
+    return ids
+
+
+class Appender:
+    """Appends whole lines, flushed at once; fsync at most every second. The file is opened at the
+    first row, so a run that fails before any result (a model that does not load) leaves no file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: Any = None
+        self.synced = time.monotonic()
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = self.path.open("a", encoding="utf-8")
+        self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        if time.monotonic() - self.synced > 1.0:
+            os.fsync(self.handle.fileno())
+            self.synced = time.monotonic()
+
+    def close(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+def sampling_params(cfg: GenerateConfig) -> SamplingParams:
+    """The decoding settings of a generate config."""
+    return params_from(cfg, "generate")
+
+
+def _shard() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    return rank, world
+
+
+def _part(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.stem}.part{rank}{out.suffix}")
+
+
+def generate_file(cfg: GenerateConfig) -> StageResult:
+    """Complete each row of ``cfg.input`` into ``cfg.out`` in this process (one part per
+    `accelerate launch` rank), skipping ids already there."""
+    if cfg.input is None or cfg.out is None:
+        raise ConfigError("generate needs an input file and an output file")
+    params = sampling_params(cfg)
+    rows = read_rows(Path(cfg.input), cfg)
+    out = Path(cfg.out)
+    rank, world = _shard()
+    target = out if world == 1 else _part(out, rank)
+    finished = done_ids(out, cfg.id_field) | (done_ids(target, cfg.id_field) if target != out else set())
+    todo = [(key, row) for k, (key, row) in enumerate(rows) if k % world == rank and key not in finished]
+    start = time.monotonic()
+    tokens = 0
+    if todo:
+        appender = Appender(target)
+        try:
+            with progress(len(todo)) as advance:
+                for row, completions in complete_rows(cfg, params, [row for _, row in todo]):
+                    appender.write(result_row(cfg, row, completions))
+                    new = sum(len(c.token_ids) for c in completions)
+                    tokens += new
+                    advance(new)
+        finally:
+            appender.close()
+    if world > 1:
+        _merge_parts(out, world, cfg.id_field)
+    return generate_result(out, len(rows), len(todo), len(finished), tokens, time.monotonic() - start)
+
+
+def generate_result(
+    out: Path, rows: int, generated: int, skipped: int, tokens: int, seconds: float
+) -> StageResult:
+    """The summary `generate` prints, for any executor."""
+    return StageResult(
+        "generate",
+        out,
+        summary={
+            "rows": rows,
+            "generated": generated,
+            "skipped (already done)": skipped,
+            "new tokens": tokens,
+            "tokens/s": round(tokens / seconds, 1) if seconds > 0 and tokens else 0.0,
+            "seconds": round(seconds, 1),
+        },
+    )
+
+
+def result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any]) -> dict[str, Any]:
+    result = dict(row)
+    if cfg.n == 1:
+        result[cfg.output_field] = completions[0].text
+        result["finish_reason"] = completions[0].finish_reason
+    else:
+        result[cfg.output_field + "s"] = [c.text for c in completions]
+        result["finish_reasons"] = [c.finish_reason for c in completions]
+    result["new_tokens"] = sum(len(c.token_ids) for c in completions)
+    return result
+
+
+def complete_rows(
+    cfg: GenerateConfig, params: SamplingParams, rows: list[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """Each row with its completions, as they finish, through the configured engine: prompts are built
+    as the server builds them (trimming, FIM, post-processing), and a bad row is refused before any
+    decoding (before vLLM starts); what an engine refuses, before its model loads."""
+    from codetune.generation.engines import engine_class
+    from codetune.generation.generator import Generator
+    from codetune.generation.request import GenerationRequest, RequestError
+    from codetune.languages import language_for_path
+    from codetune.modeling.loading import load_tokenizer, resolve_model
+
+    ref = resolve_model(cfg.model, cfg.adapter)
+    engine_cls = engine_class(cfg.engine)
+    engine_cls.check(ref, params)
+    tokenizer = load_tokenizer(ref)
+    engine = engine_cls.load(
+        ref,
+        tokenizer,
+        device=cfg.device,
+        max_batch_size=cfg.batch_size,
+        kv_token_budget=cfg.token_budget,
+        token_budget=cfg.token_budget,
+    )
+    generator = Generator(engine, context=engine.context_length)
+    requests = []
+    for row in rows:
+        language = row.get("language") if isinstance(row.get("language"), str) else None
+        if language is None and isinstance(row.get("path"), str):
+            found = language_for_path(row["path"])
+            language = found.name if found else None
+        suffix = row.get(cfg.suffix_field)
+        ask = GenerationRequest(
+            prompt_of(row, cfg), suffix, params=params, postprocess=cfg.postprocess, language=language
+        )
+        try:
+            requests.append(generator.prepare(ask))
+        except RequestError as error:
+            raise InputError(f"row {row.get(cfg.id_field)!r}: {error}") from None
+    for i, completions in generator.run(requests):
+        yield rows[i], completions
+
+
+def _merge_parts(out: Path, world: int, id_field: str) -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        have = done_ids(out, id_field)
+        with out.open("a", encoding="utf-8") as handle:
+            for rank in range(world):
+                part = _part(out, rank)
+                done_ids(part, id_field)  # drops a partial last line
+                if not part.is_file():
+                    continue
+                for line in part.read_text(encoding="utf-8").splitlines():
+                    if line.strip() and json.dumps(json.loads(line)[id_field]) not in have:
+                        handle.write(line + "\n")
+                part.unlink()
+    state.wait_for_everyone()
+
+
+class progress:
+    """Rich progress bar over rows, showing new tokens per second."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __enter__(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} tok/s"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.progress.__enter__()
+        self.task = self.progress.add_task("generate", total=self.total, rate="-")
+        self.start, self.tokens = time.monotonic(), 0
+
+        def advance(new_tokens: int) -> None:
+            self.tokens += new_tokens
+            rate = self.tokens / max(time.monotonic() - self.start, 1e-6)
+            self.progress.update(self.task, advance=1, rate=f"{rate:.0f}")
+
+        return advance
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)

@@ -1,1 +1,0 @@
-"""codetune.inference"""

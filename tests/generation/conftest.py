@@ -1,0 +1,22 @@
+"""Tiny models shared by the generation tests (loaded once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    import torch
+
+    from codetune.modeling.loading import load_model, load_tokenizer
+
+    torch.set_num_threads(2)
+    return load_model("tiny-gpt-bigcode"), load_tokenizer("tiny-gpt-bigcode")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5():
+    from codetune.modeling.loading import load_model, load_tokenizer
+
+    return load_model("tiny-t5"), load_tokenizer("tiny-t5")
