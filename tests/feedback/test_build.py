@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.helpers.feedback import completion, typed_on, verdict, write
 
 from codetune.artifacts.dataset import read_dataset
 from codetune.dataset.builder import build
@@ -14,8 +15,6 @@ from codetune.dataset.config import BuildConfig
 from codetune.errors import ConfigError, InputError
 from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
-
-from .helpers import completion, typed_on, verdict, write
 
 ADD = "def add(a, b):\n    return "
 

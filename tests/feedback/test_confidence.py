@@ -7,12 +7,11 @@ import math
 import random
 
 import pytest
+from tests.helpers.feedback import completion, verdict, write
 
 from codetune.artifacts.records import Labeled
 from codetune.errors import InputError
 from codetune.feedback.confidence import ConfidenceGate, fit_gate, gate_report, min_confidence, suggest_less
-
-from .helpers import completion, verdict, write
 
 
 def labeled(ident, logprob, accepted, text="a + b", seconds=0.0) -> Labeled:

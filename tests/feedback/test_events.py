@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.helpers.feedback import completion, write
 
 from codetune.artifacts.records import RecordWriter, read_records
 from codetune.errors import InputError
 from codetune.feedback.continue_dev import continue_records, import_continue
 from codetune.feedback.events import EventError, generic_feedback, tabby_event
-
-from .helpers import completion, write
 
 CMPL = "cmpl-2b6ee5dc-5b1a-4c0f-9a57-e0d1b1f3c4a1"
 VIEW = f"view-{CMPL.removeprefix('cmpl-')}-at-1719820800000"

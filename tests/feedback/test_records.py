@@ -11,11 +11,10 @@ import textwrap
 import time
 
 import pytest
+from tests.helpers.feedback import completion, stamp, verdict, write
 
 from codetune.artifacts.records import RecordWriter, read_records
 from codetune.errors import InputError
-
-from .helpers import completion, stamp, verdict, write
 
 
 def test_rows_join_by_id_and_choice(tmp_path):

@@ -178,7 +178,7 @@ def test_the_reference_is_the_base_model_with_the_adapter_off(tokenizer):
 
 @pytest.fixture(scope="module")
 def feedback_dataset(tmp_path_factory):
-    from tests.feedback.helpers import typed_on, write
+    from tests.helpers.feedback import typed_on, write
 
     from codetune.dataset.builder import build
     from codetune.dataset.config import BuildConfig
