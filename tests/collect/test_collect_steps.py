@@ -16,10 +16,10 @@ KOTLIN_OK = 'package demo\n\nfun greet(name: String): String {\n    return "Hell
 BASE64 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk=" * 20
 
 
-def verdict(text: str, language: str = "python", **overrides) -> str | None:
+def verdict(text: str, language: str = "python", path: str = "f", **overrides) -> str | None:
     cfg = CollectConfig(**overrides)
     return run_filters(
-        Doc("f", "r", text, get_language(language)), cfg.filters, Thresholds.from_config(cfg, language)
+        Doc(path, "r", text, get_language(language)), cfg.filters, Thresholds.from_config(cfg, language)
     )
 
 
@@ -68,13 +68,28 @@ FILTER_CASES = [
 ]  # fmt: skip
 
 
+# Rows whose outcome depends on where the file lies: (path, text, language, reason).
+PATH_CASES = [
+    ("src/main/kotlin/demo/Greet.kt", KOTLIN_OK, "kotlin", None),
+    ("compiler/src/test/fixtures/simple/output/demo/Greet.kt", KOTLIN_OK, "kotlin", "expected_output"),
+    ("web/__snapshots__/greet.kt", KOTLIN_OK, "kotlin", "expected_output"),
+    ("lua/gamma.lua", "local gamma = {\n" + ", ".join(str(i * 7 % 997) for i in range(600)) + "\n}\nreturn gamma\n", "lua", "numeric_data"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(("text", "language", "reason"), FILTER_CASES)
 def test_filter_matrix(text, language, reason):
     assert verdict(text, language) == reason
 
 
+@pytest.mark.parametrize(("path", "text", "language", "reason"), PATH_CASES)
+def test_filter_matrix_by_path(path, text, language, reason):
+    assert verdict(text, language, path=path) == reason
+
+
 def test_every_registered_filter_has_a_row_in_the_matrix():
-    assert set(FILTERS) <= {reason for _, _, reason in FILTER_CASES}
+    tripped = {reason for _, _, reason in FILTER_CASES} | {reason for *_, reason in PATH_CASES}
+    assert set(FILTERS) <= tripped
 
 
 def test_docstrings_are_not_long_literals():

@@ -148,7 +148,7 @@ def test_nearly_same_prompts_share_a_split_and_test_holds_accepted_rows_only(tmp
 
 
 def test_build_feedback_bad_input(tmp_path, cli):
-    from tests.conftest import assert_clean_error
+    from tests.helpers.cli import assert_clean_error
 
     only_served = write(tmp_path / "quiet", [completion("a", 0), completion("b", 1), verdict("a", None, 2)])
     with (only_served / "records-2026-07-01.jsonl").open("a") as handle:

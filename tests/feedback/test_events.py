@@ -276,6 +276,6 @@ def test_records_cli_imports_continue_and_reports(tmp_path, cli):
         0.5,
     )
     # Continue logs no log-probabilities: a threshold cannot be fitted, and says so in one line.
-    from tests.conftest import assert_clean_error
+    from tests.helpers.cli import assert_clean_error
 
     assert_clean_error(cli("records", "stats", str(tmp_path / "records"), "--keep-accepted", "0.9"), "have 0")
