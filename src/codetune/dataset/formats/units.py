@@ -1,0 +1,56 @@
+"""``units``: tree-sitter syntax units (functions, classes, types) with their doc (the Elm use case)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codetune.dataset.config import BuildConfig
+from codetune.dataset.formats.base import Batch, Format, empty, origin
+from codetune.errors import InputError
+
+
+class Units(Format):
+    """Tree-sitter syntax units with their doc comment, as text or as header -> body pairs."""
+
+    name = "units"
+    reserves = ("fim", "context")
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        super().__init__(cfg)
+        self.prompted = cfg.units.mode == "prompt"
+
+    def check(self, docs: list[dict[str, Any]]) -> None:
+        from codetune.dataset.syntax import grammar_language
+
+        languages = sorted({doc.get("language") or "" for doc in docs})
+        if "" in languages:
+            raise InputError("units needs each file's language, but the corpus has files without one")
+        for name in languages:
+            grammar_language(name)
+
+    def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
+        from codetune.dataset.syntax import syntax_units
+
+        opts = self.cfg.units
+        out = empty(self.columns())
+        for i, text in enumerate(batch["text"]):
+            units = syntax_units(
+                text,
+                batch["language"][i],
+                types=opts.types,
+                doc=opts.doc,
+                drop_comments=opts.drop_comments,
+                drop_imports=opts.drop_imports,
+                nested=opts.nested,
+            )
+            for unit in units:
+                if len(unit.text.strip()) < opts.min_chars:
+                    continue
+                if self.prompted:
+                    if not unit.completion.strip() or not unit.prompt.strip():
+                        continue
+                    out["prompt"].append(unit.prompt)
+                    out["completion"].append(unit.completion)
+                out["text"].append(unit.text)
+                origin(out, batch, i)
+        return out
