@@ -27,6 +27,9 @@ class Language:
     # empty: anything. Files with a script extension (.kts) may hold statements too.
     top_level_types: tuple[str, ...] = field(default_factory=tuple)
     script_extensions: tuple[str, ...] = field(default_factory=tuple)
+    # A function is written as sibling nodes sharing its name (Haskell: a signature, then one node
+    # per equation): syntax units join them into one.
+    unit_clauses: bool = False
 
 
 _REGISTRY: dict[str, Language] = {}
@@ -115,13 +118,26 @@ _builtin(
 _builtin(
     "elm", ".elm", "elm", "--", ("{-", "-}"), "value_declaration type_declaration type_alias_declaration"
 )
-_builtin(
-    "haskell",
-    ".hs .lhs",
-    "haskell",
-    "--",
-    ("{-", "-}"),
-    "function signature data_type newtype class instance",
+register_language(
+    Language(
+        "haskell",
+        (".hs", ".lhs"),
+        "haskell",
+        "--",
+        ("{-", "-}"),
+        (
+            "function",
+            "bind",
+            "signature",
+            "data_type",
+            "newtype",
+            "type_synomym",
+            "type_family",
+            "class",
+            "instance",
+        ),
+        unit_clauses=True,
+    )
 )
 _builtin(
     "ocaml", ".ml .mli", "ocaml", None, ("(*", "*)"), "value_definition type_definition module_definition"
@@ -155,7 +171,8 @@ _builtin(
     "solidity",
     "//",
     C_BLOCK,
-    "contract_declaration function_definition modifier_definition event_definition struct_declaration",
+    "contract_declaration library_declaration interface_declaration function_definition modifier_definition "
+    "event_definition struct_declaration enum_declaration error_declaration",
 )
 _builtin("clojure", ".clj .cljs .cljc .edn", "clojure", ";", None, "list_lit")
 _builtin("go", ".go", "go", "//", C_BLOCK, "function_declaration method_declaration type_declaration")

@@ -15,8 +15,22 @@ ATTACHED_TYPES = frozenset({"type_annotation", "signature", "decorator", "annota
 IMPORT_TYPES = frozenset({"module_declaration", "package_header", "package_clause", "package_declaration"})
 # Units whose members (methods, nested types) are units too with ``units.nested``; a unit nested in
 # anything else (a function, an Elm let) never is.
-CONTAINER_WORDS = ("class", "object", "interface", "trait", "impl", "struct", "enum", "module", "namespace")
+CONTAINER_WORDS = (
+    "class",
+    "object",
+    "interface",
+    "trait",
+    "impl",
+    "struct",
+    "enum",
+    "module",
+    "namespace",
+    "contract",
+    "library",
+)
 WHITESPACE = b" \t\r\n"
+# Words of comment node types across grammars (Haskell's doc comments are ``haddock`` nodes).
+COMMENT_WORDS = ("comment", "haddock")
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,12 @@ def _walk(node: Any) -> Iterator[Any]:
 
 
 def _is_comment(node: Any) -> bool:
-    return "comment" in node.type
+    return any(word in node.type for word in COMMENT_WORDS)
+
+
+def _is_outer_comment(node: Any) -> bool:
+    """A whole comment, not the ``comment_content`` inside one (Lua, Nim): the doc starts at its marker."""
+    return _is_comment(node) and not (node.parent is not None and _is_comment(node.parent))
 
 
 def _is_import(node: Any) -> bool:
@@ -191,7 +210,10 @@ def syntax_units(
     """Cut a source file into its top-level functions, classes and types, in source order.
 
     With ``nested`` the members of classes (methods, inner classes) are units too, so their text is
-    also inside their class's unit; definitions inside a function or an expression never are.
+    also inside their class's unit; definitions inside a function or an expression never are. A
+    unit starts at its doc comment's marker; an indented one (a method) loses its indentation on
+    every line, so its first line and its body stay aligned. Where the language writes one function
+    as several clauses (Haskell: a signature and its equations) they are one unit.
     """
     language = grammar_language(language_name)
     unit_types = set(types or language.unit_types)
@@ -202,7 +224,7 @@ def syntax_units(
     imports: list[Any] = []
     found: list[Any] = []
     for node in _walk(tree.root_node):
-        if _is_comment(node):
+        if _is_outer_comment(node):
             comments.append((node.start_byte, node.end_byte))
         elif _is_import(node):
             imports.append(node)
@@ -214,22 +236,92 @@ def syntax_units(
             found.append(node)
     comments_by_end = {end: start for start, end in comments}
     units = []
-    for node in found:
-        start = _doc_start(node, data, comments_by_end) if doc else node.start_byte
-        split = max(_body_split(node), node.start_byte)
+    for group in _clauses(found) if language.unit_clauses else [[node] for node in found]:
+        first, last = group[0], group[-1]
+        start = _doc_start(first, data, comments_by_end) if doc else first.start_byte
+        end = _end_before_trailing_comments(data, first, last.end_byte, comments_by_end)
+        body_node = next((node for node in group if node.type != "signature"), first)
+        split = min(max(_body_split(body_node), first.start_byte), end)
         cut: list[tuple[int, int]] = []
         if drop_comments:
-            cut += [(lo, hi) for lo, hi in comments if lo >= node.start_byte]
+            cut += [(lo, hi) for lo, hi in comments if lo >= first.start_byte]
             if not doc:
                 cut += [(lo, hi) for lo, hi in comments if start <= lo]
         if drop_imports:
             cut += [(n.start_byte, n.end_byte) for n in imports]
-        cut = [r for r in cut if start <= r[0] and r[1] <= node.end_byte]
+        cut = [r for r in cut if start <= r[0] and r[1] <= end]
         head = _cut_ranges(data, start, split, [r for r in cut if r[1] <= split])
-        body = _cut_ranges(data, split, node.end_byte, [r for r in cut if r[0] >= split])
+        body = _cut_ranges(data, split, end, [r for r in cut if r[0] >= split])
+        indent = data[data.rfind(b"\n", 0, start) + 1 : start]
+        if indent and not indent.strip(b" \t"):
+            head = _dedent(head, indent, at_line_start=False)
+            body = _dedent(body, indent, at_line_start=head.endswith(b"\n"))
         unit_text = (head + body).decode("utf-8", errors="replace")
-        units.append(Unit(node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
+        units.append(Unit(body_node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
     return units
+
+
+def _name(node: Any) -> bytes | None:
+    name = node.child_by_field_name("name")
+    return name.text if name is not None else None
+
+
+def _clauses(found: list[Any]) -> list[list[Any]]:
+    """Units grouped into functions: a node joins the one before it when both are children of the
+    same parent with the same name, only comments lie between them, and it is another clause of the
+    same kind (an equation after an equation) or the definition after its signature."""
+    groups: list[list[Any]] = []
+    for node in found:
+        previous = groups[-1][-1] if groups else None
+        if (
+            previous is not None
+            and node.type != "signature"
+            and previous.type in (node.type, "signature")
+            and previous.parent == node.parent
+            and _name(node) is not None
+            and _name(node) == _name(previous)
+            and _only_comments_between(previous, node)
+        ):
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+    return groups
+
+
+def _only_comments_between(a: Any, b: Any) -> bool:
+    sibling = a.next_named_sibling
+    while sibling is not None and sibling != b:
+        if not _is_comment(sibling):
+            return False
+        sibling = sibling.next_named_sibling
+    return sibling is not None
+
+
+def _end_before_trailing_comments(data: bytes, node: Any, end: int, comments_by_end: dict[int, int]) -> int:
+    """Where a unit ends when comments at its end are outdented to its own column or further.
+
+    tree-sitter-nim keeps the comment lines after a proc's last statement inside the proc, though
+    at the proc's own indentation they document the next one.
+    """
+    column = node.start_byte - (data.rfind(b"\n", 0, node.start_byte) + 1)
+    while True:
+        comment_start = comments_by_end.get(end)
+        if comment_start is None or comment_start <= node.start_byte:
+            return end
+        if comment_start - (data.rfind(b"\n", 0, comment_start) + 1) > column:
+            return end
+        end = comment_start
+        while end > node.start_byte and data[end - 1] in WHITESPACE:
+            end -= 1
+
+
+def _dedent(chunk: bytes, indent: bytes, *, at_line_start: bool) -> bytes:
+    """``chunk`` without ``indent`` at the start of each of its lines (the first only when it starts one)."""
+    lines = chunk.split(b"\n")
+    return b"\n".join(
+        line[len(indent) :] if (k or at_line_start) and line.startswith(indent) else line
+        for k, line in enumerate(lines)
+    )
 
 
 def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:

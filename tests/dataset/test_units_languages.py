@@ -1,0 +1,299 @@
+"""Syntax units of Haskell, Lua, Nim and Solidity files shaped like real ones (hledger, Kong, nimble,
+OpenZeppelin): whole functions with their doc, nothing twice, nothing cut mid-comment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from codetune.languages import language_for_path
+
+from .conftest import write_corpus
+from .helpers import run_build
+
+HASKELL = """{-|
+Module      : Hledger.Cli.Balance
+Description : The balance command.
+-}
+module Hledger.Cli.Balance (
+  balance,
+  balanceReport,
+  showAmount,
+) where
+
+import Data.List (sortOn)
+import qualified Data.Text as T
+
+-- | The balance command: print each account's balance.
+-- Accounts with a zero balance are hidden unless --empty is given.
+balance :: CliOpts -> Journal -> IO ()
+balance opts j = do
+  let report = balanceReport opts j
+  mapM_ (putStrLn . showRow) report
+  where
+    showRow (name, amount) = T.unpack name ++ "  " ++ showAmount amount
+
+-- | Render an amount, with its sign.
+showAmount :: Amount -> String
+showAmount (Amount 0 _) = "0"
+showAmount (Amount q c)
+  | q < 0 = "-" ++ c ++ show (negate q)
+  | otherwise = c ++ show q
+
+-- helper, not exported
+balanceReport :: CliOpts -> Journal -> [(T.Text, Amount)]
+balanceReport _ [] = []
+balanceReport opts (t : ts) =
+  sortOn fst (summarise opts t : balanceReport opts ts)
+
+defaultWidth :: Int
+defaultWidth = 80
+
+{- | An amount of one commodity. -}
+data Amount = Amount
+  { quantity :: Integer
+  , commodity :: String
+  }
+  deriving (Show, Eq)
+
+class Pretty a where
+  pretty :: a -> String
+  prettyList :: [a] -> String
+  prettyList = unlines . map pretty
+
+instance Pretty Amount where
+  pretty = showAmount
+"""
+
+LUA = """local kong = kong
+local ngx = ngx
+
+
+local _M = {}
+
+
+--- Parse the Authorization header.
+-- The header must use the Bearer scheme.
+-- @tparam string header the raw header value
+-- @treturn string|nil the token, or nil
+-- @return sum
+function _M.parse(header)
+  if not header then
+    return nil
+  end
+  -- strip the scheme
+  local token = header:match("^Bearer%s+(.+)$")
+  return token
+end
+
+
+---
+-- Log a failure (LDoc block with an empty first line).
+-- @param err the error
+local function log_failure(err)
+  kong.log.err("auth failed: ", err)
+end
+
+
+--[[
+  Long comment before a function.
+]]
+function _M.access(conf)
+  local token = _M.parse(ngx.var.http_authorization)
+  if not token then
+    log_failure("no token")
+    return kong.response.exit(401)
+  end
+end
+
+
+return _M
+"""
+
+NIM = """## Version handling for packages.
+
+import std/strutils
+
+type
+  Version* = distinct string ## A package version.
+
+proc newVersion*(ver: string): Version =
+  ## Makes a version from a string.
+  ## Empty strings are allowed.
+  result = Version(ver)
+
+# Compares two versions, one part at a time.
+# Parts are compared as numbers.
+proc `<`*(a, b: Version): bool =
+  let pa = string(a).split('.')
+  let pb = string(b).split('.')
+  for i in 0 ..< min(pa.len, pb.len):
+    if pa[i] != pb[i]:
+      return parseInt(pa[i]) < parseInt(pb[i])
+  result = pa.len < pb.len
+
+## Whether `ver` is a special version (``#head``).
+proc isSpecial*(ver: Version): bool =
+  return string(ver).startsWith("#")
+"""
+
+SOLIDITY = """// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+/**
+ * @dev Standard math utilities missing in the Solidity language.
+ */
+library Math {
+    /// @dev Returns the largest of two numbers.
+    function max(uint256 a, uint256 b) internal pure returns (uint256) {
+        return a > b ? a : b;
+    }
+
+    /**
+     * @dev Returns the average of two numbers. The result is rounded towards
+     * zero.
+     */
+    function average(uint256 a, uint256 b) internal pure returns (uint256) {
+        // (a + b) / 2 can overflow.
+        return (a & b) + (a ^ b) / 2;
+    }
+}
+
+/**
+ * @dev Interface of the ERC-20 standard.
+ */
+interface IERC20 {
+    /**
+     * @dev Returns the value of tokens in existence.
+     */
+    function totalSupply() external view returns (uint256);
+
+    function transfer(address to, uint256 value) external returns (bool);
+}
+"""
+
+
+def units_of(tmp_path: Path, path: str, content: str, **units: object) -> list[str]:
+    language = language_for_path(path)
+    assert language is not None
+    row = {
+        "path": path,
+        "repo": "repo",
+        "language": language.name,
+        "content": content,
+        "bytes": len(content),
+        "lines": content.count("\n"),
+        "sha256": path,
+    }
+    name = f"{Path(path).stem}{len(units)}"
+    corpus = write_corpus(tmp_path / f"corpus-{name}", [row])
+    _, dataset, _ = run_build(
+        corpus,
+        tmp_path / name,
+        format="units",
+        fim_rate=0.0,
+        max_length=4096,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+        units=units,
+    )
+    return list(dataset["train"]["text"])
+
+
+def code_lines(text: str, comment: str | tuple[str, ...]) -> list[str]:
+    """The lines of ``text`` that are not blank and not comment lines."""
+    return [line for line in text.split("\n") if line.strip() and not line.lstrip().startswith(comment)]
+
+
+def test_haskell_functions_are_one_unit_with_signature_equations_and_haddock(tmp_path: Path) -> None:
+    texts = units_of(tmp_path, "src/Hledger/Cli/Balance.hs", HASKELL)
+    # a signature is never a unit of its own beside its function
+    assert not [t for t in texts if re.fullmatch(r"(--[^\n]*\n)*\w+ :: [^\n]*", t)], texts
+    by_name: dict[str, list[str]] = {}
+    for text in texts:
+        first = code_lines(text, "--")[0] if not text.startswith("{-") else text.split("-}\n", 1)[1]
+        by_name.setdefault(
+            first.split()[1] if first.startswith(("data", "class", "instance")) else first.split()[0], []
+        ).append(text)
+    for name in ("balance", "showAmount", "balanceReport", "defaultWidth"):
+        assert len(by_name.get(name, [])) == 1, (name, texts)
+    show = by_name["showAmount"][0]
+    assert show.startswith("-- | Render an amount, with its sign.\nshowAmount :: Amount -> String\n")
+    assert 'showAmount (Amount 0 _) = "0"' in show and "| otherwise = c ++ show q" in show
+    balance = by_name["balance"][0]
+    assert balance.startswith("-- | The balance command: print each account's balance.\n-- Accounts with")
+    assert balance.rstrip().endswith("showAmount amount")  # the where clause is in its function
+    report = by_name["balanceReport"][0]
+    assert (
+        report.startswith("-- helper, not exported\nbalanceReport ::")
+        and "balanceReport opts (t : ts) =" in report
+    )
+    assert by_name["Amount"][0].startswith("{- | An amount of one commodity. -}\ndata Amount")
+    # class methods stay inside the class; the instance is its own unit
+    assert not any(t.startswith(("pretty ::", "prettyList")) for t in texts)
+    assert any(t.startswith("instance Pretty Amount where") for t in texts)
+    # 7 functions/types/classes: each text once, in source order
+    assert len(texts) == 7, [t.split("\n")[0] for t in texts]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "comment"),
+    [("kong/plugins/auth/handler.lua", LUA, "--"), ("src/nimblepkg/version.nim", NIM, "#")],
+    ids=["lua", "nim"],
+)
+def test_units_start_at_their_doc_comment_marker(
+    tmp_path: Path, path: str, content: str, comment: str
+) -> None:
+    texts = units_of(tmp_path, path, content)
+    assert texts
+    lines = content.split("\n")
+    for text in texts:
+        first = text.split("\n")[0]
+        # the unit's first line is a whole line of the file: never the middle of a comment
+        assert first in lines, (first, text)
+        # its doc block is whole: the line above the unit in the file is not a comment of the block
+        index = content.index(text)
+        above = content[:index].rstrip("\n").split("\n")[-1] if index else ""
+        assert not (above.startswith(comment) and content[:index].endswith(above + "\n")), (above, text)
+        # and it does not end with the next unit's doc comment
+        assert not text.rstrip().split("\n")[-1].startswith(comment), text
+    docs = {text.split("\n")[0] for text in texts}
+    if path.endswith(".lua"):
+        assert {"--- Parse the Authorization header.", "---", "--[["} <= docs, docs
+        parse = next(t for t in texts if t.startswith("--- Parse"))
+        assert "-- @return sum\nfunction _M.parse(header)" in parse
+    else:
+        assert "# Compares two versions, one part at a time." in docs, docs
+        assert "## Whether `ver` is a special version (``#head``)." in docs, docs
+        new = next(t for t in texts if t.startswith("proc newVersion"))
+        assert new.rstrip().endswith("result = Version(ver)")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_solidity_units_keep_first_line_and_body_aligned(tmp_path: Path, nested: bool) -> None:
+    texts = units_of(tmp_path, "contracts/utils/math/Math.sol", SOLIDITY, nested=nested)
+    assert texts
+    for text in texts:
+        lines = code_lines(text, ("/", "*"))
+        head, last = lines[0], lines[-1]
+        indent = len(head) - len(head.lstrip())
+        assert indent == 0, text
+        if last.strip() in ("}", "};"):
+            assert len(last) - len(last.lstrip()) == indent, text
+        # every line of the body is indented at least as much as the first line
+        assert all(len(line) - len(line.lstrip()) >= indent for line in lines), text
+    heads = [code_lines(t, ("/", "*"))[0] for t in texts]
+    assert "library Math {" in heads and "interface IERC20 {" in heads
+    functions = [h for h in heads if h.startswith("function")]
+    assert len(functions) == (4 if nested else 0), heads
+    if nested:
+        average = next(
+            t
+            for t in texts
+            if t.split("\n")[4:5]
+            == ["function average(uint256 a, uint256 b) internal pure returns (uint256) {"]
+        )
+        assert average.startswith("/**\n * @dev Returns the average of two numbers.")
