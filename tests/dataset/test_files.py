@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
 
 from .conftest import corpus_rows, write_corpus
@@ -130,3 +131,68 @@ def test_worker_processes_give_the_same_dataset(tmp_path: Path) -> None:
     for split in one:
         assert one[split]["input_ids"] == two[split]["input_ids"]
         assert one[split]["path"] == two[split]["path"]
+
+
+def indented_kotlin(index: int) -> str:
+    """A Kotlin class shaped like OpenZeppelin/Kong sources: every line indented (so byte-level BPE
+    merges each newline with the next line's indentation) and comments with non-ASCII characters
+    that take several tokens each."""
+    lines = [
+        "package app.ui",
+        "",
+        "/** Zähler — zählt Klicks. */",
+        f"class Counter{index}(private val start: Int) {{",
+    ]
+    for k in range(10):
+        lines += [
+            f"    fun step{k}(value: Int): Int {{",
+            f"        // Schritt {k}: „Wert“ × 2 ☕",
+            "        if (value > 0) {",
+            f"            return value * {k} + start",
+            "        }",
+            "        return start",
+            "    }",
+            "",
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+@pytest.mark.parametrize("fim_rate", [0.0, 1.0])
+def test_blocks_end_at_line_ends_when_newlines_merge_with_indentation(
+    tmp_path: Path, fim_rate: float
+) -> None:
+    rows = [
+        {**row, "content": indented_kotlin(k), "path": f"src/Counter{k}.kt", "language": "kotlin"}
+        for k, row in enumerate(corpus_rows(repos=1, files_per_repo=3))
+    ]
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    assert "\u010a\u0120\u0120\u0120" in tokenizer.convert_ids_to_tokens(tokenizer("\n    x")["input_ids"])
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, blocks, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=fim_rate,
+        max_length=64,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+    )
+    # nothing trimmed: every block fits its row as it is tokenized alone, FIM sentinels included
+    assert stats["trimmed"] == 0 and stats["dropped"].get("too_long", 0) == 0
+    by_path: dict[str, list[str]] = {}
+    fim = FimFormat.from_tokenizer(tokenizer)
+    for row in blocks["train"]:
+        assert len(row["input_ids"]) <= 64
+        by_path.setdefault(row["path"], []).append(row["text"])
+        if fim_rate:
+            back = fim.split(
+                row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+            )
+            assert back is not None and back.text == row["text"]
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == {
+        r["path"]: r["content"] for r in rows
+    }
+    inner = [piece for pieces in by_path.values() for piece in pieces[:-1]]
+    assert len(inner) > 10
+    # every line is shorter than half a block, so every block but a file's last ends a line
+    assert [piece[-30:] for piece in inner if not piece.endswith("\n")] == []

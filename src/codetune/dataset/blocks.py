@@ -1,18 +1,85 @@
-"""Cutting a text longer than a row into consecutive blocks that join back to it exactly."""
+"""Cutting a text longer than a row into consecutive blocks that join back to it exactly.
+
+A block ends at a line end when one falls in its second half (at the best-ranked one, when the
+caller ranks them: a unit prefers the boundaries between its members), else between two tokens.
+A line end is found in the text, not in the tokens: byte-level BPE merges ``"\\n"`` with the next
+line's indentation (``"\\n    "`` is one token), so few tokens end with a newline. A block is cut
+there anyway and tokenized alone to check that it fits; the check also catches a character split
+over several tokens that would not fit once whole. So every block fits its row as it will be
+tokenized, and none is trimmed later.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 from codetune.dataset.formats.base import Batch, tokenize
 
 
-def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_length: int) -> Batch:
-    """Cut texts longer than ``max_length`` tokens (EOS included) into consecutive blocks.
+def line_starts(text: str) -> dict[int, int]:
+    """Every position right after a newline, all of rank 0 (the default cut candidates)."""
+    return {index + 1: 0 for index, char in enumerate(text) if char == "\n" and index + 1 < len(text)}
 
-    Blocks end at a line end when one falls in the block's second half, so no line is torn apart
-    without need; joined back in order they give the text exactly. Other columns are repeated.
+
+def cut_blocks(
+    text: str,
+    offsets: list[tuple[int, int]],
+    room: int,
+    tokenizer: Any,
+    boundaries: dict[int, int] | None = None,
+) -> list[str]:
+    """``text`` (whose tokens have ``offsets``) cut into pieces of at most ``room`` tokens each.
+
+    ``boundaries`` maps character positions where a cut is welcome to a rank (lower is better);
+    default: every line start. Among those in a block's second half the best rank wins, the latest
+    of equal rank; with none there, the block ends between two tokens.
     """
+    if len(offsets) <= room:
+        return [text]
+    ranked = line_starts(text) if boundaries is None else boundaries
+    positions = sorted(ranked)
+    starts = [start for start, _ in offsets]
+    ends = [end for _, end in offsets]
+    pieces: list[str] = []
+    begin_char, begin_token, budget = 0, 0, room
+    while begin_char < len(text):
+        end = _block_end(text, positions, ranked, starts, begin_char, begin_token, budget)
+        over = len(tokenize(tokenizer, [text[begin_char:end]])["input_ids"][0]) - room
+        if over > 0 and budget > 1:
+            budget -= over  # tokenized alone it needs more: aim shorter and cut again
+            continue
+        pieces.append(text[begin_char:end])
+        # The next block's first token is the one holding ``end`` (cut inside it) or starting there.
+        begin_char, begin_token, budget = end, bisect_right(ends, end), room
+    return pieces
+
+
+def _block_end(
+    text: str,
+    positions: list[int],
+    ranked: dict[int, int],
+    starts: list[int],
+    begin_char: int,
+    begin_token: int,
+    budget: int,
+) -> int:
+    """Where a block starting at ``begin_char`` (token ``begin_token``) ends, aiming at ``budget`` tokens."""
+    budget = max(budget, 1)
+    if begin_token + budget >= len(starts):
+        return len(text)
+    limit = max(starts[begin_token + budget], begin_char + 1)
+    low = max(starts[begin_token + budget // 2], begin_char)
+    candidates = positions[bisect_right(positions, low) : bisect_right(positions, limit)]
+    if candidates:
+        return min(candidates, key=lambda pos: (ranked[pos], -pos))
+    # No welcome cut in the second half: between two tokens (a token start is a character's start).
+    return limit
+
+
+def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_length: int) -> Batch:
+    """Cut texts longer than ``max_length`` tokens (EOS included) into consecutive blocks
+    (:func:`cut_blocks`); joined back in order they give the text exactly. Other columns are repeated."""
     out: Batch = {name: [] for name in columns}
     room = max_length - 1
     # A token covers at least one byte (byte-level BPE, byte fallback), so a text of no more bytes
@@ -26,21 +93,7 @@ def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_lengt
     )
     offsets_of = dict(zip(long_rows, encoded, strict=True))
     for row, text in enumerate(batch["text"]):
-        offsets = offsets_of.get(row, ())
-        if len(offsets) <= room:
-            pieces = [text]
-        else:
-            pieces, start_token, start_char = [], 0, 0
-            while start_token < len(offsets):
-                end_token = min(start_token + room, len(offsets))
-                if end_token < len(offsets):
-                    for cut in range(end_token, start_token + room // 2, -1):
-                        if text[offsets[cut - 1][1] - 1 : offsets[cut - 1][1]] == "\n":
-                            end_token = cut
-                            break
-                end_char = offsets[end_token][0] if end_token < len(offsets) else len(text)
-                pieces.append(text[start_char:end_char])
-                start_token, start_char = end_token, end_char
+        pieces = cut_blocks(text, offsets_of[row], room, tokenizer) if row in offsets_of else [text]
         for piece in pieces:
             if not piece.strip():
                 continue
