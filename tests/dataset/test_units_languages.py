@@ -297,3 +297,71 @@ def test_solidity_units_keep_first_line_and_body_aligned(tmp_path: Path, nested:
             == ["function average(uint256 a, uint256 b) internal pure returns (uint256) {"]
         )
         assert average.startswith("/**\n * @dev Returns the average of two numbers.")
+
+
+def long_kotlin_class() -> str:
+    """A class of twelve documented methods (about 400 tokens), then a short function."""
+    members = []
+    for k in range(12):
+        members.append(
+            f"    /** Step {k} of the pipeline. */\n"
+            f"    fun step{k}(value: Int): Int {{\n"
+            f"        val next = value * {k + 2} + offset\n"
+            f"        return if (next > limit) limit else next\n"
+            "    }\n"
+        )
+    body = "\n".join(members)
+    return (
+        "/** Runs values through every step. */\n"
+        "class Pipeline(private val offset: Int, private val limit: Int) {\n"
+        f"{body}"
+        "}\n\n"
+        "fun run(pipeline: Pipeline): Int = pipeline.step0(1)\n"
+    )
+
+
+def test_units_over_max_length_are_cut_between_members_never_trimmed(tmp_path: Path, caplog) -> None:
+    import logging
+
+    source = long_kotlin_class()
+    rows = [
+        {"path": "src/Pipeline.kt", "content": source},
+        # only a property at the top: no unit at all
+        {"path": "src/Constants.kt", "content": "package app\n\nconst val LIMIT = 10\n"},
+    ]
+    rows = [
+        {**row, "repo": "repo", "language": "kotlin", "bytes": 1, "lines": 1, "sha256": row["path"]}
+        for row in rows
+    ]
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    with caplog.at_level(logging.WARNING):
+        _, dataset, stats = run_build(
+            corpus,
+            tmp_path / "ds",
+            format="units",
+            fim_rate=0.5,
+            max_length=128,
+            valid_fraction=0.0,
+            test_fraction=0.0,
+            decontam={"minhash": False},
+        )
+    texts = dataset["train"]["text"]
+    assert stats["trimmed"] == 0
+    assert all(len(ids) <= 128 for ids in dataset["train"]["input_ids"])
+    # the blocks of the class, joined, are the class; the function is its own unit
+    assert texts[-1] == "fun run(pipeline: Pipeline): Int = pipeline.step0(1)"
+    assert "".join(texts[:-1]) == source.split("\n\nfun run")[0]
+    assert len(texts) > 3
+    # each block after the first starts a member (its doc comment), each but the last ends a line
+    for block in texts[1:-1]:
+        assert block.startswith("    /** Step "), block[:40]
+    for block in texts[:-2]:
+        assert block.endswith("\n"), block[-40:]
+    overlong = stats["overlong"]
+    assert overlong["split_texts"] == 1 and overlong["split_blocks"] == len(texts) - 1
+    warning = "1 units were longer than max_length (128 tokens"
+    assert any(w.startswith(warning) for w in stats["warnings"]), stats["warnings"]
+    assert any(r.getMessage().startswith(warning) for r in caplog.records)
+    # documents: files that gave examples; the file with none is counted apart
+    assert stats["splits"]["train"]["documents"] == 1
+    assert stats["splits"]["train"]["documents_without_examples"] == 1

@@ -12,6 +12,7 @@ tokenized, and none is trimmed later.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from codetune.dataset.formats.base import Batch, tokenize
@@ -77,10 +78,22 @@ def _block_end(
     return limit
 
 
-def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_length: int) -> Batch:
+# Example column: which block of its text a row is (0 for a text that was not cut). The builder
+# counts the texts cut from it; it never reaches the dataset.
+BLOCK = "_block"
+
+
+def split_long_texts(
+    batch: Batch,
+    columns: list[str],
+    tokenizer: Any,
+    max_length: int,
+    boundaries: Callable[[int, str], dict[int, int]] | None = None,
+) -> Batch:
     """Cut texts longer than ``max_length`` tokens (EOS included) into consecutive blocks
-    (:func:`cut_blocks`); joined back in order they give the text exactly. Other columns are repeated."""
-    out: Batch = {name: [] for name in columns}
+    (:func:`cut_blocks`, where ``boundaries(row, text)`` ranks the cuts, default line starts); joined
+    back in order they give the text exactly. Other columns are repeated; :data:`BLOCK` is added."""
+    out: Batch = {name: [] for name in [*columns, BLOCK]}
     room = max_length - 1
     # A token covers at least one byte (byte-level BPE, byte fallback), so a text of no more bytes
     # than ``room`` never needs splitting; the encode stage tokenizes every text anyway, so only
@@ -93,10 +106,13 @@ def split_long_texts(batch: Batch, columns: list[str], tokenizer: Any, max_lengt
     )
     offsets_of = dict(zip(long_rows, encoded, strict=True))
     for row, text in enumerate(batch["text"]):
-        pieces = cut_blocks(text, offsets_of[row], room, tokenizer) if row in offsets_of else [text]
-        for piece in pieces:
-            if not piece.strip():
-                continue
+        pieces = [text]
+        if row in offsets_of:
+            ranked = boundaries(row, text) if boundaries is not None else None
+            pieces = cut_blocks(text, offsets_of[row], room, tokenizer, ranked)
+        pieces = [piece for piece in pieces if piece.strip()]
+        for index, piece in enumerate(pieces):
             for name in columns:
                 out[name].append(piece if name == "text" else batch[name][row])
+            out[BLOCK].append(index if len(pieces) > 1 else 0)
     return out

@@ -20,6 +20,7 @@ from typing import Any
 from codetune.artifacts.dataset import read_dataset, write_dataset
 from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import LENGTHS_PLOT, STATS, TOKENIZER
+from codetune.dataset.blocks import BLOCK
 from codetune.dataset.config import BuildConfig
 from codetune.dataset.encode import ENCODERS, INTERNAL, EncodeOptions, FimOptions
 from codetune.dataset.formats import Format, get_format
@@ -245,6 +246,9 @@ class Encoded:
     context: dict[str, list[int]] = field(default_factory=dict)
     fim: Counter = field(default_factory=Counter)
     trimmed: int = 0
+    # texts longer than a row that the format cut into blocks, and the blocks they gave
+    split_texts: int = 0
+    split_blocks: int = 0
 
 
 def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
@@ -264,7 +268,7 @@ def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
         rows = parts.splits[name]
         if not rows:
             done.splits[name] = Dataset.from_dict({column: [] for column in features}, features=features)
-            done.stats[name] = {"documents": 0, "examples": 0, "tokens": 0}
+            done.stats[name] = {"documents": 0, "documents_without_examples": 0, "examples": 0, "tokens": 0}
             done.lengths[name] = []
             continue
         procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
@@ -279,6 +283,10 @@ def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
             new_fingerprint=f"{tag}-examples",
             desc=f"{fmt.name} {name}",
         )
+        if BLOCK in examples.column_names:
+            blocks = examples[BLOCK]
+            done.split_texts += blocks.count(1)
+            done.split_blocks += blocks.count(1) + sum(1 for index in blocks if index > 0)
         options = replace(run.options, split=name, context=choosers.get(name))
         encoded = examples.map(
             partial(ENCODERS[fmt.kind], tokenizer=tokenizer, opts=options),
@@ -307,7 +315,15 @@ def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
         done.splits[name] = encoded
         lens = [len(ids) for ids in encoded["input_ids"]]
         done.lengths[name] = lens
-        done.stats[name] = {"documents": len(rows), "examples": len(encoded), "tokens": int(sum(lens))}
+        # Documents are files (or records); one that gave no example is counted apart.
+        documents = {(row.get("repo") or "", row["path"]) for row in rows}
+        given = set(zip(encoded["repo"], encoded["path"], strict=True)) if len(encoded) else set()
+        done.stats[name] = {
+            "documents": len(documents & given),
+            "documents_without_examples": len(documents - given),
+            "examples": len(encoded),
+            "tokens": int(sum(lens)),
+        }
     if not any(done.stats[s]["examples"] for s in SPLITS):
         raise InputError(f"no examples could be built from {run.corpus} with format {fmt.name}")
     return done
@@ -334,6 +350,7 @@ def _context_choosers(cfg: BuildConfig, tokenizer: Any, parts: dict[str, list[di
 
 def write(cfg: BuildConfig, run: Setup, parts: Parts, done: Encoded) -> StageResult:
     """stats.json, the manifest, the length plot and the splits, written as one folder."""
+    fmt = run.fmt
     fim_info, context_info = dict(run.fim), dict(run.context)
     if run.options.fim is not None:
         total = max(done.fim["examples"], 1)
@@ -350,8 +367,7 @@ def write(cfg: BuildConfig, run: Setup, parts: Parts, done: Encoded) -> StageRes
     if cfg.repo_context:
         context_info |= _context_stats(done.context)
     mixed = _add_mix(cfg, done.splits, done.stats, done.lengths)
-    split_warnings = _check_splits(cfg, parts.plan, done.stats)
-    fmt = run.fmt
+    split_warnings = _check_splits(cfg, parts.plan, done.stats) + _overlong_warnings(cfg, fmt, done, parts)
     stats = {
         "format": fmt.name,
         "kind": fmt.kind,
@@ -363,6 +379,13 @@ def write(cfg: BuildConfig, run: Setup, parts: Parts, done: Encoded) -> StageRes
         "warnings": split_warnings,
         "dropped": dict(parts.dropped),
         "trimmed": done.trimmed,
+        "overlong": {
+            "mode": cfg.overlong,
+            "split_texts": done.split_texts,
+            "split_blocks": done.split_blocks,
+            "trimmed": done.trimmed,
+            "dropped": parts.dropped.get("too_long", 0),
+        },
         "fim": fim_info,
         "repo_context": context_info,
         "decontamination": parts.decontamination,
@@ -457,6 +480,30 @@ def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> 
                 f"{split} has no examples: its {planned} document(s) were all dropped by "
                 "decontamination or the format"
             )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
+def _overlong_warnings(cfg: BuildConfig, fmt: Format, done: Encoded, parts: Parts) -> list[str]:
+    """Say how many examples were over ``max_length`` and what happened to them (each also logged)."""
+    examples = done.fim["examples"]  # every encoded row, dropped ones included
+    warnings = []
+    if done.trimmed:
+        warnings.append(
+            f"{done.trimmed} of {examples} {fmt.name} examples were longer than max_length "
+            f"({cfg.max_length} tokens) and were trimmed to fit"
+        )
+    if parts.dropped.get("too_long"):
+        warnings.append(
+            f"{parts.dropped['too_long']} of {examples} {fmt.name} examples were longer than max_length "
+            f"({cfg.max_length} tokens) and were dropped (overlong: drop)"
+        )
+    if done.split_texts and fmt.warn_split:
+        warnings.append(
+            f"{done.split_texts} {fmt.name} were longer than max_length ({cfg.max_length} tokens, "
+            f"{fmt.room} for their text) and were cut into {done.split_blocks} blocks at inner boundaries"
+        )
     for warning in warnings:
         logger.warning("%s", warning)
     return warnings

@@ -335,6 +335,41 @@ def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:
     return True
 
 
+# Rank of a line start no syntax node begins at: a cut there still keeps lines whole.
+LINE_RANK = 1_000
+
+
+def inner_boundaries(text: str, language_name: str) -> dict[int, int]:
+    """Where a long unit may be cut, ranked: character positions of line starts, each ranked by the
+    depth of the shallowest syntax node beginning on that line (between two methods of a class
+    before between two statements of a method), :data:`LINE_RANK` where none begins or where the
+    line above is a comment (it documents this line: they stay together)."""
+    from codetune.dataset.blocks import line_starts
+
+    ranked = {pos: LINE_RANK for pos in line_starts(text)}
+    language = get_language(language_name)
+    if language.grammar is None:
+        return ranked
+    data = text.encode("utf-8")
+    char_at = _byte_to_char(text) if len(data) != len(text) else None
+    starting: dict[int, tuple[int, bool]] = {}  # line start (bytes) -> (depth, is a comment)
+    stack = [(child, 1) for child in parse(language, data).root_node.children]
+    while stack:
+        node, depth = stack.pop()
+        line_start = data.rfind(b"\n", 0, node.start_byte) + 1
+        if node.is_named and not data[line_start : node.start_byte].strip():
+            known = starting.get(line_start)
+            if known is None or depth < known[0]:
+                starting[line_start] = (depth, _is_comment(node))
+        stack.extend((child, depth + 1) for child in node.children)
+    for line_start, (depth, _) in starting.items():
+        above = data.rfind(b"\n", 0, max(line_start - 1, 0)) + 1
+        pos = char_at[line_start] if char_at else line_start
+        if pos in ranked and not (line_start and starting.get(above, (0, False))[1]):
+            ranked[pos] = depth
+    return ranked
+
+
 def strip_source(text: str, language_name: str, *, comments: bool, imports: bool) -> str:
     """A whole file without its comments and/or import/module declarations."""
     language = grammar_language(language_name)

@@ -33,6 +33,8 @@ class Format:
     repo_context: ClassVar[bool] = True
     # What a long text's blocks leave room for (tokens added to a row after its text is cut).
     reserves: ClassVar[tuple[Reserve, ...]] = ()
+    # A text is a whole (a syntax unit) that a row should hold: the build warns when it cuts some.
+    warn_split: ClassVar[bool] = False
 
     def __init__(self, cfg: BuildConfig) -> None:
         self.cfg = cfg

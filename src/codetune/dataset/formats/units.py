@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from codetune.dataset.blocks import split_long_texts
 from codetune.dataset.config import BuildConfig
 from codetune.dataset.formats.base import Batch, Format, empty, origin
 from codetune.errors import InputError
 
 
 class Units(Format):
-    """Tree-sitter syntax units with their doc comment, as text or as header -> body pairs."""
+    """Tree-sitter syntax units with their doc comment, as text or as header -> body pairs.
+
+    With ``overlong: split`` a text unit longer than a row is cut into consecutive blocks where its
+    members or statements begin, leaving room for FIM sentinels and context like ``files`` blocks.
+    """
 
     name = "units"
     reserves = ("fim", "context")
+    warn_split = True
 
     def __init__(self, cfg: BuildConfig) -> None:
         super().__init__(cfg)
@@ -29,7 +35,7 @@ class Units(Format):
             grammar_language(name)
 
     def examples(self, batch: Batch, tokenizer: Any = None) -> Batch:
-        from codetune.dataset.syntax import syntax_units
+        from codetune.dataset.syntax import inner_boundaries, syntax_units
 
         opts = self.cfg.units
         out = empty(self.columns())
@@ -53,4 +59,13 @@ class Units(Format):
                     out["completion"].append(unit.completion)
                 out["text"].append(unit.text)
                 origin(out, batch, i)
-        return out
+        if self.prompted or self.cfg.overlong != "split" or tokenizer is None or not out["text"]:
+            return out  # a header -> body pair over the limit is trimmed by the encoder (and counted)
+        # A unit over the limit is cut where its members or statements begin (blocks.cut_blocks).
+        return split_long_texts(
+            out,
+            self.columns(),
+            tokenizer,
+            self.room,
+            boundaries=lambda row, text: inner_boundaries(text, out["language"][row]),
+        )
