@@ -150,10 +150,12 @@ class BuildConfig(StrictModel):
     )
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
-    split_by: Literal["auto", "repo", "file"] = Field(
+    split_by: Literal["auto", "repo", "directory", "file", "time"] = Field(
         "auto",
         description="auto: by repository when there are at least three and none holds half the files, "
-        "else by file.",
+        "else by file (said in a warning); directory: whole directories; time: test holds the files "
+        "changed in the newest commits, valid those just before (needs a local git checkout or a "
+        "'changed' corpus column).",
     )
     split_fallback: bool = Field(
         True,
