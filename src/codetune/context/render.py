@@ -53,7 +53,11 @@ def layout_for(tokenizer: object | None) -> RepoLayout | None:
     """The repository layout whose tokens this tokenizer has, if any."""
     if tokenizer is None:
         return None
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    from codetune.fim import token_ids
+
+    vocab = token_ids(
+        tokenizer, [token for layout in LAYOUTS.values() for token in (layout.repo_token, layout.file_token)]
+    )
     for token, layout in LAYOUTS.items():
         if token in vocab and layout.file_token in vocab:
             return layout

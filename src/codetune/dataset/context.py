@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from codetune.context import ContextOptions, RepoContext, RepoIndex, Snippet, build_context, render_for
+from codetune.context import (
+    ContextOptions,
+    RenderedContext,
+    RepoContext,
+    RepoIndex,
+    Snippet,
+    build_context,
+    render_for,
+)
 from codetune.context.index import index_repositories
 from codetune.fim import FimFormat, context_ids
 
@@ -24,6 +32,9 @@ MIN_ROOM = 8
 
 # Markers standing in for ids when laying out a FIM example's loss mask (ids are never negative).
 _CONTEXT, _TEXT = -1, -2
+# Tokenized snippets kept for reuse (the same snippets serve many examples of a repository); the
+# cache starts over past this many, so a huge corpus does not hold every snippet's ids at once.
+CACHE_ENTRIES = 20_000
 
 
 @dataclass
@@ -35,6 +46,9 @@ class ExampleContext:
     held_out: dict[str, frozenset[str]]
     options: ContextOptions
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    # head text piece -> ids (codetune.fim.context_ids), and the last few texts tokenized with a lead
+    _pieces: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _texts: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @property
     def budget(self) -> int:
@@ -46,6 +60,22 @@ class ExampleContext:
         if text not in self._counts:
             self._counts[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return self._counts[text]
+
+    def head_ids(self, rendered: RenderedContext) -> list[int]:
+        """Ids of a rendered context's head (``codetune.fim.context_ids``), each snippet tokenized once."""
+        if len(self._pieces) > CACHE_ENTRIES:
+            self._pieces.clear()
+        return context_ids(self.tokenizer, rendered, self._pieces)
+
+    def text_ids(self, text: str, fmt: FimFormat | None = None) -> list[int]:
+        """Tokens of an example's text with its lead (as a FIM prefix with ``fmt``): the same for every
+        count of snippets :func:`fit` tries, so tokenized once."""
+        key = f"{'fim' if fmt else ''}\0{text}"
+        if key not in self._texts:
+            if len(self._texts) > 4:
+                self._texts.clear()
+            self._texts[key] = fmt.encode(text) if fmt else _tokens(self.tokenizer, text)
+        return self._texts[key]
 
     def choose(
         self, repo: str, path: str, prefix: str, suffix: str, room: int, *, whole: bool = False
@@ -66,9 +96,14 @@ class ExampleContext:
         if whole:  # a whole-file row: every line is near its "cursor"
             options = replace(options, query_lines=prefix.count("\n") + 1)
 
+        extension = path[path.rfind(".") :]
+
         def cost(framed: str) -> int:
-            snippet_path, _, text = framed.partition("\n")
-            return self.length(RepoContext((Snippet(snippet_path, text, ""),), path[path.rfind(".") :]))
+            key = f"{extension}\0{framed}"
+            if key not in self._counts:
+                snippet_path, _, text = framed.partition("\n")
+                self._counts[key] = self.length(RepoContext((Snippet(snippet_path, text, ""),), extension))
+            return self._counts[key]
 
         snippets = build_context(index, path, prefix, suffix, count_tokens=cost, options=options)
         return RepoContext(tuple(snippets), path, repo) if snippets else None
@@ -76,17 +111,15 @@ class ExampleContext:
     def length(self, context: RepoContext) -> int:
         """Tokens of a rendered context, about (the lead is counted apart from the prefix it opens)."""
         rendered = render_for(self.tokenizer, context)
-        return len(context_ids(self.tokenizer, rendered)) + (
-            self.count(rendered.lead) if rendered.lead else 0
-        )
+        return len(self.head_ids(rendered)) + (self.count(rendered.lead) if rendered.lead else 0)
 
     # --- layouts: (ids, loss mask) of one example with a context ------------------------------------
 
     def plain(self, context: RepoContext, text: str, text_ids: list[int], end: int) -> tuple[list, list]:
         """A left-to-right text row: the context, then the text (as a plain request sends a prompt)."""
         rendered = render_for(self.tokenizer, context)
-        head = context_ids(self.tokenizer, rendered)
-        body = _tokens(self.tokenizer, rendered.lead + text) if rendered.lead else text_ids
+        head = self.head_ids(rendered)
+        body = self.text_ids(rendered.lead + text) if rendered.lead else text_ids
         lead = max(len(body) - len(text_ids), 0)
         return [*head, *body, end], [0] * (len(head) + lead) + [1] * (len(body) - lead + 1)
 
@@ -95,8 +128,8 @@ class ExampleContext:
     ) -> tuple[list, list]:
         """A prompt/completion row: the context before the prompt; loss on the completion only."""
         rendered = render_for(self.tokenizer, context)
-        head = context_ids(self.tokenizer, rendered)
-        body = _tokens(self.tokenizer, rendered.lead + prompt)
+        head = self.head_ids(rendered)
+        body = self.text_ids(rendered.lead + prompt)
         return [*head, *body, *completion_ids, end], [0] * (len(head) + len(body)) + [1] * (
             len(completion_ids) + 1
         )
@@ -112,10 +145,10 @@ class ExampleContext:
         """A FIM row laid out by ``FimFormat.example_ids`` with the rendered context, as serving's
         ``FimFormat.prompt`` lays out the prompt; the context's tokens (head and lead) are masked."""
         rendered = render_for(self.tokenizer, context)
-        head = fmt.context_ids(rendered)
+        head = self.head_ids(rendered)  # fmt.context_ids(rendered), cached
         p, m, s = ids
         if rendered.lead:
-            with_lead = fmt.encode(rendered.lead + prefix)
+            with_lead = self.text_ids(rendered.lead + prefix, fmt)
             lead = max(len(with_lead) - len(p), 0)
             p = with_lead
         else:
@@ -159,6 +192,8 @@ def split_contexts(
     """One chooser per split. Train sees train files only; a held-out split sees train files and its
     own (never another held-out split's), so no valid or test file reaches a training example."""
     out = {}
+    analysed: dict = {}  # each file is parsed and chunked once, for all three splits' indexes
+    counts: dict[str, int] = {}  # a snippet's price is the same in every split: priced once
     for split, docs in parts.items():
         allowed = list(parts["train"]) + ([] if split == "train" else list(docs))
         held: dict[str, set[str]] = {}
@@ -166,10 +201,9 @@ def split_contexts(
             if other not in ("train", split):
                 for doc in other_docs:
                     held.setdefault(str(doc.get("repo") or ""), set()).add(doc["path"])
-        indexes = index_repositories(_rows(allowed))
-        out[split] = ExampleContext(
-            tokenizer, indexes, {repo: frozenset(paths) for repo, paths in held.items()}, options
-        )
+        indexes = index_repositories(_rows(allowed), analysed=analysed)
+        held_out = {repo: frozenset(paths) for repo, paths in held.items()}
+        out[split] = ExampleContext(tokenizer, indexes, held_out, options, _counts=counts)
     return out
 
 
