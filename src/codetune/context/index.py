@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import Counter
 from dataclasses import InitVar, dataclass, field
@@ -103,6 +102,11 @@ class RepoIndex:
                 terms.append(Counter(identifier_tokens(chunk)))
         return FileAnalysis(chunks, terms, self._top_level_definitions(path, text))
 
+    def snippets(self) -> list[tuple[str, str]]:
+        """(path, text) of every chunk and top-level definition: all a query can return."""
+        found = [(chunk.path, chunk.text) for chunk in self.chunks]
+        return found + [pair for pairs in self._definitions.values() for pair in pairs]
+
     def _top_level_definitions(self, path: str, text: str) -> list[tuple[str, str]]:
         from codetune.languages import get_language, language_for_path, parse
 
@@ -127,20 +131,28 @@ class RepoIndex:
         """Each term's postings with its Okapi BM25 weight (k1=1.2, b=0.75), which a query only sums."""
         import numpy as np
 
-        lengths = [sum(t.values()) for t in self._terms]
-        mean = max(sum(lengths) / max(len(lengths), 1), 1)
         n = len(self.chunks)
-        postings: dict[str, tuple[list[int], list[float]]] = {}
+        term_ids: dict[str, int] = {}
+        chunk_of, term_of, counts, lengths = [], [], [], []
         for index, terms in enumerate(self._terms):
-            norm = 1.2 * (0.25 + 0.75 * lengths[index] / mean)
+            lengths.append(sum(terms.values()))
             for term, tf in terms.items():
-                idf = math.log(1 + (n - self._df[term] + 0.5) / (self._df[term] + 0.5))
-                where, weights = postings.setdefault(term, ([], []))
-                where.append(index)
-                weights.append(idf * tf * 2.2 / (tf + norm))
+                chunk_of.append(index)
+                term_of.append(term_ids.setdefault(term, len(term_ids)))
+                counts.append(tf)
+        df = np.asarray([self._df[term] for term in term_ids], dtype=np.float64)
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        length = np.asarray(lengths, dtype=np.float64)
+        norm = 1.2 * (0.25 + 0.75 * length / max(length.sum() / max(n, 1), 1))
+        chunk = np.asarray(chunk_of, dtype=np.int64)
+        tf = np.asarray(counts, dtype=np.float64)
+        term = np.asarray(term_of, dtype=np.int64)
+        weights = idf[term] * tf * 2.2 / (tf + norm[chunk])
+        order = np.argsort(term, kind="stable")
+        bounds = np.searchsorted(term[order], np.arange(len(term_ids) + 1))
         self._postings = {
-            term: (np.asarray(where, dtype=np.int64), np.asarray(weights))
-            for term, (where, weights) in postings.items()
+            name: (chunk[order[bounds[k] : bounds[k + 1]]], weights[order[bounds[k] : bounds[k + 1]]])
+            for name, k in term_ids.items()
         }
         paths = sorted(self.files)
         self._path_ids = {path: k for k, path in enumerate(paths)}
@@ -158,10 +170,12 @@ class RepoIndex:
             weights=np.concatenate([weights for _, weights in found]),
             minlength=len(self.chunks),
         )
+        hits = np.flatnonzero(scores > 0)
         banned = [self._path_ids[path] for path in exclude or () if path in self._path_ids]
         if banned:
-            scores[np.isin(self._chunk_paths, banned)] = 0.0
-        hits = np.flatnonzero(scores > 0)
+            excluded = np.zeros(len(self._path_ids), dtype=bool)
+            excluded[banned] = True
+            hits = hits[~excluded[self._chunk_paths[hits]]]
         if len(hits) > k:  # every chunk scoring at least the k-th best, ties included
             kth = np.partition(scores[hits], len(hits) - k)[len(hits) - k]
             hits = hits[scores[hits] >= kth]

@@ -11,16 +11,19 @@ tokenized, and none is trimmed later.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
 from codetune.dataset.formats.base import Batch, tokenize
 
+NEWLINE = re.compile("\n")
+
 
 def line_starts(text: str) -> dict[int, int]:
     """Every position right after a newline, all of rank 0 (the default cut candidates)."""
-    return {index + 1: 0 for index, char in enumerate(text) if char == "\n" and index + 1 < len(text)}
+    return dict.fromkeys((m.end() for m in NEWLINE.finditer(text) if m.end() < len(text)), 0)
 
 
 def cut_blocks(
@@ -34,7 +37,8 @@ def cut_blocks(
 
     ``boundaries`` maps character positions where a cut is welcome to a rank (lower is better);
     default: every line start. Among those in a block's second half the best rank wins, the latest
-    of equal rank; with none there, the block ends between two tokens.
+    of equal rank; with none there, the block ends between two tokens. The blocks are tokenized in
+    one batch to check them; from the first that does not fit, they are cut again, it shorter.
     """
     if len(offsets) <= room:
         return [text]
@@ -42,18 +46,27 @@ def cut_blocks(
     positions = sorted(ranked)
     starts = [start for start, _ in offsets]
     ends = [end for _, end in offsets]
-    pieces: list[str] = []
-    begin_char, begin_token, budget = 0, 0, room
-    while begin_char < len(text):
-        end = _block_end(text, positions, ranked, starts, begin_char, begin_token, budget)
-        over = len(tokenize(tokenizer, [text[begin_char:end]])["input_ids"][0]) - room
-        if over > 0 and budget > 1:
-            budget -= over  # tokenized alone it needs more: aim shorter and cut again
-            continue
-        pieces.append(text[begin_char:end])
-        # The next block's first token is the one holding ``end`` (cut inside it) or starting there.
-        begin_char, begin_token, budget = end, bisect_right(ends, end), room
-    return pieces
+    budgets: dict[int, int] = {}  # block start -> a smaller budget, after it did not fit
+    accepted: list[tuple[int, int]] = []  # (start, end) of the blocks that fit
+    while True:
+        planned, begin_char = [], accepted[-1][1] if accepted else 0
+        while begin_char < len(text):
+            # The block's first token is the one holding ``begin_char`` (cut inside it) or starting there.
+            begin_token = bisect_right(ends, begin_char)
+            budget = budgets.get(begin_char, room)
+            end = _block_end(text, positions, ranked, starts, begin_char, begin_token, budget)
+            planned.append((begin_char, end))
+            begin_char = end
+        sizes = [len(ids) for ids in tokenize(tokenizer, [text[a:b] for a, b in planned])["input_ids"]]
+        failed = next(
+            (k for k, size in enumerate(sizes) if size > room and budgets.get(planned[k][0], room) > 1), None
+        )
+        if failed is None:
+            return [text[a:b] for a, b in accepted + planned]
+        accepted += planned[:failed]
+        start = planned[failed][0]
+        # tokenized alone it needs more than the text's own tokens: aim shorter and cut again
+        budgets[start] = budgets.get(start, room) - (sizes[failed] - room)
 
 
 def _block_end(

@@ -205,6 +205,13 @@ def _encode_texts(batch: Batch, indices: list[int], tokenizer: Any, opts: Encode
             offsets, ids = encoded["offset_mapping"][row], encoded["input_ids"][row]
             plans[row] = _plan_fim(text, offsets, ids, rng, info, tokenizer, room, fim)
     piece_ids = _encode_pieces(fim_format, [p for p in plans if p is not None and p.sliced is None])
+    if opts.context is not None:
+        rows = [(batch["repo"][row], batch["path"][row]) for row in range(len(texts))]
+        opts.context.prepare(
+            [(*rows[row], texts[row]) for row, plan in enumerate(plans) if plan is None],
+            [(*rows[row], plan.pieces.prefix) for row, plan in enumerate(plans) if plan is not None],
+            fim_format,
+        )
     out = _rows("loss_mask")
     for row, plan in enumerate(plans):
         end, pieces = eos, None
