@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from codetune.languages import language_for_path
-
 from .conftest import write_corpus
-from .helpers import run_build
+from .helpers import run_build, units_of
 
 HASKELL = """{-|
 Module      : Hledger.Cli.Balance
@@ -175,41 +173,15 @@ interface IERC20 {
 """
 
 
-def units_of(tmp_path: Path, path: str, content: str, **units: object) -> list[str]:
-    language = language_for_path(path)
-    assert language is not None
-    row = {
-        "path": path,
-        "repo": "repo",
-        "language": language.name,
-        "content": content,
-        "bytes": len(content),
-        "lines": content.count("\n"),
-        "sha256": path,
-    }
-    name = f"{Path(path).stem}{len(units)}"
-    corpus = write_corpus(tmp_path / f"corpus-{name}", [row])
-    _, dataset, _ = run_build(
-        corpus,
-        tmp_path / name,
-        format="units",
-        fim_rate=0.0,
-        max_length=4096,
-        valid_fraction=0.0,
-        test_fraction=0.0,
-        decontam={"minhash": False},
-        units=units,
-    )
-    return list(dataset["train"]["text"])
-
-
 def code_lines(text: str, comment: str | tuple[str, ...]) -> list[str]:
     """The lines of ``text`` that are not blank and not comment lines."""
     return [line for line in text.split("\n") if line.strip() and not line.lstrip().startswith(comment)]
 
 
 def test_haskell_functions_are_one_unit_with_signature_equations_and_haddock(tmp_path: Path) -> None:
-    texts = units_of(tmp_path, "src/Hledger/Cli/Balance.hs", HASKELL)
+    texts = units_of(
+        tmp_path, {"src/Hledger/Cli/Balance.hs": HASKELL}, name=Path("src/Hledger/Cli/Balance.hs").stem
+    )
     # a signature is never a unit of its own beside its function
     assert not [t for t in texts if re.fullmatch(r"(--[^\n]*\n)*\w+ :: [^\n]*", t)], texts
     by_name: dict[str, list[str]] = {}
@@ -247,7 +219,7 @@ def test_haskell_functions_are_one_unit_with_signature_equations_and_haddock(tmp
 def test_units_start_at_their_doc_comment_marker(
     tmp_path: Path, path: str, content: str, comment: str
 ) -> None:
-    texts = units_of(tmp_path, path, content)
+    texts = units_of(tmp_path, {path: content}, name=Path(path).stem)
     assert texts
     lines = content.split("\n")
     for text in texts:
@@ -274,7 +246,9 @@ def test_units_start_at_their_doc_comment_marker(
 
 @pytest.mark.parametrize("nested", [False, True])
 def test_solidity_units_keep_first_line_and_body_aligned(tmp_path: Path, nested: bool) -> None:
-    texts = units_of(tmp_path, "contracts/utils/math/Math.sol", SOLIDITY, nested=nested)
+    texts = units_of(
+        tmp_path, {"contracts/utils/math/Math.sol": SOLIDITY}, name=f"math{nested}", nested=nested
+    )
     assert texts
     for text in texts:
         lines = code_lines(text, ("/", "*"))
