@@ -339,3 +339,91 @@ def test_units_over_max_length_are_cut_between_members_never_trimmed(tmp_path: P
     # documents: files that gave examples; the file with none is counted apart
     assert stats["splits"]["train"]["documents"] == 1
     assert stats["splits"]["train"]["documents_without_examples"] == 1
+
+
+HASKELL_INFIX = """module Hledger.Data.AccountName where
+
+isAccountNamePrefixOf :: AccountName -> AccountName -> Bool
+isAccountNamePrefixOf = T.isPrefixOf . (<> acctsep)
+
+isSubAccountNameOf :: AccountName -> AccountName -> Bool
+s `isSubAccountNameOf` p =
+  (p `isAccountNamePrefixOf` s) && (accountNameLevel s == (accountNameLevel p + 1))
+
+(|||) :: (a -> Bool) -> (a -> Bool) -> (a -> Bool)
+p ||| q = \\v -> p v || q v
+
+makeinfo = "makeinfo --no-split"  -- silence makeinfo warnings
+pandoc = "pandoc --strip-comments"
+"""
+
+JULIA = """## Compare a key with the node's split keys: 1 or 2,
+## as the key goes left or right.
+@inline function cmp2_nonleaf(o::Ordering,
+                              treenode::TreeNode,
+                              k)
+    lt(o, k, treenode.splitkey1) ? 1 : 2
+end
+
+x = 1; function helper(y) y end
+"""
+
+ZIG = """const std = @import("std");
+
+/// The versions a release supports.
+pub const Metadata = struct {
+    zlsVersion: []const u8,
+    zigVersion: []const u8,
+};
+
+/// Writes the release payload.
+pub fn main() !void {
+    const arena = std.heap.page_allocator;
+    _ = arena;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "starts"),
+    [
+        (
+            "Hledger/Data/AccountName.hs",
+            HASKELL_INFIX,
+            [
+                "isAccountNamePrefixOf :: AccountName -> AccountName -> Bool\n",
+                "isSubAccountNameOf :: AccountName -> AccountName -> Bool\ns `isSubAccountNameOf` p =\n",
+                "(|||) :: (a -> Bool) -> (a -> Bool) -> (a -> Bool)\np ||| q = ",
+                'makeinfo = "makeinfo --no-split"',
+                'pandoc = "pandoc --strip-comments"',  # not after the comment ending the line above
+            ],
+        ),
+        (
+            "src/balanced_tree.jl",
+            JULIA,
+            [
+                "## Compare a key with the node's split keys: 1 or 2,\n## as the key goes left or right.\n@inline function",
+                "function helper(y) y end",
+            ],
+        ),
+        (
+            "src/release.zig",
+            ZIG,
+            [
+                'const std = @import("std");',
+                "/// The versions a release supports.\npub const Metadata = struct {",
+                "/// Writes the release payload.\npub fn main() !void {",
+            ],
+        ),
+    ],
+    ids=["haskell-infix", "julia-macro", "zig-pub"],
+)
+def test_units_keep_what_their_first_line_says(
+    tmp_path: Path, path: str, source: str, starts: list[str]
+) -> None:
+    """Shapes of hledger, DataStructures.jl and zls: an infix equation is one unit with its signature,
+    a comment ending a line of code is not the next unit's doc, ``@inline`` and ``pub`` stay."""
+    texts = units_of(tmp_path, {path: source}, name=Path(path).stem)
+    assert len(texts) == len(starts), [t[:50] for t in texts]
+    for text, start in zip(texts, starts, strict=True):
+        assert text.startswith(start), (text[:80], start)

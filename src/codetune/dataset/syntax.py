@@ -124,9 +124,11 @@ def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int
     return repaired, hidden
 
 
-def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
-    """Extend a unit's start backwards over adjacent doc comments and attached signatures."""
-    start = node.start_byte
+def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int], start: int) -> int:
+    """Extend a unit's start backwards over adjacent doc comments and attached signatures.
+
+    A comment counts only when it starts its line: one after code on its line is about that code.
+    """
     sibling = node.prev_named_sibling
     while True:
         pos = start
@@ -136,7 +138,8 @@ def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
         if data[pos:start].count(b"\n") > 1:
             return start
         comment_start = comments_by_end.get(pos)
-        if comment_start is not None and comment_start < start:
+        line_start = data.rfind(b"\n", 0, comment_start or 0) + 1
+        if comment_start is not None and comment_start < start and not data[line_start:comment_start].strip():
             start = comment_start
             continue
         if sibling is not None and sibling.end_byte == pos and sibling.type in ATTACHED_TYPES:
@@ -144,6 +147,27 @@ def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
             sibling = sibling.prev_named_sibling
             continue
         return start
+
+
+def _prefix_start(node: Any, data: bytes) -> int:
+    """Where a unit starts when words before it on its first line belong to it: a node wrapping just
+    this unit (Julia's ``@inline function``, TypeScript's ``export function``) or keywords before it
+    (Zig's ``pub fn``). Its own start when anything else precedes it on the line."""
+    line_start = data.rfind(b"\n", 0, node.start_byte) + 1
+    start, outer = node.start_byte, node
+    while (
+        outer.parent is not None
+        and outer.parent.parent is not None  # never the whole file
+        and line_start <= outer.parent.start_byte <= start
+        and not data[node.end_byte : outer.parent.end_byte].strip(b" \t;")
+    ):
+        outer = outer.parent
+        start = outer.start_byte
+    sibling = outer.prev_sibling
+    while sibling is not None and sibling.start_byte >= line_start and sibling.child_count == 0:
+        start = sibling.start_byte
+        sibling = sibling.prev_sibling
+    return start if not data[line_start:start].strip() else node.start_byte
 
 
 def _cut_ranges(data: bytes, start: int, end: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -225,7 +249,10 @@ def syntax_units(
     found: list[Any] = []
     for node in _walk(tree.root_node):
         if _is_outer_comment(node):
-            comments.append((node.start_byte, node.end_byte))
+            end = node.end_byte  # a comment node may hold the line end after it (Zig's ///)
+            while end > node.start_byte and data[end - 1] in WHITESPACE:
+                end -= 1
+            comments.append((node.start_byte, end))
         elif _is_import(node):
             imports.append(node)
         elif (
@@ -238,7 +265,8 @@ def syntax_units(
     units = []
     for group in _clauses(found) if language.unit_clauses else [[node] for node in found]:
         first, last = group[0], group[-1]
-        start = _doc_start(first, data, comments_by_end) if doc else first.start_byte
+        start = _prefix_start(first, data)
+        start = _doc_start(first, data, comments_by_end, start) if doc else start
         end = _end_before_trailing_comments(data, first, last.end_byte, comments_by_end)
         body_node = next((node for node in group if node.type != "signature"), first)
         split = min(max(_body_split(body_node), first.start_byte), end)
@@ -262,8 +290,13 @@ def syntax_units(
 
 
 def _name(node: Any) -> bytes | None:
+    """The name a clause defines: its name field, or the operator of an infix equation (Haskell's
+    ``s `isSubOf` p = ...``, ``p ||| q = ...``), without backticks or parentheses."""
     name = node.child_by_field_name("name")
-    return name.text if name is not None else None
+    if name is None:
+        infix = next((child for child in node.named_children if child.type == "infix"), None)
+        name = infix.child_by_field_name("operator") if infix is not None else None
+    return name.text.strip(b"`() \t") if name is not None else None
 
 
 def _clauses(found: list[Any]) -> list[list[Any]]:
