@@ -196,3 +196,41 @@ def test_blocks_end_at_line_ends_when_newlines_merge_with_indentation(
     assert len(inner) > 10
     # every line is shorter than half a block, so every block but a file's last ends a line
     assert [piece[-30:] for piece in inner if not piece.endswith("\n")] == []
+
+
+def test_blocks_of_a_tokenizer_that_drops_a_leading_space_lose_nothing(tmp_path: Path) -> None:
+    """Code Llama's tokenizer gives " x" the tokens of "x" (sentencepiece's dummy prefix): a block
+    starting with indentation would lose a space, so blocks start after it."""
+    rows = [
+        {**row, "content": indented_kotlin(k), "path": f"src/Counter{k}.kt", "language": "kotlin"}
+        for k, row in enumerate(corpus_rows(repos=1, files_per_repo=2))
+    ]
+    tokenizer = load_tokenizer("tiny-codellama")
+    assert (
+        tokenizer(" x", add_special_tokens=False)["input_ids"]
+        == tokenizer("x", add_special_tokens=False)["input_ids"]
+    )
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, blocks, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        model="tiny-codellama",
+        fim_rate=0.0,
+        max_length=64,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        decontam={"minhash": False},
+    )
+    assert stats["trimmed"] == 0
+    by_path: dict[str, list[str]] = {}
+    for row in blocks["train"]:
+        by_path.setdefault(row["path"], []).append(row["text"])
+        # every block's tokens give the block back, its first character included
+        assert tokenizer.decode(row["input_ids"][:-1]) == row["text"], row["text"][:30]
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == {
+        r["path"]: r["content"] for r in rows
+    }
+    inner = [piece for pieces in by_path.values() for piece in pieces[:-1]]
+    assert len(inner) > 10
+    # each block still ends a line (then the next line's indentation)
+    assert all(piece.rstrip(" ").endswith("\n") for piece in inner), [p[-20:] for p in inner]

@@ -32,6 +32,8 @@ def cut_blocks(
     room: int,
     tokenizer: Any,
     boundaries: dict[int, int] | None = None,
+    *,
+    no_leading_space: bool = False,
 ) -> list[str]:
     """``text`` (whose tokens have ``offsets``) cut into pieces of at most ``room`` tokens each.
 
@@ -39,6 +41,9 @@ def cut_blocks(
     default: every line start. Among those in a block's second half the best rank wins, the latest
     of equal rank; with none there, the block ends between two tokens. The blocks are tokenized in
     one batch to check them; from the first that does not fit, they are cut again, it shorter.
+    With ``no_leading_space`` (a tokenizer that drops a text's leading space, as sentencepiece's
+    dummy prefix does: ``" x"`` and ``"x"`` are the same tokens) no block but the first starts with
+    a space: the cut moves past the spaces, which end the block before.
     """
     if len(offsets) <= room:
         return [text]
@@ -55,6 +60,8 @@ def cut_blocks(
             begin_token = bisect_right(ends, begin_char)
             budget = budgets.get(begin_char, room)
             end = _block_end(text, positions, ranked, starts, begin_char, begin_token, budget)
+            while no_leading_space and end < len(text) and text[end] == " ":
+                end += 1
             planned.append((begin_char, end))
             begin_char = end
         sizes = [len(ids) for ids in tokenize(tokenizer, [text[a:b] for a, b in planned])["input_ids"]]
@@ -96,6 +103,14 @@ def _block_end(
 BLOCK = "_block"
 
 
+def drops_leading_space(tokenizer: Any) -> bool:
+    """Whether the tokenizer gives a text with a leading space the tokens of the text without it
+    (Llama and Code Llama: sentencepiece's dummy prefix), so that a block starting with a space
+    would lose it."""
+    spaced, bare = tokenize(tokenizer, [" x", "x"])["input_ids"]
+    return list(spaced) == list(bare)
+
+
 def split_long_texts(
     batch: Batch,
     columns: list[str],
@@ -118,11 +133,12 @@ def split_long_texts(
         else []
     )
     offsets_of = dict(zip(long_rows, encoded, strict=True))
+    lossy = bool(long_rows) and drops_leading_space(tokenizer)
     for row, text in enumerate(batch["text"]):
         pieces = [text]
         if row in offsets_of:
             ranked = boundaries(row, text) if boundaries is not None else None
-            pieces = cut_blocks(text, offsets_of[row], room, tokenizer, ranked)
+            pieces = cut_blocks(text, offsets_of[row], room, tokenizer, ranked, no_leading_space=lossy)
         pieces = [piece for piece in pieces if piece.strip()]
         for index, piece in enumerate(pieces):
             for name in columns:
