@@ -11,7 +11,7 @@ from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
 
 from .conftest import corpus_rows, write_corpus
-from .helpers import run_build
+from .helpers import TRAIN_ONLY, run_build
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +173,7 @@ def test_blocks_end_at_line_ends_when_newlines_merge_with_indentation(
         tmp_path / "ds",
         fim_rate=fim_rate,
         max_length=64,
-        valid_fraction=0.0,
-        test_fraction=0.0,
-        decontam={"minhash": False},
+        **TRAIN_ONLY,
     )
     # nothing trimmed: every block fits its row as it is tokenized alone, FIM sentinels included
     assert stats["trimmed"] == 0 and stats["dropped"].get("too_long", 0) == 0
@@ -217,9 +215,7 @@ def test_blocks_of_a_tokenizer_that_drops_a_leading_space_lose_nothing(tmp_path:
         model="tiny-codellama",
         fim_rate=0.0,
         max_length=64,
-        valid_fraction=0.0,
-        test_fraction=0.0,
-        decontam={"minhash": False},
+        **TRAIN_ONLY,
     )
     assert stats["trimmed"] == 0
     by_path: dict[str, list[str]] = {}

@@ -13,7 +13,7 @@ from codetune.dataset.splits import plan_splits, resolve_split_by
 from codetune.errors import InputError
 
 from .conftest import corpus_rows, write_corpus
-from .helpers import run_build
+from .helpers import corpus_row, run_build
 
 
 def skewed_rows(sizes: tuple[int, ...]) -> list[dict]:
@@ -213,18 +213,7 @@ def test_split_by_time_holds_out_the_newest_commits_files(tmp_path: Path) -> Non
             (1_700_000_000, {paths[7]: texts[paths[7]] + "// changed again\n"}),
         ],
     )
-    rows = [
-        {
-            "path": path,
-            "repo": str(repo),
-            "language": "kotlin",
-            "content": (repo / path).read_text(),
-            "bytes": 1,
-            "lines": 1,
-            "sha256": path,
-        }
-        for path in paths
-    ]
+    rows = [corpus_row(path, (repo / path).read_text(), repo=str(repo)) for path in paths]
     corpus = write_corpus(tmp_path / "corpus", rows)
     _, dataset, stats = run_build(
         corpus,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import write_corpus
-from .helpers import run_build, units_of
+from .helpers import TRAIN_ONLY, corpus_row, run_build, units_of
 
 HASKELL = """{-|
 Module      : Hledger.Cli.Balance
@@ -299,13 +299,9 @@ def test_units_over_max_length_are_cut_between_members_never_trimmed(tmp_path: P
 
     source = long_kotlin_class()
     rows = [
-        {"path": "src/Pipeline.kt", "content": source},
+        corpus_row("src/Pipeline.kt", source),
         # only a property at the top: no unit at all
-        {"path": "src/Constants.kt", "content": "package app\n\nconst val LIMIT = 10\n"},
-    ]
-    rows = [
-        {**row, "repo": "repo", "language": "kotlin", "bytes": 1, "lines": 1, "sha256": row["path"]}
-        for row in rows
+        corpus_row("src/Constants.kt", "package app\n\nconst val LIMIT = 10\n"),
     ]
     corpus = write_corpus(tmp_path / "corpus", rows)
     with caplog.at_level(logging.WARNING):
@@ -315,9 +311,7 @@ def test_units_over_max_length_are_cut_between_members_never_trimmed(tmp_path: P
             format="units",
             fim_rate=0.5,
             max_length=128,
-            valid_fraction=0.0,
-            test_fraction=0.0,
-            decontam={"minhash": False},
+            **TRAIN_ONLY,
         )
     texts = dataset["train"]["text"]
     assert stats["trimmed"] == 0
