@@ -87,7 +87,7 @@ def baseline_windows(texts: list[str], tokenizer) -> int:
     from datasets import Dataset
 
     from codetune.dataset.config import WindowsOptions
-    from codetune.dataset.formats import windows
+    from codetune.dataset.formats.windows import windows
 
     opts = WindowsOptions()
     rows = []
@@ -122,20 +122,10 @@ def codetune_tokenize(texts: list[str], tokenizer) -> int:
 
     from datasets import Dataset
 
-    from codetune.dataset.builder import encode_causal
+    from codetune.dataset.encode import EncodeOptions, encode_causal
 
     data = Dataset.from_dict({"text": texts, "language": ["python"] * len(texts)})
-    opts = {
-        "max_length": 512,
-        "overlong": "trim",
-        "prompted": False,
-        "fim_rate": 0.0,
-        "spm_rate": 0.5,
-        "fim_split": "random",
-        "sentinels": {},
-        "seed": 0,
-        "split": "train",
-    }
+    opts = EncodeOptions(max_length=512, max_target_length=512, overlong="trim", prompted=False, seed=0)
     fn = partial(encode_causal, tokenizer=tokenizer, opts=opts)
     return len(data.map(fn, batched=True, batch_size=256, with_indices=True, new_fingerprint="bench"))
 

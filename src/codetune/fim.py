@@ -162,8 +162,11 @@ def repo_layout(tokenizer: Any | None) -> RepoLayout | None:
     """The repository layout whose tokens this tokenizer has, if any."""
     if tokenizer is None:
         return None
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    for token, layout in repo_layouts().items():
+    layouts = repo_layouts()
+    vocab = token_ids(
+        tokenizer, [t for layout in layouts.values() for t in (layout.repo_token, layout.file_token)]
+    )
+    for token, layout in layouts.items():
         if token in vocab and layout.file_token in vocab:
             return layout
     return None
@@ -475,13 +478,39 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in out]
 
 
-def context_ids(tokenizer: Any, context: RenderedContext | None) -> list[int]:
-    """Ids of a rendered context's head for any tokenizer (a plain prompt's context comes first too)."""
+def token_ids(tokenizer: Any, tokens: Sequence[str]) -> dict[str, int]:
+    """The ids of those of ``tokens`` that are whole tokens of the tokenizer (added ones included).
+
+    Looked up one by one: ``get_vocab()`` copies the whole vocabulary (50-150k entries) on each call,
+    which cost build and serve milliseconds per example with repository context.
+    """
+    if not hasattr(tokenizer, "convert_tokens_to_ids"):
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        return {token: vocab[token] for token in tokens if token in vocab}
+    found = {}
+    for token in dict.fromkeys(tokens):
+        index = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(index, int) and tokenizer.convert_ids_to_tokens(index) == token:
+            found[token] = index
+    return found
+
+
+def context_ids(
+    tokenizer: Any, context: RenderedContext | None, cache: dict[str, list[int]] | None = None
+) -> list[int]:
+    """Ids of a rendered context's head for any tokenizer (a plain prompt's context comes first too).
+
+    ``cache`` (text piece -> ids) lets a caller that lays out many contexts of the same snippets
+    tokenize each snippet once.
+    """
     if not context or not context.head:
         return []
-    vocab = tokenizer.get_vocab()
-    texts = [piece for piece, is_token in context.head if not is_token]
-    encoded = iter(_encode(tokenizer, texts) if texts else [])
+    vocab = token_ids(tokenizer, [piece for piece, is_token in context.head if is_token])
+    known = {} if cache is None else cache
+    texts = list(
+        dict.fromkeys(piece for piece, is_token in context.head if not is_token and piece not in known)
+    )
+    known.update(zip(texts, _encode(tokenizer, texts) if texts else [], strict=True))
     ids: list[int] = []
     for piece, is_token in context.head:
         if is_token:
@@ -489,7 +518,7 @@ def context_ids(tokenizer: Any, context: RenderedContext | None) -> list[int]:
                 raise CodetuneError(f"the tokenizer has no repository token {piece}")
             ids.append(vocab[piece])
         else:
-            ids += next(encoded)
+            ids += known[piece]
     return ids
 
 

@@ -38,6 +38,9 @@ class Language:
     # unparsed unless they hold an evidence node (a shell line `exec runghc Setup.hs "$@"` is a
     # Haskell top-level splice; a real Template Haskell splice quotes a name: ``makeLenses ''User``).
     suspect_types: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
+    # A function is written as sibling nodes sharing its name (Haskell: a signature, then one node
+    # per equation): syntax units join them into one.
+    unit_clauses: bool = False
 
     def grammar_for(self, path: str | Path | None = None) -> str | None:
         """The grammar for a file of this language (by its extension), or the language's grammar."""
@@ -143,8 +146,19 @@ register_language(
         "haskell",
         "--",
         ("{-", "-}"),
-        ("function", "signature", "data_type", "newtype", "class", "instance"),
+        (
+            "function",
+            "bind",
+            "signature",
+            "data_type",
+            "newtype",
+            "type_synomym",
+            "type_family",
+            "class",
+            "instance",
+        ),
         suspect_types=(("top_splice", ("th_quoted_name", "quasiquote", "splice", "quote")),),
+        unit_clauses=True,
     )
 )
 register_language(
@@ -154,7 +168,15 @@ register_language(
         "ocaml",
         None,
         ("(*", "*)"),
-        ("value_definition", "type_definition", "module_definition"),
+        # the last three are what an interface (.mli) declares: `val`, `external`, `module type`
+        (
+            "value_definition",
+            "type_definition",
+            "module_definition",
+            "value_specification",
+            "external",
+            "module_type_definition",
+        ),
         extension_grammars=((".mli", "ocaml_interface"),),
     )
 )
@@ -187,7 +209,8 @@ _builtin(
     "solidity",
     "//",
     C_BLOCK,
-    "contract_declaration function_definition modifier_definition event_definition struct_declaration",
+    "contract_declaration library_declaration interface_declaration function_definition modifier_definition "
+    "event_definition struct_declaration enum_declaration error_declaration",
 )
 _builtin("clojure", ".clj .cljs .cljc .edn", "clojure", ";", None, "list_lit")
 _builtin("go", ".go", "go", "//", C_BLOCK, "function_declaration method_declaration type_declaration")

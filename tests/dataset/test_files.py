@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.helpers.dataset import corpus_rows, run_build, write_corpus
+from tests.helpers.dataset import TRAIN_ONLY, corpus_rows, run_build, write_corpus
 
+from codetune.fim import FimFormat
 from codetune.modeling.loading import load_tokenizer
 
 
@@ -128,3 +129,102 @@ def test_worker_processes_give_the_same_dataset(tmp_path: Path) -> None:
     for split in one:
         assert one[split]["input_ids"] == two[split]["input_ids"]
         assert one[split]["path"] == two[split]["path"]
+
+
+def indented_kotlin(index: int) -> str:
+    """A Kotlin class shaped like OpenZeppelin/Kong sources: every line indented (so byte-level BPE
+    merges each newline with the next line's indentation) and comments with non-ASCII characters
+    that take several tokens each."""
+    lines = [
+        "package app.ui",
+        "",
+        "/** Zähler — zählt Klicks. */",
+        f"class Counter{index}(private val start: Int) {{",
+    ]
+    for k in range(10):
+        lines += [
+            f"    fun step{k}(value: Int): Int {{",
+            f"        // Schritt {k}: „Wert“ × 2 ☕",
+            "        if (value > 0) {",
+            f"            return value * {k} + start",
+            "        }",
+            "        return start",
+            "    }",
+            "",
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+@pytest.mark.parametrize("fim_rate", [0.0, 1.0])
+def test_blocks_end_at_line_ends_when_newlines_merge_with_indentation(
+    tmp_path: Path, fim_rate: float
+) -> None:
+    rows = [
+        {**row, "content": indented_kotlin(k), "path": f"src/Counter{k}.kt", "language": "kotlin"}
+        for k, row in enumerate(corpus_rows(repos=1, files_per_repo=3))
+    ]
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    assert "\u010a\u0120\u0120\u0120" in tokenizer.convert_ids_to_tokens(tokenizer("\n    x")["input_ids"])
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, blocks, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        fim_rate=fim_rate,
+        max_length=64,
+        **TRAIN_ONLY,
+    )
+    # nothing trimmed: every block fits its row as it is tokenized alone, FIM sentinels included
+    assert stats["trimmed"] == 0 and stats["dropped"].get("too_long", 0) == 0
+    by_path: dict[str, list[str]] = {}
+    fim = FimFormat.from_tokenizer(tokenizer)
+    for row in blocks["train"]:
+        assert len(row["input_ids"]) <= 64
+        by_path.setdefault(row["path"], []).append(row["text"])
+        if fim_rate:
+            back = fim.split(
+                row["input_ids"], lambda t: tokenizer.decode(t, clean_up_tokenization_spaces=False)
+            )
+            assert back is not None and back.text == row["text"]
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == {
+        r["path"]: r["content"] for r in rows
+    }
+    inner = [piece for pieces in by_path.values() for piece in pieces[:-1]]
+    assert len(inner) > 10
+    # every line is shorter than half a block, so every block but a file's last ends a line
+    assert [piece[-30:] for piece in inner if not piece.endswith("\n")] == []
+
+
+def test_blocks_of_a_tokenizer_that_drops_a_leading_space_lose_nothing(tmp_path: Path) -> None:
+    """Code Llama's tokenizer gives " x" the tokens of "x" (sentencepiece's dummy prefix): a block
+    starting with indentation would lose a space, so blocks start after it."""
+    rows = [
+        {**row, "content": indented_kotlin(k), "path": f"src/Counter{k}.kt", "language": "kotlin"}
+        for k, row in enumerate(corpus_rows(repos=1, files_per_repo=2))
+    ]
+    tokenizer = load_tokenizer("tiny-codellama")
+    assert (
+        tokenizer(" x", add_special_tokens=False)["input_ids"]
+        == tokenizer("x", add_special_tokens=False)["input_ids"]
+    )
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    _, blocks, stats = run_build(
+        corpus,
+        tmp_path / "ds",
+        model="tiny-codellama",
+        fim_rate=0.0,
+        max_length=64,
+        **TRAIN_ONLY,
+    )
+    assert stats["trimmed"] == 0
+    by_path: dict[str, list[str]] = {}
+    for row in blocks["train"]:
+        by_path.setdefault(row["path"], []).append(row["text"])
+        # every block's tokens give the block back, its first character included
+        assert tokenizer.decode(row["input_ids"][:-1]) == row["text"], row["text"][:30]
+    assert {path: "".join(pieces) for path, pieces in by_path.items()} == {
+        r["path"]: r["content"] for r in rows
+    }
+    inner = [piece for pieces in by_path.values() for piece in pieces[:-1]]
+    assert len(inner) > 10
+    # each block still ends a line (then the next line's indentation)
+    assert all(piece.rstrip(" ").endswith("\n") for piece in inner), [p[-20:] for p in inner]

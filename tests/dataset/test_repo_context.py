@@ -196,3 +196,46 @@ def test_the_repository_line_is_the_name_serve_gives_a_folder_not_the_corpus_id(
     }
     assert lines == set(REPOS), lines
     assert not any("/home/dev" in text or "github.com" in text for text in texts)
+
+
+def test_a_context_build_indexes_each_file_once_and_never_copies_the_vocabulary(tmp_path, monkeypatch):
+    """What kept `--repo-context` 37x slower than a plain build: every split's index parsed the train
+    files again, and every snippet priced or laid out copied the whole vocabulary (get_vocab)."""
+    import codetune.languages
+    from codetune.dataset.builder import build as build_dataset
+    from codetune.dataset.config import BuildConfig
+    from codetune.modeling.loading import load_tokenizer
+
+    rows = repo_rows()
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    tokenizer_class = type(load_tokenizer("tiny-starcoder2"))
+    calls = {"parse": 0, "get_vocab": 0}
+    parse, get_vocab = codetune.languages.parse, tokenizer_class.get_vocab
+
+    def counted_parse(*args, **kwargs):
+        calls["parse"] += 1
+        return parse(*args, **kwargs)
+
+    def counted_get_vocab(self):
+        calls["get_vocab"] += 1
+        return get_vocab(self)
+
+    monkeypatch.setattr(codetune.languages, "parse", counted_parse)
+    monkeypatch.setattr(tokenizer_class, "get_vocab", counted_get_vocab)
+    build_dataset(
+        BuildConfig(
+            corpus=corpus,
+            out=tmp_path / "ds",
+            model="tiny-starcoder2",
+            repo_context=True,
+            split_by="file",
+            valid_fraction=0.2,
+            test_fraction=0.2,
+            num_proc=1,
+        )
+    )
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    examples = stats["repo_context"]["examples"]
+    assert stats["repo_context"]["examples_with_context"] > examples / 2
+    assert calls["parse"] <= len(rows)  # one parse per file, for all three splits' indexes
+    assert calls["get_vocab"] <= 10  # a few FimFormat lookups, none per example or snippet

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers.dataset import run_build, write_corpus
+from tests.helpers.dataset import units_of
 
 ELM_WITH_LET = """module Stats exposing (mean, spread)
 
@@ -60,36 +60,6 @@ fun copy(source: Buffer, sink: Buffer) {
     sink.write(ByteArray(source.read(ByteArray(8))))
 }
 """
-
-
-def units_of(tmp_path: Path, files: dict[str, str], name: str = "ds", **units: object) -> list[str]:
-    rows = []
-    for path, content in files.items():
-        language = "elm" if path.endswith(".elm") else "kotlin"
-        rows.append(
-            {
-                "path": path,
-                "repo": "repo",
-                "language": language,
-                "content": content,
-                "bytes": len(content),
-                "lines": content.count("\n"),
-                "sha256": path,
-            }
-        )
-    corpus = write_corpus(tmp_path / f"corpus-{name}", rows)
-    _, dataset, _ = run_build(
-        corpus,
-        tmp_path / name,
-        format="units",
-        fim_rate=0.0,
-        max_length=4096,
-        valid_fraction=0.0,
-        test_fraction=0.0,
-        decontam={"minhash": False},
-        units=units,
-    )
-    return list(dataset["train"]["text"])
 
 
 def test_elm_let_bound_definitions_are_not_units(tmp_path: Path) -> None:

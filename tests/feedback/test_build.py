@@ -161,8 +161,17 @@ def test_build_feedback_bad_input(tmp_path, cli):
     for corpus, message in ((empty, "no completion records"), (tmp_path / "nope", "not found")):
         with pytest.raises(InputError, match=message):
             build(BuildConfig(corpus=corpus, format="feedback", out=tmp_path / "ds"))
-    with pytest.raises(ConfigError, match="repo_context and mix do not apply"):
+    with pytest.raises(ConfigError, match="repo_context needs rows that are files of a repository"):
         build(BuildConfig(corpus=only_served, format="feedback", out=tmp_path / "ds", repo_context=True))
+    with pytest.raises(ConfigError, match="mix does not apply"):
+        build(
+            BuildConfig(
+                corpus=only_served,
+                format="feedback",
+                out=tmp_path / "ds",
+                mix=[{"format": "files", "corpus": str(empty)}],
+            )
+        )
     assert not (tmp_path / "ds").exists()
 
 

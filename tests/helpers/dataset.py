@@ -206,5 +206,43 @@ def run_build(corpus: Path, out: Path, **options: Any) -> tuple[StageResult, Any
     return result, load_from_disk(str(out)), stats
 
 
+# Every document in train, nothing dropped as a near-duplicate: a build whose rows a test reads whole.
+TRAIN_ONLY: dict[str, Any] = {"valid_fraction": 0.0, "test_fraction": 0.0, "decontam": {"minhash": False}}
+
+
+def corpus_row(path: str, content: str, repo: str = "repo", language: str | None = None) -> dict[str, Any]:
+    """One corpus row as collect writes it (the language from the path unless given)."""
+    from codetune.languages import language_for_path
+
+    found = language or getattr(language_for_path(path), "name", "")
+    assert found, path
+    return {
+        "path": path,
+        "repo": repo,
+        "language": found,
+        "content": content,
+        "bytes": len(content.encode()),
+        "lines": content.count("\n"),
+        "sha256": path,
+    }
+
+
+def units_of(tmp_path: Path, files: dict[str, str], name: str = "ds", **units: Any) -> list[str]:
+    """The unit texts ``--format units`` cuts from ``files`` (path -> content, the language from the
+    path), in one repository, all in train, in order."""
+    rows = [corpus_row(path, content) for path, content in files.items()]
+    corpus = write_corpus(tmp_path / f"corpus-{name}", rows)
+    _, dataset, _ = run_build(
+        corpus,
+        tmp_path / name,
+        format="units",
+        fim_rate=0.0,
+        max_length=4096,
+        units=units,
+        **TRAIN_ONLY,
+    )
+    return list(dataset["train"]["text"])
+
+
 def all_rows(dataset: Any) -> list[tuple[str, dict]]:
     return [(split, row) for split in dataset for row in dataset[split]]

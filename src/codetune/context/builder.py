@@ -69,6 +69,7 @@ def build_context(
     count_tokens: Callable[[str], int],
     options: ContextOptions | None = None,
     client_snippets: Sequence[Snippet] = (),
+    count_many: Callable[[list[str]], list[int]] | None = None,
 ) -> list[Snippet]:
     """Snippets for the cursor between ``prefix`` and ``suffix`` of ``target_path``, within the budget.
 
@@ -102,12 +103,15 @@ def build_context(
             query = _query(prefix, suffix, options.query_lines)
             for score, chunk in index.search(query, k=options.bm25_chunks, exclude=banned):
                 candidates.append(Snippet(chunk.path, chunk.text, "bm25", score))
+    framed = [_framed(snippet) for snippet in candidates]
+    # ``count_many`` prices every candidate in one batch (build prices thousands of examples' worth)
+    costs = count_many(framed) if count_many is not None else None
     chosen: list[Snippet] = []
     used, seen = 0, set()
-    for snippet in candidates:
+    for k, snippet in enumerate(candidates):
         if snippet.text in seen or any(snippet.text in c.text for c in chosen if c.path == snippet.path):
             continue
-        cost = count_tokens(_framed(snippet))
+        cost = costs[k] if costs is not None else count_tokens(framed[k])
         if used + cost > options.budget_tokens:
             continue
         chosen.append(snippet)

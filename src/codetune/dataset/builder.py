@@ -1,16 +1,18 @@
 """The build stage: documents -> leak-free splits -> format examples -> tokenized rows (+ FIM) -> folder.
 
-Read top to bottom: load the tokenizer and check it, load and split the documents, decontaminate,
-then per split ``map`` the format builder and the tokenizer (batched, in workers when it pays),
-and write everything into a temporary folder that replaces ``out`` only when complete.
+:func:`build` reads as four steps: **setup** (the format, the tokenizer and what rows get: FIM,
+repository context, the room blocks leave for them), **split** (load the documents, deal them to
+train/valid/test, decontaminate), **encode** (per split, ``map`` the format's example builder and
+its kind's encoder, batched, in workers when it pays) and **write** (stats and a folder that
+replaces ``out`` only when complete).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 from collections import Counter
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,20 +20,30 @@ from typing import Any
 from codetune.artifacts.dataset import read_dataset, write_dataset
 from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import LENGTHS_PLOT, STATS, TOKENIZER
+from codetune.dataset.blocks import BLOCK
 from codetune.dataset.config import BuildConfig
-from codetune.dataset.formats import Format, get_format, tokenize
-from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
+from codetune.dataset.encode import ENCODERS, INTERNAL, EncodeOptions, FimOptions
+from codetune.dataset.formats import Format, get_format
+from codetune.dataset.splits import HELD_OUT, SPLITS, SplitPlan, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
-INTERNAL = ["_fim", "_trimmed", "_keep", "_fallback", "_context"]
-# Formats whose rows are not files of a repository: repository context does not apply to them.
-NO_CONTEXT_FORMATS = ("instruct", "seq2seq")
 
 
-# --- tokenizer -----------------------------------------------------------------------------------------
+def build(cfg: BuildConfig) -> StageResult:
+    """Build the dataset folder described by ``cfg``; returns where it is and a few counts."""
+    fmt = checked_format(cfg)
+    if (whole := fmt.build_dataset()) is not None:
+        return whole
+    run = setup(cfg, fmt)
+    parts = split(cfg, run)
+    done = encode(cfg, run, parts)
+    return write(cfg, run, parts, done)
+
+
+# --- setup ---------------------------------------------------------------------------------------------
 
 
 def load_build_tokenizer(model: str) -> tuple[Any, bool]:
@@ -66,223 +78,129 @@ def check_tokenizer(tokenizer: Any, model: str) -> None:
         raise InputError(f"the tokenizer of {model!r} is not a fast tokenizer (offsets are needed)")
 
 
-# --- encoding (runs inside datasets.map, possibly in worker processes) ----------------------------------
+@dataclass
+class Setup:
+    """What every split is encoded with, and what stats.json says about it."""
+
+    fmt: Format
+    tokenizer: Any
+    corpus: Path
+    out: Path
+    options: EncodeOptions
+    fim: dict[str, Any]
+    context: dict[str, Any]
 
 
-def _trim_pair(p: list[int], c: list[int], room: int) -> tuple[list[int], list[int]]:
-    """Fit prompt + completion into ``room`` tokens: keep the prompt's end and the completion's start."""
-    c_room = min(len(c), max(room - min(len(p), room // 2), 1))
-    p_room = room - c_room
-    return (p[len(p) - p_room :] if p_room > 0 else []), c[:c_room]
+def checked_format(cfg: BuildConfig) -> Format:
+    """The format ``cfg`` names, once its input exists and the options it cannot take are refused."""
+    if cfg.corpus is None:
+        raise InputError(
+            "no corpus given: pass CORPUS_DIR (or a JSON/JSONL file for instruct/seq2seq/code_json, "
+            "a records folder for feedback)"
+        )
+    fmt = get_format(cfg)
+    if not Path(cfg.corpus).exists():
+        raise InputError(f"corpus not found: {cfg.corpus}")
+    if cfg.repo_context and not fmt.repo_context:
+        raise ConfigError(
+            f"repo_context needs rows that are files of a repository (files, windows, units, "
+            f"code_json), not the {fmt.name} format; set repo_context=false"
+        )
+    return fmt
 
 
-def _token_at(offsets: list[tuple[int, int]]) -> dict[int, int]:
-    """Character offset -> index of the token starting there (first token when several share it).
+def setup(cfg: BuildConfig, fmt: Format) -> Setup:
+    """Load the tokenizer, decide FIM and context, and reserve room for them."""
+    out = default_out(cfg.out, None, "dataset")
+    check_output_folder(out, stage="build")
+    corpus = Path(cfg.corpus)  # type: ignore[arg-type]  (checked_format: given)
+    tokenizer, is_seq2seq = load_build_tokenizer(cfg.model)
+    check_tokenizer(tokenizer, cfg.model)
+    fim, fim_info = _fim_options(cfg, fmt, tokenizer, is_seq2seq)
+    reserved = {"fim": fim.overhead if fim else 0, "context": 0}
+    context_info: dict[str, Any] = {"enabled": cfg.repo_context}
+    if cfg.repo_context:
+        # File blocks leave room for context, or long files would never get any.
+        reserved["context"] = min(cfg.repo_context_budget, cfg.max_length // 2)
+        context_info |= {
+            "budget_tokens": cfg.repo_context_budget,
+            "block_reserve_tokens": reserved["context"],
+        }
+    fmt.reserve_tokens = sum(reserved[what] for what in fmt.reserves)
+    options = EncodeOptions(
+        max_length=cfg.max_length,
+        max_target_length=cfg.seq2seq.max_target_length or cfg.max_length,
+        overlong=cfg.overlong,
+        prompted=fmt.prompted,
+        seed=cfg.seed,
+        fim=fim,
+    )
+    return Setup(fmt, tokenizer, corpus, out, options, fim_info, context_info)
 
-    Empty when the offsets do not tile the text (a tokenizer that trims them): the caller then
-    tokenizes the FIM pieces again instead of slicing.
-    """
-    table: dict[int, int] = {}
-    last, last_end = -1, 0
-    for index, (start, end) in enumerate(offsets):
-        if start > last:
-            if start != last_end:
-                return {}
-            table[start] = index
-            last = start
-        last_end = max(last_end, end)
-    table[last_end] = len(offsets)
-    return table
 
-
-def encode_causal(
-    batch: dict[str, list[Any]], indices: list[int], *, tokenizer: Any, opts: dict[str, Any]
-) -> dict:
-    """input_ids (EOS appended) and loss_mask per row; text rows may become FIM examples."""
-    from codetune.dataset.context import fit
-    from codetune.dataset.fim import SPLITS as FIM_SPLITS
-    from codetune.dataset.fim import choose, cut, token_starts
+def _fim_options(
+    cfg: BuildConfig, fmt: Format, tokenizer: Any, is_seq2seq: bool
+) -> tuple[FimOptions | None, dict[str, Any]]:
+    """FIM for causal text rows of a decoder-only model (the family's sentinels added when missing)."""
+    fim_rate = cfg.fim_rate
+    if is_seq2seq or fmt.kind == "seq2seq":
+        if "fim_rate" in cfg.model_fields_set and cfg.fim_rate > 0:
+            what = f"{cfg.model!r} is an encoder-decoder model" if is_seq2seq else "the seq2seq format"
+            raise ConfigError(f"FIM was requested (fim_rate={cfg.fim_rate}) but {what}; set fim_rate=0")
+        fim_rate = 0.0
+        if fmt.kind != "seq2seq":
+            raise ConfigError(
+                f"{cfg.model!r} is an encoder-decoder model: use --format seq2seq, not {fmt.name}"
+            )
+        if not is_seq2seq:
+            logger.warning(
+                "seq2seq format with a decoder-only model %s: rows are source/target pairs", cfg.model
+            )
+    info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
+    if fim_rate <= 0:
+        return None, info
     from codetune.fim import FimFormat
 
-    eos, limit = tokenizer.eos_token_id, opts["max_length"]
-    out: dict[str, list[Any]] = {"input_ids": [], "loss_mask": [], **{k: [] for k in INTERNAL}}
-    chooser = opts.get("context")
-    if opts["prompted"]:
-        prompts = tokenize(tokenizer, batch["prompt"])["input_ids"]
-        completions = tokenize(tokenizer, batch["completion"])["input_ids"]
-        for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
-            trimmed = len(p) + len(c) + 1 > limit
-            if trimmed:
-                p, c = _trim_pair(p, c, limit - 1)
-            ids, mask = [*p, *c, eos], [0] * len(p) + [1] * (len(c) + 1)
-            added = 0
-            if chooser is not None and not trimmed:
-                prompt = batch["prompt"][row]
-                found = chooser.choose(batch["repo"][row], batch["path"][row], prompt, "", limit - len(ids))
-                fitted = found and fit(
-                    found, limit, chooser.budget, len(ids), chooser.prompted, prompt, c, eos
-                )
-                if fitted:
-                    added = len(fitted[0]) - len(ids)
-                    ids, mask = fitted[0], fitted[1]
-            out["input_ids"].append(ids)
-            out["loss_mask"].append(mask)
-            out["_context"].append(added)
-            out["_fim"].append("")
-            out["_trimmed"].append(trimmed)
-            out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
-            out["_fallback"].append(False)
-        return out
-
-    texts = batch["text"]
-    fim_rate = opts["fim_rate"]
-    fim = FimFormat.from_tokenizer(tokenizer) if fim_rate > 0 else None
-    encoded = tokenize(tokenizer, texts, offsets=fim_rate > 0)
-    plans: list[tuple[str, Any] | None] = []
-    fallbacks: list[bool] = []
-    # Prefixes keep the tokenizer's leading space, middles and suffixes do not (codetune.fim).
-    prefixes_to_encode: set[str] = set()
-    infills_to_encode: set[str] = set()
-    sliced: dict[int, tuple[list[int], list[int], list[int]]] = {}
-    # A FIM row holds the text's tokens plus the sentinels; blocks were cut with room for them.
-    fim_room = limit - 1 - opts["fim_overhead"]
-    cut_short: set[int] = set()
-    for row, text in enumerate(texts):
-        rng = random.Random(f"{opts['seed']}:{opts['split']}:{indices[row]}")
-        layout = choose(rng, fim_rate, opts["spm_rate"]) if fim_rate > 0 else None
-        fallback = False
-        if layout is None:
-            plans.append(None)
-        else:
-            offsets = encoded["offset_mapping"][row]
-            if len(offsets) > fim_room:
-                # Over the limit (a trimmed format): FIM the part that fits, counted as trimmed.
-                offsets = offsets[: max(fim_room, 1)]
-                text = text[: offsets[-1][1]]
-                cut_short.add(row)
-            info = {
-                "offsets": token_starts(offsets),
-                "language": batch["language"][row],
-                **opts["fim_split_options"],
-            }
-            span = FIM_SPLITS[opts["fim_split"]](text, rng, info)
-            token_at = _token_at(offsets)
-            if span is not None and token_at and not (span[0] in token_at and span[1] in token_at):
-                # Pieces cut inside a token are tokenized apart, which can take more tokens than the
-                # text did: fall back to token boundaries when they would no longer fit.
-                apart = cut(text, *span)
-                encoded_apart = tokenize(tokenizer, [apart.prefix, apart.middle, apart.suffix])
-                if sum(len(ids) for ids in encoded_apart["input_ids"]) > fim_room:
-                    span = FIM_SPLITS[opts["fim_split"]](text, rng, {**info, "aligned": True})
-            if span is None:
-                fallback = True
-                span = FIM_SPLITS["random"](text, rng, info)
-            pieces = cut(text, *span)
-            if span[0] in token_at and span[1] in token_at:
-                # Cut on token boundaries: slice the ids instead of tokenizing the pieces again.
-                ids, a, b = encoded["input_ids"][row][: len(offsets)], token_at[span[0]], token_at[span[1]]
-                sliced[row] = (ids[:a], ids[a:b], ids[b:])
-            else:
-                prefixes_to_encode.add(pieces.prefix)
-                infills_to_encode.update((pieces.middle, pieces.suffix))
-            plans.append((layout, pieces))
-        fallbacks.append(fallback)
-    prefix_ids: dict[str, list[int]] = {}
-    infill_ids: dict[str, list[int]] = {}
-    if fim is not None and (prefixes_to_encode or infills_to_encode):
-        ordered, infills = sorted(prefixes_to_encode), sorted(infills_to_encode)
-        prefix_ids = dict(zip(ordered, fim.encode_many(ordered), strict=True))
-        infill_ids = dict(zip(infills, fim.encode_many(infills, infill=True), strict=True))
-    for row, plan in enumerate(plans):
-        end = eos
-        if plan is None:
-            ids = encoded["input_ids"][row]
-        else:
-            assert fim is not None
-            layout, pieces = plan
-            if row in sliced:
-                p, m, s = sliced[row]
-            else:
-                p, m, s = prefix_ids[pieces.prefix], infill_ids[pieces.middle], infill_ids[pieces.suffix]
-            # The family's end-of-middle token takes the place of EOS.
-            *ids, end = fim.example_ids(p, m, s, spm=layout == "spm")
-        trimmed = len(ids) + 1 > limit or row in cut_short
-        if trimmed:
-            ids = ids[: limit - 1]
-        row_ids, mask = [*ids, end], [1] * (len(ids) + 1)
-        added = 0
-        if chooser is not None and not trimmed:
-            repo, path = batch["repo"][row], batch["path"][row]
-            room = limit - len(row_ids)
-            if plan is None:
-                found = chooser.choose(repo, path, texts[row], "", room, whole=True)
-                fitted = found and fit(
-                    found, limit, chooser.budget, len(row_ids), chooser.plain, texts[row], ids, eos
-                )
-            else:
-                layout, pieces = plan
-                found = chooser.choose(repo, path, pieces.prefix, pieces.suffix, room)
-                fitted = found and fit(
-                    found,
-                    limit,
-                    chooser.budget,
-                    len(row_ids),
-                    chooser.fim,
-                    fim,
-                    pieces.prefix,
-                    (p, m, s),
-                    layout == "spm",
-                )
-            if fitted:
-                added = len(fitted[0]) - len(row_ids)
-                row_ids, mask = fitted[0], fitted[1]
-        out["input_ids"].append(row_ids)
-        out["loss_mask"].append(mask)
-        out["_context"].append(added)
-        out["_fim"].append("" if plan is None else plan[0])
-        out["_trimmed"].append(trimmed)
-        out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
-        out["_fallback"].append(fallbacks[row])
-    return out
+    fim_format, added = FimFormat.ensure(tokenizer)
+    family = fim_format.family
+    info |= {"family": family.name, "tokens": [family.prefix, family.suffix, family.middle], "added": added}
+    options = FimOptions(
+        rate=fim_rate,
+        spm_rate=cfg.fim_spm_rate,
+        split=cfg.fim_split,
+        # Tokens a FIM row adds besides the EOS it already had: BOS where the family has one, sentinels.
+        overhead=fim_format.overhead - 1,
+        syntax=cfg.fim_syntax.model_dump(),
+    )
+    return options, info
 
 
-def encode_seq2seq(batch: dict[str, list[Any]], *, tokenizer: Any, opts: dict[str, Any]) -> dict:
-    """input_ids from the source, labels from the target, each ending in EOS."""
-    eos = tokenizer.eos_token_id
-    limit, target_limit = opts["max_length"], opts["max_target_length"]
-    sources = tokenize(tokenizer, batch["source"])["input_ids"]
-    targets = tokenize(tokenizer, batch["target"])["input_ids"]
-    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], **{k: [] for k in INTERNAL}}
-    for s, t in zip(sources, targets, strict=True):
-        trimmed = len(s) + 1 > limit or len(t) + 1 > target_limit
-        out["input_ids"].append([*s[: limit - 1], eos])
-        out["labels"].append([*t[: target_limit - 1], eos])
-        out["_context"].append(0)
-        out["_fim"].append("")
-        out["_trimmed"].append(trimmed)
-        out["_keep"].append(not (trimmed and opts["overlong"] == "drop"))
-        out["_fallback"].append(False)
-    return out
+# --- split ---------------------------------------------------------------------------------------------
 
 
-# --- features ------------------------------------------------------------------------------------------
+@dataclass
+class Parts:
+    """The documents of each split, the plan that dealt them, and what was dropped before encoding."""
+
+    docs: list[dict[str, Any]]
+    splits: dict[str, list[dict[str, Any]]]
+    plan: SplitPlan
+    dropped: Counter
+    decontamination: dict[str, Any]
 
 
-def final_features(fmt: Format) -> Any:
-    from datasets import Features, Sequence, Value
-
-    if fmt.kind == "seq2seq":
-        spec = {"input_ids": Sequence(Value("int32")), "labels": Sequence(Value("int32"))}
-        spec |= {name: Value("string") for name in ("source", "target", "path", "repo")}
-        return Features(spec)
-    spec = {"input_ids": Sequence(Value("int32")), "loss_mask": Sequence(Value("int8"))}
-    spec |= {name: Value("string") for name in ("text", "path", "repo")}
-    if fmt.prompted:
-        spec |= {"prompt": Value("string"), "completion": Value("string")}
-    return Features(spec)
-
-
-# --- the stage ----------------------------------------------------------------------------------------
+def split(cfg: BuildConfig, run: Setup) -> Parts:
+    """Load the documents, deal them to train/valid/test by repository or file, decontaminate."""
+    docs = run.fmt.load(run.corpus)
+    run.fmt.check(docs)
+    plan = plan_splits(
+        docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, cfg.split_by, fallback=cfg.split_fallback
+    )
+    parts = {s: [d for d, label in zip(docs, plan.labels, strict=True) if label == s] for s in SPLITS}
+    dropped: Counter = Counter()
+    dropped.update(run.fmt.dropped)
+    decontam = _decontaminate(cfg, parts, dropped)
+    return Parts(docs, parts, plan, dropped, decontam)
 
 
 def _decontaminate(cfg: BuildConfig, parts: dict[str, list[dict]], dropped: Counter) -> dict[str, Any]:
@@ -323,6 +241,198 @@ def _decontaminate(cfg: BuildConfig, parts: dict[str, list[dict]], dropped: Coun
     return report
 
 
+# --- encode --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """Each split's finished rows and what encoding them counted."""
+
+    splits: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    context: dict[str, list[int]] = field(default_factory=dict)
+    fim: Counter = field(default_factory=Counter)
+    trimmed: int = 0
+    # texts longer than a row that the format cut into blocks, and the blocks they gave
+    split_texts: int = 0
+    split_blocks: int = 0
+
+
+def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
+    """Per split: the format's examples, then its kind's encoder; rows over the limit counted."""
+    from datasets import Dataset
+
+    fmt, tokenizer = run.fmt, run.tokenizer
+    choosers = _context_choosers(cfg, tokenizer, parts.splits) if cfg.repo_context else {}
+    # Batched tokenization already uses the tokenizer's threads; worker processes only pay off with
+    # many cores (and then mostly for the Python-heavy builders: units, windows, FIM).
+    cpus = os.cpu_count() or 1
+    num_proc = cfg.num_proc or (min(cpus // 2, 8) if cpus >= 8 and len(parts.docs) >= 2000 else None)
+    features = fmt.features()
+    columns = sorted({key for doc in parts.docs for key in doc} - {"_where"})
+    done = Encoded()
+    for name in SPLITS:
+        rows = parts.splits[name]
+        if not rows:
+            done.splits[name] = Dataset.from_dict({column: [] for column in features}, features=features)
+            done.stats[name] = {"documents": 0, "documents_without_examples": 0, "examples": 0, "tokens": 0}
+            done.lengths[name] = []
+            continue
+        procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
+        data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
+        tag = fingerprint(cfg.model_dump(mode="json"), name, len(rows))
+        examples = data.map(
+            partial(fmt.examples, tokenizer=tokenizer),
+            batched=True,
+            batch_size=64,
+            num_proc=procs,
+            remove_columns=data.column_names,
+            new_fingerprint=f"{tag}-examples",
+            desc=f"{fmt.name} {name}",
+        )
+        if BLOCK in examples.column_names:
+            blocks = examples[BLOCK]
+            done.split_texts += blocks.count(1)
+            done.split_blocks += blocks.count(1) + sum(1 for index in blocks if index > 0)
+        options = replace(run.options, split=name, context=choosers.get(name))
+        encoded = examples.map(
+            partial(ENCODERS[fmt.kind], tokenizer=tokenizer, opts=options),
+            batched=True,
+            batch_size=256,
+            num_proc=procs,
+            with_indices=True,
+            new_fingerprint=f"{tag}-encode",
+            desc=f"tokenize {name}",
+        )
+        flags = encoded.select_columns(INTERNAL).to_dict()
+        keep = flags["_keep"]
+        parts.dropped["too_long"] += keep.count(False)
+        done.trimmed += sum(1 for t, k in zip(flags["_trimmed"], keep, strict=True) if t and k)
+        done.fim["examples"] += len(keep)
+        done.fim["psm"] += flags["_fim"].count("psm")
+        done.fim["spm"] += flags["_fim"].count("spm")
+        done.fim["syntax_fallback_random"] += sum(flags["_fallback"])
+        done.context[name] = [n for n, k in zip(flags["_context"], keep, strict=True) if k]
+        if not any(keep):
+            encoded = Dataset.from_dict({column: [] for column in features}, features=features)
+        else:
+            if not all(keep):
+                encoded = encoded.select([i for i, k in enumerate(keep) if k])
+            encoded = encoded.select_columns(list(features)).cast(features)
+        done.splits[name] = encoded
+        lens = [len(ids) for ids in encoded["input_ids"]]
+        done.lengths[name] = lens
+        # Documents are files (or records); one that gave no example is counted apart.
+        documents = {(row.get("repo") or "", row["path"]) for row in rows}
+        given = set(zip(encoded["repo"], encoded["path"], strict=True)) if len(encoded) else set()
+        done.stats[name] = {
+            "documents": len(documents & given),
+            "documents_without_examples": len(documents - given),
+            "examples": len(encoded),
+            "tokens": int(sum(lens)),
+        }
+    if not any(done.stats[s]["examples"] for s in SPLITS):
+        raise InputError(f"no examples could be built from {run.corpus} with format {fmt.name}")
+    return done
+
+
+def _context_choosers(cfg: BuildConfig, tokenizer: Any, parts: dict[str, list[dict]]) -> dict[str, Any]:
+    """One repository-context chooser per split (codetune.dataset.context)."""
+    from codetune.context import ContextOptions
+    from codetune.dataset.context import split_contexts
+
+    ctx = cfg.repo_context_options
+    options = ContextOptions(
+        budget_tokens=cfg.repo_context_budget,
+        strategies=tuple(ctx.strategies),
+        query_lines=ctx.query_lines,
+        max_file_tokens=ctx.max_file_tokens,
+        bm25_chunks=ctx.bm25_chunks,
+    )
+    return split_contexts(tokenizer, parts, options)
+
+
+# --- write ---------------------------------------------------------------------------------------------
+
+
+def write(cfg: BuildConfig, run: Setup, parts: Parts, done: Encoded) -> StageResult:
+    """stats.json, the manifest, the length plot and the splits, written as one folder."""
+    fmt = run.fmt
+    fim_info, context_info = dict(run.fim), dict(run.context)
+    if run.options.fim is not None:
+        total = max(done.fim["examples"], 1)
+        fim_n = done.fim["psm"] + done.fim["spm"]
+        fim_info |= {
+            "examples": fim_n,
+            "psm": done.fim["psm"],
+            "spm": done.fim["spm"],
+            "realised_rate": fim_n / total,
+            "realised_spm_rate": done.fim["spm"] / fim_n if fim_n else 0.0,
+            "syntax_fallback_random": done.fim["syntax_fallback_random"],
+            "applies_to": "text rows (prompt/completion rows stay left to right)",
+        }
+    if cfg.repo_context:
+        context_info |= _context_stats(done.context)
+    mixed = _add_mix(cfg, done.splits, done.stats, done.lengths)
+    split_warnings = _check_splits(cfg, parts.plan, done.stats) + _overlong_warnings(cfg, fmt, done, parts)
+    stats = {
+        "format": fmt.name,
+        "kind": fmt.kind,
+        "model": cfg.model,
+        "max_length": cfg.max_length,
+        "split_by": parts.plan.by,
+        "splits": done.stats,
+        "split_plan": parts.plan.report(),
+        "warnings": split_warnings,
+        "dropped": dict(parts.dropped),
+        "trimmed": done.trimmed,
+        "overlong": {
+            "mode": cfg.overlong,
+            "split_texts": done.split_texts,
+            "split_blocks": done.split_blocks,
+            "trimmed": done.trimmed,
+            "dropped": parts.dropped.get("too_long", 0),
+        },
+        "fim": fim_info,
+        "repo_context": context_info,
+        "decontamination": parts.decontamination,
+        "mix": mixed,
+    }
+    manifest = {
+        "stage": "build",
+        "format": fmt.name,
+        "kind": fmt.kind,
+        "model": cfg.model,
+        "corpus": str(run.corpus),
+        "fingerprint": fingerprint(cfg.model_dump(mode="json"), _input_fingerprint(run.corpus, cfg)),
+        "tokenizer": TOKENIZER,
+        "vocab_size": len(run.tokenizer),
+    }
+    write_dataset(
+        run.out,
+        done.splits,
+        stats,
+        manifest,
+        tokenizer=run.tokenizer,
+        extra=lambda folder: _histogram(done.lengths, cfg.max_length, folder / LENGTHS_PLOT),
+    )
+    summary: dict[str, Any] = {f"{s} examples": done.stats[s]["examples"] for s in SPLITS}
+    summary |= {
+        "tokens": sum(v["tokens"] for v in done.stats.values()),
+        "split by": parts.plan.by,
+        "trimmed": done.trimmed,
+        "dropped": sum(parts.dropped.values()),
+    }
+    if run.options.fim is not None:
+        summary["fim rate"] = fim_info["realised_rate"]
+    if cfg.repo_context:
+        summary["with context"] = context_info["examples_with_context"]
+    if split_warnings:
+        summary["warnings"] = f"{len(split_warnings)} (see {STATS})"
+    return StageResult("build", run.out, summary)
+
+
 def _histogram(lengths: dict[str, list[int]], max_length: int, path: Path) -> None:
     import matplotlib
 
@@ -341,249 +451,6 @@ def _histogram(lengths: dict[str, list[int]], max_length: int, path: Path) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def build(cfg: BuildConfig) -> StageResult:
-    """Build the dataset folder described by ``cfg``; returns where it is and a few counts."""
-    from datasets import Dataset
-
-    if cfg.corpus is None:
-        raise InputError(
-            "no corpus given: pass CORPUS_DIR (or a JSON/JSONL file for instruct/seq2seq/code_json)"
-        )
-    if cfg.format == "feedback":  # records in, rows of several objectives out: its own pipeline
-        from codetune.dataset.feedback import build_feedback
-
-        return build_feedback(cfg)
-    fmt = get_format(cfg)
-    out = default_out(cfg.out, None, "dataset")
-    check_output_folder(out, stage="build")
-    corpus = Path(cfg.corpus)
-    if not corpus.exists():
-        raise InputError(f"corpus not found: {corpus}")
-
-    tokenizer, is_seq2seq = load_build_tokenizer(cfg.model)
-    check_tokenizer(tokenizer, cfg.model)
-    fim_rate = cfg.fim_rate
-    if is_seq2seq or fmt.kind == "seq2seq":
-        if "fim_rate" in cfg.model_fields_set and cfg.fim_rate > 0:
-            what = f"{cfg.model!r} is an encoder-decoder model" if is_seq2seq else "the seq2seq format"
-            raise ConfigError(f"FIM was requested (fim_rate={cfg.fim_rate}) but {what}; set fim_rate=0")
-        fim_rate = 0.0
-    if is_seq2seq and fmt.kind != "seq2seq":
-        raise ConfigError(f"{cfg.model!r} is an encoder-decoder model: use --format seq2seq, not {fmt.name}")
-    if fmt.kind == "seq2seq" and not is_seq2seq:
-        logger.warning("seq2seq format with a decoder-only model %s: rows are source/target pairs", cfg.model)
-
-    fim_info: dict[str, Any] = {"rate": fim_rate, "spm_rate": cfg.fim_spm_rate, "split": cfg.fim_split}
-    fim_overhead = 0
-    if fim_rate > 0:
-        from codetune.fim import FimFormat
-
-        fim_format, added = FimFormat.ensure(tokenizer)
-        family = fim_format.family
-        # Tokens a FIM row adds besides the EOS it already had: BOS where the family has one, sentinels.
-        fim_overhead = fim_format.overhead - 1
-        # Blocks leave room for the sentinels, so a FIM'd block keeps every token.
-        fmt.reserve_tokens = fim_overhead
-        fim_info |= {
-            "family": family.name,
-            "tokens": [family.prefix, family.suffix, family.middle],
-            "added": added,
-        }
-
-    context_info: dict[str, Any] = {"enabled": cfg.repo_context}
-    if cfg.repo_context:
-        if fmt.name in NO_CONTEXT_FORMATS or fmt.kind == "seq2seq":
-            raise ConfigError(
-                f"repo_context needs rows that are files of a repository (files, windows, units, "
-                f"code_json), not the {fmt.name} format; set repo_context=false"
-            )
-        # File blocks leave room for context, or long files would never get any.
-        reserve = min(cfg.repo_context_budget, cfg.max_length // 2)
-        fmt.reserve_tokens += reserve
-        context_info |= {"budget_tokens": cfg.repo_context_budget, "block_reserve_tokens": reserve}
-
-    docs = fmt.load(corpus)
-    fmt.check(docs)
-    plan = plan_splits(
-        docs, cfg.valid_fraction, cfg.test_fraction, cfg.seed, cfg.split_by, fallback=cfg.split_fallback
-    )
-    by = plan.by
-    parts = {
-        split: [d for d, label in zip(docs, plan.labels, strict=True) if label == split] for split in SPLITS
-    }
-    dropped: Counter = Counter()
-    if getattr(fmt, "skipped", 0):
-        dropped["no_target"] += fmt.skipped
-    dropped.update(getattr(fmt, "dropped", {}))
-    decontam = _decontaminate(cfg, parts, dropped)
-    choosers: dict[str, Any] = {}
-    if cfg.repo_context:
-        from codetune.context import ContextOptions
-        from codetune.dataset.context import split_contexts
-
-        ctx = cfg.repo_context_options
-        options = ContextOptions(
-            budget_tokens=cfg.repo_context_budget,
-            strategies=tuple(ctx.strategies),
-            query_lines=ctx.query_lines,
-            max_file_tokens=ctx.max_file_tokens,
-            bm25_chunks=ctx.bm25_chunks,
-        )
-        choosers = split_contexts(tokenizer, parts, options)
-    context_counts: dict[str, list[int]] = {}
-
-    # Batched tokenization already uses the tokenizer's threads; worker processes only pay off with
-    # many cores (and then mostly for the Python-heavy builders: units, windows, FIM).
-    cpus = os.cpu_count() or 1
-    num_proc = cfg.num_proc or (min(cpus // 2, 8) if cpus >= 8 and len(docs) >= 2000 else None)
-    encode_opts = {
-        "max_length": cfg.max_length,
-        "max_target_length": cfg.seq2seq.max_target_length or cfg.max_length,
-        "overlong": cfg.overlong,
-        "prompted": fmt.prompted,
-        "fim_rate": fim_rate,
-        "spm_rate": cfg.fim_spm_rate,
-        "fim_split": cfg.fim_split,
-        "fim_overhead": fim_overhead,
-        "fim_split_options": cfg.fim_syntax.model_dump(),
-        "seed": cfg.seed,
-    }
-    features = final_features(fmt)
-    splits: dict[str, Any] = {}
-    stats_splits: dict[str, Any] = {}
-    lengths: dict[str, list[int]] = {}
-    fim_counts: Counter = Counter()
-    trimmed_total = 0
-    doc_columns = sorted({key for doc in docs for key in doc} - {"_where"})
-    for split in SPLITS:
-        rows = parts[split]
-        if not rows:
-            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
-            stats_splits[split] = {"documents": 0, "examples": 0, "tokens": 0}
-            lengths[split] = []
-            continue
-        procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
-        data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in doc_columns})
-        tag = fingerprint(cfg.model_dump(mode="json"), split, len(rows))
-        examples = data.map(
-            partial(fmt.examples, tokenizer=tokenizer),
-            batched=True,
-            batch_size=64,
-            num_proc=procs,
-            remove_columns=data.column_names,
-            new_fingerprint=f"{tag}-examples",
-            desc=f"{fmt.name} {split}",
-        )
-        opts = {**encode_opts, "split": split, "context": choosers.get(split)}
-        if fmt.kind == "seq2seq":
-            encoder = partial(encode_seq2seq, tokenizer=tokenizer, opts=opts)
-            encoded = examples.map(
-                encoder,
-                batched=True,
-                batch_size=256,
-                num_proc=procs,
-                new_fingerprint=f"{tag}-encode",
-                desc=f"tokenize {split}",
-            )
-        else:
-            encoder = partial(encode_causal, tokenizer=tokenizer, opts=opts)
-            encoded = examples.map(
-                encoder,
-                batched=True,
-                batch_size=256,
-                num_proc=procs,
-                with_indices=True,
-                new_fingerprint=f"{tag}-encode",
-                desc=f"tokenize {split}",
-            )
-        flags = encoded.select_columns(INTERNAL).to_dict()
-        keep = flags["_keep"]
-        dropped["too_long"] += keep.count(False)
-        trimmed_total += sum(1 for t, k in zip(flags["_trimmed"], keep, strict=True) if t and k)
-        fim_counts["examples"] += len(keep)
-        fim_counts["psm"] += flags["_fim"].count("psm")
-        fim_counts["spm"] += flags["_fim"].count("spm")
-        fim_counts["syntax_fallback_random"] += sum(flags["_fallback"])
-        context_counts[split] = [n for n, k in zip(flags["_context"], keep, strict=True) if k]
-        if not any(keep):
-            encoded = Dataset.from_dict({name: [] for name in features}, features=features)
-        else:
-            if not all(keep):
-                encoded = encoded.select([i for i, k in enumerate(keep) if k])
-            encoded = encoded.select_columns(list(features)).cast(features)
-        splits[split] = encoded
-        lens = [len(ids) for ids in encoded["input_ids"]]
-        lengths[split] = lens
-        stats_splits[split] = {"documents": len(rows), "examples": len(encoded), "tokens": int(sum(lens))}
-    if not any(stats_splits[s]["examples"] for s in SPLITS):
-        raise InputError(f"no examples could be built from {corpus} with format {fmt.name}")
-
-    if fim_rate > 0:
-        total = max(fim_counts["examples"], 1)
-        fim_n = fim_counts["psm"] + fim_counts["spm"]
-        fim_info |= {
-            "examples": fim_counts["psm"] + fim_counts["spm"],
-            "psm": fim_counts["psm"],
-            "spm": fim_counts["spm"],
-            "realised_rate": fim_n / total,
-            "realised_spm_rate": fim_counts["spm"] / fim_n if fim_n else 0.0,
-            "syntax_fallback_random": fim_counts["syntax_fallback_random"],
-            "applies_to": "text rows (prompt/completion rows stay left to right)",
-        }
-    if cfg.repo_context:
-        context_info |= _context_stats(context_counts)
-    mixed = _add_mix(cfg, splits, stats_splits, lengths)
-    split_warnings = _check_splits(cfg, plan, stats_splits)
-    stats = {
-        "format": fmt.name,
-        "kind": fmt.kind,
-        "model": cfg.model,
-        "max_length": cfg.max_length,
-        "split_by": by,
-        "splits": stats_splits,
-        "split_plan": plan.report(),
-        "warnings": split_warnings,
-        "dropped": dict(dropped),
-        "trimmed": trimmed_total,
-        "fim": fim_info,
-        "repo_context": context_info,
-        "decontamination": decontam,
-        "mix": mixed,
-    }
-    manifest = {
-        "stage": "build",
-        "format": fmt.name,
-        "kind": fmt.kind,
-        "model": cfg.model,
-        "corpus": str(corpus),
-        "fingerprint": fingerprint(cfg.model_dump(mode="json"), _input_fingerprint(corpus, cfg)),
-        "tokenizer": TOKENIZER,
-        "vocab_size": len(tokenizer),
-    }
-    write_dataset(
-        out,
-        splits,
-        stats,
-        manifest,
-        tokenizer=tokenizer,
-        extra=lambda folder: _histogram(lengths, cfg.max_length, folder / LENGTHS_PLOT),
-    )
-    summary = {f"{s} examples": stats_splits[s]["examples"] for s in SPLITS}
-    summary |= {
-        "tokens": sum(v["tokens"] for v in stats_splits.values()),
-        "split by": by,
-        "trimmed": trimmed_total,
-        "dropped": sum(dropped.values()),
-    }
-    if fim_rate > 0:
-        summary["fim rate"] = fim_info["realised_rate"]
-    if cfg.repo_context:
-        summary["with context"] = context_info["examples_with_context"]
-    if split_warnings:
-        summary["warnings"] = f"{len(split_warnings)} (see {STATS})"
-    return StageResult("build", out, summary)
 
 
 def _context_stats(counts: dict[str, list[int]]) -> dict[str, Any]:
@@ -626,6 +493,30 @@ def _check_splits(cfg: BuildConfig, plan: Any, stats_splits: dict[str, Any]) -> 
     return warnings
 
 
+def _overlong_warnings(cfg: BuildConfig, fmt: Format, done: Encoded, parts: Parts) -> list[str]:
+    """Say how many examples were over ``max_length`` and what happened to them (each also logged)."""
+    examples = done.fim["examples"]  # every encoded row, dropped ones included
+    warnings = []
+    if done.trimmed:
+        warnings.append(
+            f"{done.trimmed} of {examples} {fmt.name} examples were longer than max_length "
+            f"({cfg.max_length} tokens) and were trimmed to fit"
+        )
+    if parts.dropped.get("too_long"):
+        warnings.append(
+            f"{parts.dropped['too_long']} of {examples} {fmt.name} examples were longer than max_length "
+            f"({cfg.max_length} tokens) and were dropped (overlong: drop)"
+        )
+    if done.split_texts and fmt.warn_split:
+        warnings.append(
+            f"{done.split_texts} {fmt.name} were longer than max_length ({cfg.max_length} tokens, "
+            f"{fmt.room} for their text) and were cut into {done.split_blocks} blocks at inner boundaries"
+        )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
 def _add_mix(
     cfg: BuildConfig, splits: dict[str, Any], stats_splits: dict[str, Any], lengths: dict[str, list[int]]
 ) -> list[dict[str, Any]]:
@@ -638,6 +529,8 @@ def _add_mix(
 
     from datasets import concatenate_datasets
 
+    from codetune.dataset.formats import format_class
+
     mixed = []
     for source in cfg.mix:
         with tempfile.TemporaryDirectory(prefix="codetune-mix-") as tmp:
@@ -647,7 +540,7 @@ def _add_mix(
                     "corpus": source.corpus,
                     "mix": [],
                     "out": Path(tmp) / "dataset",
-                    "repo_context": cfg.repo_context and source.format not in NO_CONTEXT_FORMATS,
+                    "repo_context": cfg.repo_context and format_class(source.format).repo_context,
                 }
             )
             build(sub)

@@ -167,15 +167,18 @@ class BuildConfig(StrictModel):
     max_length: int = Field(512, gt=8, description="Maximum tokens per example.")
     overlong: Literal["split", "trim", "drop"] = Field(
         "split",
-        description="Examples over max_length: split (files and code_json: cut into consecutive blocks "
-        "at line ends, nothing lost; other formats trim), trim, or drop (counted either way).",
+        description="Examples over max_length: split (files and code_json: consecutive blocks at line "
+        "ends; units: blocks where members or statements begin; nothing lost; prompt/completion rows "
+        "are trimmed), trim, or drop (counted and warned about either way).",
     )
     valid_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
-    split_by: Literal["auto", "repo", "file"] = Field(
+    split_by: Literal["auto", "repo", "directory", "file", "time"] = Field(
         "auto",
         description="auto: by repository when there are at least three and none holds half the files, "
-        "else by file.",
+        "else by file (said in a warning); directory: whole directories; time: test holds the files "
+        "changed in the newest commits, valid those just before (needs a local git checkout or a "
+        "'changed' corpus column).",
     )
     split_fallback: bool = Field(
         True,

@@ -11,19 +11,34 @@ query time. Context is cut first: whole snippets, the last first, until the exam
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from codetune.context import ContextOptions, RepoContext, RepoIndex, Snippet, build_context, render_for
+from codetune.context import (
+    ContextOptions,
+    RenderedContext,
+    RepoContext,
+    RepoIndex,
+    Snippet,
+    build_context,
+    render_for,
+)
 from codetune.context.index import index_repositories
-from codetune.fim import FimFormat, context_ids
+from codetune.fim import FimFormat, context_ids, repo_layout
 
 # An example with less room than this left gets no context (a path line and a few tokens of code).
 MIN_ROOM = 8
 
 # Markers standing in for ids when laying out a FIM example's loss mask (ids are never negative).
 _CONTEXT, _TEXT = -1, -2
+# Tokenized texts kept for reuse (the same snippets serve many examples of a repository); a cache
+# starts over past this many, so a huge corpus does not hold every snippet's ids at once.
+CACHE_ENTRIES = 4_096
+# Snippets (or files) tokenized in one call when a repository is first priced.
+PRICE_BATCH = 2_048
+FILE_BATCH = 64
 
 
 @dataclass
@@ -35,6 +50,11 @@ class ExampleContext:
     held_out: dict[str, frozenset[str]]
     options: ContextOptions
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    # head text piece -> ids (codetune.fim.context_ids), and the last few texts tokenized with a lead
+    _pieces: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _texts: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _priced: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _spans: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict, repr=False)
 
     @property
     def budget(self) -> int:
@@ -44,8 +64,51 @@ class ExampleContext:
     def count(self, text: str) -> int:
         """Tokens of ``text`` (cached: the same snippets are priced for many examples)."""
         if text not in self._counts:
-            self._counts[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._counts[text] = len(
+                self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            )
         return self._counts[text]
+
+    def head_ids(self, rendered: RenderedContext) -> list[int]:
+        """Ids of a rendered context's head (``codetune.fim.context_ids``), each snippet tokenized once."""
+        if len(self._pieces) > CACHE_ENTRIES:
+            self._pieces.clear()
+        return context_ids(self.tokenizer, rendered, self._pieces)
+
+    def text_ids(self, text: str, fmt: FimFormat | None = None) -> list[int]:
+        """Tokens of an example's text with its lead (as a FIM prefix with ``fmt``): the same for every
+        count of snippets :func:`fit` tries, so tokenized once."""
+        key = f"{'fim' if fmt else ''}\0{text}"
+        if key not in self._texts:
+            if len(self._texts) > CACHE_ENTRIES:
+                self._texts.clear()
+            self._texts[key] = fmt.encode(text) if fmt else _tokens(self.tokenizer, text)
+        return self._texts[key]
+
+    def prepare(
+        self, plain: list[tuple[str, str, str]], fim: list[tuple[str, str, str]], fmt: FimFormat | None
+    ) -> None:
+        """Tokenize in one batch each what laying out a batch of examples asks :meth:`text_ids` for:
+        each (repo, path, text) of ``plain`` with its lead, each of ``fim`` as a FIM prefix after its
+        lead. Only for a family whose layout puts the target's path there, so the lead does not
+        depend on which snippets are chosen."""
+        self._texts.clear()
+        if repo_layout(self.tokenizer) is None:
+            return
+        for rows, use in ((plain, None), (fim, fmt)):
+            texts = [f"{self._lead(repo, path)}{text}" for repo, path, text in rows if self._lead(repo, path)]
+            if not texts:
+                continue
+            encoded = (
+                use.encode_many(texts)
+                if use
+                else self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+            )
+            for text, ids in zip(texts, encoded, strict=True):
+                self._texts[f"{'fim' if use else ''}\0{text}"] = list(ids)
+
+    def _lead(self, repo: str, path: str) -> str:
+        return render_for(self.tokenizer, RepoContext((Snippet(path, "", ""),), path, repo)).lead
 
     def choose(
         self, repo: str, path: str, prefix: str, suffix: str, room: int, *, whole: bool = False
@@ -66,27 +129,115 @@ class ExampleContext:
         if whole:  # a whole-file row: every line is near its "cursor"
             options = replace(options, query_lines=prefix.count("\n") + 1)
 
-        def cost(framed: str) -> int:
-            snippet_path, _, text = framed.partition("\n")
-            return self.length(RepoContext((Snippet(snippet_path, text, ""),), path[path.rfind(".") :]))
-
-        snippets = build_context(index, path, prefix, suffix, count_tokens=cost, options=options)
+        extension = path[path.rfind(".") :]
+        snippets = build_context(
+            index,
+            path,
+            prefix,
+            suffix,
+            count_tokens=lambda framed: self.prices(extension, [framed], repo or "")[0],
+            count_many=lambda framed: self.prices(extension, framed, repo or ""),
+            options=options,
+        )
         return RepoContext(tuple(snippets), path, repo) if snippets else None
+
+    def prices(self, extension: str, framed: list[str], repo: str = "") -> list[int]:
+        """Tokens each framed snippet (``path\\ntext\\n``) takes rendered alone before a target with
+        ``extension``, a little over its share of a context (:meth:`_price_repository` prices all of
+        a repository's at once, the first time it is asked about)."""
+        if (repo, extension) not in self._priced and repo in self.indexes:
+            self._priced.add((repo, extension))
+            self._price_repository(self.indexes[repo], extension)
+        self._price(extension, framed)
+        return [self._counts[f"{extension}\0{one}"] for one in framed]
+
+    def _price_repository(self, index: RepoIndex, extension: str) -> None:
+        """Price every chunk and definition of a repository from one tokenization of its files.
+
+        A snippet is a span of its file: it costs the tokens of that span plus what its frame costs
+        (the path line, the repository tokens; priced exactly per file). Tokenizing each file once
+        costs a third of tokenizing every (overlapping) chunk and definition, and a span's tokens
+        differ from the snippet's own by a token or two where the span is cut; ``fit`` checks the
+        real total. For a layout of comment headers (no repository tokens) every line gets a marker,
+        so there the snippets are tokenized themselves, in batches.
+        """
+        snippets = index.snippets()
+        if repo_layout(self.tokenizer) is None:
+            framed = [f"{path}\n{text}\n" for path, text in snippets]
+            for start in range(0, len(framed), PRICE_BATCH):
+                self._price(extension, framed[start : start + PRICE_BATCH])
+            return
+        paths = sorted(index.files)
+        self._price(extension, [f"{path}\n\n" for path in paths])  # the frame of an empty snippet
+        for (path, snippet), tokens in self._span_tokens(index).items():
+            key = f"{extension}\0{path}\n{snippet}\n"
+            if key not in self._counts:
+                self._counts[key] = self._counts[f"{extension}\0{path}\n\n"] + tokens
+
+    def _span_tokens(self, index: RepoIndex) -> dict[tuple[str, str], int]:
+        """(path, snippet) -> tokens of the snippet's span in its file, each file tokenized once."""
+        if index.name in self._spans:
+            return self._spans[index.name]
+        by_path: dict[str, list[str]] = {}
+        for path, text in index.snippets():
+            by_path.setdefault(path, []).append(text)
+        found: dict[tuple[str, str], int] = {}
+        paths = sorted(by_path)
+        for start in range(0, len(paths), FILE_BATCH):
+            batch = paths[start : start + FILE_BATCH]
+            texts = [index.files[path] for path in batch]
+            offsets = self.tokenizer(
+                texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
+            for path, text, spans in zip(batch, texts, offsets["offset_mapping"], strict=True):
+                starts, ends = [a for a, _ in spans], [b for _, b in spans]
+                hint = 0
+                for snippet in by_path[path]:
+                    where = text.find(snippet, hint)
+                    where = where if where >= 0 else text.find(snippet)
+                    if where >= 0:
+                        hint = where
+                        found[(path, snippet)] = bisect_left(starts, where + len(snippet)) - bisect_right(
+                            ends, where
+                        )
+        self._spans[index.name] = found
+        return found
+
+    def _price(self, extension: str, framed: list[str]) -> None:
+        """Price the snippets of ``framed`` not priced yet, tokenizing them in one batch."""
+        new = [one for one in dict.fromkeys(framed) if f"{extension}\0{one}" not in self._counts]
+        if not new:
+            return
+        rendered = []
+        for one in new:
+            snippet_path, _, text = one.partition("\n")
+            rendered.append(
+                render_for(self.tokenizer, RepoContext((Snippet(snippet_path, text, ""),), extension))
+            )
+        pieces: dict[str, list[int]] = {}
+        # one head of every text piece: context_ids tokenizes them in one batch into ``pieces``
+        texts = tuple((piece, False) for one in rendered for piece, is_token in one.head if not is_token)
+        context_ids(self.tokenizer, RenderedContext(texts), pieces)
+        leads = sorted({one.lead for one in rendered if one.lead} - self._counts.keys())
+        if leads:
+            counted = self.tokenizer(leads, add_special_tokens=False, verbose=False)["input_ids"]
+            self._counts.update((lead, len(ids)) for lead, ids in zip(leads, counted, strict=True))
+        for one, alone in zip(new, rendered, strict=True):
+            lead = self._counts[alone.lead] if alone.lead else 0
+            self._counts[f"{extension}\0{one}"] = len(context_ids(self.tokenizer, alone, pieces)) + lead
 
     def length(self, context: RepoContext) -> int:
         """Tokens of a rendered context, about (the lead is counted apart from the prefix it opens)."""
         rendered = render_for(self.tokenizer, context)
-        return len(context_ids(self.tokenizer, rendered)) + (
-            self.count(rendered.lead) if rendered.lead else 0
-        )
+        return len(self.head_ids(rendered)) + (self.count(rendered.lead) if rendered.lead else 0)
 
     # --- layouts: (ids, loss mask) of one example with a context ------------------------------------
 
     def plain(self, context: RepoContext, text: str, text_ids: list[int], end: int) -> tuple[list, list]:
         """A left-to-right text row: the context, then the text (as a plain request sends a prompt)."""
         rendered = render_for(self.tokenizer, context)
-        head = context_ids(self.tokenizer, rendered)
-        body = _tokens(self.tokenizer, rendered.lead + text) if rendered.lead else text_ids
+        head = self.head_ids(rendered)
+        body = self.text_ids(rendered.lead + text) if rendered.lead else text_ids
         lead = max(len(body) - len(text_ids), 0)
         return [*head, *body, end], [0] * (len(head) + lead) + [1] * (len(body) - lead + 1)
 
@@ -95,8 +246,8 @@ class ExampleContext:
     ) -> tuple[list, list]:
         """A prompt/completion row: the context before the prompt; loss on the completion only."""
         rendered = render_for(self.tokenizer, context)
-        head = context_ids(self.tokenizer, rendered)
-        body = _tokens(self.tokenizer, rendered.lead + prompt)
+        head = self.head_ids(rendered)
+        body = self.text_ids(rendered.lead + prompt)
         return [*head, *body, *completion_ids, end], [0] * (len(head) + len(body)) + [1] * (
             len(completion_ids) + 1
         )
@@ -112,10 +263,10 @@ class ExampleContext:
         """A FIM row laid out by ``FimFormat.example_ids`` with the rendered context, as serving's
         ``FimFormat.prompt`` lays out the prompt; the context's tokens (head and lead) are masked."""
         rendered = render_for(self.tokenizer, context)
-        head = fmt.context_ids(rendered)
+        head = self.head_ids(rendered)  # fmt.context_ids(rendered), cached
         p, m, s = ids
         if rendered.lead:
-            with_lead = fmt.encode(rendered.lead + prefix)
+            with_lead = self.text_ids(rendered.lead + prefix, fmt)
             lead = max(len(with_lead) - len(p), 0)
             p = with_lead
         else:
@@ -150,7 +301,7 @@ def fit(
 
 
 def _tokens(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) if text else []
 
 
 def split_contexts(
@@ -159,6 +310,10 @@ def split_contexts(
     """One chooser per split. Train sees train files only; a held-out split sees train files and its
     own (never another held-out split's), so no valid or test file reaches a training example."""
     out = {}
+    analysed: dict = {}  # each file is parsed and chunked once, for all three splits' indexes
+    counts: dict[str, int] = {}  # a snippet's price is the same in every split: priced once
+    priced: set[tuple[str, str]] = set()
+    spans: dict[str, dict[tuple[str, str], int]] = {}
     for split, docs in parts.items():
         allowed = list(parts["train"]) + ([] if split == "train" else list(docs))
         held: dict[str, set[str]] = {}
@@ -166,9 +321,10 @@ def split_contexts(
             if other not in ("train", split):
                 for doc in other_docs:
                     held.setdefault(str(doc.get("repo") or ""), set()).add(doc["path"])
-        indexes = index_repositories(_rows(allowed))
+        indexes = index_repositories(_rows(allowed), analysed=analysed)
+        held_out = {repo: frozenset(paths) for repo, paths in held.items()}
         out[split] = ExampleContext(
-            tokenizer, indexes, {repo: frozenset(paths) for repo, paths in held.items()}, options
+            tokenizer, indexes, held_out, options, _counts=counts, _priced=priced, _spans=spans
         )
     return out
 

@@ -57,7 +57,7 @@ def syntax_split(text: str, rng: random.Random, info: dict[str, Any]) -> tuple[i
     if not language:
         return None
     try:
-        spans = middle_nodes(text, language)
+        spans = middle_nodes(text, language, info.get("path"))
     except Exception:  # unknown language or no grammar: the caller falls back to random
         return None
     starts: list[int] = info.get("offsets") or []

@@ -12,13 +12,15 @@ from codetune.languages import language_for_path
 
 
 def read_corpus_docs(folder: Path) -> list[dict[str, Any]]:
-    """Documents (text, path, repo, language) of a corpus folder, in shard order."""
+    """Documents (text, path, repo, language; changed, when the corpus says when each file last
+    changed) of a corpus folder, in shard order."""
     docs = [
         {
             "text": row["content"] or "",
             "path": row["path"],
             "repo": row.get("repo") or "",
             "language": row.get("language") or "",
+            **({"changed": row["changed"]} if row.get("changed") is not None else {}),
         }
         for row in read_corpus(folder)
     ]

@@ -15,8 +15,22 @@ ATTACHED_TYPES = frozenset({"type_annotation", "signature", "decorator", "annota
 IMPORT_TYPES = frozenset({"module_declaration", "package_header", "package_clause", "package_declaration"})
 # Units whose members (methods, nested types) are units too with ``units.nested``; a unit nested in
 # anything else (a function, an Elm let) never is.
-CONTAINER_WORDS = ("class", "object", "interface", "trait", "impl", "struct", "enum", "module", "namespace")
+CONTAINER_WORDS = (
+    "class",
+    "object",
+    "interface",
+    "trait",
+    "impl",
+    "struct",
+    "enum",
+    "module",
+    "namespace",
+    "contract",
+    "library",
+)
 WHITESPACE = b" \t\r\n"
+# Words of comment node types across grammars (Haskell's doc comments are ``haddock`` nodes).
+COMMENT_WORDS = ("comment", "haddock")
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,12 @@ def _walk(node: Any) -> Iterator[Any]:
 
 
 def _is_comment(node: Any) -> bool:
-    return "comment" in node.type
+    return any(word in node.type for word in COMMENT_WORDS)
+
+
+def _is_outer_comment(node: Any) -> bool:
+    """A whole comment, not the ``comment_content`` inside one (Lua, Nim): the doc starts at its marker."""
+    return _is_comment(node) and not (node.parent is not None and _is_comment(node.parent))
 
 
 def _is_import(node: Any) -> bool:
@@ -67,7 +86,9 @@ def _error_bytes(node: Any) -> int:
     return sum(n.end_byte - n.start_byte for n in _walk(node) if n.is_error or n.is_missing)
 
 
-def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int, int]]]:
+def parse_repaired(
+    language: Language, data: bytes, path: str | None = None
+) -> tuple[Any, list[tuple[int, int]]]:
     """The tree of ``data``, re-parsed with declarations joined across lines where the grammar broke,
     and the spans of the comments that joining hid from it.
 
@@ -77,7 +98,7 @@ def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int
     byte length and the text parsed again; the new tree is kept when it has fewer error bytes. Byte
     offsets are unchanged, so node spans still index the original text.
     """
-    tree = parse(language, data)
+    tree = parse(language, data, path)
     if not tree.root_node.has_error:
         return tree, []
     shadow = bytearray(data)
@@ -94,7 +115,7 @@ def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int
         shadow[previous.end_byte : node.start_byte] = b" " * (node.start_byte - previous.end_byte)
     if not gaps:
         return tree, []
-    repaired = parse(language, bytes(shadow))
+    repaired = parse(language, bytes(shadow), path)
     if _error_bytes(repaired.root_node) >= _error_bytes(tree.root_node):
         return tree, []
     hidden = [
@@ -105,9 +126,11 @@ def parse_repaired(language: Language, data: bytes) -> tuple[Any, list[tuple[int
     return repaired, hidden
 
 
-def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
-    """Extend a unit's start backwards over adjacent doc comments and attached signatures."""
-    start = node.start_byte
+def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int], start: int) -> int:
+    """Extend a unit's start backwards over adjacent doc comments and attached signatures.
+
+    A comment counts only when it starts its line: one after code on its line is about that code.
+    """
     sibling = node.prev_named_sibling
     while True:
         pos = start
@@ -117,7 +140,8 @@ def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
         if data[pos:start].count(b"\n") > 1:
             return start
         comment_start = comments_by_end.get(pos)
-        if comment_start is not None and comment_start < start:
+        line_start = data.rfind(b"\n", 0, comment_start or 0) + 1
+        if comment_start is not None and comment_start < start and not data[line_start:comment_start].strip():
             start = comment_start
             continue
         if sibling is not None and sibling.end_byte == pos and sibling.type in ATTACHED_TYPES:
@@ -125,6 +149,27 @@ def _doc_start(node: Any, data: bytes, comments_by_end: dict[int, int]) -> int:
             sibling = sibling.prev_named_sibling
             continue
         return start
+
+
+def _prefix_start(node: Any, data: bytes) -> int:
+    """Where a unit starts when words before it on its first line belong to it: a node wrapping just
+    this unit (Julia's ``@inline function``, TypeScript's ``export function``) or keywords before it
+    (Zig's ``pub fn``). Its own start when anything else precedes it on the line."""
+    line_start = data.rfind(b"\n", 0, node.start_byte) + 1
+    start, outer = node.start_byte, node
+    while (
+        outer.parent is not None
+        and outer.parent.parent is not None  # never the whole file
+        and line_start <= outer.parent.start_byte <= start
+        and not data[node.end_byte : outer.parent.end_byte].strip(b" \t;")
+    ):
+        outer = outer.parent
+        start = outer.start_byte
+    sibling = outer.prev_sibling
+    while sibling is not None and sibling.start_byte >= line_start and sibling.child_count == 0:
+        start = sibling.start_byte
+        sibling = sibling.prev_sibling
+    return start if not data[line_start:start].strip() else node.start_byte
 
 
 def _cut_ranges(data: bytes, start: int, end: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -187,23 +232,31 @@ def syntax_units(
     drop_comments: bool = False,
     drop_imports: bool = False,
     nested: bool = False,
+    path: str | None = None,
 ) -> list[Unit]:
-    """Cut a source file into its top-level functions, classes and types, in source order.
+    """Cut a source file into its top-level functions, classes and types, in source order (``path``:
+    where the file lies; its extension may pick the grammar, as an OCaml .mli's does).
 
     With ``nested`` the members of classes (methods, inner classes) are units too, so their text is
-    also inside their class's unit; definitions inside a function or an expression never are.
+    also inside their class's unit; definitions inside a function or an expression never are. A
+    unit starts at its doc comment's marker; an indented one (a method) loses its indentation on
+    every line, so its first line and its body stay aligned. Where the language writes one function
+    as several clauses (Haskell: a signature and its equations) they are one unit.
     """
     language = grammar_language(language_name)
     unit_types = set(types or language.unit_types)
     if not unit_types:
         raise InputError(f"language {language.name!r} lists no syntax unit types; pass units.types")
     data = text.encode("utf-8")
-    tree, comments = parse_repaired(language, data)
+    tree, comments = parse_repaired(language, data, path)
     imports: list[Any] = []
     found: list[Any] = []
     for node in _walk(tree.root_node):
-        if _is_comment(node):
-            comments.append((node.start_byte, node.end_byte))
+        if _is_outer_comment(node):
+            end = node.end_byte  # a comment node may hold the line end after it (Zig's ///)
+            while end > node.start_byte and data[end - 1] in WHITESPACE:
+                end -= 1
+            comments.append((node.start_byte, end))
         elif _is_import(node):
             imports.append(node)
         elif (
@@ -214,22 +267,98 @@ def syntax_units(
             found.append(node)
     comments_by_end = {end: start for start, end in comments}
     units = []
-    for node in found:
-        start = _doc_start(node, data, comments_by_end) if doc else node.start_byte
-        split = max(_body_split(node), node.start_byte)
+    for group in _clauses(found) if language.unit_clauses else [[node] for node in found]:
+        first, last = group[0], group[-1]
+        start = _prefix_start(first, data)
+        start = _doc_start(first, data, comments_by_end, start) if doc else start
+        end = _end_before_trailing_comments(data, first, last.end_byte, comments_by_end)
+        body_node = next((node for node in group if node.type != "signature"), first)
+        split = min(max(_body_split(body_node), first.start_byte), end)
         cut: list[tuple[int, int]] = []
         if drop_comments:
-            cut += [(lo, hi) for lo, hi in comments if lo >= node.start_byte]
+            cut += [(lo, hi) for lo, hi in comments if lo >= first.start_byte]
             if not doc:
                 cut += [(lo, hi) for lo, hi in comments if start <= lo]
         if drop_imports:
             cut += [(n.start_byte, n.end_byte) for n in imports]
-        cut = [r for r in cut if start <= r[0] and r[1] <= node.end_byte]
+        cut = [r for r in cut if start <= r[0] and r[1] <= end]
         head = _cut_ranges(data, start, split, [r for r in cut if r[1] <= split])
-        body = _cut_ranges(data, split, node.end_byte, [r for r in cut if r[0] >= split])
+        body = _cut_ranges(data, split, end, [r for r in cut if r[0] >= split])
+        indent = data[data.rfind(b"\n", 0, start) + 1 : start]
+        if indent and not indent.strip(b" \t"):
+            head = _dedent(head, indent, at_line_start=False)
+            body = _dedent(body, indent, at_line_start=head.endswith(b"\n"))
         unit_text = (head + body).decode("utf-8", errors="replace")
-        units.append(Unit(node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
+        units.append(Unit(body_node.type, unit_text, len(head.decode("utf-8", errors="replace"))))
     return units
+
+
+def _name(node: Any) -> bytes | None:
+    """The name a clause defines: its name field, or the operator of an infix equation (Haskell's
+    ``s `isSubOf` p = ...``, ``p ||| q = ...``), without backticks or parentheses."""
+    name = node.child_by_field_name("name")
+    if name is None:
+        infix = next((child for child in node.named_children if child.type == "infix"), None)
+        name = infix.child_by_field_name("operator") if infix is not None else None
+    return name.text.strip(b"`() \t") if name is not None else None
+
+
+def _clauses(found: list[Any]) -> list[list[Any]]:
+    """Units grouped into functions: a node joins the one before it when both are children of the
+    same parent with the same name, only comments lie between them, and it is another clause of the
+    same kind (an equation after an equation) or the definition after its signature."""
+    groups: list[list[Any]] = []
+    for node in found:
+        previous = groups[-1][-1] if groups else None
+        if (
+            previous is not None
+            and node.type != "signature"
+            and previous.type in (node.type, "signature")
+            and previous.parent == node.parent
+            and _name(node) is not None
+            and _name(node) == _name(previous)
+            and _only_comments_between(previous, node)
+        ):
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+    return groups
+
+
+def _only_comments_between(a: Any, b: Any) -> bool:
+    sibling = a.next_named_sibling
+    while sibling is not None and sibling != b:
+        if not _is_comment(sibling):
+            return False
+        sibling = sibling.next_named_sibling
+    return sibling is not None
+
+
+def _end_before_trailing_comments(data: bytes, node: Any, end: int, comments_by_end: dict[int, int]) -> int:
+    """Where a unit ends when comments at its end are outdented to its own column or further.
+
+    tree-sitter-nim keeps the comment lines after a proc's last statement inside the proc, though
+    at the proc's own indentation they document the next one.
+    """
+    column = node.start_byte - (data.rfind(b"\n", 0, node.start_byte) + 1)
+    while True:
+        comment_start = comments_by_end.get(end)
+        if comment_start is None or comment_start <= node.start_byte:
+            return end
+        if comment_start - (data.rfind(b"\n", 0, comment_start) + 1) > column:
+            return end
+        end = comment_start
+        while end > node.start_byte and data[end - 1] in WHITESPACE:
+            end -= 1
+
+
+def _dedent(chunk: bytes, indent: bytes, *, at_line_start: bool) -> bytes:
+    """``chunk`` without ``indent`` at the start of each of its lines (the first only when it starts one)."""
+    lines = chunk.split(b"\n")
+    return b"\n".join(
+        line[len(indent) :] if (k or at_line_start) and line.startswith(indent) else line
+        for k, line in enumerate(lines)
+    )
 
 
 def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:
@@ -243,23 +372,39 @@ def _counts_as_unit(node: Any, unit_types: set[str], nested: bool) -> bool:
     return True
 
 
-def strip_source(text: str, language_name: str, *, comments: bool, imports: bool) -> str:
-    """A whole file without its comments and/or import/module declarations."""
-    language = grammar_language(language_name)
+# Rank of a line start no syntax node begins at: a cut there still keeps lines whole.
+LINE_RANK = 1_000
+
+
+def inner_boundaries(text: str, language_name: str, path: str | None = None) -> dict[int, int]:
+    """Where a long unit may be cut, ranked: character positions of line starts, each ranked by the
+    depth of the shallowest syntax node beginning on that line (between two methods of a class
+    before between two statements of a method), :data:`LINE_RANK` where none begins or where the
+    line above is a comment (it documents this line: they stay together)."""
+    from codetune.dataset.blocks import line_starts
+
+    ranked = {pos: LINE_RANK for pos in line_starts(text)}
+    language = get_language(language_name)
+    if language.grammar is None:
+        return ranked
     data = text.encode("utf-8")
-    tree = parse(language, data)
-    ranges = [
-        (n.start_byte, n.end_byte)
-        for n in _walk(tree.root_node)
-        if (comments and _is_comment(n)) or (imports and _is_import(n))
-    ]
-    # Outermost ranges only (an import may contain a comment).
-    kept: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if kept and lo < kept[-1][1]:
-            continue
-        kept.append((lo, hi))
-    return _cut_ranges(data, 0, len(data), kept).decode("utf-8", errors="replace").lstrip("\n")
+    char_at = _byte_to_char(text) if len(data) != len(text) else None
+    starting: dict[int, tuple[int, bool]] = {}  # line start (bytes) -> (depth, is a comment)
+    stack = [(child, 1) for child in parse(language, data, path).root_node.children]
+    while stack:
+        node, depth = stack.pop()
+        line_start = data.rfind(b"\n", 0, node.start_byte) + 1
+        if node.is_named and not data[line_start : node.start_byte].strip():
+            known = starting.get(line_start)
+            if known is None or depth < known[0]:
+                starting[line_start] = (depth, _is_comment(node))
+        stack.extend((child, depth + 1) for child in node.children)
+    for line_start, (depth, _) in starting.items():
+        above = data.rfind(b"\n", 0, max(line_start - 1, 0)) + 1
+        pos = char_at[line_start] if char_at else line_start
+        if pos in ranked and not (line_start and starting.get(above, (0, False))[1]):
+            ranked[pos] = depth
+    return ranked
 
 
 # Words of node types (across tree-sitter grammars) for what an editor asks a model to fill:
@@ -332,14 +477,14 @@ def is_middle_type(node_type: str) -> bool:
     return bool(words & MIDDLE_WORDS)
 
 
-def middle_nodes(text: str, language_name: str) -> list[tuple[int, int]]:
+def middle_nodes(text: str, language_name: str, path: str | None = None) -> list[tuple[int, int]]:
     """Character spans of the nodes a syntax-aware FIM may take as its middle: error-free
     statements, blocks and expressions (not names, types or comments), each span once."""
     language = get_language(language_name)
     if language.grammar is None:
         return []
     data = text.encode("utf-8")
-    tree, _ = parse_repaired(language, data)
+    tree, _ = parse_repaired(language, data, path)
     root = tree.root_node
     spans: set[tuple[int, int]] = set()
     for node in _walk(root):

@@ -29,7 +29,7 @@ from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import TOKENIZER
 from codetune.artifacts.records import Labeled, read_records
 from codetune.dataset.config import BuildConfig, FeedbackOptions
-from codetune.dataset.formats import tokenize
+from codetune.dataset.formats.base import Format, tokenize
 from codetune.dataset.splits import SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
@@ -155,6 +155,21 @@ class Encoder:
         return out
 
 
+class Feedback(Format):
+    """Editor records in; sft, kto and dpo rows out. Not documents cut and encoded one by one:
+    the records are joined to their events and paired, so the format builds its dataset itself."""
+
+    name = "feedback"
+    prompted = True
+    repo_context = False
+
+    def features(self) -> Any:
+        return _features()
+
+    def build_dataset(self) -> StageResult:
+        return build_feedback(self.cfg)
+
+
 def _features() -> Any:
     from datasets import Features, Sequence, Value
 
@@ -224,10 +239,10 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
     from codetune.dataset.builder import check_tokenizer, load_build_tokenizer
 
     opts = cfg.feedback
-    if cfg.repo_context or cfg.mix:
+    if cfg.mix:
         raise ConfigError(
             "the feedback format builds its rows from the records as served (prompt, suffix, suggestion): "
-            "repo_context and mix do not apply; remove them"
+            "mix does not apply; remove it"
         )
     out = default_out(cfg.out, None, "dataset")
     check_output_folder(out, stage="build")
