@@ -78,9 +78,13 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/v1/fim/completions", FimRequest, stream="sse")
     async def fim_completions(request: Request, body: FimRequest) -> Any:
         generation = await ctx.service.generate(
-            [body.request(ctx.service)], model=body.model, disconnected=request.is_disconnected, stream=True
+            [body.request(ctx.service)],
+            model=body.model,
+            disconnected=request.is_disconnected,
+            stream=True,
+            response_id=f"fim-{uuid.uuid4().hex[:24]}",
         )
-        response_id = f"fim-{uuid.uuid4().hex[:24]}"
+        response_id = generation.id
         created = int(time.time())
         if not body.stream:
             result = (await generation.wait()).outcome()

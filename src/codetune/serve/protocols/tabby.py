@@ -152,11 +152,16 @@ def mount(ctx: Mount) -> None:
     async def complete(request: Request, body: TabbyCompletionRequest) -> Any:
         ask, editor = body.request(ctx.service)
         generation = await ctx.service.generate(
-            [ask], client=body.user, editor=editor, disconnected=request.is_disconnected, stream=True
+            [ask],
+            client=body.user,
+            editor=editor,
+            disconnected=request.is_disconnected,
+            stream=True,
+            response_id=f"cmpl-{uuid.uuid4()}",  # Tabby's own id shape; its editor events name it
         )
         result = (await generation.wait()).outcome()
         answer: dict[str, Any] = {
-            "id": f"cmpl-{uuid.uuid4()}",
+            "id": generation.id,
             "choices": [{"index": 0, "text": result.text}],
         }
         if body.debug_options is not None:
