@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,10 @@ BASE = "__base__"
 
 
 def is_peft(model: Any) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "load_adapter")
+    """Whether peft wraps the model (a transformers model has ``load_adapter`` of its own)."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 @dataclass
@@ -118,8 +122,11 @@ class AdapterTable:
     def _load(self, internal: str, folder: Path, live: Callable[[], Iterable[Any]]) -> None:
         import torch
 
+        model = self.model
+        # Rows naming no adapter keep the weights they started with: the active adapter of a peft
+        # model, or none for a model peft has not wrapped yet.
+        default = model.active_adapter if is_peft(model) else BASE
         with torch.inference_mode(False):
-            model = self.model
             if is_peft(model):
                 model.load_adapter(str(folder), adapter_name=internal)
             else:
@@ -127,17 +134,14 @@ class AdapterTable:
 
                 model = PeftModel.from_pretrained(model, str(folder), adapter_name=internal)
             model.eval()
-        self._make_explicit(model, live)
+        self._make_explicit(default, live)
         self.engine.model = model
 
-    def _make_explicit(self, model: Any, live: Callable[[], Iterable[Any]]) -> None:
-        """Rows naming no adapter keep the weights they started with: the peft model's active adapter
-        before this swap, or none for a model peft had not wrapped."""
+    def _make_explicit(self, default: str, live: Callable[[], Iterable[Any]]) -> None:
+        """From now on every row names its adapter; those naming none run with ``default``."""
         with self._lock:
             if self.explicit:
                 return
-            was_peft = is_peft(self.engine.model)
-            default = self.engine.model.active_adapter if was_peft else BASE
             self.routes = {k: (default if v is None else v) for k, v in self.routes.items()}
             for seq in live():
                 if seq.adapter is None:
@@ -153,5 +157,11 @@ class AdapterTable:
             idle = [name for name in self._retired if name not in used]
             self._retired -= set(idle)
         if idle:
-            self.engine.between_steps(lambda: [self.model.delete_adapter(name) for name in idle])
+            self.engine.between_steps(lambda: self._delete(idle))
             logger.info("dropped replaced adapter(s) %s", ", ".join(idle))
+
+    def _delete(self, names: list[str]) -> None:
+        with warnings.catch_warnings():  # peft warns when the active adapter goes: rows name theirs
+            warnings.simplefilter("ignore", UserWarning)
+            for name in names:
+                self.model.delete_adapter(name)

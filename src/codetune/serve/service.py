@@ -492,7 +492,7 @@ class CompletionService:
         from codetune.errors import CodetuneError
         from codetune.serve.config import ADAPTER_NAME
 
-        if not ADAPTER_NAME.fullmatch(name):
+        if name != self.name and not ADAPTER_NAME.fullmatch(name):
             raise ServingError(
                 400, f"adapter name {name!r}: use letters, digits and . _ : - (at most 64)", param="name"
             )
