@@ -51,7 +51,7 @@ def cursors(text: str, start: int, end: int) -> list[int]:
 
 def test_record_events_build_train_eval_and_swap(tmp_path):
     folder = tmp_path / "records"
-    server = start_server(record=folder)
+    server = start_server(record=folder, adapter_dir=tmp_path)
     try:
         suffix = SOURCE[REGION[1] :]  # the code below the function being written: the same all along
         answers = []
@@ -158,31 +158,12 @@ def test_bad_records_are_counted_or_one_error_line(tmp_path):
         run_cli("build", str(folder), "--format", "feedback", "--model", BASE, "--out", str(tmp_path / "ds")),
         "no feedback",
     )
-    proc = run_cli(
-        "eval",
-        "--model",
-        BASE,
-        "--task",
-        "acceptance",
-        "--records",
-        str(folder),
-        "--out",
-        str(tmp_path / "r"),
-    )
-    assert_clean_error(proc, "nothing of what developers kept or typed")
+
+    def replay(records):
+        return run_cli("eval", "--model", BASE, "--task", "acceptance", "--records", str(records),
+                       "--out", str(tmp_path / "report"))  # fmt: skip
+
+    assert_clean_error(replay(folder), "nothing of what developers kept or typed")
     counts = read_records(folder).counts
     assert (counts["malformed_row"], counts["feedback_for_unknown_id"]) == (1, 1)
-    assert_clean_error(
-        run_cli(
-            "eval",
-            "--model",
-            BASE,
-            "--task",
-            "acceptance",
-            "--records",
-            str(tmp_path / "missing"),
-            "--out",
-            str(tmp_path / "r2"),
-        ),
-        "records not found",
-    )
+    assert_clean_error(replay(tmp_path / "missing"), "records not found")

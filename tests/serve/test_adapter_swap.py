@@ -20,6 +20,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory):
+    """The folder swaps may load from: every test's temporary folders are in it."""
+    return tmp_path_factory.getbasetemp()
+
+
+@pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return {name: make_run(tmp_path_factory.mktemp(name), seed=seed) for name, seed in (("a", 1), ("b", 2))}
 
@@ -73,9 +79,9 @@ class LongStream(threading.Thread):
         self.ended = time.monotonic()
 
 
-def test_swap_under_load_changes_texts_and_fails_no_request(runs, expected, launch):
+def test_swap_under_load_changes_texts_and_fails_no_request(runs, expected, launch, adapter_dir):
     start, stop = launch
-    server = start(model=BASE, api_key=KEY)
+    server = start(model=BASE, api_key=KEY, adapter_dir=adapter_dir)
     answered, failures, stopping = [], [], threading.Event()
 
     def client():
@@ -129,9 +135,9 @@ def test_swap_under_load_changes_texts_and_fails_no_request(runs, expected, laun
         stop(server)
 
 
-def test_a_run_served_alone_is_replaced_and_its_running_requests_keep_it(runs, expected, launch):
+def test_a_run_served_alone_is_replaced_and_its_running_requests_keep_it(runs, expected, launch, adapter_dir):
     start, stop = launch
-    server = start(model=str(runs["a"]), api_key=KEY)
+    server = start(model=str(runs["a"]), api_key=KEY, adapter_dir=adapter_dir)
     try:
         assert greedy(server.url) == expected["a"]["short"]
         long = LongStream(server.url)
@@ -146,9 +152,9 @@ def test_a_run_served_alone_is_replaced_and_its_running_requests_keep_it(runs, e
         stop(server)
 
 
-def test_swaps_that_cannot_be_served_are_refused(runs, launch, tmp_path):
+def test_swaps_that_cannot_be_served_are_refused(runs, launch, tmp_path, adapter_dir):
     start, stop = launch
-    server = start(model=BASE, api_key=KEY)
+    server = start(model=BASE, api_key=KEY, adapter_dir=adapter_dir)
     try:
         assert swap(server.url, BASE, runs["a"], headers={}).status_code == 401
         missing = swap(server.url, BASE, tmp_path / "nothing")

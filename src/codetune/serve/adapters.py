@@ -12,6 +12,7 @@ has its model wrapped by peft at the first swap, its running rows pinned to ``"_
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -31,6 +32,22 @@ def is_peft(model: Any) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+def within(root: Path, given: Path) -> Path:
+    """``given`` (relative to ``root`` unless absolute) resolved; ModelLoadError when it, or a link
+    anywhere under it, leads out of ``root``. Nothing outside is read, so a refusal says nothing of
+    what is there."""
+    root = root.expanduser().resolve()
+    path = (root / given.expanduser()).resolve()
+    if not path.is_relative_to(root):
+        raise ModelLoadError(f"{given} is outside --adapter-dir {root}: adapters are rolled out from it only")
+    for folder, dirs, files in os.walk(path):  # links are not followed, only checked
+        for name in dirs + files:
+            item = Path(folder, name)
+            if item.is_symlink() and not item.resolve().is_relative_to(root):
+                raise ModelLoadError(f"{item} links outside --adapter-dir {root}")
+    return path
 
 
 @dataclass
@@ -78,11 +95,13 @@ class AdapterTable:
                         seq.adapter = default
 
     # -- swapping (the engine's worker runs the model changes) --------------------------------------
-    def check(self, name: str, path: Path, served_model: str, tokenizer: Any) -> Path:
-        """The LoRA adapter folder of ``path`` for served name ``name``; ModelLoadError when it cannot
-        be served over this model (another base or tokenizer, not LoRA, no safetensors weights).
-        ``served_model``: what the server was started with (``--model``)."""
+    def check(self, name: str, given: Path, root: Path, served_model: str, tokenizer: Any) -> Path:
+        """The LoRA adapter folder of ``given`` (a path in folder ``root``) for served name ``name``;
+        ModelLoadError when it cannot be served over this model (outside ``root``, another base or
+        tokenizer, not LoRA, no safetensors weights). ``served_model``: the server's ``--model``."""
         from codetune.modeling.loading import load_tokenizer, resolve_adapters, resolve_model
+
+        path = within(root, given)
 
         if is_peft(self.model):
             kinds = {str(c.peft_type).rsplit(".", 1)[-1] for c in self.model.peft_config.values()}
@@ -92,7 +111,7 @@ class AdapterTable:
                     "batches, so a new one cannot be rolled out beside it; serve a LoRA run"
                 )
         ref, folders = resolve_adapters(resolve_model(served_model).base, {name: path})
-        folder = folders[name]
+        folder = folders[name]  # in ``path``: a run's adapter/ and tokenizer/, or the adapter folder itself
         if not (folder / "adapter_model.safetensors").is_file():
             raise ModelLoadError(
                 f"{folder} has no adapter_model.safetensors: only safetensors weights are loaded into a "

@@ -125,6 +125,11 @@ class ServeConfig(StrictModel):
     min_confidence_keep: float = Field(
         0.95, gt=0, le=1, description="--min-confidence auto: share of the accepted suggestions kept."
     )
+    adapter_dir: Path | None = Field(
+        None,
+        description="Folder POST /admin/adapters rolls new adapters out from (a path in it, or a name "
+        "relative to it; paths and links leading out of it are refused). Without it no adapter is swapped in.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
 
     @field_validator("min_confidence")

@@ -79,11 +79,5 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/v1/feedback", Feedback, answer=FEEDBACK_ANSWER)
     async def feedback(request: Request, body: Feedback) -> Any:
         record = _checked(generic_feedback, body.model_dump())
-        kept = ctx.service.recorder.feedback(record)
-        if kept:
-            return {"recorded": True}
-        if ctx.service.recorder.writer is None:
-            reason = "recording is off (serve --record DIR)"
-        else:
-            reason = "no suggestion with this id and index was recorded"
-        return {"recorded": False, "reason": reason}
+        reason = ctx.service.recorder.feedback(record)
+        return {"recorded": True} if reason is None else {"recorded": False, "reason": reason}

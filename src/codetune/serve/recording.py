@@ -25,6 +25,7 @@ from codetune.artifacts.records import (
     RecordWriter,
     read_records,
 )
+from codetune.errors import CodetuneError
 from codetune.feedback.confidence import ConfidenceGate, fit_gate, gate_report, min_confidence
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 CALLER: ContextVar[str | None] = ContextVar("codetune_caller", default=None)
 # Served ids remembered for joining events (the newest ones; an older id's event is counted unknown).
 KNOWN_IDS = 1_000_000
+# Editor events kept per suggestion (tabby-agent sends a view and a select or dismiss): one client
+# repeating events about its suggestion must not fill the records folder's cap for everyone.
+MAX_EVENTS_PER_SUGGESTION = 8
 MAX_AGENT_CHARS = 200
 
 
@@ -72,7 +76,7 @@ class Recorder:
         self.gate = gate
         self.gate_report = gate_report
         self.counts: Counter = Counter()
-        self._known: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
 
     @classmethod
     def start(
@@ -104,8 +108,9 @@ class Recorder:
         report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
         recorder = cls(folder, max_bytes=max_bytes, gate=gate, gate_report=report)
         if history is not None:
+            events = history.feedback
             for key in list(history.completions)[-KNOWN_IDS:]:
-                recorder._known[key] = None
+                recorder._known[key] = len(events.get(key, ()))
         return recorder
 
     @property
@@ -139,32 +144,48 @@ class Recorder:
         record.withheld = not shown
         self.counts["suggestions"] += 1
         self.counts["withheld" if record.withheld else "shown"] += 1
-        if self.writer is not None:
-            if self.writer.append(record):
-                self.counts["recorded"] += 1
-                self._remember((record.id, record.index))
-            else:
-                self.counts["dropped_by_size_cap"] += 1
+        if self.writer is not None and self._append(record):
+            self.counts["recorded"] += 1
+            self._remember((record.id, record.index))
         return shown
 
+    def _append(self, record: CompletionRecord | FeedbackRecord) -> bool:
+        """Write one row; False (counted) when the size cap stops it or the folder cannot take it
+        (a link planted as a day's file, a full disk): the editor is answered all the same."""
+        try:
+            written = self.writer.append(record)  # type: ignore[union-attr]
+        except (OSError, CodetuneError) as error:
+            if not self.counts["record_write_failed"]:
+                logger.warning("records not written: %s", error)
+            self.counts["record_write_failed"] += 1
+            return False
+        if not written:
+            self.counts["dropped_by_size_cap"] += 1
+        return written
+
     def _remember(self, key: tuple[str, int]) -> None:
-        self._known[key] = None
+        self._known[key] = 0
         if len(self._known) > KNOWN_IDS:
             self._known.popitem(last=False)
 
-    def feedback(self, record: FeedbackRecord) -> bool:
-        """Keep one editor event; False (counted) when recording is off or the id was never served."""
+    def feedback(self, record: FeedbackRecord) -> str | None:
+        """Keep one editor event: None when kept, else why not (counted): recording is off, the id was
+        never served, its suggestion has all the events it may have, or the folder did not take it."""
+        key = (record.id, record.index)
         if self.writer is None:
             self.counts["events_not_recorded"] += 1
-            return False
-        if (record.id, record.index) not in self._known:
+            return "recording is off (serve --record DIR)"
+        if key not in self._known:
             self.counts["events_unknown_id"] += 1
-            return False
-        if not self.writer.append(record):
-            self.counts["dropped_by_size_cap"] += 1
-            return False
+            return "no suggestion with this id and index was recorded"
+        if self._known[key] >= MAX_EVENTS_PER_SUGGESTION:
+            self.counts["events_over_limit"] += 1
+            return f"this suggestion has {MAX_EVENTS_PER_SUGGESTION} events recorded already"
+        if not self._append(record):
+            return "the records folder did not take it (see the server's log)"
+        self._known[key] += 1
         self.counts[f"events_{record.event}"] += 1
-        return True
+        return None
 
     def stats(self) -> dict[str, Any]:
         """Counts since start-up, and the gate with what it removed from the history it was fitted on."""

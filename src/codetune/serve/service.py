@@ -497,8 +497,17 @@ class CompletionService:
                 400, f"adapter name {name!r}: use letters, digits and . _ : - (at most 64)", param="name"
             )
 
+        root = self.cfg.adapter_dir
+        if root is None:
+            raise ServingError(
+                403,
+                "this server rolls out no adapters: start it with --adapter-dir DIR and name a run in DIR",
+                type="permission_error",
+                code="swaps_off",
+            )
+
         def load() -> Swap:
-            folder = self.table.check(name, Path(path).expanduser(), self.cfg.model, self.tokenizer)
+            folder = self.table.check(name, Path(path), root, self.cfg.model, self.tokenizer)
             return self.table.swap(name, folder, self.live_sequences)
 
         try:
