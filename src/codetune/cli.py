@@ -280,6 +280,27 @@ def merge(
     print_result(_run_stage("merge", {"run": run, "out": out}, overrides))
 
 
+@app.command()
+def export(
+    model: Annotated[
+        str, typer.Argument(help="Run folder (its adapter is merged), merged model, preset or hub id.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="GGUF file to write (an Ollama Modelfile goes beside it).")
+    ],
+    format: Annotated[str, typer.Option("--format", "-f", help="Output format: gguf.")] = "gguf",
+    dtype: Annotated[str | None, typer.Option("--dtype", help="f16 (default), q8_0, bf16 or f32.")] = None,
+    check_prompts: Annotated[
+        int | None,
+        typer.Option("--check-prompts", help="Greedy prompts compared after loading back (0: none)."),
+    ] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Write a run or model as GGUF (llama.cpp, Ollama, LM Studio) with its FIM tokens and a Modelfile."""
+    given = {"model": model, "out": out, "format": format, "dtype": dtype, "check_prompts": check_prompts}
+    print_result(_run_stage("export", given, overrides))
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[

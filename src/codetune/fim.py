@@ -144,6 +144,25 @@ register_family(
     )
 )
 
+register_family(
+    FimFamily(
+        "gemma",
+        "<unused0>",
+        "<unused1>",
+        "<unused2>",
+        # Gemma 3 has no FIM tokens. It reserves <unused0>..<unused98> (ids 6-104, 6,242 in all) "to
+        # assist model developers to more efficiently train/fine-tune Gemma by re-using the reserved
+        # tokens rather than attempting to resize" the vocabulary (google/gemma_pytorch PR #44, issue
+        # #12; google-deepmind/gemma issue #29). Reusing them keeps the 262,144-row tied embedding as it
+        # is, so the tuned model and its GGUF keep the stock tokenizer; resizing Gemma's embeddings
+        # starts training from a loss in the hundreds (huggingface/transformers issue #29219). A middle
+        # ends with <eos>, as a Gemma document does; BOS is required (Gemma 3's add_bos_token).
+        bos=True,
+        source="codetune's own layout on Gemma's reserved tokens (see the comment above); PSM/SPM as "
+        "StarCoder's",
+    )
+)
+
 # A tokenizer without FIM tokens gets this family's tokens added by `codetune build`; the run folder
 # keeps that tokenizer, so train, eval and serve all find the same family in it.
 ADDED_FAMILY = "starcoder"
@@ -322,6 +341,18 @@ class FimFormat:
         """:meth:`prompt` from ids already encoded (prefix with :meth:`encode`, suffix with ``encode_infill``,
         ``head`` with :meth:`context_ids`)."""
         return [*self.bos_ids, *head, self.prefix_id, *prefix, self.suffix_id, *suffix, self.middle_id]
+
+    def prompt_text(self, prefix: str, suffix: str) -> str:
+        """:meth:`prompt` as text, for runtimes that take a text template and read special tokens in it.
+
+        Ollama and llama.cpp tokenize such text with the sentinels recognised and BOS added by the
+        tokenizer (the GGUF's ``add_bos_token``), so BOS is not spelled here. A tokenizer that puts a
+        space before a text (SentencePiece's dummy prefix) gets one before the prefix, none before the
+        suffix: Meta's ``encode`` / ``encode_infilling``, as :meth:`prompt` encodes them.
+        """
+        lead = " " if self.adds_leading_space else ""
+        family = self.family
+        return f"{family.prefix}{lead}{prefix}{family.suffix}{suffix}{family.middle}"
 
     def example(
         self, prefix: str, middle: str, suffix: str, spm: bool = False, context: RenderedContext | None = None
