@@ -10,9 +10,10 @@ changes three things by subclassing it:
   the ids of one test string, so any retrained vocabulary (the tiny presets, a custom tokenizer) is
   refused. Such a tokenizer is named from its own tokenizer.json instead, when it is one llama.cpp has:
   GPT-2's byte-level split (``gpt-2``) or Qwen2's (``qwen2``).
-- Gemma 3 with no ``tokenizer.model`` (what transformers 5 saves, and what a GGUF converts to) is written
-  as llama.cpp's SentencePiece-style vocabulary from tokenizer.json. The converter would otherwise call
-  it byte-level BPE, which Gemma's vocabulary is not.
+- a SentencePiece-style vocabulary (BPE with byte fallback: Llama, Code Llama, Gemma) saved with no
+  ``tokenizer.model`` (transformers 5 saves tokenizer.json alone, and a GGUF converts to that) is
+  written as llama.cpp's SentencePiece vocabulary with scores that keep its merge order; the converter
+  would give every piece the same score (Llama) or call Gemma's byte-level BPE, which it is not.
 - the FIM token ids (``tokenizer.ggml.fim_*``, and ``eot`` where a family ends a middle with its own
   token) come from codetune.fim, so llama.cpp's ``/infill`` finds them for every family, Gemma's
   ``<unused*>`` sentinels included.
@@ -95,6 +96,40 @@ def pre_tokenizer_name(folder: Path) -> str | None:
     return None
 
 
+def _is_sentencepiece_json(folder: Path) -> bool:
+    """A SentencePiece-style BPE (byte fallback) saved as tokenizer.json only, with no tokenizer.model."""
+    if (folder / "tokenizer.model").is_file():
+        return False
+    try:
+        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
+
+
+def _set_vocab_sentencepiece_json(model: Any) -> None:
+    """The converter's ``_set_vocab_llama_hf``, with piece scores that keep the merge order.
+
+    llama.cpp merges a SentencePiece vocabulary by piece score, and the converter's tokenizer.json
+    reader gives every piece -1000, which leaves the order to chance. Scores that fall with the id
+    are the order SentencePiece BPE learns pieces in, and the one transformers rebuilds merges from.
+    """
+    import gguf
+
+    class RankedVocab(gguf.LlamaHfVocab):
+        def get_token_score(self, token_id: int) -> float:
+            return -float(token_id)
+
+    vocab = RankedVocab(model.dir_model)
+    tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
+    model.gguf_writer.add_tokenizer_model("llama")
+    model.gguf_writer.add_tokenizer_pre("default")
+    model.gguf_writer.add_token_list(list(tokens))
+    model.gguf_writer.add_token_scores(list(scores))
+    model.gguf_writer.add_token_types(list(types))
+    gguf.SpecialVocab(model.dir_model, n_vocab=len(tokens)).add_to_gguf(model.gguf_writer)
+
+
 def _model_class(folder: Path, fim_keys: dict[str, int]) -> Any:
     """The converter's class for the model in ``folder``, with codetune's three changes (module docstring)."""
     import gguf
@@ -121,9 +156,10 @@ def _model_class(folder: Path, fim_keys: dict[str, int]) -> Any:
             return name
 
     def set_vocab(self: Any) -> None:
-        if base.model_arch == gguf.MODEL_ARCH.GEMMA3 and not (self.dir_model / "tokenizer.model").is_file():
-            self._set_vocab_llama_hf()
-            self.gguf_writer.add_add_space_prefix(False)
+        if _is_sentencepiece_json(self.dir_model):
+            _set_vocab_sentencepiece_json(self)
+            if base.model_arch == gguf.MODEL_ARCH.GEMMA3:
+                self.gguf_writer.add_add_space_prefix(False)
         else:
             base.set_vocab(self)
         for key, token_id in fim_keys.items():

@@ -220,13 +220,20 @@ def _train_base(kind: str) -> Path:
 
 
 def _sentencepiece_model(base: dict[str, Any], unk: str, bos: str, eos: str) -> Any:
-    """Llama's layout: <unk> <s> </s>, then the 256 byte-fallback pieces, then the learned merges."""
+    """Llama's layout: <unk> <s> </s>, then the 256 byte-fallback pieces, then the learned pieces.
+
+    SentencePiece BPE merges by piece score, not by a list of merges: any two adjacent pieces whose
+    join is a piece may merge, the best-scored join first. transformers turns a tokenizer.model into
+    merges that way (``generate_merges``: every split of every piece, ordered by its score), and so
+    does its GGUF reader; the preset's merges are made the same way, from scores that fall with the id.
+    """
     from tokenizers import models
+    from transformers.tokenization_utils_base import generate_merges
 
     vocab = {unk: 0, bos: 1, eos: 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
     for token, _ in sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(token, len(vocab))
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
+    merges = generate_merges(vocab, {token: -float(index) for token, index in vocab.items()})
     return models.BPE(vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=True)
 
 
@@ -238,9 +245,11 @@ def _build_gemma_tokenizer(spec: TokenizerSpec, out: Path) -> None:
     """Gemma's tokenizer, built by transformers' own GemmaTokenizer over the shared ▁-vocabulary.
 
     The ids follow Gemma 3's: its 107 special and reserved tokens first, then the 256 byte-fallback
-    pieces, then the learned merges. The reserved tokens are special (CONTROL in Gemma's GGUF).
+    pieces, then the learned pieces, merged by score as SentencePiece does (``_sentencepiece_model``).
+    The reserved tokens are special (CONTROL in Gemma's GGUF).
     """
     from transformers import GemmaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
 
     base = json.loads(_train_base("sentencepiece").read_text(encoding="utf-8"))
     vocab = {token: index for index, token in enumerate(GEMMA_SPECIALS)}
@@ -250,7 +259,7 @@ def _build_gemma_tokenizer(spec: TokenizerSpec, out: Path) -> None:
     reserved = [token for token in GEMMA_SPECIALS if token.startswith("<") and token not in _named(spec)]
     tokenizer = GemmaTokenizer(
         vocab=vocab,
-        merges=_merges(base),
+        merges=generate_merges(vocab, {token: -float(index) for token, index in vocab.items()}),
         add_bos_token=spec.add_bos,
         add_eos_token=False,
         additional_special_tokens=reserved,
