@@ -50,6 +50,17 @@ FAITHFUL = {
     ),
     "tiny-deepseek-coder": lambda c, n: _adds_bos(n) and c.rope_parameters["rope_type"] == "linear",
     "tiny-qwen2.5-coder": lambda c, n: _gqa(c) and not _adds_bos(n) and c.tie_word_embeddings,
+    "tiny-gemma3": lambda c, n: (
+        {"sliding_attention", "full_attention"} == set(c.layer_types)
+        and c.layer_types[:6] == ["sliding_attention"] * 5 + ["full_attention"]
+        and c.sliding_window < c.max_position_embeddings
+        and c.num_key_value_heads == 1
+        and c.head_dim * c.num_attention_heads != c.hidden_size
+        and c.query_pre_attn_scalar == c.head_dim
+        and c.tie_word_embeddings
+        and _adds_bos(n)
+        and FimFormat.from_tokenizer(load_tokenizer(n)).family.name == "gemma"
+    ),
     "tiny-t5": lambda c, n: c.is_encoder_decoder,
 }
 

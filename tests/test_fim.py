@@ -23,6 +23,9 @@ REAL = {
     "deepseek-coder": ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜end▁of▁sentence｜>", True),
     # QwenLM/Qwen2.5-Coder README: no BOS; <|endoftext|> ends a base-model completion.
     "qwen2.5-coder": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>", False),
+    # Gemma 3 has no FIM tokens: codetune's layout on its reserved <unused0..2> (google/gemma_pytorch
+    # PR #44); a middle ends with <eos>; BOS required.
+    "gemma": ("<unused0>", "<unused1>", "<unused2>", None, True),
 }
 # Families without a tiny preset get a byte-level tokenizer carrying their tokens.
 NO_PRESET = {"santacoder"}

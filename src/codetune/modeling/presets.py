@@ -186,6 +186,7 @@ TOKENIZERS: dict[str, TokenizerSpec] = {
         unk="<unk>",
         pad="<pad>",
         add_bos=True,
+        extra=lambda: tuple(t for t in GEMMA_SPECIALS[4:] if t.startswith("<")),
         tokenizer_class="GemmaTokenizer",
     ),
     # T5-style seq2seq: <pad> (also the decoder start), </s>, <unk>; no FIM tokens.
@@ -256,7 +257,7 @@ def _build_gemma_tokenizer(spec: TokenizerSpec, out: Path) -> None:
     vocab |= {f"<0x{b:02X}>": len(vocab) + b for b in range(256)}
     for token, _ in sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(token, len(vocab))
-    reserved = [token for token in GEMMA_SPECIALS if token.startswith("<") and token not in _named(spec)]
+    reserved = [token for token in spec.extra() if token not in _named(spec)]
     tokenizer = GemmaTokenizer(
         vocab=vocab,
         merges=generate_merges(vocab, {token: -float(index) for token, index in vocab.items()}),
