@@ -38,7 +38,9 @@ SUFFIX = "\n    return result\n"
 def preset_of(family: str) -> str | None:
     for name in PRESETS:
         if name not in {"tiny-t5"}:
-            fmt = FimFormat.from_tokenizer(load_tokenizer(name))
+            tokenizer = load_tokenizer(name)
+            # a reserved-token family (Gemma's) is the tokenizer's once a build teaches it
+            fmt = FimFormat.from_tokenizer(tokenizer) or FimFormat.teach_reserved(tokenizer)
             if fmt is not None and fmt.family.name == family:
                 return name
     return None
@@ -61,6 +63,7 @@ def tokenizers(tmp_path_factory):
                 f"no preset carries the {family} family: add one (or list it in NO_PRESET)"
             )
             out[family] = load_tokenizer(name)
+            FimFormat.teach_reserved(out[family])
     return out
 
 
@@ -185,3 +188,21 @@ def test_repository_tokens():
     )
     assert have["qwen2.5-coder"].file_sep_token == "<|file_sep|>"
     assert have["codellama"] is None
+
+
+def test_reserved_tokens_are_fim_only_once_a_build_taught_them(tmp_path):
+    """Stock Gemma has <unused0..2> but never saw them as sentinels: prefix-only until a build marks it."""
+    from codetune.fim import RESERVED_MARK
+
+    tokenizer = load_tokenizer("tiny-gemma3")
+    assert FimFormat.from_tokenizer(tokenizer) is None
+    size = len(tokenizer)
+    fmt, added = FimFormat.ensure(tokenizer)
+    assert (fmt.family.name, added, len(tokenizer)) == ("gemma", 0, size)
+    tokenizer.save_pretrained(tmp_path)
+    again = load_tokenizer(str(tmp_path))
+    assert again.init_kwargs[RESERVED_MARK] == "gemma"
+    assert FimFormat.from_tokenizer(again).family is fmt.family
+    # ids that are not the family's sentinels teach nothing
+    other = load_tokenizer("tiny-gemma3")
+    assert FimFormat.teach_reserved(other, [7, 6, 8]) is None and FimFormat.from_tokenizer(other) is None

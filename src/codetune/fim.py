@@ -49,6 +49,9 @@ class FimFamily:
     repo_newline: bool = False
     # Whether a FIM prompt's target path goes after the prefix sentinel (StarCoder2) or before it.
     repo_target_in_prefix: bool = False
+    # The sentinels are reserved tokens every model of the family has but none was pretrained on (Gemma's
+    # <unused*>): the family is only the tokenizer's once a codetune build has taught it (RESERVED_MARK).
+    reserved: bool = False
     source: str = ""
 
     @property
@@ -158,10 +161,16 @@ register_family(
         # starts training from a loss in the hundreds (huggingface/transformers issue #29219). A middle
         # ends with <eos>, as a Gemma document does; BOS is required (Gemma 3's add_bos_token).
         bos=True,
+        reserved=True,
         source="codetune's own layout on Gemma's reserved tokens (see the comment above); PSM/SPM as "
         "StarCoder's",
     )
 )
+
+# tokenizer_config.json key naming the reserved-token FIM family a codetune build taught the model. A
+# stock Gemma tokenizer has the same <unused*> tokens but a model that never saw them in that role: it
+# gets prefix-only completions, not a FIM prompt it cannot read.
+RESERVED_MARK = "codetune_fim"
 
 # A tokenizer without FIM tokens gets this family's tokens added by `codetune build`; the run folder
 # keeps that tokenizer, so train, eval and serve all find the same family in it.
@@ -236,8 +245,11 @@ class FimFormat:
         if cached is not None and size is not None and cached[0] == size:
             return cached[1]
         vocab = tokenizer.get_vocab()
+        marked = (getattr(tokenizer, "init_kwargs", None) or {}).get(RESERVED_MARK)
         found = None
         for family in FAMILIES.values():
+            if family.reserved and marked != family.name:
+                continue
             if all(token in vocab for token in (family.prefix, family.suffix, family.middle)):
                 found = cls(family, tokenizer)
                 break
@@ -253,7 +265,7 @@ class FimFormat:
 
         Returns the format and how many tokens were added (the model's embeddings must then grow).
         """
-        found = cls.from_tokenizer(tokenizer)
+        found = cls.from_tokenizer(tokenizer) or cls.teach_reserved(tokenizer)
         if found is not None:
             return found, 0
         family = FAMILIES[ADDED_FAMILY]
@@ -261,6 +273,23 @@ class FimFormat:
         fmt = cls.from_tokenizer(tokenizer)
         assert fmt is not None and fmt.family is family
         return fmt, added
+
+    @classmethod
+    def teach_reserved(cls, tokenizer: Any, ids: Sequence[int | None] | None = None) -> FimFormat | None:
+        """Mark the tokenizer as taught a reserved-token family whose sentinels it has (a build, or a GGUF
+        whose ``fim_*`` ids, given as ``ids`` (prefix, suffix, middle), are that family's); None if none."""
+        vocab = tokenizer.get_vocab()
+        for family in FAMILIES.values():
+            sentinels = (family.prefix, family.suffix, family.middle)
+            if not family.reserved or not all(token in vocab for token in sentinels):
+                continue
+            if ids is not None and list(ids) != [vocab[token] for token in sentinels]:
+                continue
+            tokenizer.init_kwargs[RESERVED_MARK] = family.name
+            with contextlib.suppress(AttributeError):
+                del tokenizer._codetune_fim
+            return cls.from_tokenizer(tokenizer)
+        return None
 
     @classmethod
     def require(cls, tokenizer: Any) -> FimFormat:

@@ -8,6 +8,7 @@ import pytest
 
 from codetune.export.config import ExportConfig
 from codetune.export.runner import export
+from codetune.fim import FimFormat
 from codetune.modeling.loading import load_model, load_tokenizer
 
 # The families GGUF carries and transformers reads back, each by its preset; tiny-gpt-bigcode
@@ -22,10 +23,12 @@ READ_BACK = {
 
 
 def f16_exact(name: str, folder: Path) -> Path:
-    """A copy of the preset whose weights are exactly representable in float16."""
+    """A copy of the preset whose weights are exactly representable in float16 (and, for Gemma, whose
+    tokenizer a build has taught FIM on its reserved tokens)."""
     import torch
 
     model, tokenizer = load_model(name), load_tokenizer(name)
+    FimFormat.teach_reserved(tokenizer)  # as a build does: Gemma's FIM on its reserved tokens
     with torch.no_grad():
         for param in model.parameters():
             param.copy_(param.half().float())

@@ -37,7 +37,7 @@ def test_go_evaluator_follows_go_semantics():
 @pytest.mark.parametrize(("family", "name"), family_presets())
 def test_template_renders_codetunes_fim_prompt(family, name, tmp_path):
     tokenizer = load_tokenizer(name)
-    fmt = FimFormat.from_tokenizer(tokenizer)
+    fmt = FimFormat.from_tokenizer(tokenizer) or FimFormat.teach_reserved(tokenizer)
     assert (fmt.family.name if fmt else "none") == family
     text = modelfile(tmp_path / "model.gguf", tokenizer, fmt)
     tpl = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]

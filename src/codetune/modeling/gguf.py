@@ -18,6 +18,7 @@ from typing import Any
 
 from codetune.errors import ModelLoadError
 from codetune.files import atomic_dir, write_json
+from codetune.fim import FimFormat
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,11 @@ def _convert(info: GgufInfo, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
     _restore_dropped_keys(model.config, info)
+    # A GGUF codetune exported names its FIM ids; on reserved tokens (Gemma's) they say the model was
+    # taught that layout, which the tokenizer records as a build's would.
+    keys = [info.metadata.get(f"tokenizer.ggml.fim_{key}_token_id") for key in ("pre", "suf", "mid")]
+    if all(key is not None for key in keys):
+        FimFormat.teach_reserved(tokenizer, [int(key) for key in keys])
     # A model read from a GGUF carries the GGUF "quantizer", and save_pretrained refuses quantized
     # models it cannot serialise; the weights are plain float32 tensors by now.
     model.hf_quantizer = None
