@@ -191,38 +191,41 @@ def main() -> None:
         )
         corpora[side] = out
 
-    # FIM on Gemma's <unused0..2> tokens (codetune.fim family "gemma"), half of the rows, half of those SPM
-    train_ds = work / "dataset-train"
-    build_cfg = BuildConfig(
-        corpus=corpora["train"],
-        format="files",
-        model=model,
-        out=train_ds,
-        max_length=args.max_length,
-        fim_rate=args.fim_rate,
-        valid_fraction=0.05,
-        test_fraction=0.0,
-        split_by="file",
-        num_proc=1,
-        mix=[{"format": "files", "corpus": str(args.mix)}] if args.mix else [],
-    )
-    stage("build train", train_ds, [build_cfg.model_dump(mode="json"), provenance], lambda: build(build_cfg))
-    eval_ds = work / "dataset-heldout"
-    eval_build = BuildConfig(
-        corpus=corpora["held-out"],
-        format="files",
-        model=model,
-        out=eval_ds,
-        max_length=args.max_length,
-        fim_rate=0.0,
-        valid_fraction=0.0,
-        test_fraction=0.95,
-        split_by="file",
-        num_proc=1,
-        decontam={"minhash": False},
+    def build_cfg(corpus: Path, out: Path, fim_rate: float, test_fraction: float, mix: list) -> BuildConfig:
+        return BuildConfig(
+            corpus=corpus,
+            format="files",
+            model=model,
+            out=out,
+            max_length=args.max_length,
+            fim_rate=fim_rate,
+            valid_fraction=0.05 if test_fraction == 0 else 0.0,
+            test_fraction=test_fraction,
+            split_by="file",
+            num_proc=1,
+            mix=mix,
+            decontam={"minhash": False},
+        )
+
+    # FIM (when --fim-rate > 0) on Gemma's <unused0..2> tokens: codetune.fim's family "gemma"
+    train_ds, eval_ds = work / "dataset-train", work / "dataset-heldout"
+    build_train = build_cfg(
+        corpora["train"],
+        train_ds,
+        args.fim_rate,
+        0.0,
+        [{"format": "files", "corpus": str(args.mix)}] if args.mix else [],
     )
     stage(
-        "build held-out", eval_ds, [eval_build.model_dump(mode="json"), provenance], lambda: build(eval_build)
+        "build train", train_ds, [build_train.model_dump(mode="json"), provenance], lambda: build(build_train)
+    )
+    # the held-out repositories: (nearly) every file in the test split, none trained on
+    build_heldout = build_cfg(corpora["held-out"], eval_ds, 0.0, 0.95, [])
+    stage(
+        "build held-out",
+        eval_ds,
+        [build_heldout.model_dump(mode="json"), provenance],
+        lambda: build(build_heldout),
     )
 
     run = work / "run"

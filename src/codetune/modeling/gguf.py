@@ -159,6 +159,21 @@ def converted_dir(digest: str) -> Path:
     return cache_dir() / "gguf" / f"v{CONVERTED_VERSION}-{digest[:32]}"
 
 
+def tokenizer_cache_dir(path: Path) -> Path:
+    """Where the tokenizer rebuilt from this GGUF's tokenizer metadata (every ``tokenizer.*`` key) lives."""
+    from gguf import GGUFReader
+
+    from codetune.modeling.presets import cache_dir
+
+    digest = hashlib.sha256()
+    reader = GGUFReader(str(path))
+    for key in sorted(k for k in reader.fields if k.startswith("tokenizer.")):
+        digest.update(key.encode())
+        for part in reader.fields[key].parts:
+            digest.update(part.tobytes())
+    return cache_dir() / "gguf" / "tokenizers" / f"v{CONVERTED_VERSION}-{digest.hexdigest()[:32]}"
+
+
 def _is_converted(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("config.json", "tokenizer.json", "source.json"))
 
@@ -205,7 +220,15 @@ def _convert(info: GgufInfo, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where, name = str(info.path.parent), info.path.name
-    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+    # Rebuilding a tokenizer from a GGUF is the slow part (minutes for Gemma's vocabulary); GGUFs with the
+    # same tokenizer metadata (a model and its exports in another dtype, re-exports) share one.
+    shared = tokenizer_cache_dir(info.path)
+    if (shared / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(shared))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+        with atomic_dir(shared) as tmp:
+            tokenizer.save_pretrained(tmp)
     model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
     _restore_dropped_keys(model.config, info)
     # A GGUF codetune exported names its FIM ids; on reserved tokens (Gemma's) they say the model was
