@@ -517,6 +517,22 @@ def context_ids(tokenizer: Any, context: RenderedContext | None) -> list[int]:
     return ids
 
 
+def bos_ids(tokenizer: Any) -> list[int]:
+    """``[BOS]`` when the tokenizer starts an encoded text with it (Llama, Gemma: ``add_bos_token``), else
+    ``[]``. Plain prompts and training rows start with it as the model was pretrained; Gemma 3 without
+    it generates nonsense."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    cached = getattr(tokenizer, "_codetune_bos", None)
+    if cached is None:
+        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+        cached = [bos] if ids[:1] == [bos] else []
+        with contextlib.suppress(AttributeError):
+            tokenizer._codetune_bos = cached
+    return list(cached)
+
+
 def no_fim_error() -> CodetuneError:
     """The error for a suffix sent to a model whose tokenizer has no FIM tokens."""
     names = ", ".join(FAMILIES)

@@ -196,7 +196,7 @@ def encode_causal(
     for row, plan in enumerate(plans):
         end = eos
         if plan is None:
-            ids = encoded["input_ids"][row]
+            ids = [*opts["bos_ids"], *encoded["input_ids"][row]]
         else:
             assert fim is not None
             layout, pieces = plan
@@ -388,6 +388,11 @@ def build(cfg: BuildConfig) -> StageResult:
             "added": added,
         }
 
+    # A plain row starts with BOS where the tokenizer adds one (Llama, Gemma), as pretraining text did.
+    from codetune.fim import bos_ids
+
+    plain_bos = bos_ids(tokenizer) if not is_seq2seq and fmt.kind != "seq2seq" else []
+    fmt.reserve_tokens = max(fmt.reserve_tokens, len(plain_bos))
     context_info: dict[str, Any] = {"enabled": cfg.repo_context}
     if cfg.repo_context:
         if fmt.name in NO_CONTEXT_FORMATS or fmt.kind == "seq2seq":
@@ -442,6 +447,7 @@ def build(cfg: BuildConfig) -> StageResult:
         "spm_rate": cfg.fim_spm_rate,
         "fim_split": cfg.fim_split,
         "fim_overhead": fim_overhead,
+        "bos_ids": plain_bos,
         "fim_split_options": cfg.fim_syntax.model_dump(),
         "seed": cfg.seed,
     }
