@@ -229,6 +229,11 @@ stage_command(
     "Merge a run's adapter into its base model (plain Hugging Face format).",
 )
 stage_command(
+    "export",
+    Spelling(arguments=("model",), short={"out": "-o", "format": "-f"}, required=("out",)),
+    "Write a run or model as GGUF (llama.cpp, Ollama, LM Studio) with its FIM tokens and a Modelfile.",
+)
+stage_command(
     "eval",
     Spelling(
         rename={"models": "model", "tasks": "task"},

@@ -27,6 +27,7 @@ from codetune.dataset.formats import Format, get_format
 from codetune.dataset.splits import HELD_OUT, SPLITS, SplitPlan, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
+from codetune.fim import bos_ids
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,9 @@ def setup(cfg: BuildConfig, fmt: Format) -> Setup:
             "budget_tokens": cfg.repo_context_budget,
             "block_reserve_tokens": reserved["context"],
         }
-    fmt.reserve_tokens = sum(reserved[what] for what in fmt.reserves)
+    # A plain row starts with BOS where the tokenizer adds one (Llama, Gemma), as pretraining text did.
+    plain_bos = tuple(bos_ids(tokenizer)) if not is_seq2seq and fmt.kind != "seq2seq" else ()
+    fmt.reserve_tokens = max(sum(reserved[what] for what in fmt.reserves), len(plain_bos))
     options = EncodeOptions(
         max_length=cfg.max_length,
         max_target_length=cfg.seq2seq.max_target_length or cfg.max_length,
@@ -134,6 +137,7 @@ def setup(cfg: BuildConfig, fmt: Format) -> Setup:
         prompted=fmt.prompted,
         seed=cfg.seed,
         fim=fim,
+        bos_ids=plain_bos,
     )
     return Setup(fmt, tokenizer, corpus, out, options, fim_info, context_info)
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from codetune.artifacts.paths import ADAPTER_CONFIG
 from codetune.artifacts.run import adapter_folder, is_run, read_run
 from codetune.errors import InputError, ModelLoadError
+from codetune.modeling.gguf import find_gguf, gguf_to_hf
 from codetune.modeling.presets import PRESETS, is_preset, preset_dir
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,11 @@ class ModelRef:
 
 
 def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelRef:
-    """Turn what a user typed into a ModelRef: preset, local folder, run folder or hub id."""
+    """Turn what a user typed into a ModelRef: preset, local folder, run folder, GGUF file or hub id.
+
+    A GGUF file (or a folder holding one) is converted once into the cache (codetune.modeling.gguf)
+    and stands for that folder from then on.
+    """
     text = str(name).strip()
     if not text:
         raise ModelLoadError("no model given")
@@ -52,6 +57,8 @@ def resolve_model(name: str | Path, adapter: str | Path | None = None) -> ModelR
                 ref = ModelRef(str(run.model), None, tokenizer)
             else:
                 ref = ModelRef(resolve_model(run.base).base, run.adapter, tokenizer)
+        elif path.exists() and (gguf_file := find_gguf(path)) is not None:
+            ref = ModelRef(str(gguf_to_hf(gguf_file)))
         elif path.exists():
             markers = ("config.json", "tokenizer.json", "tokenizer_config.json")
             if not any((path / marker).is_file() for marker in markers):
