@@ -23,6 +23,7 @@ from codetune.dataset.formats import Format, get_format, tokenize
 from codetune.dataset.splits import HELD_OUT, SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
+from codetune.progress import dataset_map
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -462,36 +463,42 @@ def build(cfg: BuildConfig) -> StageResult:
         procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
         data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in doc_columns})
         tag = fingerprint(cfg.model_dump(mode="json"), split, len(rows))
-        examples = data.map(
+        examples = dataset_map(
+            data,
             partial(fmt.examples, tokenizer=tokenizer),
+            f"build {fmt.name} {split}",
+            unit="document",
             batched=True,
             batch_size=64,
             num_proc=procs,
             remove_columns=data.column_names,
             new_fingerprint=f"{tag}-examples",
-            desc=f"{fmt.name} {split}",
         )
         opts = {**encode_opts, "split": split, "context": choosers.get(split)}
         if fmt.kind == "seq2seq":
             encoder = partial(encode_seq2seq, tokenizer=tokenizer, opts=opts)
-            encoded = examples.map(
+            encoded = dataset_map(
+                examples,
                 encoder,
+                f"build tokenize {split}",
+                unit="example",
                 batched=True,
                 batch_size=256,
                 num_proc=procs,
                 new_fingerprint=f"{tag}-encode",
-                desc=f"tokenize {split}",
             )
         else:
             encoder = partial(encode_causal, tokenizer=tokenizer, opts=opts)
-            encoded = examples.map(
+            encoded = dataset_map(
+                examples,
                 encoder,
+                f"build tokenize {split}",
+                unit="example",
                 batched=True,
                 batch_size=256,
                 num_proc=procs,
                 with_indices=True,
                 new_fingerprint=f"{tag}-encode",
-                desc=f"tokenize {split}",
             )
         flags = encoded.select_columns(INTERNAL).to_dict()
         keep = flags["_keep"]
