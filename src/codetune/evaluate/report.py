@@ -423,6 +423,8 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
         how += f"; post-processing: {s['postprocess']}"
     if s.get("trimming"):
         how += f"; trimming: {s['trimming']}"
+    if s.get("samples_rule"):
+        how += f"; {s['samples_rule']}"
     ds = report["dataset"]
     parts = ["# Evaluation report", "", f"Every number below: {how}.", ""]
     if ds.get("path"):
