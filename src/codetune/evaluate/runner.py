@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -467,6 +468,9 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     out = default_out(cfg.out, None, "report")
     check_output_folder(out, stage="eval")
     rows, stats, digest, tokenizer_dir = held_out(cfg.dataset)
+    cfg, samples_rule = cfg.scaled_to(rows)
+    if samples_rule:
+        print(f"eval: {samples_rule}", file=sys.stderr, flush=True)
     if (
         cfg.dataset is None
         and cfg.prompts is None
@@ -502,7 +506,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     predictions: list[dict[str, Any]] = []
     for spec in specs:
         logger.info("evaluating %s (%s)", spec.name, spec.source)
-        model = load_model(spec.source, device=device)
+        model = load_model(spec.source, device=device, merge=True)  # an adapter runs at the base's speed
         tokenizer = load_tokenizer(spec.source)
         scores: dict[str, Any] = {}
         for task in tasks:
@@ -564,7 +568,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     report = {
         "models": results,
         "context": context_deltas(tasks, per_task),
-        "settings": _settings(cfg),
+        "settings": {**_settings(cfg), "samples_rule": samples_rule},
         "dataset": {
             "path": str(cfg.dataset) if cfg.dataset else None,
             "hash": digest,
