@@ -191,14 +191,18 @@ TASK_NAMES = {
 Z95 = 1.96  # normal quantile of a two-sided 95% interval
 
 
-def _mean_ci(values: list[float]) -> tuple[float, float] | None:
-    """95% interval of a mean (normal approximation; None below 2 values)."""
+def _mean_ci(values: list[float], bound: float | None = None) -> tuple[float, float] | None:
+    """95% interval of a mean (normal approximation; None below 2 values), kept within [0, bound]
+    for a score that cannot leave it (a difference has no bound)."""
     if len(values) < 2:
         return None
     mean = sum(values) / len(values)
     spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
     half = Z95 * spread / len(values) ** 0.5
-    return round(mean - half, 2), round(mean + half, 2)
+    low, high = mean - half, mean + half
+    if bound is not None:
+        low, high = max(low, 0.0), min(high, bound)
+    return round(low, 2), round(high, 2)
 
 
 def _rate_ci(rate: float, n: int, scale: float) -> tuple[float, float] | None:
@@ -238,7 +242,7 @@ def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
         for model, values in scores.items():
             value = values[metric]
             own = list(rows.get(model, {}).values())
-            ci = _mean_ci(own) if len(own) == n else _rate_ci(value, n, scale)
+            ci = _mean_ci(own, scale) if len(own) == n else _rate_ci(value, n, scale)
             models[model] = {"value": value, "ci": ci}
         first = next(iter(scores))
         for model in list(scores)[1:]:
@@ -298,7 +302,7 @@ def _interval(ci: Any, signed: bool = False) -> str:
     if not ci:
         return ""
     low, high = ci
-    return f"{low:+.2f} to {high:+.2f}" if signed else f"{low:.2f}-{high:.2f}"
+    return f"{low:+.2f} to {high:+.2f}" if signed else f"{low:.2f} to {high:.2f}"
 
 
 def _summary(entries: list[dict[str, Any]], models: list[str]) -> list[str]:
@@ -390,8 +394,8 @@ def describe(source: str) -> str | None:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return (
-            f"codetune's quickstart base, a 2.5M-parameter toy pretrained for {steps} steps on the Python "
-            "standard library on a CPU: its scores are low; the difference tuning makes is the point"
+            f"codetune's quickstart base, a tiny model pretrained for {steps} steps on the Python standard "
+            "library on a CPU: a toy whose scores are low; the difference tuning makes is the point"
         )
     if is_run(path):
         base = str(read_run_manifest(path).get("model") or "")
