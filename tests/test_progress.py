@@ -23,12 +23,22 @@ def test_collect_and_build_piped_print_counts_rates_and_etas(tmp_path):
     project = make_project(tmp_path / "project", files=30)
     env = {"CODETUNE_PROGRESS_SECONDS": "0"}
     collect = run_cli(
-        "collect", str(project), "-l", "python", "-o", str(tmp_path / "corpus"), "--set", "chunk_size=10", env=env
+        "collect",
+        str(project),
+        "-l",
+        "python",
+        "-o",
+        str(tmp_path / "corpus"),
+        "--set",
+        "chunk_size=10",
+        env=env,
     )
     assert collect.returncode == 0, collect.stderr
     assert "\r" not in collect.stderr
     lines = plain_lines(collect.stderr, "collect ")
-    assert [(m["done"], m["total"], m["unit"]) for m in lines[:3]] == [(str(n), "30", "file") for n in (10, 20, 30)]
+    assert [(m["done"], m["total"], m["unit"]) for m in lines[:3]] == [
+        (str(n), "30", "file") for n in (10, 20, 30)
+    ]
     assert re.search(r"files/s|s/file", lines[0]["rest"]) and "ETA" in lines[0]["rest"]
     assert lines[-1]["rest"].endswith("done")
 

@@ -724,7 +724,9 @@ def main() -> None:
     quiet_library_bars()
     # peft reads transformers' deprecated `is_gradient_checkpointing` on every adapter it wraps or
     # loads: a warning about two libraries' versions, nothing a user can or needs to change.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     try:
         app()
     except CodetuneError as error:
