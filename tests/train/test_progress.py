@@ -16,14 +16,18 @@ def _command(dataset: Path, out: Path) -> list[str]:
     return [*cmd, "--max-steps", "3", "--set", "batch_tokens=128", "--set", "eval_every=10"]
 
 
+def _piped(dataset: Path, out: Path, seconds: str) -> subprocess.CompletedProcess:
+    """Train with stderr piped (as CI and a log file see it), a progress line every ``seconds``."""
+    env = {**os.environ, "CODETUNE_THREADS": "1", "CODETUNE_PROGRESS_SECONDS": seconds}
+    done = subprocess.run(_command(dataset, out), capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def test_train_piped_prints_one_plain_line_per_interval_and_a_last_one(
     causal_dataset: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "CODETUNE_THREADS": "1", "CODETUNE_PROGRESS_SECONDS": "0"}
-    done = subprocess.run(
-        _command(causal_dataset, tmp_path / "run"), capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _piped(causal_dataset, tmp_path / "run", "0")
     assert "\r" not in done.stderr  # no bar redrawn in place, no library's tqdm
     lines = [line for line in done.stderr.splitlines() if re.match(r"train: \d+/", line)]
     rate = r"[\d.]+ (steps/s|s/step)"
@@ -44,11 +48,7 @@ def test_train_piped_prints_one_plain_line_per_interval_and_a_last_one(
 def test_train_quiet_for_less_than_the_interval_prints_no_progress_line(
     causal_dataset: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "CODETUNE_THREADS": "1", "CODETUNE_PROGRESS_SECONDS": "3600"}
-    done = subprocess.run(
-        _command(causal_dataset, tmp_path / "run"), capture_output=True, text=True, timeout=300, env=env
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _piped(causal_dataset, tmp_path / "run", "3600")
     assert not [line for line in done.stderr.splitlines() if re.match(r"train: \d+/", line)], done.stderr
 
 

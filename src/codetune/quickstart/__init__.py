@@ -20,7 +20,14 @@ from rich.console import Console
 
 from codetune.artifacts.paths import REPORT_MD
 from codetune.progress import duration
-from codetune.quickstart.base import HELD_OUT_PACKAGE, BaseRecipe, base_recipe, pretrain, shipped_base
+from codetune.quickstart.base import (
+    HELD_OUT_PACKAGE,
+    BaseRecipe,
+    base_recipe,
+    files_dataset,
+    pretrain,
+    shipped_base,
+)
 from codetune.stage import StageResult
 
 logger = logging.getLogger(__name__)
@@ -97,7 +104,6 @@ def quickstart(
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
     from codetune.dataset.builder import build
-    from codetune.dataset.config import BuildConfig
     from codetune.evaluate.config import EvalConfig
     from codetune.evaluate.runner import evaluate
     from codetune.modeling.presets import stdlib_dir
@@ -115,16 +121,12 @@ def quickstart(
     _step(2, f"adapting the base to {project} with LoRA ({settings.adapt_steps} steps){with_context}")
     with _timed(seconds, "collect"):
         results.append(collect(CollectConfig(sources=[str(project)], language="python", out=out / "corpus")))
-    build_cfg = BuildConfig(
-        corpus=out / "corpus",
-        format="files",
-        model=str(base),
-        out=out / "dataset",
-        max_length=settings.max_length,
-        valid_fraction=0.1,
-        test_fraction=0.2,
+    build_cfg = files_dataset(
+        out,
+        base,
+        settings.max_length,
+        (0.1, 0.2),
         seed=0,
-        fim_rate=0.0,
         repo_context=settings.repo_context,
         repo_context_budget=settings.repo_context_budget,
     )

@@ -150,6 +150,27 @@ def _initial_model(root: Path, recipe: BaseRecipe) -> Path:
     return folder
 
 
+def files_dataset(
+    root: Path, model: Path, max_length: int, split: tuple[float, float], seed: int, **options: Any
+) -> Any:
+    """The build the quickstart makes of ROOT/corpus into ROOT/dataset: whole files packed, no FIM,
+    ``split`` the (valid, test) shares."""
+    from codetune.dataset.config import BuildConfig
+
+    return BuildConfig(
+        corpus=root / "corpus",
+        format="files",
+        model=str(model),
+        out=root / "dataset",
+        max_length=max_length,
+        valid_fraction=split[0],
+        test_fraction=split[1],
+        seed=seed,
+        fim_rate=0.0,
+        **options,
+    )
+
+
 def pretrain(
     recipe: BaseRecipe, source: Path | None = None, say: Any = print
 ) -> tuple[Path, list[StageResult]]:
@@ -161,7 +182,6 @@ def pretrain(
     from codetune.collect.config import CollectConfig
     from codetune.collect.pipeline import collect
     from codetune.dataset.builder import build
-    from codetune.dataset.config import BuildConfig
     from codetune.modeling.presets import cache_dir, stdlib_dir
     from codetune.train.config import TrainConfig
     from codetune.train.recipe import train
@@ -186,21 +206,7 @@ def pretrain(
         )
     ]
     initial = _initial_model(root, recipe)
-    results.append(
-        build(
-            BuildConfig(
-                corpus=root / "corpus",
-                format="files",
-                model=str(initial),
-                out=root / "dataset",
-                max_length=recipe.max_length,
-                valid_fraction=0.01,
-                test_fraction=0.01,
-                fim_rate=0.0,
-                seed=recipe.seed,
-            )
-        )
-    )
+    results.append(build(files_dataset(root, initial, recipe.max_length, (0.01, 0.01), seed=recipe.seed)))
     results.append(
         train(
             TrainConfig(
