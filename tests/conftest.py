@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# The thread counts below (and tests/train's) stay as set: codetune's own choice from the machine's
+# load (codetune.threads) could change it between two paths a test compares. tests/test_threads.py
+# sets CODETUNE_THREADS itself.
+os.environ.setdefault("CODETUNE_THREADS", "torch")
 
 
 @pytest.fixture(autouse=True, scope="session")
