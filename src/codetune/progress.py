@@ -62,6 +62,15 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _rate(per_second: float, unit: str) -> str:
+    """1,234 files/s, 2.5 steps/s, 12.8 s/step."""
+    if per_second >= 100:
+        return f"{per_second:,.0f} {unit}s/s"
+    if per_second >= 1:
+        return f"{per_second:.3g} {unit}s/s"
+    return f"{1 / per_second:.3g} s/{unit}" if per_second > 0 else ""
+
+
 def _heartbeat() -> None:
     from codetune.threads import follow_load
 
@@ -184,9 +193,7 @@ class StepProgress:
         parts = [f"{self.done}/{self.total} {self.unit}s"]
         if self.total:
             parts[0] += f" ({100 * self.done / self.total:.0f}%)"
-        parts.append(
-            f"{rate:.3g} {self.unit}s/s" if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}" if rate else ""
-        )
+        parts.append(_rate(rate, self.unit))
         parts += self._stats
         parts.append(duration(now - self._started))
         if final:

@@ -30,7 +30,7 @@ def test_train_piped_prints_one_plain_line_per_interval_and_a_last_one(
     done = _piped(causal_dataset, tmp_path / "run", "0")
     assert "\r" not in done.stderr  # no bar redrawn in place, no library's tqdm
     lines = [line for line in done.stderr.splitlines() if re.match(r"train: \d+/", line)]
-    rate = r"[\d.]+ (steps/s|s/step)"
+    rate = r"[\d.,]+ (steps/s|s/step)"
     for step, line in enumerate(lines[:-1], 1):
         assert re.fullmatch(
             rf"train: {step}/3 steps \(\d+%\), {rate}, loss \d+\.\d{{4}}, [\d,]+ tok/s, \d+s(, ETA \d+s)?",
