@@ -257,9 +257,9 @@ def rebuild(
     with atomic_dir(out) as tmp:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
         model.to(torch.float16).save_pretrained(tmp, safe_serialization=True)
-        for source in sorted(model_dir.iterdir()):
-            if source.name.startswith("tokenizer") or source.name == "special_tokens_map.json":
-                (tmp / source.name).write_bytes(source.read_bytes())
+        for file in sorted(model_dir.iterdir()):
+            if file.name.startswith("tokenizer") or file.name == "special_tokens_map.json":
+                (tmp / file.name).write_bytes(file.read_bytes())
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json(
             tmp / RECIPE_FILE,
