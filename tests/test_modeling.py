@@ -139,3 +139,14 @@ def test_an_adapter_merged_in_memory_gives_the_adapters_logits_without_its_layer
         assert not any("lora_" in name for name, _ in merged.named_parameters())
         assert torch.allclose(merged(ids).logits, layered(ids).logits, atol=1e-4)
         assert not torch.allclose(merged(ids).logits, base, atol=1e-3)  # the adapter is in the weights
+
+
+def test_tokenizing_a_whole_file_longer_than_the_context_warns_of_no_indexing_error(capfd):
+    """codetune tokenizes whole files and cuts them itself: transformers' "Token indices sequence
+    length is longer than the specified maximum ... indexing errors" would be a false alarm."""
+    from codetune.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-gpt-bigcode")
+    ids = tokenizer("value = compute(value) + 1\n" * 400)["input_ids"]
+    assert len(ids) > tokenizer.model_max_length
+    assert "Token indices sequence length" not in capfd.readouterr().err

@@ -50,6 +50,7 @@ class QuickstartSettings:
     repo_context: bool = False
     repo_context_budget: int = 128
     base: Path | None = None  # a model folder to adapt instead (no pretraining, nothing shipped)
+    fim_rate: float = 0.5  # as the base was pretrained: the editor replay sends FIM requests
 
 
 def _step(number: int, message: str) -> None:
@@ -127,6 +128,7 @@ def quickstart(
         settings.max_length,
         (0.1, 0.2),
         seed=0,
+        fim_rate=settings.fim_rate,
         repo_context=settings.repo_context,
         repo_context_budget=settings.repo_context_budget,
     )

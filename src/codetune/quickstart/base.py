@@ -60,6 +60,9 @@ class BaseRecipe:
     warmup_ratio: float = 0.05
     batch_tokens: int = 4096
     max_length: int = 256  # packed blocks of whole files, no padding
+    # Half the blocks in fill-in-the-middle form, as code models are pretrained (StarCoder: 0.5): an
+    # editor's requests carry the text after the cursor, and a base that never saw FIM answers noise.
+    fim_rate: float = 0.5
     seed: int = 0
     held_out: str = HELD_OUT_PACKAGE
     skip: tuple[str, ...] = STDLIB_SKIP
@@ -153,8 +156,8 @@ def _initial_model(root: Path, recipe: BaseRecipe) -> Path:
 def files_dataset(
     root: Path, model: Path, max_length: int, split: tuple[float, float], seed: int, **options: Any
 ) -> Any:
-    """The build the quickstart makes of ROOT/corpus into ROOT/dataset: whole files packed, no FIM,
-    ``split`` the (valid, test) shares."""
+    """The build the quickstart makes of ROOT/corpus into ROOT/dataset: whole files packed, ``split``
+    the (valid, test) shares; ``options`` are further BuildConfig fields (fim_rate, repo_context)."""
     from codetune.dataset.config import BuildConfig
 
     return BuildConfig(
@@ -166,7 +169,6 @@ def files_dataset(
         valid_fraction=split[0],
         test_fraction=split[1],
         seed=seed,
-        fim_rate=0.0,
         **options,
     )
 
@@ -206,7 +208,13 @@ def pretrain(
         )
     ]
     initial = _initial_model(root, recipe)
-    results.append(build(files_dataset(root, initial, recipe.max_length, (0.01, 0.01), seed=recipe.seed)))
+    results.append(
+        build(
+            files_dataset(
+                root, initial, recipe.max_length, (0.01, 0.01), recipe.seed, fim_rate=recipe.fim_rate
+            )
+        )
+    )
     results.append(
         train(
             TrainConfig(
