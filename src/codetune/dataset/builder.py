@@ -28,6 +28,7 @@ from codetune.dataset.splits import HELD_OUT, SPLITS, SplitPlan, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
 from codetune.fim import bos_ids
+from codetune.progress import dataset_map
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -286,28 +287,32 @@ def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
         procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
         data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
         tag = fingerprint(cfg.model_dump(mode="json"), name, len(rows))
-        examples = data.map(
+        examples = dataset_map(
+            data,
             partial(fmt.examples, tokenizer=tokenizer),
+            f"build {fmt.name} {name}",
+            unit="document",
             batched=True,
             batch_size=64,
             num_proc=procs,
             remove_columns=data.column_names,
             new_fingerprint=f"{tag}-examples",
-            desc=f"{fmt.name} {name}",
         )
         if BLOCK in examples.column_names:
             blocks = examples[BLOCK]
             done.split_texts += blocks.count(1)
             done.split_blocks += blocks.count(1) + sum(1 for index in blocks if index > 0)
         options = replace(run.options, split=name, context=choosers.get(name))
-        encoded = examples.map(
+        encoded = dataset_map(
+            examples,
             partial(ENCODERS[fmt.kind], tokenizer=tokenizer, opts=options),
+            f"build tokenize {name}",
+            unit="example",
             batched=True,
             batch_size=256,
             num_proc=procs,
             with_indices=True,
             new_fingerprint=f"{tag}-encode",
-            desc=f"tokenize {name}",
         )
         flags = encoded.select_columns(INTERNAL).to_dict()
         keep = flags["_keep"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from codetune.files import atomic_dir
+from codetune.files import atomic_dir, fingerprint
 
 PRESET_VOCAB = 4096
 PRESET_CONTEXT = 1024
@@ -576,6 +576,21 @@ def preset_tokenizer_dir(tokenizer: str) -> Path:
         with atomic_dir(folder) as tmp:
             build_tokenizer(TOKENIZERS[tokenizer], tmp)
     return folder
+
+
+def preset_fingerprint(name: str) -> str:
+    """What decides a preset's weights and tokens (its config and its tokenizer's vocabulary, merges and
+    special tokens), hashed: unlike the version counters above, it moves only when this preset changes."""
+    from transformers import AutoTokenizer
+
+    preset = PRESETS[name]
+    tokenizer = AutoTokenizer.from_pretrained(preset_tokenizer_dir(preset.tokenizer))
+    config = preset.config(tokenizer).to_dict()
+    config.pop("transformers_version", None)
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocabulary = {key: spec["model"].get(key) for key in ("type", "vocab", "merges", "byte_fallback")}
+    specials = sorted(tokenizer.all_special_tokens)
+    return fingerprint(config, vocabulary, specials, preset.seq2seq)
 
 
 def preset_dir(name: str) -> Path:
