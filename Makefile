@@ -60,13 +60,18 @@ $(STAMP): pyproject.toml constraints.txt | $(SETUP)
 quickstart: $(STAMP)
 	$(PY) -m codetune quickstart
 
+# pytest-xdist: one worker per core (at most 4); a test module stays on one worker, and the tests
+# that share the Ray head share one (tests/conftest.py). TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu" --timeout 900
+	$(PY) -m pytest -q -m "not slow and not gpu" --timeout 900 $(XDIST)
 
 # The long tests: every recipe with its own steps and eval samples, every family end to end,
 # 2-process training, resume after SIGKILL. CI runs them after `make test`.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not gpu" --timeout 3600
+	$(PY) -m pytest -q -m "slow and not gpu" --timeout 3600 $(XDIST)
 
 lint:
 	$(PY) -m ruff check src tests bench

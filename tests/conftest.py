@@ -22,13 +22,38 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("CODETUNE_THREADS", "torch")
 
 
+def _workers(config: pytest.Config) -> int:
+    """How many pytest-xdist workers share the machine (1 without xdist)."""
+    return int(getattr(config, "workerinput", {}).get("workercount", 1))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller builds the tiny presets' tokenizers and weights once before
+    any worker starts: two workers building the same cache folder would replace it under each other."""
+    if getattr(config, "workerinput", None) is not None or not getattr(config.option, "numprocesses", None):
+        return
+    from codetune.modeling.presets import PRESETS, preset_dir
+
+    for name in PRESETS:
+        preset_dir(name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` a module's tests stay on one worker (its module fixtures are made
+    once), and every test that needs the Ray head shares one worker (one cluster, not one each)."""
+    for item in items:
+        group = "ray" if "ray_head" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _torch_threads() -> None:
+def _torch_threads(request: pytest.FixtureRequest) -> None:
     try:
         import torch
     except ImportError:  # pragma: no cover
         return
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # the cores are shared among the workers: more threads than cores only spin and wait
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers(request.config)))
 
 
 @pytest.fixture(autouse=True)

@@ -165,6 +165,23 @@ def test_bad_input_is_one_clear_line(case, tmp_path, monkeypatch, capsys):
     assert NEEDLES.get(case, "") in text, text
 
 
+# The other tests call the command line in process (tests/helpers/cli.py); each command's real entry
+# point, `python -m codetune COMMAND` in a process of its own, answers its first bad-input case here.
+FIRST_CASE_OF_EACH_COMMAND = sorted({name.split()[0]: name for name in sorted(CASES, reverse=True)}.values())
+
+
+@pytest.mark.parametrize("case", FIRST_CASE_OF_EACH_COMMAND)
+def test_each_command_as_a_process_answers_bad_input_with_one_line(case, tmp_path):
+    from tests.helpers.cli import assert_clean_error, run_cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    (tmp_path / "corpus").mkdir()
+    proc = run_cli(*CASES[case](tmp_path), process=True)
+    assert_clean_error(proc, NEEDLES.get(case, ""))
+    assert not (tmp_path / "out").exists(), f"{case} left output behind"
+
+
 def test_help_lists_the_contract(monkeypatch, capsys):
     code, text = invoke(monkeypatch, capsys, "--help")
     assert code == 0

@@ -137,6 +137,9 @@ def chained_project(root: Path, files: int) -> Path:
     return src
 
 
+# Slow (a second whole quickstart): the default suite covers its parts, context rows in
+# tests/dataset/test_repo_context.py and the quickstart's path in the tests above.
+@pytest.mark.slow
 def test_quickstart_with_repo_context_adapts_on_examples_that_carry_the_projects_other_files(
     tmp_path, monkeypatch, capsys
 ):

@@ -42,12 +42,14 @@ FAMILY_PRESETS = {
 # recipe test runs two ways:
 # - "cpu" (the default suite, about 40 s of a shared 2-core machine per recipe): a recipe that trains
 #   for max_steps stops after CPU_STEPS optimizer steps (one that trains by epochs runs them all: a few
-#   steps on the fixtures), and eval reads at most CPU_SAMPLES completion samples and loss rows;
+#   steps on the fixtures), and eval reads at most CPU_SAMPLES completion samples and loss rows and
+#   writes at most CPU_NEW_TOKENS tokens per completion;
 # - "own" (`-m slow`, which .ci/run runs after the default suite): every setting is the recipe's own,
 #   its steps and its eval samples included; only the model and a 4-bit method change (on_cpu).
 # Schedules (warmup, cosine, AdaLoRA's tinit/tfinal) are fractions of the run and shrink with it.
 CPU_STEPS = 2
 CPU_SAMPLES = 4
+CPU_NEW_TOKENS = 16
 SETTINGS = ("cpu", "own")
 
 
@@ -79,6 +81,7 @@ def on_cpu(recipe: str, settings: str = "cpu") -> list[str]:
     if written.eval is not None:
         overrides.append(f"eval.samples={min(written.eval.samples, CPU_SAMPLES)}")
         overrides.append(f"eval.loss_examples={min(written.eval.loss_examples, CPU_SAMPLES)}")
+        overrides.append(f"eval.max_new_tokens={min(written.eval.max_new_tokens, CPU_NEW_TOKENS)}")
     return overrides
 
 
