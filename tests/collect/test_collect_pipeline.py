@@ -204,6 +204,50 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
     assert not (tmp_path / ".corpus.work").exists()
 
 
+class _Planted:
+    """A pickle that writes a file when it is loaded (its __reduce__ calls Path.write_text)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_planted_resume_cache_never_runs_code(tmp_path, monkeypatch):
+    """The work folder beside the output is not trusted: what is planted there is never unpickled."""
+    import pickle
+
+    from codetune.collect import pipeline
+
+    first, second = tmp_path / "one", tmp_path / "two"
+    for i in range(3):
+        write(first, f"a{i}.py", distinct_module(i))
+        write(second, f"b{i}.py", distinct_module(10 + i))
+    real = pipeline._process_chunk
+    crash = [True]
+
+    def flaky(chunk):
+        if chunk[0][2] == str(second) and crash:
+            crash.pop()
+            raise RuntimeError("killed")
+        return real(chunk)
+
+    monkeypatch.setattr(pipeline, "_process_chunk", flaky)
+    config = cfg(tmp_path, first, second, workers=1)
+    with pytest.raises(RuntimeError, match="killed"):
+        collect(config)
+    work = tmp_path / ".corpus.work"
+    cached = [path for path in work.iterdir() if path.is_file()]
+    assert cached, "the finished first source was not saved for resuming"
+    marker = tmp_path / "pwned"
+    for path in cached:  # an attacker who can write the work folder replaces the cache
+        path.write_bytes(pickle.dumps(_Planted(marker)))
+    result = collect(config)
+    assert not marker.exists(), "a planted resume file ran code"
+    assert result.summary["files kept"] == 6  # the planted file was ignored: the source processed again
+
+
 def test_rejected_folder_holds_dropped_files_with_reasons(tmp_path):
     src = tmp_path / "src"
     write(src, "good.py", distinct_module(1))
