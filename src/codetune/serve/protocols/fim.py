@@ -78,7 +78,11 @@ def mount(ctx: Mount) -> None:
     @ctx.post("/v1/fim/completions", FimRequest, stream="sse")
     async def fim_completions(request: Request, body: FimRequest) -> Any:
         generation = await ctx.service.generate(
-            [body.request(ctx.service)], model=body.model, disconnected=request.is_disconnected, stream=True
+            [body.request(ctx.service)],
+            model=body.model,
+            caller=ctx.guard.caller(request),
+            disconnected=request.is_disconnected,
+            stream=True,
         )
         response_id = f"fim-{uuid.uuid4().hex[:24]}"
         created = int(time.time())

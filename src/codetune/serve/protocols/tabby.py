@@ -152,7 +152,12 @@ def mount(ctx: Mount) -> None:
     async def complete(request: Request, body: TabbyCompletionRequest) -> Any:
         ask, editor = body.request(ctx.service)
         generation = await ctx.service.generate(
-            [ask], client=body.user, editor=editor, disconnected=request.is_disconnected, stream=True
+            [ask],
+            client=body.user,
+            caller=ctx.guard.caller(request),
+            editor=editor,
+            disconnected=request.is_disconnected,
+            stream=True,
         )
         result = (await generation.wait()).outcome()
         answer: dict[str, Any] = {
