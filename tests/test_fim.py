@@ -22,6 +22,9 @@ REAL = {
     "deepseek-coder": ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "<｜end▁of▁sentence｜>", True),
     # QwenLM/Qwen2.5-Coder README: no BOS; <|endoftext|> ends a base-model completion.
     "qwen2.5-coder": ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|endoftext|>", False),
+    # Gemma 3 has no FIM tokens: codetune's layout on its reserved <unused0..2> (google/gemma_pytorch
+    # PR #44); a middle ends with <eos>; BOS required.
+    "gemma": ("<unused0>", "<unused1>", "<unused2>", None, True),
 }
 PREFIX = "def area(width, height):\n    "
 MIDDLE = "result = width * height"
@@ -149,3 +152,21 @@ def test_repository_tokens():
     )
     assert have["qwen2.5-coder"].file_sep_token == "<|file_sep|>"
     assert have["codellama"] is None
+
+
+def test_reserved_tokens_are_fim_only_once_a_build_taught_them(tmp_path):
+    """Stock Gemma has <unused0..2> but never saw them as sentinels: prefix-only until a build marks it."""
+    from codetune.fim import RESERVED_MARK
+
+    tokenizer = load_tokenizer("tiny-gemma3")
+    assert FimFormat.from_tokenizer(tokenizer) is None
+    size = len(tokenizer)
+    fmt, added = FimFormat.ensure(tokenizer)
+    assert (fmt.family.name, added, len(tokenizer)) == ("gemma", 0, size)
+    tokenizer.save_pretrained(tmp_path)
+    again = load_tokenizer(str(tmp_path))
+    assert again.init_kwargs[RESERVED_MARK] == "gemma"
+    assert FimFormat.from_tokenizer(again).family is fmt.family
+    # ids that are not the family's sentinels teach nothing
+    other = load_tokenizer("tiny-gemma3")
+    assert FimFormat.teach_reserved(other, [7, 6, 8]) is None and FimFormat.from_tokenizer(other) is None

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from codetune.cli_options import Spelling
 from codetune.errors import CodetuneError, ConfigError, InputError
 from codetune.evaluate.tasks import STYLES as SCORE_STYLES
+from codetune.languages import language_names
 from codetune.stages import STAGE_NAMES
 
 try:  # typer >= 0.26 carries its own copy of click
@@ -200,6 +201,7 @@ stage_command(
         arguments=("sources",),
         short={"language": "-l", "out": "-o", "workers": "-j"},
         required=("language", "out"),
+        notes={"language": f"Known: {', '.join(language_names())}."},
     ),
     "Gather and clean source files into a corpus (Parquet + manifest.json).",
 )
@@ -227,6 +229,11 @@ stage_command(
     "merge",
     Spelling(arguments=("run",), short={"out": "-o"}, required=("out",)),
     "Merge a run's adapter into its base model (plain Hugging Face format).",
+)
+stage_command(
+    "export",
+    Spelling(arguments=("model",), short={"out": "-o", "format": "-f"}, required=("out",)),
+    "Write a run or model as GGUF (llama.cpp, Ollama, LM Studio) with its FIM tokens and a Modelfile.",
 )
 stage_command(
     "eval",
@@ -508,7 +515,12 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = Path(
         "quickstart-out"
     ),
-    pretrain_steps: Annotated[int, typer.Option(min=1, help="Steps of base pretraining (cached).")] = 500,
+    pretrain_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Pretrain a base here for this many steps (cached) instead of using the shipped one."
+        ),
+    ] = None,
     adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
     samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
     repo_context: Annotated[
@@ -518,11 +530,23 @@ def quickstart(
             help="Adapt on examples carrying context from the project's other files (build repo_context).",
         ),
     ] = False,
+    rebuild_base: Annotated[
+        Path | None,
+        typer.Option(
+            "--rebuild-base",
+            help="Only pretrain the shipped base again into this folder (src/codetune/assets/quickstart-base).",
+        ),
+    ] = None,
 ) -> None:
-    """End to end on your machine, offline, CPU only: pretrain a tiny base, adapt it, evaluate it."""
+    """End to end on your machine, offline, CPU only: adapt a tiny pretrained base, evaluate it."""
     from codetune.quickstart import QuickstartSettings
     from codetune.quickstart import quickstart as run_quickstart
 
+    if rebuild_base is not None:
+        from codetune.quickstart.base import rebuild
+
+        print_result([rebuild(rebuild_base, say=console.print)])
+        return
     settings = QuickstartSettings(
         pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples, repo_context=repo_context
     )
@@ -531,8 +555,18 @@ def quickstart(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    import warnings
+
+    from codetune.progress import quiet_library_bars
+
     logging.basicConfig(
         level=os.environ.get("CODETUNE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    quiet_library_bars()
+    # peft reads transformers' deprecated `is_gradient_checkpointing` on every adapter it wraps or
+    # loads: a warning about two libraries' versions, nothing a user can or needs to change.
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
     )
     try:
         app()

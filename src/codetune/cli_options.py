@@ -37,6 +37,7 @@ class Spelling:
     required: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)  # command-line defaults the config lacks
     skip: tuple[str, ...] = ()  # fields the command takes its own way
+    notes: dict[str, str] = field(default_factory=dict)  # field -> text added to its help
 
 
 def option_type(annotation: Any) -> tuple[Any, tuple[str, ...]] | None:
@@ -87,6 +88,8 @@ def field_parameters(config: type[BaseModel], spelling: Spelling) -> list[inspec
         default = spelling.defaults.get(name, _default(info))
         required = name in spelling.required or name in spelling.arguments
         help_text = _help(info, choices, PydanticUndefined if required else default)
+        if name in spelling.notes:
+            help_text = f"{help_text} {spelling.notes[name]}"
         if name in spelling.arguments:
             declared = typer.Argument(help=help_text, show_default=False)
             arguments.append(_parameter(name, kind, declared, ... if required else None))

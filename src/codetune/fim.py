@@ -47,6 +47,9 @@ class FimFamily:
     repo_newline: bool = False
     # Whether a FIM prompt's target path goes after the prefix sentinel (StarCoder2) or before it.
     repo_target_in_prefix: bool = False
+    # The sentinels are reserved tokens every model of the family has but none was pretrained on (Gemma's
+    # <unused*>): the family is only the tokenizer's once a codetune build has taught it (RESERVED_MARK).
+    reserved: bool = False
     source: str = ""
 
     @property
@@ -132,6 +135,31 @@ register_family(
         "Completion'",
     )
 )
+
+register_family(
+    FimFamily(
+        "gemma",
+        "<unused0>",
+        "<unused1>",
+        "<unused2>",
+        # Gemma 3 has no FIM tokens. It reserves <unused0>..<unused98> (ids 6-104, 6,242 in all) "to
+        # assist model developers to more efficiently train/fine-tune Gemma by re-using the reserved
+        # tokens rather than attempting to resize" the vocabulary (google/gemma_pytorch PR #44, issue
+        # #12; google-deepmind/gemma issue #29). Reusing them keeps the 262,144-row tied embedding as it
+        # is, so the tuned model and its GGUF keep the stock tokenizer; resizing Gemma's embeddings
+        # starts training from a loss in the hundreds (huggingface/transformers issue #29219). A middle
+        # ends with <eos>, as a Gemma document does; BOS is required (Gemma 3's add_bos_token).
+        bos=True,
+        reserved=True,
+        source="codetune's own layout on Gemma's reserved tokens (see the comment above); PSM/SPM as "
+        "StarCoder's",
+    )
+)
+
+# tokenizer_config.json key naming the reserved-token FIM family a codetune build taught the model. A
+# stock Gemma tokenizer has the same <unused*> tokens but a model that never saw them in that role: it
+# gets prefix-only completions, not a FIM prompt it cannot read.
+RESERVED_MARK = "codetune_fim"
 
 # A tokenizer without FIM tokens gets this family's tokens added by `codetune build`; the run folder
 # keeps that tokenizer, so train, eval and serve all find the same family in it.
@@ -260,8 +288,11 @@ class FimFormat:
         if cached is not None and size is not None and cached[0] == size:
             return cached[1]
         vocab = tokenizer.get_vocab()
+        marked = (getattr(tokenizer, "init_kwargs", None) or {}).get(RESERVED_MARK)
         found = None
         for family in FAMILIES.values():
+            if family.reserved and marked != family.name:
+                continue
             if all(token in vocab for token in (family.prefix, family.suffix, family.middle)):
                 found = cls(family, tokenizer)
                 break
@@ -277,7 +308,7 @@ class FimFormat:
 
         Returns the format and how many tokens were added (the model's embeddings must then grow).
         """
-        found = cls.from_tokenizer(tokenizer)
+        found = cls.from_tokenizer(tokenizer) or cls.teach_reserved(tokenizer)
         if found is not None:
             return found, 0
         family = FAMILIES[ADDED_FAMILY]
@@ -285,6 +316,23 @@ class FimFormat:
         fmt = cls.from_tokenizer(tokenizer)
         assert fmt is not None and fmt.family is family
         return fmt, added
+
+    @classmethod
+    def teach_reserved(cls, tokenizer: Any, ids: Sequence[int | None] | None = None) -> FimFormat | None:
+        """Mark the tokenizer as taught a reserved-token family whose sentinels it has (a build, or a GGUF
+        whose ``fim_*`` ids, given as ``ids`` (prefix, suffix, middle), are that family's); None if none."""
+        vocab = tokenizer.get_vocab()
+        for family in FAMILIES.values():
+            sentinels = (family.prefix, family.suffix, family.middle)
+            if not family.reserved or not all(token in vocab for token in sentinels):
+                continue
+            if ids is not None and list(ids) != [vocab[token] for token in sentinels]:
+                continue
+            tokenizer.init_kwargs[RESERVED_MARK] = family.name
+            with contextlib.suppress(AttributeError):
+                del tokenizer._codetune_fim
+            return cls.from_tokenizer(tokenizer)
+        return None
 
     @classmethod
     def require(cls, tokenizer: Any) -> FimFormat:
@@ -358,6 +406,18 @@ class FimFormat:
         """:meth:`prompt` from ids already encoded (prefix with :meth:`encode`, suffix with ``encode_infill``,
         ``head`` with :meth:`context_ids`)."""
         return [*self.bos_ids, *head, self.prefix_id, *prefix, self.suffix_id, *suffix, self.middle_id]
+
+    def prompt_text(self, prefix: str, suffix: str) -> str:
+        """:meth:`prompt` as text, for runtimes that take a text template and read special tokens in it.
+
+        Ollama and llama.cpp tokenize such text with the sentinels recognised and BOS added by the
+        tokenizer (the GGUF's ``add_bos_token``), so BOS is not spelled here. A tokenizer that puts a
+        space before a text (SentencePiece's dummy prefix) gets one before the prefix, none before the
+        suffix: Meta's ``encode`` / ``encode_infilling``, as :meth:`prompt` encodes them.
+        """
+        lead = " " if self.adds_leading_space else ""
+        family = self.family
+        return f"{family.prefix}{lead}{prefix}{family.suffix}{suffix}{family.middle}"
 
     def example(
         self, prefix: str, middle: str, suffix: str, spm: bool = False, context: RenderedContext | None = None
@@ -547,6 +607,22 @@ def decode_continuation(tokenizer: Any, ids: Sequence[int]) -> str:
     return (
         text[len(head) :] if text.startswith(head) else tokenizer.decode(list(ids), skip_special_tokens=True)
     )
+
+
+def bos_ids(tokenizer: Any) -> list[int]:
+    """``[BOS]`` when the tokenizer starts an encoded text with it (Llama, Gemma: ``add_bos_token``), else
+    ``[]``. Plain prompts and training rows start with it as the model was pretrained; Gemma 3 without
+    it generates nonsense."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    cached = getattr(tokenizer, "_codetune_bos", None)
+    if cached is None:
+        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+        cached = [bos] if ids[:1] == [bos] else []
+        with contextlib.suppress(AttributeError):
+            tokenizer._codetune_bos = cached
+    return list(cached)
 
 
 def no_fim_error() -> CodetuneError:

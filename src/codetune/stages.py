@@ -84,6 +84,14 @@ STAGES: tuple[Stage, ...] = (
         out_name="merged",
     ),
     Stage(
+        "export",
+        "codetune.export.config:ExportConfig",
+        "codetune.export.runner:export",
+        reads=(Input("model", ("merged", "run")),),
+        writes="gguf",
+        out_name="model.gguf",
+    ),
+    Stage(
         "eval",
         "codetune.evaluate.config:EvalConfig",
         "codetune.evaluate.runner:evaluate",

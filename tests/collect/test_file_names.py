@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 from test_collect_pipeline import distinct_module
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 from codetune.artifacts import read_corpus
 

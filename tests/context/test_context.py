@@ -253,7 +253,9 @@ def test_context_goes_first_when_the_prompt_is_too_long(tokenizers):
 def test_a_plain_prompt_gets_the_context_before_it(tokenizers):
     tok = tokenizers["codellama"]  # no repository tokens: comment headers
     request = build_request(tok, PREFIX, repo_context=CONTEXT)
-    assert request.prompt_text.startswith("# Path: pkg/util.py\n# def scale(value, factor):")
+    # the prompt as sent: BOS, then the context before the file
+    assert request.prompt_ids[0] == tok.bos_token_id
+    assert tok.decode(request.prompt_ids[1:]).startswith("# Path: pkg/util.py\n# def scale(value, factor):")
     assert request.prompt_text.endswith("# Path: pkg/main.py\n" + PREFIX)
     qwen = build_request(tokenizers["qwen2.5-coder"], PREFIX, repo_context=CONTEXT)
     assert qwen.prompt_text.startswith("<|repo_name|>geometry\n<|file_sep|>pkg/util.py\n")

@@ -219,8 +219,9 @@ def test_blocks_of_a_tokenizer_that_drops_a_leading_space_lose_nothing(tmp_path:
     by_path: dict[str, list[str]] = {}
     for row in blocks["train"]:
         by_path.setdefault(row["path"], []).append(row["text"])
-        # every block's tokens give the block back, its first character included
-        assert tokenizer.decode(row["input_ids"][:-1]) == row["text"], row["text"][:30]
+        # every block's tokens (BOS, text, EOS) give the block back, its first character included
+        assert row["input_ids"][0] == tokenizer.bos_token_id
+        assert tokenizer.decode(row["input_ids"][1:-1]) == row["text"], row["text"][:30]
     assert {path: "".join(pieces) for path, pieces in by_path.items()} == {
         r["path"]: r["content"] for r in rows
     }

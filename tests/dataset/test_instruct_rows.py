@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 
 def test_rows_without_text_are_counted_never_turned_into_reprs(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ NO_PRESET = {"santacoder"}
 def preset_of(family: str) -> str | None:
     for name in PRESETS:
         if name not in {"tiny-t5"}:
-            fmt = FimFormat.from_tokenizer(load_tokenizer(name))
+            tokenizer = load_tokenizer(name)
+            # a reserved-token family (Gemma's) is the tokenizer's once a build teaches it
+            fmt = FimFormat.from_tokenizer(tokenizer) or FimFormat.teach_reserved(tokenizer)
             if fmt is not None and fmt.family.name == family:
                 return name
     return None
@@ -39,4 +41,5 @@ def family_tokenizers(tmp_path_factory: Any) -> dict[str, Any]:
                 f"no preset carries the {family} family: add one (or list it in NO_PRESET)"
             )
             out[family] = load_tokenizer(name)
+            FimFormat.teach_reserved(out[family])
     return out

@@ -28,6 +28,16 @@ def _adds_bos(name: str) -> bool:
     return tok.bos_token_id is not None and tok("x = 1")["input_ids"][0] == tok.bos_token_id
 
 
+def _reserved_fim(name: str) -> tuple[str, int] | None:
+    """Gemma: no FIM of its own (a stock model never saw its reserved tokens as sentinels); a build
+    teaches the `gemma` family on them, adding no token."""
+    tok = load_tokenizer(name)
+    if FimFormat.from_tokenizer(tok) is not None:
+        return None
+    fmt, added = FimFormat.ensure(tok)
+    return fmt.family.name, added
+
+
 # What each preset must keep of its real family (each line names the property a code path depends on).
 FAITHFUL = {
     "tiny-gpt-bigcode": lambda c, n: c.multi_query and c.num_key_value_heads == 1,
@@ -50,6 +60,17 @@ FAITHFUL = {
     ),
     "tiny-deepseek-coder": lambda c, n: _adds_bos(n) and c.rope_parameters["rope_type"] == "linear",
     "tiny-qwen2.5-coder": lambda c, n: _gqa(c) and not _adds_bos(n) and c.tie_word_embeddings,
+    "tiny-gemma3": lambda c, n: (
+        {"sliding_attention", "full_attention"} == set(c.layer_types)
+        and c.layer_types[:6] == ["sliding_attention"] * 5 + ["full_attention"]
+        and c.sliding_window < c.max_position_embeddings
+        and c.num_key_value_heads == 1
+        and c.head_dim * c.num_attention_heads != c.hidden_size
+        and c.query_pre_attn_scalar == c.head_dim
+        and c.tie_word_embeddings
+        and _adds_bos(n)
+        and _reserved_fim(n) == ("gemma", 0)
+    ),
     "tiny-t5": lambda c, n: c.is_encoder_decoder,
 }
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from codetune.fim import bos_ids
 from codetune.generation.api import generate_completions
 from codetune.generation.params import SamplingParams
 from codetune.generation.sequence import Completion, Sequence
@@ -54,7 +55,8 @@ def alone(model, tokenizer, prompt, **params) -> Completion:
 
 def sequence(tokenizer, prompt, **params) -> tuple[Sequence, threading.Event]:
     done = threading.Event()
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # as the request builder lays a plain prompt out: BOS where the tokenizer adds one, then the text
+    ids = [*bos_ids(tokenizer), *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
     return Sequence(ids, SamplingParams(**params), on_done=lambda s: done.set()), done
 
 

@@ -196,3 +196,32 @@ def test_bundled_configs_name_their_sources_and_ship_with_the_package():
         assert source["values"], name
     pyproject = (EXAMPLES.parent / "pyproject.toml").read_text()
     assert "modeling/configs/*.json" in pyproject
+
+
+def test_a_bundled_config_says_how_to_get_the_weights_not_that_it_is_unreadable(
+    no_network, monkeypatch, capsys
+):
+    code, out, err = invoke(monkeypatch, capsys, "train", "-m", "bigcode/starcoderbase-1b", "--dry-run")
+    assert code == 0, err
+    config = next(line for line in out.splitlines() if line.startswith("config:"))
+    assert "not readable here" not in config
+    assert "https://huggingface.co/bigcode/starcoderbase-1b/blob/main/config.json" in config
+    assert "hf download bigcode/starcoderbase-1b" in config and "hf auth login" in config  # gated
+    code, out, err = invoke(monkeypatch, capsys, "train", "-m", "bigcode/starcoder2-3b", "--dry-run")
+    config = next(line for line in out.splitlines() if line.startswith("config:"))
+    assert "hf download bigcode/starcoder2-3b" in config and "hf auth login" not in config  # not gated
+
+
+def test_the_plan_says_whether_activations_assume_checkpointing_and_warns_past_a_16_gb_gpu(
+    no_network, monkeypatch, capsys
+):
+    args = ("train", "-m", "bigcode/starcoder2-3b", "--method", "qlora", "--dry-run")
+    code, out, err = invoke(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "activations: without gradient checkpointing" in out
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert "more than a 16 GB GPU" in warning and "gradient_checkpointing=true" in warning
+    code, out, err = invoke(monkeypatch, capsys, *args, "--set", "gradient_checkpointing=true")
+    assert "activations: with gradient checkpointing" in out
+    assert not [line for line in out.splitlines() if line.startswith("warning:")]  # 15 GiB -> about 4
+    assert "qlora fits a GPU of 8 GB" in out

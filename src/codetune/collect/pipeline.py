@@ -39,6 +39,7 @@ from codetune.collect.sources import Source
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
 from codetune.languages import Language, get_language, register_spec
+from codetune.progress import StepProgress, activity
 from codetune.stage import StageResult
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,8 @@ def _collect(cfg: CollectConfig, out: Path, work: Path) -> StageResult:
         return StageResult("collect", out, summary=summary, skipped=True)
     processed = process_sources(cfg, ctx, listed, identity, work)
     _drop_copies(processed)
-    kept, dropped = _dedup(cfg, processed)
+    with activity(f"collect: deduplicating {sum(len(item.records) for item in processed):,} files"):
+        kept, dropped = _dedup(cfg, processed)
     counts, skipped = _count(dropped, processed)
     redactions = _redactions(kept)
     summary = _summary(language, kept, counts, skipped, redactions)
@@ -340,14 +342,15 @@ def process_sources(
                         pool = open_executor(
                             cfg.executor, cfg.workers, cfg.address, _init_worker, (ctx, specs)
                         )
-                    records = [
-                        r
-                        for chunk in _progress(pool.map(_process_chunk, chunks), len(chunks), source.repo)
-                        for r in chunk
-                    ]
+                    done_chunks = pool.map(_process_chunk, chunks)
                 else:
                     _init_worker(ctx, [])
-                    records = [r for chunk in chunks for r in _process_chunk(chunk)]
+                    done_chunks = map(_process_chunk, chunks)
+                records = []
+                with StepProgress(f"collect {source.repo}", len(items), unit="file") as bar:
+                    for chunk in done_chunks:
+                        records += chunk
+                        bar.advance(len(chunk))
                 if index < len(listed) - 1:  # the last source never needs resuming from
                     _save_records(done, records)
             for record in records:
@@ -501,16 +504,6 @@ def _write_corpus(
 
 def _reasons_line(counts: dict[str, dict[str, int]]) -> str:
     return ", ".join(f"{reason} {entry['files']}" for reason, entry in counts.items()) or "nothing"
-
-
-def _progress(iterable: Any, total: int, what: str) -> Any:
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"collect {what}", total=total)
-        for item in iterable:
-            progress.advance(task)
-            yield item
 
 
 # A repository where at least this share of the kept files carries a project's banner is that project

@@ -27,6 +27,8 @@ from codetune.dataset.formats import Format, get_format
 from codetune.dataset.splits import HELD_OUT, SPLITS, SplitPlan, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
+from codetune.fim import bos_ids
+from codetune.progress import dataset_map
 from codetune.stage import StageResult, default_out
 
 logger = logging.getLogger(__name__)
@@ -126,7 +128,9 @@ def setup(cfg: BuildConfig, fmt: Format) -> Setup:
             "budget_tokens": cfg.repo_context_budget,
             "block_reserve_tokens": reserved["context"],
         }
-    fmt.reserve_tokens = sum(reserved[what] for what in fmt.reserves)
+    # A plain row starts with BOS where the tokenizer adds one (Llama, Gemma), as pretraining text did.
+    plain_bos = tuple(bos_ids(tokenizer)) if not is_seq2seq and fmt.kind != "seq2seq" else ()
+    fmt.reserve_tokens = max(sum(reserved[what] for what in fmt.reserves), len(plain_bos))
     options = EncodeOptions(
         max_length=cfg.max_length,
         max_target_length=cfg.seq2seq.max_target_length or cfg.max_length,
@@ -134,6 +138,7 @@ def setup(cfg: BuildConfig, fmt: Format) -> Setup:
         prompted=fmt.prompted,
         seed=cfg.seed,
         fim=fim,
+        bos_ids=plain_bos,
     )
     return Setup(fmt, tokenizer, corpus, out, options, fim_info, context_info)
 
@@ -282,28 +287,32 @@ def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
         procs = num_proc if num_proc and num_proc > 1 and len(rows) >= 4 * num_proc else None
         data = Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
         tag = fingerprint(cfg.model_dump(mode="json"), name, len(rows))
-        examples = data.map(
+        examples = dataset_map(
+            data,
             partial(fmt.examples, tokenizer=tokenizer),
+            f"build {fmt.name} {name}",
+            unit="document",
             batched=True,
             batch_size=64,
             num_proc=procs,
             remove_columns=data.column_names,
             new_fingerprint=f"{tag}-examples",
-            desc=f"{fmt.name} {name}",
         )
         if BLOCK in examples.column_names:
             blocks = examples[BLOCK]
             done.split_texts += blocks.count(1)
             done.split_blocks += blocks.count(1) + sum(1 for index in blocks if index > 0)
         options = replace(run.options, split=name, context=choosers.get(name))
-        encoded = examples.map(
+        encoded = dataset_map(
+            examples,
             partial(ENCODERS[fmt.kind], tokenizer=tokenizer, opts=options),
+            f"build tokenize {name}",
+            unit="example",
             batched=True,
             batch_size=256,
             num_proc=procs,
             with_indices=True,
             new_fingerprint=f"{tag}-encode",
-            desc=f"tokenize {name}",
         )
         flags = encoded.select_columns(INTERNAL).to_dict()
         keep = flags["_keep"]

@@ -41,6 +41,7 @@ class EncodeOptions:
     fim: FimOptions | None = None  # None: no FIM
     split: str = "train"  # seeds the FIM draws per split
     context: Any = None  # the split's codetune.dataset.context.ExampleContext, or None
+    bos_ids: tuple[int, ...] = ()  # what a plain (not FIM) causal row starts with
 
     def kept(self, trimmed: bool) -> bool:
         """Whether a row stays in the dataset (``overlong: drop`` drops trimmed ones)."""
@@ -216,7 +217,7 @@ def _encode_texts(batch: Batch, indices: list[int], tokenizer: Any, opts: Encode
     for row, plan in enumerate(plans):
         end, pieces = eos, None
         if plan is None:
-            ids = encoded["input_ids"][row]
+            ids = [*opts.bos_ids, *encoded["input_ids"][row]]
         else:
             assert fim_format is not None
             pieces = plan.sliced or piece_ids(plan.pieces)

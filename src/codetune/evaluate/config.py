@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,11 @@ from codetune.evaluate.tasks import TASKS
 from codetune.schema import StrictModel
 
 DEFAULT_METRICS = ["exact_match", "edit_sim", "bleu", "sacrebleu_bleu", "chrf"]
+# Prompts per task when `samples` is not given scale with the held-out files: a project of 8 test
+# files is not made to wait on 200 prompts (27 minutes on a CPU), and a big one stops at 200.
+SAMPLES_PER_FILE = 8
+MIN_SAMPLES = 24
+MAX_SAMPLES = 200
 
 
 class EvalConfig(StrictModel):
@@ -26,7 +31,12 @@ class EvalConfig(StrictModel):
     metrics: list[str] = Field(
         default_factory=lambda: list(DEFAULT_METRICS), description="Reference metrics."
     )
-    samples: int = Field(200, gt=0, description="Line-completion samples cut from held-out files.")
+    samples: int | None = Field(
+        None,
+        gt=0,
+        description=f"Prompts per task (default: {SAMPLES_PER_FILE} per held-out file, at least "
+        f"{MIN_SAMPLES} and at most {MAX_SAMPLES}; benchmark files: the first {MAX_SAMPLES} problems).",
+    )
     line_cut: Literal["line", "mid"] = Field(
         "line",
         description="Line completion: line = complete the whole next line; mid = the prompt runs to a random "
@@ -94,3 +104,18 @@ class EvalConfig(StrictModel):
     sweep_top_p: list[float] = Field(default_factory=list, description="Sampling sweep: top_p values.")
     loss_examples: int = Field(200, gt=0, description="Test rows used for loss / perplexity.")
     side_by_side: int = Field(3, ge=0, description="Sample completions shown side by side in report.md.")
+
+    def scaled_to(self, rows: list[dict[str, Any]]) -> tuple[EvalConfig, str | None]:
+        """This config with ``samples`` set (as given, else scaled to the held-out files among ``rows``),
+        and a sentence saying how it was scaled (None when given)."""
+        if self.samples is not None:
+            return self, None
+        files = len({row.get("path") or index for index, row in enumerate(rows)})
+        if not files:
+            return self.model_copy(update={"samples": MAX_SAMPLES}), None
+        samples = min(MAX_SAMPLES, max(MIN_SAMPLES, SAMPLES_PER_FILE * files))
+        rule = (
+            f"{samples} prompts per task: {SAMPLES_PER_FILE} per held-out file ({files}), at least {MIN_SAMPLES} "
+            f"and at most {MAX_SAMPLES} (--set samples=N to choose)"
+        )
+        return self.model_copy(update={"samples": samples}), rule

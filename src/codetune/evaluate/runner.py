@@ -9,6 +9,7 @@ never asks what kind a task is: each one scores itself (``codetune.evaluate.task
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,9 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     out = default_out(cfg.out, None, "report")
     check_output_folder(out, stage="eval")
     rows, stats, digest = held_out(cfg.dataset)
+    cfg, samples_rule = cfg.scaled_to(rows)
+    if samples_rule:
+        print(f"eval: {samples_rule}", file=sys.stderr, flush=True)
     if (
         cfg.dataset is None
         and cfg.prompts is None
@@ -159,7 +163,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     predictions: list[dict[str, Any]] = []
     for spec in specs:
         logger.info("evaluating %s (%s)", spec.name, spec.source)
-        model = load_model(spec.source, device=device)
+        model = load_model(spec.source, device=device, merge=True)  # an adapter runs at the base's speed
         tokenizer = load_tokenizer(spec.source)
         run = ModelRun(spec.name, model, tokenizer, cfg, language)
         scores: dict[str, Any] = {}
@@ -195,7 +199,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
     report = {
         "models": results,
         "context": context_deltas(tasks, per_task),
-        "settings": _settings(cfg),
+        "settings": {**_settings(cfg), "samples_rule": samples_rule},
         "dataset": {
             "path": str(cfg.dataset) if cfg.dataset else None,
             "hash": digest,

@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -311,33 +312,17 @@ def _merge_parts(out: Path, world: int, id_field: str) -> None:
     state.wait_for_everyone()
 
 
-class progress:
-    """Rich progress bar over rows, showing new tokens per second."""
+@contextmanager
+def progress(total: int) -> Iterator[Callable[[int], None]]:
+    """Progress over rows, showing new tokens per second: ``advance(new_tokens)`` after each row."""
+    from codetune.progress import StepProgress
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def __enter__(self) -> Any:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} tok/s"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.progress.__enter__()
-        self.task = self.progress.add_task("generate", total=self.total, rate="-")
-        self.start, self.tokens = time.monotonic(), 0
+    tokens = 0
+    with StepProgress("generate", total, unit="row") as bar:
 
         def advance(new_tokens: int) -> None:
-            self.tokens += new_tokens
-            rate = self.tokens / max(time.monotonic() - self.start, 1e-6)
-            self.progress.update(self.task, advance=1, rate=f"{rate:.0f}")
+            nonlocal tokens
+            tokens += new_tokens
+            bar.advance(tokens=tokens)
 
-        return advance
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        yield advance

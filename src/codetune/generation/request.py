@@ -241,7 +241,7 @@ def build_request(
             if fim_suffix is not None:
                 request = _fim(tokenizer, prompt, fim_suffix, params, room, prefix_ratio, post)
             else:
-                ids = _text_ids(tokenizer, prompt, special=seq2seq)
+                ids = [*_plain_bos(tokenizer, seq2seq), *_text_ids(tokenizer, prompt, special=seq2seq)]
                 request = _plain(prompt, ids, params, room, post, warning, seq2seq, tokenizer)
             request.context_snippets_dropped = len(snippets)
             request.prompt_tokens_sent = max(request.prompt_tokens_sent, sent)
@@ -268,7 +268,18 @@ def context_prompt_ids(
     if suffix is not None:
         return _fim_ids(tokenizer, prompt, suffix, rendered)
     text = rendered.lead + prompt
-    return [*context_ids(tokenizer, rendered), *_text_ids(tokenizer, text, special=seq2seq)]
+    return [
+        *_plain_bos(tokenizer, seq2seq),
+        *context_ids(tokenizer, rendered),
+        *_text_ids(tokenizer, text, special=seq2seq),
+    ]
+
+
+def _plain_bos(tokenizer: Any, seq2seq: bool) -> list[int]:
+    """The BOS a causal model's plain prompt starts with (codetune.fim.bos_ids); none for seq2seq."""
+    from codetune.fim import bos_ids
+
+    return [] if seq2seq else bos_ids(tokenizer)
 
 
 def _plain(
@@ -283,7 +294,10 @@ def _plain(
 ) -> Request:
     sent = len(ids)
     if room is not None and len(ids) > room:
-        ids = ids[-room:]  # an editor's prefix: the text nearest the cursor matters most
+        bos = _plain_bos(tokenizer, seq2seq)
+        head = bos if bos and ids[:1] == bos else []
+        # an editor's prefix: the text nearest the cursor matters most (after the BOS it must start with)
+        ids = [*head, *ids[len(head) :][-(room - len(head)) :]] if room > len(head) else ids[-room:]
     if not ids and not seq2seq:
         ids = [tokenizer.eos_token_id]
     return Request(ids, text, params, post, warning, sent, sent - len(ids) if sent > len(ids) else 0)

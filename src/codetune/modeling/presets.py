@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from codetune.files import atomic_dir
+from codetune.files import atomic_dir, fingerprint
 
 PRESET_VOCAB = 4096
 PRESET_CONTEXT = 1024
@@ -29,8 +29,9 @@ PRESET_SLIDING_WINDOW = 256
 TOKENIZER_SAMPLE_BYTES = 4_000_000
 # Bump when a preset or tokenizer changes: caches live under a folder of this version, so an older
 # checkout sharing the cache keeps its own presets.
-PRESETS_VERSION = 3  # weights; bump when a preset's config or initialisation changes
-TOKENIZERS_VERSION = 2  # bump when a tokenizer spec or its training text changes
+PRESETS_VERSION = 4  # weights; bump when a preset's config or initialisation changes
+TOKENIZERS_VERSION = 3  # bump when a tokenizer spec changes
+BASE_VOCAB_VERSION = 2  # bump when the shared trained vocabularies (or their training text) change
 
 
 def cache_dir() -> Path:
@@ -80,8 +81,9 @@ def _fim_tokens(family: str) -> tuple[str, ...]:
 class TokenizerSpec:
     """A family's tokenizer conventions: model kind, special tokens, BOS/EOS, tokenizer class."""
 
-    # byte-level: GPT-2 style BPE; sentencepiece: Llama style (▁ for spaces, byte fallback, <unk>).
-    kind: Literal["byte-level", "sentencepiece"]
+    # byte-level: GPT-2 style BPE; sentencepiece: Llama style (▁ for spaces, byte fallback, <unk>);
+    # gemma: transformers' GemmaTokenizer (▁ for spaces but none prepended, byte fallback, Gemma's ids).
+    kind: Literal["byte-level", "sentencepiece", "gemma"]
     eos: str
     bos: str | None = None
     unk: str | None = None
@@ -91,6 +93,29 @@ class TokenizerSpec:
     extra: Callable[[], tuple[str, ...]] = tuple
     tokenizer_class: str = "PreTrainedTokenizerFast"
     config: dict[str, Any] = field(default_factory=dict)
+    # A byte-level family's own pre-tokenizer split (a regex), where it is not GPT-2's.
+    split: Callable[[], str] | None = None
+
+
+def _qwen2_split() -> str:
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    return PRETOKENIZE_REGEX
+
+
+# Gemma 3's first 107 ids (google/gemma-3-270m tokenizer, as its GGUF lists them): pad, eos, bos, unk,
+# mask, [multimodal], <unused0>..<unused98>, <start_of_turn>, <end_of_turn>.
+GEMMA_SPECIALS = (
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "[multimodal]",
+    *(f"<unused{i}>" for i in range(99)),
+    "<start_of_turn>",
+    "<end_of_turn>",
+)
 
 
 TOKENIZERS: dict[str, TokenizerSpec] = {
@@ -139,8 +164,9 @@ TOKENIZERS: dict[str, TokenizerSpec] = {
         extra=lambda: _fim_tokens("deepseek-coder"),
         tokenizer_class="LlamaTokenizerFast",
     ),
-    # Qwen/Qwen2.5-Coder-*: Qwen2Tokenizer, byte-level BPE, no BOS, EOS = pad = <|endoftext|>
-    # (transformers Qwen2Tokenizer defaults), ChatML and FIM/repository tokens.
+    # Qwen/Qwen2.5-Coder-*: Qwen2Tokenizer, byte-level BPE split by Qwen2's regex (digits one by one),
+    # no BOS, EOS = pad = <|endoftext|> (transformers Qwen2Tokenizer defaults), ChatML and FIM/repository
+    # tokens.
     "qwen2.5-coder": TokenizerSpec(
         "byte-level",
         eos="<|endoftext|>",
@@ -148,6 +174,20 @@ TOKENIZERS: dict[str, TokenizerSpec] = {
         unk=None,
         extra=lambda: ("<|im_start|>", "<|im_end|>", *_fim_tokens("qwen2.5-coder")),
         tokenizer_class="Qwen2Tokenizer",
+        split=_qwen2_split,
+    ),
+    # google/gemma-3-*: GemmaTokenizer (BPE with byte fallback, spaces as ▁ with none prepended), BOS
+    # <bos> added to every text, EOS <eos>, pad <pad>, Gemma's special ids; no FIM tokens: codetune's
+    # FIM for Gemma uses its reserved <unused*> tokens (codetune/fim.py, family "gemma").
+    "gemma": TokenizerSpec(
+        "gemma",
+        eos="<eos>",
+        bos="<bos>",
+        unk="<unk>",
+        pad="<pad>",
+        add_bos=True,
+        extra=lambda: tuple(t for t in GEMMA_SPECIALS[4:] if t.startswith("<")),
+        tokenizer_class="GemmaTokenizer",
     ),
     # T5-style seq2seq: <pad> (also the decoder start), </s>, <unk>; no FIM tokens.
     "t5": TokenizerSpec("byte-level", eos="</s>", unk="<unk>", pad="<pad>"),
@@ -158,7 +198,7 @@ def _train_base(kind: str) -> Path:
     """Train (once) the vocabulary every tokenizer of a kind shares; returns its tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    path = cache_dir() / "tokenizers" / f"v{TOKENIZERS_VERSION}-{kind}-{PRESET_VOCAB}" / "tokenizer.json"
+    path = cache_dir() / "tokenizers" / f"v{BASE_VOCAB_VERSION}-{kind}-{PRESET_VOCAB}" / "tokenizer.json"
     if path.is_file():
         return path
     if kind == "byte-level":
@@ -181,26 +221,79 @@ def _train_base(kind: str) -> Path:
 
 
 def _sentencepiece_model(base: dict[str, Any], unk: str, bos: str, eos: str) -> Any:
-    """Llama's layout: <unk> <s> </s>, then the 256 byte-fallback pieces, then the learned merges."""
+    """Llama's layout: <unk> <s> </s>, then the 256 byte-fallback pieces, then the learned pieces.
+
+    SentencePiece BPE merges by piece score, not by a list of merges: any two adjacent pieces whose
+    join is a piece may merge, the best-scored join first. transformers turns a tokenizer.model into
+    merges that way (``generate_merges``: every split of every piece, ordered by its score), and so
+    does its GGUF reader; the preset's merges are made the same way, from scores that fall with the id.
+    """
     from tokenizers import models
+    from transformers.tokenization_utils_base import generate_merges
 
     vocab = {unk: 0, bos: 1, eos: 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
     for token, _ in sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(token, len(vocab))
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
+    merges = generate_merges(vocab, {token: -float(index) for token, index in vocab.items()})
     return models.BPE(vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=True)
+
+
+def _merges(base: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
+
+
+def _build_gemma_tokenizer(spec: TokenizerSpec, out: Path) -> None:
+    """Gemma's tokenizer, built by transformers' own GemmaTokenizer over the shared ▁-vocabulary.
+
+    The ids follow Gemma 3's: its 107 special and reserved tokens first, then the 256 byte-fallback
+    pieces, then the learned pieces, merged by score as SentencePiece does (``_sentencepiece_model``).
+    The reserved tokens are special (CONTROL in Gemma's GGUF).
+    """
+    from transformers import GemmaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    base = json.loads(_train_base("sentencepiece").read_text(encoding="utf-8"))
+    vocab = {token: index for index, token in enumerate(GEMMA_SPECIALS)}
+    vocab |= {f"<0x{b:02X}>": len(vocab) + b for b in range(256)}
+    for token, _ in sorted(base["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(token, len(vocab))
+    reserved = [token for token in spec.extra() if token not in _named(spec)]
+    tokenizer = GemmaTokenizer(
+        vocab=vocab,
+        merges=generate_merges(vocab, {token: -float(index) for token, index in vocab.items()}),
+        add_bos_token=spec.add_bos,
+        add_eos_token=False,
+        additional_special_tokens=reserved,
+        clean_up_tokenization_spaces=False,
+        model_max_length=PRESET_CONTEXT,
+    )
+    tokenizer.save_pretrained(out)
+
+
+def _named(spec: TokenizerSpec) -> list[str]:
+    return [t for t in (spec.bos, spec.eos, spec.unk, spec.pad) if t]
 
 
 def build_tokenizer(spec: TokenizerSpec, out: Path) -> None:
     """Write a tokenizer folder for ``spec`` (tokenizer.json + tokenizer_config.json) into ``out``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    if spec.kind == "gemma":
+        _build_gemma_tokenizer(spec, out)
+        return
     base = json.loads(_train_base(spec.kind).read_text(encoding="utf-8"))
     if spec.kind == "byte-level":
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in base["model"]["merges"]]
-        tokenizer = Tokenizer(models.BPE(vocab=base["model"]["vocab"], merges=merges))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer = Tokenizer(models.BPE(vocab=base["model"]["vocab"], merges=_merges(base)))
+        if spec.split is None:
+            tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        else:
+            tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+                [
+                    pre_tokenizers.Split(Regex(spec.split()), behavior="isolated"),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+                ]
+            )
         tokenizer.decoder = decoders.ByteLevel()
     else:
         assert spec.unk and spec.bos
@@ -213,7 +306,7 @@ def build_tokenizer(spec: TokenizerSpec, out: Path) -> None:
         tokenizer.decoder = decoders.Sequence(
             [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
         )
-    named = [t for t in (spec.bos, spec.eos, spec.unk, spec.pad) if t]
+    named = _named(spec)
     extra = [t for t in spec.extra() if t not in named]
     tokenizer.add_special_tokens(list(dict.fromkeys([*named, *extra])))
     if spec.add_bos:
@@ -372,6 +465,40 @@ def _qwen2(tok: Any) -> Any:
     )
 
 
+def _gemma3(tok: Any) -> Any:
+    from transformers import Gemma3TextConfig
+
+    # google/gemma-3-270m: five sliding-window layers, then one global layer, repeated; one K/V head;
+    # 4 heads of 256 (wider than the model: 640 there, 256 here); the local layers' RoPE base is 10k,
+    # the global ones' 1M; queries scaled by query_pre_attn_scalar = head_dim ** -0.5 (llama.cpp's
+    # rule for every Gemma 3 but the 27B, so a GGUF, which does not store it, keeps it).
+    layers = ["sliding_attention"] * 5 + ["full_attention"]
+    return Gemma3TextConfig(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=len(layers),
+        layer_types=layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        max_position_embeddings=PRESET_CONTEXT,
+        sliding_window=PRESET_SLIDING_WINDOW,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        },
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+        **_NO_DROPOUT,
+        **_ids(tok),
+    )
+
+
 def _t5(tok: Any) -> Any:
     from transformers import T5Config
 
@@ -434,6 +561,7 @@ register_preset(Preset("tiny-llama", "llama", _llama, "Llama 2"))
 register_preset(Preset("tiny-codellama", "codellama", _codellama, "Code Llama"))
 register_preset(Preset("tiny-deepseek-coder", "deepseek-coder", _deepseek_coder, "DeepSeek-Coder"))
 register_preset(Preset("tiny-qwen2.5-coder", "qwen2.5-coder", _qwen2, "Qwen2.5-Coder"))
+register_preset(Preset("tiny-gemma3", "gemma", _gemma3, "Gemma 3"))
 register_preset(Preset("tiny-t5", "t5", _t5, "CodeT5 (T5)", seq2seq=True, initialise=_t5_output_scale))
 
 
@@ -448,6 +576,21 @@ def preset_tokenizer_dir(tokenizer: str) -> Path:
         with atomic_dir(folder) as tmp:
             build_tokenizer(TOKENIZERS[tokenizer], tmp)
     return folder
+
+
+def preset_fingerprint(name: str) -> str:
+    """What decides a preset's weights and tokens (its config and its tokenizer's vocabulary, merges and
+    special tokens), hashed: unlike the version counters above, it moves only when this preset changes."""
+    from transformers import AutoTokenizer
+
+    preset = PRESETS[name]
+    tokenizer = AutoTokenizer.from_pretrained(preset_tokenizer_dir(preset.tokenizer))
+    config = preset.config(tokenizer).to_dict()
+    config.pop("transformers_version", None)
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocabulary = {key: spec["model"].get(key) for key in ("type", "vocab", "merges", "byte_fallback")}
+    specials = sorted(tokenizer.all_special_tokens)
+    return fingerprint(config, vocabulary, specials, preset.seq2seq)
 
 
 def preset_dir(name: str) -> Path:

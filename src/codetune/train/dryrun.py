@@ -9,6 +9,7 @@ Memory is an estimate, not a measurement: the formulas are spelled out in ``esti
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -90,6 +91,80 @@ def resolve_config(name: str) -> ModelSource:
         source = bundled.get("_source", {})
         where = source.get("url", name) if isinstance(source, dict) else str(source)
         return ModelSource(_config_from_dict(bundled), "bundled", where)
+
+
+def describe_source(model: str, origin: str, where: str) -> str:
+    """Where the config came from, and for a bundled one what to do to train for real."""
+    if origin == "preset":
+        return f"the tiny preset {model} (random weights, built here)"
+    if origin == "local":
+        return f"the local folder {where}"
+    if origin == "hub":
+        return f"the Hugging Face hub or its cache ({where})"
+    gated = "gated" in where
+    url = where.split(" (", 1)[0]
+    text = f"codetune's copy of {model}'s config.json ({url}), as the hub cannot be reached from here"
+    text += "; the weights are not bundled: to train, "
+    if gated:
+        text += f"accept the model's licence on https://huggingface.co/{model} and log in (`hf auth login`), then "
+    return (
+        text
+        + f"download them where there is network (`hf download {model}`) or pass a local folder to --model"
+    )
+
+
+# GPU sizes to compare an estimate with, in GB as sold (1 GB = 10**9 bytes), with examples.
+GPU_SIZES = (
+    (8, "RTX 4060, RTX 3070"),
+    (12, "RTX 3060, RTX 4070"),
+    (16, "T4, V100 16GB, RTX 4080, A4000"),
+    (24, "RTX 3090/4090, A10, L4"),
+    (40, "A100 40GB"),
+    (48, "A6000, L40S"),
+    (80, "A100/H100 80GB"),
+)
+# The common card a plan is warned against outgrowing.
+WARN_ABOVE = GPU_SIZES[2]
+# Of a card's memory, what training can use: the CUDA context and allocator fragmentation take the rest.
+USABLE_SHARE = 0.92
+
+
+def _fits(total_gib: float) -> tuple[int, str] | None:
+    """The smallest listed GPU whose usable memory holds ``total_gib``."""
+    for size, examples in GPU_SIZES:
+        if total_gib * GIB <= USABLE_SHARE * size * 1e9:
+            return size, examples
+    return None
+
+
+def memory_notes(cfg: Any, chosen: dict[str, Any], other_activations_gib: float) -> list[str]:
+    """What the estimate assumes about checkpointing, and a warning when it outgrows common GPUs."""
+    checkpointing = cfg.gradient_checkpointing
+    notes = [
+        "activations: "
+        + (
+            "with gradient checkpointing (each layer's input kept, one layer recomputed at a time)"
+            if checkpointing
+            else "without gradient checkpointing (every layer's activations kept for the backward pass)"
+        )
+        + f"; {'without' if checkpointing else 'with'} it: {other_activations_gib:.2f} GiB instead of "
+        f"{chosen['activations_gib']:.2f} (--set gradient_checkpointing={str(not checkpointing).lower()})"
+    ]
+    fits = _fits(chosen["total_gib"])
+    if fits is not None:
+        notes.append(
+            f"{cfg.method} fits a GPU of {fits[0]} GB ({fits[1]}): about {chosen['total_gib']:.1f} GiB"
+        )
+    size, examples = WARN_ABOVE
+    if chosen["total_gib"] * GIB > USABLE_SHARE * size * 1e9:
+        hint = "lower batch_tokens (raise grad_accum to keep the tokens per step)"
+        if not checkpointing:
+            hint += " or --set gradient_checkpointing=true"
+        notes.append(
+            f"warning: {cfg.method} needs about {chosen['total_gib']:.1f} GiB, more than a {size} GB GPU "
+            f"({examples}) holds; {hint}"
+        )
+    return notes
 
 
 def meta_model(config: Any) -> Any:
@@ -250,25 +325,28 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
     quantizable = _quantizable(base)
     memory = []
     table: dict[str, Any] = {}
+    other_activations = 0.0
     # The configured method first, then the others for comparison.
     for name in [cfg.method, *[m for m in method_names() if m != cfg.method]]:
         model = _wrap(copy.deepcopy(base), cfg, name, total_steps)
         counted = parameter_table(model)
+        estimate = functools.partial(
+            estimate_memory,
+            method=name,
+            quantized=METHODS[name].quantized,
+            total=counted["total_params"],
+            trainable=counted["trainable_params"],
+            quantizable=quantizable,
+            dims=dims,
+            micro_batch_tokens=micro_tokens,
+            activation_bytes=activation_bytes,
+        )
+        memory.append(estimate(gradient_checkpointing=cfg.gradient_checkpointing))
         if name == cfg.method:
             table = counted
-        memory.append(
-            estimate_memory(
-                method=name,
-                quantized=METHODS[name].quantized,
-                total=counted["total_params"],
-                trainable=counted["trainable_params"],
-                quantizable=quantizable,
-                dims=dims,
-                micro_batch_tokens=micro_tokens,
-                activation_bytes=activation_bytes,
-                gradient_checkpointing=cfg.gradient_checkpointing,
-            )
-        )
+            other_activations = estimate(gradient_checkpointing=not cfg.gradient_checkpointing)[
+                "activations_gib"
+            ]
     return {
         "model": cfg.model,
         "config_source": {"origin": source.origin, "where": source.where},
@@ -286,6 +364,8 @@ def plan(cfg: Any, *, max_length: int | None = None, num_processes: int = 1) -> 
             "optimizer_steps": total_steps,
         },
         "assumptions": assumptions,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "notes": memory_notes(cfg, memory[0], other_activations),
     }
 
 
@@ -298,7 +378,7 @@ def render(report: dict[str, Any]) -> str:
     tokens = report["tokens"]
     lines = [
         f"dry run: {report['model']} ({report['architecture']}), method {report['method']}",
-        f"config: {source['origin']} ({source['where']})",
+        f"config: {describe_source(report['model'], source['origin'], source['where'])}",
         "",
         format_table(params),
         "",
@@ -314,6 +394,7 @@ def render(report: dict[str, Any]) -> str:
             f"| {row['method']} | {row['base_bits']}-bit | {row['weights_gib']:.2f} | {row['gradients_gib']:.2f} "
             f"| {row['optimizer_gib']:.2f} | {row['activations_gib']:.2f} | {row['total_gib']:.2f} |"
         )
+    lines += report["notes"]
     lines += [
         "",
         f"tokens per optimizer step: {tokens['per_optimizer_step']:,} "

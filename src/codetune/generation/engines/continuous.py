@@ -41,6 +41,7 @@ from codetune.generation.engines.hf import StaticEngine, run_batch
 from codetune.generation.prefix_cache import Hit, PrefixCache
 from codetune.generation.sampler import choose_one, make_generator, plain
 from codetune.generation.sequence import Sequence, advance, fail, finish, is_seq2seq, stop_token_ids
+from codetune.threads import follow_load
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ class ContinuousEngine(Engine):
                     yield finished.pop(0)
 
     def _tick(self, new: list[Sequence]) -> None:
+        follow_load()  # torch's threads follow the free cores, in whichever thread decodes
         joiners: list[tuple[Sequence, Hit | None]] = []
         if new:
             try:

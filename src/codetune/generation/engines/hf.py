@@ -28,6 +28,7 @@ from codetune.generation.sequence import (
     is_seq2seq,
     stop_token_ids,
 )
+from codetune.threads import follow_load
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class StaticEngine(Engine):
                 yield from chosen
 
     def _run(self, batch: list[Sequence]) -> None:
+        follow_load()  # torch's threads follow the free cores, in whichever thread decodes
         try:
             run_batch(self.model, self.tokenizer, batch)
         except Exception as error:  # the server never dies on a request
