@@ -272,6 +272,9 @@ ROUTES = {
     "/generate": {"inputs": "x", "parameters": {"max_new_tokens": HUGE}},
     "/generate_stream": {"inputs": "x", "parameters": {"max_new_tokens": HUGE}},
     "/": {"inputs": "x", "parameters": {"max_new_tokens": HUGE}},
+    "/v1/events": {"id": "cmpl-x", "event": "accepted", "at": HUGE},
+    "/v1/feedback": {"id": "cmpl-x", "accepted": True, "chars": HUGE},
+    "/admin/adapters": {"name": "codetune", "path": "x", "step": HUGE},
 }
 LONE = "\ud800"  # a lone surrogate, written into the raw JSON below as its escape
 TABBY = {"language": "python", "segments": {"prefix": "x"}}

@@ -6,7 +6,8 @@ One JSON object a line, in daily files ``records-YYYY-MM-DD.jsonl`` (UTC), two r
   choice), ``time`` (ISO 8601, UTC), ``client`` (API key name or editor), ``model``, ``adapter``,
   ``language``, ``path`` (when the editor sent one), ``prefix``, ``suffix`` (null when none was
   sent), ``text``, ``finish_reason``, ``latency_ms``, ``mean_logprob`` (mean log-probability of the
-  generated tokens) and ``source`` (serve, continue, ...).
+  generated tokens), ``withheld`` (true when ``serve --min-confidence`` answered it empty: the
+  editor never saw it) and ``source`` (serve, continue, ...).
 - ``feedback``: what happened to it: ``id`` and ``index`` again, ``time``, ``event`` (the editor's
   word: view, select, dismiss, accept, reject), ``accepted`` (true, false, or null for a view),
   ``kept_text`` (what of it the developer kept, when known), ``select_kind`` (Tabby's partial
@@ -90,6 +91,7 @@ class CompletionRecord(_Row):
     finish_reason: str | None = None
     latency_ms: float | None = None
     mean_logprob: float | None = None
+    withheld: bool = False
     source: str = "serve"
 
 
@@ -188,6 +190,7 @@ def parse_row(row: Any) -> CompletionRecord | FeedbackRecord:
             finish_reason=_check(row, "finish_reason", (str,)),
             latency_ms=_finite(_check(row, "latency_ms", (int, float)), "latency_ms"),
             mean_logprob=_finite(_check(row, "mean_logprob", (int, float)), "mean_logprob"),
+            withheld=bool(_check(row, "withheld", (bool,))),
             source=_check(row, "source", (str,)) or "serve",
         )
     if kind == FEEDBACK:
@@ -357,6 +360,7 @@ class RecordSet:
         return {
             "files": len(self.files),
             "completions": len(self.completions),
+            "withheld": sum(1 for c in self.completions.values() if c.withheld),
             "feedback_events": sum(len(v) for v in self.feedback.values()),
             "accepted": accepted,
             "rejected": rejected,

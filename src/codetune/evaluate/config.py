@@ -68,6 +68,18 @@ class EvalConfig(StrictModel):
         None,
         description="A CrossCodeEval line-completion file: scored with and without its cross-file context.",
     )
+    records: Path | None = Field(
+        None,
+        description="A records folder (serve --record, records import-continue): the acceptance task replays "
+        "its suggestions and scores each by what the developer kept or went on to type.",
+    )
+    records_newest: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Acceptance: replay only the newest share of the records (1: all; give a folder or a "
+        "share the model was not trained on).",
+    )
     context: Literal["both", "without", "with"] = Field(
         "both",
         description="Editor replay and CrossCodeEval: run without and/or with repository context (the "

@@ -225,14 +225,16 @@ def identifier_f1(
     return round(100 * sum(scores) / max(len(scores), 1), 2)
 
 
-def _accepted(prediction: str, reference: str) -> bool:
+def accepts(prediction: str, reference: str) -> bool:
+    """The acceptance proxy of one suggestion: its first line is not empty and begins the reference's
+    (what the developer typed there), so taking it saves typing and costs no edit."""
     shown = prediction.split("\n", 1)[0].rstrip()
     return bool(shown.strip()) and reference.split("\n", 1)[0].startswith(shown)
 
 
 @register_metric("accepted", "acceptance proxy %: the shown line is non-empty and a prefix of the truth")
 def accepted(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
-    hits = sum(_accepted(p, r) for p, r in zip(predictions, references))
+    hits = sum(accepts(p, r) for p, r in zip(predictions, references))
     return round(100 * hits / max(len(references), 1), 2)
 
 
@@ -241,7 +243,7 @@ def accepted(predictions: Sequence[str], references: Sequence[str], **_: Any) ->
 )
 def accepted_chars(predictions: Sequence[str], references: Sequence[str], **_: Any) -> float:
     chars = [
-        len(p.split("\n", 1)[0].rstrip()) if _accepted(p, r) else 0 for p, r in zip(predictions, references)
+        len(p.split("\n", 1)[0].rstrip()) if accepts(p, r) else 0 for p, r in zip(predictions, references)
     ]
     return round(sum(chars) / max(len(chars), 1), 2)
 

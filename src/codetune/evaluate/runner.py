@@ -136,9 +136,12 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         and cfg.problems is None
         and cfg.safim is None
         and cfg.crosscodeeval is None
+        and cfg.records is None
         and "humaneval-infilling" not in cfg.tasks
     ):
-        raise ConfigError("nothing to evaluate: give --dataset, a prompt file, a benchmark or problems")
+        raise ConfigError(
+            "nothing to evaluate: give --dataset, a prompt file, a benchmark, problems or --records"
+        )
     if cfg.sweep_top_p and not cfg.sweep_temperature:
         raise ConfigError("a sweep needs sweep_temperature values (top_p alone is meaningless when greedy)")
     language = _language(cfg, rows)

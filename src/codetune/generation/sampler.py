@@ -82,11 +82,17 @@ def plain(params: SamplingParams, generated: int) -> bool:
 
 
 def choose_one(
-    x: Any, params: SamplingParams, seen: list[int], generated: list[int], stop_ids: set[int], generator: Any
+    x: Any,
+    params: SamplingParams,
+    seen: list[int],
+    generated: list[int],
+    stop_ids: set[int],
+    generator: Any,
+    keep_logprobs: bool = False,
 ) -> tuple[int, Any]:
-    """One row's next token and (when it asked) its log-probabilities."""
+    """One row's next token and (when it asked, or ``keep_logprobs``) its log-probabilities."""
     x = penalize(x.float().clone(), params, seen, generated, stop_ids)
-    logp = x.log_softmax(-1) if params.logprobs is not None else None
+    logp = x.log_softmax(-1) if params.logprobs is not None or keep_logprobs else None
     return pick(x, params, generator), logp
 
 
@@ -129,6 +135,7 @@ class RowSampler:
                         generated_rows[row],
                         self.stop_ids,
                         self.generators[row],
+                        seq.keep_logprobs,
                     )
                 except Exception as error:  # this row fails, the batch goes on
                     from codetune.generation.sequence import fail

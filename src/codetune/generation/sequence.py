@@ -84,6 +84,9 @@ class Sequence:
     beams: list[Completion] | None = None
     adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
     pattern_budget: PatternBudget | None = None  # shared by the rows of one request
+    # Keep each chosen token's log-probability though the client asked for none (serve's records and
+    # confidence gate read ``mean_logprob``); what the client gets still follows ``params.logprobs``.
+    keep_logprobs: bool = False
     _cancel: threading.Event = field(default_factory=threading.Event)
     _detok: Detokenizer = field(default_factory=Detokenizer)
     _matcher: StopMatcher | None = None
@@ -113,6 +116,13 @@ class Sequence:
     def line_cuts(self) -> bool:
         """Cuts that only land at line starts apply to this row (post-processing or client patterns)."""
         return self.cutter is not None or self.matcher.has_patterns
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """The mean log-probability of the generated tokens (None when none were kept)."""
+        if not self.token_logprobs:
+            return None
+        return sum(self.token_logprobs) / len(self.token_logprobs)
 
     def completion(self) -> Completion:
         return Completion(
@@ -222,7 +232,7 @@ def advance(seq: Sequence, token: int, tokenizer: Any, stop_ids: set[int], logp:
         _end(seq, tokenizer, "stop")
         return True
     seq.tokens.append(token)
-    if seq.params.logprobs is not None and logp is not None:
+    if logp is not None and (seq.params.logprobs is not None or seq.keep_logprobs):
         seq.token_logprobs.append(float(logp[token]))
         if seq.params.logprobs:
             values, ids = logp.topk(seq.params.logprobs)

@@ -20,9 +20,11 @@ import uvicorn
 from fastapi import Request
 
 from codetune.errors import InputError
+from codetune.serve import admin, feedback
 from codetune.serve.config import ServeConfig
 from codetune.serve.http import Guard, header_timeout_protocol
 from codetune.serve.protocols import PROTOCOLS, Mount
+from codetune.serve.recording import CallerAgent, Recorder
 from codetune.serve.responses import ServingError, error_response
 from codetune.serve.service import CompletionService, start_engine
 
@@ -79,10 +81,20 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    # The records' history is read (and --min-confidence auto fitted) before the model loads: a bad
+    # folder should not cost a model load.
+    recorder = Recorder.start(
+        cfg.record, cfg.min_confidence, keep_accepted=cfg.min_confidence_keep, max_bytes=cfg.record_max_bytes
+    )
+    for line in recorder.describe():
+        logger.warning(line)
     service = service or build_service(cfg)
+    service.recorder = recorder
     redact_server_logs()
     app = FastAPI(title="codetune", version="0.1.0")
     app.state.service = service
+    if recorder.active:
+        app.add_middleware(CallerAgent)
     if cfg.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -116,12 +128,15 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
     ctx = Mount(app, service, Guard(cfg))
     for protocol in PROTOCOLS.values():
         protocol.mount(ctx)
+    feedback.mount(ctx)
+    admin.mount(ctx)
     ctx.install()
     app.openapi = lambda: _openapi(app, ctx)
 
     @app.on_event("shutdown")
     async def _stop() -> None:
         service.engine.stop()
+        recorder.close()
 
     return app
 

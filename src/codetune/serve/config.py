@@ -133,7 +133,44 @@ class ServeConfig(StrictModel):
         description="Token budget of repository context per request: the editor's snippets first, then "
         "what the server retrieves; 0 = none.",
     )
+    record: Path | None = Field(
+        None,
+        description="Records folder: every suggestion served (its id, client, model and adapter, language, "
+        "file path, prefix, suffix, text, finish reason, latency, mean token log-probability) and the "
+        "editor's events about it (/v1/events, /v1/feedback) are appended to daily JSONL files here. Off "
+        "by default; nothing leaves the machine (docs/editors.md).",
+    )
+    record_max_bytes: int = Field(
+        1024**3, gt=0, description="Size cap of the records folder: past it new records are not kept."
+    )
+    min_confidence: str | None = Field(
+        None,
+        description="Answer a suggestion empty (recorded as withheld) when its mean token log-probability "
+        "is under this: a number (e.g. -1.5), or auto (fitted at start-up on the --record folder's "
+        "suggestions with feedback, keeping min_confidence_keep of the accepted ones).",
+    )
+    min_confidence_keep: float = Field(
+        0.95, gt=0, le=1, description="--min-confidence auto: share of the accepted suggestions kept."
+    )
+    adapter_dir: Path | None = Field(
+        None,
+        description="Folder POST /admin/adapters rolls new adapters out from (a path in it, or a name "
+        "relative to it; paths and links leading out of it are refused). Without it no adapter is swapped in.",
+    )
     log_level: str = Field("info", description="uvicorn log level.")
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _confidence_spec(cls, spec: str | None) -> str | None:
+        if spec is None or spec.strip().lower() == "auto":
+            return spec
+        try:
+            value = float(spec)
+        except ValueError:
+            raise ValueError(f"use auto or a mean log-probability (e.g. -1.5), not {spec!r}") from None
+        if not value <= 0:
+            raise ValueError(f"{spec}: a mean log-probability is a finite number <= 0")
+        return spec
 
     @field_validator("adapters")
     @classmethod
@@ -149,6 +186,12 @@ class ServeConfig(StrictModel):
     def _one_way_to_adapt(self) -> ServeConfig:
         if self.adapter is not None and self.adapters:
             raise ValueError("give either adapter (one run, served as the model) or named adapters, not both")
+        if (
+            self.min_confidence is not None
+            and self.min_confidence.strip().lower() == "auto"
+            and not self.record
+        ):
+            raise ValueError("min_confidence auto is fitted on the records of --record DIR: give one")
         base = self.served_name or self.model
         if base in self.adapters:
             raise ValueError(f"adapter name {base!r} is the base model's served name; pick another")

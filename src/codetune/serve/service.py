@@ -8,6 +8,9 @@ prompt rules (context length, FIM trimming, tokenized in a worker thread so that
 stalls the event loop), admission to the engine (:meth:`_admit`: each client's fair share of the queue
 and of the batch, ``codetune.serve.admission``; a client's newer request cancelling its older one) and
 cancelling rows whose client left.
+Every finished row is settled once (:meth:`CompletionService.settle`): recorded with the id its client
+sees, and withheld (answered empty) below the confidence gate (``codetune.serve.recording``). Which
+weights a served name runs with, and rolling out a new adapter, is ``codetune.serve.adapters``'.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from codetune.generation.engines import Engine, QueueFull, engine_for
@@ -24,9 +30,11 @@ from codetune.generation.generator import Generator
 from codetune.generation.params import InvalidParams, SamplingParams
 from codetune.generation.request import GenerationRequest, Request, RequestError
 from codetune.generation.sequence import Sequence, context_length
+from codetune.serve.adapters import AdapterTable, Swap
 from codetune.serve.admission import FairAdmission
 from codetune.serve.config import ServeConfig
 from codetune.serve.http import Caller
+from codetune.serve.recording import CALLER, Recorder
 from codetune.serve.repos import EditorContext
 from codetune.serve.responses import ServingError
 
@@ -60,11 +68,25 @@ class Generation:
         client: Any,
         disconnected: Disconnected | None,
         stream: bool,
+        *,
+        requests: list[GenerationRequest] | None = None,
+        editor: EditorContext | None = None,
+        response_id: str | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.service, self.prepared, self.model = service, prepared, model
         self.sequences: list[Sequence] = [seq for built in prepared for seq in built.new_sequences()]
         self.client, self.disconnected, self.stream = client, disconnected, stream
+        # The id the client is answered with: records and editor events name the suggestion by it.
+        self.id = response_id or f"cmpl-{uuid.uuid4().hex[:24]}"
+        self.requests, self.editor, self.adapter = requests or [], editor, adapter
+        self.agent = CALLER.get()
         self.streamed = [""] * len(self.sequences)  # the text each row streamed (stream only)
+        # Streams behind a confidence gate hold each row's text until it is settled (shown or not).
+        self._held: list[str] | None = (
+            [""] * len(self.sequences) if stream and service.recorder.gate is not None else None
+        )
+        self._ready: deque[tuple[int, str | None]] = deque()
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -86,6 +108,8 @@ class Generation:
     async def _next(self) -> tuple[int, str | None] | None:
         """The next event, or None when the client went away."""
         while True:
+            if self._ready:
+                return self._ready.popleft()
             try:
                 event = await asyncio.wait_for(self._events.get(), timeout=0.25)
             except asyncio.TimeoutError:
@@ -99,6 +123,15 @@ class Generation:
                 if not self._remaining:
                     self.finished_at = now
                 self.service.raise_for(self.sequences[row])
+                shown = self.service.settle(self, row)
+                if self._held is not None and shown and self._held[row]:
+                    self.first_token_at = self.first_token_at or now
+                    self.streamed[row] += self._held[row]
+                    self._ready.append(event)
+                    return row, self._held[row]
+            elif self._held is not None:
+                self._held[row] += delta
+                continue
             else:
                 self.first_token_at = self.first_token_at or now
                 self.streamed[row] += delta
@@ -120,7 +153,7 @@ class Generation:
         try:
             while self._pending:
                 yield self._pending.pop(0)
-            while self._remaining:
+            while self._remaining or self._ready:
                 event = await self._next()
                 if event is None:
                     return
@@ -174,6 +207,12 @@ class Generation:
             if self.sequences[row] in built.sequences:
                 return built
         raise IndexError(row)
+
+    def request_of(self, row: int) -> GenerationRequest | None:
+        """The typed request row ``row`` answers (None when the caller gave none)."""
+        built = self._owner(row)
+        index = next(i for i, b in enumerate(self.prepared) if b is built)
+        return self.requests[index] if index < len(self.requests) else None
 
     def debug_data(self, *, snippets: bool, prompt: bool) -> dict[str, Any]:
         """Tabby's ``debug_data`` of the first prompt: the context snippets it kept, the prompt as sent."""
@@ -234,6 +273,11 @@ class CompletionService:
             engine, context=self.context, prefix_ratio=cfg.fim_prefix_ratio, strict_fim=cfg.strict_fim
         )
         self.started = time.time()
+        self.recorder = Recorder(None)  # off: serve --record / --min-confidence give the app its own
+        self.table = AdapterTable(engine, self.name, dict(cfg.adapters))
+        self._live: set[Generation] = set()  # generations queued or running (a swap pins their rows)
+        if cfg.adapter is not None:
+            self.table.folders[self.name] = str(cfg.adapter)
         self.repos = None
         if cfg.repos:
             from codetune.serve.repos import ServedRepos
@@ -326,6 +370,7 @@ class CompletionService:
         editor: EditorContext | None = None,
         disconnected: Disconnected | None = None,
         stream: bool = False,
+        response_id: str | None = None,
     ) -> Generation:
         """Queue ``requests`` (``n`` rows each) and return their running generation.
 
@@ -334,17 +379,31 @@ class CompletionService:
         cancels this one; ``editor``: the cursor's file, the context the editor sent, and the
         repository it names. A prompt that cannot be served is a 400 and a client over its share of
         a full queue a 503, before anything is generated; with ``stream`` the first event is awaited too.
+        ``response_id``: the id the client is answered with (the generation's ``id``; made when not given).
         """
         adapter = self.adapter_for(model)
         await self.refresh_repos()
         # Tokenizing (and retrieving context for) a prompt of a megabyte takes seconds: not on the loop.
         prepared = await asyncio.to_thread(lambda: [self._prepare(request, editor) for request in requests])
-        if self.adapters:
-            for built in prepared:
-                built.adapter = adapter or "__base__"
+        runs_with = self.table.runs_with(adapter)
+        for built in prepared:
+            built.adapter = runs_with
         caller = caller or Caller("")
-        key = (caller, client) if client is not None else None
-        generation = Generation(self, prepared, model or self.name, key, disconnected, stream)
+        generation = Generation(
+            self,
+            prepared,
+            model or self.name,
+            (caller, client) if client is not None else None,
+            disconnected,
+            stream,
+            requests=requests,
+            editor=editor,
+            response_id=response_id,
+            adapter=self.table.folders.get(adapter or self.name),
+        )
+        if self.recorder.active:
+            for seq in generation.sequences:
+                seq.keep_logprobs = True
         self._admit(generation, caller)
         if stream:
             await generation.peek()
@@ -365,6 +424,8 @@ class CompletionService:
         """Queue the rows under the caller's fair share (503 when it is over its share of a full
         queue); a client's older rows still running go first."""
         generation._listen()
+        self.table.pin(generation.sequences)
+        self._live.add(generation)
         client = generation.client
         if client is not None:
             older = self._clients.get(client)
@@ -386,8 +447,14 @@ class CompletionService:
         self.admission.cancel([seq for seq in generation.sequences if not seq.done])
         for seq in generation.sequences:
             self.engine.release(seq)
+        self.table.drop_retired(self.live_sequences)
+
+    def live_sequences(self) -> list[Sequence]:
+        """The rows of every generation queued or running."""
+        return [seq for generation in list(self._live) for seq in generation.sequences]
 
     def _forget(self, generation: Generation) -> None:
+        self._live.discard(generation)
         client = generation.client
         if client is not None and self._clients.get(client) is generation:
             del self._clients[client]
@@ -400,6 +467,83 @@ class CompletionService:
             raise ServingError(400, error, param="truncate_before_pattern", code="pattern_timeout")
         if error:
             raise ServingError(500, f"generation failed: {error}", type="server_error")
+
+    # -- what is kept of each answer, and what is withheld ---------------------------------------
+    def settle(self, generation: Generation, row: int) -> bool:
+        """Record a finished row and gate it; False when its client gets an empty completion.
+
+        Code completions only: a chat answer, a cancelled or a failed row is neither recorded nor gated.
+        """
+        seq = generation.sequences[row]
+        request = generation.request_of(row)
+        if (
+            not self.recorder.active
+            or request is None
+            or request.messages is not None
+            or seq.finish_reason not in ("stop", "length")
+        ):
+            return True
+        from codetune.artifacts.records import CompletionRecord
+        from codetune.languages import language_for_path
+
+        editor = generation.editor or EditorContext()
+        path = editor.filepath or None
+        language = request.language or (found.name if path and (found := language_for_path(path)) else None)
+        built = generation._owner(row)
+        record = CompletionRecord(
+            id=generation.id,
+            index=row,
+            prefix=request.prompt if isinstance(request.prompt, str) else built.text,
+            suffix=request.suffix,
+            text=seq.text,
+            client=generation.agent,
+            model=self.name,
+            adapter=generation.adapter,
+            language=language,
+            path=path,
+            finish_reason=seq.finish_reason,
+            latency_ms=round((time.monotonic() - generation.started) * 1000, 1),
+            mean_logprob=seq.mean_logprob,
+        )
+        shown = self.recorder.settle(record)
+        if not shown:
+            seq.text = ""  # what every protocol reads once the row is done
+        return shown
+
+    # -- a new adapter without a restart ----------------------------------------------------------
+    async def swap_adapter(self, name: str, path: str) -> Swap:
+        """Serve the LoRA run at ``path`` as ``name`` (the base's served name: what requests naming no
+        model get), loaded between two decoding steps; running requests finish on the weights they
+        started with. A 400 for what cannot be served over this model."""
+        from codetune.errors import CodetuneError
+        from codetune.serve.config import ADAPTER_NAME
+
+        if name != self.name and not ADAPTER_NAME.fullmatch(name):
+            raise ServingError(
+                400, f"adapter name {name!r}: use letters, digits and . _ : - (at most 64)", param="name"
+            )
+
+        root = self.cfg.adapter_dir
+        if root is None:
+            raise ServingError(
+                403,
+                "this server rolls out no adapters: start it with --adapter-dir DIR and name a run in DIR",
+                type="permission_error",
+                code="swaps_off",
+            )
+
+        def load() -> Swap:
+            folder = self.table.check(name, Path(path), root, self.cfg.model, self.tokenizer)
+            return self.table.swap(name, folder, self.live_sequences)
+
+        try:
+            swap = await asyncio.to_thread(load)
+        except (CodetuneError, OSError, ValueError) as error:
+            raise ServingError(400, str(error), param="path", code="adapter_not_loaded") from None
+        self.model = self.engine.model
+        if name != self.name and name not in self.adapters:
+            self.adapters.append(name)
+        return swap
 
     # -- repository context ---------------------------------------------------------------------
     async def refresh_repos(self) -> None:

@@ -31,5 +31,6 @@ TASKS: dict[str, TaskRow] = {
     "safim": TaskRow("safim"),
     "crosscodeeval": TaskRow("crosscodeeval"),
     "crosscodeeval_context": TaskRow("crosscodeeval"),  # the same task: its context run is in it
+    "acceptance": TaskRow("acceptance"),
 }
 STYLES: dict[str, str] = {style: name for name, row in TASKS.items() for style in row.styles}

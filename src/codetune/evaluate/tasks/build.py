@@ -44,6 +44,7 @@ def build_tasks(cfg: EvalConfig, rows: list[dict[str, Any]], stats: dict[str, An
         ("execution", cfg.problems),
         ("safim", cfg.safim),
         ("crosscodeeval", cfg.crosscodeeval),
+        ("acceptance", cfg.records),
     )
     for extra, given in extras:
         if extra == "execution" and "humaneval-infilling" in wanted:

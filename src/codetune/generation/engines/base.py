@@ -16,7 +16,8 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 from codetune.generation.params import SamplingParams
@@ -67,6 +68,7 @@ class Engine:
         self._slots: set[Sequence] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._chores: deque[tuple[Callable[[], Any], Future]] = deque()
         self.batches = 0
         self.sequences = 0
         self.tokens = 0
@@ -117,6 +119,44 @@ class Engine:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._cond:
+            chores, self._chores = list(self._chores), deque()
+        for _, future in chores:
+            future.set_exception(RuntimeError("the engine stopped"))
+
+    def between_steps(self, chore: Callable[[], Any]) -> Future:
+        """Run ``chore`` in the worker between two decoding steps (inline when no worker runs).
+
+        The one safe moment to change the model (load or drop an adapter): no forward pass sees half
+        of a change. The future holds the chore's result or its exception.
+        """
+        future: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            self._do(chore, future)
+            return future
+        with self._cond:
+            if self._stopping:
+                future.set_exception(RuntimeError("the engine is stopping"))
+                return future
+            self._chores.append((chore, future))
+            self._cond.notify_all()
+        return future
+
+    def _run_chores(self) -> None:
+        """Run the chores queued by ``between_steps`` (the worker calls this between steps)."""
+        while True:
+            with self._cond:
+                if not self._chores:
+                    return
+                chore, future = self._chores.popleft()
+            self._do(chore, future)
+
+    @staticmethod
+    def _do(chore: Callable[[], Any], future: Future) -> None:
+        try:
+            future.set_result(chore())
+        except BaseException as error:  # the caller gets it; the worker goes on
+            future.set_exception(error)
 
     @property
     def active(self) -> int:

@@ -159,7 +159,7 @@ class ContinuousEngine(Engine):
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._pending and not self._rows and not self._stopping:
+                    while not (self._pending or self._rows or self._chores or self._stopping):
                         self._cond.wait(timeout=0.5)
                     self._wait_for_joiners()
                     if self._stopping:
@@ -167,6 +167,7 @@ class ContinuousEngine(Engine):
                             finish(seq, "cancelled")
                         return
                     new = self._admissions(self._pending)
+                self._run_chores()
                 self._tick(new)
                 # Hand the GIL to the HTTP thread between steps, so that requests get parsed and
                 # answered (and join the batch) while the loop keeps decoding.
@@ -568,14 +569,22 @@ class ContinuousEngine(Engine):
     def _choose(self, rows: list[_Row], logits: Any) -> tuple[list[int | None], list[Any]]:
         """Next token per row with its own settings (None for a row whose sampling failed)."""
         if all(plain(r.seq.params, len(r.seq.tokens)) for r in rows):
-            return logits.argmax(-1).tolist(), [None] * len(rows)
+            keep = [r.seq.keep_logprobs for r in rows]
+            logp = logits.float().log_softmax(-1) if any(keep) else None
+            return logits.argmax(-1).tolist(), [logp[i] if k else None for i, k in enumerate(keep)]
         tokens: list[int | None] = []
         logps: list[Any] = []
         for i, row in enumerate(rows):
             seq = row.seq
             try:
                 token, logp = choose_one(
-                    logits[i], seq.params, seq.prompt_ids, seq.tokens, self._stop_ids, row.generator
+                    logits[i],
+                    seq.params,
+                    seq.prompt_ids,
+                    seq.tokens,
+                    self._stop_ids,
+                    row.generator,
+                    seq.keep_logprobs,
                 )
             except Exception as error:
                 fail(seq, error)

@@ -225,9 +225,9 @@ class StaticEngine(Engine):
 
     def _take(self) -> list[Sequence]:
         with self._cond:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._chores and not self._stopping:
                 self._cond.wait(timeout=0.5)
-            if self._stopping:
+            if self._stopping or not self._pending:
                 return []
             # Clients of the last batch come back at slightly different times: wait a little longer for
             # them and those queued meanwhile, so that they do not split into small alternating batches.
@@ -254,6 +254,7 @@ class StaticEngine(Engine):
 
     def _worker(self) -> None:
         while True:
+            self._run_chores()
             batch = self._take()
             if not batch:
                 if self._stopping:

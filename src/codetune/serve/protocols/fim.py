@@ -83,8 +83,9 @@ def mount(ctx: Mount) -> None:
             caller=ctx.guard.caller(request),
             disconnected=request.is_disconnected,
             stream=True,
+            response_id=f"fim-{uuid.uuid4().hex[:24]}",
         )
-        response_id = f"fim-{uuid.uuid4().hex[:24]}"
+        response_id = generation.id
         created = int(time.time())
         if not body.stream:
             result = (await generation.wait()).outcome()

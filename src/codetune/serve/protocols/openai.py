@@ -362,7 +362,9 @@ async def complete(ctx: Mount, request: Request, body: CompletionRequest) -> Any
                 finish_reason=_reason(seq),
             )
         )
-    answer = CompletionResponse(model=generation.model, choices=choices, usage=_usage(generation))
+    answer = CompletionResponse(
+        id=generation.id, model=generation.model, choices=choices, usage=_usage(generation)
+    )
     data = answer.model_dump(exclude_none=False)
     if debug is not None:
         data["debug_data"] = generation.debug_data(snippets=debug.return_snippets, prompt=debug.return_prompt)
@@ -372,7 +374,7 @@ async def complete(ctx: Mount, request: Request, body: CompletionRequest) -> Any
 async def _completion_chunks(
     ctx: Mount, body: CompletionRequest, generation: Generation, texts: list[str]
 ) -> AsyncIterator[dict[str, Any]]:
-    response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
+    response_id = generation.id
     created = int(time.time())
     first = {"warning": generation.warning} if generation.warning else {}
     if body.debug_options is not None:
@@ -429,6 +431,7 @@ async def chat(ctx: Mount, request: Request, body: ChatCompletionRequest) -> Any
         caller=ctx.guard.caller(request),
         disconnected=request.is_disconnected,
         stream=body.stream,
+        response_id=_id("chatcmpl"),
     )
     seqs = generation.sequences
     if body.stream:
@@ -438,12 +441,14 @@ async def chat(ctx: Mount, request: Request, body: ChatCompletionRequest) -> Any
         ChatChoice(index=i, message=ChatMessageOut(content=s.text), finish_reason=_reason(s))
         for i, s in enumerate(seqs)
     ]
-    answer = ChatCompletionResponse(model=generation.model, choices=choices, usage=_usage(generation))
+    answer = ChatCompletionResponse(
+        id=generation.id, model=generation.model, choices=choices, usage=_usage(generation)
+    )
     return JSONResponse(_annotate(answer.model_dump(), generation))
 
 
 async def _chat_chunks(generation: Generation) -> AsyncIterator[str]:
-    response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    response_id = generation.id
 
     def chunk(index: int, delta: ChatDelta, reason: str | None = None) -> str:
         body = ChatCompletionChunk(
@@ -481,7 +486,7 @@ def mount(ctx: Mount) -> None:
         service = ctx.service
         cards = [ModelCard(id=service.name)]
         cards += [
-            ModelCard(id=name, root=str(service.cfg.adapters[name]), parent=service.name)
+            ModelCard(id=name, root=service.table.folders.get(name), parent=service.name)
             for name in service.adapters
         ]
         return ModelList(data=cards).model_dump()

@@ -158,10 +158,11 @@ def mount(ctx: Mount) -> None:
             editor=editor,
             disconnected=request.is_disconnected,
             stream=True,
+            response_id=f"cmpl-{uuid.uuid4()}",  # Tabby's own id shape; its editor events name it
         )
         result = (await generation.wait()).outcome()
         answer: dict[str, Any] = {
-            "id": f"cmpl-{uuid.uuid4()}",
+            "id": generation.id,
             "choices": [{"index": 0, "text": result.text}],
         }
         if body.debug_options is not None:

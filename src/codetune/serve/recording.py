@@ -1,0 +1,202 @@
+"""What the server keeps of its suggestions (``serve --record DIR``) and which it withholds
+(``--min-confidence auto|X``).
+
+The completion service calls :meth:`Recorder.settle` once for every row it has finished: the row
+becomes a :class:`~codetune.artifacts.records.CompletionRecord` (the id the client sees, the choice
+index, the editor's prefix and suffix, the text, the mean token log-probability...), the confidence
+gate decides whether the editor gets it (or an empty completion), and the record is appended to the
+records folder. Editor events (``/v1/events``, ``/v1/feedback``: ``codetune.serve.feedback``) come
+back through :meth:`Recorder.feedback` and join their completion by id; an id this server never
+served is counted, not written. The folder's format and its writer (daily files, appends safe across
+threads, processes and kill -9, a size cap) are ``codetune.artifacts.records``'.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from codetune.artifacts.records import (
+    CompletionRecord,
+    FeedbackRecord,
+    RecordWriter,
+    read_records,
+)
+from codetune.errors import CodetuneError
+from codetune.feedback.confidence import ConfidenceGate, fit_gate, gate_report, min_confidence
+
+logger = logging.getLogger(__name__)
+
+# The calling editor (its User-Agent), set per request by :class:`CallerAgent`: the records' ``client``.
+CALLER: ContextVar[str | None] = ContextVar("codetune_caller", default=None)
+# Served ids remembered for joining events (the newest ones; an older id's event is counted unknown).
+KNOWN_IDS = 1_000_000
+# Editor events kept per suggestion (tabby-agent sends a view and a select or dismiss): one client
+# repeating events about its suggestion must not fill the records folder's cap for everyone.
+MAX_EVENTS_PER_SUGGESTION = 8
+MAX_AGENT_CHARS = 200
+
+
+class CallerAgent:
+    """ASGI middleware: the request's User-Agent in :data:`CALLER` while the request is served."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        agent = next((v for k, v in scope.get("headers", []) if k == b"user-agent"), b"")
+        token = CALLER.set(agent.decode("latin-1")[:MAX_AGENT_CHARS] or None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
+
+
+class Recorder:
+    """The records folder and the confidence gate of one server (either may be off)."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        *,
+        max_bytes: int | None = None,
+        gate: ConfidenceGate | None = None,
+        gate_report: dict[str, Any] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.writer = (
+            RecordWriter(folder, **({"max_bytes": max_bytes} if max_bytes else {})) if folder else None
+        )
+        self.gate = gate
+        self.gate_report = gate_report
+        self.counts: Counter = Counter()
+        self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
+
+    @classmethod
+    def start(
+        cls,
+        folder: Path | None,
+        min_confidence_spec: str | None,
+        *,
+        keep_accepted: float = 0.95,
+        max_bytes: int | None = None,
+    ) -> Recorder:
+        """The server's recorder: the folder's history read once (ids events may name, and the data
+        ``--min-confidence auto`` is fitted on); InputError for a gate that cannot be made."""
+        history = read_records(folder) if folder is not None and folder.is_dir() else None
+        if history is not None and not history.files:
+            history = None
+        spec = (min_confidence_spec or "").strip() or None
+        if spec is not None and spec.lower() == "auto" and history is None:
+            from codetune.errors import InputError
+
+            raise InputError(
+                "--min-confidence auto fits its threshold on the records of --record DIR, and "
+                f"{folder or 'no --record folder'} has none yet: serve with --record first, or give a "
+                "number (e.g. --min-confidence -1.5)"
+            )
+        if spec is not None and spec.lower() == "auto":
+            gate = fit_gate(history.labeled(), keep_accepted)  # type: ignore[union-attr]
+        else:
+            gate = min_confidence(spec)
+        report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
+        recorder = cls(folder, max_bytes=max_bytes, gate=gate, gate_report=report)
+        if history is not None:
+            events = history.feedback
+            for key in list(history.completions)[-KNOWN_IDS:]:
+                recorder._known[key] = len(events.get(key, ()))
+        return recorder
+
+    @property
+    def active(self) -> bool:
+        """Whether finished rows need a record (to write, or to gate)."""
+        return self.writer is not None or self.gate is not None
+
+    def describe(self) -> list[str]:
+        """Lines for the server's start-up log: where records go, what the gate removes."""
+        lines = []
+        if self.folder is not None:
+            lines.append(
+                f"recording suggestions and editor events to {self.folder} (they stay on this machine)"
+            )
+        if self.gate is not None:
+            line = f"min-confidence: suggestions with a mean token log-probability under {self.gate.threshold:.4f} are answered empty"
+            report = self.gate_report
+            if report and report["suggestions"]:
+                line += (
+                    f"; on the {report['suggestions']} recorded suggestions with feedback it removes "
+                    f"{report['removed']} ({100 * report['removed_share']:.1f}%), {report['accepted_lost']} of "
+                    f"them accepted ({100 * report['accepted_lost_share']:.1f}% of the accepts); acceptance "
+                    f"rate {report['acceptance_rate_before']} -> {report['acceptance_rate_after']}"
+                )
+            lines.append(line)
+        return lines
+
+    def settle(self, record: CompletionRecord) -> bool:
+        """Gate and record one finished suggestion; whether the editor gets its text."""
+        shown = self.gate is None or self.gate.allows(record)
+        record.withheld = not shown
+        self.counts["suggestions"] += 1
+        self.counts["withheld" if record.withheld else "shown"] += 1
+        if self.writer is not None and self._append(record):
+            self.counts["recorded"] += 1
+            self._remember((record.id, record.index))
+        return shown
+
+    def _append(self, record: CompletionRecord | FeedbackRecord) -> bool:
+        """Write one row; False (counted) when the size cap stops it or the folder cannot take it
+        (a link planted as a day's file, a full disk): the editor is answered all the same."""
+        try:
+            written = self.writer.append(record)  # type: ignore[union-attr]
+        except (OSError, CodetuneError) as error:
+            if not self.counts["record_write_failed"]:
+                logger.warning("records not written: %s", error)
+            self.counts["record_write_failed"] += 1
+            return False
+        if not written:
+            self.counts["dropped_by_size_cap"] += 1
+        return written
+
+    def _remember(self, key: tuple[str, int]) -> None:
+        self._known[key] = 0
+        if len(self._known) > KNOWN_IDS:
+            self._known.popitem(last=False)
+
+    def feedback(self, record: FeedbackRecord) -> str | None:
+        """Keep one editor event: None when kept, else why not (counted): recording is off, the id was
+        never served, its suggestion has all the events it may have, or the folder did not take it."""
+        key = (record.id, record.index)
+        if self.writer is None:
+            self.counts["events_not_recorded"] += 1
+            return "recording is off (serve --record DIR)"
+        if key not in self._known:
+            self.counts["events_unknown_id"] += 1
+            return "no suggestion with this id and index was recorded"
+        if self._known[key] >= MAX_EVENTS_PER_SUGGESTION:
+            self.counts["events_over_limit"] += 1
+            return f"this suggestion has {MAX_EVENTS_PER_SUGGESTION} events recorded already"
+        if not self._append(record):
+            return "the records folder did not take it (see the server's log)"
+        self._known[key] += 1
+        self.counts[f"events_{record.event}"] += 1
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since start-up, and the gate with what it removed from the history it was fitted on."""
+        out: dict[str, Any] = {
+            "folder": str(self.folder) if self.folder is not None else None,
+            "counts": dict(sorted(self.counts.items())),
+        }
+        if self.gate is not None:
+            out["min_confidence"] = {"threshold": self.gate.threshold, "fitted_on": self.gate_report}
+        return out
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
