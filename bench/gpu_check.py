@@ -291,7 +291,7 @@ def serve_requests(model: Path, args: argparse.Namespace) -> dict:
             time.sleep(1)
         latencies, tokens = [], 0
         for prefix, suffix in greedy_prompts(args.requests):
-            body = {"model": "merged", "prompt": prefix, "max_tokens": 16, "temperature": 0}
+            body = {"model": "codetune", "prompt": prefix, "max_tokens": 16, "temperature": 0}
             if suffix is not None:
                 body["suffix"] = suffix
             started = time.perf_counter()

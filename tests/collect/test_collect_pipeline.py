@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -175,7 +176,9 @@ def test_parallel_matches_serial_and_rerun_is_skipped(tmp_path):
     assert not changed.skipped and changed.summary["files kept"] == 41
 
 
-def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
+def crash_in_second_source(tmp_path, monkeypatch) -> tuple[Any, list[str]]:
+    """Two sources; a collect killed in the middle of the second one (the first one finished and saved
+    for resuming). Returns the config to run again and the list of sources each later chunk came from."""
     from codetune.collect import pipeline
 
     first, second = tmp_path / "one", tmp_path / "two"
@@ -188,20 +191,52 @@ def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
 
     def flaky(chunk):
         calls.append(chunk[0][2])
-        if chunk[0][2] == str(second) and crash.pop() if crash else False:
-            raise RuntimeError("killed")  # simulate a kill in the middle of the second source
+        if chunk[0][2] == str(second) and crash:
+            crash.pop()
+            raise RuntimeError("killed")  # a kill in the middle of the second source
         return real(chunk)
 
     monkeypatch.setattr(pipeline, "_process_chunk", flaky)
     config = cfg(tmp_path, first, second, workers=1)
     with pytest.raises(RuntimeError, match="killed"):
         collect(config)
-    assert not (tmp_path / "corpus").exists()  # no half corpus
     calls.clear()
+    return config, calls
+
+
+def test_resumes_finished_sources_after_a_crash(tmp_path, monkeypatch):
+    config, calls = crash_in_second_source(tmp_path, monkeypatch)
+    assert not (tmp_path / "corpus").exists()  # no half corpus
     result = collect(config)
-    assert calls == [str(second)]  # the finished source was not processed again
+    assert calls == [str(tmp_path / "two")]  # the finished source was not processed again
     assert result.summary["files kept"] == 6
     assert not (tmp_path / ".corpus.work").exists()
+
+
+class _Planted:
+    """A pickle that writes a file when it is loaded (its __reduce__ calls Path.write_text)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_planted_resume_cache_never_runs_code(tmp_path, monkeypatch):
+    """The work folder beside the output is not trusted: what is planted there is never unpickled."""
+    import pickle
+
+    config, calls = crash_in_second_source(tmp_path, monkeypatch)
+    cached = [path for path in (tmp_path / ".corpus.work").iterdir() if path.is_file()]
+    assert cached, "the finished first source was not saved for resuming"
+    marker = tmp_path / "pwned"
+    for path in cached:  # an attacker who can write the work folder replaces the cache
+        path.write_bytes(pickle.dumps(_Planted(marker)))
+    result = collect(config)
+    assert not marker.exists(), "a planted resume file ran code"
+    assert result.summary["files kept"] == 6
+    assert str(tmp_path / "one") in calls  # the planted file was ignored: that source processed again
 
 
 def test_rejected_folder_holds_dropped_files_with_reasons(tmp_path):

@@ -26,8 +26,10 @@ def test_serve_a_gguf_gives_the_models_own_completions(exported):
     server = start_server(model=str(gguf_file))
     try:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
-        plain = client.completions.create(model="x", prompt=PREFIX, max_tokens=12, temperature=0)
-        fim = client.completions.create(model="x", prompt=PREFIX, suffix=SUFFIX, max_tokens=12, temperature=0)
+        plain = client.completions.create(model="codetune", prompt=PREFIX, max_tokens=12, temperature=0)
+        fim = client.completions.create(
+            model="codetune", prompt=PREFIX, suffix=SUFFIX, max_tokens=12, temperature=0
+        )
     finally:
         stop_server(server)
     assert plain.choices[0].text == expected_plain

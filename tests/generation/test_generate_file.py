@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from tests.helpers.cli import assert_error_line
 
 from codetune.errors import InputError
 from codetune.generation.batch import generate_file
@@ -94,6 +95,30 @@ def test_generate_resumes_after_sigkill(tmp_path):
     # Rows written before the kill are kept as they were; the rest were added after them.
     assert [json.loads(line) for line in before] == results[: len(before)]
     assert all(r["completion"] and r["new_tokens"] == 12 for r in results)
+
+
+def test_resume_refuses_an_output_file_of_another_run(tmp_path, cli):
+    """Rows of another input, model or settings are never counted as done: one error line, and the
+    file is left as it was."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write_prompts(first, 3)
+    rows = [{"id": f"r{i}", "prompt": f"class C{i}:\n    def"} for i in range(3)]  # same ids, other prompts
+    second.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    base = ["generate", "--model", "tiny-gpt-bigcode", "--out", str(out), "--set", "max_new_tokens=2"]
+    done = cli(*base, "--input", str(first))
+    assert done.returncode == 0, done.stderr
+    written = out.read_bytes()
+    other_prompts = cli(*base, "--input", str(second))
+    assert_error_line(other_prompts, "belongs to another run", "id='r")
+    other_settings = cli(*base, "--input", str(first), "--set", "temperature=0.7")
+    assert_error_line(other_settings, "belongs to another run")
+    other_model = cli(*base[:2], "tiny-llama", *base[3:], "--input", str(first))
+    assert_error_line(other_model, "belongs to another run")
+    assert out.read_bytes() == written
+    again = cli(*base, "--input", str(first))  # the same run resumes: nothing to redo
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == written
 
 
 def read_out_lenient(path):

@@ -43,13 +43,13 @@ def start_server(**options: Any) -> RunningServer:
     import torch
     import uvicorn
 
-    from codetune.serve.app import create_app
+    from codetune.serve.app import create_app, server_config
     from codetune.serve.config import ServeConfig
 
     torch.set_num_threads(2)
     cfg = ServeConfig(port=free_port(), device="cpu", log_level="warning", **options)
     app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+    server = uvicorn.Server(server_config(cfg, app))  # the settings `codetune serve` runs with
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

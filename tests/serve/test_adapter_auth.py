@@ -37,7 +37,11 @@ def test_adapter_is_served_unmerged_and_changes_outputs(server, run_dir):
     from codetune.modeling.loading import load_model, load_tokenizer
 
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
-    text = client.completions.create(model="run", prompt=PROMPT, max_tokens=6, temperature=0).choices[0].text
+    text = (
+        client.completions.create(model="codetune", prompt=PROMPT, max_tokens=6, temperature=0)
+        .choices[0]
+        .text
+    )
     served = server.service.model
     assert isinstance(served, PeftModel)
     assert any("lora_A" in name for name, _ in served.named_parameters())
@@ -59,7 +63,7 @@ def test_missing_or_wrong_key_is_401(server, headers):
 def test_openai_client_without_the_key_gets_authentication_error(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="nope", max_retries=0, timeout=60)
     with pytest.raises(openai.AuthenticationError):
-        client.completions.create(model="run", prompt=PROMPT, max_tokens=2)
+        client.completions.create(model="codetune", prompt=PROMPT, max_tokens=2)
 
 
 def test_full_queue_is_503_and_the_server_recovers(server):

@@ -43,8 +43,8 @@ def alone(runs, launch):
         running = start(model=str(run) if run else BASE)
         try:
             answers[name] = {
-                "plain": greedy(running.url, "whatever"),
-                "fim": greedy(running.url, "whatever", PREFIX, suffix=SUFFIX),
+                "plain": greedy(running.url, "codetune"),
+                "fim": greedy(running.url, "codetune", PREFIX, suffix=SUFFIX),
             }
         finally:
             stop(running)

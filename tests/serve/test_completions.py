@@ -36,7 +36,7 @@ def healthy(server):
 
 
 def test_completion_matches_engine_and_counts_usage(server, client):
-    result = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0)
+    result = client.completions.create(model="codetune", prompt=PROMPT, max_tokens=6, temperature=0)
     expected = direct(server, PROMPT)
     choice = result.choices[0]
     assert choice.text == expected.text and choice.text
@@ -72,7 +72,7 @@ def test_engines_route_as_copilot_and_fauxpilot_call_it(server):
 def test_fim_through_suffix_uses_the_family_prompt(server, client):
     prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
     result = client.completions.create(
-        model="tiny",
+        model="codetune",
         prompt=prefix,
         suffix=suffix,
         max_tokens=6,
@@ -97,14 +97,14 @@ def test_fim_through_suffix_uses_the_family_prompt(server, client):
     assert result.usage.prompt_tokens == len(ids)
     # Post-processing is on by default for FIM: a single-line request never spans lines.
     processed = client.completions.create(
-        model="tiny", prompt=prefix, suffix=suffix, max_tokens=8, temperature=0
+        model="codetune", prompt=prefix, suffix=suffix, max_tokens=8, temperature=0
     )
     assert "\n" not in processed.choices[0].text
 
 
 def test_streaming_yields_the_same_text_and_ends_with_done(server, client):
     chunks = list(
-        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=6, temperature=0, stream=True)
+        client.completions.create(model="codetune", prompt=PROMPT, max_tokens=6, temperature=0, stream=True)
     )
     assert "".join(c.choices[0].text for c in chunks) == direct(server, PROMPT).text
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -121,8 +121,12 @@ def test_streaming_yields_the_same_text_and_ends_with_done(server, client):
 
 
 def test_n_choices_sampled_with_a_seed(server, client):
-    first = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, n=3, temperature=1.0, seed=7)
-    again = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, n=3, temperature=1.0, seed=7)
+    first = client.completions.create(
+        model="codetune", prompt=PROMPT, max_tokens=5, n=3, temperature=1.0, seed=7
+    )
+    again = client.completions.create(
+        model="codetune", prompt=PROMPT, max_tokens=5, n=3, temperature=1.0, seed=7
+    )
     assert [c.index for c in first.choices] == [0, 1, 2]
     assert [c.text for c in first.choices] == [c.text for c in again.choices]
     assert len({c.text for c in first.choices}) > 1
@@ -134,14 +138,16 @@ def test_n_choices_sampled_with_a_seed(server, client):
 def test_stop_sequence_cuts_and_reports_stop(server, client):
     full = direct(server, PROMPT, 8).text
     stop = full[len(full) // 2 : len(full) // 2 + 3]
-    result = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, stop=[stop])
+    result = client.completions.create(
+        model="codetune", prompt=PROMPT, max_tokens=8, temperature=0, stop=[stop]
+    )
     assert result.choices[0].text == full[: full.find(stop)]
     assert result.choices[0].finish_reason == "stop"
 
 
 def test_echo_logprobs_and_penalties(server, client):
     result = client.completions.create(
-        model="tiny",
+        model="codetune",
         prompt=PROMPT,
         max_tokens=3,
         temperature=0,
@@ -166,14 +172,14 @@ def test_chat_completion_and_stream(server, client):
         {"role": "system", "content": "You write Python."},
         {"role": "user", "content": "Add two numbers."},
     ]
-    result = client.chat.completions.create(model="tiny", messages=messages, max_tokens=5, temperature=0)
+    result = client.chat.completions.create(model="codetune", messages=messages, max_tokens=5, temperature=0)
     assert result.object == "chat.completion"
     assert result.choices[0].message.role == "assistant"
     text = result.choices[0].message.content
     assert text and result.usage.completion_tokens <= 5
     chunks = list(
         client.chat.completions.create(
-            model="tiny", messages=messages, max_tokens=5, temperature=0, stream=True
+            model="codetune", messages=messages, max_tokens=5, temperature=0, stream=True
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
@@ -184,7 +190,7 @@ def test_sixteen_concurrent_clients_share_batches(server, client):
     prompts = [f"def f{i}(x):\n    return x" + " + 1" * (i % 4) for i in range(16)]
 
     def call(prompt):
-        return client.completions.create(model="tiny", prompt=prompt, max_tokens=4, temperature=0)
+        return client.completions.create(model="codetune", prompt=prompt, max_tokens=4, temperature=0)
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(call, prompts))
@@ -227,7 +233,7 @@ def test_bad_requests_get_openai_errors_and_server_stays_up(server, case, body, 
 
 def test_max_tokens_filling_the_context_through_the_client(server, client):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="tiny", prompt="x = 1\n", max_tokens=1500)
+        client.completions.create(model="codetune", prompt="x = 1\n", max_tokens=1500)
     assert caught.value.body["code"] == "context_length_exceeded"
 
 

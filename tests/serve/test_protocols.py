@@ -35,10 +35,10 @@ def client(server):
 def fim_answer(client):
     """The OpenAI route's greedy FIM answer: what every other protocol must give."""
     result = client.completions.create(
-        model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=MAX_TOKENS, temperature=0
+        model="codetune", prompt=PREFIX, suffix=SUFFIX, max_tokens=MAX_TOKENS, temperature=0
     )
     text = result.choices[0].text
-    plain = client.completions.create(model="tiny", prompt=PREFIX, max_tokens=MAX_TOKENS, temperature=0)
+    plain = client.completions.create(model="codetune", prompt=PREFIX, max_tokens=MAX_TOKENS, temperature=0)
     # The suffix changes the answer, so a protocol that dropped it would be seen.
     assert text and text != plain.choices[0].text
     return text
@@ -46,7 +46,7 @@ def fim_answer(client):
 
 @pytest.fixture(scope="module")
 def plain_answer(client):
-    result = client.completions.create(model="tiny", prompt=PREFIX, max_tokens=MAX_TOKENS, temperature=0)
+    result = client.completions.create(model="codetune", prompt=PREFIX, max_tokens=MAX_TOKENS, temperature=0)
     return result.choices[0].text
 
 
@@ -87,7 +87,7 @@ def test_each_protocol_answers_its_example_through_the_one_service_call(server, 
 
 def test_openai_sdk_streams_the_same_fim_text(client, fim_answer):
     chunks = client.completions.create(
-        model="tiny", prompt=PREFIX, suffix=SUFFIX, max_tokens=MAX_TOKENS, temperature=0, stream=True
+        model="codetune", prompt=PREFIX, suffix=SUFFIX, max_tokens=MAX_TOKENS, temperature=0, stream=True
     )
     assert "".join(c.choices[0].text for c in chunks) == fim_answer
 
@@ -120,10 +120,12 @@ def test_ollama_generate_with_suffix_stream_and_list(server, fim_answer):
 
     client = ollama.Client(host=server.url)
     options = {"temperature": 0, "num_predict": MAX_TOKENS}
-    result = client.generate(model="tiny", prompt=PREFIX, suffix=SUFFIX, options=options)
+    result = client.generate(model="codetune", prompt=PREFIX, suffix=SUFFIX, options=options)
     assert result.response == fim_answer
     assert result.done and result.eval_count > 0 and result.prompt_eval_count > 0
-    parts = list(client.generate(model="tiny", prompt=PREFIX, suffix=SUFFIX, options=options, stream=True))
+    parts = list(
+        client.generate(model="codetune", prompt=PREFIX, suffix=SUFFIX, options=options, stream=True)
+    )
     assert "".join(p.response for p in parts) == fim_answer
     assert parts[-1].done and not any(p.done for p in parts[:-1])
     assert [m.model for m in client.list().models] == ["tiny-gpt-bigcode"]
@@ -132,7 +134,9 @@ def test_ollama_generate_with_suffix_stream_and_list(server, fim_answer):
 
 
 def test_ollama_rejects_an_unknown_option(server):
-    response = post(server, "/api/generate", {"model": "m", "prompt": "x", "options": {"n_predict": 3}})
+    response = post(
+        server, "/api/generate", {"model": "codetune", "prompt": "x", "options": {"n_predict": 3}}
+    )
     assert response.status_code == 400
     assert "options.n_predict" in response.text
 
@@ -166,7 +170,7 @@ def test_llm_ls_sends_the_fim_prompt_rendered_with_sentinels(server, client):
     }
     response = post(server, "/generate", body)
     raw = client.completions.create(
-        model="tiny",
+        model="codetune",
         prompt=PREFIX,
         suffix=SUFFIX,
         max_tokens=MAX_TOKENS,
@@ -310,7 +314,7 @@ def test_tabby_completion_shares_the_openai_path_by_shape(server, fim_answer, cl
     data = response.json()
     assert set(data) == {"id", "choices"}
     # Tabby cannot ask for a length: both get the server's default.
-    same = client.completions.create(model="tiny", prompt=PREFIX, suffix=SUFFIX, temperature=0)
+    same = client.completions.create(model="codetune", prompt=PREFIX, suffix=SUFFIX, temperature=0)
     assert data["choices"] == [{"index": 0, "text": same.choices[0].text}]
     assert same.choices[0].text.startswith(fim_answer)
     # An OpenAI body on the same path still gets OpenAI's answer.

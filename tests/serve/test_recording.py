@@ -59,7 +59,7 @@ def recorded(folder):
 def test_each_protocol_records_the_id_and_text_its_client_got(server, folder):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
     sdk = client.completions.create(
-        model="tiny",
+        model="codetune",
         prompt=PREFIX,
         suffix=SUFFIX,
         max_tokens=6,
@@ -74,7 +74,11 @@ def test_each_protocol_records_the_id_and_text_its_client_got(server, folder):
         part["response"]
         for part in map(
             json.loads,
-            post(server, "/api/generate", {"model": "m", "prompt": "x = [", "options": {"num_predict": 5}})
+            post(
+                server,
+                "/api/generate",
+                {"model": "codetune", "prompt": "x = [", "options": {"num_predict": 5}},
+            )
             .text.strip()
             .splitlines(),
         )
@@ -101,7 +105,9 @@ def test_each_protocol_records_the_id_and_text_its_client_got(server, folder):
     assert by_prefix["def f("].text == infill["content"] and by_prefix["def f("].suffix == "\n"
     # A chat answer is not a suggestion: not recorded.
     before = len(records)
-    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    client.chat.completions.create(
+        model="codetune", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
     assert len(recorded(folder)) == before
 
 
@@ -187,7 +193,7 @@ def test_min_confidence_auto_withholds_what_the_gate_would_remove(server, folder
     `auto` fits exactly there, answers the weaker prompt empty (plain and streamed), records it as
     withheld, and says at start-up what it removes."""
     ungated = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
-    ask = {"model": "m", "suffix": SUFFIX, "max_tokens": 8, "temperature": 0}
+    ask = {"model": "codetune", "suffix": SUFFIX, "max_tokens": 8, "temperature": 0}
     prompts = [PREFIX, "print(", "values = [1, 2, ", "    result = "]  # each gets text from the tiny model
     answers = {p: ungated.completions.create(prompt=p, **ask) for p in prompts}
     records = recorded(folder)

@@ -597,7 +597,7 @@ def test_one_request_gives_one_text_on_every_path(launch, tmp_path):
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
         served = [
             client.completions.create(
-                model="tiny",
+                model="codetune",
                 prompt=p["prefix"],
                 suffix=p["suffix"],
                 max_tokens=12,

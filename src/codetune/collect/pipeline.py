@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
+import json
 import logging
 import os
-import pickle
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -133,7 +134,9 @@ def process_text(text: str, rel: str, repo: str, ctx: FileContext, size: int | N
     if ctx.near_dedup:
         from codetune.collect.dedup import minhash_values
 
-        record["minhash"] = minhash_values(text, ctx.num_perm, ctx.ngram).tobytes()  # cheap to pickle
+        record["minhash"] = minhash_values(
+            text, ctx.num_perm, ctx.ngram
+        ).tobytes()  # cheap to send to workers
     return record
 
 
@@ -323,11 +326,10 @@ def process_sources(
     try:
         for index, item in enumerate(listed):
             source = item.source
-            done = work / f"source-{fingerprint(identity, source.key, item.signature)}.pkl"
-            if done.is_file():
+            done = work / f"source-{fingerprint(identity, source.key, item.signature)}.jsonl"
+            records = _load_records(done) if done.is_file() else None
+            if records is not None:
                 log.info("resuming: %s already processed", source.origin)
-                with done.open("rb") as handle:
-                    records = pickle.load(handle)
             elif source.kind == "docs":
                 from codetune.collect.docs import process_docs
 
@@ -350,11 +352,7 @@ def process_sources(
                         records += chunk
                         bar.advance(len(chunk))
                 if index < len(listed) - 1:  # the last source never needs resuming from
-                    work.mkdir(parents=True, exist_ok=True)
-                    tmp = done.with_suffix(".tmp")
-                    with tmp.open("wb") as handle:
-                        pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                    os.replace(tmp, done)
+                    _save_records(done, records)
             for record in records:
                 record["source"] = source.origin
             results.append(Processed(source, records, item.problems))
@@ -362,6 +360,44 @@ def process_sources(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return results
+
+
+# A finished source's records in the work folder: JSON lines, bytes as {"$bytes": base64}. Never a
+# pickle: the work folder sits beside the output, and a planted pickle would run code when loaded.
+_BYTES = "$bytes"
+
+
+def _save_records(path: Path, records: list[dict[str, Any]]) -> None:
+    def plain(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {_BYTES: base64.b64encode(value).decode("ascii")}
+        raise TypeError(f"cannot store {type(value).__name__} in the resume cache")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, default=plain, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _load_records(path: Path) -> list[dict[str, Any]] | None:
+    """A finished source's records, or None (processed again) when the file is not what
+    :func:`_save_records` writes."""
+
+    def revive(item: dict[str, Any]) -> Any:
+        return base64.b64decode(item[_BYTES]) if item.keys() == {_BYTES} else item
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            records = [json.loads(line, object_hook=revive) for line in handle if line.strip()]
+    except (OSError, ValueError):
+        log.warning("resume cache %s is unreadable; processing that source again", path)
+        return None
+    if not all(isinstance(r, dict) for r in records):
+        log.warning("resume cache %s is not a list of records; processing that source again", path)
+        return None
+    return records
 
 
 def _count(

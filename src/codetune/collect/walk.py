@@ -1,9 +1,11 @@
-"""List the candidate files of one source folder.
+"""List the candidate files of one source folder: the one walker of every folder codetune reads.
 
 In a git work tree the files are those git lists (tracked ones, even when a .gitignore matches them,
 plus untracked ones that are not ignored); elsewhere the folder is walked, honouring .gitignore files.
-Either way ``skip_dirs`` are left out, links that resolve outside the folder are never followed, and
-every file left out on purpose or by accident is counted with its reason.
+Either way ``skip_dirs`` are left out, links that resolve outside the folder (file or folder links,
+chains of links) are never followed, and every file left out on purpose or by accident is counted
+with its reason. ``collect`` lists sources with :func:`walk_files`; ``serve --repo`` indexes a folder
+with :func:`walk_folder`, under the same rules.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,23 @@ class Candidates:
         return self.exclude is None or not self.exclude.match_file(rel)
 
 
+@dataclass(frozen=True)
+class WalkRules:
+    """Which folders a walk leaves out, and whether it counts the candidate files inside them."""
+
+    skip_dirs: frozenset[str] = frozenset()  # never entered
+    output_dirs: frozenset[str] = frozenset()  # left out when they hold build output
+    gitignore: bool = False  # honour .gitignore files
+    hidden: bool = True  # enter folders whose name starts with "."
+    count_skipped: bool = True  # count the candidates in folders left out (walks them: slower)
+    limit: int | None = None  # stop after this many files
+
+    @classmethod
+    def of(cls, cfg: Any) -> WalkRules:
+        """The rules of a collect config."""
+        return cls(frozenset(cfg.skip_dirs), frozenset(cfg.output_dirs), cfg.gitignore)
+
+
 def walk_files(
     root: Path, language: Language, cfg: Any, *, use_git: bool = True
 ) -> tuple[list[tuple[str, str]], Counter[str]]:
@@ -64,14 +84,29 @@ def walk_files(
     """
     root = Path(os.path.realpath(root))
     wanted = Candidates.from_config(language, cfg)
+    rules = WalkRules.of(cfg)
     listing = _git_listing(root, cfg.gitignore) if use_git else None
     if listing is None:
-        found, problems = _walk(root, "", wanted, cfg)
+        found, problems = _walk(root, "", wanted, rules)
     else:
-        found, problems = _from_git(root, listing, wanted, cfg)
+        found, problems = _from_git(root, listing, wanted, rules)
+    return _named(found, problems), problems
+
+
+def walk_folder(
+    root: Path, wanted: Callable[[str], bool], rules: WalkRules
+) -> tuple[list[tuple[str, str]], Counter[str]]:
+    """Sorted (absolute path, path relative to root) of the files under ``root`` that ``wanted``
+    takes (by relative path), walked under ``rules``; counts of what was left out and why."""
+    root = Path(os.path.realpath(root))
+    found, problems = _walk(root, "", wanted, rules)
+    return _named(found, problems), problems
+
+
+def _named(found: list[tuple[str, str]], problems: Counter[str]) -> list[tuple[str, str]]:
     found = _utf8_names(found, problems)
     found.sort(key=lambda item: item[1])
-    return found, problems
+    return found
 
 
 def _utf8_names(found: list[tuple[str, str]], problems: Counter[str]) -> list[tuple[str, str]]:
@@ -89,9 +124,10 @@ def _utf8_names(found: list[tuple[str, str]], problems: Counter[str]) -> list[tu
     return kept
 
 
-def _inside(path: str, root: Path) -> bool:
-    real = os.path.realpath(path)
-    return real == str(root) or real.startswith(str(root) + os.sep)
+def inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, every link on the way resolved, lies in the folder ``root`` (resolved)."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _skipped_dir(rel: str, skip: set[str]) -> bool:
@@ -198,10 +234,10 @@ def _split(output: bytes) -> list[str]:
 
 
 def _from_git(
-    root: Path, listing: GitListing, wanted: Candidates, cfg: Any
+    root: Path, listing: GitListing, wanted: Candidates, rules: WalkRules
 ) -> tuple[list[tuple[str, str]], Counter[str]]:
-    skip = set(cfg.skip_dirs)
-    output = OutputDirs(root, cfg.output_dirs)
+    skip = set(rules.skip_dirs)
+    output = OutputDirs(root, list(rules.output_dirs))
     problems: Counter[str] = Counter()
     found: list[tuple[str, str]] = []
     for rel in listing.files:
@@ -210,11 +246,11 @@ def _from_git(
             if wanted(rel):
                 problems["skip_dirs"] += 1
             continue
-        if os.path.islink(path) and not _inside(path, root):
+        if os.path.islink(path) and not inside(path, root):
             problems["link_outside"] += 1
             continue
         if os.path.isdir(path) and not os.path.islink(path):  # a submodule: walk its checkout
-            sub_found, sub_problems = _walk(root, rel, wanted, cfg)
+            sub_found, sub_problems = _walk(root, rel, wanted, rules)
             found.extend(sub_found)
             problems.update(sub_problems)
             continue
@@ -249,7 +285,7 @@ def _ignored(rel: str, is_dir: bool, ignores: list[tuple[str, Any]]) -> bool:
     return False
 
 
-def _count_wanted(folder: str, rel: str, wanted: Candidates) -> int:
+def _count_wanted(folder: str, rel: str, wanted: Callable[[str], bool]) -> int:
     """Candidate files under a folder that is not entered (links not followed)."""
     count = 0
     for dirpath, _, names in os.walk(folder):
@@ -259,10 +295,12 @@ def _count_wanted(folder: str, rel: str, wanted: Candidates) -> int:
     return count
 
 
-def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tuple[str, str]], Counter[str]]:
+def _walk(
+    root: Path, start: str, wanted: Callable[[str], bool], rules: WalkRules
+) -> tuple[list[tuple[str, str]], Counter[str]]:
     """Walk ``root/start``; survive link loops and unreadable folders (counted, not fatal)."""
-    skip = set(cfg.skip_dirs)
-    outputs = set(cfg.output_dirs)
+    skip = set(rules.skip_dirs)
+    outputs = set(rules.output_dirs)
     problems: Counter[str] = Counter()
     found: list[tuple[str, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
@@ -280,7 +318,7 @@ def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tu
             log.info("symlink loop or repeated folder skipped: %s", folder)
             continue
         seen_dirs.add((info.st_dev, info.st_ino))
-        if cfg.gitignore:
+        if rules.gitignore:
             spec = _read_gitignore(folder)
             if spec is not None:
                 ignores = [*ignores, (rel, spec)]
@@ -291,7 +329,7 @@ def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tu
             continue
         for entry in entries:
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
-            if entry.is_symlink() and not _inside(entry.path, root):
+            if entry.is_symlink() and not inside(entry.path, root):
                 problems["link_outside"] += 1
                 continue
             try:
@@ -311,14 +349,16 @@ def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tu
             if is_dir:
                 reason = (
                     "skip_dirs"
-                    if entry.name in skip or (entry.name in outputs and is_build_output(entry.path))
+                    if entry.name in skip
+                    or (entry.name in outputs and is_build_output(entry.path))
+                    or (not rules.hidden and entry.name.startswith("."))
                     else "gitignored"
                     if _ignored(child_rel, True, ignores)
                     else None
                 )
                 if reason is None:
                     stack.append((Path(entry.path), child_rel, ignores))
-                elif not entry.is_symlink():
+                elif rules.count_skipped and not entry.is_symlink():
                     problems[reason] += _count_wanted(entry.path, child_rel, wanted)
                 continue
             if not wanted(child_rel):
@@ -327,4 +367,7 @@ def _walk(root: Path, start: str, wanted: Candidates, cfg: Any) -> tuple[list[tu
                 problems["gitignored"] += 1
                 continue
             found.append((entry.path, child_rel))
+            if rules.limit is not None and len(found) >= rules.limit:
+                problems["over_limit"] += 1
+                return found, +problems
     return found, +problems

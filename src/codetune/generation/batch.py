@@ -1,8 +1,10 @@
 """`codetune generate`: complete every prompt of a JSONL file, resumably.
 
-Each output line is the input row plus the completion, appended (and flushed) as soon as its batch
-finishes; a killed job leaves at most one partial last line, which the next run drops before
-skipping the ids already written. Under `accelerate launch` each process takes every k-th row into
+Each output line is the input row plus the completion and ``generated_with`` (a digest of the model,
+the settings and the row's prompt), appended (and flushed) as soon as its batch finishes; a killed job
+leaves at most one partial last line, which the next run drops before skipping the ids already
+written. A row already there counts as done only when it was made from the same prompt, model and
+settings: an output file of another run is an error, never a mix of two runs. Under `accelerate launch` each process takes every k-th row into
 its own part file, and the main process merges the parts when all are done.
 
 ``complete_rows`` runs rows through any registered engine (``codetune.generation.engines``) with
@@ -12,6 +14,7 @@ prompts built as the server builds them; the local runner here and the Ray runne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -73,26 +76,74 @@ def prompt_of(row: dict[str, Any], cfg: GenerateConfig) -> str:
     return row[cfg.prompt_field]
 
 
-def done_ids(path: Path, id_field: str) -> set[str]:
-    """Ids already written to ``path``; a partial last line (a killed run) is cut off first."""
+# The field of a result row that says what it was made from (see made_from).
+MADE_FROM = "generated_with"
+# Settings that change how rows are run, not what a row's completion is.
+_HOW_NOT_WHAT = {"input", "out", "id_field", "batch_size", "token_budget", "engine", "device"}
+_HOW_NOT_WHAT |= {"executor", "address", "engines"}
+
+
+def made_from(cfg: GenerateConfig, row: dict[str, Any]) -> str:
+    """A digest of what a result row is made from: the model, the settings and the row's prompt."""
+    what = {
+        "settings": cfg.model_dump(mode="json", exclude=_HOW_NOT_WHAT),
+        "prompt": prompt_of(row, cfg),
+        "suffix": row.get(cfg.suffix_field),
+        "language": row.get("language"),
+        "path": row.get("path"),
+    }
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+def result_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The result rows already in ``path``; a partial last line (a killed run) is cut off first."""
     if not path.is_file():
-        return set()
+        return
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with path.open("r+b") as handle:
             handle.truncate(end)
         logger.warning("dropped a partial last line in %s", path)
-    ids = set()
     for line in data[:end].decode("utf-8").splitlines():
         if line.strip():
             try:
-                ids.add(json.dumps(json.loads(line)[id_field]))
-            except (json.JSONDecodeError, KeyError, TypeError):
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict):
                 raise InputError(
                     f"{path} has a line that is not a result row; remove it or pick another --out"
-                ) from None
-    return ids
+                )
+            yield row
+
+
+def done_ids(path: Path, id_field: str) -> set[str]:
+    """Ids already written to ``path`` (see :func:`result_lines`)."""
+    try:
+        return {json.dumps(row[id_field]) for row in result_lines(path)}
+    except KeyError:
+        raise InputError(
+            f"{path} has a line that is not a result row; remove it or pick another --out"
+        ) from None
+
+
+def resumed_ids(path: Path, rows: list[tuple[str, dict[str, Any]]], cfg: GenerateConfig) -> set[str]:
+    """Ids already done in ``path``, each made from this run's row of that id (same prompt, model and
+    settings); InputError when the file holds a row this run would not have written."""
+    expected = {key: made_from(cfg, row) for key, row in rows}
+    done = set()
+    for stored in result_lines(path):
+        key = json.dumps(stored.get(cfg.id_field))
+        if cfg.id_field not in stored or expected.get(key) != stored.get(MADE_FROM):
+            raise InputError(
+                f"{path} belongs to another run: its row {cfg.id_field}={stored.get(cfg.id_field)!r} was not "
+                f"made from this run's prompt, model and settings ({cfg.input}); pick another --out, "
+                "or delete the file to start over"
+            )
+        done.add(key)
+    return done
 
 
 class Appender:
@@ -147,7 +198,7 @@ def generate_file(cfg: GenerateConfig) -> StageResult:
     out = Path(cfg.out)
     rank, world = _shard()
     target = out if world == 1 else _part(out, rank)
-    finished = done_ids(out, cfg.id_field) | (done_ids(target, cfg.id_field) if target != out else set())
+    finished = resumed_ids(out, rows, cfg) | (resumed_ids(target, rows, cfg) if target != out else set())
     todo = [(key, row) for k, (key, row) in enumerate(rows) if k % world == rank and key not in finished]
     start = time.monotonic()
     tokens = 0
@@ -194,6 +245,7 @@ def result_row(cfg: GenerateConfig, row: dict[str, Any], completions: list[Any])
         result[cfg.output_field + "s"] = [c.text for c in completions]
         result["finish_reasons"] = [c.finish_reason for c in completions]
     result["new_tokens"] = sum(len(c.token_ids) for c in completions)
+    result[MADE_FROM] = made_from(cfg, row)
     return result
 
 

@@ -19,11 +19,11 @@ from codetune.errors import ConfigError
 from codetune.generation.batch import (
     Appender,
     complete_rows,
-    done_ids,
     generate_result,
     progress,
     read_rows,
     result_row,
+    resumed_ids,
     sampling_params,
 )
 from codetune.generation.config import GenerateConfig
@@ -69,7 +69,7 @@ def generate_file_ray(cfg: GenerateConfig) -> StageResult:
     params = sampling_params(cfg)
     rows = read_rows(Path(cfg.input), cfg)
     out = Path(cfg.out)
-    finished = done_ids(out, cfg.id_field)
+    finished = resumed_ids(out, rows, cfg)
     todo = [row for key, row in rows if key not in finished]
     start = time.monotonic()
     tokens = 0

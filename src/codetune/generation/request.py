@@ -29,6 +29,7 @@ from codetune.fim import FimFormat, RenderedContext, context_ids
 from codetune.generation.params import SamplingParams
 from codetune.generation.postprocess import FimPostprocessor, fim_postprocessor
 from codetune.generation.sequence import Cutter, Sequence
+from codetune.generation.stops import PatternBudget
 
 if TYPE_CHECKING:
     from codetune.context import RepoContext, Snippet
@@ -107,6 +108,7 @@ class Request:
         """The request's rows: ``n`` of them (one for beam search, which returns ``n`` beams)."""
         post = self.postprocessor
         copies = 1 if self.params.num_beams > 1 else self.params.n
+        budget = PatternBudget()  # the request's patterns: one budget for its rows
         self.sequences = [
             Sequence(
                 list(self.prompt_ids),
@@ -116,6 +118,7 @@ class Request:
                 copy=k,
                 prefix_cache=self.cache_prompt,
                 adapter=self.adapter,
+                pattern_budget=budget,
             )
             for k in range(copies)
         ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from codetune.fim import decode_continuation
 from codetune.generation.params import SamplingParams
-from codetune.generation.stops import StopMatcher
+from codetune.generation.stops import PatternBudget, StopMatcher
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Sequence:
     top_logprobs: list[dict[str, float]] = field(default_factory=list)
     beams: list[Completion] | None = None
     adapter: str | None = None  # the peft adapter this row runs with ("__base__": none; None: as loaded)
+    pattern_budget: PatternBudget | None = None  # shared by the rows of one request
     # Keep each chosen token's log-probability though the client asked for none (serve's records and
     # confidence gate read ``mean_logprob``); what the client gets still follows ``params.logprobs``.
     keep_logprobs: bool = False
@@ -106,7 +107,9 @@ class Sequence:
     @property
     def matcher(self) -> StopMatcher:
         if self._matcher is None:
-            self._matcher = StopMatcher(self.params.stop, self.params.truncate_before_pattern)
+            self._matcher = StopMatcher(
+                self.params.stop, self.params.truncate_before_pattern, self.pattern_budget
+            )
         return self._matcher
 
     @property

@@ -8,18 +8,21 @@ server's guards (``codetune.serve.http``) and every error is answered in OpenAI'
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import socket
 import threading
 from typing import Any
 
 import uvicorn
 from fastapi import Request
 
+from codetune.errors import InputError
 from codetune.serve import admin, feedback
 from codetune.serve.config import ServeConfig
-from codetune.serve.http import Guard
+from codetune.serve.http import Guard, header_timeout_protocol
 from codetune.serve.protocols import PROTOCOLS, Mount
 from codetune.serve.recording import CallerAgent, Recorder
 from codetune.serve.responses import ServingError, error_response
@@ -177,29 +180,98 @@ def _openapi(app: Any, ctx: Mount) -> dict[str, Any]:
     return schema
 
 
-def serve(cfg: ServeConfig, app: Any = None) -> None:
-    """Load the model (unless ``app`` is given) and serve until SIGINT/SIGTERM."""
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
-        logger.warning(
-            "serving on %s without an API key (CODETUNE_API_KEY): anyone who can reach it can use it",
-            cfg.host,
-        )
-    app = app or create_app(cfg)
-    config = uvicorn.Config(
+def server_config(cfg: ServeConfig, app: Any) -> uvicorn.Config:
+    """uvicorn's settings for ``app``: the server's own HTTP protocol (a header deadline), its log
+    level and its shutdown grace."""
+    return uvicorn.Config(
         app,
         host=cfg.host,
         port=cfg.port,
         log_level=cfg.log_level,
         timeout_graceful_shutdown=cfg.shutdown_timeout_s,
+        http=header_timeout_protocol(cfg.header_timeout_s),
     )
-    redact_server_logs()
-    _BoundedShutdownServer(config).run()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a port in use is one error before the model loads, not after."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        hint = " (another server? pick another --port)" if error.errno == errno.EADDRINUSE else ""
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def describe(app: Any, cfg: ServeConfig) -> list[str]:
+    """What the server says at start-up: the model ids it answers to, its routes, its repositories."""
+    service = app.state.service
+    adapters = f"; adapters: {', '.join(service.adapters)}" if service.adapters else ""
+    aliases = f" (also answers to {', '.join(cfg.model_aliases)})" if cfg.model_aliases else ""
+    lines = [f"model: {service.name}{aliases}{adapters}"]
+    routes: dict[str, list[str]] = {}
+    for route in app.routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method != "HEAD" and route.path not in (
+                "/openapi.json",
+                "/docs",
+                "/redoc",
+                "/docs/oauth2-redirect",
+            ):
+                routes.setdefault(method, []).append(route.path)
+    for method, paths in sorted(routes.items()):
+        lines.append(f"routes ({method}): {' '.join(paths)}")
+    key = "every route but /health (liveness only) and /api/version" if cfg.api_key else "none"
+    lines.append(f"API key required on: {key}")
+    if service.repos is not None:
+        for repo in service.repos.repos:
+            skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(repo.skipped.items()))
+            lines.append(
+                f"repository {repo.name} ({repo.root}): {len(repo.stamps)} files indexed"
+                + (f"; left out: {skipped}" if skipped else "")
+            )
+    return lines
+
+
+def serve(cfg: ServeConfig, app: Any = None) -> None:
+    """Bind the port, load the model (unless ``app`` is given) and serve until SIGINT/SIGTERM."""
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        logger.warning(
+            "serving on %s without an API key (CODETUNE_API_KEY): anyone who can reach it can use it",
+            cfg.host,
+        )
+    sock = bind(cfg.host, cfg.port)
+    try:
+        app = app or create_app(cfg)
+        config = server_config(cfg, app)
+        redact_server_logs()
+        startup = logging.getLogger("uvicorn.error")
+        for line in describe(app, cfg):
+            startup.info(line)
+        _BoundedShutdownServer(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class _BoundedShutdownServer(uvicorn.Server):
     """uvicorn's Server whose shutdown cannot hang: a stuck request or engine is cut off."""
 
     armed = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if sockets is not None and self.started:  # bound before the model loaded: say where, as uvicorn does
+            self._log_started_message(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)

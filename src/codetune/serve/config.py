@@ -12,6 +12,10 @@ from codetune.schema import StrictModel
 
 # Names clients send as `model` (Ollama's `name:tag` included); never peft's reserved `__base__`.
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# The model names editors send when configured as the docs show (docs/editors.md) or left at their
+# defaults: the docs' `codetune`, Continue's Mistral provider (`codestral-latest`), Copilot's and
+# FauxPilot's engines (`copilot-codex`, `codegen`). Each means the base model.
+DEFAULT_MODEL_ALIASES = ("codetune", "codestral-latest", "codegen", "copilot-codex")
 
 
 class ServeConfig(StrictModel):
@@ -27,6 +31,11 @@ class ServeConfig(StrictModel):
         "request's `model` field picks one by NAME, the base's served name (or no name) the base alone.",
     )
     served_name: str | None = Field(None, description="Model id reported by /v1/models (default: --model).")
+    model_aliases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODEL_ALIASES),
+        description="Other model names a request may send for the base model (editors' defaults); any "
+        "other unknown name is a 404 listing what is served.",
+    )
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = Field(8000, ge=0, le=65535)
     api_key: str | None = Field(
@@ -51,10 +60,28 @@ class ServeConfig(StrictModel):
     batch_regroup_ms: float = Field(
         200.0, ge=0, description="Most extra wait for the last batch's clients to come back (closed loops)."
     )
-    max_queue: int = Field(64, gt=0, description="Sequences queued or running before 503.")
+    max_queue: int = Field(
+        64,
+        gt=0,
+        description="Sequences queued or running before 503 (a client within its fair share of a full "
+        "queue is still queued, up to twice this).",
+    )
+    reserve_for_new_clients: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of the batch (rows and KV token budget) only a client with nothing running may "
+        "take: a newcomer starts at once while others hold the rest (0: first come, first served).",
+    )
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest request body (413 above).")
     body_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a client has to send its whole request body (408 after)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a request's headers (from its opening, or from the "
+        "previous answer); closed with a 408 after.",
     )
     shutdown_timeout_s: float = Field(
         5.0, gt=0, description="Seconds in-flight requests get on SIGTERM before they are cut off."
@@ -168,6 +195,9 @@ class ServeConfig(StrictModel):
         base = self.served_name or self.model
         if base in self.adapters:
             raise ValueError(f"adapter name {base!r} is the base model's served name; pick another")
+        aliased = sorted(set(self.adapters) & set(self.model_aliases))
+        if aliased:
+            raise ValueError(f"adapter name {aliased[0]!r} is an alias of the base model (model_aliases)")
         return self
 
     @field_validator("repos")

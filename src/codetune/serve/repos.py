@@ -1,5 +1,11 @@
 """The repositories a server indexes (``codetune serve --repo DIR``) and the context it retrieves from them.
 
+What a repository serves: the source files (of a language codetune knows, up to ``MAX_FILE_BYTES``)
+under its folder, listed by collect's walker (``codetune.collect.walk``) under the same rules: a link
+that leaves the folder (a file or folder link, or a chain of them) is never followed, and a file is
+checked again when it is read, so one swapped for such a link after the scan is not read either.
+Version control, dependency, cache and build folders and hidden files are left out.
+
 Each ``--repo`` folder is one :class:`~codetune.context.RepoIndex`; a request's context only ever comes
 from the one repository its file belongs to. Refresh is a stat scan (mtime and size of each source
 file), at most once per ``refresh_s`` and only when a request comes: a changed repository is indexed
@@ -27,10 +33,12 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from codetune.collect.walk import WalkRules, inside, walk_folder
 from codetune.context import ContextOptions, RepoIndex, Snippet, build_context
 from codetune.errors import InputError
 
@@ -61,27 +69,35 @@ MAX_FILES = 20_000  # per repository: a scan stays a few milliseconds
 _MIN_LINE = 6  # shorter lines (`}`, `return`) say nothing about which file a cursor is in
 
 
-def _source_files(root: Path) -> dict[str, tuple[int, int]]:
-    """Relative POSIX path -> (mtime_ns, size) of each source file of a known language under ``root``."""
+# The walk of a served repository: no counting inside the folders it skips (a stat scan every few
+# seconds must not walk node_modules), at most MAX_FILES files.
+_RULES = WalkRules(SKIP_DIRS, hidden=False, count_skipped=False, limit=MAX_FILES)
+
+
+def _source(rel: str) -> bool:
     from codetune.languages import language_for_path
 
+    name = rel.rsplit("/", 1)[-1]
+    return not name.startswith(".") and language_for_path(name) is not None
+
+
+def _source_files(root: Path) -> tuple[dict[str, tuple[int, int]], Counter[str]]:
+    """Relative POSIX path -> (mtime_ns, size) of each source file of a known language under ``root``,
+    and counts of what was left out and why (``link_outside``, ``too_large``, ...)."""
+    listed, problems = walk_folder(root, _source, _RULES)
+    if problems.get("over_limit"):
+        logger.warning("%s: more than %d source files; the rest are not indexed", root, MAX_FILES)
     found: dict[str, tuple[int, int]] = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or language_for_path(name) is None:
-                continue
-            path = Path(folder, name)
-            try:
-                info = path.stat()
-            except OSError:  # deleted between the listing and the stat
-                continue
-            if info.st_size <= MAX_FILE_BYTES:
-                found[path.relative_to(root).as_posix()] = (info.st_mtime_ns, info.st_size)
-            if len(found) >= MAX_FILES:
-                logger.warning("%s: more than %d source files; the rest are not indexed", root, MAX_FILES)
-                return found
-    return found
+    for path, rel in listed:
+        try:
+            info = os.stat(path)
+        except OSError:  # deleted between the listing and the stat
+            continue
+        if info.st_size <= MAX_FILE_BYTES:
+            found[rel] = (info.st_mtime_ns, info.st_size)
+        else:
+            problems["too_large"] += 1
+    return found, problems
 
 
 def _lines(text: str) -> frozenset[str]:
@@ -96,6 +112,7 @@ class RepoSnapshot:
     stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
     index: RepoIndex | None = None
     lines: dict[str, frozenset[str]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # files left out at the scan, by reason
 
 
 @dataclass
@@ -121,18 +138,28 @@ class ServedRepo:
     def lines(self) -> dict[str, frozenset[str]]:
         return self.snapshot.lines
 
-    def load(self, stamps: dict[str, tuple[int, int]]) -> None:
+    @property
+    def skipped(self) -> dict[str, int]:
+        return self.snapshot.skipped
+
+    def load(self, stamps: dict[str, tuple[int, int]], skipped: Counter[str] | None = None) -> None:
         """Index the files in ``stamps`` again (texts read now); the old snapshot serves until then."""
         files: dict[str, str] = {}
+        skipped = Counter(skipped or {})
         for path in stamps:
+            full = self.root / path
+            if not inside(full, self.root):  # swapped for a link leaving the folder since the scan
+                skipped["link_outside"] += 1
+                continue
             try:
-                files[path] = (self.root / path).read_text(encoding="utf-8")
+                files[path] = full.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):  # deleted meanwhile, or not text
                 continue
         self.snapshot = RepoSnapshot(
             {path: stamps[path] for path in files},
             RepoIndex(self.name, files),
             {path: _lines(text) for path, text in files.items()},
+            dict(skipped),
         )
 
 
@@ -220,10 +247,10 @@ class ServedRepos:
             if not repo.building.acquire(blocking=False):
                 continue
             try:
-                stamps = _source_files(repo.root)
+                stamps, skipped = _source_files(repo.root)
                 if stamps != repo.stamps or repo.index is None:
                     started = time.perf_counter()
-                    repo.load(stamps)
+                    repo.load(stamps, skipped)
                     changed.append(repo.name)
                     logger.info(
                         "indexed %s: %d files in %.0f ms",

@@ -4,8 +4,10 @@ A protocol turns its body into :class:`~codetune.generation.request.GenerationRe
 settings through :meth:`CompletionService.sampling`) and calls :meth:`CompletionService.generate`,
 then writes the :class:`Generation` it gets back in its own shape. Everything between happens here,
 once: which adapter a model name picks (404 for none), the repository context of a cursor, the
-prompt rules (context length, FIM trimming), admission to the engine's queue (:meth:`_admit`: the
-queue bound, a client's newer request cancelling its older one) and cancelling rows whose client left.
+prompt rules (context length, FIM trimming, tokenized in a worker thread so that a huge prompt never
+stalls the event loop), admission to the engine (:meth:`_admit`: each client's fair share of the queue
+and of the batch, ``codetune.serve.admission``; a client's newer request cancelling its older one) and
+cancelling rows whose client left.
 Every finished row is settled once (:meth:`CompletionService.settle`): recorded with the id its client
 sees, and withheld (answered empty) below the confidence gate (``codetune.serve.recording``). Which
 weights a served name runs with, and rolling out a new adapter, is ``codetune.serve.adapters``'.
@@ -29,7 +31,9 @@ from codetune.generation.params import InvalidParams, SamplingParams
 from codetune.generation.request import GenerationRequest, Request, RequestError
 from codetune.generation.sequence import Sequence, context_length
 from codetune.serve.adapters import AdapterTable, Swap
+from codetune.serve.admission import FairAdmission
 from codetune.serve.config import ServeConfig
+from codetune.serve.http import Caller
 from codetune.serve.recording import CALLER, Recorder
 from codetune.serve.repos import EditorContext
 from codetune.serve.responses import ServingError
@@ -61,7 +65,7 @@ class Generation:
         service: CompletionService,
         prepared: list[Request],
         model: str,
-        client: str | None,
+        client: Any,
         disconnected: Disconnected | None,
         stream: bool,
         *,
@@ -279,8 +283,16 @@ class CompletionService:
             from codetune.serve.repos import ServedRepos
 
             self.repos = ServedRepos(cfg.repos, refresh_s=cfg.repo_refresh_s)
-        # A newer request from the same client cancels its older one still running (keystrokes).
-        self._clients: dict[str, Generation] = {}
+        # A newer request from the same client (same caller and `user`) cancels its older one still
+        # running (keystrokes).
+        self._clients: dict[tuple[Caller, str], Generation] = {}
+        self.admission = FairAdmission(
+            engine,
+            max_queue=cfg.max_queue,
+            max_rows=cfg.max_batch_size,
+            token_budget=cfg.kv_token_budget,
+            reserve=cfg.reserve_for_new_clients,
+        )
 
     # -- models ---------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -290,16 +302,21 @@ class CompletionService:
     def adapter_for(self, model: str | None) -> str | None:
         """The adapter a request's ``model`` names (None: the base); 404 for a name this server lacks.
 
-        A server without named adapters answers to any name, as editors send fixed ones
-        (``codestral-latest``, Copilot's engine).
+        The base answers to its served name, to no name, and to the aliases editors send by default
+        (``model_aliases``: ``codestral-latest``, Copilot's engine, ...); Ollama's ``:latest`` tag is
+        the name itself.
         """
-        if not self.adapters or not model or model == self.name:
+        name = model.removesuffix(":latest") if model else model
+        if not name or name == self.name or name in self.cfg.model_aliases:
             return None
-        if model in self.adapters:
-            return model
+        if name in self.adapters:
+            return name
+        aliases = (
+            f" (and for the base: {', '.join(self.cfg.model_aliases)})" if self.cfg.model_aliases else ""
+        )
         raise ServingError(
             404,
-            f"model {model!r} does not exist; this server has: {', '.join(self.model_names())}",
+            f"model {model!r} does not exist; this server has: {', '.join(self.model_names())}{aliases}",
             type="not_found_error",
             param="model",
             code="model_not_found",
@@ -309,13 +326,17 @@ class CompletionService:
     def device(self) -> str:
         return str(getattr(self.model, "device", "cpu"))
 
-    def health(self) -> dict[str, Any]:
+    def health(self, *, details: bool = True) -> dict[str, Any]:
+        """Liveness; with ``details`` (what the API key guards) the model, adapters and counters."""
+        if not details:
+            return {"status": "ok"}
         return {
             "status": "ok",
             "model": self.name,
             **({"adapters": self.adapters} if self.adapters else {}),
             "uptime_s": round(time.time() - self.started, 1),
             **self.engine.stats(),
+            **self.admission.stats(),
         }
 
     # -- the call -------------------------------------------------------------------------------
@@ -345,6 +366,7 @@ class CompletionService:
         *,
         model: str | None = None,
         client: str | None = None,
+        caller: Caller | None = None,
         editor: EditorContext | None = None,
         disconnected: Disconnected | None = None,
         stream: bool = False,
@@ -352,23 +374,26 @@ class CompletionService:
     ) -> Generation:
         """Queue ``requests`` (``n`` rows each) and return their running generation.
 
-        ``model`` picks an adapter (404 for an unknown one); ``client`` (a user, slot or client id):
-        a newer call of the same client cancels this one; ``editor``: the cursor's file, the context
-        the editor sent, and the repository it names. A prompt that cannot be served is a 400 and a
-        full queue a 503, before anything is generated; with ``stream`` the first event is awaited too.
+        ``model`` picks an adapter (404 for an unknown one); ``caller``: who sent it (its share of the
+        server); ``client`` (a user, slot or client id): a newer call of the same caller and client
+        cancels this one; ``editor``: the cursor's file, the context the editor sent, and the
+        repository it names. A prompt that cannot be served is a 400 and a client over its share of
+        a full queue a 503, before anything is generated; with ``stream`` the first event is awaited too.
         ``response_id``: the id the client is answered with (the generation's ``id``; made when not given).
         """
-        await self.refresh_repos()
-        prepared = [self._prepare(request, editor) for request in requests]
         adapter = self.adapter_for(model)
+        await self.refresh_repos()
+        # Tokenizing (and retrieving context for) a prompt of a megabyte takes seconds: not on the loop.
+        prepared = await asyncio.to_thread(lambda: [self._prepare(request, editor) for request in requests])
         runs_with = self.table.runs_with(adapter)
         for built in prepared:
             built.adapter = runs_with
+        caller = caller or Caller("")
         generation = Generation(
             self,
             prepared,
             model or self.name,
-            client,
+            (caller, client) if client is not None else None,
             disconnected,
             stream,
             requests=requests,
@@ -379,7 +404,7 @@ class CompletionService:
         if self.recorder.active:
             for seq in generation.sequences:
                 seq.keep_logprobs = True
-        self._admit(generation)
+        self._admit(generation, caller)
         if stream:
             await generation.peek()
         return generation
@@ -395,8 +420,9 @@ class CompletionService:
             raise ServingError(400, str(error), param=error.param, code=error.code) from None
 
     # -- admission: the one place requests meet the engine's queue --------------------------------
-    def _admit(self, generation: Generation) -> None:
-        """Submit the rows (503 when the queue is full); a client's older rows still running go first."""
+    def _admit(self, generation: Generation, caller: Caller) -> None:
+        """Queue the rows under the caller's fair share (503 when it is over its share of a full
+        queue); a client's older rows still running go first."""
         generation._listen()
         self.table.pin(generation.sequences)
         self._live.add(generation)
@@ -404,11 +430,11 @@ class CompletionService:
         if client is not None:
             older = self._clients.get(client)
             if older is not None:
-                # Through the engine: counted, and their slots free for the newer request at once.
-                self.engine.cancel([seq for seq in older.sequences if not seq.done])
+                # Counted, and their place free for the newer request at once.
+                self.admission.cancel([seq for seq in older.sequences if not seq.done])
             self._clients[client] = generation
         try:
-            self.engine.submit(generation.sequences)
+            self.admission.admit(caller, generation.sequences)
         except QueueFull as error:
             self._forget(generation)
             raise ServingError(
@@ -418,7 +444,7 @@ class CompletionService:
     def release(self, generation: Generation) -> None:
         """Cancel what is still running of a generation and free its slots (its consumer is gone)."""
         self._forget(generation)
-        self.engine.cancel([seq for seq in generation.sequences if not seq.done])
+        self.admission.cancel([seq for seq in generation.sequences if not seq.done])
         for seq in generation.sequences:
             self.engine.release(seq)
         self.table.drop_retired(self.live_sequences)

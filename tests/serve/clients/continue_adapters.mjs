@@ -7,7 +7,7 @@ const [baseUrl, prefix, suffix, maxTokens] = process.argv.slice(2);
 const mistral = constructLlmApi({ provider: "mistral", apiKey: "unused", apiBase: `${baseUrl}/v1/` });
 const openai = constructLlmApi({ provider: "openai", apiKey: "unused", apiBase: `${baseUrl}/v1/` });
 const signal = new AbortController().signal;
-const body = { model: "tiny", max_tokens: Number(maxTokens), temperature: 0 };
+const body = { model: "codetune", max_tokens: Number(maxTokens), temperature: 0 };
 
 let fim = "";
 for await (const chunk of mistral.fimStream({ ...body, prompt: prefix, suffix }, signal)) {

@@ -80,6 +80,7 @@ def mount(ctx: Mount) -> None:
         generation = await ctx.service.generate(
             [body.request(ctx.service)],
             model=body.model,
+            caller=ctx.guard.caller(request),
             disconnected=request.is_disconnected,
             stream=True,
             response_id=f"fim-{uuid.uuid4().hex[:24]}",

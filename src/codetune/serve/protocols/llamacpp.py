@@ -245,6 +245,7 @@ async def answer(
         [body.request(ctx.service, prefix, suffix)],
         model=body.model,
         client=body.client,
+        caller=ctx.guard.caller(request),
         editor=editor,
         disconnected=request.is_disconnected,
         stream=True,

@@ -146,7 +146,7 @@ def _parameter_size(model: Any) -> str:
     clients="ollama Python/JS clients, Continue (ollama provider), Vim/Emacs plugins",
     example=(
         "/api/generate",
-        {"model": "m", "prompt": "def add(a, b):\n    return", "options": {"num_predict": 4}},
+        {"model": "codetune", "prompt": "def add(a, b):\n    return", "options": {"num_predict": 4}},
     ),
 )
 def mount(ctx: Mount) -> None:
@@ -168,6 +168,7 @@ def mount(ctx: Mount) -> None:
             [body.request(service)],
             model=body.model,
             client=request.headers.get("x-client-id"),
+            caller=ctx.guard.caller(request),
             disconnected=request.is_disconnected,
             stream=True,
         )

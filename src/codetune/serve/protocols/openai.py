@@ -5,7 +5,7 @@ Request and response models follow OpenAI's API (and the ``openai`` client libra
 to ``SamplingParams`` and are bounded by its one set of limits (``codetune.generation.params``), so
 that no value can fail a batch or stall the engine. Requests are strict (``postprocess: 0`` or
 ``"top_logprobs": "3"`` are 400s, not coerced); no float may be NaN or infinite, and no string may hold
-a lone surrogate (it cannot be encoded). codetune's extensions: ``suffix`` for fill-in-the-middle with
+a lone surrogate (the server's JSON rules, ``codetune.serve.http``, hold on every route). codetune's extensions: ``suffix`` for fill-in-the-middle with
 ``postprocess``, CodeGen's ``top_k``, ``repetition_penalty``, ``min_tokens`` and
 ``truncate_before_pattern``, ``filepath`` (context from its ``--repo`` repository) and Tabby's
 ``debug_options``. Usage adds what of each prompt was kept.
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from codetune.generation.params import (
     MAX_LOGPROBS,
@@ -48,31 +48,9 @@ Stop = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 Pattern = Annotated[str, Field(max_length=MAX_PATTERN_CHARS)]
 
 
-def _reject_surrogates(value: Any, where: str = "body") -> None:
-    """Raise ValueError for a string (anywhere in the JSON) holding a lone UTF-16 surrogate."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where}: lone surrogate in a string (not valid Unicode)") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _reject_surrogates(key, where)
-            _reject_surrogates(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            _reject_surrogates(item, where)
-
-
 class OpenAIModel(BaseModel):
     # Editors send extra fields (Copilot's `extra`, `nwo`, ...): accepted and ignored.
     model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        _reject_surrogates(data)
-        return data
 
 
 def _finite(default: float | None, **bounds: float) -> Any:
@@ -364,6 +342,7 @@ async def complete(ctx: Mount, request: Request, body: CompletionRequest) -> Any
         requests,
         model=body.model,
         client=f"completions:{body.user}" if body.user else None,
+        caller=ctx.guard.caller(request),
         editor=editor,
         disconnected=request.is_disconnected,
         stream=body.stream,
@@ -449,6 +428,7 @@ async def chat(ctx: Mount, request: Request, body: ChatCompletionRequest) -> Any
         [GenerationRequest(messages=messages, params=params)],
         model=body.model,
         client=f"chat:{body.user}" if body.user else None,
+        caller=ctx.guard.caller(request),
         disconnected=request.is_disconnected,
         stream=body.stream,
         response_id=_id("chatcmpl"),
@@ -513,4 +493,5 @@ def mount(ctx: Mount) -> None:
 
     @ctx.get("/health", guarded=False)
     async def health(request: Request) -> Any:
-        return ctx.service.health()
+        # Liveness is public (load balancers, editors' checks); the model and counters need the key.
+        return ctx.service.health(details=ctx.guard.has_key(request))

@@ -154,6 +154,7 @@ def mount(ctx: Mount) -> None:
         generation = await ctx.service.generate(
             [ask],
             client=body.user,
+            caller=ctx.guard.caller(request),
             editor=editor,
             disconnected=request.is_disconnected,
             stream=True,

@@ -91,6 +91,7 @@ def mount(ctx: Mount) -> None:
         return await ctx.service.generate(
             [body.request(ctx.service)],
             model=body.parameters.adapter_id,
+            caller=ctx.guard.caller(request),
             disconnected=request.is_disconnected,
             stream=True,
         )
