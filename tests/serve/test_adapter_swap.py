@@ -60,6 +60,13 @@ def swap(url, name, path, headers=AUTH):
     )
 
 
+def slowed(model, seconds=0.01):
+    """Every forward of the served model waits ``seconds`` first, so that a long stream is still
+    decoding when a swap is done, however fast the machine (remove() the handle it returns)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
+
+
 class LongStream(threading.Thread):
     """A long greedy stream of the base route: its text, and when it ended."""
 
@@ -93,6 +100,7 @@ def test_swap_under_load_changes_texts_and_fails_no_request(runs, expected, laun
                 failures.append(repr(error))
 
     try:
+        pause = slowed(server.service.model)
         long = LongStream(server.url)
         long.start()
         assert long.started.wait(60)
@@ -103,6 +111,7 @@ def test_swap_under_load_changes_texts_and_fails_no_request(runs, expected, laun
             time.sleep(0.02)
         response = swap(server.url, BASE, runs["a"])
         swapped = time.monotonic()
+        pause.remove()
         assert response.status_code == 200, response.text
         assert response.json()["replaced"] and response.json()["models"] == [BASE]
         while sum(sent > swapped for sent, _ in answered) < 6:
@@ -140,11 +149,13 @@ def test_a_run_served_alone_is_replaced_and_its_running_requests_keep_it(runs, e
     server = start(model=str(runs["a"]), api_key=KEY, adapter_dir=adapter_dir)
     try:
         assert greedy(server.url) == expected["a"]["short"]
+        pause = slowed(server.service.model)
         long = LongStream(server.url)
         long.start()
         assert long.started.wait(60)
         assert swap(server.url, str(runs["a"]), runs["b"]).status_code == 200
         swapped = time.monotonic()
+        pause.remove()
         assert greedy(server.url) == expected["b"]["short"]
         long.join(120)
         assert long.ended > swapped and long.text == expected["a"]["long"]

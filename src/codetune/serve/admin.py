@@ -42,7 +42,7 @@ def _local_only(ctx: Mount, request: Request) -> None:
 def mount(ctx: Mount) -> None:
     service = ctx.service
 
-    @ctx.post("/admin/adapters", AdapterSwap)
+    @ctx.post("/admin/adapters", AdapterSwap, errors=(403,))
     async def swap(request: Request, body: AdapterSwap) -> Any:
         _local_only(ctx, request)
         done = await service.swap_adapter(body.name, body.path)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from codetune.feedback.events import EventError, generic_feedback, tabby_event
-from codetune.serve.protocols.base import Mount
+from codetune.serve.protocols.base import EMPTY_ANSWER, Mount
 from codetune.serve.responses import ServingError
 
 
@@ -70,7 +70,7 @@ def _checked(parse: Any, *args: Any) -> Any:
 
 
 def mount(ctx: Mount) -> None:
-    @ctx.post("/v1/events", TabbyEvent, answer={"type": "string", "maxLength": 0})
+    @ctx.post("/v1/events", TabbyEvent, answer=EMPTY_ANSWER)
     async def events(request: Request, body: TabbyEvent) -> Any:
         record = _checked(tabby_event, body.model_dump(), dict(request.query_params))
         ctx.service.recorder.feedback(record)

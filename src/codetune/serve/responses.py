@@ -16,6 +16,7 @@ from pydantic import BaseModel
 ERROR_TEXT = {
     400: "Invalid request (OpenAI error body).",
     401: "Missing or wrong API key.",
+    403: "Not allowed here (an admin route called from another machine without a key; swaps not enabled).",
     404: "No such model (the request's `model` names none of /v1/models).",
     408: "The request body did not arrive in time.",
     413: "Request body too large.",

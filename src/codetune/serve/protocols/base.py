@@ -47,6 +47,10 @@ def one_of(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+# A route's answer that is an empty body (no Content-Type): Tabby's /v1/events.
+EMPTY_ANSWER: dict[str, Any] = {"x-empty-body": True}
+
+
 def declared_responses(
     codes: tuple[int, ...], stream: str | None = None, answer: type[BaseModel] | dict[str, Any] | None = None
 ) -> dict[int | str, Any]:
@@ -56,6 +60,9 @@ def declared_responses(
         code: {"model": ErrorResponse, "description": ERROR_TEXT[code]} for code in codes
     }
     ok: dict[str, Any] = {"description": "OK", "content": {}}
+    if answer is EMPTY_ANSWER:
+        responses[200] = {"description": "OK, an empty body"}
+        return responses
     if isinstance(answer, type):
         ok["model"] = answer
     else:
@@ -78,6 +85,7 @@ class Handler:
     answer: type[BaseModel] | dict[str, Any] | None = None
     stream: str | None = None
     accepts: Callable[[bytes], bool] | None = None  # None: the path's own body
+    errors: tuple[int, ...] = ()  # statuses it answers besides every POST's (POST_ERRORS)
 
 
 @dataclass
@@ -127,15 +135,16 @@ class Mount:
         stream: str | None = None,
         answer: type[BaseModel] | dict[str, Any] | None = None,
         accepts: Callable[[bytes], bool] | None = None,
+        errors: tuple[int, ...] = (),
     ) -> Callable[[PostHandler], PostHandler]:
         """Route decorator: ``handler(request, parsed body)`` for a POST whose JSON body is ``body``,
         streaming as ``stream`` (sse, ndjson); ``answer``: a whole answer's model or JSON schema (an
-        object unless given); ``accepts``: on a path another protocol owns, the raw bodies this one takes.
-        The routes are added to the app by :meth:`install`, once every protocol has mounted."""
+        object unless given); ``accepts``: on a path another protocol owns, the raw bodies this one takes;
+        ``errors``: the statuses it answers besides every POST's. The routes are added to the app by :meth:`install`, once every protocol has mounted."""
 
         def add(handler: PostHandler) -> PostHandler:
             route = self.routes.setdefault(path, Route(path))
-            route.handlers.append(Handler(body, handler, answer, stream, accepts))
+            route.handlers.append(Handler(body, handler, answer, stream, accepts, errors))
             return handler
 
         return add
@@ -150,7 +159,8 @@ class Mount:
                 {"name": n, "in": "path", "required": True, "schema": {"type": "string", "title": n.title()}}
                 for n in names
             ]
-            responses = declared_responses(POST_ERRORS, main.stream, main.answer)
+            errors = sorted({*POST_ERRORS, *(code for h in route.handlers for code in h.errors)})
+            responses = declared_responses(tuple(errors), main.stream, main.answer)
 
             self.app.add_api_route(
                 route.path,
