@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers.cli import free_port, run_cli
+from tests.helpers.threads import threads_per_worker
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -20,11 +21,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # load (codetune.threads) could change it between two paths a test compares. tests/test_threads.py
 # sets CODETUNE_THREADS itself.
 os.environ.setdefault("CODETUNE_THREADS", "torch")
-
-
-def _workers(config: pytest.Config) -> int:
-    """How many pytest-xdist workers share the machine (1 without xdist)."""
-    return int(getattr(config, "workerinput", {}).get("workercount", 1))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,13 +43,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _torch_threads(request: pytest.FixtureRequest) -> None:
+def _torch_threads() -> None:
     try:
         import torch
     except ImportError:  # pragma: no cover
         return
-    # the cores are shared among the workers: more threads than cores only spin and wait
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers(request.config)))
+    torch.set_num_threads(threads_per_worker())
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +118,9 @@ def ray_head():
     ray.init(address=address, include_dashboard=False, log_to_driver=False)  # waits for the node
     ray.shutdown()
     yield address
-    os.killpg(head.pid, signal.SIGTERM)  # the head's own process group: only this cluster
+    # SIGINT, as Ctrl-C would: `ray start --block` stops its processes at once (SIGTERM took 33 s),
+    # sent to the head's own process group: only this cluster
+    os.killpg(head.pid, signal.SIGINT)
     try:
         head.wait(60)
     except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.helpers.cli import run_cli
 from tests.helpers.evaluate import make_dataset
+from tests.helpers.threads import threads_per_worker
 
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.runner import evaluate
@@ -18,7 +19,7 @@ from codetune.evaluate.runner import evaluate
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
     root = tmp_path_factory.mktemp("eval-e2e")
     dataset = make_dataset(root / "dataset")
     from codetune.train.config import TrainConfig

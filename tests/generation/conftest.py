@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers.threads import threads_per_worker
 
 
 @pytest.fixture(scope="session")
@@ -11,7 +12,7 @@ def tiny():
 
     from codetune.modeling.loading import load_model, load_tokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
     return load_model("tiny-gpt-bigcode"), load_tokenizer("tiny-gpt-bigcode")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.cli import free_port
+from tests.helpers.threads import threads_per_worker
 
 
 def make_run(folder: Path, seed: int = 0, model: str = "tiny-gpt-bigcode") -> Path:
@@ -46,7 +47,7 @@ def start_server(**options: Any) -> RunningServer:
     from codetune.serve.app import create_app, server_config
     from codetune.serve.config import ServeConfig
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
     cfg = ServeConfig(port=free_port(), device="cpu", log_level="warning", **options)
     app = create_app(cfg)
     server = uvicorn.Server(server_config(cfg, app))  # the settings `codetune serve` runs with

@@ -8,8 +8,9 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def _two_threads() -> None:
     import torch
+    from tests.helpers.threads import threads_per_worker
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
 
 
 @pytest.fixture(params=["cpu", pytest.param("own", marks=pytest.mark.slow)])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers.threads import threads_per_worker
 
 from codetune.generation.engines.continuous import ContinuousEngine
 from codetune.generation.params import SamplingParams
@@ -23,7 +24,7 @@ def load(name: str):
 
     from codetune.modeling.loading import load_model, load_tokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
     return load_model(name), load_tokenizer(name)
 
 

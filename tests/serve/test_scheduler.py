@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from tests.helpers.threads import threads_per_worker
 
 from codetune.fim import bos_ids
 from codetune.generation.api import generate_completions
@@ -37,7 +38,7 @@ def load(name):
 
     from codetune.modeling.loading import load_model, load_tokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads_per_worker())
     return load_model(name), load_tokenizer(name)
 
 
