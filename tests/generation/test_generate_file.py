@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from tests.helpers.cli import assert_error_line
+from tests.helpers.cli import assert_error_line, run_cli
 
 from codetune.errors import InputError
 from codetune.generation.batch import generate_file
@@ -181,23 +181,10 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, content, messag
 
 
 def test_cli_reports_a_missing_input_in_one_line(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "codetune",
-            "generate",
-            "--model",
-            "tiny-gpt-bigcode",
-            "--input",
-            str(tmp_path / "missing.jsonl"),
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(
+        "generate", "--model", "tiny-gpt-bigcode", "--input", str(tmp_path / "missing.jsonl"),
+        "--out", str(tmp_path / "o.jsonl"),
+    )  # fmt: skip
     assert done.returncode == 2
     assert "input file not found" in done.stderr and "Traceback" not in done.stderr
 
