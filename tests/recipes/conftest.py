@@ -14,6 +14,12 @@ def _two_threads() -> None:
 
 
 @pytest.fixture(params=["cpu", pytest.param("own", marks=pytest.mark.slow)])
-def settings(request) -> str:
-    """Each recipe test runs with the CPU caps (default suite) and with the recipe's own settings (slow)."""
+def settings(request, monkeypatch) -> str:
+    """Each recipe test runs with the CPU caps (default suite) and with the recipe's own settings (slow).
+
+    A recipe's own run trains for up to 3,000 steps: there torch's threads follow the free cores, as
+    codetune chooses them by default (codetune.threads), so that a run left alone on its worker
+    takes both cores and one beside a busy worker takes one."""
+    if request.param == "own":
+        monkeypatch.setenv("CODETUNE_THREADS", "auto")
     return request.param
