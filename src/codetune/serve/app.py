@@ -24,7 +24,6 @@ from codetune.serve import admin, feedback
 from codetune.serve.config import ServeConfig
 from codetune.serve.http import Guard, header_timeout_protocol
 from codetune.serve.protocols import PROTOCOLS, Mount
-from codetune.serve.protocols.base import EMPTY_ANSWER
 from codetune.serve.recording import CallerAgent, Recorder
 from codetune.serve.responses import ServingError, error_response
 from codetune.serve.service import CompletionService, start_engine
@@ -167,8 +166,6 @@ def _openapi(app: Any, ctx: Mount) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": one([ref(m) for m in route.bodies])}},
         }
-        if route.main.answer is EMPTY_ANSWER:  # FastAPI adds its JSON default to every 200
-            operation["responses"]["200"].pop("content", None)
         if len(route.answers) > 1:
             answer = operation["responses"]["200"]["content"]["application/json"]
             answer["schema"] = {

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from codetune.serve.http import Guard
@@ -167,6 +168,8 @@ class Mount:
                 self._endpoint(route),
                 methods=["POST"],
                 responses=responses,
+                # FastAPI gives every other 200 its JSON media type; an empty answer has none
+                response_class=Response if main.answer is EMPTY_ANSWER else JSONResponse,
                 openapi_extra={"parameters": parameters} if names else None,
             )
 
