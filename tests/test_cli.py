@@ -248,3 +248,18 @@ def test_every_simple_config_field_is_an_option_of_its_command(stage):
         assert line is not None, (stage, flag)
         words = (info.description or "").split()[:3]
         assert all(word in line for word in words), (stage, flag, line)
+
+
+def test_collect_help_lists_every_registered_language():
+    """`codetune collect --help` names the languages a new user may pass to --language."""
+    import re
+
+    from tests.helpers.cli import run_cli
+
+    from codetune.languages import language_names
+
+    shown = run_cli("collect", "--help", env={"COLUMNS": "400"})
+    assert shown.returncode == 0, shown.stderr
+    known = re.search(r"Known: ([^.]*)\.", shown.stdout)
+    assert known is not None, shown.stdout
+    assert [name.strip() for name in known.group(1).split(",")] == language_names()
