@@ -262,3 +262,50 @@ def test_a_plain_prompt_gets_the_context_before_it(tokenizers):
     assert qwen.prompt_text.endswith("<|file_sep|>pkg/main.py\n" + PREFIX)
     with pytest.raises(Exception, match="text prompt"):
         build_request(tok, [1, 2, 3], repo_context=CONTEXT)
+
+
+def test_bm25_search_of_a_large_index_is_okapi_bm25_ranked_with_exclusions():
+    """A repository big enough that common terms are scored as dense rows and the k-th best is
+    bounded by group maxima: the ranking is still Okapi BM25's, exclusions and ties included."""
+    import math
+    import random
+    from collections import Counter
+
+    from codetune.context.index import DENSE_MIN_CHUNKS, identifier_tokens
+
+    rng = random.Random(7)
+    common = ["value", "total", "items", "result"]
+    rare = [f"name{k}" for k in range(400)]
+    files = {}
+    for f in range(300):
+        lines = []
+        for _ in range(72):
+            words = rng.sample(common, rng.randint(0, 3)) + rng.sample(rare, rng.randint(0, 2))
+            lines.append(" = ".join(words) or "pass")
+        files[f"pkg/mod{f:03d}.py"] = "\n".join(lines) + "\n"
+    index = RepoIndex("r", files)
+    assert len(index.chunks) >= DENSE_MIN_CHUNKS and index._dense  # the dense path is taken
+
+    docs = [Counter(identifier_tokens(chunk.text)) for chunk in index.chunks]
+    mean = sum(sum(d.values()) for d in docs) / len(docs)
+    df = Counter(term for d in docs for term in d)
+
+    def bm25(doc: Counter, query: set[str]) -> float:
+        total = 0.0
+        for term in query & doc.keys():
+            idf = math.log(1 + (len(docs) - df[term] + 0.5) / (df[term] + 0.5))
+            tf = doc[term]
+            total += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * sum(doc.values()) / mean))
+        return total
+
+    for query_text in ["value total", "name3 value items", "result = name17 + name250 + total", "nothing"]:
+        excluded = set(rng.sample(sorted(files), 40))
+        query = set(identifier_tokens(query_text))
+        scored = [
+            (round(bm25(doc, query), 9), chunk.path, chunk.start_line)
+            for doc, chunk in zip(docs, index.chunks, strict=True)
+            if chunk.path not in excluded
+        ]
+        expected = sorted((-score, path, line) for score, path, line in scored if score > 0)[:8]
+        found = index.search(query_text, k=8, exclude=excluded)
+        assert [(-round(score, 9), c.path, c.start_line) for score, c in found] == expected, query_text

@@ -239,3 +239,86 @@ def test_a_context_build_indexes_each_file_once_and_never_copies_the_vocabulary(
     assert stats["repo_context"]["examples_with_context"] > examples / 2
     assert calls["parse"] <= len(rows)  # one parse per file, for all three splits' indexes
     assert calls["get_vocab"] <= 10  # a few FimFormat lookups, none per example or snippet
+
+
+def test_a_context_build_tokenizes_each_long_file_whole_once(tmp_path, monkeypatch):
+    """Pricing context snippets by their spans in their files reuses the token boundaries found while
+    cutting the files into blocks, instead of tokenizing every file whole a second time."""
+    from codetune.dataset.builder import build as build_dataset
+    from codetune.dataset.config import BuildConfig
+    from codetune.modeling.loading import load_tokenizer
+
+    rows = repo_rows()
+    corpus = write_corpus(tmp_path / "corpus", rows)
+    tokenizer_class = type(load_tokenizer("tiny-starcoder2"))
+    whole = {row["content"]: 0 for row in rows}
+    call = tokenizer_class.__call__
+
+    def counted_call(self, text=None, *args, **kwargs):
+        if kwargs.get("return_offsets_mapping"):
+            for one in text if isinstance(text, list) else [text]:
+                if one in whole:
+                    whole[one] += 1
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_class, "__call__", counted_call)
+    build_dataset(
+        BuildConfig(
+            corpus=corpus,
+            out=tmp_path / "ds",
+            model="tiny-starcoder2",
+            repo_context=True,
+            split_by="file",
+            valid_fraction=0.2,
+            test_fraction=0.2,
+            max_length=96,
+            fim_rate=0.0,
+            num_proc=1,
+        )
+    )
+    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    assert stats["repo_context"]["examples_with_context"] > 0
+    assert max(whole.values()) == 1, sorted(whole.values())
+
+
+LINE_STARTS = [
+    "local x = 1\n",
+    "  indented = True\n",
+    "\tTabbed()\n",
+    "\nblank first\n",
+    "éclair = 1\n",
+    "'s quoted\n",
+    "123 digits\n",
+    "#!/bin/sh\n",
+    "}\nclose\n",
+    "<file_sep>main\n",
+    "<|file_sep|>main\n",
+    "",
+]
+
+
+# the families whose layout leads the text with the target's path line (Qwen2.5-Coder's puts it in
+# the context's head)
+@pytest.mark.parametrize("model", ["tiny-starcoder2", "tiny-gpt-bigcode"])
+def test_a_rows_lead_and_text_are_the_tokens_of_both_tokenized_together(model):
+    """A plain row's ids after its lead (the target's path line) are what tokenizing lead and text
+    together gives, as serving does, for texts starting with anything (where the tokenizer allows,
+    build joins the two tokenizations instead of tokenizing again)."""
+    from codetune.context import ContextOptions
+    from codetune.context.index import index_repositories
+    from codetune.dataset.context import ExampleContext
+    from codetune.modeling.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    indexes = index_repositories([{"repo": "r", "path": "util.py", "text": "def f():\n    return 1\n"}])
+    chooser = ExampleContext(tokenizer, indexes, {}, ContextOptions())
+
+    def alone(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    rows = [("r", "src/main.py", text, alone(text)) for text in LINE_STARTS]
+    chooser.prepare(rows, [], None)
+    lead = chooser._lead("r", "src/main.py")
+    assert lead.endswith("\n")
+    for text in LINE_STARTS:
+        assert chooser.text_ids(lead + text) == alone(lead + text), repr(text)

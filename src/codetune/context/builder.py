@@ -92,11 +92,14 @@ def build_context(
                     candidates.append(Snippet(path, index.files[path], "imports"))
         if "definitions" in options.strategies:
             near = _query(prefix, suffix, options.query_lines)
-            local = {name for name in _used_names(text) if f"def {name}" in text or f"class {name}" in text}
-            for name in _used_names(near):
-                if name in local:
+            defined = [(name, index.definitions(name)) for name in _used_names(near)]
+            defined = [(name, found) for name, found in defined if found]
+            # names the text defines itself need no definition from elsewhere
+            used = set(IDENTIFIER.findall(text)) if defined else set()
+            for name, found in defined:
+                if name in used and (f"def {name}" in text or f"class {name}" in text):
                     continue
-                for path, source in index.definitions(name):
+                for path, source in found:
                     if path not in banned:
                         candidates.append(Snippet(path, source, "definitions"))
         if "bm25" in options.strategies:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
+from itertools import chain
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -21,6 +23,14 @@ _IMPORTS = {
     "typescript": re.compile(r"""(?:from\s+|require\()\s*['"]([^'"]+)['"]""", re.M),
 }
 
+
+# A term in at least this share of a repository's chunks is scored as a dense row (RepoIndex.search);
+# only in indexes of this many chunks or more, where its postings would be long.
+DENSE_SHARE = 1 / 8
+DENSE_MIN_CHUNKS = 2_048
+# Scores are cut into this many groups to bound the k-th best cheaply (_kth_floor).
+SCORE_BLOCK = 64
+_SMALLEST = 5e-324  # the least positive float: chunks scoring 0 are never hits
 
 _NAME_PARTS = re.compile(r"_|(?<=[a-z0-9])(?=[A-Z])")
 
@@ -47,11 +57,37 @@ class Chunk:
 
 @dataclass(frozen=True)
 class FileAnalysis:
-    """What indexing one file finds: its chunks, their terms, its top-level definitions."""
+    """What indexing one file finds: its chunks, their terms, its top-level definitions.
+
+    The terms of every chunk, chunk after chunk, as ids of an :class:`Analyses` vocabulary, each
+    with its count in its chunk; ``sizes`` says how many distinct terms each chunk has."""
 
     chunks: list[Chunk]
-    terms: list[Counter]
+    term_ids: Any
+    term_counts: Any
+    sizes: Any
     definitions: list[tuple[str, str]]
+
+
+@dataclass
+class Analyses:
+    """What indexing found per file, and the vocabulary its term ids come from: shared by indexes
+    built over overlapping files (build's per-split indexes), so each file is parsed once."""
+
+    files: dict[tuple[str, str], FileAnalysis] = field(default_factory=dict)
+    vocabulary: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+
+    def term_ids(self, terms: Iterable[str]) -> list[int]:
+        """Ids of ``terms``, a new id for each term not seen before."""
+        vocabulary, names, out = self.vocabulary, self.names, []
+        for term in terms:
+            found = vocabulary.get(term)
+            if found is None:
+                found = vocabulary[term] = len(names)
+                names.append(term)
+            out.append(found)
+        return out
 
 
 @dataclass
@@ -64,43 +100,61 @@ class RepoIndex:
     chunk_lines: int = 16
     stride: int = 8
     chunks: list[Chunk] = field(init=False)
-    _terms: list[Counter] = field(init=False, repr=False)
-    _df: Counter = field(init=False, repr=False)
     _definitions: dict[str, list[tuple[str, str]]] = field(init=False, repr=False)
     # term -> (indexes of the chunks holding it, its BM25 weight in each): a query's scores are the
     # sums of its terms' weights, added up in one numpy call
     _postings: dict[str, tuple[Any, Any]] = field(init=False, repr=False)
+    _dense: dict[str, Any] = field(init=False, repr=False)  # term -> its weight in every chunk
+    _spans: dict[str, tuple[int, int]] = field(init=False, repr=False)  # path -> its chunks' range
 
-    # (path, text) -> what indexing the file found, shared by indexes built over overlapping files
-    # (build's per-split indexes) so each file is parsed once; not kept in the index
-    analysed: InitVar[dict[tuple[str, str], FileAnalysis] | None] = None
+    # the per-file work of other indexes over overlapping files, to reuse; not kept in the index
+    analysed: InitVar[Analyses | None] = None
 
-    def __post_init__(self, analysed: dict[tuple[str, str], FileAnalysis] | None) -> None:
-        self.chunks, self._terms, self._df = [], [], Counter()
-        self._definitions, self._postings = {}, {}
+    def __post_init__(self, analysed: Analyses | None) -> None:
+        analyses = analysed if analysed is not None else Analyses()
+        self.chunks, self._definitions = [], {}
+        found_files = []
         for path, text in sorted(self.files.items()):
-            found = analysed.get((path, text)) if analysed is not None else None
+            found = analyses.files.get((path, text))
             if found is None:
-                found = self._analyse(path, text)
-                if analysed is not None:
-                    analysed[(path, text)] = found
-            for chunk, terms in zip(found.chunks, found.terms, strict=True):
-                self.chunks.append(chunk)
-                self._terms.append(terms)
-                self._df.update(terms.keys())
+                found = analyses.files[(path, text)] = self._analyse(path, text, analyses)
+            found_files.append(found)
+            self.chunks += found.chunks
             for name, snippet in found.definitions:
                 self._definitions.setdefault(name, []).append((path, snippet))
-        self._index_terms()
+        self._index_terms(found_files, analyses.names)
 
-    def _analyse(self, path: str, text: str) -> FileAnalysis:
-        chunks, terms = [], []
+    def _analyse(self, path: str, text: str, analyses: Analyses) -> FileAnalysis:
+        import numpy as np
+
+        chunks, terms, counts, sizes = [], [], [], []
         lines = text.split("\n")
+        # chunks overlap: each run of ``stride`` lines is split into terms once (no identifier
+        # crosses a line), and a chunk's terms are those of the runs it covers
+        runs = self.chunk_lines // self.stride if self.chunk_lines % self.stride == 0 else 0
+        run_terms = [
+            identifier_tokens("\n".join(lines[start : start + self.stride]))
+            for start in range(0, len(lines), self.stride)
+        ]
         for start in range(0, max(len(lines) - self.stride, 1), self.stride):
             chunk = "\n".join(lines[start : start + self.chunk_lines])
             if chunk.strip():
                 chunks.append(Chunk(path, start + 1, chunk))
-                terms.append(Counter(identifier_tokens(chunk)))
-        return FileAnalysis(chunks, terms, self._top_level_definitions(path, text))
+                if runs:
+                    first = start // self.stride
+                    counted = Counter(chain.from_iterable(run_terms[first : first + runs]))
+                else:
+                    counted = Counter(identifier_tokens(chunk))
+                terms += counted.keys()
+                counts += counted.values()
+                sizes.append(len(counted))
+        return FileAnalysis(
+            chunks,
+            np.asarray(analyses.term_ids(terms), dtype=np.int64),
+            np.asarray(counts, dtype=np.float64),
+            np.asarray(sizes, dtype=np.int64),
+            self._top_level_definitions(path, text),
+        )
 
     def snippets(self) -> list[tuple[str, str]]:
         """(path, text) of every chunk and top-level definition: all a query can return."""
@@ -127,55 +181,73 @@ class RepoIndex:
             found.append((name_node.text.decode("utf-8", "replace"), node.text.decode("utf-8", "replace")))
         return found
 
-    def _index_terms(self) -> None:
-        """Each term's postings with its Okapi BM25 weight (k1=1.2, b=0.75), which a query only sums."""
+    def _index_terms(self, found_files: list[FileAnalysis], names: list[str]) -> None:
+        """Each term's postings with its Okapi BM25 weight (k1=1.2, b=0.75), which a query only sums.
+
+        A term in at least one chunk of ``DENSE_SHARE`` keeps its weights as one row over all chunks
+        instead: a query adds such rows whole, which costs less than scattering their long postings
+        (a few common names make most of a query's postings)."""
         import numpy as np
 
         n = len(self.chunks)
-        term_ids: dict[str, int] = {}
-        chunk_of, term_of, counts, lengths = [], [], [], []
-        for index, terms in enumerate(self._terms):
-            lengths.append(sum(terms.values()))
-            for term, tf in terms.items():
-                chunk_of.append(index)
-                term_of.append(term_ids.setdefault(term, len(term_ids)))
-                counts.append(tf)
-        df = np.asarray([self._df[term] for term in term_ids], dtype=np.float64)
+        vocabulary_ids = np.concatenate([f.term_ids for f in found_files] or [np.zeros(0, np.int64)])
+        tf = np.concatenate([f.term_counts for f in found_files] or [np.zeros(0)])
+        sizes = np.concatenate([f.sizes for f in found_files] or [np.zeros(0, np.int64)])
+        chunk = np.repeat(np.arange(n, dtype=np.int64), sizes)
+        # the index's own term ids: 0.. in the order of the vocabulary's ids (a counting pass: the
+        # vocabulary is small, a sort of every posting is not)
+        present = np.zeros(len(names), dtype=bool)
+        present[vocabulary_ids] = True
+        known = np.flatnonzero(present)
+        term = (np.cumsum(present) - 1)[vocabulary_ids]
+        df = np.bincount(term, minlength=len(known)).astype(np.float64)
         idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        length = np.asarray(lengths, dtype=np.float64)
+        length = np.bincount(chunk, weights=tf, minlength=n)
         norm = 1.2 * (0.25 + 0.75 * length / max(length.sum() / max(n, 1), 1))
-        chunk = np.asarray(chunk_of, dtype=np.int64)
-        tf = np.asarray(counts, dtype=np.float64)
-        term = np.asarray(term_of, dtype=np.int64)
         weights = idf[term] * tf * 2.2 / (tf + norm[chunk])
         order = np.argsort(term, kind="stable")
-        bounds = np.searchsorted(term[order], np.arange(len(term_ids) + 1))
-        self._postings = {
-            name: (chunk[order[bounds[k] : bounds[k + 1]]], weights[order[bounds[k] : bounds[k + 1]]])
-            for name, k in term_ids.items()
-        }
-        paths = sorted(self.files)
-        self._path_ids = {path: k for k, path in enumerate(paths)}
-        self._chunk_paths = np.asarray([self._path_ids[chunk.path] for chunk in self.chunks], dtype=np.int64)
+        bounds = np.searchsorted(term[order], np.arange(len(known) + 1))
+        dense_from = n * DENSE_SHARE if n >= DENSE_MIN_CHUNKS else float("inf")
+        self._postings, self._dense = {}, {}
+        for k, vocabulary_id in enumerate(known.tolist()):
+            where = order[bounds[k] : bounds[k + 1]]
+            if len(where) >= dense_from:
+                row = np.zeros(n, dtype=np.float64)
+                row[chunk[where]] = weights[where]
+                self._dense[names[vocabulary_id]] = row
+            else:
+                self._postings[names[vocabulary_id]] = (chunk[where], weights[where])
+        # chunks are laid out file by file (sorted paths): a file's chunks are one range
+        self._spans = {}
+        for position, found in enumerate(self.chunks):
+            start, _ = self._spans.get(found.path, (position, position))
+            self._spans[found.path] = (start, position + 1)
 
     def search(self, query: str, k: int = 8, exclude: set[str] | None = None) -> list[tuple[float, Chunk]]:
         """The ``k`` chunks that best match ``query`` (Okapi BM25, k1=1.2, b=0.75), best first."""
         import numpy as np
 
-        found = [self._postings[term] for term in set(identifier_tokens(query)) if term in self._postings]
-        if not found or k <= 0:
+        terms = set(identifier_tokens(query))
+        sparse = [self._postings[term] for term in terms if term in self._postings]
+        dense = [self._dense[term] for term in terms if term in self._dense]
+        if not (sparse or dense) or k <= 0:
             return []
-        scores = np.bincount(
-            np.concatenate([where for where, _ in found]),
-            weights=np.concatenate([weights for _, weights in found]),
-            minlength=len(self.chunks),
-        )
-        hits = np.flatnonzero(scores > 0)
-        banned = [self._path_ids[path] for path in exclude or () if path in self._path_ids]
-        if banned:
-            excluded = np.zeros(len(self._path_ids), dtype=bool)
-            excluded[banned] = True
-            hits = hits[~excluded[self._chunk_paths[hits]]]
+        n = len(self.chunks)
+        if sparse:
+            scores = np.bincount(
+                np.concatenate([where for where, _ in sparse]),
+                weights=np.concatenate([weights for _, weights in sparse]),
+                minlength=n,
+            )
+        else:
+            scores = np.zeros(n, dtype=np.float64)
+        for row in dense:
+            scores += row
+        for path in exclude or ():
+            if path in self._spans:
+                start, end = self._spans[path]
+                scores[start:end] = 0
+        hits = np.flatnonzero(scores >= _kth_floor(scores, k))
         if len(hits) > k:  # every chunk scoring at least the k-th best, ties included
             kth = np.partition(scores[hits], len(hits) - k)[len(hits) - k]
             hits = hits[scores[hits] >= kth]
@@ -203,6 +275,19 @@ class RepoIndex:
                     found.append(candidate)
                     break
         return found
+
+
+def _kth_floor(scores: Any, k: int) -> float:
+    """A floor under the ``k``-th best positive score: the ``k``-th best of the maxima of
+    ``SCORE_BLOCK`` interleaved groups of chunks (``k`` groups each hold a score at least that high),
+    so only the chunks above it need ranking."""
+    import numpy as np
+
+    whole = len(scores) - len(scores) % SCORE_BLOCK
+    if whole < k * SCORE_BLOCK:
+        return _SMALLEST
+    maxima = scores[:whole].reshape(SCORE_BLOCK, -1).max(axis=0)
+    return max(float(np.partition(maxima, len(maxima) - k)[len(maxima) - k]), _SMALLEST)
 
 
 def _language_of(path: str) -> str | None:
@@ -244,7 +329,7 @@ def index_repositories(
     *,
     exclude: set[str] | None = None,
     language: str | None = None,
-    analysed: dict[tuple[str, str], FileAnalysis] | None = None,
+    analysed: Analyses | None = None,
 ) -> dict[str, RepoIndex]:
     """One index per repository of corpus rows (``repo``, ``path``, ``content`` or ``text``); rows whose
     path is in ``exclude`` (held-out files) are left out of every index. ``analysed`` shares the

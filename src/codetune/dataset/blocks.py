@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from codetune.dataset.formats.base import Batch, tokenize
+from codetune.dataset.formats.base import Batch, keep_token_spans, tokenize
 
 NEWLINE = re.compile("\n")
 
@@ -133,6 +133,7 @@ def split_long_texts(
         else []
     )
     offsets_of = dict(zip(long_rows, encoded, strict=True))
+    keep_token_spans([batch["text"][row] for row in long_rows], encoded)
     lossy = bool(long_rows) and drops_leading_space(tokenizer)
     for row, text in enumerate(batch["text"]):
         pieces = [text]

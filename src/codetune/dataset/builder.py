@@ -266,10 +266,20 @@ class Encoded:
 
 def encode(cfg: BuildConfig, run: Setup, parts: Parts) -> Encoded:
     """Per split: the format's examples, then its kind's encoder; rows over the limit counted."""
+
+    if not cfg.repo_context:
+        return _encode_splits(cfg, run, parts, {})
+    from codetune.dataset.formats.base import keeping_token_spans
+
+    # the files' token boundaries found while cutting blocks price the context's snippets
+    with keeping_token_spans():
+        return _encode_splits(cfg, run, parts, _context_choosers(cfg, run.tokenizer, parts.splits))
+
+
+def _encode_splits(cfg: BuildConfig, run: Setup, parts: Parts, choosers: dict[str, Any]) -> Encoded:
     from datasets import Dataset
 
     fmt, tokenizer = run.fmt, run.tokenizer
-    choosers = _context_choosers(cfg, tokenizer, parts.splits) if cfg.repo_context else {}
     # Batched tokenization already uses the tokenizer's threads; worker processes only pay off with
     # many cores (and then mostly for the Python-heavy builders: units, windows, FIM).
     cpus = os.cpu_count() or 1

@@ -209,11 +209,15 @@ def _encode_texts(batch: Batch, indices: list[int], tokenizer: Any, opts: Encode
     if opts.context is not None:
         rows = [(batch["repo"][row], batch["path"][row]) for row in range(len(texts))]
         opts.context.prepare(
-            [(*rows[row], texts[row]) for row, plan in enumerate(plans) if plan is None],
+            [
+                (*rows[row], texts[row], encoded["input_ids"][row])
+                for row, plan in enumerate(plans)
+                if plan is None
+            ],
             [(*rows[row], plan.pieces.prefix) for row, plan in enumerate(plans) if plan is not None],
             fim_format,
         )
-    out = _rows("loss_mask")
+    laid: list[tuple[list[int], int, tuple | None, bool]] = []  # ids, end, FIM pieces, trimmed
     for row, plan in enumerate(plans):
         end, pieces = eos, None
         if plan is None:
@@ -224,13 +228,21 @@ def _encode_texts(batch: Batch, indices: list[int], tokenizer: Any, opts: Encode
             # The family's end-of-middle token takes the place of EOS.
             *ids, end = fim_format.example_ids(*pieces, spm=plan.layout == "spm")
         trimmed = len(ids) + 1 > limit or (plan is not None and plan.cut_short)
-        if trimmed:
-            ids = ids[: limit - 1]
+        laid.append((ids[: limit - 1] if trimmed else ids, end, pieces, trimmed))
+    found: list[Any] = [None] * len(plans)
+    if opts.context is not None:
+        for row, (ids, _, _, trimmed) in enumerate(laid):
+            if not trimmed:
+                found[row] = _choose_context(opts.context, batch, row, plans[row], limit - len(ids) - 1)
+        opts.context.warm(found)  # the chosen snippets tokenized in one batch
+    out = _rows("loss_mask")
+    for row, (ids, end, pieces, trimmed) in enumerate(laid):
+        plan = plans[row]
         row_ids, mask = [*ids, end], [1] * (len(ids) + 1)
         added = 0
-        if opts.context is not None and not trimmed:
-            fitted = _with_context(
-                opts.context, batch, row, plan, pieces, fim_format, ids, len(row_ids), limit, eos
+        if found[row]:
+            fitted = _fit_context(
+                opts.context, found[row], texts[row], plan, pieces, fim_format, ids, len(row_ids), limit, eos
             )
             if fitted:
                 added = len(fitted[0]) - len(row_ids)
@@ -270,10 +282,18 @@ def _encode_pieces(fim_format: Any, plans: list[_FimPlan]) -> Callable[[Any], tu
     return ids_of
 
 
-def _with_context(
+def _choose_context(chooser: Any, batch: Batch, row: int, plan: _FimPlan | None, room: int) -> Any:
+    """The repository context for row ``row`` within ``room`` tokens, or None."""
+    repo, path, text = batch["repo"][row], batch["path"][row], batch["text"][row]
+    if plan is None:
+        return chooser.choose(repo, path, text, "", room, whole=True)
+    return chooser.choose(repo, path, plan.pieces.prefix, plan.pieces.suffix, room)
+
+
+def _fit_context(
     chooser: Any,
-    batch: Batch,
-    row: int,
+    found: Any,
+    text: str,
     plan: _FimPlan | None,
     pieces: tuple[list[int], list[int], list[int]] | None,
     fim_format: Any,
@@ -282,25 +302,17 @@ def _with_context(
     limit: int,
     eos: int,
 ) -> Any:
-    """Row ``row`` laid out with repository context (ids, mask, context), or None when none fits.
+    """A row laid out with as much of its context ``found`` as fits (ids, mask, context), or None.
 
-    ``ids`` are its text's tokens (a plain row), ``pieces`` its FIM pieces' (a FIM row); ``base`` is
-    its length without context.
+    ``ids`` are the tokens of its ``text`` (a plain row), ``pieces`` its FIM pieces' (a FIM row);
+    ``base`` is its length without context.
     """
     from codetune.dataset.context import fit
 
-    repo, path, text = batch["repo"][row], batch["path"][row], batch["text"][row]
     if plan is None:
-        found = chooser.choose(repo, path, text, "", limit - base, whole=True)
-        return found and fit(found, limit, chooser.budget, base, chooser.plain, text, ids, eos)
-    found = chooser.choose(repo, path, plan.pieces.prefix, plan.pieces.suffix, limit - base)
+        return fit(found, limit, chooser.budget, base, chooser.plain, text, ids, eos)
     spm = plan.layout == "spm"
-    return found and fit(
-        found, limit, chooser.budget, base, chooser.fim, fim_format, plan.pieces.prefix, pieces, spm
-    )
-
-
-# --- seq2seq -------------------------------------------------------------------------------------------
+    return fit(found, limit, chooser.budget, base, chooser.fim, fim_format, plan.pieces.prefix, pieces, spm)
 
 
 def encode_seq2seq(batch: Batch, indices: list[int], *, tokenizer: Any, opts: EncodeOptions) -> Batch:

@@ -10,6 +10,9 @@ examples (``datasets.map(batched=True)`` calls :meth:`Format.examples`, possibly
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -96,6 +99,51 @@ def tokenize(tokenizer: Any, texts: list[str], *, offsets: bool = False) -> Any:
     afterwards), so transformers' "sequence length is longer than the maximum" warning is off.
     """
     return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets, verbose=False)
+
+
+# Most token boundaries of whole documents kept at once (two integers each) by keeping_token_spans.
+KEPT_TOKENS = 16_000_000
+
+
+@dataclass
+class _Kept:
+    spans: dict[str, tuple[Any, Any]] | None = None
+    tokens: int = 0
+
+
+_KEPT = _Kept()
+
+
+@contextmanager
+def keeping_token_spans() -> Iterator[None]:
+    """While it lasts, the token boundaries of whole documents tokenized to cut them into blocks are
+    kept (in this process, up to ``KEPT_TOKENS``), so that pricing repository context by spans of
+    files (codetune.dataset.context) need not tokenize every file again."""
+    before = (_KEPT.spans, _KEPT.tokens)
+    _KEPT.spans, _KEPT.tokens = {}, 0
+    try:
+        yield
+    finally:
+        _KEPT.spans, _KEPT.tokens = before
+
+
+def keep_token_spans(texts: list[str], offsets: list[Any]) -> None:
+    """Keep the (start, end) character offsets of each text's tokens, while :func:`keeping_token_spans`."""
+    if _KEPT.spans is None:
+        return
+    import numpy as np
+
+    for text, spans in zip(texts, offsets, strict=True):
+        if _KEPT.tokens + len(spans) > KEPT_TOKENS:
+            return
+        found = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        _KEPT.spans[text] = (found[:, 0], found[:, 1])
+        _KEPT.tokens += len(spans)
+
+
+def kept_token_spans(text: str) -> tuple[Any, Any] | None:
+    """The token starts and ends kept for ``text`` (arrays), if it was tokenized whole while kept."""
+    return None if _KEPT.spans is None else _KEPT.spans.get(text)
 
 
 def empty(columns: list[str]) -> Batch:
