@@ -11,9 +11,10 @@ threads included) of each; the last line is the ratio of CPU seconds, the steadi
 shared machine.
 
 Measured (December 2026, 2 shared CPU cores, files format, tiny-starcoder2, max_length 512), CPU s
-without -> with: square/okio (316 Kotlin files) 7.6 -> 11.7 (1.54x; 25x before); okio + sqldelight +
-coil (1,439 Kotlin files) 14.7 -> 28.4 (1.93x); Kong (1,260 Lua files, one repository) 23.8 -> 59.9
-(2.51x). docs/build.md#repository-context has the table.
+without -> with: square/okio (316 Kotlin files) 6.3 -> 8.4 (1.34x; 1.54x before, 25x first);
+okio + sqldelight + coil (1,439 Kotlin files) 11.8 -> 19.0 (1.61x; 1.93x before); Kong (1,260 Lua
+files, one repository) 19.7 -> 36.2 (1.84x; 2.51x before). docs/build.md#repository-context has
+the table.
 """
 
 from __future__ import annotations
