@@ -198,12 +198,31 @@ def test_the_repository_line_is_the_name_serve_gives_a_folder_not_the_corpus_id(
     assert not any("/home/dev" in text or "github.com" in text for text in texts)
 
 
+def build_in_process(tmp_path: Path, corpus: Path, **settings) -> dict:
+    """A `--repo-context` build of ``corpus`` through the Python API (so a test can count calls);
+    its stats.json."""
+    from codetune.dataset.builder import build as build_dataset
+    from codetune.dataset.config import BuildConfig
+
+    config = BuildConfig(
+        corpus=corpus,
+        out=tmp_path / "ds",
+        model="tiny-starcoder2",
+        repo_context=True,
+        split_by="file",
+        valid_fraction=0.2,
+        test_fraction=0.2,
+        num_proc=1,
+        **settings,
+    )
+    build_dataset(config)
+    return json.loads((tmp_path / "ds" / "stats.json").read_text())
+
+
 def test_a_context_build_indexes_each_file_once_and_never_copies_the_vocabulary(tmp_path, monkeypatch):
     """What kept `--repo-context` 37x slower than a plain build: every split's index parsed the train
     files again, and every snippet priced or laid out copied the whole vocabulary (get_vocab)."""
     import codetune.languages
-    from codetune.dataset.builder import build as build_dataset
-    from codetune.dataset.config import BuildConfig
     from codetune.modeling.loading import load_tokenizer
 
     rows = repo_rows()
@@ -222,19 +241,7 @@ def test_a_context_build_indexes_each_file_once_and_never_copies_the_vocabulary(
 
     monkeypatch.setattr(codetune.languages, "parse", counted_parse)
     monkeypatch.setattr(tokenizer_class, "get_vocab", counted_get_vocab)
-    build_dataset(
-        BuildConfig(
-            corpus=corpus,
-            out=tmp_path / "ds",
-            model="tiny-starcoder2",
-            repo_context=True,
-            split_by="file",
-            valid_fraction=0.2,
-            test_fraction=0.2,
-            num_proc=1,
-        )
-    )
-    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    stats = build_in_process(tmp_path, corpus)
     examples = stats["repo_context"]["examples"]
     assert stats["repo_context"]["examples_with_context"] > examples / 2
     assert calls["parse"] <= len(rows)  # one parse per file, for all three splits' indexes
@@ -244,8 +251,6 @@ def test_a_context_build_indexes_each_file_once_and_never_copies_the_vocabulary(
 def test_a_context_build_tokenizes_each_long_file_whole_once(tmp_path, monkeypatch):
     """Pricing context snippets by their spans in their files reuses the token boundaries found while
     cutting the files into blocks, instead of tokenizing every file whole a second time."""
-    from codetune.dataset.builder import build as build_dataset
-    from codetune.dataset.config import BuildConfig
     from codetune.modeling.loading import load_tokenizer
 
     rows = repo_rows()
@@ -262,21 +267,7 @@ def test_a_context_build_tokenizes_each_long_file_whole_once(tmp_path, monkeypat
         return call(self, text, *args, **kwargs)
 
     monkeypatch.setattr(tokenizer_class, "__call__", counted_call)
-    build_dataset(
-        BuildConfig(
-            corpus=corpus,
-            out=tmp_path / "ds",
-            model="tiny-starcoder2",
-            repo_context=True,
-            split_by="file",
-            valid_fraction=0.2,
-            test_fraction=0.2,
-            max_length=96,
-            fim_rate=0.0,
-            num_proc=1,
-        )
-    )
-    stats = json.loads((tmp_path / "ds" / "stats.json").read_text())
+    stats = build_in_process(tmp_path, corpus, max_length=96, fim_rate=0.0)
     assert stats["repo_context"]["examples_with_context"] > 0
     assert max(whole.values()) == 1, sorted(whole.values())
 
