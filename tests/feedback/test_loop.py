@@ -10,12 +10,11 @@ import httpx
 from tests.helpers.cli import assert_clean_error, run_cli
 from tests.helpers.server import start_server, stop_server
 
-from codetune.artifacts.records import read_records
+from codetune.artifacts.records import read_records, typed_after
 from codetune.dataset.builder import build
 from codetune.dataset.config import BuildConfig
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.runner import evaluate
-from codetune.evaluate.tasks.acceptance import typed_after
 from codetune.train.config import TrainConfig
 from codetune.train.recipe import train
 

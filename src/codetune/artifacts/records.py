@@ -11,7 +11,8 @@ One JSON object a line, in daily files ``records-YYYY-MM-DD.jsonl`` (UTC), two r
 - ``feedback``: what happened to it: ``id`` and ``index`` again, ``time``, ``event`` (the editor's
   word: view, select, dismiss, accept, reject), ``accepted`` (true, false, or null for a view),
   ``kept_text`` (what of it the developer kept, when known), ``select_kind`` (Tabby's partial
-  accept, ``line``) and ``source`` (tabby, generic, continue).
+  accept, ``line``), ``editor_id`` (the editor's own id of the suggestion when it differs: Continue's
+  ``completionId``) and ``source`` (tabby, generic, continue).
 
 :class:`RecordWriter` appends from many threads and processes at once: every row is one
 ``write`` of a whole line under an exclusive ``flock``, so rows never interleave, and a row torn by
@@ -107,6 +108,7 @@ class FeedbackRecord(_Row):
     index: int = 0
     kept_text: str | None = None
     select_kind: str | None = None
+    editor_id: str | None = None
     time: str = field(default_factory=utc_now)
     source: str = "generic"
 
@@ -151,6 +153,13 @@ def _check_id(row: dict[str, Any]) -> tuple[str, int]:
     if index < 0:
         raise ValueError("'index' is negative")
     return ident, index
+
+
+def _check_editor_id(row: dict[str, Any]) -> str | None:
+    ident = _check(row, "editor_id", (str,))
+    if ident is not None and not 0 < len(ident) <= MAX_ID_CHARS:
+        raise ValueError(f"'editor_id' is empty or longer than {MAX_ID_CHARS} characters")
+    return ident
 
 
 def _check_time(row: dict[str, Any]) -> str:
@@ -203,6 +212,7 @@ def parse_row(row: Any) -> CompletionRecord | FeedbackRecord:
             accepted=_check(row, "accepted", (bool,)),
             kept_text=_check(row, "kept_text", (str,)),
             select_kind=_check(row, "select_kind", (str,)),
+            editor_id=_check_editor_id(row),
             source=_check(row, "source", (str,)) or "generic",
         )
     raise ValueError(f"unknown row type {kind!r} (expected {COMPLETION!r} or {FEEDBACK!r})")
@@ -435,6 +445,30 @@ def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> R
     return RecordSet(completions, feedback, counts, files)
 
 
+def typed_after(items: list[Labeled]) -> dict[int, str]:
+    """For item ``i``: the rest of its cursor's line as the developer typed it, when a later prompt of
+    the same client and file (same suffix) extends its prefix past the end of that line."""
+    chains: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        c = item.completion
+        chains.setdefault((c.client, c.path, c.suffix), []).append(index)
+    typed: dict[int, str] = {}
+    for members in chains.values():
+        for position, index in enumerate(members):
+            prefix = items[index].completion.prefix
+            longest = ""
+            for later in members[position + 1 :]:
+                other = items[later].completion.prefix
+                if not other.startswith(prefix):
+                    break  # the developer moved away: what came after is another edit
+                longest = other[len(prefix) :]
+                if "\n" in longest:
+                    break
+            if "\n" in longest:
+                typed[index] = longest.split("\n", 1)[0] + "\n"
+    return typed
+
+
 __all__ = [
     "COMPLETION",
     "FEEDBACK",
@@ -447,5 +481,6 @@ __all__ = [
     "parse_row",
     "parse_time",
     "read_records",
+    "typed_after",
     "utc_now",
 ]

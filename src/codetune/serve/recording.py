@@ -7,18 +7,24 @@ index, the editor's prefix and suffix, the text, the mean token log-probability.
 gate decides whether the editor gets it (or an empty completion), and the record is appended to the
 records folder. Editor events (``/v1/events``, ``/v1/feedback``: ``codetune.serve.feedback``) come
 back through :meth:`Recorder.feedback` and join their completion by id; an id this server never
-served is counted, not written. The folder's format and its writer (daily files, appends safe across
+served is counted, not written. Continue's outcomes (``--continue-log``: :class:`ContinueFollower`
+reads its dev-data file as it is written) join the suggestion they are about by prompt and text, since
+Continue names them by its own id. The folder's format and its writer (daily files, appends safe across
 threads, processes and kill -9, a size cap) are ``codetune.artifacts.records``'.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
 from collections import Counter, OrderedDict
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.paths import CONTINUE_POSITION
 from codetune.artifacts.records import (
     CompletionRecord,
     FeedbackRecord,
@@ -38,6 +44,12 @@ KNOWN_IDS = 1_000_000
 # repeating events about its suggestion must not fill the records folder's cap for everyone.
 MAX_EVENTS_PER_SUGGESTION = 8
 MAX_AGENT_CHARS = 200
+
+
+def _prompt_key(prefix: str, suffix: str | None) -> bytes:
+    return hashlib.blake2b(
+        json.dumps([prefix, suffix]).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
 
 
 class CallerAgent:
@@ -77,6 +89,10 @@ class Recorder:
         self.gate_report = gate_report
         self.counts: Counter = Counter()
         self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
+        # Suggestions no editor has judged yet, by prompt (newest last), for Continue's outcomes to join.
+        self._open: OrderedDict[bytes, list[tuple[tuple[str, int], str]]] = OrderedDict()
+        self._editor_ids: OrderedDict[str, None] = OrderedDict()  # Continue ids already taken in
+        self._lock = threading.Lock()
 
     @classmethod
     def start(
@@ -111,6 +127,15 @@ class Recorder:
             events = history.feedback
             for key in list(history.completions)[-KNOWN_IDS:]:
                 recorder._known[key] = len(events.get(key, ()))
+                completion = history.completions[key]
+                if completion.source == "continue":
+                    recorder._remember_editor_id(completion.id)
+                elif not events.get(key) and not completion.withheld:
+                    recorder._remember_open(completion)
+            for kept in events.values():
+                for event in kept:
+                    if event.editor_id is not None:
+                        recorder._remember_editor_id(event.editor_id)
         return recorder
 
     @property
@@ -147,6 +172,8 @@ class Recorder:
         if self.writer is not None and self._append(record):
             self.counts["recorded"] += 1
             self._remember((record.id, record.index))
+            if shown:
+                self._remember_open(record)
         return shown
 
     def _append(self, record: CompletionRecord | FeedbackRecord) -> bool:
@@ -167,6 +194,57 @@ class Recorder:
         self._known[key] = 0
         if len(self._known) > KNOWN_IDS:
             self._known.popitem(last=False)
+
+    def _remember_open(self, record: CompletionRecord) -> None:
+        with self._lock:
+            self._open.setdefault(_prompt_key(record.prefix, record.suffix), []).append(
+                ((record.id, record.index), record.text)
+            )
+            if len(self._open) > KNOWN_IDS:
+                self._open.popitem(last=False)
+
+    def _remember_editor_id(self, ident: str) -> None:
+        self._editor_ids[ident] = None
+        if len(self._editor_ids) > KNOWN_IDS:
+            self._editor_ids.popitem(last=False)
+
+    def _served(self, completion: CompletionRecord) -> tuple[tuple[str, int], str] | None:
+        """The newest suggestion this server made for the prompt of an editor's own record, whose text
+        starts with what the editor showed (Continue trims what it shows); taken off the open ones."""
+        shown = completion.text.strip()
+        if not shown:
+            return None
+        with self._lock:
+            candidates = self._open.get(_prompt_key(completion.prefix, completion.suffix), [])
+            for position in range(len(candidates) - 1, -1, -1):
+                key, text = candidates[position]
+                if text.strip().startswith(shown):
+                    del candidates[position]
+                    return key, text
+        return None
+
+    def continue_outcome(self, completion: CompletionRecord, feedback: FeedbackRecord | None) -> str:
+        """Keep one of Continue's outcomes; what became of it (counted ``continue_<what>``): joined to
+        the suggestion this server made, imported as Continue's own, already_imported, or not_kept."""
+        if completion.id in self._editor_ids:
+            outcome = "already_imported"
+        elif feedback is not None and (served := self._served(completion)) is not None:
+            (feedback.id, feedback.index), text = served
+            feedback.editor_id = completion.id
+            if feedback.accepted and completion.text != text:
+                feedback.kept_text = completion.text  # what Continue showed, and the developer took
+            outcome = "joined" if self._append(feedback) else "not_kept"
+        elif (completion.id, completion.index) in self._known:
+            outcome = "already_imported"
+        elif self._append(completion) and (feedback is None or self._append(feedback)):
+            self._remember((completion.id, completion.index))
+            outcome = "imported"
+        else:
+            outcome = "not_kept"
+        if outcome != "not_kept":
+            self._remember_editor_id(completion.id)
+        self.counts[f"continue_{outcome}"] += 1
+        return outcome
 
     def feedback(self, record: FeedbackRecord) -> str | None:
         """Keep one editor event: None when kept, else why not (counted): recording is off, the id was
@@ -200,3 +278,57 @@ class Recorder:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class ContinueFollower:
+    """A thread that reads Continue's dev-data file as Continue appends to it (``--continue-log``) and
+    gives each outcome to the recorder; the read position is kept in the records folder."""
+
+    def __init__(self, recorder: Recorder, path: Path, poll_s: float = 1.0) -> None:
+        from codetune.feedback.continue_dev import AppendedLines
+
+        assert recorder.folder is not None
+        self.recorder = recorder
+        self.lines = AppendedLines(Path(path).expanduser(), recorder.folder / CONTINUE_POSITION)
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="continue-log", daemon=True)
+
+    def start(self) -> ContinueFollower:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # a full disk, a file gone mid-read: the next poll tries again
+                logger.exception("reading Continue's dev data from %s failed", self.lines.path)
+            self._stop.wait(self.poll_s)
+
+    def poll(self) -> None:
+        """Take in every complete line appended since the last poll, then keep the position."""
+        from codetune.feedback.continue_dev import continue_records
+
+        before = Counter(self.lines.counts)
+        for raw in self.lines.lines():
+            if not raw.strip():
+                continue
+            try:
+                completion, feedback = continue_records(json.loads(raw))
+            except (ValueError, UnicodeDecodeError, RecursionError) as error:
+                kind = "not_autocomplete" if "not an autocomplete" in str(error) else "malformed"
+                self.recorder.counts[f"continue_{kind}"] += 1
+                continue
+            self.recorder.continue_outcome(completion, feedback)
+        self.lines.save()
+        for name, value in (self.lines.counts - before).items():
+            self.recorder.counts[f"continue_{name}"] += value
+            if name in ("refused_link", "not_regular_file"):
+                logger.warning("%s is not a regular file (a link?): not read", self.lines.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.lines.close()
