@@ -184,6 +184,41 @@ def test_malformed_rows_and_unknown_ids_are_counted_in_stats(tmp_path):
     assert problems == {"feedback_for_unknown_id": 1, "malformed_row": 1}
 
 
+@pytest.mark.parametrize("typed", [True, False])
+def test_the_line_typed_after_a_rejected_suggestion_is_learned(tmp_path, typed):
+    """The developer dismissed `a * b` and typed `a + b` (the next prompt shows it); a suggestion that
+    was never shown is followed by typing too: both typed lines become desirable rows."""
+    body = "def add(a, b):\n    return "
+    rows = [
+        completion("r", 0, prefix=body, suffix=None, text="a * b", path="calc.py"),
+        verdict("r", False, 0.5),
+        completion("e", 1, prefix=body + "a + b\n", suffix=None, text="", path="calc.py"),
+        completion("n", 2, prefix=body + "a + b\n\nx = ", suffix=None, text="", path="calc.py"),
+        completion("z", 3, prefix=body + "a + b\n\nx = add(1, 2)\n", suffix=None, text="", path="calc.py"),
+    ]
+    build(
+        BuildConfig(
+            corpus=write(tmp_path / "records", rows),
+            format="feedback",
+            out=tmp_path / "ds",
+            max_length=256,
+            feedback={"typed": typed},
+            valid_fraction=0,
+            test_fraction=0,
+        )
+    )
+    dataset = read_dataset(tmp_path / "ds")
+    kto = sorted((row["prompt"].rsplit("\n", 1)[1], row["completion"], row["label"]) for row in rows_of(dataset, "kto"))
+    dpo = [(row["completion"], row["prompt"]) for row in rows_of(dataset, "dpo")]
+    if not typed:
+        assert kto == [("    return ", "a * b", 0)] and not dpo and not rows_of(dataset, "sft")
+        return
+    assert kto == [("    return ", "a * b", 0), ("    return ", "a + b\n", 1), ("x = ", "add(1, 2)\n", 1)]
+    assert sorted(row["completion"] for row in rows_of(dataset, "sft")) == ["a + b\n", "add(1, 2)\n"]
+    assert dpo == [("a + b\n", body)]
+    assert dataset.stats["targets"] == {"accepted": 0, "rejected": 1, "typed": 2}
+
+
 @pytest.mark.parametrize("objectives", [["sft"], ["kto", "dpo"]])
 def test_objectives_can_be_chosen(tmp_path, objectives):
     build(

@@ -86,7 +86,16 @@ def test_record_events_build_train_eval_and_swap(tmp_path):
         decided = [
             item for item in records.labeled() if item.accepted is not None and item.completion.text.strip()
         ]
-        assert stats["objectives"]["kto"] + stats["dropped"]["duplicate"] == len(decided)
+        labeled = records.labeled()
+        typed = {
+            (labeled[i].completion.prefix, line)
+            for i, line in typed_after(labeled).items()
+            if labeled[i].accepted is not True
+        }
+        assert typed, "the developer's typing left no finished line in the records"
+        targets = stats["targets"]
+        assert stats["objectives"]["kto"] == sum(targets.values()) and targets["typed"] == len(typed)
+        assert targets["accepted"] + targets["rejected"] <= len(decided)
         run = tmp_path / "run"
         train(
             TrainConfig(
