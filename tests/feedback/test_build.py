@@ -208,7 +208,9 @@ def test_the_line_typed_after_a_rejected_suggestion_is_learned(tmp_path, typed):
         )
     )
     dataset = read_dataset(tmp_path / "ds")
-    kto = sorted((row["prompt"].rsplit("\n", 1)[1], row["completion"], row["label"]) for row in rows_of(dataset, "kto"))
+    kto = sorted(
+        (row["prompt"].rsplit("\n", 1)[1], row["completion"], row["label"]) for row in rows_of(dataset, "kto")
+    )
     dpo = [(row["completion"], row["prompt"]) for row in rows_of(dataset, "dpo")]
     if not typed:
         assert kto == [("    return ", "a * b", 0)] and not dpo and not rows_of(dataset, "sft")

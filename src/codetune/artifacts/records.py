@@ -48,6 +48,8 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 # Ids come from servers and editors: a sane bound keeps a hostile client from filling memory with them.
 MAX_ID_CHARS = 256
 DEFAULT_MAX_BYTES = 1024**3
+# At the size cap: stop keeping new rows, or remove the oldest day-files to make room.
+WHEN_FULL = ("stop", "rotate")
 
 
 def utc_now() -> str:
@@ -242,22 +244,33 @@ class RecordWriter:
     """Appends records to a folder's daily files (the day of each record's ``time``); safe across
     threads and processes.
 
-    ``max_bytes`` caps the folder's record files together: a row that would pass it is not written
-    (``append`` returns False, ``dropped`` counts it, a warning is logged once). The file written to
-    is measured under its lock, so writers of the same day never pass the cap together.
+    ``max_bytes`` caps the folder's record files together. A row that would pass it is not written
+    (``append`` returns False, ``dropped`` counts it, a warning is logged once), unless ``when_full``
+    is ``rotate``: then the oldest day-files go first (``rotated`` counts them, a warning names each),
+    never the one being written to. The file written to is measured under its lock, so writers of the
+    same day never pass the cap together.
     """
 
     def __init__(
-        self, folder: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, fsync: bool = False
+        self,
+        folder: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        fsync: bool = False,
+        when_full: str = "stop",
     ) -> None:
         if max_bytes <= 0:
             raise InputError(f"the records size cap must be positive, not {max_bytes}")
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"records folder {self.folder} is a file; give a folder")
+        if when_full not in WHEN_FULL:
+            raise InputError(f"when the records folder is full: {' or '.join(WHEN_FULL)}, not {when_full!r}")
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.when_full = when_full
         self.dropped = 0
+        self.rotated = 0
         self._lock = threading.Lock()
         self._day: str | None = None
         self._fd: int | None = None
@@ -276,10 +289,36 @@ class RecordWriter:
         except OSError as error:
             raise InputError(f"cannot write records to {path}: {error.strerror} (a link?)") from None
         self._day = day
-        self._other_bytes = sum(
-            p.stat().st_size for p in self.folder.glob(RECORDS_GLOB) if p.name != path.name and p.is_file()
-        )
+        self._other_bytes = sum(size for _, size in self._other_files())
         return self._fd
+
+    def _other_files(self) -> list[tuple[Path, int]]:
+        """The folder's day-files but the one written to, oldest first, with their sizes."""
+        current = records_file_name(self._day) if self._day else None
+        found = []
+        for item in sorted(self.folder.glob(RECORDS_GLOB)):
+            with contextlib.suppress(OSError):
+                if item.name != current and item.is_file() and not item.is_symlink():
+                    found.append((item, item.stat().st_size))
+        return found
+
+    def _make_room(self, needed: int) -> bool:
+        """Remove the oldest day-files until ``needed`` more bytes fit; whether they do."""
+        for item, size in self._other_files():
+            if self._other_bytes + needed <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+                item.unlink()
+                self.rotated += 1
+                logger.warning(
+                    "records folder %s reached its cap of %d bytes: removed %s (%d bytes), the oldest day",
+                    self.folder,
+                    self.max_bytes,
+                    item.name,
+                    size,
+                )
+            self._other_bytes = sum(s for _, s in self._other_files())
+        return self._other_bytes + needed <= self.max_bytes
 
     def append(self, record: CompletionRecord | FeedbackRecord | dict[str, Any]) -> bool:
         """Write one record; False when the size cap stops it."""
@@ -294,10 +333,14 @@ class RecordWriter:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # a torn row (a writer killed mid-line) ends here, alone
-                if self._other_bytes + size + len(line) > self.max_bytes:
+                fits = self._other_bytes + size + len(line) <= self.max_bytes
+                if not fits and self.when_full == "rotate":
+                    fits = self._make_room(size + len(line))
+                if not fits:
                     if not self.dropped:
                         logger.warning(
-                            "records folder %s reached its cap of %d bytes: new records are not kept",
+                            "records folder %s reached its cap of %d bytes: new records are not kept (raise "
+                            "the cap, move old day-files away, or let the oldest days go: when_full rotate)",
                             self.folder,
                             self.max_bytes,
                         )
@@ -409,8 +452,11 @@ def _lines(path: Path, counts: Counter, limit: int) -> Iterator[bytes]:
             yield line
 
 
-def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> RecordSet:
-    """Read a records folder (or one JSONL file): completions by (id, index), feedback joined to them.
+def read_records(
+    path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES, newest_files: int | None = None
+) -> RecordSet:
+    """Read a records folder (or one JSONL file): completions by (id, index), feedback joined to them;
+    of a folder, only its ``newest_files`` day-files when given.
 
     Malformed rows, feedback for ids never served, a completion id seen twice (the first one is
     kept), links and oversized lines are counted in ``counts``; none of them stops the read.
@@ -418,6 +464,8 @@ def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> R
     path = Path(path)
     counts: Counter = Counter()
     files = record_files(path, counts)
+    if newest_files is not None:
+        files = files[len(files) - newest_files :] if newest_files else []
     completions: dict[tuple[str, int], CompletionRecord] = {}
     feedback: dict[tuple[str, int], list[FeedbackRecord]] = {}
     for file in files:

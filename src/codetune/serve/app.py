@@ -84,7 +84,11 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
     # The records' history is read (and --min-confidence auto fitted) before the model loads: a bad
     # folder should not cost a model load.
     recorder = Recorder.start(
-        cfg.record, cfg.min_confidence, keep_accepted=cfg.min_confidence_keep, max_bytes=cfg.record_max_bytes
+        cfg.record,
+        cfg.min_confidence,
+        keep_accepted=cfg.min_confidence_keep,
+        max_bytes=cfg.record_max_bytes,
+        when_full=cfg.record_when_full,
     )
     for line in recorder.describe():
         logger.warning(line)

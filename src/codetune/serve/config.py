@@ -150,8 +150,11 @@ class ServeConfig(StrictModel):
     continue_poll_s: float = Field(
         1.0, gt=0, description="--continue-log: seconds between two looks at the file for new lines."
     )
-    record_max_bytes: int = Field(
-        1024**3, gt=0, description="Size cap of the records folder: past it new records are not kept."
+    record_max_bytes: int = Field(1024**3, gt=0, description="Size cap of the records folder.")
+    record_when_full: Literal["stop", "rotate"] = Field(
+        "stop",
+        description="At the size cap: stop keeping new records (a warning; nothing recorded is removed), or "
+        "rotate: remove the oldest day-files to make room (a warning names each).",
     )
     min_confidence: str | None = Field(
         None,

@@ -44,6 +44,9 @@ KNOWN_IDS = 1_000_000
 # repeating events about its suggestion must not fill the records folder's cap for everyone.
 MAX_EVENTS_PER_SUGGESTION = 8
 MAX_AGENT_CHARS = 200
+# Day-files read at start-up when no gate is fitted: editors report on a suggestion within seconds
+# (Continue: 10 s), so today's and yesterday's hold every id an event may still name.
+RECENT_DAY_FILES = 2
 
 
 def _prompt_key(prefix: str, suffix: str | None) -> bytes:
@@ -78,12 +81,15 @@ class Recorder:
         folder: Path | None,
         *,
         max_bytes: int | None = None,
+        when_full: str = "stop",
         gate: ConfidenceGate | None = None,
         gate_report: dict[str, Any] | None = None,
     ) -> None:
         self.folder = folder
         self.writer = (
-            RecordWriter(folder, **({"max_bytes": max_bytes} if max_bytes else {})) if folder else None
+            RecordWriter(folder, when_full=when_full, **({"max_bytes": max_bytes} if max_bytes else {}))
+            if folder
+            else None
         )
         self.gate = gate
         self.gate_report = gate_report
@@ -102,13 +108,18 @@ class Recorder:
         *,
         keep_accepted: float = 0.95,
         max_bytes: int | None = None,
+        when_full: str = "stop",
     ) -> Recorder:
-        """The server's recorder: the folder's history read once (ids events may name, and the data
-        ``--min-confidence auto`` is fitted on); InputError for a gate that cannot be made."""
-        history = read_records(folder) if folder is not None and folder.is_dir() else None
+        """The server's recorder: the folder's history read once: the newest day-files (the ids events
+        and Continue's outcomes may still name), or all of it for ``--min-confidence auto`` to be
+        fitted on; InputError for a gate that cannot be made."""
+        spec = (min_confidence_spec or "").strip() or None
+        fit = spec is not None and spec.lower() == "auto"
+        history = None
+        if folder is not None and folder.is_dir():
+            history = read_records(folder, newest_files=None if fit else RECENT_DAY_FILES)
         if history is not None and not history.files:
             history = None
-        spec = (min_confidence_spec or "").strip() or None
         if spec is not None and spec.lower() == "auto" and history is None:
             from codetune.errors import InputError
 
@@ -122,7 +133,7 @@ class Recorder:
         else:
             gate = min_confidence(spec)
         report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
-        recorder = cls(folder, max_bytes=max_bytes, gate=gate, gate_report=report)
+        recorder = cls(folder, max_bytes=max_bytes, when_full=when_full, gate=gate, gate_report=report)
         if history is not None:
             events = history.feedback
             for key in list(history.completions)[-KNOWN_IDS:]:
@@ -267,9 +278,10 @@ class Recorder:
 
     def stats(self) -> dict[str, Any]:
         """Counts since start-up, and the gate with what it removed from the history it was fitted on."""
+        counts = self.counts + Counter({"day_files_rotated_out": self.writer.rotated if self.writer else 0})
         out: dict[str, Any] = {
             "folder": str(self.folder) if self.folder is not None else None,
-            "counts": dict(sorted(self.counts.items())),
+            "counts": dict(sorted(counts.items())),
         }
         if self.gate is not None:
             out["min_confidence"] = {"threshold": self.gate.threshold, "fitted_on": self.gate_report}
