@@ -55,6 +55,14 @@ def records(folder, long_text: str = "y" * 3000):
     return write(folder, rows)
 
 
+def built(tmp_path, rows, **options):
+    """The feedback dataset of ``rows`` (no valid or test split unless asked)."""
+    options = {"valid_fraction": 0, "test_fraction": 0, **options}
+    out = tmp_path / "ds"
+    build(BuildConfig(corpus=write(tmp_path / "records", rows), format="feedback", out=out, **options))
+    return read_dataset(out)
+
+
 def rows_of(dataset, objective):
     return [row for split in dataset.splits.values() for row in split if row["objective"] == objective]
 
@@ -126,17 +134,7 @@ def test_records_become_sft_kto_and_dpo_rows(tmp_path):
 
 
 def test_nearly_same_prompts_share_a_split_and_test_holds_accepted_rows_only(tmp_path):
-    rows = typed_on(40, files=40)
-    build(
-        BuildConfig(
-            corpus=write(tmp_path / "records", rows),
-            format="feedback",
-            out=tmp_path / "ds",
-            valid_fraction=0.2,
-            test_fraction=0.2,
-        )
-    )
-    dataset = read_dataset(tmp_path / "ds")
+    dataset = built(tmp_path, typed_on(40, files=40), valid_fraction=0.2, test_fraction=0.2)
     where = {}
     for name, split in dataset.splits.items():
         for row in split:
@@ -196,18 +194,7 @@ def test_the_line_typed_after_a_rejected_suggestion_is_learned(tmp_path, typed):
         completion("n", 2, prefix=body + "a + b\n\nx = ", suffix=None, text="", path="calc.py"),
         completion("z", 3, prefix=body + "a + b\n\nx = add(1, 2)\n", suffix=None, text="", path="calc.py"),
     ]
-    build(
-        BuildConfig(
-            corpus=write(tmp_path / "records", rows),
-            format="feedback",
-            out=tmp_path / "ds",
-            max_length=256,
-            feedback={"typed": typed},
-            valid_fraction=0,
-            test_fraction=0,
-        )
-    )
-    dataset = read_dataset(tmp_path / "ds")
+    dataset = built(tmp_path, rows, max_length=256, feedback={"typed": typed})
     kto = sorted(
         (row["prompt"].rsplit("\n", 1)[1], row["completion"], row["label"]) for row in rows_of(dataset, "kto")
     )

@@ -89,6 +89,7 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
         keep_accepted=cfg.min_confidence_keep,
         max_bytes=cfg.record_max_bytes,
         when_full=cfg.record_when_full,
+        join_outcomes=cfg.continue_log is not None,
     )
     for line in recorder.describe():
         logger.warning(line)

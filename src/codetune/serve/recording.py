@@ -44,6 +44,8 @@ KNOWN_IDS = 1_000_000
 # repeating events about its suggestion must not fill the records folder's cap for everyone.
 MAX_EVENTS_PER_SUGGESTION = 8
 MAX_AGENT_CHARS = 200
+# Suggestions kept for Continue's outcomes to join (Continue reports within 10 s of showing one).
+OPEN_PROMPTS = 100_000
 # Day-files read at start-up when no gate is fitted: editors report on a suggestion within seconds
 # (Continue: 10 s), so today's and yesterday's hold every id an event may still name.
 RECENT_DAY_FILES = 2
@@ -84,6 +86,7 @@ class Recorder:
         when_full: str = "stop",
         gate: ConfidenceGate | None = None,
         gate_report: dict[str, Any] | None = None,
+        join_outcomes: bool = False,
     ) -> None:
         self.folder = folder
         self.writer = (
@@ -93,6 +96,7 @@ class Recorder:
         )
         self.gate = gate
         self.gate_report = gate_report
+        self.join_outcomes = join_outcomes  # keep served prompts for an editor log's outcomes to join
         self.counts: Counter = Counter()
         self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
         # Suggestions no editor has judged yet, by prompt (newest last), for Continue's outcomes to join.
@@ -109,6 +113,7 @@ class Recorder:
         keep_accepted: float = 0.95,
         max_bytes: int | None = None,
         when_full: str = "stop",
+        join_outcomes: bool = False,
     ) -> Recorder:
         """The server's recorder: the folder's history read once: the newest day-files (the ids events
         and Continue's outcomes may still name), or all of it for ``--min-confidence auto`` to be
@@ -133,7 +138,14 @@ class Recorder:
         else:
             gate = min_confidence(spec)
         report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
-        recorder = cls(folder, max_bytes=max_bytes, when_full=when_full, gate=gate, gate_report=report)
+        recorder = cls(
+            folder,
+            max_bytes=max_bytes,
+            when_full=when_full,
+            gate=gate,
+            gate_report=report,
+            join_outcomes=join_outcomes,
+        )
         if history is not None:
             events = history.feedback
             for key in list(history.completions)[-KNOWN_IDS:]:
@@ -207,11 +219,13 @@ class Recorder:
             self._known.popitem(last=False)
 
     def _remember_open(self, record: CompletionRecord) -> None:
+        if not self.join_outcomes:
+            return
         with self._lock:
             self._open.setdefault(_prompt_key(record.prefix, record.suffix), []).append(
                 ((record.id, record.index), record.text)
             )
-            if len(self._open) > KNOWN_IDS:
+            if len(self._open) > OPEN_PROMPTS:
                 self._open.popitem(last=False)
 
     def _remember_editor_id(self, ident: str) -> None:
