@@ -11,8 +11,8 @@ import time
 
 import httpx
 import pytest
-from tests.feedback.test_events import CONTINUE_0_2_0
 from tests.helpers.cli import assert_clean_error, run_cli
+from tests.helpers.feedback import CONTINUE_0_2_0
 
 from codetune.artifacts.records import read_records
 
