@@ -55,6 +55,14 @@ def records(folder, long_text: str = "y" * 3000):
     return write(folder, rows)
 
 
+def built(tmp_path, rows, **options):
+    """The feedback dataset of ``rows`` (no valid or test split unless asked)."""
+    options = {"valid_fraction": 0, "test_fraction": 0, **options}
+    out = tmp_path / "ds"
+    build(BuildConfig(corpus=write(tmp_path / "records", rows), format="feedback", out=out, **options))
+    return read_dataset(out)
+
+
 def rows_of(dataset, objective):
     return [row for split in dataset.splits.values() for row in split if row["objective"] == objective]
 
@@ -126,17 +134,7 @@ def test_records_become_sft_kto_and_dpo_rows(tmp_path):
 
 
 def test_nearly_same_prompts_share_a_split_and_test_holds_accepted_rows_only(tmp_path):
-    rows = typed_on(40, files=40)
-    build(
-        BuildConfig(
-            corpus=write(tmp_path / "records", rows),
-            format="feedback",
-            out=tmp_path / "ds",
-            valid_fraction=0.2,
-            test_fraction=0.2,
-        )
-    )
-    dataset = read_dataset(tmp_path / "ds")
+    dataset = built(tmp_path, typed_on(40, files=40), valid_fraction=0.2, test_fraction=0.2)
     where = {}
     for name, split in dataset.splits.items():
         for row in split:
@@ -182,6 +180,32 @@ def test_malformed_rows_and_unknown_ids_are_counted_in_stats(tmp_path):
     build(BuildConfig(corpus=folder, format="feedback", out=tmp_path / "ds", max_length=256))
     problems = read_dataset(tmp_path / "ds").stats["records"]["problems"]
     assert problems == {"feedback_for_unknown_id": 1, "malformed_row": 1}
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_the_line_typed_after_a_rejected_suggestion_is_learned(tmp_path, typed):
+    """The developer dismissed `a * b` and typed `a + b` (the next prompt shows it); a suggestion that
+    was never shown is followed by typing too: both typed lines become desirable rows."""
+    body = "def add(a, b):\n    return "
+    rows = [
+        completion("r", 0, prefix=body, suffix=None, text="a * b", path="calc.py"),
+        verdict("r", False, 0.5),
+        completion("e", 1, prefix=body + "a + b\n", suffix=None, text="", path="calc.py"),
+        completion("n", 2, prefix=body + "a + b\n\nx = ", suffix=None, text="", path="calc.py"),
+        completion("z", 3, prefix=body + "a + b\n\nx = add(1, 2)\n", suffix=None, text="", path="calc.py"),
+    ]
+    dataset = built(tmp_path, rows, max_length=256, feedback={"typed": typed})
+    kto = sorted(
+        (row["prompt"].rsplit("\n", 1)[1], row["completion"], row["label"]) for row in rows_of(dataset, "kto")
+    )
+    dpo = [(row["completion"], row["prompt"]) for row in rows_of(dataset, "dpo")]
+    if not typed:
+        assert kto == [("    return ", "a * b", 0)] and not dpo and not rows_of(dataset, "sft")
+        return
+    assert kto == [("    return ", "a * b", 0), ("    return ", "a + b\n", 1), ("x = ", "add(1, 2)\n", 1)]
+    assert sorted(row["completion"] for row in rows_of(dataset, "sft")) == ["a + b\n", "add(1, 2)\n"]
+    assert dpo == [("a + b\n", body)]
+    assert dataset.stats["targets"] == {"accepted": 0, "rejected": 1, "typed": 2}
 
 
 @pytest.mark.parametrize("objectives", [["sft"], ["kto", "dpo"]])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.helpers.feedback import completion, write
+from tests.helpers.feedback import CONTINUE_0_1_0, CONTINUE_0_2_0, completion, write
 
 from codetune.artifacts.records import RecordWriter, read_records
 from codetune.errors import InputError
@@ -124,75 +124,6 @@ def test_events_join_their_completions_and_unknown_ids_are_counted(tmp_path):
     verdicts = {item.completion.id: (item.accepted, item.target) for item in records.labeled()}
     assert verdicts == {CMPL: (True, "a + b\n"), "cmpl-2": (False, "a + b")}
     assert records.counts == {"feedback_for_unknown_id": 2}
-
-
-# Continue core/autocomplete/util/types.ts AutocompleteOutcome, logged by AutocompleteLoggingService through
-# DataLogger.logLocalData, validated by config-yaml's autocomplete schema 0.2.0 (all fields, level "all").
-CONTINUE_0_2_0 = {
-    "eventName": "autocomplete",
-    "schema": "0.2.0",
-    "timestamp": "2026-07-01T09:15:02.114Z",
-    "userId": "",
-    "userAgent": "Visual Studio Code/1.101.2 (Continue/1.0.14)",
-    "selectedProfileId": "local",
-    "disable": False,
-    "maxPromptTokens": 1024,
-    "debounceDelay": 350,
-    "maxSuffixPercentage": 0.2,
-    "prefixPercentage": 0.3,
-    "template": None,
-    "multilineCompletions": "auto",
-    "slidingWindowPrefixPercentage": 0.75,
-    "slidingWindowSize": 500,
-    "useCache": True,
-    "onlyMyCode": True,
-    "useRecentlyEdited": True,
-    "useImports": True,
-    "accepted": True,
-    "time": 412,
-    "prefix": "def area(r):\n    return ",
-    "suffix": "\n\nprint(area(2))\n",
-    "prompt": "<fim_prefix>def area(r):\n    return <fim_suffix>\n\nprint(area(2))\n<fim_middle>",
-    "completion": "3.14159 * r * r",
-    "modelProvider": "openai",
-    "modelName": "codetune",
-    "cacheHit": False,
-    "filepath": "file:///home/dev/geometry/shapes%20v2/area.py",
-    "gitRepo": "https://github.com/dev/geometry",
-    "completionId": "5e1f2c7a-31c4-4f62-9d7e-2b0a9c1e8d55",
-    "uniqueId": "0f9e8d7c6b5a",
-    "enabledStaticContextualization": False,
-}
-# 0.1.0 (older Continue): no eventName/schema/userAgent; completionOptions, disableInFiles, useFileSuffix.
-CONTINUE_0_1_0 = {
-    "disable": False,
-    "useFileSuffix": True,
-    "maxPromptTokens": 1024,
-    "debounceDelay": 350,
-    "maxSuffixPercentage": 0.2,
-    "prefixPercentage": 0.3,
-    "multilineCompletions": "auto",
-    "slidingWindowPrefixPercentage": 0.75,
-    "slidingWindowSize": 500,
-    "useCache": True,
-    "onlyMyCode": True,
-    "useRecentlyEdited": True,
-    "disableInFiles": [],
-    "accepted": False,
-    "time": 388,
-    "prefix": "fun main() {\n    ",
-    "suffix": "\n}\n",
-    "prompt": "",
-    "completion": 'println("hi")',
-    "modelProvider": "ollama",
-    "modelName": "qwen2.5-coder:1.5b",
-    "completionOptions": {"stop": ["\n\n"]},
-    "cacheHit": False,
-    "filepath": "file:///home/dev/app/Main.kt",
-    "completionId": "b7a9d0e2-6c41-4e0f-8f59-3d2c1b0a9e88",
-    "uniqueId": "0f9e8d7c6b5a",
-    "timestamp": "2026-06-30T17:02:45.001Z",
-}
 
 
 def test_continue_lines_of_both_schema_versions():

@@ -10,12 +10,11 @@ import httpx
 from tests.helpers.cli import assert_clean_error, run_cli
 from tests.helpers.server import start_server, stop_server
 
-from codetune.artifacts.records import read_records
+from codetune.artifacts.records import read_records, typed_after
 from codetune.dataset.builder import build
 from codetune.dataset.config import BuildConfig
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.runner import evaluate
-from codetune.evaluate.tasks.acceptance import typed_after
 from codetune.train.config import TrainConfig
 from codetune.train.recipe import train
 
@@ -87,7 +86,16 @@ def test_record_events_build_train_eval_and_swap(tmp_path):
         decided = [
             item for item in records.labeled() if item.accepted is not None and item.completion.text.strip()
         ]
-        assert stats["objectives"]["kto"] + stats["dropped"]["duplicate"] == len(decided)
+        labeled = records.labeled()
+        typed = {
+            (labeled[i].completion.prefix, line)
+            for i, line in typed_after(labeled).items()
+            if labeled[i].accepted is not True
+        }
+        assert typed, "the developer's typing left no finished line in the records"
+        targets = stats["targets"]
+        assert stats["objectives"]["kto"] == sum(targets.values()) and targets["typed"] == len(typed)
+        assert targets["accepted"] + targets["rejected"] <= len(decided)
         run = tmp_path / "run"
         train(
             TrainConfig(

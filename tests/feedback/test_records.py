@@ -172,6 +172,36 @@ def test_size_cap_stops_new_rows_and_counts_them(tmp_path):
     assert again.append(completion("late", 9)) is False
 
 
+def test_rotate_removes_the_oldest_days_to_keep_recording(tmp_path, caplog):
+    day = 24 * 3600
+    row_bytes = len(json.dumps(completion("x" * 10, 0).row(), separators=(",", ":"))) + 1
+    cap = row_bytes * 3 + 10
+    writer = RecordWriter(tmp_path, max_bytes=cap, when_full="rotate")
+    with caplog.at_level("WARNING", logger="codetune.artifacts.records"):
+        kept = [writer.append(completion(f"{n:010d}", n * day)) for n in range(5)]
+    writer.close()
+    assert kept == [True] * 5 and writer.dropped == 0 and writer.rotated == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "records-2026-07-03.jsonl",
+        "records-2026-07-04.jsonl",
+        "records-2026-07-05.jsonl",
+    ]
+    assert (
+        "removed records-2026-07-01.jsonl" in caplog.text
+        and "removed records-2026-07-02.jsonl" in caplog.text
+    )
+    assert [c.id for c in read_records(tmp_path).completions.values()] == [f"{n:010d}" for n in (2, 3, 4)]
+    # The day being written is never removed: when it alone fills the cap, new rows stop (counted).
+    again = RecordWriter(tmp_path, max_bytes=cap, when_full="rotate")
+    assert [again.append(completion(f"late{n:06d}", 4 * day + n)) for n in range(4)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert again.dropped == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["records-2026-07-05.jsonl"]
+
+
 def test_bad_rows_are_counted_never_fatal(tmp_path):
     write(tmp_path, [completion("good", 0), verdict("good", True, 1)])
     lines = [

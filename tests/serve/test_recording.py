@@ -275,3 +275,29 @@ def test_nothing_answered_is_lost_when_the_server_is_killed(tmp_path):
     assert {key[0] for key in records.completions} == set(ids)
     assert [item.accepted for item in records.labeled()] == [n % 2 == 0 for n in range(6)]
     assert not records.counts
+
+
+def test_start_up_reads_only_the_newest_day_files_unless_a_gate_is_fitted(tmp_path):
+    """Editors report on a suggestion within seconds: without --min-confidence auto, the server reads
+    today's and yesterday's files only, however long the history (an older id's event is unknown)."""
+    from codetune.artifacts.records import FeedbackRecord
+    from codetune.serve.recording import Recorder
+
+    day = 24 * 3600
+    history = [completion(f"d{n}", n * day, mean_logprob=-1.0 - n) for n in range(4)]
+    folder = write(tmp_path / "records", history)
+    old = tmp_path / "records" / "records-2026-07-01.jsonl"
+    old.write_bytes(old.read_bytes() + b"{not json\n" * 100_000)  # never read: no time spent on it
+    recorder = Recorder.start(folder, None)
+    answers = [recorder.feedback(FeedbackRecord(id=f"d{n}", event="select", accepted=True)) for n in range(4)]
+    assert answers[:2] == ["no suggestion with this id and index was recorded"] * 2 and answers[2:] == [
+        None,
+        None,
+    ]
+    recorder.close()
+    many = write(folder, [verdict(f"d{n}", n % 2 == 0, n * day + 1) for n in range(4)] * 10)
+    for n in range(4, 24):
+        write(many, [completion(f"e{n}", n, mean_logprob=-1.0), verdict(f"e{n}", True, n + 0.5)])
+    gated = Recorder.start(many, "auto")
+    assert gated.gate_report["suggestions"] == 24  # the gate is fitted on the whole history
+    gated.close()

@@ -57,6 +57,8 @@ CHECKPOINT_CHECKSUMS = "checksums.json"  # written last: the size and sha256 of 
 
 # records (what editors were suggested and what developers kept)
 RECORDS_GLOB = "records-*.jsonl"
+# how far `serve --continue-log` has read Continue's dev-data file (kept in the records folder)
+CONTINUE_POSITION = ".continue-position.json"
 
 # report
 REPORT_JSON = "report.json"

@@ -11,7 +11,8 @@ One JSON object a line, in daily files ``records-YYYY-MM-DD.jsonl`` (UTC), two r
 - ``feedback``: what happened to it: ``id`` and ``index`` again, ``time``, ``event`` (the editor's
   word: view, select, dismiss, accept, reject), ``accepted`` (true, false, or null for a view),
   ``kept_text`` (what of it the developer kept, when known), ``select_kind`` (Tabby's partial
-  accept, ``line``) and ``source`` (tabby, generic, continue).
+  accept, ``line``), ``editor_id`` (the editor's own id of the suggestion when it differs: Continue's
+  ``completionId``) and ``source`` (tabby, generic, continue).
 
 :class:`RecordWriter` appends from many threads and processes at once: every row is one
 ``write`` of a whole line under an exclusive ``flock``, so rows never interleave, and a row torn by
@@ -47,6 +48,8 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 # Ids come from servers and editors: a sane bound keeps a hostile client from filling memory with them.
 MAX_ID_CHARS = 256
 DEFAULT_MAX_BYTES = 1024**3
+# At the size cap: stop keeping new rows, or remove the oldest day-files to make room.
+WHEN_FULL = ("stop", "rotate")
 
 
 def utc_now() -> str:
@@ -107,6 +110,7 @@ class FeedbackRecord(_Row):
     index: int = 0
     kept_text: str | None = None
     select_kind: str | None = None
+    editor_id: str | None = None
     time: str = field(default_factory=utc_now)
     source: str = "generic"
 
@@ -151,6 +155,13 @@ def _check_id(row: dict[str, Any]) -> tuple[str, int]:
     if index < 0:
         raise ValueError("'index' is negative")
     return ident, index
+
+
+def _check_editor_id(row: dict[str, Any]) -> str | None:
+    ident = _check(row, "editor_id", (str,))
+    if ident is not None and not 0 < len(ident) <= MAX_ID_CHARS:
+        raise ValueError(f"'editor_id' is empty or longer than {MAX_ID_CHARS} characters")
+    return ident
 
 
 def _check_time(row: dict[str, Any]) -> str:
@@ -203,6 +214,7 @@ def parse_row(row: Any) -> CompletionRecord | FeedbackRecord:
             accepted=_check(row, "accepted", (bool,)),
             kept_text=_check(row, "kept_text", (str,)),
             select_kind=_check(row, "select_kind", (str,)),
+            editor_id=_check_editor_id(row),
             source=_check(row, "source", (str,)) or "generic",
         )
     raise ValueError(f"unknown row type {kind!r} (expected {COMPLETION!r} or {FEEDBACK!r})")
@@ -232,22 +244,33 @@ class RecordWriter:
     """Appends records to a folder's daily files (the day of each record's ``time``); safe across
     threads and processes.
 
-    ``max_bytes`` caps the folder's record files together: a row that would pass it is not written
-    (``append`` returns False, ``dropped`` counts it, a warning is logged once). The file written to
-    is measured under its lock, so writers of the same day never pass the cap together.
+    ``max_bytes`` caps the folder's record files together. A row that would pass it is not written
+    (``append`` returns False, ``dropped`` counts it, a warning is logged once), unless ``when_full``
+    is ``rotate``: then the oldest day-files go first (``rotated`` counts them, a warning names each),
+    never the one being written to. The file written to is measured under its lock, so writers of the
+    same day never pass the cap together.
     """
 
     def __init__(
-        self, folder: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, fsync: bool = False
+        self,
+        folder: str | Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        fsync: bool = False,
+        when_full: str = "stop",
     ) -> None:
         if max_bytes <= 0:
             raise InputError(f"the records size cap must be positive, not {max_bytes}")
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(f"records folder {self.folder} is a file; give a folder")
+        if when_full not in WHEN_FULL:
+            raise InputError(f"when the records folder is full: {' or '.join(WHEN_FULL)}, not {when_full!r}")
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.when_full = when_full
         self.dropped = 0
+        self.rotated = 0
         self._lock = threading.Lock()
         self._day: str | None = None
         self._fd: int | None = None
@@ -266,10 +289,36 @@ class RecordWriter:
         except OSError as error:
             raise InputError(f"cannot write records to {path}: {error.strerror} (a link?)") from None
         self._day = day
-        self._other_bytes = sum(
-            p.stat().st_size for p in self.folder.glob(RECORDS_GLOB) if p.name != path.name and p.is_file()
-        )
+        self._other_bytes = sum(size for _, size in self._other_files())
         return self._fd
+
+    def _other_files(self) -> list[tuple[Path, int]]:
+        """The folder's day-files but the one written to, oldest first, with their sizes."""
+        current = records_file_name(self._day) if self._day else None
+        found = []
+        for item in sorted(self.folder.glob(RECORDS_GLOB)):
+            with contextlib.suppress(OSError):
+                if item.name != current and item.is_file() and not item.is_symlink():
+                    found.append((item, item.stat().st_size))
+        return found
+
+    def _make_room(self, needed: int) -> bool:
+        """Remove the oldest day-files until ``needed`` more bytes fit; whether they do."""
+        for item, size in self._other_files():
+            if self._other_bytes + needed <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+                item.unlink()
+                self.rotated += 1
+                logger.warning(
+                    "records folder %s reached its cap of %d bytes: removed %s (%d bytes), the oldest day",
+                    self.folder,
+                    self.max_bytes,
+                    item.name,
+                    size,
+                )
+            self._other_bytes = sum(s for _, s in self._other_files())
+        return self._other_bytes + needed <= self.max_bytes
 
     def append(self, record: CompletionRecord | FeedbackRecord | dict[str, Any]) -> bool:
         """Write one record; False when the size cap stops it."""
@@ -284,10 +333,14 @@ class RecordWriter:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line  # a torn row (a writer killed mid-line) ends here, alone
-                if self._other_bytes + size + len(line) > self.max_bytes:
+                fits = self._other_bytes + size + len(line) <= self.max_bytes
+                if not fits and self.when_full == "rotate":
+                    fits = self._make_room(size + len(line))
+                if not fits:
                     if not self.dropped:
                         logger.warning(
-                            "records folder %s reached its cap of %d bytes: new records are not kept",
+                            "records folder %s reached its cap of %d bytes: new records are not kept (raise "
+                            "the cap, move old day-files away, or let the oldest days go: when_full rotate)",
                             self.folder,
                             self.max_bytes,
                         )
@@ -399,8 +452,11 @@ def _lines(path: Path, counts: Counter, limit: int) -> Iterator[bytes]:
             yield line
 
 
-def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> RecordSet:
-    """Read a records folder (or one JSONL file): completions by (id, index), feedback joined to them.
+def read_records(
+    path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES, newest_files: int | None = None
+) -> RecordSet:
+    """Read a records folder (or one JSONL file): completions by (id, index), feedback joined to them;
+    of a folder, only its ``newest_files`` day-files when given.
 
     Malformed rows, feedback for ids never served, a completion id seen twice (the first one is
     kept), links and oversized lines are counted in ``counts``; none of them stops the read.
@@ -408,6 +464,8 @@ def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> R
     path = Path(path)
     counts: Counter = Counter()
     files = record_files(path, counts)
+    if newest_files is not None:
+        files = files[len(files) - newest_files :] if newest_files else []
     completions: dict[tuple[str, int], CompletionRecord] = {}
     feedback: dict[tuple[str, int], list[FeedbackRecord]] = {}
     for file in files:
@@ -435,6 +493,30 @@ def read_records(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> R
     return RecordSet(completions, feedback, counts, files)
 
 
+def typed_after(items: list[Labeled]) -> dict[int, str]:
+    """For item ``i``: the rest of its cursor's line as the developer typed it, when a later prompt of
+    the same client and file (same suffix) extends its prefix past the end of that line."""
+    chains: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        c = item.completion
+        chains.setdefault((c.client, c.path, c.suffix), []).append(index)
+    typed: dict[int, str] = {}
+    for members in chains.values():
+        for position, index in enumerate(members):
+            prefix = items[index].completion.prefix
+            longest = ""
+            for later in members[position + 1 :]:
+                other = items[later].completion.prefix
+                if not other.startswith(prefix):
+                    break  # the developer moved away: what came after is another edit
+                longest = other[len(prefix) :]
+                if "\n" in longest:
+                    break
+            if "\n" in longest:
+                typed[index] = longest.split("\n", 1)[0] + "\n"
+    return typed
+
+
 __all__ = [
     "COMPLETION",
     "FEEDBACK",
@@ -447,5 +529,6 @@ __all__ = [
     "parse_row",
     "parse_time",
     "read_records",
+    "typed_after",
     "utc_now",
 ]

@@ -92,6 +92,13 @@ class FeedbackOptions(StrictModel):
         description="Rows to write: sft (accepted text as a plain FIM target), kto (accepted and "
         "rejected, labelled), dpo (accepted vs rejected on the same or nearly the same prompt).",
     )
+    typed: bool = Field(
+        True,
+        description="Learn what the developer typed: where a suggestion was not taken and a later prompt of "
+        "the same file shows how the cursor's line went on, that line is a desirable completion of the "
+        "prompt (an sft row, a kto row labelled 1, and the chosen side of a dpo pair against the rejected "
+        "suggestion).",
+    )
     pair_max_chars: int = Field(
         64,
         ge=0,

@@ -24,7 +24,7 @@ from codetune.serve import admin, feedback
 from codetune.serve.config import ServeConfig
 from codetune.serve.http import Guard, header_timeout_protocol
 from codetune.serve.protocols import PROTOCOLS, Mount
-from codetune.serve.recording import CallerAgent, Recorder
+from codetune.serve.recording import CallerAgent, ContinueFollower, Recorder
 from codetune.serve.responses import ServingError, error_response
 from codetune.serve.service import CompletionService, start_engine
 
@@ -84,7 +84,12 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
     # The records' history is read (and --min-confidence auto fitted) before the model loads: a bad
     # folder should not cost a model load.
     recorder = Recorder.start(
-        cfg.record, cfg.min_confidence, keep_accepted=cfg.min_confidence_keep, max_bytes=cfg.record_max_bytes
+        cfg.record,
+        cfg.min_confidence,
+        keep_accepted=cfg.min_confidence_keep,
+        max_bytes=cfg.record_max_bytes,
+        when_full=cfg.record_when_full,
+        join_outcomes=cfg.continue_log is not None,
     )
     for line in recorder.describe():
         logger.warning(line)
@@ -133,9 +138,18 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
     ctx.install()
     app.openapi = lambda: _openapi(app, ctx)
 
+    follower = ContinueFollower(recorder, cfg.continue_log, cfg.continue_poll_s) if cfg.continue_log else None
+
+    @app.on_event("startup")
+    async def _follow() -> None:
+        if follower is not None:
+            follower.start()
+
     @app.on_event("shutdown")
     async def _stop() -> None:
         service.engine.stop()
+        if follower is not None:
+            follower.stop()
         recorder.close()
 
     return app

@@ -140,8 +140,21 @@ class ServeConfig(StrictModel):
         "editor's events about it (/v1/events, /v1/feedback) are appended to daily JSONL files here. Off "
         "by default; nothing leaves the machine (docs/editors.md).",
     )
-    record_max_bytes: int = Field(
-        1024**3, gt=0, description="Size cap of the records folder: past it new records are not kept."
+    continue_log: Path | None = Field(
+        None,
+        description="Continue's autocomplete dev-data file (~/.continue/dev_data/0.2.0/autocomplete.jsonl), "
+        "followed while the server runs: each outcome Continue appends joins the suggestion this server "
+        "made for it (same prefix, suffix and text) or is kept as its own. Needs --record DIR, where the "
+        "read position is kept: a restart imports nothing twice. A link is refused.",
+    )
+    continue_poll_s: float = Field(
+        1.0, gt=0, description="--continue-log: seconds between two looks at the file for new lines."
+    )
+    record_max_bytes: int = Field(1024**3, gt=0, description="Size cap of the records folder.")
+    record_when_full: Literal["stop", "rotate"] = Field(
+        "stop",
+        description="At the size cap: stop keeping new records (a warning; nothing recorded is removed), or "
+        "rotate: remove the oldest day-files to make room (a warning names each).",
     )
     min_confidence: str | None = Field(
         None,
@@ -192,6 +205,12 @@ class ServeConfig(StrictModel):
             and not self.record
         ):
             raise ValueError("min_confidence auto is fitted on the records of --record DIR: give one")
+        if self.continue_log is not None and not self.record:
+            raise ValueError("continue_log is imported into the records folder of --record DIR: give one")
+        if self.continue_log is not None and self.continue_log.expanduser().is_symlink():
+            raise ValueError(
+                f"continue_log {self.continue_log} is a link: give the file it points to (a link is not followed)"
+            )
         base = self.served_name or self.model
         if base in self.adapters:
             raise ValueError(f"adapter name {base!r} is the base model's served name; pick another")

@@ -7,18 +7,24 @@ index, the editor's prefix and suffix, the text, the mean token log-probability.
 gate decides whether the editor gets it (or an empty completion), and the record is appended to the
 records folder. Editor events (``/v1/events``, ``/v1/feedback``: ``codetune.serve.feedback``) come
 back through :meth:`Recorder.feedback` and join their completion by id; an id this server never
-served is counted, not written. The folder's format and its writer (daily files, appends safe across
+served is counted, not written. Continue's outcomes (``--continue-log``: :class:`ContinueFollower`
+reads its dev-data file as it is written) join the suggestion they are about by prompt and text, since
+Continue names them by its own id. The folder's format and its writer (daily files, appends safe across
 threads, processes and kill -9, a size cap) are ``codetune.artifacts.records``'.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
 from collections import Counter, OrderedDict
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from codetune.artifacts.paths import CONTINUE_POSITION
 from codetune.artifacts.records import (
     CompletionRecord,
     FeedbackRecord,
@@ -38,6 +44,17 @@ KNOWN_IDS = 1_000_000
 # repeating events about its suggestion must not fill the records folder's cap for everyone.
 MAX_EVENTS_PER_SUGGESTION = 8
 MAX_AGENT_CHARS = 200
+# Suggestions kept for Continue's outcomes to join (Continue reports within 10 s of showing one).
+OPEN_PROMPTS = 100_000
+# Day-files read at start-up when no gate is fitted: editors report on a suggestion within seconds
+# (Continue: 10 s), so today's and yesterday's hold every id an event may still name.
+RECENT_DAY_FILES = 2
+
+
+def _prompt_key(prefix: str, suffix: str | None) -> bytes:
+    return hashlib.blake2b(
+        json.dumps([prefix, suffix]).encode("utf-8", "surrogatepass"), digest_size=16
+    ).digest()
 
 
 class CallerAgent:
@@ -66,17 +83,26 @@ class Recorder:
         folder: Path | None,
         *,
         max_bytes: int | None = None,
+        when_full: str = "stop",
         gate: ConfidenceGate | None = None,
         gate_report: dict[str, Any] | None = None,
+        join_outcomes: bool = False,
     ) -> None:
         self.folder = folder
         self.writer = (
-            RecordWriter(folder, **({"max_bytes": max_bytes} if max_bytes else {})) if folder else None
+            RecordWriter(folder, when_full=when_full, **({"max_bytes": max_bytes} if max_bytes else {}))
+            if folder
+            else None
         )
         self.gate = gate
         self.gate_report = gate_report
+        self.join_outcomes = join_outcomes  # keep served prompts for an editor log's outcomes to join
         self.counts: Counter = Counter()
         self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
+        # Suggestions no editor has judged yet, by prompt (newest last), for Continue's outcomes to join.
+        self._open: OrderedDict[bytes, list[tuple[tuple[str, int], str]]] = OrderedDict()
+        self._editor_ids: OrderedDict[str, None] = OrderedDict()  # Continue ids already taken in
+        self._lock = threading.Lock()
 
     @classmethod
     def start(
@@ -86,13 +112,19 @@ class Recorder:
         *,
         keep_accepted: float = 0.95,
         max_bytes: int | None = None,
+        when_full: str = "stop",
+        join_outcomes: bool = False,
     ) -> Recorder:
-        """The server's recorder: the folder's history read once (ids events may name, and the data
-        ``--min-confidence auto`` is fitted on); InputError for a gate that cannot be made."""
-        history = read_records(folder) if folder is not None and folder.is_dir() else None
+        """The server's recorder: the folder's history read once: the newest day-files (the ids events
+        and Continue's outcomes may still name), or all of it for ``--min-confidence auto`` to be
+        fitted on; InputError for a gate that cannot be made."""
+        spec = (min_confidence_spec or "").strip() or None
+        fit = spec is not None and spec.lower() == "auto"
+        history = None
+        if folder is not None and folder.is_dir():
+            history = read_records(folder, newest_files=None if fit else RECENT_DAY_FILES)
         if history is not None and not history.files:
             history = None
-        spec = (min_confidence_spec or "").strip() or None
         if spec is not None and spec.lower() == "auto" and history is None:
             from codetune.errors import InputError
 
@@ -106,11 +138,27 @@ class Recorder:
         else:
             gate = min_confidence(spec)
         report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
-        recorder = cls(folder, max_bytes=max_bytes, gate=gate, gate_report=report)
+        recorder = cls(
+            folder,
+            max_bytes=max_bytes,
+            when_full=when_full,
+            gate=gate,
+            gate_report=report,
+            join_outcomes=join_outcomes,
+        )
         if history is not None:
             events = history.feedback
             for key in list(history.completions)[-KNOWN_IDS:]:
                 recorder._known[key] = len(events.get(key, ()))
+                completion = history.completions[key]
+                if completion.source == "continue":
+                    recorder._remember_editor_id(completion.id)
+                elif not events.get(key) and not completion.withheld:
+                    recorder._remember_open(completion)
+            for kept in events.values():
+                for event in kept:
+                    if event.editor_id is not None:
+                        recorder._remember_editor_id(event.editor_id)
         return recorder
 
     @property
@@ -147,6 +195,8 @@ class Recorder:
         if self.writer is not None and self._append(record):
             self.counts["recorded"] += 1
             self._remember((record.id, record.index))
+            if shown:
+                self._remember_open(record)
         return shown
 
     def _append(self, record: CompletionRecord | FeedbackRecord) -> bool:
@@ -167,6 +217,59 @@ class Recorder:
         self._known[key] = 0
         if len(self._known) > KNOWN_IDS:
             self._known.popitem(last=False)
+
+    def _remember_open(self, record: CompletionRecord) -> None:
+        if not self.join_outcomes:
+            return
+        with self._lock:
+            self._open.setdefault(_prompt_key(record.prefix, record.suffix), []).append(
+                ((record.id, record.index), record.text)
+            )
+            if len(self._open) > OPEN_PROMPTS:
+                self._open.popitem(last=False)
+
+    def _remember_editor_id(self, ident: str) -> None:
+        self._editor_ids[ident] = None
+        if len(self._editor_ids) > KNOWN_IDS:
+            self._editor_ids.popitem(last=False)
+
+    def _served(self, completion: CompletionRecord) -> tuple[tuple[str, int], str] | None:
+        """The newest suggestion this server made for the prompt of an editor's own record, whose text
+        starts with what the editor showed (Continue trims what it shows); taken off the open ones."""
+        shown = completion.text.strip()
+        if not shown:
+            return None
+        with self._lock:
+            candidates = self._open.get(_prompt_key(completion.prefix, completion.suffix), [])
+            for position in range(len(candidates) - 1, -1, -1):
+                key, text = candidates[position]
+                if text.strip().startswith(shown):
+                    del candidates[position]
+                    return key, text
+        return None
+
+    def continue_outcome(self, completion: CompletionRecord, feedback: FeedbackRecord | None) -> str:
+        """Keep one of Continue's outcomes; what became of it (counted ``continue_<what>``): joined to
+        the suggestion this server made, imported as Continue's own, already_imported, or not_kept."""
+        if completion.id in self._editor_ids:
+            outcome = "already_imported"
+        elif feedback is not None and (served := self._served(completion)) is not None:
+            (feedback.id, feedback.index), text = served
+            feedback.editor_id = completion.id
+            if feedback.accepted and completion.text != text:
+                feedback.kept_text = completion.text  # what Continue showed, and the developer took
+            outcome = "joined" if self._append(feedback) else "not_kept"
+        elif (completion.id, completion.index) in self._known:
+            outcome = "already_imported"
+        elif self._append(completion) and (feedback is None or self._append(feedback)):
+            self._remember((completion.id, completion.index))
+            outcome = "imported"
+        else:
+            outcome = "not_kept"
+        if outcome != "not_kept":
+            self._remember_editor_id(completion.id)
+        self.counts[f"continue_{outcome}"] += 1
+        return outcome
 
     def feedback(self, record: FeedbackRecord) -> str | None:
         """Keep one editor event: None when kept, else why not (counted): recording is off, the id was
@@ -189,9 +292,10 @@ class Recorder:
 
     def stats(self) -> dict[str, Any]:
         """Counts since start-up, and the gate with what it removed from the history it was fitted on."""
+        counts = self.counts + Counter({"day_files_rotated_out": self.writer.rotated if self.writer else 0})
         out: dict[str, Any] = {
             "folder": str(self.folder) if self.folder is not None else None,
-            "counts": dict(sorted(self.counts.items())),
+            "counts": dict(sorted(counts.items())),
         }
         if self.gate is not None:
             out["min_confidence"] = {"threshold": self.gate.threshold, "fitted_on": self.gate_report}
@@ -200,3 +304,57 @@ class Recorder:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class ContinueFollower:
+    """A thread that reads Continue's dev-data file as Continue appends to it (``--continue-log``) and
+    gives each outcome to the recorder; the read position is kept in the records folder."""
+
+    def __init__(self, recorder: Recorder, path: Path, poll_s: float = 1.0) -> None:
+        from codetune.feedback.continue_dev import AppendedLines
+
+        assert recorder.folder is not None
+        self.recorder = recorder
+        self.lines = AppendedLines(Path(path).expanduser(), recorder.folder / CONTINUE_POSITION)
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="continue-log", daemon=True)
+
+    def start(self) -> ContinueFollower:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # a full disk, a file gone mid-read: the next poll tries again
+                logger.exception("reading Continue's dev data from %s failed", self.lines.path)
+            self._stop.wait(self.poll_s)
+
+    def poll(self) -> None:
+        """Take in every complete line appended since the last poll, then keep the position."""
+        from codetune.feedback.continue_dev import continue_records
+
+        before = Counter(self.lines.counts)
+        for raw in self.lines.lines():
+            if not raw.strip():
+                continue
+            try:
+                completion, feedback = continue_records(json.loads(raw))
+            except (ValueError, UnicodeDecodeError, RecursionError) as error:
+                kind = "not_autocomplete" if "not an autocomplete" in str(error) else "malformed"
+                self.recorder.counts[f"continue_{kind}"] += 1
+                continue
+            self.recorder.continue_outcome(completion, feedback)
+        self.lines.save()
+        for name, value in (self.lines.counts - before).items():
+            self.recorder.counts[f"continue_{name}"] += value
+            if name in ("refused_link", "not_regular_file"):
+                logger.warning("%s is not a regular file (a link?): not read", self.lines.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.lines.close()

@@ -2,14 +2,19 @@
 
 Records (``codetune.artifacts.records``: served completions joined to what the developer did) become:
 
-- ``sft``: each accepted completion, the text the developer kept as the target of its own prompt,
+- ``sft``: each desirable completion as the target of its own prompt: the text the developer kept
+  of an accepted suggestion and, where the suggestion was not taken, the line they typed instead
+  (``typed``: read from a later prompt of the same file, as ``eval --task acceptance`` reads it),
   laid out as the model family's FIM example (``codetune.fim``, what serve sends) or, without a
   suffix, as a plain prompt + completion. Any method trains on these (``--method lora``).
-- ``kto``: each accepted (``label`` 1) and rejected (``label`` 0) completion (``--method kto``).
+- ``kto``: each desirable (``label`` 1) and rejected (``label`` 0) completion (``--method kto``).
 - ``dpo``: an accepted and a rejected completion of the same or nearly the same prompt (same file,
   same suffix, one prefix extends the other by at most ``pair_max_chars``: the developer typed on
   between the two), both rewritten as completions of the shorter prompt, so the pair shares it
-  exactly: ``input_ids`` the chosen row, ``rejected_input_ids`` the rejected one (``--method dpo``).
+  exactly: ``input_ids`` the chosen row, ``rejected_input_ids`` the rejected one (``--method dpo``);
+  and the typed line against the rejected suggestion on the very same prompt.
+
+Developers reject most suggestions: without the typed lines, the rows are nearly all "not that".
 
 Every row says which in its ``objective`` column; ``loss_mask`` is 1 on the completion (and its end
 token). Nearly-same prompts stay in one split, and the test split holds ``sft`` rows only (held-out
@@ -27,7 +32,7 @@ from typing import Any
 from codetune.artifacts.dataset import OBJECTIVE_COLUMN, write_dataset
 from codetune.artifacts.manifest import check_output_folder
 from codetune.artifacts.paths import TOKENIZER
-from codetune.artifacts.records import Labeled, read_records
+from codetune.artifacts.records import Labeled, read_records, typed_after
 from codetune.dataset.config import BuildConfig, FeedbackOptions
 from codetune.dataset.formats.base import Format, tokenize
 from codetune.dataset.splits import SPLITS, plan_splits
@@ -210,26 +215,45 @@ def _row(
 # --- the stage -----------------------------------------------------------------------------------------
 
 
-def _usable(labeled: list[Labeled], dropped: Counter) -> list[Labeled]:
-    """Completions with a verdict and a target, each once."""
+@dataclass
+class Target:
+    """One completion to learn from, for the prompt of ``item``: ``desirable`` (what the developer
+    kept of an accepted suggestion, or the line they typed instead) or not (a rejected suggestion)."""
+
+    item: Labeled
+    text: str
+    desirable: bool
+    typed: bool = False
+
+
+def targets(labeled: list[Labeled], typed: dict[int, str], dropped: Counter) -> list[Target]:
+    """The targets of the records, each once: accepted and rejected suggestions, and for every prompt
+    whose suggestion was not taken, the line the developer typed there (``typed``: index -> line)."""
     seen: set[tuple] = set()
-    kept = []
-    for item in labeled:
-        c = item.completion
-        if item.accepted is None:
-            dropped["no_feedback"] += 1
-            continue
-        text = item.target if item.accepted else c.text
-        if not text.strip():
+    out = []
+
+    def add(target: Target) -> None:
+        c = target.item.completion
+        if not target.text.strip():
             dropped["empty_target"] += 1
-            continue
-        key = (c.prefix, c.suffix, text, item.accepted)
+            return
+        key = (c.prefix, c.suffix, target.text, target.desirable)
         if key in seen:
             dropped["duplicate"] += 1
-            continue
+            return
         seen.add(key)
-        kept.append(item)
-    return kept
+        out.append(target)
+
+    for index, item in enumerate(labeled):
+        line = typed.get(index)
+        if item.accepted is None and line is None:
+            dropped["no_feedback"] += 1
+            continue
+        if item.accepted is not None:
+            add(Target(item, item.target if item.accepted else item.completion.text, bool(item.accepted)))
+        if line is not None and item.accepted is not True:
+            add(Target(item, line, True, typed=True))
+    return out
 
 
 def build_feedback(cfg: BuildConfig) -> StageResult:
@@ -253,12 +277,15 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
             f"no completion records in {source} ({records.counts['malformed_row']} malformed rows)"
         )
     dropped: Counter = Counter()
-    items = _usable(records.labeled(), dropped)
-    if not items:
+    labeled = records.labeled()
+    found = targets(labeled, typed_after(labeled) if opts.typed else {}, dropped)
+    if not found:
         raise InputError(
             f"the records in {source} have no feedback to learn from: {len(records.completions)} completion(s), "
-            f"{dropped['no_feedback']} without an accept or a reject (turn on editor events, see docs/editors.md)"
+            f"{dropped['no_feedback']} without an accept, a reject or a typed line after them (turn on "
+            "editor events, see docs/editors.md)"
         )
+    items = list({id(t.item): t.item for t in found}.values())
     tokenizer, seq2seq = load_build_tokenizer(cfg.model)
     check_tokenizer(tokenizer, cfg.model)
     if seq2seq:
@@ -296,20 +323,28 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
 
     rows: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     wanted = set(opts.objectives)
-    for item in items:
+    kinds: Counter = Counter()
+    for target in found:
+        item = target.item
         split = item_split[id(item)]
         c = item.completion
-        text = item.target if item.accepted else c.text
-        encoded = encoder.rows(c.prefix, c.suffix, [text])
+        encoded = encoder.rows(c.prefix, c.suffix, [target.text])
         if encoded is None:
             dropped["too_long"] += 1
             continue
-        if item.accepted and "sft" in wanted:
-            rows[split].append(_row("sft", item, encoded, 1, c.prefix, text))
+        kinds["typed" if target.typed else ("accepted" if target.desirable else "rejected")] += 1
+        if target.desirable and "sft" in wanted:
+            rows[split].append(_row("sft", item, encoded, 1, c.prefix, target.text))
         if "kto" in wanted and "kto" in SPLIT_OBJECTIVES[split]:
-            rows[split].append(_row("kto", item, encoded, int(bool(item.accepted)), c.prefix, text))
+            rows[split].append(_row("kto", item, encoded, int(target.desirable), c.prefix, target.text))
     if "dpo" in wanted:
-        for prompt, chosen, rejected, suffix, good in preference_pairs(items, groups, opts):
+        # The line typed where a suggestion was rejected is its pair on exactly the same prompt.
+        typed_pairs = [
+            (t.item.completion.prefix, t.text, t.item.completion.text, t.item.completion.suffix, t.item)
+            for t in found
+            if t.typed and t.item.accepted is False
+        ]
+        for prompt, chosen, rejected, suffix, good in preference_pairs(items, groups, opts) + typed_pairs:
             split = item_split[id(good)]
             if "dpo" not in SPLIT_OBJECTIVES[split]:
                 continue
@@ -361,6 +396,7 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
             reason: dropped[reason]
             for reason in ("no_feedback", "empty_target", "duplicate", "too_long", "identical_pair")
         },
+        "targets": {kind: kinds[kind] for kind in ("accepted", "rejected", "typed")},
         "records": records.summary(),
         "fim": fim_info,
     }

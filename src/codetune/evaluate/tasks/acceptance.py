@@ -17,37 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from codetune.artifacts.records import CompletionRecord, Labeled, parse_time, read_records
+from codetune.artifacts.records import CompletionRecord, parse_time, read_records, typed_after
 from codetune.errors import InputError
 from codetune.evaluate.config import EvalConfig
 from codetune.evaluate.metrics import accepts, first_line
 from codetune.evaluate.tasks.base import Item, ReferenceTask
 
 METRICS = ["accepted", "accepted_chars", "empty_rate", "first_line_exact_match"]
-
-
-def typed_after(items: list[Labeled]) -> dict[int, str]:
-    """For item ``i``: the rest of its cursor's line as the developer typed it, when a later prompt of
-    the same client and file (same suffix) extends its prefix past the end of that line."""
-    chains: dict[tuple, list[int]] = {}
-    for index, item in enumerate(items):
-        c = item.completion
-        chains.setdefault((c.client, c.path, c.suffix), []).append(index)
-    typed: dict[int, str] = {}
-    for members in chains.values():
-        for position, index in enumerate(members):
-            prefix = items[index].completion.prefix
-            longest = ""
-            for later in members[position + 1 :]:
-                other = items[later].completion.prefix
-                if not other.startswith(prefix):
-                    break  # the developer moved away: what came after is another edit
-                longest = other[len(prefix) :]
-                if "\n" in longest:
-                    break
-            if "\n" in longest:
-                typed[index] = longest.split("\n", 1)[0] + "\n"
-    return typed
 
 
 @dataclass
