@@ -1,11 +1,12 @@
 """The quickstart's wall time, cold (an empty cache) and warm (the cache kept), per stage.
 
-Run: python bench/quickstart.py [--runs 1] [--adapt-steps N] [--samples N]
+Run: python bench/quickstart.py [--runs 1] [--adapt-steps N] [--samples N] [--seed N]
 
 Each run is `python -m codetune quickstart` in a fresh process, as `make quickstart` starts it:
 first with ``CODETUNE_CACHE`` set to a new, empty folder (cold: nothing built yet), then again with
-the same cache and a new ``--out`` (warm). The stages are the ones the quickstart times itself
-(base, collect, build, adapt, eval); "start" is the rest (Python, imports, the summary). CPU
+the same cache and a new ``--out`` (warm); after each run its report's two leading edit similarities
+(line completion, editor replay), base -> tuned, are printed. The stages are the ones the quickstart
+times itself (base, collect, build, adapt, eval); "start" is the rest (Python, imports, the summary). CPU
 seconds (user + system, the process and its workers) are printed beside the wall time: on a shared
 machine the wall time moves with the neighbours, the CPU time much less. Give the machine's load
 (printed before each run) with any figure you quote.
@@ -17,6 +18,7 @@ meets it); the line before compares the warm run with its goal of 2 minutes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -50,6 +52,8 @@ def quickstart(args: argparse.Namespace, cache: Path, out: Path) -> dict[str, fl
         command += ["--adapt-steps", str(args.adapt_steps)]
     if args.samples:
         command += ["--samples", str(args.samples)]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
     env = {**os.environ, "CODETUNE_CACHE": str(cache)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -64,7 +68,18 @@ def quickstart(args: argparse.Namespace, cache: Path, out: Path) -> dict[str, fl
     times = {name: seconds(value) for name, value in re.findall(r"(\w+) (\S+?)(?:,|$)", found["stages"])}
     times["start"] = max(0.0, wall - sum(times.values()))
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(f"  {gains(out)}", flush=True)
     return {**times, "wall": wall, "cpu": cpu}
+
+
+def gains(out: Path) -> str:
+    """The report's two leading edit similarities, base -> tuned (the gain the README quotes)."""
+    models = json.loads((out / "report" / "report.json").read_text())["models"]
+    parts = []
+    for label, score in (("line completion", "edit_sim"), ("editor replay", "editor_edit_sim")):
+        base, tuned = models["base"][score], models["tuned"][score]
+        parts.append(f"{label} edit similarity {base:.2f} -> {tuned:.2f} ({tuned - base:+.2f})")
+    return "; ".join(parts)
 
 
 def main() -> None:
@@ -72,6 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="cold + warm pairs (medians are printed)")
     parser.add_argument("--adapt-steps", type=int, help="quickstart --adapt-steps (default: its own)")
     parser.add_argument("--samples", type=int, help="quickstart --samples (default: its own)")
+    parser.add_argument("--seed", type=int, help="quickstart --seed (default: its own)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per quickstart run")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}

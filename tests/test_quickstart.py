@@ -56,6 +56,33 @@ def test_the_default_quickstart_adapts_the_shipped_base_without_pretraining(tmp_
     assert "quickstart base" in (tmp_path / "out" / "report" / "report.md").read_text()  # said to be a toy
 
 
+def test_quickstart_seed_reaches_the_lora_run_and_the_eval_draw(tmp_path, monkeypatch):
+    """--seed changes the LoRA run and the eval's prompts, so a gain can be checked over seeds."""
+    from tests.helpers.cli import run_cli
+
+    from codetune.artifacts.manifest import read_manifest
+
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache"))
+    project = make_project(tmp_path / "project", files=12)
+    out = tmp_path / "out"
+    proc = run_cli(
+        "quickstart",
+        "--source",
+        str(project),
+        "--out",
+        str(out),
+        "--adapt-steps",
+        "2",
+        "--samples",
+        "4",
+        "--seed",
+        "3",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_manifest(out / "run")["config"]["seed"] == 3
+    assert json.loads((out / "report" / "report.json").read_text())["settings"]["seed"] == 3
+
+
 def test_the_shipped_base_matches_its_recipe_and_knows_python():
     """The artefact in the package: made by codetune's recipe (recipe.json, every file's SHA-256), of
     the recipe's shape, and pretrained: far below a random model's loss on code it never saw."""

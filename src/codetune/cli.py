@@ -522,7 +522,13 @@ def quickstart(
         ),
     ] = None,
     adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
-    samples: Annotated[int, typer.Option(min=1, help="Held-out completions evaluated.")] = 150,
+    samples: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated per task.")] = 400,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Seed of the LoRA run and of the eval's draw of prompts (the held-out files stay)."
+        ),
+    ] = 0,
     repo_context: Annotated[
         bool,
         typer.Option(
@@ -548,7 +554,11 @@ def quickstart(
         print_result([rebuild(rebuild_base, say=console.print)])
         return
     settings = QuickstartSettings(
-        pretrain_steps=pretrain_steps, adapt_steps=adapt_steps, samples=samples, repo_context=repo_context
+        pretrain_steps=pretrain_steps,
+        adapt_steps=adapt_steps,
+        samples=samples,
+        repo_context=repo_context,
+        seed=seed,
     )
     print_result(run_quickstart(source=source, out=out, settings=settings))
 
