@@ -18,6 +18,7 @@ from codetune.cli_options import Spelling
 from codetune.errors import CodetuneError, ConfigError, InputError
 from codetune.evaluate.tasks import STYLES as SCORE_STYLES
 from codetune.languages import language_names
+from codetune.quickstart import QuickstartSettings
 from codetune.stages import STAGE_NAMES
 
 try:  # typer >= 0.26 carries its own copy of click
@@ -521,14 +522,18 @@ def quickstart(
             min=1, help="Pretrain a base here for this many steps (cached) instead of using the shipped one."
         ),
     ] = None,
-    adapt_steps: Annotated[int, typer.Option(min=1, help="LoRA steps on the project.")] = 160,
-    samples: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated per task.")] = 400,
+    adapt_steps: Annotated[
+        int, typer.Option(min=1, help="LoRA steps on the project.")
+    ] = QuickstartSettings.adapt_steps,
+    samples: Annotated[
+        int, typer.Option(min=1, help="Held-out prompts evaluated per task.")
+    ] = QuickstartSettings.samples,
     seed: Annotated[
         int,
         typer.Option(
             min=0, help="Seed of the LoRA run and of the eval's draw of prompts (the held-out files stay)."
         ),
-    ] = 0,
+    ] = QuickstartSettings.seed,
     repo_context: Annotated[
         bool,
         typer.Option(
@@ -545,7 +550,6 @@ def quickstart(
     ] = None,
 ) -> None:
     """End to end on your machine, offline, CPU only: adapt a tiny pretrained base, evaluate it."""
-    from codetune.quickstart import QuickstartSettings
     from codetune.quickstart import quickstart as run_quickstart
 
     if rebuild_base is not None:

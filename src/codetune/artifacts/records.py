@@ -317,7 +317,7 @@ class RecordWriter:
                     item.name,
                     size,
                 )
-            self._other_bytes = sum(s for _, s in self._other_files())
+            self._other_bytes -= size  # gone, whoever removed it
         return self._other_bytes + needed <= self.max_bytes
 
     def append(self, record: CompletionRecord | FeedbackRecord | dict[str, Any]) -> bool:

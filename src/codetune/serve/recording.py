@@ -125,7 +125,7 @@ class Recorder:
             history = read_records(folder, newest_files=None if fit else RECENT_DAY_FILES)
         if history is not None and not history.files:
             history = None
-        if spec is not None and spec.lower() == "auto" and history is None:
+        if fit and history is None:
             from codetune.errors import InputError
 
             raise InputError(
@@ -133,7 +133,7 @@ class Recorder:
                 f"{folder or 'no --record folder'} has none yet: serve with --record first, or give a "
                 "number (e.g. --min-confidence -1.5)"
             )
-        if spec is not None and spec.lower() == "auto":
+        if fit:
             gate = fit_gate(history.labeled(), keep_accepted)  # type: ignore[union-attr]
         else:
             gate = min_confidence(spec)
