@@ -202,6 +202,31 @@ def test_rotate_removes_the_oldest_days_to_keep_recording(tmp_path, caplog):
     assert again.dropped == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["records-2026-07-05.jsonl"]
 
 
+def test_rotate_never_follows_a_planted_link_or_removes_what_is_not_a_day_file(tmp_path):
+    """Rotation removes only the folder's own day-files: a link named as the oldest day (pointing out
+    of the folder) and a folder named as a day are left alone, and the file outside is untouched."""
+    day = 24 * 3600
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n" * 1000)
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "records-2000-01-01.jsonl").symlink_to(outside)
+    (folder / "records-2000-01-02.jsonl").mkdir()
+    row_bytes = len(json.dumps(completion("x" * 10, 0).row(), separators=(",", ":"))) + 1
+    writer = RecordWriter(folder, max_bytes=row_bytes * 2 + 10, when_full="rotate")
+    kept = [writer.append(completion(f"{n:010d}", n * day)) for n in range(4)]
+    writer.close()
+    assert kept == [True] * 4 and writer.rotated == 2
+    assert outside.read_text() == "precious\n" * 1000
+    assert (folder / "records-2000-01-01.jsonl").is_symlink() and (
+        folder / "records-2000-01-02.jsonl"
+    ).is_dir()
+    assert sorted(p.name for p in folder.glob("records-2026-*")) == [
+        "records-2026-07-03.jsonl",
+        "records-2026-07-04.jsonl",
+    ]
+
+
 def test_bad_rows_are_counted_never_fatal(tmp_path):
     write(tmp_path, [completion("good", 0), verdict("good", True, 1)])
     lines = [
