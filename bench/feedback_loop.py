@@ -248,6 +248,7 @@ def train_adapter(base: str, records: Path, work: Path) -> Path:
             lora_alpha=32,
             preference_beta=ARGS.beta,
             kto_desirable_weight=max(desirable_weight, 1.0),
+            precision=ARGS.precision,
             eval_every=max(ARGS.steps // 4, 1),
             save_every=ARGS.steps,
         )
@@ -391,6 +392,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="Training precision (bf16 speeds a real base, e.g. Gemma 3 270M, on CPUs with AVX-512 BF16).",
+    )
     parser.add_argument("--work", default="/tmp/feedback-loop")
     ARGS = parser.parse_args()
     main()

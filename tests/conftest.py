@@ -51,6 +51,23 @@ def _torch_threads() -> None:
     torch.set_num_threads(threads_per_worker())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _gguf_conversions_in_a_session_cache(tmp_path_factory):
+    """GGUF files the tests export are converted into a cache of this session's: each run's exports
+    differ, and kept in the user's cache they filled it by about a gigabyte a run. The presets and
+    tokenizers stay shared with the user's cache (built once, not once per run)."""
+    from codetune.modeling.presets import PRESETS_VERSION, cache_dir
+
+    shared = cache_dir()
+    session = tmp_path_factory.mktemp("codetune-cache")
+    for name in (f"presets-v{PRESETS_VERSION}", "tokenizers", "quickstart"):
+        (shared / name).mkdir(parents=True, exist_ok=True)
+        (session / name).symlink_to(shared / name, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODETUNE_CACHE", str(session))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _restore_language_registry():
     """Languages a test registers (as a recipe would) must not leak into the next test."""

@@ -170,3 +170,31 @@ def test_eval_task_generates_through_the_serving_path_and_reports_rows(tmp_path)
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 3 and all(p["suffix"] for p in predictions)
     assert "single-line infilling" in (out / "report.md").read_text()
+
+
+def test_a_model_without_fim_tokens_is_skipped_unless_asked_for_the_prefix_alone(tmp_path):
+    common = (
+        "eval", "--model", "tiny-codegen", "--task", "humaneval-infilling", "--allow-execution",
+        "--set", "limit=3", "--set", "max_new_tokens=8",
+    )  # fmt: skip
+    skipped = run_cli(*common, "--out", str(tmp_path / "skip"))
+    assert skipped.returncode == 0, skipped.stderr
+    report = json.loads((tmp_path / "skip" / "report.json").read_text())
+    assert "humaneval-infilling" not in report["tasks"]
+    assert "no fill-in-the-middle tokens, task humaneval-infilling skipped" in skipped.stderr
+
+    out = tmp_path / "prefix"
+    alone = run_cli(*common, "--set", "fim_missing=prefix", "--out", str(out))
+    assert alone.returncode == 0, alone.stderr
+    report = json.loads((out / "report.json").read_text())
+    task = report["tasks"]["humaneval-infilling"]
+    assert task["prefix_alone"] == ["tiny-codegen"]
+    assert {"pass@1", "exact_match", "syntax_valid"} <= set(task["models"]["tiny-codegen"])
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    # the prompt the model saw is the problem's prefix, with no suffix
+    assert [p["prefix"] for p in predictions] == [p["prompt"] for p in _problems()[:3]]
+    assert all(p["suffix"] is None for p in predictions)
+    assert (
+        "`tiny-codegen`: no fill-in-the-middle tokens, so each got the prefix alone"
+        in (out / "report.md").read_text()
+    )

@@ -25,6 +25,18 @@ def _adds_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
+def _greedy_until_stop(llm, ids: list[int], stops: set[int], max_tokens: int) -> str:
+    """llama.cpp's greedy tokens for ``ids``, up to the first of ``stops``, as text."""
+    out: list[int] = []
+    for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+        if token in stops or llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llm.model), token):
+            break
+        out.append(token)
+        if len(out) == max_tokens:
+            break
+    return llm.detokenize(out, prev_tokens=ids).decode("utf-8", errors="replace")
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_llama_cpp_reads_the_export_as_codetune_does(family, tmp_path):
     source = f16_exact(FAMILIES[family], tmp_path / "model")
@@ -42,6 +54,10 @@ def test_llama_cpp_reads_the_export_as_codetune_does(family, tmp_path):
         assert llama_cpp.llama_vocab_fim_suf(vocab) == fmt.suffix_id
         assert llama_cpp.llama_vocab_fim_mid(vocab) == fmt.middle_id
 
+    # codetune stops a middle at any of the family's special tokens, as the Ollama Modelfile's `stop`
+    # lines do; llama.cpp alone stops at its end-of-generation ids only (not <fim_middle>, which a
+    # random tiny model may emit)
+    stops = (fmt.stop_ids if fmt is not None else set()) | {tokenizer.eos_token_id}
     prompts = check_prompts(tokenizer, 16)
     reference = greedy(load_model(str(source)), tokenizer, prompts, 16)
     texts = []
@@ -54,8 +70,7 @@ def test_llama_cpp_reads_the_export_as_codetune_does(family, tmp_path):
         # (docs/export.md), so the model is given codetune's ids and only the rest is compared as text.
         if suffix is None or not fmt.adds_leading_space:
             assert ids == expected, (prefix, suffix)
-        out = llm.create_completion(expected, max_tokens=16, temperature=0.0, top_k=1)
-        texts.append(out["choices"][0]["text"])
+        texts.append(_greedy_until_stop(llm, expected, stops, 16))
     parity = compare(prompts, reference, texts)
     print(parity.line(f"{family}: codetune vs llama.cpp"))
     # random tiny models have near-ties that another summation order can flip; most must agree

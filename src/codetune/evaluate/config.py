@@ -80,6 +80,12 @@ class EvalConfig(StrictModel):
         description="Acceptance: replay only the newest share of the records (1: all; give a folder or a "
         "share the model was not trained on).",
     )
+    fim_missing: Literal["skip", "prefix"] = Field(
+        "skip",
+        description="Fill-in-the-middle tasks (humaneval-infilling, fim, safim) on a model without FIM tokens: "
+        "skip them, or send the prefix alone, left to right, as serve answers such a model (the report "
+        "marks the task; its scores are not comparable with published FIM results).",
+    )
     context: Literal["both", "without", "with"] = Field(
         "both",
         description="Editor replay and CrossCodeEval: run without and/or with repository context (the "

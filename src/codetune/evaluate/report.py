@@ -452,6 +452,13 @@ def render_markdown(report: dict[str, Any], plots: list[str], side_by_side: int)
     parts += _context_section(report)
     for name, info in report["tasks"].items():
         parts += [f"## Task `{name}`", "", f"{info['description']}; {info['prompts']} prompts.", ""]
+        if info.get("prefix_alone"):
+            names = ", ".join(f"`{model}`" for model in info["prefix_alone"])
+            parts += [
+                f"{names}: no fill-in-the-middle tokens, so each got the prefix alone (left to right); "
+                "these scores are not comparable with published FIM results.",
+                "",
+            ]
         keys = [
             k
             for k in sorted({k for v in info["models"].values() for k in v})

@@ -171,7 +171,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
         run = ModelRun(spec.name, model, tokenizer, cfg, language)
         scores: dict[str, Any] = {}
         for built in tasks:
-            task = built.for_tokenizer(tokenizer, spec.name)
+            task = built.for_tokenizer(tokenizer, spec.name, prefix_alone=cfg.fim_missing == "prefix")
             if task is None:
                 continue
             result = task.evaluate(run)
@@ -179,10 +179,13 @@ def evaluate(cfg: EvalConfig) -> StageResult:
             scores |= {
                 (k if k.startswith(task.prefix) else f"{task.prefix}{k}"): v for k, v in result.scores.items()
             }
-            per_task.setdefault(
+            entry = per_task.setdefault(
                 task.name,
                 {"description": task.description, "n": task.n, "prompts": task.size, "models": {}},
-            )["models"][spec.name] = result.scores
+            )
+            entry["models"][spec.name] = result.scores
+            if task.left_to_right and not task.fim_optional:
+                entry.setdefault("prefix_alone", []).append(spec.name)
             task_rows.extend({"model": spec.name, "task": task.name, **r} for r in result.rows)
         for temperature in cfg.sweep_temperature:
             for top_p in cfg.sweep_top_p or [cfg.top_p]:

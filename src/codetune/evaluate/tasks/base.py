@@ -52,6 +52,7 @@ class Task:
     n: int = 1
     timed: bool = False  # one request at a time, as an editor sends them, with latency per request
     fim_optional: bool = False  # models without FIM tokens get the prefix alone, as serve answers them
+    left_to_right: bool = False  # FIM items sent as the prefix alone (the model has no FIM tokens)
     # Repository context per item, given the model's token counter: a RepoContext or None.
     context: Callable[[Item, Callable[[str], int]], Any] | None = None
     baseline: str | None = None  # the task this one repeats with context (the report gives the delta)
@@ -70,9 +71,10 @@ class Task:
         """How many prompts (or examples) the task has."""
         return len(self.items)
 
-    def for_tokenizer(self, tokenizer: Any, model: str) -> Task | None:
+    def for_tokenizer(self, tokenizer: Any, model: str, prefix_alone: bool = False) -> Task | None:
         """The task as a model with this tokenizer can run it: FIM items without FIM tokens are skipped
-        (or, where the task allows, sent as the prefix alone, as serve answers them)."""
+        (or, where the task allows it or ``prefix_alone`` asks for it, sent as the prefix alone, as serve
+        answers them)."""
         from dataclasses import replace
 
         from codetune.fim import FimFormat
@@ -82,14 +84,18 @@ class Task:
             or FimFormat.from_tokenizer(tokenizer) is not None
         ):
             return self
-        if not self.fim_optional:
-            import logging
+        import logging
 
+        if not self.fim_optional and not prefix_alone:
             logging.getLogger(__name__).warning(
                 "%s: no fill-in-the-middle tokens, task %s skipped", model, self.name
             )
             return None
-        return replace(self, items=[replace(i, suffix=None) for i in self.items])
+        if not self.fim_optional:
+            logging.getLogger(__name__).warning(
+                "%s: no fill-in-the-middle tokens, task %s gets the prefix alone", model, self.name
+            )
+        return replace(self, items=[replace(i, suffix=None) for i in self.items], left_to_right=True)
 
     def evaluate(self, run: Any, **sampling: Any) -> TaskResult:
         """Generate for every item on the model ``run`` holds and score it (``sampling``: the sweep's
