@@ -242,7 +242,11 @@ def train_adapter(base: str, records: Path, work: Path) -> Path:
             method=ARGS.method,
             out=work / "run",
             max_steps=ARGS.steps,
-            batch_size=8,
+            **(
+                {"batch_tokens": ARGS.batch_tokens, "pack_length": ARGS.context}
+                if ARGS.batch_tokens
+                else {"batch_size": 8}
+            ),
             lr=ARGS.lr or (3e-4 if ARGS.method == "lora" else 1e-3),
             lora_r=16,
             lora_alpha=32,
@@ -258,9 +262,18 @@ def train_adapter(base: str, records: Path, work: Path) -> Path:
 
 def main() -> None:
     work = Path(ARGS.work)
-    if work.exists():
+    if work.exists() and not ARGS.resume:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    tallies = work / "tallies.json"
+    done: dict[str, dict] = json.loads(tallies.read_text()) if ARGS.resume and tallies.is_file() else {}
+
+    def measured(name: str, run) -> Tally:
+        if name not in done:
+            done[name] = vars(run())
+            tallies.write_text(json.dumps(done, indent=1))
+        return Tally(**done[name])
+
     repos = [Path(r).resolve() for r in ARGS.repo]
     round1, round2 = split_files(repos, ARGS.seed)
     print(
@@ -270,28 +283,39 @@ def main() -> None:
     print(f"base: {base}", flush=True)
     results: dict[str, Tally] = {}
     records = work / "records"
-    server = Server(base, "--record", str(records), "--adapter-dir", str(work))
-    try:
-        started = time.monotonic()
-        results["round 1: base"] = replay(server.url, round1, ARGS.requests)
-        print(
-            results["round 1: base"].line("round 1: base"),
-            f"[{time.monotonic() - started:.0f} s]",
-            flush=True,
-        )
-        round1_records = work / "round1-records"
-        shutil.copytree(records, round1_records)
-        started = time.monotonic()
-        run = train_adapter(base, round1_records, work)
-        print(f"{ARGS.method} adapter trained in {time.monotonic() - started:.0f} s", flush=True)
-        swapped = httpx.post(
-            server.url + "/admin/adapters", json={"name": base, "path": str(run)}, timeout=300
-        )
-        swapped.raise_for_status()
-        results[f"round 2: {ARGS.method} adapter"] = replay(server.url, round2, ARGS.requests)
-        print(results[f"round 2: {ARGS.method} adapter"].line(f"round 2: {ARGS.method} adapter"), flush=True)
-    finally:
-        server.stop()
+    round1_records = work / "round1-records"
+    run = work / "run"
+    adapted = f"round 2: {ARGS.method} adapter"
+    if adapted not in done:
+        if "round 1: base" not in done:
+            shutil.rmtree(records, ignore_errors=True)
+            shutil.rmtree(round1_records, ignore_errors=True)
+        server = Server(base, "--record", str(records), "--adapter-dir", str(work))
+        try:
+            started = time.monotonic()
+            results["round 1: base"] = measured(
+                "round 1: base", lambda: replay(server.url, round1, ARGS.requests)
+            )
+            print(
+                results["round 1: base"].line("round 1: base"),
+                f"[{time.monotonic() - started:.0f} s]",
+                flush=True,
+            )
+            if not round1_records.exists():
+                shutil.copytree(records, round1_records)
+            started = time.monotonic()
+            run = train_adapter(base, round1_records, work)
+            print(f"{ARGS.method} adapter trained in {time.monotonic() - started:.0f} s", flush=True)
+            swapped = httpx.post(
+                server.url + "/admin/adapters", json={"name": base, "path": str(run)}, timeout=300
+            )
+            swapped.raise_for_status()
+            results[adapted] = measured(adapted, lambda: replay(server.url, round2, ARGS.requests))
+        finally:
+            server.stop()
+    results["round 1: base"] = Tally(**done["round 1: base"])
+    results[adapted] = Tally(**done[adapted])
+    print(results[adapted].line(adapted), flush=True)
     # Controls on the round-2 files: the base alone, and each with the gate fitted on round 1.
     for control, (name, model, gated) in enumerate(
         (
@@ -300,6 +324,9 @@ def main() -> None:
             (f"round 2: {ARGS.method} + gate", str(run), True),
         )
     ):
+        if name in done:
+            results[name] = Tally(**done[name])
+            continue
         options: list[str] = []
         if gated:
             folder = work / f"gate-{control}"
@@ -319,7 +346,7 @@ def main() -> None:
                     f"{fitted['suggestions']} suggestions, {fitted['accepted_lost']} of them accepted",
                     flush=True,
                 )
-            results[name] = replay(server.url, round2, ARGS.requests)
+            results[name] = measured(name, lambda url=server.url: replay(url, round2, ARGS.requests))
             print(results[name].line(name), flush=True)
         finally:
             server.stop()
@@ -378,6 +405,18 @@ if __name__ == "__main__":
         help="The tuned loop also answers empty below the --min-confidence auto gate fitted on round 1.",
     )
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="Tokens per step, packed into rows of --context tokens (default: the train stage's own "
+        "batching; a real base, e.g. Gemma 3 270M, wants 1024: attention over one long packed row is slow "
+        "on a CPU).",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Keep --work and reuse what is done there (round 1's tally and records, the trained adapter).",
+    )
     parser.add_argument(
         "--lr", type=float, help="Learning rate (default: 3e-4 for lora, 1e-3 for kto and dpo)."
     )
