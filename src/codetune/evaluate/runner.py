@@ -184,7 +184,7 @@ def evaluate(cfg: EvalConfig) -> StageResult:
                 {"description": task.description, "n": task.n, "prompts": task.size, "models": {}},
             )
             entry["models"][spec.name] = result.scores
-            if task.left_to_right and not task.fim_optional:
+            if task is not built and not task.fim_optional:  # a FIM task sent as the prefix alone
                 entry.setdefault("prefix_alone", []).append(spec.name)
             task_rows.extend({"model": spec.name, "task": task.name, **r} for r in result.rows)
         for temperature in cfg.sweep_temperature:

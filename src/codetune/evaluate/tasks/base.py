@@ -52,7 +52,6 @@ class Task:
     n: int = 1
     timed: bool = False  # one request at a time, as an editor sends them, with latency per request
     fim_optional: bool = False  # models without FIM tokens get the prefix alone, as serve answers them
-    left_to_right: bool = False  # FIM items sent as the prefix alone (the model has no FIM tokens)
     # Repository context per item, given the model's token counter: a RepoContext or None.
     context: Callable[[Item, Callable[[str], int]], Any] | None = None
     baseline: str | None = None  # the task this one repeats with context (the report gives the delta)
@@ -95,7 +94,7 @@ class Task:
             logging.getLogger(__name__).warning(
                 "%s: no fill-in-the-middle tokens, task %s gets the prefix alone", model, self.name
             )
-        return replace(self, items=[replace(i, suffix=None) for i in self.items], left_to_right=True)
+        return replace(self, items=[replace(i, suffix=None) for i in self.items])
 
     def evaluate(self, run: Any, **sampling: Any) -> TaskResult:
         """Generate for every item on the model ``run`` holds and score it (``sampling``: the sweep's
