@@ -5,7 +5,8 @@ Run: python bench/feedback_loop.py --repo /tmp/repos/click --repo /tmp/repos/req
      [--base PATH | --pretrain-steps N] [--requests 700] [--method lora|kto|dpo] [--gate] [--steps 200]
      [--work /tmp/feedback-loop]
 
-A simulated developer types held-out Python files of real repositories (editor replay) through a real
+A simulated developer types a few lines at a seeded random place of each held-out Python file of real
+repositories (editor replay: the code above is written, none below) through a real
 `codetune serve --record` on 127.0.0.1, as Tabby's plugin talks to it: at each pause (after a word or a
 punctuation mark, and after the indentation of a new line) it asks /v1/completions for a suggestion
 (Tabby's body: the file up to the cursor, its path and language) and, when one is shown, accepts it
@@ -17,8 +18,8 @@ Round 1: the base model on half of each repository's files (shuffled, seeded). I
 where a suggestion was not taken) and a LoRA adapter (`--method lora`: the accepted and typed lines as
 targets; `kto` or `dpo`: preference rows), which is rolled out into the same running server (POST
 /admin/adapters). Round 2: the OTHER files of the same repositories. Also measured on the round-2 files:
-the base alone, and both with `--min-confidence auto` fitted on round 1's records. For each: suggestions
-shown, accepted, acceptance rate, accepted characters.
+the base alone, and with --gate both behind `--min-confidence auto` fitted on round 1's records. For
+each: suggestions shown, accepted, acceptance rate, accepted characters.
 
 Round 2 against round 1 is printed, but other files can be easier or harder: the last line compares the
 tuned loop (the adapter, with the gate under `--gate`) against the base on the SAME round-2 files.
@@ -105,6 +106,9 @@ class Tally:
         )
 
 
+Window = tuple[str, str, int, int]  # relative path, text, where typing starts, where it stops
+
+
 def word_end(text: str, at: int) -> int:
     """Where the word (or punctuation mark, or run of spaces) at ``at`` ends."""
 
@@ -120,14 +124,15 @@ def word_end(text: str, at: int) -> int:
     return end
 
 
-def replay(url: str, files: list[tuple[str, str]], budget: int) -> Tally:
-    """Type ``files`` (relative path, text) top to bottom until ``budget`` suggestions were asked for."""
+def replay(url: str, files: list[Window], budget: int) -> Tally:
+    """Type each file's window (the code above it already written, none below) until ``budget``
+    suggestions were asked for."""
     from codetune.evaluate.metrics import accepts, first_line
 
     tally = Tally()
     client = httpx.Client(base_url=url, timeout=120, headers={"User-Agent": "feedback-loop-bench/1.0"})
-    for path, text in files:
-        at = len(text) - len(text.lstrip())
+    for path, full, start, stop in files:
+        text, at = full[:stop], start
         while at < len(text) and tally.requests < budget:
             end = text.find("\n", at)
             end = len(text) if end < 0 else end
@@ -166,9 +171,25 @@ def replay(url: str, files: list[tuple[str, str]], budget: int) -> Tally:
     return tally
 
 
-def split_files(repos: list[Path], seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def typing_window(text: str, rng: random.Random, lines: int) -> tuple[int, int]:
+    """``lines`` lines of ``text`` from a seeded random code line, the first fifth of the file (its
+    imports and licence) left out where the file is long enough."""
+    starts = [0, *(i + 1 for i, ch in enumerate(text) if ch == "\n")]
+    code = [i for i in starts if text[i : text.find("\n", i) if "\n" in text[i:] else None].strip()]
+    last = max(len(code) - lines, 0)
+    first = min(len(code) // 5, last)
+    index = rng.randint(first, last)
+    start = code[index]
+    start += len(text[start:]) - len(text[start:].lstrip(" \t"))
+    after = code[index + lines] if index + lines < len(code) else len(text)
+    return start, after
+
+
+def split_files(repos: list[Path], seed: int) -> tuple[list[Window], list[Window]]:
     """Each repository's source files (no tests or docs), shuffled; half for each round, interleaved
-    across repositories so that each round sees every repository."""
+    across repositories so that each round sees every repository. In each file the developer types
+    ``--lines-per-file`` lines from a seeded random place: a round then spans many files (a round that
+    typed files from their top spent its requests on one file's imports)."""
     rounds: tuple[list, list] = ([], [])
     rng = random.Random(seed)
     per_repo = []
@@ -180,18 +201,16 @@ def split_files(repos: list[Path], seed: int) -> tuple[list[tuple[str, str]], li
         )
         rng.shuffle(files)
         half = len(files) // 2
-        per_repo.append(
-            [
-                [
-                    (
-                        f"{repo.name}/{p.relative_to(repo)}",
-                        p.read_text(encoding="utf-8", errors="replace")[: ARGS.file_chars],
-                    )
-                    for p in part
-                ]
-                for part in (files[:half], files[half:])
+        windows = []
+        for part in (files[:half], files[half:]):
+            texts = [
+                (f"{repo.name}/{p.relative_to(repo)}", p.read_text(encoding="utf-8", errors="replace"))
+                for p in part
             ]
-        )
+            windows.append(
+                [(path, text, *typing_window(text, rng, ARGS.lines_per_file)) for path, text in texts]
+            )
+        per_repo.append(windows)
     for index in range(2):
         parts = [repo_files[index] for repo_files in per_repo]
         for position in range(max(len(p) for p in parts)):
@@ -317,13 +336,13 @@ def main() -> None:
     results[adapted] = Tally(**done[adapted])
     print(results[adapted].line(adapted), flush=True)
     # Controls on the round-2 files: the base alone, and each with the gate fitted on round 1.
-    for control, (name, model, gated) in enumerate(
-        (
-            ("round 2 files: base", base, False),
+    controls = [("round 2 files: base", base, False)]
+    if ARGS.gate:
+        controls += [
             ("round 2 files: base + gate", base, True),
             (f"round 2: {ARGS.method} + gate", str(run), True),
-        )
-    ):
+        ]
+    for control, (name, model, gated) in enumerate(controls):
         if name in done:
             results[name] = Tally(**done[name])
             continue
@@ -402,7 +421,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--gate",
         action="store_true",
-        help="The tuned loop also answers empty below the --min-confidence auto gate fitted on round 1.",
+        help="The tuned loop also answers empty below the --min-confidence auto gate fitted on round 1 "
+        "(two more rounds on the round-2 files: the base and the adapter, each behind the gate).",
     )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument(
@@ -423,11 +443,11 @@ if __name__ == "__main__":
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--context", type=int, default=256, help="Prompt + completion tokens (the base's).")
     parser.add_argument(
-        "--file-chars",
+        "--lines-per-file",
         type=int,
-        default=800,
-        help="Characters typed of each file at most: a round types about 3.5 characters a request, so 700 "
-        "requests cover about 3 files, one of each repository (with 4000, the first file alone).",
+        default=3,
+        help="Lines the developer types in each file, from a seeded random place (about 8 requests a "
+        "line): a round spans about --requests / (8 x this) files.",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

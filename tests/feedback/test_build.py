@@ -247,3 +247,49 @@ def test_cli_builds_feedback(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "dpo rows" in done.stderr and (tmp_path / "ds" / "stats.json").is_file()
+
+
+def test_plain_rows_start_as_serve_prompts_and_learn_the_end_only_where_a_suggestion_ended(tmp_path):
+    """Gemma 3 needs its BOS: a row without it trains the adapter on prompts serve never sends. And
+    only a whole suggestion that the model stopped itself ends where it ends: a typed line (the
+    developer went on typing), a kept part, or a suggestion cut at max_tokens must not teach the
+    end token, or the adapter learns to stop after every newline and answers nothing at the start
+    of a line."""
+    from codetune.generation.request import context_prompt_ids
+
+    typed_prompt = "def mul(a, b):\n    return "
+    rows = [
+        completion("whole", 0, prefix=ADD, suffix=None, text="a + b\n", finish_reason="stop", path="a.py"),
+        completion(
+            "cut", 1, prefix="x = ", suffix=None, text="compute(", finish_reason="length", path="b.py"
+        ),
+        completion(
+            "part", 2, prefix="y = ", suffix=None, text="f()\ng()\n", finish_reason="stop", path="c.py"
+        ),
+        completion("bad", 3, prefix="z = ", suffix=None, text="oops", finish_reason="stop", path="d.py"),
+        completion("r", 4, prefix=typed_prompt, suffix=None, text="a - b", finish_reason="stop", path="e.py"),
+        completion("later", 6, prefix=typed_prompt + "a * b\n", suffix=None, text="", path="e.py"),
+        verdict("whole", True, 0.5),
+        verdict("cut", True, 1.5),
+        verdict("part", True, 2.5, kept_text="f()\n"),
+        verdict("bad", False, 3.5),
+        verdict("r", False, 4.5),
+    ]
+    dataset = built(tmp_path, rows, model="tiny-gemma3", max_length=256)
+    tokenizer = load_tokenizer(str(tmp_path / "ds" / "tokenizer"))
+    assert tokenizer.bos_token_id is not None
+    learned_end = {}
+    for row in rows_of(dataset, "kto"):
+        prompt = context_prompt_ids(tokenizer, row["prompt"], None, None)
+        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        assert prompt[0] == tokenizer.bos_token_id
+        assert row["input_ids"] == [*prompt, *completion_ids, tokenizer.eos_token_id]
+        assert row["loss_mask"][: len(prompt) + len(completion_ids)] == [0] * len(prompt) + [1] * len(
+            completion_ids
+        )
+        learned_end[row["completion"]] = row["loss_mask"][-1]
+    assert learned_end == {"a + b\n": 1, "compute(": 0, "f()\n": 0, "oops": 1, "a - b": 1, "a * b\n": 0}
+    (pair,) = [row for row in rows_of(dataset, "dpo") if row["prompt"] == typed_prompt]
+    assert (
+        pair["completion"] == "a * b\n" and pair["loss_mask"][-1] == 0 and pair["rejected_loss_mask"][-1] == 1
+    )

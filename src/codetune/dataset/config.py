@@ -97,7 +97,7 @@ class FeedbackOptions(StrictModel):
         description="Learn what the developer typed: where a suggestion was not taken and a later prompt of "
         "the same file shows how the cursor's line went on, that line is a desirable completion of the "
         "prompt (an sft row, a kto row labelled 1, and the chosen side of a dpo pair against the rejected "
-        "suggestion).",
+        "suggestion), without the end token: the developer went on typing after it.",
     )
     pair_max_chars: int = Field(
         64,

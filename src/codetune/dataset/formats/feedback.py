@@ -16,9 +16,11 @@ Records (``codetune.artifacts.records``: served completions joined to what the d
 
 Developers reject most suggestions: without the typed lines, the rows are nearly all "not that".
 
-Every row says which in its ``objective`` column; ``loss_mask`` is 1 on the completion (and its end
-token). Nearly-same prompts stay in one split, and the test split holds ``sft`` rows only (held-out
-accepted completions). stats.json counts each objective and every record dropped, and why.
+Every row says which in its ``objective`` column; ``loss_mask`` is 1 on the completion, and on its end
+token only where the completion is known to end there (``ends``: a whole suggestion the model stopped
+itself; not a typed line, a kept part or a suggestion cut at max_tokens). Nearly-same prompts stay in
+one split, and the test split holds ``sft`` rows only (held-out accepted completions). stats.json
+counts each objective and every record dropped, and why.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from codetune.dataset.formats.base import Format, tokenize
 from codetune.dataset.splits import SPLITS, plan_splits
 from codetune.errors import ConfigError, InputError
 from codetune.files import fingerprint
+from codetune.fim import bos_ids
 from codetune.languages import language_for_path
 from codetune.stage import StageResult, default_out
 
@@ -83,9 +86,18 @@ def prompt_groups(items: list[Labeled], max_chars: int) -> list[int]:
     return [roots.setdefault(find(i), len(roots)) for i in range(len(items))]
 
 
+def ends(item: Labeled, text: str) -> bool:
+    """Whether ``text``, a completion of ``item``'s prompt, is known to end where it ends: the whole
+    suggestion, stopped by the model. A suggestion cut at max_tokens, the part of one the developer
+    kept, or the line they typed (they went on typing after it) does not, and a row that learned the
+    end token there would teach stopping early: after a typed line's newline, at the start of
+    every line the editor asks about."""
+    return text == item.completion.text and item.completion.finish_reason != "length"
+
+
 def preference_pairs(
     items: list[Labeled], groups: list[int], opts: FeedbackOptions
-) -> list[tuple[str, str, str, str | None, Labeled]]:
+) -> list[tuple[str, Completion, Completion, str | None, Labeled]]:
     """(prompt, chosen, rejected, suffix, accepted item) for accepted/rejected items of one group whose
     prompts are directly nearly the same; the nearest ``max_pairs_per_accepted`` for each accepted one."""
     members: dict[int, list[int]] = {}
@@ -107,8 +119,8 @@ def preference_pairs(
             for _, bad in near[: opts.max_pairs_per_accepted]:
                 a, b = good.completion.prefix, bad.completion.prefix
                 common = min(a, b, key=len)
-                chosen = a[len(common) :] + good.target
-                other = b[len(common) :] + bad.completion.text
+                chosen = Completion(a[len(common) :] + good.target, ends(good, good.target))
+                other = Completion(b[len(common) :] + bad.completion.text, ends(bad, bad.completion.text))
                 pairs.append((common, chosen, other, good.completion.suffix, good))
     return pairs
 
@@ -116,11 +128,21 @@ def preference_pairs(
 # --- encoding ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A completion's text, and whether its end token is learned after it (``ends``)."""
+
+    text: str
+    ends: bool = True
+
+
 @dataclass
 class Encoder:
     """Prompt + completion ids as serve sends and training learns them: the family's FIM layout with a
-    suffix, prefix + completion + EOS without; a prompt over ``max_length`` loses the prefix's start
-    and the suffix's end (``prefix_ratio`` of the room for the prefix), never the completion."""
+    suffix, [BOS] + prefix + completion + EOS without (the BOS a plain prompt starts with at serve);
+    a prompt over ``max_length`` loses the prefix's start and the suffix's end (``prefix_ratio`` of the
+    room for the prefix), never the completion. The end token is always in the row, and in the loss
+    only where the completion ``ends``."""
 
     tokenizer: Any
     fim: Any
@@ -135,12 +157,13 @@ class Encoder:
         return list(tokenize(self.tokenizer, [text])["input_ids"][0])
 
     def rows(
-        self, prefix: str, suffix: str | None, completions: list[str]
+        self, prefix: str, suffix: str | None, completions: list[Completion]
     ) -> list[tuple[list[int], list[int]]] | None:
         """(input_ids, loss_mask) of each completion after one shared prompt; None when one cannot fit."""
         fim = suffix is not None
-        middles = [self._ids(text, infill=True, fim=fim) for text in completions]
-        overhead = self.fim.overhead if fim else 1
+        middles = [self._ids(c.text, infill=True, fim=fim) for c in completions]
+        bos = [] if fim else bos_ids(self.tokenizer)
+        overhead = self.fim.overhead if fim else len(bos) + 1
         room = self.max_length - overhead - max(len(m) for m in middles)
         if room < 1:
             return None
@@ -150,13 +173,13 @@ class Encoder:
         keep_before = min(len(before), room - keep_after)
         before, after = before[len(before) - keep_before :], after[:keep_after]
         out = []
-        for middle in middles:
+        for completion, middle in zip(completions, middles, strict=True):
             if fim:
                 ids = self.fim.example_ids(before, middle, after)
             else:
-                ids = [*before, *middle, self.tokenizer.eos_token_id]
+                ids = [*bos, *before, *middle, self.tokenizer.eos_token_id]
             prompt = len(ids) - len(middle) - 1
-            out.append((ids, [0] * prompt + [1] * (len(ids) - prompt)))
+            out.append((ids, [0] * prompt + [1] * len(middle) + [int(completion.ends)]))
         return out
 
 
@@ -224,6 +247,10 @@ class Target:
     text: str
     desirable: bool
     typed: bool = False
+
+    @property
+    def ends(self) -> bool:
+        return not self.typed and ends(self.item, self.text)
 
 
 def targets(labeled: list[Labeled], typed: dict[int, str], dropped: Counter) -> list[Target]:
@@ -328,7 +355,7 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
         item = target.item
         split = item_split[id(item)]
         c = item.completion
-        encoded = encoder.rows(c.prefix, c.suffix, [target.text])
+        encoded = encoder.rows(c.prefix, c.suffix, [Completion(target.text, target.ends)])
         if encoded is None:
             dropped["too_long"] += 1
             continue
@@ -339,23 +366,26 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
             rows[split].append(_row("kto", item, encoded, int(target.desirable), c.prefix, target.text))
     if "dpo" in wanted:
         # The line typed where a suggestion was rejected is its pair on exactly the same prompt.
-        typed_pairs = [
-            (t.item.completion.prefix, t.text, t.item.completion.text, t.item.completion.suffix, t.item)
-            for t in found
-            if t.typed and t.item.accepted is False
-        ]
+        typed_pairs = []
+        for target in found:
+            c = target.item.completion
+            if target.typed and target.item.accepted is False:
+                rejected = Completion(c.text, ends(target.item, c.text))
+                typed_pairs.append(
+                    (c.prefix, Completion(target.text, ends=False), rejected, c.suffix, target.item)
+                )
         for prompt, chosen, rejected, suffix, good in preference_pairs(items, groups, opts) + typed_pairs:
             split = item_split[id(good)]
             if "dpo" not in SPLIT_OBJECTIVES[split]:
                 continue
-            if chosen == rejected:
+            if chosen.text == rejected.text:
                 dropped["identical_pair"] += 1
                 continue
             encoded = encoder.rows(prompt, suffix, [chosen, rejected])
             if encoded is None:
                 dropped["too_long"] += 1
                 continue
-            rows[split].append(_row("dpo", good, encoded, 1, prompt, chosen))
+            rows[split].append(_row("dpo", good, encoded, 1, prompt, chosen.text))
 
     features = _features()
     splits = {
