@@ -340,7 +340,7 @@ def main() -> None:
     if ARGS.gate:
         controls += [
             ("round 2 files: base + gate", base, True),
-            (f"round 2: {ARGS.method} + gate", str(run), True),
+            (f"{adapted} + gate", str(run), True),
         ]
     for control, (name, model, gated) in enumerate(controls):
         if name in done:
@@ -380,7 +380,7 @@ def main() -> None:
         f"rate, {second.accepted_chars / max(first.accepted_chars, 1):.2f}x accepted chars "
         f"({second.accepted_chars} vs {first.accepted_chars})"
     )
-    tuned_name = f"round 2: {ARGS.method} adapter" + (" + gate" if ARGS.gate else "")
+    tuned_name = adapted + (" + gate" if ARGS.gate else "")
     for name in dict.fromkeys([f"round 2: {ARGS.method} adapter", tuned_name]):
         tuned = results.get(name)
         if tuned is None:
