@@ -174,8 +174,11 @@ def replay(url: str, files: list[Window], budget: int) -> Tally:
 def typing_window(text: str, rng: random.Random, lines: int) -> tuple[int, int]:
     """``lines`` lines of ``text`` from a seeded random code line, the first fifth of the file (its
     imports and licence) left out where the file is long enough."""
-    starts = [0, *(i + 1 for i, ch in enumerate(text) if ch == "\n")]
-    code = [i for i in starts if text[i : text.find("\n", i) if "\n" in text[i:] else None].strip()]
+    code, offset = [], 0
+    for line in text.split("\n"):
+        if line.strip():
+            code.append(offset)
+        offset += len(line) + 1
     last = max(len(code) - lines, 0)
     first = min(len(code) // 5, last)
     index = rng.randint(first, last)

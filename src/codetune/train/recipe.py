@@ -42,6 +42,7 @@ from codetune.files import atomic_dir, fingerprint
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import MAX_STEPS, TrainConfig
+from codetune.train.logits import target_logits
 from codetune.train.methods import Method, get_method, method_rows, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table
@@ -110,6 +111,7 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
         # flash-attention's varlen path reads document boundaries only from a single row: flatten.
         batch = {key: value.reshape(1, -1) for key, value in batch.items()}
         labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     if seq2seq:
         # Decoder inputs shifted by hand: passing labels would make peft's AdaLoRA add its own penalty.
         config = model.config
@@ -117,21 +119,19 @@ def forward_loss(model: Any, batch: dict[str, Any], seq2seq: bool) -> tuple[Any,
         decoder_ids = torch.cat([start, labels[:, :-1]], dim=1).masked_fill_(
             torch.cat([start, labels[:, :-1]], dim=1) == IGNORE, config.pad_token_id
         )
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs, decoder_input_ids=decoder_ids).logits
-        targets = labels
-    else:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, use_cache=False).logits
-        # Shift the labels, not the logits: slicing logits[:, :-1] would copy the largest tensor of the step.
-        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
-    loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-    return loss, int((targets != IGNORE).sum())
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
+        )
+        return loss, int((labels != IGNORE).sum())
+    # Shift the labels, not the logits: the logits are only made where a target follows.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    keep = targets != IGNORE
+    logits = target_logits(model, inputs, keep)
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
 def micro_loss(setup: Setup, model: Any, batch: dict[str, Any]) -> tuple[Any, int]:

@@ -372,7 +372,7 @@ def build_feedback(cfg: BuildConfig) -> StageResult:
             if target.typed and target.item.accepted is False:
                 rejected = Completion(c.text, ends(target.item, c.text))
                 typed_pairs.append(
-                    (c.prefix, Completion(target.text, ends=False), rejected, c.suffix, target.item)
+                    (c.prefix, Completion(target.text, target.ends), rejected, c.suffix, target.item)
                 )
         for prompt, chosen, rejected, suffix, good in preference_pairs(items, groups, opts) + typed_pairs:
             split = item_split[id(good)]

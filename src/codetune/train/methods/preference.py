@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from codetune.errors import ConfigError
+from codetune.train.logits import target_logits
 from codetune.train.methods.lora import Lora
 
 
@@ -29,16 +30,16 @@ def pad(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_
 
 def completion_logps(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any) -> Any:
     """Per row, the summed log-probability of its completion tokens (``completion_mask`` 1)."""
+    import torch
     import torch.nn.functional as F
 
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    # Shift the targets, not the logits (slicing the logits would copy the largest tensor of the step).
+    # Shift the targets, not the logits: the logits are only made where a completion token follows.
     targets = F.pad(input_ids[:, 1:], (0, 1), value=0)
-    mask = F.pad(completion_mask[:, 1:], (0, 1), value=0).float()
-    token_logps = -F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).view_as(targets)
-    return (token_logps * mask).sum(-1)
+    keep = F.pad(completion_mask[:, 1:], (0, 1), value=0).bool()
+    logits = target_logits(model, {"input_ids": input_ids, "attention_mask": attention_mask}, keep)
+    token_logps = -F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    rows = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
+    return rows.index_add(0, keep.nonzero()[:, 0], token_logps)
 
 
 @contextlib.contextmanager
