@@ -4,7 +4,7 @@ position projected (what training did before), on the same rows, model and steps
 Feedback rows learn one suggestion after a 256-token prompt; preference rows score only completions;
 a model with a large vocabulary (Gemma 3 270M: 262,144 rows) spends most of such a step projecting
 positions whose logits are thrown away. Both runs are codetune's own `train()`; the baseline patches
-`codetune.train.logits.keeps_target_positions` to answer False, so every position is projected and
+`codetune.modeling.logits.keeps_target_positions` to answer False, so every position is projected and
 the targets' rows picked after (the same losses). Reported: seconds per step (model load included,
 the same for both; the best of --repeats alternated runs), the last step's loss of each, and the
 ratio.
@@ -81,7 +81,7 @@ def timed(args: argparse.Namespace, dataset: Path, out: Path, every_position: bo
     )
     started = time.monotonic()
     if every_position:
-        with mock.patch("codetune.train.logits.keeps_target_positions", return_value=False):
+        with mock.patch("codetune.modeling.logits.keeps_target_positions", return_value=False):
             train(config)
     else:
         train(config)

@@ -1,6 +1,6 @@
 """The LM head runs only where a target token follows, and the losses are those of every position's
-logits: the causal loss of a row with a masked prompt, and the completion log-probabilities of
-preference rows, each checked against cross-entropy over the full logits computed here."""
+logits: the causal loss of a row with a masked prompt, the completion log-probabilities of
+preference rows and eval's held-out loss, each checked against the full logits computed here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from tests.helpers.train import CAUSAL_PRESETS, stdlib_chunks
 
 from codetune.modeling.loading import load_model, load_tokenizer
+from codetune.modeling.logits import keeps_target_positions
 from codetune.train.config import TrainConfig
-from codetune.train.logits import keeps_target_positions
 from codetune.train.methods import get_method
 from codetune.train.methods.preference import completion_logps
 from codetune.train.packing import IGNORE, collate_packed_rows
@@ -52,13 +52,9 @@ def test_the_causal_loss_projects_only_target_positions_and_equals_the_full_loss
     )
     with torch.no_grad():
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, use_cache=False).logits
-        full = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
+        logps = model(**inputs, use_cache=False).logits.float().log_softmax(-1)
+        where = targets != IGNORE
+        full = -logps[where].gather(-1, targets[where][:, None]).sum()
     torch.testing.assert_close(loss.detach(), full, atol=1e-3, rtol=1e-4)
 
 
@@ -118,3 +114,29 @@ def test_a_model_without_a_position_mask_projects_every_position_with_the_same_l
         kept, n_kept = forward_loss(inner, batch, seq2seq=False)
     assert seen == [batch["input_ids"].numel(), n_kept] and n_plain == n_kept
     torch.testing.assert_close(plain, kept, atol=1e-3, rtol=1e-4)
+
+
+def test_eval_loss_projects_only_masked_in_positions_and_equals_the_full_loss():
+    from types import SimpleNamespace
+
+    from codetune.evaluate.tasks.loss import test_loss as eval_loss
+
+    model = load_model("tiny-gemma3").eval()
+    tokenizer = load_tokenizer("tiny-gemma3")
+    rows, _ = masked_rows("tiny-gemma3")
+    rows.append({"input_ids": rows[0]["input_ids"][:20], "loss_mask": [0] * 20})  # nothing to score
+    seen = head_rows(model)
+    found = eval_loss(model, tokenizer, rows, SimpleNamespace(), tokenizer, max_length=512)
+    projected = list(seen)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows[:3]:
+            ids = torch.tensor([row["input_ids"]])
+            logps = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+            picked = logps.gather(-1, ids[0, 1:, None])[:, 0]
+            weights = torch.tensor(row["loss_mask"][1:], dtype=torch.float32)
+            total, count = total - float((picked * weights).sum()), count + int(weights.sum())
+    # one call per scored row (the row with nothing to score runs nothing), its targets' rows only
+    assert projected == [len(row["input_ids"]) - 30 for row in rows[:3]]
+    assert found["loss_tokens"] == count == sum(projected)
+    assert found["loss"] == pytest.approx(round(total / count, 4), abs=2e-4)

@@ -39,10 +39,10 @@ from codetune.artifacts.run import (
 )
 from codetune.errors import ConfigError, InputError
 from codetune.files import atomic_dir, fingerprint
+from codetune.modeling.logits import target_logits
 from codetune.progress import StepProgress
 from codetune.stage import StageResult, default_out
 from codetune.train.config import MAX_STEPS, TrainConfig
-from codetune.train.logits import target_logits
 from codetune.train.methods import Method, get_method, method_rows, quantization_config
 from codetune.train.packing import IGNORE, Batches
 from codetune.train.targets import format_table, parameter_table

@@ -69,6 +69,7 @@ def test_loss(
     import torch
 
     from codetune.generation.sequence import context_length, is_seq2seq
+    from codetune.modeling.logits import target_logits
 
     if not rows:
         return {}
@@ -90,12 +91,14 @@ def test_loss(
             if len(ids) < 2:
                 continue
             input_ids = torch.tensor([ids], device=device)
-            logits = model(input_ids=input_ids).logits[0, :-1].float()
-            targets = input_ids[0, 1:]
-            weights = torch.tensor(mask[1:], device=device, dtype=torch.float32)
-            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-            total += float((nll * weights).sum())
-            count += int(weights.sum())
+            # The position before each masked-in token predicts it; only those positions are projected.
+            keep = torch.tensor([[*map(bool, mask[1:]), False]], device=device)
+            if not keep.any():
+                continue
+            logits = target_logits(model, {"input_ids": input_ids}, keep).float()
+            targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))[keep]
+            total += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            count += int(keep.sum())
     if count == 0:
         return {}
     loss = total / count

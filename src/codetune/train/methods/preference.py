@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from codetune.errors import ConfigError
-from codetune.train.logits import target_logits
+from codetune.modeling.logits import target_logits
 from codetune.train.methods.lora import Lora
 
 

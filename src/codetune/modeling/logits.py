@@ -1,4 +1,4 @@
-"""Logits at the target positions only.
+"""Logits at the target positions only (training losses, preference log-probabilities, eval loss).
 
 The vocabulary projection is the largest matmul of a small model with a big vocabulary (Gemma 3 270M:
 262,144 rows of 640), and many rows have few target tokens: feedback rows learn one suggestion after
