@@ -1,7 +1,14 @@
-"""Keystroke latency: an editor typing through a real file, with the prefix KV cache on and off.
+"""Keystroke latency: an editor typing through a real file, with the prefix KV cache on and off, or
+(--compare engines) a GGUF file served by transformers and by llama.cpp.
 
 Run: python bench/editor_latency.py [--keystrokes 40] [--prompt-tokens 900] [--model tiny-gpt-bigcode]
      [--cancellation]  (also the older burst/cancel comparison, printed before the last line)
+     python bench/editor_latency.py --compare engines --model FILE.gguf [--threads 2]
+
+With --compare engines the two servers run the same GGUF: `--engine hf` (transformers, the weights
+dequantized to float32, prefix cache on) and `--engine llamacpp` (the file as it is, its cache reused
+across keystrokes). Their arithmetic differs (quantized matmuls), so the share of keystrokes whose
+answers agree is printed instead of requiring every one to be identical.
 
 Two `codetune serve` subprocesses on 127.0.0.1 over the same tiny model: one as configured by default
 (prefix cache on), one with `--set prefix_cache=false`. One client types through a real file (this
@@ -27,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[1] / "src" / "codetune" / "serve" / "serving.py"
+SOURCE = Path(__file__).resolve().parents[1] / "src" / "codetune" / "serve" / "service.py"
 
 
 def free_port() -> int:
@@ -137,17 +144,24 @@ def p95(values: list[float]) -> float:
 
 def main() -> None:
     strokes = keystrokes(ARGS.prompt_tokens)
-    ports = {"cache off": free_port(), "cache on": free_port()}
+    engines = ARGS.compare == "engines"
+    settings = (
+        {"hf": ["engine=hf"], "llamacpp": ["engine=llamacpp", f"threads={ARGS.threads}"]}
+        if engines
+        else {"cache off": ["prefix_cache=false"], "cache on": []}
+    )
+    baseline_name, measured = list(settings)
+    ports = {name: free_port() for name in settings}
     servers = {}
     try:
-        servers["cache off"] = start_server(ports["cache off"], "prefix_cache=false")
-        servers["cache on"] = start_server(ports["cache on"])
+        for server_name, server_settings in settings.items():
+            servers[server_name] = start_server(ports[server_name], *server_settings)
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         results = typing(urls, strokes)
         cancel = None
         if ARGS.cancellation:
-            baseline, base_answers = asyncio.run(bursts(urls["cache on"], strokes, same_slot=False))
-            cancelled, answers = asyncio.run(bursts(urls["cache on"], strokes, same_slot=True))
+            baseline, base_answers = asyncio.run(bursts(urls[measured], strokes, same_slot=False))
+            cancelled, answers = asyncio.run(bursts(urls[measured], strokes, same_slot=True))
             if answers != base_answers:
                 raise SystemExit("error: the last keystroke of a burst got different text with cancellation")
             cancel = (baseline, cancelled)
@@ -155,15 +169,20 @@ def main() -> None:
         for server in servers.values():
             server.terminate()
             server.wait(30)
-    off, on = results["cache off"], results["cache on"]
+    off, on = results[baseline_name], results[measured]
     differ = [i for i, (a, b) in enumerate(zip(off, on)) if a["content"] != b["content"]]
-    if differ:
+    if differ and not engines:
         raise SystemExit(f"error: keystrokes {differ} got different text with the prefix cache")
+    agree = (
+        f"{len(strokes) - len(differ)} of {len(strokes)} answers identical"
+        if engines
+        else "answers identical"
+    )
     prompt = statistics.median(r["tokens_evaluated"] for r in on)
     reused = statistics.median(r["tokens_cached"] for r in on[1:])
     print(
         f"{len(strokes)} keystrokes, one client, prompts of ~{prompt:.0f} tokens "
-        f"(median {reused:.0f} reused from the cache), {ARGS.max_tokens} new tokens each; answers identical"
+        f"(median {reused:.0f} reused from the cache), {ARGS.max_tokens} new tokens each; {agree}"
     )
     waits = {name: [r["wait"] for r in rs] for name, rs in results.items()}
     for name, values in waits.items():
@@ -175,13 +194,15 @@ def main() -> None:
             f"cancel, {statistics.median(cancelled) * 1000:.1f} ms with cancel "
             f"({statistics.median(baseline) / statistics.median(cancelled):.2f}x)"
         )
-    ratio = statistics.median(waits["cache off"]) / statistics.median(waits["cache on"])
-    print(f"ratio: {ratio:.2f}x p50 keystroke latency, prefix cache off vs on")
+    ratio = statistics.median(waits[baseline_name]) / statistics.median(waits[measured])
+    compared = "transformers vs llama.cpp on the same GGUF" if engines else "prefix cache off vs on"
+    print(f"ratio: {ratio:.2f}x p50 keystroke latency, {compared}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-gpt-bigcode")
+    parser.add_argument("--compare", choices=["cache", "engines"], default="cache")
     parser.add_argument("--keystrokes", type=int, default=40)
     parser.add_argument("--prompt-tokens", type=int, default=900)
     parser.add_argument("--max-tokens", type=int, default=16)

@@ -14,7 +14,7 @@ from codetune.generation.request import GenerationRequest
 from codetune.modeling.loading import resolve_model
 
 PROMPTS = ["def add(a, b):\n    return", "import os\n\n\ndef main():\n", "x = [1, 2, 3]\nfor item in x:\n"]
-CPU_ENGINES = sorted(name for name, cls in ENGINES.items() if not cls.gpu_only)
+CPU_ENGINES = sorted(name for name, cls in ENGINES.items() if not cls.gpu_only and not cls.gguf_only)
 
 
 def reference(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
@@ -33,7 +33,7 @@ def reference(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 
 
 def test_the_registry_has_the_engines_every_path_names():
-    assert {"continuous", "static", "vllm"} <= set(ENGINES)
+    assert {"continuous", "static", "vllm", "llamacpp"} <= set(ENGINES)
     assert all(target in ENGINES for target in ALIASES.values())
     assert engine_class("hf") is ENGINES["continuous"] and engine_class("micro") is ENGINES["static"]
     with pytest.raises(ConfigError, match="unknown engine 'nope'"):
@@ -75,3 +75,20 @@ def test_vllm_refuses_before_loading_and_is_made_from_a_reference(tiny):
         engine_class("vllm").check(resolve_model("tiny-t5"), SamplingParams())
     with pytest.raises(ConfigError, match="loads its own model"):
         engine_for(model, tokenizer, "vllm")
+
+
+def test_llamacpp_refuses_transformers_models_and_beams(tiny):
+    # its greedy text against llama.cpp's own: tests/serve/test_llamacpp.py (needs llama-cpp-python)
+    model, tokenizer = tiny
+    with pytest.raises(ConfigError, match="reads a GGUF file itself"):
+        engine_for(model, tokenizer, "llamacpp")
+    with pytest.raises(ConfigError, match="beam search"):
+        engine_class("llamacpp").check(None, SamplingParams(num_beams=2))
+
+
+def test_llamacpp_without_llama_cpp_python_is_one_clear_error(monkeypatch, tiny):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match="needs llama-cpp-python: pip install llama-cpp-python"):
+        load_engine("llamacpp", "model.gguf", tiny[1])

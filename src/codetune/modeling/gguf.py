@@ -178,16 +178,22 @@ def _is_converted(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("config.json", "tokenizer.json", "source.json"))
 
 
-def gguf_to_hf(path: Path) -> Path:
-    """The Hugging Face folder of a GGUF file: converted now (once, atomically) or found in the cache."""
-    path = Path(path)
+def checked_sha256(path: Path) -> str:
+    """The file's SHA-256, checked against the one published beside it (ModelLoadError on a mismatch)."""
     digest = sha256_file(path)
     published = expected_sha256(path)
     if published is not None and published[0] != digest:
         raise ModelLoadError(
             f"{path}: its SHA-256 is {digest}, but {published[1].name} says {published[0] or '(empty)'}: the "
-            "file is corrupt or was changed; nothing was converted"
+            "file is corrupt or was changed; nothing was loaded"
         )
+    return digest
+
+
+def gguf_to_hf(path: Path) -> Path:
+    """The Hugging Face folder of a GGUF file: converted now (once, atomically) or found in the cache."""
+    path = Path(path)
+    digest = checked_sha256(path)
     folder = converted_dir(digest)
     if _is_converted(folder):
         return folder
@@ -214,28 +220,39 @@ def gguf_to_hf(path: Path) -> Path:
     return folder
 
 
-def _convert(info: GgufInfo, out: Path) -> None:
-    """Dequantize the weights and rebuild the tokenizer through transformers, then save both to ``out``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def gguf_tokenizer(info: GgufInfo) -> Any:
+    """The Hugging Face tokenizer of a GGUF, rebuilt from its ``tokenizer.*`` metadata (once, cached).
 
-    where, name = str(info.path.parent), info.path.name
-    # Rebuilding a tokenizer from a GGUF is the slow part (minutes for Gemma's vocabulary); GGUFs with the
-    # same tokenizer metadata (a model and its exports in another dtype, re-exports) share one.
+    Rebuilding is the slow part of reading a GGUF (minutes for Gemma's vocabulary); GGUFs with the
+    same tokenizer metadata (a model and its exports in another dtype, re-exports) share one.
+    """
+    from transformers import AutoTokenizer
+
     shared = tokenizer_cache_dir(info.path)
     if (shared / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(shared))
     else:
-        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(str(info.path.parent), gguf_file=info.path.name)
         with atomic_dir(shared) as tmp:
             tokenizer.save_pretrained(tmp)
-    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
-    _restore_dropped_keys(model.config, info)
     # A GGUF codetune exported names its FIM ids; on reserved tokens (Gemma's) they say the model was
     # taught that layout, which the tokenizer records as a build's would.
     keys = [info.metadata.get(f"tokenizer.ggml.fim_{key}_token_id") for key in ("pre", "suf", "mid")]
     if all(key is not None for key in keys):
         FimFormat.teach_reserved(tokenizer, [int(key) for key in keys])
+    return tokenizer
+
+
+def _convert(info: GgufInfo, out: Path) -> None:
+    """Dequantize the weights and rebuild the tokenizer through transformers, then save both to ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = gguf_tokenizer(info)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(info.path.parent), gguf_file=info.path.name, dtype=torch.float32
+    )
+    _restore_dropped_keys(model.config, info)
     # A model read from a GGUF carries the GGUF "quantizer", and save_pretrained refuses quantized
     # models it cannot serialise; the weights are plain float32 tensors by now.
     model.hf_quantizer = None

@@ -59,6 +59,8 @@ def build_service(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) ->
     """Load the model (base + adapter, or base + named adapters, unmerged) and start its engine."""
     from codetune.modeling import loading
 
+    if cfg.engine == "llamacpp":
+        return CompletionService(cfg, None, *_llama_cpp(cfg))
     if model is None or tokenizer is None:
         import torch
 
@@ -73,6 +75,36 @@ def build_service(cfg: ServeConfig, model: Any = None, tokenizer: Any = None) ->
             tokenizer = loading.load_tokenizer(ref)
             model = loading.load_model(ref, device=device, dtype=dtype)
     return CompletionService(cfg, model, tokenizer, start_engine(cfg, model, tokenizer))
+
+
+def _llama_cpp(cfg: ServeConfig) -> tuple[Any, Any]:
+    """The GGUF's tokenizer and a started llama.cpp engine over the file."""
+    from pathlib import Path
+
+    from codetune.errors import ConfigError
+    from codetune.generation.engines import load_engine
+    from codetune.modeling.gguf import checked_sha256, find_gguf, gguf_tokenizer, read_info
+
+    path = Path(cfg.model).expanduser()
+    gguf = find_gguf(path) if path.exists() else None
+    if gguf is None:
+        raise ConfigError(
+            f"engine llamacpp needs --model to be a GGUF file (or a folder with one): {cfg.model}"
+        )
+    checked_sha256(gguf)
+    tokenizer = gguf_tokenizer(read_info(gguf))
+    engine = load_engine(
+        "llamacpp",
+        gguf,
+        tokenizer,
+        device=cfg.device,
+        context=cfg.context_length,
+        threads=cfg.threads,
+        max_batch_size=cfg.max_batch_size,
+        max_queue=cfg.max_queue,
+    )
+    engine.start()
+    return tokenizer, engine
 
 
 def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> Any:

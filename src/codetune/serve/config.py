@@ -55,6 +55,15 @@ class ServeConfig(StrictModel):
         description="continuous: rows join and leave between decode steps (causal models); "
         "micro: whole batches of model.generate (always used for seq2seq).",
     )
+    engine: Literal["hf", "llamacpp"] = Field(
+        "hf",
+        description="hf: transformers (every model; adapters; batching as --batching says); llamacpp: "
+        "--model must be a GGUF file, run as it is by llama.cpp (llama-cpp-python), one row at a time, "
+        "much faster on a CPU; no adapters (export a run to GGUF and serve that file).",
+    )
+    threads: int | None = Field(
+        None, gt=0, description="CPU threads of the llamacpp engine (default: every core)."
+    )
     max_batch_size: int = Field(16, gt=0, description="Most sequences sharing one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the micro-batcher waits for company.")
     batch_regroup_ms: float = Field(
@@ -210,6 +219,11 @@ class ServeConfig(StrictModel):
         if self.continue_log is not None and self.continue_log.expanduser().is_symlink():
             raise ValueError(
                 f"continue_log {self.continue_log} is a link: give the file it points to (a link is not followed)"
+            )
+        if self.engine == "llamacpp" and (self.adapter is not None or self.adapters or self.adapter_dir):
+            raise ValueError(
+                "engine llamacpp serves one GGUF file without adapters: merge and export the run "
+                "(codetune export RUN --format gguf --out FILE.gguf) and serve that file"
             )
         base = self.served_name or self.model
         if base in self.adapters:

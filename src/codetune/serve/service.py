@@ -29,7 +29,7 @@ from codetune.generation.engines import Engine, QueueFull, engine_for
 from codetune.generation.generator import Generator
 from codetune.generation.params import InvalidParams, SamplingParams
 from codetune.generation.request import GenerationRequest, Request, RequestError
-from codetune.generation.sequence import Sequence, context_length
+from codetune.generation.sequence import Sequence
 from codetune.serve.adapters import AdapterTable, Swap
 from codetune.serve.admission import FairAdmission
 from codetune.serve.config import ServeConfig
@@ -268,7 +268,7 @@ class CompletionService:
         self.name = cfg.served_name or cfg.model
         # Named adapters over the one base (vLLM's multi-LoRA convention: `model` picks one).
         self.adapters: list[str] = list(cfg.adapters)
-        self.context = cfg.context_length or context_length(model) or 2048
+        self.context = cfg.context_length or engine.context_length or 2048
         self.generator = Generator(
             engine, context=self.context, prefix_ratio=cfg.fim_prefix_ratio, strict_fim=cfg.strict_fim
         )

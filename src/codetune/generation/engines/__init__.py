@@ -1,7 +1,8 @@
 """The engine registry: one name, one class, for every path (the Python API, generate, eval, serve).
 
 ``continuous``: token-level continuous batching (HF transformers; seq2seq models get static batches);
-``static``: whole batches of ``model.generate`` (beam search, seq2seq); ``vllm``: vLLM, offline only.
+``static``: whole batches of ``model.generate`` (beam search, seq2seq); ``vllm``: vLLM, offline only;
+``llamacpp``: a GGUF file through llama.cpp, one row at a time (serve).
 Two configs spell a row their own way, kept for the recipes that use them (``ALIASES``): generate's
 ``engine: hf`` is the HF engine, continuous batching; serve's ``batching: micro`` is the static one.
 
@@ -17,6 +18,7 @@ from codetune.errors import ConfigError
 from codetune.generation.engines.base import Engine, QueueFull
 from codetune.generation.engines.continuous import ContinuousEngine
 from codetune.generation.engines.hf import StaticEngine
+from codetune.generation.engines.llamacpp import LlamaCppEngine
 from codetune.generation.engines.vllm import VllmEngine
 
 ENGINES: dict[str, type[Engine]] = {}
@@ -34,6 +36,7 @@ def register_engine(name: str, cls: type[Engine]) -> type[Engine]:
 register_engine("continuous", ContinuousEngine)
 register_engine("static", StaticEngine)
 register_engine("vllm", VllmEngine)
+register_engine("llamacpp", LlamaCppEngine)
 
 
 def engine_class(name: str) -> type[Engine]:

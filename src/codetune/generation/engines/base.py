@@ -51,6 +51,7 @@ class Engine:
 
     name = "base"
     gpu_only = False  # runs on a GPU whatever the device setting (vLLM)
+    gguf_only = False  # loads a GGUF file itself, never a transformers model (llama.cpp)
 
     def __init__(
         self,
