@@ -5,6 +5,8 @@ the cache kept from the request before; the refusals are one `error:` line each.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from tests.helpers.export import f16_exact
@@ -113,3 +115,39 @@ def test_refusals_are_one_error_line(cli, exported, tmp_path):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
         assert lines[-1].startswith("error:") and message in lines[-1], result.stderr
+
+
+def test_a_greedy_client_does_not_starve_its_neighbour(exported):
+    """llama.cpp runs one row at a time: a client that asked for 16 long rows first still lets a
+    neighbour's short requests through between its rows."""
+    import threading
+
+    def client(address: str) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=120)
+
+    server = start_server(model=str(exported), engine="llamacpp", context_length=256, threads=1)
+    greedy = {"prompt": ["a"] * 16, "max_tokens": 100, "min_tokens": 100, "temperature": 0}
+    finished = threading.Event()
+
+    def hog() -> None:
+        with client("127.0.0.2") as http:
+            assert http.post(server.url + "/v1/completions", json=greedy).status_code == 200
+        finished.set()
+
+    thread = threading.Thread(target=hog, daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(server.url + "/health").json()["active"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with client("127.0.0.1") as http:
+            for _ in range(3):
+                answer = http.post(
+                    server.url + "/v1/completions", json={"prompt": PROMPTS[0], "max_tokens": 4}
+                )
+                assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1
+        assert not finished.is_set(), "the greedy request ended first: the neighbour waited behind all of it"
+        assert httpx.get(server.url + "/health").json()["waiting"] > 0  # its rows wait their turn
+    finally:
+        thread.join(timeout=120)
+        stop_server(server)

@@ -100,7 +100,6 @@ def _llama_cpp(cfg: ServeConfig) -> tuple[Any, Any]:
         device=cfg.device,
         context=cfg.context_length,
         threads=cfg.threads,
-        max_batch_size=cfg.max_batch_size,
         max_queue=cfg.max_queue,
     )
     engine.start()

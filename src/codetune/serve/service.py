@@ -289,7 +289,7 @@ class CompletionService:
         self.admission = FairAdmission(
             engine,
             max_queue=cfg.max_queue,
-            max_rows=cfg.max_batch_size,
+            max_rows=engine.max_batch_size,
             token_budget=cfg.kv_token_budget,
             reserve=cfg.reserve_for_new_clients,
         )

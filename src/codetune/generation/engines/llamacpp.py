@@ -76,6 +76,9 @@ class LlamaCppEngine(Engine):
     ) -> None:
         for name in _HF_OPTIONS:
             options.pop(name, None)
+        # Rows run one after another in arrival order, so the server's fair admission is handed only
+        # the running row and the next: which client goes next stays its choice, not this queue's.
+        options["max_batch_size"] = 2
         super().__init__(None, tokenizer, **options)
         self.llama, self.context = llama, context
         self.stop_ids = stop_token_ids(tokenizer)
