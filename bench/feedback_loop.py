@@ -3,7 +3,7 @@ its suggestions accepted in round 2?
 
 Run: python bench/feedback_loop.py --repo /tmp/repos/click --repo /tmp/repos/requests --repo /tmp/repos/httpx
      [--base PATH | --pretrain-steps N] [--requests 700] [--method lora|kto|dpo] [--gate] [--steps 200]
-     [--work /tmp/feedback-loop]
+     [--work /tmp/feedback-loop] [--engine hf|llamacpp]
 
 A simulated developer types a few lines at a seeded random place of each held-out Python file of real
 repositories (editor replay: the code above is written, none below) through a real
@@ -60,9 +60,10 @@ class Server:
     def __init__(self, model: str, *options: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        engine = ["--engine", "llamacpp", "--threads", str(ARGS.threads)] if ARGS.engine == "llamacpp" else []
         command = [
             sys.executable, "-m", "codetune", "serve", "--model", model, "--port", str(self.port),
-            "--device", "cpu", "--context-length", str(ARGS.context), "--log-level", "warning", *options,
+            "--device", "cpu", "--context-length", str(ARGS.context), "--log-level", "warning", *engine, *options,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(ARGS.threads)}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -282,6 +283,22 @@ def train_adapter(base: str, records: Path, work: Path) -> Path:
     return work / "run"
 
 
+def as_gguf(model: str, out: Path) -> str:
+    """``model`` (a base, or a run merged into its base) written as an f16 GGUF for llama.cpp, once.
+
+    The base is exported too, not served from its own (quantized) file: both rounds then run f16
+    weights, and only the adapter differs between them.
+    """
+    from codetune.export.config import ExportConfig
+    from codetune.export.runner import export
+
+    if not out.is_file():
+        started = time.monotonic()
+        export(ExportConfig(model=model, out=out, dtype="f16", check_prompts=0))
+        print(f"exported {model} to {out} in {time.monotonic() - started:.0f} s", flush=True)
+    return str(out)
+
+
 def main() -> None:
     work = Path(ARGS.work)
     if work.exists() and not ARGS.resume:
@@ -303,6 +320,8 @@ def main() -> None:
     )
     base = base_model()
     print(f"base: {base}", flush=True)
+    llama = ARGS.engine == "llamacpp"
+    served_base = as_gguf(base, work / "base-f16.gguf") if llama else base
     results: dict[str, Tally] = {}
     records = work / "records"
     round1_records = work / "round1-records"
@@ -312,7 +331,8 @@ def main() -> None:
         if "round 1: base" not in done:
             shutil.rmtree(records, ignore_errors=True)
             shutil.rmtree(round1_records, ignore_errors=True)
-        server = Server(base, "--record", str(records), "--adapter-dir", str(work))
+        swaps = [] if llama else ["--adapter-dir", str(work)]  # llama.cpp serves one file: no swap
+        server = Server(served_base, "--record", str(records), *swaps)
         try:
             started = time.monotonic()
             results["round 1: base"] = measured(
@@ -328,10 +348,14 @@ def main() -> None:
             started = time.monotonic()
             run = train_adapter(base, round1_records, work)
             print(f"{ARGS.method} adapter trained in {time.monotonic() - started:.0f} s", flush=True)
-            swapped = httpx.post(
-                server.url + "/admin/adapters", json={"name": base, "path": str(run)}, timeout=300
-            )
-            swapped.raise_for_status()
+            if llama:
+                server.stop()
+                server = Server(as_gguf(str(run), work / "adapter-f16.gguf"))
+            else:
+                swapped = httpx.post(
+                    server.url + "/admin/adapters", json={"name": base, "path": str(run)}, timeout=300
+                )
+                swapped.raise_for_status()
             results[adapted] = measured(adapted, lambda: replay(server.url, round2, ARGS.requests))
         finally:
             server.stop()
@@ -339,11 +363,12 @@ def main() -> None:
     results[adapted] = Tally(**done[adapted])
     print(results[adapted].line(adapted), flush=True)
     # Controls on the round-2 files: the base alone, and each with the gate fitted on round 1.
-    controls = [("round 2 files: base", base, False)]
+    tuned_model = as_gguf(str(run), work / "adapter-f16.gguf") if llama else str(run)
+    controls = [("round 2 files: base", served_base, False)]
     if ARGS.gate:
         controls += [
-            ("round 2 files: base + gate", base, True),
-            (f"{adapted} + gate", str(run), True),
+            ("round 2 files: base + gate", served_base, True),
+            (f"{adapted} + gate", tuned_model, True),
         ]
     for control, (name, model, gated) in enumerate(controls):
         if name in done:
@@ -454,6 +479,14 @@ if __name__ == "__main__":
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--engine",
+        choices=["hf", "llamacpp"],
+        default="hf",
+        help="hf: every round through transformers, the adapter rolled out by POST /admin/adapters; "
+        "llamacpp: the base and the merged adapter each exported to an f16 GGUF and served by llama.cpp "
+        "(several times faster on a CPU, so a round can ask for far more suggestions).",
+    )
     parser.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
