@@ -92,10 +92,11 @@ def _llama_cpp(cfg: ServeConfig) -> tuple[Any, Any]:
             f"engine llamacpp needs --model to be a GGUF file (or a folder with one): {cfg.model}"
         )
     checked_sha256(gguf)
-    tokenizer = gguf_tokenizer(read_info(gguf))
+    info = read_info(gguf)
+    tokenizer = gguf_tokenizer(info)
     engine = load_engine(
         "llamacpp",
-        gguf,
+        info,
         tokenizer,
         device=cfg.device,
         context=cfg.context_length,

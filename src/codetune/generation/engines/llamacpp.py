@@ -50,15 +50,6 @@ def require_llama_cpp() -> Any:
     return llama_cpp
 
 
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading ids ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class LlamaCppEngine(Engine):
     """Rows decoded one at a time by llama.cpp, each token chosen by codetune's sampler."""
 
@@ -106,13 +97,14 @@ class LlamaCppEngine(Engine):
         threads: int | None = None,
         **options: Any,
     ) -> LlamaCppEngine:
-        """llama.cpp over the GGUF file ``ref`` (checked first: a truncated or corrupt file is refused
-        before llama.cpp reads it), with ``context`` positions (default: the file's own)."""
-        from codetune.modeling.gguf import read_info
+        """llama.cpp over the GGUF file ``ref`` (a path, or the ``GgufInfo`` already read from one: a
+        truncated or corrupt file is refused before llama.cpp reads it), with ``context`` positions
+        (default: the file's own)."""
+        from codetune.modeling.gguf import GgufInfo, read_info
 
         llama_cpp = require_llama_cpp()
-        path = Path(ref)
-        info = read_info(path)
+        info = ref if isinstance(ref, GgufInfo) else read_info(Path(ref))
+        path = info.path
         trained = int(info.metadata.get(f"{info.architecture}.context_length") or 0) or None
         # Every position of the context is KV cache llama.cpp allocates up front: a long-context file
         # gets 8,192 unless asked for more (never more than it was trained for).
@@ -191,9 +183,8 @@ class LlamaCppEngine(Engine):
                     f"{len(prompt)} prompt + {seq.params.max_new_tokens} new tokens exceed the context "
                     f"of {self.context}"
                 )
-            cached = (
-                shared_prefix(prompt, llama.input_ids[: llama.n_tokens].tolist()) if seq.prefix_cache else 0
-            )
+            held = llama.input_ids[: llama.n_tokens].tolist()
+            cached = llama.longest_token_prefix(prompt, held) if seq.prefix_cache else 0
             cached = min(cached, len(prompt) - 1)  # the last prompt token is read again for its logits
             llama.n_tokens = cached
             seq.cached_tokens = cached
