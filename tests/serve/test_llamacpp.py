@@ -105,10 +105,15 @@ def test_refusals_are_one_error_line(cli, exported, tmp_path):
 
     truncated = tmp_path / "cut.gguf"
     truncated.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    changed = tmp_path / "changed" / "m.gguf"  # a file whose published SHA-256 it no longer matches
+    changed.parent.mkdir()
+    changed.write_bytes(exported.read_bytes())
+    (changed.parent / "m.gguf.sha256").write_text("0" * 64 + "  m.gguf\n")
     cases = [
         (["--model", "tiny-llama"], "needs --model to be a GGUF file"),
         (["--model", str(exported), "--adapter", str(make_run(tmp_path / "run"))], "without adapters"),
         (["--model", str(truncated)], "not a readable GGUF file"),
+        (["--model", str(changed)], "the file is corrupt or was changed"),
     ]
     for options, message in cases:
         result = cli("serve", *options, "--engine", "llamacpp", "--port", "0")
