@@ -2,7 +2,7 @@
 its suggestions accepted in round 2?
 
 Run: python bench/feedback_loop.py --repo /tmp/repos/click --repo /tmp/repos/requests --repo /tmp/repos/httpx
-     [--base PATH | --pretrain-steps N] [--requests 700] [--method lora|kto|dpo] [--gate] [--steps 200]
+     [--base PATH | --pretrain-steps N] [--requests 700] [--method lora|kto|dpo] [--gate] [--cut] [--steps 200]
      [--work /tmp/feedback-loop] [--engine hf|llamacpp]
 
 A simulated developer types a few lines at a seeded random place of each held-out Python file of real
@@ -18,11 +18,14 @@ Round 1: the base model on half of each repository's files (shuffled, seeded). I
 where a suggestion was not taken) and a LoRA adapter (`--method lora`: the accepted and typed lines as
 targets; `kto` or `dpo`: preference rows), which is rolled out into the same running server (POST
 /admin/adapters). Round 2: the OTHER files of the same repositories. Also measured on the round-2 files:
-the base alone, and with --gate both behind `--min-confidence auto` fitted on round 1's records. For
-each: suggestions shown, accepted, acceptance rate, accepted characters.
+the base alone, with --gate both behind `--min-confidence auto` fitted on round 1's records, and with
+--cut both behind `--cut-below auto` (each suggestion answered up to its first token under the floor
+that would have had the most of round 1's characters accepted). For each: suggestions shown,
+accepted, acceptance rate, accepted characters.
 
 Round 2 against round 1 is printed, but other files can be easier or harder: the last line compares the
-tuned loop (the adapter, with the gate under `--gate`) against the base on the SAME round-2 files.
+tuned loop (the adapter, behind the cut under `--cut`, else the gate under `--gate`) against the base on
+the SAME round-2 files.
 
 The base (--base, default the quickstart's tiny base shipped with codetune, pretrained on the Python
 standard library) knows Python but none of these repositories.
@@ -364,33 +367,45 @@ def main() -> None:
     print(results[adapted].line(adapted), flush=True)
     # Controls on the round-2 files: the base alone, and each with the gate fitted on round 1.
     tuned_model = as_gguf(str(run), work / "adapter-f16.gguf") if llama else str(run)
-    controls = [("round 2 files: base", served_base, False)]
-    if ARGS.gate:
+    controls: list[tuple[str, str, str | None]] = [("round 2 files: base", served_base, None)]
+    for kind in [k for k, on in (("gate", ARGS.gate), ("cut", ARGS.cut)) if on]:
         controls += [
-            ("round 2 files: base + gate", served_base, True),
-            (f"{adapted} + gate", tuned_model, True),
+            (f"round 2 files: base + {kind}", served_base, kind),
+            (f"{adapted} + {kind}", tuned_model, kind),
         ]
-    for control, (name, model, gated) in enumerate(controls):
+    for control, (name, model, kind) in enumerate(controls):
         if name in done:
             results[name] = Tally(**done[name])
             continue
         options: list[str] = []
-        if gated:
-            folder = work / f"gate-{control}"
+        if kind is not None:  # fitted on round 1's records (a copy: this server records into it too)
+            folder = work / f"{kind}-{control}"
+            shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(round1_records, folder)
-            options = ["--record", str(folder), "--min-confidence", "auto"]
+            option = "--min-confidence" if kind == "gate" else "--cut-below"
+            options = ["--record", str(folder), option, "auto"]
         try:
             server = Server(model, *options)
         except RuntimeError as error:  # e.g. a gate that round 1's records cannot fit
             print(f"{name}: not measured: {str(error).strip().splitlines()[-1]}", flush=True)
             continue
         try:
-            if gated:
-                gate = httpx.get(server.url + "/admin/records", timeout=30).json()["min_confidence"]
+            stats = httpx.get(server.url + "/admin/records", timeout=30).json() if kind else {}
+            if kind == "gate":
+                gate = stats["min_confidence"]
                 fitted = gate["fitted_on"]
                 print(
                     f"gate: threshold {gate['threshold']:.3f}; on round 1 it removes {fitted['removed']} of "
                     f"{fitted['suggestions']} suggestions, {fitted['accepted_lost']} of them accepted",
+                    flush=True,
+                )
+            elif kind == "cut":
+                cut = stats["cut_below"]
+                before, after = cut["fitted_on"]["before"], cut["fitted_on"]["after"]
+                print(
+                    f"cut: floor {cut['floor']}; on round 1's {cut['fitted_on']['judged']} suggestions with a known "
+                    f"truth: accepted {before['accepted']} -> {after['accepted']} of {before['shown']} -> "
+                    f"{after['shown']} shown, accepted chars {before['accepted_chars']} -> {after['accepted_chars']}",
                     flush=True,
                 )
             results[name] = measured(name, lambda url=server.url: replay(url, round2, ARGS.requests))
@@ -408,14 +423,16 @@ def main() -> None:
         f"rate, {second.accepted_chars / max(first.accepted_chars, 1):.2f}x accepted chars "
         f"({second.accepted_chars} vs {first.accepted_chars})"
     )
-    tuned_name = adapted + (" + gate" if ARGS.gate else "")
-    for name in dict.fromkeys([f"round 2: {ARGS.method} adapter", tuned_name]):
+    # The headline's tuned loop: the adapter behind the cut, else the gate, when asked for.
+    tuned_name = adapted + (" + cut" if ARGS.cut else " + gate" if ARGS.gate else "")
+    compared = [name for name in results if name.startswith(("round 2: ", "round 2 files: base + "))]
+    for name in dict.fromkeys([*compared, tuned_name]):
         tuned = results.get(name)
         if tuned is None:
             print(f"{name}: not measured")
             continue
         print(
-            f"same round-2 files, {name.removeprefix('round 2: ')} vs base: "
+            f"same round-2 files, {name.removeprefix('round 2: ').removeprefix('round 2 files: ')} vs base: "
             f"{tuned.rate / max(control.rate, 1e-9):.2f}x acceptance rate, "
             f"{tuned.accepted_chars / max(control.accepted_chars, 1):.2f}x accepted chars "
             f"({tuned.accepted_chars} vs {control.accepted_chars}), shown {tuned.shown} vs {control.shown}"
@@ -467,6 +484,11 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--lr", type=float, help="Learning rate (default: 3e-4 for lora, 1e-3 for kto and dpo)."
+    )
+    parser.add_argument(
+        "--cut",
+        action="store_true",
+        help="Also measure each model on the round-2 files behind `--cut-below auto` fitted on round 1's records.",
     )
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--context", type=int, default=256, help="Prompt + completion tokens (the base's).")

@@ -445,6 +445,15 @@ def records_import_continue(
     _print_counts(f"continue import -> {out}", import_continue(source, out))
 
 
+def _flat(report: dict[str, Any]) -> dict[str, Any]:
+    """``{"before": {"shown": 3}}`` as ``{"before shown": 3}``, for one table."""
+    return {
+        f"{key} {inner}" if isinstance(value, dict) else key: v
+        for key, value in report.items()
+        for inner, v in (value.items() if isinstance(value, dict) else [(None, value)])
+    }
+
+
 @records_app.command("stats")
 def records_stats(
     records: Annotated[Path, typer.Argument(help="Records folder (or one records JSONL file).")],
@@ -457,6 +466,14 @@ def records_stats(
         ),
     ] = None,
     signal: Annotated[str, typer.Option("--signal", help="mean_logprob or logistic.")] = "mean_logprob",
+    cut: Annotated[
+        bool,
+        typer.Option(
+            "--cut",
+            help="Also fit the floor of serve --cut-below auto and report what cutting the suggestions there "
+            "would change.",
+        ),
+    ] = False,
     holdout: Annotated[
         float, typer.Option("--holdout", help="Newest share of records the threshold is reported on.")
     ] = 0.25,
@@ -473,13 +490,21 @@ def records_stats(
 
         gate, found = suggest_less(records, keep_accepted, signal, holdout)
         report["confidence"] = {"gate": gate.to_dict(), **found}
+    if cut:
+        from codetune.feedback.cut import cut_on_records
+
+        report["cut"] = cut_on_records(records, holdout)[1]
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    _print_counts(f"records {records}", {k: v for k, v in report.items() if k != "confidence"})
+    _print_counts(f"records {records}", {k: v for k, v in report.items() if k not in ("confidence", "cut")})
     for name, part in report.get("confidence", {}).items():
         if name != "gate":
             _print_counts(f"confidence threshold ({name.replace('_', '-')})", part)
+    for name, part in report.get("cut", {}).items():
+        _print_counts(
+            f"cut below (floor {report['cut']['fit']['floor']}, {name.replace('_', '-')})", _flat(part)
+        )
 
 
 @app.command()

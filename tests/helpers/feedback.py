@@ -48,6 +48,25 @@ def typed_on(count: int, files: int) -> list:
     return rows
 
 
+# "a + c" as three tokens: "a" and " +" sure, " c" a guess (the developer typed "a + b").
+GUESS = {"text": "a + c", "token_logprobs": [-0.1, -0.2, -3.0], "token_ends": [1, 3, 5]}
+
+
+def guessed_history(files: int = 24, **guess) -> list:
+    """In each file a suggestion is rejected, then the developer's next prompt shows the line typed."""
+    rows = []
+    for n in range(files):
+        path, prefix = f"m{n}.py", f"def add{n}(a, b):\n    return "
+        rows += [
+            completion(f"g{n}", n, prefix=prefix, path=path, **{**GUESS, **guess}),
+            verdict(f"g{n}", False, n + 0.2),
+            completion(
+                f"next{n}", n + 0.5, prefix=prefix + "a + b\n", path=path, text="", token_logprobs=None
+            ),
+        ]
+    return rows
+
+
 # Continue core/autocomplete/util/types.ts AutocompleteOutcome, logged by AutocompleteLoggingService through
 # DataLogger.logLocalData, validated by config-yaml's autocomplete schema 0.2.0 (all fields, level "all").
 CONTINUE_0_2_0 = {

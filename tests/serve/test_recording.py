@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 from tests.helpers.cli import assert_clean_error, free_port, run_cli
-from tests.helpers.feedback import completion, verdict, write
+from tests.helpers.feedback import completion, guessed_history, verdict, write
 
 from codetune.artifacts.records import read_records
 from codetune.feedback.confidence import fit_gate
@@ -228,6 +228,50 @@ def test_min_confidence_auto_withholds_what_the_gate_would_remove(server, folder
         stop(gated)
 
 
+def test_a_cut_answers_up_to_the_first_token_under_its_floor(server, folder, launch, tmp_path, caplog):
+    """Records carry each token's log-probability and where its text ends, as the logprobs API reports
+    them; behind --cut-below X the same prompt is answered up to the first token under X (plain and
+    streamed, and recorded so); --cut-below auto fits the floor the records say and names it."""
+    ungated = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    ask = {"model": "codetune", "max_tokens": 12, "temperature": 0}
+
+    def first_dip(logprobs):  # the first token less likely than every token before it
+        return next((n for n in range(1, len(logprobs)) if logprobs[n] < min(logprobs[:n])), None)
+
+    for prompt in [PREFIX, "print(", "values = [1, 2, ", "    result = ", "def f(x):\n    return "]:
+        answer = ungated.completions.create(prompt=prompt, logprobs=1, **ask)
+        tokens, logprobs = answer.choices[0].logprobs.tokens, answer.choices[0].logprobs.token_logprobs
+        record = recorded(folder)[(answer.id, 0)]
+        assert (record.token_logprobs or []) == pytest.approx(logprobs, abs=1e-4)
+        assert [record.text[:end] for end in record.token_ends or []] == [
+            "".join(tokens[: n + 1]) for n in range(len(tokens))
+        ]
+        if (k := first_dip(logprobs)) is not None:
+            break
+    assert k is not None, "no prompt's answer has a token less likely than the ones before it"
+    floor = (logprobs[k] + min(logprobs[:k])) / 2
+    start, stop = launch
+    cutting = start(record=tmp_path / "cut", cut_below=str(floor))
+    try:
+        client = openai.OpenAI(base_url=cutting.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        plain = client.completions.create(prompt=prompt, **ask).choices[0].text
+        streamed = client.completions.create(prompt=prompt, stream=True, **ask)
+        assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == plain
+        assert plain == "".join(tokens[:k]) and len(plain) < len(answer.choices[0].text)
+        kept = [r for r in recorded(tmp_path / "cut").values() if r.source == "serve"]
+        assert [(r.text, len(r.token_logprobs or [])) for r in kept] == [(plain, k), (plain, k)]
+    finally:
+        stop(cutting)
+    with caplog.at_level("WARNING", logger="codetune.serve.app"):
+        fitted = start(record=write(tmp_path / "history", guessed_history()), cut_below="auto")
+    try:
+        stats = httpx.get(fitted.url + "/admin/records", timeout=30).json()["cut_below"]
+        assert stats["floor"] == pytest.approx(-0.2)
+        assert "accepted 0 -> 24, accepted characters 0 -> 72" in caplog.text
+    finally:
+        stop(fitted)
+
+
 def test_bad_record_and_confidence_options_are_one_error_line(tmp_path):
     a_file = tmp_path / "records.jsonl"
     a_file.write_text("")
@@ -238,6 +282,10 @@ def test_bad_record_and_confidence_options_are_one_error_line(tmp_path):
     proc = run_cli("serve", "--model", "tiny-gpt-bigcode", "--record", str(empty), "--min-confidence", "auto")
     assert_clean_error(proc, "at least 20 completions with feedback")
     assert_clean_error(run_cli("serve", "--model", "tiny-gpt-bigcode", "--min-confidence", "high"), "auto")
+    assert_clean_error(run_cli("serve", "--model", "tiny-gpt-bigcode", "--cut-below", "auto"), "--record")
+    assert_clean_error(run_cli("serve", "--model", "tiny-gpt-bigcode", "--cut-below", "0.5"), "<= 0")
+    proc = run_cli("serve", "--model", "tiny-gpt-bigcode", "--record", str(empty), "--cut-below", "auto")
+    assert_clean_error(proc, "at least 20 recorded suggestions with token log-probabilities")
 
 
 def test_nothing_answered_is_lost_when_the_server_is_killed(tmp_path):

@@ -96,6 +96,10 @@ class CompletionRecord(_Row):
     mean_logprob: float | None = None
     withheld: bool = False
     source: str = "serve"
+    # Each generated token's log-probability and where its text ends in ``text`` (a suggestion cut
+    # where the model turned unsure, ``serve --cut-below``, is fitted on these).
+    token_logprobs: list[float] | None = None
+    token_ends: list[int] | None = None
 
 
 @dataclass
@@ -179,6 +183,26 @@ def _finite(value: float | None, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _token_trace(row: dict[str, Any]) -> dict[str, Any]:
+    """``token_logprobs`` and ``token_ends`` of a completion row: both or neither, as long as each
+    other, log-probabilities finite and <= 0, ends rising within the text."""
+    logprobs = _check(row, "token_logprobs", (list,))
+    ends = _check(row, "token_ends", (list,))
+    if logprobs is None and ends is None:
+        return {}
+    if logprobs is None or ends is None or len(logprobs) != len(ends):
+        raise ValueError("'token_logprobs' and 'token_ends' come together, one entry per token")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and -1e308 < v <= 0 for v in logprobs):
+        raise ValueError("'token_logprobs' holds finite log-probabilities (<= 0)")
+    text_length = len(row["text"])
+    previous = 0
+    for end in ends:
+        if not isinstance(end, int) or isinstance(end, bool) or not previous <= end <= text_length:
+            raise ValueError("'token_ends' rise from 0 to the text's length")
+        previous = end
+    return {"token_logprobs": [float(v) for v in logprobs], "token_ends": list(ends)}
+
+
 def parse_row(row: Any) -> CompletionRecord | FeedbackRecord:
     """A record from one decoded JSON line; ValueError saying what is wrong with it."""
     if not isinstance(row, dict):
@@ -203,6 +227,7 @@ def parse_row(row: Any) -> CompletionRecord | FeedbackRecord:
             mean_logprob=_finite(_check(row, "mean_logprob", (int, float)), "mean_logprob"),
             withheld=bool(_check(row, "withheld", (bool,))),
             source=_check(row, "source", (str,)) or "serve",
+            **_token_trace(row),
         )
     if kind == FEEDBACK:
         ident, index = _check_id(row)

@@ -61,6 +61,16 @@ class Detokenizer:
         return ""
 
 
+def token_ends(tokenizer: Any, tokens: list[int]) -> list[int]:
+    """Where each token's text ends in the text that decoding ``tokens`` one by one builds, as a row's
+    text is built (a token ending inside a character ends before it: a cut never splits one)."""
+    detok, ends, length = Detokenizer(), [], 0
+    for count in range(1, len(tokens) + 1):
+        length += len(detok.step(tokenizer, tokens[:count], final=count == len(tokens)))
+        ends.append(length)
+    return ends
+
+
 @dataclass(eq=False)
 class Sequence:
     """One row to generate: prompt ids, settings, optional post-processing and streaming callbacks."""

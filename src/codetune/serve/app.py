@@ -119,6 +119,7 @@ def create_app(cfg: ServeConfig, service: CompletionService | None = None) -> An
         cfg.record,
         cfg.min_confidence,
         keep_accepted=cfg.min_confidence_keep,
+        cut_spec=cfg.cut_below,
         max_bytes=cfg.record_max_bytes,
         when_full=cfg.record_when_full,
         join_outcomes=cfg.continue_log is not None,

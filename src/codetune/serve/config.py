@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from codetune.schema import StrictModel
 
@@ -174,6 +175,12 @@ class ServeConfig(StrictModel):
     min_confidence_keep: float = Field(
         0.95, gt=0, le=1, description="--min-confidence auto: share of the accepted suggestions kept."
     )
+    cut_below: str | None = Field(
+        None,
+        description="Answer each suggestion only up to its first token whose log-probability is under "
+        "this: a number (e.g. -2), or auto (fitted at start-up on the --record folder's suggestions, "
+        "the floor under which they would have had the most characters accepted).",
+    )
     adapter_dir: Path | None = Field(
         None,
         description="Folder POST /admin/adapters rolls new adapters out from (a path in it, or a name "
@@ -181,17 +188,22 @@ class ServeConfig(StrictModel):
     )
     log_level: str = Field("info", description="uvicorn log level.")
 
-    @field_validator("min_confidence")
+    @field_validator("min_confidence", "cut_below")
     @classmethod
-    def _confidence_spec(cls, spec: str | None) -> str | None:
+    def _confidence_spec(cls, spec: str | None, info: ValidationInfo) -> str | None:
         if spec is None or spec.strip().lower() == "auto":
             return spec
+        what = (
+            "mean log-probability (e.g. -1.5)"
+            if info.field_name == "min_confidence"
+            else "log-probability (e.g. -2)"
+        )
         try:
             value = float(spec)
         except ValueError:
-            raise ValueError(f"use auto or a mean log-probability (e.g. -1.5), not {spec!r}") from None
-        if not value <= 0:
-            raise ValueError(f"{spec}: a mean log-probability is a finite number <= 0")
+            raise ValueError(f"use auto or a {what}, not {spec!r}") from None
+        if not (math.isfinite(value) and value <= 0):
+            raise ValueError(f"{spec}: a {what.split(' (')[0]} is a finite number <= 0")
         return spec
 
     @field_validator("adapters")
@@ -214,6 +226,8 @@ class ServeConfig(StrictModel):
             and not self.record
         ):
             raise ValueError("min_confidence auto is fitted on the records of --record DIR: give one")
+        if self.cut_below is not None and self.cut_below.strip().lower() == "auto" and not self.record:
+            raise ValueError("cut_below auto is fitted on the records of --record DIR: give one")
         if self.continue_log is not None and not self.record:
             raise ValueError("continue_log is imported into the records folder of --record DIR: give one")
         if self.continue_log is not None and self.continue_log.expanduser().is_symlink():

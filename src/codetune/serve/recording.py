@@ -33,6 +33,7 @@ from codetune.artifacts.records import (
 )
 from codetune.errors import CodetuneError
 from codetune.feedback.confidence import ConfidenceGate, fit_gate, gate_report, min_confidence
+from codetune.feedback.cut import SuggestionCut, cut_below, fit_cut
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Recorder:
         when_full: str = "stop",
         gate: ConfidenceGate | None = None,
         gate_report: dict[str, Any] | None = None,
+        cut: SuggestionCut | None = None,
+        cut_report: dict[str, Any] | None = None,
         join_outcomes: bool = False,
     ) -> None:
         self.folder = folder
@@ -96,6 +99,7 @@ class Recorder:
         )
         self.gate = gate
         self.gate_report = gate_report
+        self.cut, self.cut_report = cut, cut_report
         self.join_outcomes = join_outcomes  # keep served prompts for an editor log's outcomes to join
         self.counts: Counter = Counter()
         self._known: OrderedDict[tuple[str, int], int] = OrderedDict()  # -> events kept for it
@@ -111,39 +115,49 @@ class Recorder:
         min_confidence_spec: str | None,
         *,
         keep_accepted: float = 0.95,
+        cut_spec: str | None = None,
         max_bytes: int | None = None,
         when_full: str = "stop",
         join_outcomes: bool = False,
     ) -> Recorder:
         """The server's recorder: the folder's history read once: the newest day-files (the ids events
-        and Continue's outcomes may still name), or all of it for ``--min-confidence auto`` to be
-        fitted on; InputError for a gate that cannot be made."""
+        and Continue's outcomes may still name), or all of it for ``--min-confidence auto`` or
+        ``--cut-below auto`` to be fitted on; InputError for a gate or a cut that cannot be made."""
         spec = (min_confidence_spec or "").strip() or None
+        cut_spec = (cut_spec or "").strip() or None
+        fit_cut_floor = cut_spec is not None and cut_spec.lower() == "auto"
         fit = spec is not None and spec.lower() == "auto"
         history = None
         if folder is not None and folder.is_dir():
-            history = read_records(folder, newest_files=None if fit else RECENT_DAY_FILES)
+            history = read_records(folder, newest_files=None if fit or fit_cut_floor else RECENT_DAY_FILES)
         if history is not None and not history.files:
             history = None
-        if fit and history is None:
-            from codetune.errors import InputError
+        for option, fitted, example in (
+            ("--min-confidence", fit, "-1.5"),
+            ("--cut-below", fit_cut_floor, "-2"),
+        ):
+            if fitted and history is None:
+                from codetune.errors import InputError
 
-            raise InputError(
-                "--min-confidence auto fits its threshold on the records of --record DIR, and "
-                f"{folder or 'no --record folder'} has none yet: serve with --record first, or give a "
-                "number (e.g. --min-confidence -1.5)"
-            )
+                raise InputError(
+                    f"{option} auto fits its threshold on the records of --record DIR, and "
+                    f"{folder or 'no --record folder'} has none yet: serve with --record first, or give a "
+                    f"number (e.g. {option} {example})"
+                )
         if fit:
             gate = fit_gate(history.labeled(), keep_accepted)  # type: ignore[union-attr]
         else:
             gate = min_confidence(spec)
         report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
+        cut, cut_report = fit_cut(history.labeled()) if fit_cut_floor else (cut_below(cut_spec), None)  # type: ignore[union-attr]
         recorder = cls(
             folder,
             max_bytes=max_bytes,
             when_full=when_full,
             gate=gate,
             gate_report=report,
+            cut=cut,
+            cut_report=cut_report,
             join_outcomes=join_outcomes,
         )
         if history is not None:
@@ -163,8 +177,13 @@ class Recorder:
 
     @property
     def active(self) -> bool:
-        """Whether finished rows need a record (to write, or to gate)."""
-        return self.writer is not None or self.gate is not None
+        """Whether finished rows need a record (to write, to gate or to cut)."""
+        return self.writer is not None or self.holds
+
+    @property
+    def holds(self) -> bool:
+        """Whether a row's text may change once it is done (a gate or a cut): streams hold it till then."""
+        return self.gate is not None or self.cut is not None
 
     def describe(self) -> list[str]:
         """Lines for the server's start-up log: where records go, what the gate removes."""
@@ -184,11 +203,31 @@ class Recorder:
                     f"rate {report['acceptance_rate_before']} -> {report['acceptance_rate_after']}"
                 )
             lines.append(line)
+        if self.cut is not None or self.cut_report is not None:
+            line = (
+                f"cut-below: suggestions are answered up to their first token with a log-probability under {self.cut.floor:.4f}"
+                if self.cut is not None
+                else "cut-below auto: no floor would have had more characters accepted; suggestions are answered whole"
+            )
+            report = self.cut_report
+            if report:
+                before, after = report["before"], report["after"]
+                line += (
+                    f"; on the {report['judged']} recorded suggestions with a known truth: shown "
+                    f"{before['shown']} -> {after['shown']}, accepted {before['accepted']} -> {after['accepted']}, "
+                    f"accepted characters {before['accepted_chars']} -> {after['accepted_chars']}"
+                )
+            lines.append(line)
         return lines
 
     def settle(self, record: CompletionRecord) -> bool:
-        """Gate and record one finished suggestion; whether the editor gets its text."""
+        """Gate, cut and record one finished suggestion; whether the editor gets its text (the record's
+        ``text``, cut where the cut says, with the trace of the tokens it keeps)."""
         shown = self.gate is None or self.gate.allows(record)
+        if shown and self.cut is not None and record.token_logprobs and record.token_ends:
+            kept = self.cut.kept(record.token_logprobs)
+            record.text = self.cut.applied(record)
+            record.token_logprobs, record.token_ends = record.token_logprobs[:kept], record.token_ends[:kept]
         record.withheld = not shown
         self.counts["suggestions"] += 1
         self.counts["withheld" if record.withheld else "shown"] += 1
@@ -299,6 +338,8 @@ class Recorder:
         }
         if self.gate is not None:
             out["min_confidence"] = {"threshold": self.gate.threshold, "fitted_on": self.gate_report}
+        if self.cut is not None or self.cut_report is not None:
+            out["cut_below"] = {"floor": self.cut.floor if self.cut else None, "fitted_on": self.cut_report}
         return out
 
     def close(self) -> None:

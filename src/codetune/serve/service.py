@@ -29,7 +29,7 @@ from codetune.generation.engines import Engine, QueueFull, engine_for
 from codetune.generation.generator import Generator
 from codetune.generation.params import InvalidParams, SamplingParams
 from codetune.generation.request import GenerationRequest, Request, RequestError
-from codetune.generation.sequence import Sequence
+from codetune.generation.sequence import Sequence, token_ends
 from codetune.serve.adapters import AdapterTable, Swap
 from codetune.serve.admission import FairAdmission
 from codetune.serve.config import ServeConfig
@@ -37,6 +37,10 @@ from codetune.serve.http import Caller
 from codetune.serve.recording import CALLER, Recorder
 from codetune.serve.repos import EditorContext
 from codetune.serve.responses import ServingError
+
+# A record's token trace covers a suggestion's first tokens only: it is built on the event loop, and an
+# editor's suggestion is far shorter (a cut further on is not made).
+TRACED_TOKENS = 512
 
 Disconnected = Callable[[], Awaitable[bool]]
 
@@ -82,10 +86,8 @@ class Generation:
         self.requests, self.editor, self.adapter = requests or [], editor, adapter
         self.agent = CALLER.get()
         self.streamed = [""] * len(self.sequences)  # the text each row streamed (stream only)
-        # Streams behind a confidence gate hold each row's text until it is settled (shown or not).
-        self._held: list[str] | None = (
-            [""] * len(self.sequences) if stream and service.recorder.gate is not None else None
-        )
+        # Streams behind a confidence gate or a cut send each row's text only once it is settled.
+        self._holding = stream and service.recorder.holds
         self._ready: deque[tuple[int, str | None]] = deque()
         self.started = time.monotonic()
         self.first_token_at: float | None = None
@@ -124,13 +126,13 @@ class Generation:
                     self.finished_at = now
                 self.service.raise_for(self.sequences[row])
                 shown = self.service.settle(self, row)
-                if self._held is not None and shown and self._held[row]:
+                settled = self.sequences[row].text  # the whole text, or what settling cut it to
+                if self._holding and shown and settled:
                     self.first_token_at = self.first_token_at or now
-                    self.streamed[row] += self._held[row]
+                    self.streamed[row] += settled
                     self._ready.append(event)
-                    return row, self._held[row]
-            elif self._held is not None:
-                self._held[row] += delta
+                    return row, settled
+            elif self._holding:
                 continue
             else:
                 self.first_token_at = self.first_token_at or now
@@ -504,11 +506,23 @@ class CompletionService:
             finish_reason=seq.finish_reason,
             latency_ms=round((time.monotonic() - generation.started) * 1000, 1),
             mean_logprob=seq.mean_logprob,
+            **self._token_trace(seq),
         )
         shown = self.recorder.settle(record)
-        if not shown:
-            seq.text = ""  # what every protocol reads once the row is done
+        seq.text = record.text if shown else ""  # what every protocol reads once the row is done
         return shown
+
+    def _token_trace(self, seq: Sequence) -> dict[str, Any]:
+        """Each kept token's log-probability and where its text ends in the row's text (cut by a stop
+        or post-processing: the tokens past its end are left out)."""
+        if len(seq.token_logprobs) != len(seq.tokens) or not seq.tokens:
+            return {}
+        ends = token_ends(self.tokenizer, seq.tokens[:TRACED_TOKENS])
+        kept = next((i for i, end in enumerate(ends) if end > len(seq.text)), len(ends))
+        return {
+            "token_logprobs": [max(round(v, 4), -1e9) for v in seq.token_logprobs[:kept]],
+            "token_ends": ends[:kept],
+        }
 
     # -- a new adapter without a restart ----------------------------------------------------------
     async def swap_adapter(self, name: str, path: str) -> Swap:
