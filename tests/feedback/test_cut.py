@@ -103,6 +103,8 @@ def test_a_bad_token_trace_makes_a_malformed_row_not_a_crash(tmp_path):
         {**GUESS, "token_ends": [3, 1, 5]},  # falling
         {**GUESS, "token_ends": None},  # half a trace
         {**GUESS, "token_logprobs": [-0.1, True, -1.0]},
+        {**GUESS, "token_logprobs": [-0.1, float("nan"), -1.0]},  # JSON's NaN
+        {**GUESS, "token_ends": [1, 3, 10**400]},  # a number past any text
     ]
     lines = [json.dumps({**completion(f"b{n}", 0).row(), **fields}) for n, fields in enumerate(bad)]
     write(tmp_path, [good])

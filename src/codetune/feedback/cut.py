@@ -45,13 +45,24 @@ class SuggestionCut:
         """``text`` cut before its first token under the floor (whole without a token trace)."""
         if not token_logprobs or not token_ends or len(token_logprobs) != len(token_ends):
             return text
-        kept = self.kept(token_logprobs)
-        if kept == len(token_logprobs):
-            return text
-        return text[: token_ends[kept - 1]] if kept else ""
+        return _first_tokens(text, token_ends, self.kept(token_logprobs))
 
     def applied(self, record: CompletionRecord) -> str:
         return self.apply(record.text, record.token_logprobs, record.token_ends)
+
+    def cut_record(self, record: CompletionRecord) -> None:
+        """Cut a served suggestion's record in place: its text and the trace of the tokens it keeps."""
+        if record.token_logprobs and record.token_ends:
+            kept = self.kept(record.token_logprobs)
+            record.text = _first_tokens(record.text, record.token_ends, kept)
+            record.token_logprobs, record.token_ends = record.token_logprobs[:kept], record.token_ends[:kept]
+
+
+def _first_tokens(text: str, token_ends: Sequence[int], kept: int) -> str:
+    """The text of the first ``kept`` tokens (all of it when every traced token is kept)."""
+    if kept >= len(token_ends):
+        return text
+    return text[: token_ends[kept - 1]] if kept else ""
 
 
 def _shown_line(text: str) -> str:
@@ -108,9 +119,8 @@ def _steps(completion: CompletionRecord, truth: str) -> list[tuple[float, tuple[
             lows.append(index)
     steps = []
     for position, index in enumerate(lows):
-        after = lows[position + 1] if position + 1 < len(lows) else None
-        cut = text if after is None else text[: ends[after - 1]]
-        steps.append((logprobs[index], _outcome(cut, truth)))
+        kept = lows[position + 1] if position + 1 < len(lows) else len(ends)
+        steps.append((logprobs[index], _outcome(_first_tokens(text, ends, kept), truth)))
     return steps
 
 

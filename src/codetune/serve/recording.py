@@ -144,12 +144,10 @@ class Recorder:
                     f"{folder or 'no --record folder'} has none yet: serve with --record first, or give a "
                     f"number (e.g. {option} {example})"
                 )
-        if fit:
-            gate = fit_gate(history.labeled(), keep_accepted)  # type: ignore[union-attr]
-        else:
-            gate = min_confidence(spec)
-        report = gate_report(gate, history.labeled()) if gate is not None and history is not None else None
-        cut, cut_report = fit_cut(history.labeled()) if fit_cut_floor else (cut_below(cut_spec), None)  # type: ignore[union-attr]
+        labeled = history.labeled() if history is not None else None
+        gate = fit_gate(labeled, keep_accepted) if fit else min_confidence(spec)  # type: ignore[arg-type]
+        report = gate_report(gate, labeled) if gate is not None and labeled is not None else None
+        cut, cut_report = fit_cut(labeled) if fit_cut_floor else (cut_below(cut_spec), None)  # type: ignore[arg-type]
         recorder = cls(
             folder,
             max_bytes=max_bytes,
@@ -186,7 +184,7 @@ class Recorder:
         return self.gate is not None or self.cut is not None
 
     def describe(self) -> list[str]:
-        """Lines for the server's start-up log: where records go, what the gate removes."""
+        """Lines for the server's start-up log: where records go, what the gate removes, where the cut is."""
         lines = []
         if self.folder is not None:
             lines.append(
@@ -224,10 +222,8 @@ class Recorder:
         """Gate, cut and record one finished suggestion; whether the editor gets its text (the record's
         ``text``, cut where the cut says, with the trace of the tokens it keeps)."""
         shown = self.gate is None or self.gate.allows(record)
-        if shown and self.cut is not None and record.token_logprobs and record.token_ends:
-            kept = self.cut.kept(record.token_logprobs)
-            record.text = self.cut.applied(record)
-            record.token_logprobs, record.token_ends = record.token_logprobs[:kept], record.token_ends[:kept]
+        if shown and self.cut is not None:
+            self.cut.cut_record(record)
         record.withheld = not shown
         self.counts["suggestions"] += 1
         self.counts["withheld" if record.withheld else "shown"] += 1
